@@ -1,0 +1,16 @@
+//! The pure core: every decision of the store that needs no I/O, no clock and no runtime.
+//!
+//! Time is always passed in as milliseconds (`now_ms`) so that the actors that wrap these
+//! types own the clocks, and tests can drive time by hand.
+
+pub mod hash;
+pub mod hints;
+pub mod ids;
+pub mod membership;
+pub mod quorum;
+pub mod ring;
+pub mod store;
+pub mod vclock;
+pub mod version;
+
+pub use ids::{ActorId, Key, NodeId};
