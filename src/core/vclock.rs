@@ -1,1 +1,386 @@
-//! (in progress)
+//! Version vectors (vector clocks) and dots.
+//!
+//! A [`VClock`] maps writer actors to counters. Every entry also keeps the wall time of its
+//! last advance, used only to decide which entries to drop when a clock grows past
+//! [`PRUNE_LIMIT`]; timestamps never take part in ordering.
+
+use std::cmp::Ordering;
+
+use serde::{Deserialize, Serialize};
+
+use super::ids::ActorId;
+
+/// Clocks are pruned to at most this many entries (oldest timestamp first).
+pub const PRUNE_LIMIT: usize = 50;
+
+/// One event of one actor: the identity of a single written version.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct Dot {
+    /// The coordinator that made the version.
+    pub actor: ActorId,
+    /// That actor's counter for this event (starts at 1).
+    pub counter: u64,
+}
+
+impl Dot {
+    /// The dot `(actor, counter)`.
+    pub fn new(actor: ActorId, counter: u64) -> Self {
+        Dot { actor, counter }
+    }
+}
+
+/// An actor's entry in a clock.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct ClockEntry {
+    /// Highest counter of the actor that the clock has seen.
+    pub counter: u64,
+    /// Wall time (ms) at which that counter was made; used for pruning only.
+    pub timestamp_ms: u64,
+}
+
+impl ClockEntry {
+    // Counter first, timestamp as a tie-break: a total order, so taking the larger of two
+    // entries is a symmetric, associative and idempotent merge.
+    fn key(&self) -> (u64, u64) {
+        (self.counter, self.timestamp_ms)
+    }
+}
+
+/// How two clocks relate causally.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ClockOrder {
+    /// The left clock happened before the right one.
+    Before,
+    /// The left clock happened after (descends from) the right one.
+    After,
+    /// Both saw exactly the same events.
+    Equal,
+    /// Neither saw all the events of the other.
+    Concurrent,
+}
+
+/// A version vector: for each actor, the highest counter seen.
+///
+/// Entries are kept sorted by actor and never hold a zero counter, so equal histories have
+/// equal representations.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct VClock {
+    entries: Vec<(ActorId, ClockEntry)>,
+}
+
+impl VClock {
+    /// The empty clock (no events seen).
+    pub fn new() -> Self {
+        VClock::default()
+    }
+
+    /// Number of actors in the clock.
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    /// True when the clock has seen no event.
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    /// The entries, sorted by actor.
+    pub fn entries(&self) -> impl Iterator<Item = (&ActorId, &ClockEntry)> {
+        self.entries.iter().map(|(a, e)| (a, e))
+    }
+
+    fn position(&self, actor: &ActorId) -> Result<usize, usize> {
+        self.entries.binary_search_by(|(a, _)| a.cmp(actor))
+    }
+
+    /// The counter of `actor`, 0 when absent.
+    pub fn get(&self, actor: &ActorId) -> u64 {
+        match self.position(actor) {
+            Ok(i) => self.entries[i].1.counter,
+            Err(_) => 0,
+        }
+    }
+
+    /// True when the event `dot` is part of this clock's history.
+    pub fn contains(&self, dot: &Dot) -> bool {
+        dot.counter <= self.get(&dot.actor)
+    }
+
+    /// Advances `actor` by one at wall time `now_ms` and returns the new counter.
+    ///
+    /// Saturates at `u64::MAX` rather than wrapping, which would forget history.
+    pub fn increment(&mut self, actor: &ActorId, now_ms: u64) -> u64 {
+        let next = self.get(actor).saturating_add(1);
+        self.witness(
+            actor,
+            ClockEntry {
+                counter: next,
+                timestamp_ms: now_ms,
+            },
+        );
+        next
+    }
+
+    /// Adds the event `dot` (made at `timestamp_ms`) to the clock's history.
+    pub fn add_dot(&mut self, dot: &Dot, timestamp_ms: u64) {
+        self.witness(
+            &dot.actor,
+            ClockEntry {
+                counter: dot.counter,
+                timestamp_ms,
+            },
+        );
+    }
+
+    // Raises the actor's entry to `entry` if that is larger; zero counters carry no history.
+    fn witness(&mut self, actor: &ActorId, entry: ClockEntry) {
+        if entry.counter == 0 {
+            return;
+        }
+        match self.position(actor) {
+            Ok(i) => {
+                if entry.key() > self.entries[i].1.key() {
+                    self.entries[i].1 = entry;
+                }
+            }
+            Err(i) => self.entries.insert(i, (actor.clone(), entry)),
+        }
+    }
+
+    /// True when this clock has seen every event of `other`.
+    pub fn descends(&self, other: &VClock) -> bool {
+        other
+            .entries
+            .iter()
+            .all(|(actor, e)| self.get(actor) >= e.counter)
+    }
+
+    /// The causal relation of `self` to `other` (timestamps are ignored).
+    pub fn compare(&self, other: &VClock) -> ClockOrder {
+        match (self.descends(other), other.descends(self)) {
+            (true, true) => ClockOrder::Equal,
+            (true, false) => ClockOrder::After,
+            (false, true) => ClockOrder::Before,
+            (false, false) => ClockOrder::Concurrent,
+        }
+    }
+
+    /// The least clock that descends from both: pointwise maximum of the counters.
+    pub fn merge(&self, other: &VClock) -> VClock {
+        let mut out = Vec::with_capacity(self.entries.len().max(other.entries.len()));
+        let (mut i, mut j) = (0, 0);
+        while i < self.entries.len() && j < other.entries.len() {
+            let (a, ea) = &self.entries[i];
+            let (b, eb) = &other.entries[j];
+            match a.cmp(b) {
+                Ordering::Less => {
+                    out.push((a.clone(), *ea));
+                    i += 1;
+                }
+                Ordering::Greater => {
+                    out.push((b.clone(), *eb));
+                    j += 1;
+                }
+                Ordering::Equal => {
+                    let e = if eb.key() > ea.key() { *eb } else { *ea };
+                    out.push((a.clone(), e));
+                    i += 1;
+                    j += 1;
+                }
+            }
+        }
+        out.extend_from_slice(&self.entries[i..]);
+        out.extend_from_slice(&other.entries[j..]);
+        VClock { entries: out }
+    }
+
+    /// Merges `other` into `self`.
+    pub fn merge_from(&mut self, other: &VClock) {
+        if !other.is_empty() {
+            *self = self.merge(other);
+        }
+    }
+
+    /// Drops the oldest entries (by timestamp, ties by actor) until at most `max_entries` remain.
+    ///
+    /// Pruning forgets history, so a pruned clock may see as concurrent what was causally
+    /// older: that costs a spurious sibling, never a lost write.
+    pub fn prune(&mut self, max_entries: usize) {
+        if self.entries.len() <= max_entries {
+            return;
+        }
+        let mut by_age: Vec<usize> = (0..self.entries.len()).collect();
+        by_age.sort_by(|&x, &y| {
+            let (ax, ex) = &self.entries[x];
+            let (ay, ey) = &self.entries[y];
+            ex.timestamp_ms
+                .cmp(&ey.timestamp_ms)
+                .then_with(|| ax.cmp(ay))
+        });
+        let excess = self.entries.len() - max_entries;
+        let mut drop = vec![false; self.entries.len()];
+        for &i in &by_age[..excess] {
+            drop[i] = true;
+        }
+        let mut index = 0;
+        self.entries.retain(|_| {
+            let keep = !drop[index];
+            index += 1;
+            keep
+        });
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    pub(crate) fn actor(i: u8) -> ActorId {
+        ActorId::new(format!("n{i}").as_str(), 1)
+    }
+
+    pub(crate) fn clock_strategy(max_actors: u8) -> impl Strategy<Value = VClock> {
+        proptest::collection::vec((0..max_actors, 0u64..6, 0u64..100), 0..8).prop_map(|items| {
+            let mut c = VClock::new();
+            for (a, counter, ts) in items {
+                c.witness(
+                    &actor(a),
+                    ClockEntry {
+                        counter,
+                        timestamp_ms: ts,
+                    },
+                );
+            }
+            c
+        })
+    }
+
+    #[test]
+    fn increment_compare_merge_basics() {
+        let (a, b) = (actor(1), actor(2));
+        let mut x = VClock::new();
+        assert_eq!(x.increment(&a, 10), 1);
+        let mut y = x.clone();
+        assert_eq!(x.compare(&y), ClockOrder::Equal);
+        y.increment(&a, 11);
+        assert_eq!(x.compare(&y), ClockOrder::Before);
+        assert_eq!(y.compare(&x), ClockOrder::After);
+        x.increment(&b, 12);
+        assert_eq!(x.compare(&y), ClockOrder::Concurrent);
+        let m = x.merge(&y);
+        assert_eq!((m.get(&a), m.get(&b)), (2, 1));
+        assert!(m.contains(&Dot::new(a.clone(), 2)));
+        assert!(!m.contains(&Dot::new(a, 3)));
+    }
+
+    #[test]
+    fn prune_drops_oldest_then_smallest_actor() {
+        let mut c = VClock::new();
+        for i in 0..5u8 {
+            c.increment(&actor(i), 100 + u64::from(i));
+        }
+        // Two entries share the oldest timestamp; the tie goes by actor.
+        c.increment(&actor(9), 100);
+        c.prune(5);
+        let kept: Vec<String> = c.entries().map(|(a, _)| a.to_string()).collect();
+        assert_eq!(kept, ["n1.1", "n2.1", "n3.1", "n4.1", "n9.1"]);
+        let mut small = c.clone();
+        small.prune(PRUNE_LIMIT);
+        assert_eq!(small, c);
+    }
+
+    #[test]
+    fn prune_keeps_at_most_the_limit() {
+        let mut c = VClock::new();
+        for i in 0..80u64 {
+            c.increment(&ActorId::new("n", i), i);
+        }
+        c.prune(PRUNE_LIMIT);
+        assert_eq!(c.len(), PRUNE_LIMIT);
+        assert_eq!(c.get(&ActorId::new("n", 29)), 0);
+        assert_eq!(c.get(&ActorId::new("n", 30)), 1);
+    }
+
+    #[test]
+    fn merge_ties_on_counter_take_the_later_timestamp_either_way() {
+        let a = actor(1);
+        let mut x = VClock::new();
+        x.increment(&a, 5);
+        let mut y = VClock::new();
+        y.increment(&a, 9);
+        assert_eq!(x.merge(&y), y.merge(&x));
+        assert_eq!(
+            x.merge(&y).entries().next().map(|(_, e)| e.timestamp_ms),
+            Some(9)
+        );
+    }
+
+    proptest! {
+        #[test]
+        fn compare_is_reflexive(x in clock_strategy(4)) {
+            prop_assert_eq!(x.compare(&x), ClockOrder::Equal);
+        }
+
+        #[test]
+        fn compare_is_antisymmetric(x in clock_strategy(3), y in clock_strategy(3)) {
+            let expected = match x.compare(&y) {
+                ClockOrder::Before => ClockOrder::After,
+                ClockOrder::After => ClockOrder::Before,
+                other => other,
+            };
+            prop_assert_eq!(y.compare(&x), expected);
+            if x.descends(&y) && y.descends(&x) {
+                prop_assert_eq!(x.compare(&y), ClockOrder::Equal);
+            }
+        }
+
+        #[test]
+        fn descends_is_transitive(x in clock_strategy(3), y in clock_strategy(3), z in clock_strategy(3)) {
+            // Build a chain so the premise holds often enough to matter.
+            let xy = x.merge(&y);
+            let xyz = xy.merge(&z);
+            prop_assert!(xyz.descends(&xy) && xy.descends(&x) && xyz.descends(&x));
+            if x.descends(&y) && y.descends(&z) {
+                prop_assert!(x.descends(&z));
+            }
+        }
+
+        #[test]
+        fn merge_is_commutative_associative_idempotent(
+            x in clock_strategy(4), y in clock_strategy(4), z in clock_strategy(4)
+        ) {
+            prop_assert_eq!(x.merge(&y), y.merge(&x));
+            prop_assert_eq!(x.merge(&y).merge(&z), x.merge(&y.merge(&z)));
+            prop_assert_eq!(x.merge(&x), x.clone());
+        }
+
+        #[test]
+        fn merge_is_the_least_upper_bound(x in clock_strategy(4), y in clock_strategy(4), z in clock_strategy(4)) {
+            let m = x.merge(&y);
+            prop_assert!(m.descends(&x) && m.descends(&y));
+            if z.descends(&x) && z.descends(&y) {
+                prop_assert!(z.descends(&m));
+            }
+        }
+
+        #[test]
+        fn increment_moves_after(x in clock_strategy(4), a in 0u8..5, now in 0u64..1000) {
+            let mut y = x.clone();
+            y.increment(&actor(a), now);
+            prop_assert_eq!(y.compare(&x), ClockOrder::After);
+            prop_assert_eq!(x.compare(&y), ClockOrder::Before);
+        }
+
+        #[test]
+        fn prune_bounds_size_and_only_forgets(x in clock_strategy(8), limit in 0usize..6) {
+            let mut p = x.clone();
+            p.prune(limit);
+            prop_assert!(p.len() <= limit);
+            prop_assert!(x.descends(&p));
+            for (a, e) in p.entries() {
+                prop_assert_eq!(x.get(a), e.counter);
+            }
+        }
+    }
+}
