@@ -1,1 +1,348 @@
-//! (in progress)
+//! Hinted handoff: writes held by a fallback node for an owner that was unreachable.
+//!
+//! A hint carries the whole version set the coordinator sent (see [`crate::core::version`]
+//! for why sets, not single versions, travel) and the owner it is meant for. Hints leave the
+//! store only when the owner acknowledged them; delivery is a merge on the owner, so replaying
+//! a hint any number of times changes nothing after the first time.
+//!
+//! Hints for the same owner and key are coalesced while they wait, so a hot key written many
+//! times during an outage is handed back as one set. A hint being delivered is never changed;
+//! writes that arrive meanwhile start a new hint.
+
+use std::collections::{BTreeMap, HashMap};
+
+use super::ids::{Key, NodeId};
+use super::version::VersionSet;
+
+/// Identifies a hint within its store.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct HintId(pub u64);
+
+/// A write held for an owner that could not take it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Hint {
+    /// This hint's id, for the acknowledgement.
+    pub id: HintId,
+    /// The node the versions are meant for.
+    pub owner: NodeId,
+    /// The key written.
+    pub key: Key,
+    /// The versions to merge into the owner's set.
+    pub versions: VersionSet,
+    /// Local time the hint was first stored.
+    pub created_at_ms: u64,
+}
+
+struct Slot {
+    hint: Hint,
+    in_flight: bool,
+}
+
+#[derive(Default)]
+struct OwnerHints {
+    slots: BTreeMap<HintId, Slot>,
+    // Key -> the waiting (not in-flight) hint new versions of that key coalesce into.
+    waiting: HashMap<Key, HintId>,
+}
+
+/// The hints a fallback node holds, per owner.
+#[derive(Default)]
+pub struct HintStore {
+    owners: BTreeMap<NodeId, OwnerHints>,
+    next_id: u64,
+}
+
+impl HintStore {
+    /// An empty hint store.
+    pub fn new() -> Self {
+        HintStore::default()
+    }
+
+    /// Stores `versions` of `key` for `owner`, coalescing with a waiting hint of the same key.
+    pub fn add(&mut self, owner: NodeId, key: Key, versions: VersionSet, now_ms: u64) -> HintId {
+        let hints = self.owners.entry(owner.clone()).or_default();
+        if let Some(id) = hints.waiting.get(&key).copied()
+            && let Some(slot) = hints.slots.get_mut(&id)
+        {
+            slot.hint.versions.merge(&versions);
+            return id;
+        }
+        self.next_id += 1;
+        let id = HintId(self.next_id);
+        hints.waiting.insert(key.clone(), id);
+        let hint = Hint {
+            id,
+            owner,
+            key,
+            versions,
+            created_at_ms: now_ms,
+        };
+        hints.slots.insert(
+            id,
+            Slot {
+                hint,
+                in_flight: false,
+            },
+        );
+        id
+    }
+
+    /// Owners that have hints stored (waiting or in flight).
+    pub fn owners(&self) -> Vec<NodeId> {
+        self.owners.keys().cloned().collect()
+    }
+
+    /// Every hint held for `owner`, oldest first.
+    pub fn list<'a>(&'a self, owner: &NodeId) -> impl Iterator<Item = &'a Hint> + 'a {
+        self.owners
+            .get(owner)
+            .into_iter()
+            .flat_map(|h| h.slots.values().map(|s| &s.hint))
+    }
+
+    /// Number of hints held for `owner`.
+    pub fn pending_for(&self, owner: &NodeId) -> usize {
+        self.owners.get(owner).map_or(0, |h| h.slots.len())
+    }
+
+    /// Number of hints held in all.
+    pub fn len(&self) -> usize {
+        self.owners.values().map(|h| h.slots.len()).sum()
+    }
+
+    /// True when no hint is held.
+    pub fn is_empty(&self) -> bool {
+        self.owners.is_empty()
+    }
+
+    /// Takes up to `max` waiting hints of `owner` for delivery, oldest first; they stay stored,
+    /// marked in flight, until [`ack`](Self::ack)ed or [`release`](Self::release)d.
+    pub fn take(&mut self, owner: &NodeId, max: usize) -> Vec<Hint> {
+        let Some(hints) = self.owners.get_mut(owner) else {
+            return Vec::new();
+        };
+        let mut taken = Vec::new();
+        for slot in hints.slots.values_mut() {
+            if taken.len() == max {
+                break;
+            }
+            if slot.in_flight {
+                continue;
+            }
+            slot.in_flight = true;
+            if hints.waiting.get(&slot.hint.key) == Some(&slot.hint.id) {
+                hints.waiting.remove(&slot.hint.key);
+            }
+            taken.push(slot.hint.clone());
+        }
+        taken
+    }
+
+    /// Returns hints whose delivery failed to the waiting state, to be taken again.
+    pub fn release(&mut self, owner: &NodeId, ids: &[HintId]) {
+        let Some(hints) = self.owners.get_mut(owner) else {
+            return;
+        };
+        for id in ids {
+            if let Some(slot) = hints.slots.get_mut(id)
+                && slot.in_flight
+            {
+                slot.in_flight = false;
+                hints
+                    .waiting
+                    .entry(slot.hint.key.clone())
+                    .or_insert(slot.hint.id);
+            }
+        }
+    }
+
+    /// Deletes a hint the owner acknowledged; returns false if it was already gone, so a
+    /// repeated acknowledgement is harmless.
+    pub fn ack(&mut self, owner: &NodeId, id: HintId) -> bool {
+        let Some(hints) = self.owners.get_mut(owner) else {
+            return false;
+        };
+        let Some(slot) = hints.slots.remove(&id) else {
+            return false;
+        };
+        if hints.waiting.get(&slot.hint.key) == Some(&id) {
+            hints.waiting.remove(&slot.hint.key);
+        }
+        if hints.slots.is_empty() {
+            self.owners.remove(owner);
+        }
+        true
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use bytes::Bytes;
+    use proptest::prelude::*;
+
+    use super::*;
+    use crate::core::ids::ActorId;
+    use crate::core::store::Store;
+    use crate::core::vclock::{Dot, VClock};
+
+    fn key(s: &str) -> Key {
+        Bytes::copy_from_slice(s.as_bytes())
+    }
+
+    /// A version set with one blind write as `actor` (a fresh dot each call).
+    fn blind(coord: &Store, k: &Key, v: &str) -> VersionSet {
+        coord
+            .coordinate(
+                k,
+                &VClock::new(),
+                Some(Bytes::copy_from_slice(v.as_bytes())),
+                0,
+            )
+            .map(|c| c.versions)
+            .unwrap()
+    }
+
+    #[test]
+    fn add_take_ack_round_trip() {
+        let coord = Store::new(ActorId::new("c", 1));
+        let (owner, k) = (NodeId::new("o"), key("k"));
+        let mut hints = HintStore::new();
+        let id = hints.add(owner.clone(), k.clone(), blind(&coord, &k, "v"), 5);
+        assert_eq!(hints.pending_for(&owner), 1);
+        let taken = hints.take(&owner, 10);
+        assert_eq!(taken.len(), 1);
+        assert_eq!((taken[0].id, taken[0].created_at_ms), (id, 5));
+        assert!(
+            hints.take(&owner, 10).is_empty(),
+            "in-flight hints are not taken twice"
+        );
+        assert_eq!(hints.len(), 1, "a hint stays until acknowledged");
+        assert!(hints.ack(&owner, id));
+        assert!(!hints.ack(&owner, id), "acking twice is harmless");
+        assert!(hints.is_empty());
+        assert!(hints.owners().is_empty());
+    }
+
+    #[test]
+    fn released_hints_are_taken_again() {
+        let coord = Store::new(ActorId::new("c", 1));
+        let owner = NodeId::new("o");
+        let mut hints = HintStore::new();
+        for i in 0..3 {
+            let k = key(&format!("k{i}"));
+            hints.add(owner.clone(), k.clone(), blind(&coord, &k, "v"), i);
+        }
+        let first = hints.take(&owner, 2);
+        assert_eq!(first.len(), 2);
+        hints.release(&owner, &[first[0].id]);
+        let again: Vec<HintId> = hints.take(&owner, 10).iter().map(|h| h.id).collect();
+        assert_eq!(again, vec![first[0].id, HintId(3)]);
+    }
+
+    #[test]
+    fn waiting_hints_coalesce_but_in_flight_ones_do_not_change() {
+        let coord = Store::new(ActorId::new("c", 1));
+        let (owner, k) = (NodeId::new("o"), key("cart"));
+        let mut hints = HintStore::new();
+        let a = hints.add(owner.clone(), k.clone(), blind(&coord, &k, "x"), 0);
+        let b = hints.add(owner.clone(), k.clone(), blind(&coord, &k, "y"), 1);
+        assert_eq!(a, b);
+        let taken = hints.take(&owner, 10);
+        assert_eq!(taken[0].versions.read().values.len(), 2);
+        let c = hints.add(owner.clone(), k.clone(), blind(&coord, &k, "z"), 2);
+        assert_ne!(c, a, "a write during delivery starts a new hint");
+        assert!(hints.ack(&owner, a));
+        let rest = hints.take(&owner, 10);
+        assert_eq!(rest.len(), 1);
+        assert_eq!(rest[0].versions.read().values.len(), 3);
+    }
+
+    #[test]
+    fn replay_is_idempotent_and_never_rolls_back() {
+        let coord = Store::new(ActorId::new("c", 1));
+        let k = key("k");
+        let old = blind(&coord, &k, "old");
+        let mut hints = HintStore::new();
+        let owner = NodeId::new("o");
+        hints.add(owner.clone(), k.clone(), old.clone(), 0);
+        // The owner meanwhile got a newer version that supersedes the hinted one.
+        let ctx = coord.get(&k).read().context;
+        let newer = coord
+            .coordinate(&k, &ctx, Some(Bytes::from("new")), 1)
+            .unwrap();
+        let target = Store::new(ActorId::new("o", 1));
+        target.merge(&k, &newer.versions);
+        let hint = hints.take(&owner, 1).remove(0);
+        let first = target.merge(&hint.key, &hint.versions);
+        let second = target.merge(&hint.key, &hint.versions);
+        assert!(!first.changed && !second.changed);
+        assert_eq!(target.get(&k).read().values, vec![Bytes::from("new")]);
+    }
+
+    #[derive(Clone, Debug)]
+    enum Op {
+        Add(u8, u8),
+        Take(u8, usize),
+        AckFirstInFlight(u8),
+        ReleaseAll(u8),
+    }
+
+    fn op() -> impl Strategy<Value = Op> {
+        prop_oneof![
+            (0u8..2, 0u8..3).prop_map(|(o, k)| Op::Add(o, k)),
+            (0u8..2, 0usize..3).prop_map(|(o, n)| Op::Take(o, n)),
+            (0u8..2).prop_map(Op::AckFirstInFlight),
+            (0u8..2).prop_map(Op::ReleaseAll),
+        ]
+    }
+
+    proptest! {
+        #[test]
+        fn nothing_leaves_without_an_ack(ops in proptest::collection::vec(op(), 0..40)) {
+            let coord = Store::new(ActorId::new("c", 1));
+            let mut hints = HintStore::new();
+            let mut in_flight: BTreeMap<u8, Vec<Hint>> = BTreeMap::new();
+            let mut added: Vec<(NodeId, Key, Dot)> = Vec::new();
+            let mut acked: Vec<Hint> = Vec::new();
+            for op in ops {
+                match op {
+                    Op::Add(o, k) => {
+                        let (owner, k) = (NodeId::new(format!("o{o}")), key(&format!("k{k}")));
+                        let set = blind(&coord, &k, "v");
+                        let dot = set.versions().last().map(|v| v.dot.clone()).unwrap();
+                        let newest = set.versions().iter().map(|v| v.dot.clone()).max().unwrap();
+                        prop_assert_eq!(&dot, &newest);
+                        hints.add(owner.clone(), k.clone(), set, 0);
+                        added.push((owner, k, dot));
+                    }
+                    Op::Take(o, n) => {
+                        let owner = NodeId::new(format!("o{o}"));
+                        let taken = hints.take(&owner, n);
+                        prop_assert!(taken.len() <= n);
+                        in_flight.entry(o).or_default().extend(taken);
+                    }
+                    Op::AckFirstInFlight(o) => {
+                        let owner = NodeId::new(format!("o{o}"));
+                        if let Some(list) = in_flight.get_mut(&o) && !list.is_empty() {
+                            let hint = list.remove(0);
+                            prop_assert!(hints.ack(&owner, hint.id));
+                            acked.push(hint);
+                        }
+                    }
+                    Op::ReleaseAll(o) => {
+                        let owner = NodeId::new(format!("o{o}"));
+                        let ids: Vec<HintId> =
+                            in_flight.remove(&o).unwrap_or_default().iter().map(|h| h.id).collect();
+                        hints.release(&owner, &ids);
+                    }
+                }
+            }
+            // Every hinted version is still held, or was in a hint its owner acknowledged.
+            for (owner, k, dot) in &added {
+                let held = hints.list(owner).any(|h| h.key == *k && h.versions.has_seen(dot));
+                let delivered = acked.iter().any(|h| &h.owner == owner && h.key == *k && h.versions.has_seen(dot));
+                prop_assert!(held || delivered, "{:?} for {} lost", dot, owner);
+            }
+        }
+    }
+}
