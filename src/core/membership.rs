@@ -134,6 +134,8 @@ pub struct MemberDigest {
     pub cluster_addr: String,
     /// Where its HTTP API listens; opaque here.
     pub http_addr: String,
+    /// How many ring tokens the member asks for (every node must build the same ring).
+    pub vnodes: u32,
     /// The sender's opinion, for people inspecting the digest; merge ignores it.
     pub status: Status,
     /// Counter the member itself increments on every gossip tick.
@@ -157,6 +159,8 @@ pub struct Member {
     pub cluster_addr: String,
     /// Where its HTTP API listens; opaque here.
     pub http_addr: String,
+    /// How many ring tokens the member asks for (every node must build the same ring).
+    pub vnodes: u32,
     /// Health as judged on this node's clock.
     pub status: Status,
     /// Newest heartbeat seen for the member.
@@ -179,6 +183,7 @@ impl Member {
             node: self.node.clone(),
             cluster_addr: self.cluster_addr.clone(),
             http_addr: self.http_addr.clone(),
+            vnodes: self.vnodes,
             status: self.status,
             heartbeat: self.heartbeat,
             incarnation: self.incarnation,
@@ -233,6 +238,7 @@ impl Membership {
         me: NodeId,
         cluster_addr: String,
         http_addr: String,
+        vnodes: u32,
         incarnation: u64,
         timeouts: FailureTimeouts,
         now_ms: u64,
@@ -243,6 +249,7 @@ impl Membership {
                 node: me,
                 cluster_addr,
                 http_addr,
+                vnodes,
                 status: Status::Alive,
                 heartbeat: 0,
                 incarnation,
@@ -304,6 +311,7 @@ impl Membership {
                         node: entry.node.clone(),
                         cluster_addr: entry.cluster_addr.clone(),
                         http_addr: entry.http_addr.clone(),
+                        vnodes: entry.vnodes,
                         status: Status::Alive,
                         heartbeat: entry.heartbeat,
                         incarnation: entry.incarnation,
@@ -322,6 +330,7 @@ impl Membership {
             member.heartbeat = entry.heartbeat;
             member.cluster_addr.clone_from(&entry.cluster_addr);
             member.http_addr.clone_from(&entry.http_addr);
+            member.vnodes = entry.vnodes;
             member.last_heard_ms = now_ms;
             report.updated += 1;
             if member.status != Status::Alive {
@@ -429,6 +438,14 @@ impl Membership {
             .collect()
     }
 
+    /// The ring members with the vnode counts they asked for: the input of `Ring::build`.
+    pub fn ring_layout(&self) -> Vec<(NodeId, u32)> {
+        self.members()
+            .filter(|member| member.status.on_ring())
+            .map(|member| (member.node.clone(), member.vnodes))
+            .collect()
+    }
+
     /// The status of `node`, or `None` if it was never heard of.
     pub fn status_of(&self, node: &NodeId) -> Option<Status> {
         self.get(node).map(|member| member.status)
@@ -462,6 +479,7 @@ mod tests {
             node: n(node),
             cluster_addr: format!("{node}:7001"),
             http_addr: format!("{node}:8001"),
+            vnodes: 128,
             status: Status::Alive,
             heartbeat,
             incarnation,
@@ -474,6 +492,7 @@ mod tests {
             n("n1"),
             "n1:7001".into(),
             "n1:8001".into(),
+            128,
             1,
             FailureTimeouts::default(),
             0,
@@ -688,6 +707,7 @@ mod tests {
             n("n2"),
             "n2:7001".into(),
             "n2:8001".into(),
+            128,
             1,
             FailureTimeouts::default(),
             0,
@@ -736,6 +756,7 @@ mod tests {
             n("n2"),
             "n2:7001".into(),
             "n2:8001".into(),
+            128,
             7,
             FailureTimeouts::default(),
             0,
@@ -832,6 +853,7 @@ mod tests {
             n("n1"),
             "a".into(),
             "b".into(),
+            128,
             0,
             FailureTimeouts::new(100, 300).unwrap(),
             0,
@@ -889,7 +911,7 @@ mod tests {
             suspect_after_ms: 30_000,
             dead_after_ms: 5_000,
         };
-        assert!(Membership::new(n("n1"), "a".into(), "b".into(), 0, bad, 0).is_err());
+        assert!(Membership::new(n("n1"), "a".into(), "b".into(), 128, 0, bad, 0).is_err());
         let mut m = table();
         assert!(m.set_timeouts(bad).is_err());
         assert_eq!(m.timeouts(), FailureTimeouts::default());
@@ -914,6 +936,7 @@ mod tests {
                 node: n(NAMES[i]),
                 cluster_addr: format!("{}:{}", NAMES[i], 7000 + u16::from(addr)),
                 http_addr: format!("{}:8000", NAMES[i]),
+                vnodes: 128,
                 status,
                 heartbeat,
                 incarnation,
@@ -948,6 +971,7 @@ mod tests {
             n(ME),
             "me:7001".into(),
             "me:8001".into(),
+            128,
             1,
             FailureTimeouts::default(),
             0,
