@@ -2,4 +2,6 @@
 //!
 //! The crate is layered as DESIGN.md describes; this release holds the pure [`core`].
 
+pub mod api;
+pub mod config;
 pub mod core;

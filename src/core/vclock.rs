@@ -62,10 +62,28 @@ pub enum ClockOrder {
 /// A version vector: for each actor, the highest counter seen.
 ///
 /// Entries are kept sorted by actor and never hold a zero counter, so equal histories have
-/// equal representations.
+/// equal representations. Deserialization restores that form from any input, so a clock
+/// from a peer or a client can never break the binary searches below.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(from = "WireClock")]
 pub struct VClock {
     entries: Vec<(ActorId, ClockEntry)>,
+}
+
+#[derive(Deserialize)]
+struct WireClock {
+    entries: Vec<(ActorId, ClockEntry)>,
+}
+
+impl From<WireClock> for VClock {
+    fn from(wire: WireClock) -> Self {
+        let mut entries = wire.entries;
+        entries.retain(|(_, e)| e.counter > 0);
+        // Largest entry of each actor first, then keep the first of each actor.
+        entries.sort_by(|(a, x), (b, y)| a.cmp(b).then(y.key().cmp(&x.key())));
+        entries.dedup_by(|later, first| later.0 == first.0);
+        VClock { entries }
+    }
 }
 
 impl VClock {
@@ -288,6 +306,28 @@ pub(crate) mod tests {
         let mut small = c.clone();
         small.prune(PRUNE_LIMIT);
         assert_eq!(small, c);
+    }
+
+    #[test]
+    fn deserialization_restores_canonical_form() {
+        let (a, b) = (actor(1), actor(2));
+        let e = |counter, timestamp_ms| ClockEntry {
+            counter,
+            timestamp_ms,
+        };
+        let wire = WireClock {
+            entries: vec![
+                (b.clone(), e(2, 0)),
+                (a.clone(), e(1, 0)),
+                (b.clone(), e(5, 1)),
+                (actor(3), e(0, 0)),
+            ],
+        };
+        let clock = VClock::from(wire);
+        let mut expected = VClock::new();
+        expected.add_dot(&Dot::new(a, 1), 0);
+        expected.add_dot(&Dot::new(b, 5), 1);
+        assert_eq!(clock, expected);
     }
 
     #[test]

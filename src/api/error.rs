@@ -1,0 +1,124 @@
+//! The errors a client can get, each mapped to one HTTP status.
+
+use serde::Serialize;
+
+use super::context::ContextError;
+use crate::config::ConfigError;
+use crate::core::quorum::Shortfall;
+
+/// Why a request did not succeed.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum ClientError {
+    /// A write got fewer than W acks in time; it may still be applied on some replicas.
+    #[error("insufficient acks: {0}")]
+    InsufficientAcks(Shortfall),
+    /// A read got fewer than R replies in time.
+    #[error("insufficient replies: {0}")]
+    InsufficientReplies(Shortfall),
+    /// The key is not acceptable (e.g. empty).
+    #[error("invalid key: {0}")]
+    InvalidKey(String),
+    /// The key is longer than the limit.
+    #[error("key of {size} bytes is longer than the {max}-byte limit")]
+    KeyTooLong {
+        /// Its length.
+        size: usize,
+        /// The limit.
+        max: usize,
+    },
+    /// The value is larger than the limit.
+    #[error("value of {size} bytes is larger than the {max}-byte limit")]
+    ValueTooLarge {
+        /// Its size.
+        size: usize,
+        /// The limit.
+        max: usize,
+    },
+    /// The key's siblings would grow past the set limit: read, merge and write with the context.
+    #[error(
+        "the key's sibling set would reach {size} bytes (limit {max}); merge its siblings first"
+    )]
+    SetTooLarge {
+        /// The set's size with this write.
+        size: usize,
+        /// The limit.
+        max: usize,
+    },
+    /// The context token could not be used.
+    #[error("invalid context: {0}")]
+    InvalidContext(#[from] ContextError),
+    /// An option (`r`, `w`) or a configuration value is out of range.
+    #[error("invalid option: {0}")]
+    InvalidOption(String),
+    /// No node can serve the key now (empty ring, nobody reachable).
+    #[error("unavailable: {0}")]
+    Unavailable(String),
+    /// The node is shutting down or an internal step failed.
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl From<ConfigError> for ClientError {
+    fn from(e: ConfigError) -> Self {
+        ClientError::InvalidOption(e.to_string())
+    }
+}
+
+/// The JSON body of an error answer: `{"error": kind, "message": text, ...details}`.
+#[derive(Debug, Serialize)]
+pub struct ErrorBody {
+    /// Stable, machine-readable kind (e.g. `insufficient_acks`).
+    pub error: &'static str,
+    /// Human-readable explanation.
+    pub message: String,
+    /// Quorum details for `insufficient_*` errors.
+    #[serde(skip_serializing_if = "Option::is_none", flatten)]
+    pub shortfall: Option<Shortfall>,
+}
+
+impl ClientError {
+    /// Stable kind name, as used in the HTTP API's JSON errors.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            ClientError::InsufficientAcks(_) => "insufficient_acks",
+            ClientError::InsufficientReplies(_) => "insufficient_replies",
+            ClientError::InvalidKey(_) => "invalid_key",
+            ClientError::KeyTooLong { .. } => "key_too_long",
+            ClientError::ValueTooLarge { .. } => "value_too_large",
+            ClientError::SetTooLarge { .. } => "set_too_large",
+            ClientError::InvalidContext(_) => "invalid_context",
+            ClientError::InvalidOption(_) => "invalid_option",
+            ClientError::Unavailable(_) => "unavailable",
+            ClientError::Internal(_) => "internal",
+        }
+    }
+
+    /// The HTTP status this error maps to.
+    pub fn http_status(&self) -> u16 {
+        match self {
+            ClientError::InsufficientAcks(_)
+            | ClientError::InsufficientReplies(_)
+            | ClientError::Unavailable(_) => 503,
+            ClientError::InvalidKey(_)
+            | ClientError::InvalidContext(_)
+            | ClientError::InvalidOption(_) => 400,
+            ClientError::KeyTooLong { .. }
+            | ClientError::ValueTooLarge { .. }
+            | ClientError::SetTooLarge { .. } => 413,
+            ClientError::Internal(_) => 500,
+        }
+    }
+
+    /// The JSON error body.
+    pub fn body(&self) -> ErrorBody {
+        let shortfall = match self {
+            ClientError::InsufficientAcks(s) | ClientError::InsufficientReplies(s) => Some(*s),
+            _ => None,
+        };
+        ErrorBody {
+            error: self.kind(),
+            message: self.to_string(),
+            shortfall,
+        }
+    }
+}

@@ -1,0 +1,64 @@
+//! The one interface every front talks to: the Rust client implements it, HTTP serves it.
+
+use std::future::Future;
+
+use bytes::Bytes;
+
+use super::context::Context;
+use super::error::ClientError;
+use super::types::{GetResult, Health, MemberInfo, ReadOptions, RingInfo, WriteOptions};
+use crate::config::{ConfigUpdate, QuorumConfig};
+use crate::core::ids::Key;
+use crate::core::version::VersionSet;
+
+/// A node's key-value service and its admin views.
+pub trait KvService: Clone + Send + Sync + 'static {
+    /// Reads `key` with R replies (or `opts.r`).
+    fn get(
+        &self,
+        key: Key,
+        opts: ReadOptions,
+    ) -> impl Future<Output = Result<GetResult, ClientError>> + Send;
+
+    /// Writes `value` with the context of a previous read (`None`: a blind write).
+    /// Returns a context that covers the new version.
+    fn put(
+        &self,
+        key: Key,
+        value: Bytes,
+        context: Option<Context>,
+        opts: WriteOptions,
+    ) -> impl Future<Output = Result<Context, ClientError>> + Send;
+
+    /// Deletes what `context` covers by writing a tombstone.
+    fn delete(
+        &self,
+        key: Key,
+        context: Option<Context>,
+        opts: WriteOptions,
+    ) -> impl Future<Output = Result<(), ClientError>> + Send;
+
+    /// This node's name.
+    fn node_name(&self) -> String;
+
+    /// The membership as this node sees it, by name.
+    fn members(&self) -> Vec<MemberInfo>;
+
+    /// The ring as this node sees it.
+    fn ring(&self) -> RingInfo;
+
+    /// What this node itself stores for `key`, without asking others.
+    fn local(&self, key: &[u8]) -> VersionSet;
+
+    /// Changes N, W, R or the timeouts at runtime; returns the settings now in force.
+    fn update_config(&self, update: ConfigUpdate) -> Result<QuorumConfig, ClientError>;
+
+    /// The settings in force.
+    fn config(&self) -> QuorumConfig;
+
+    /// Prometheus text exposition of the node's metrics.
+    fn metrics(&self) -> String;
+
+    /// Liveness summary.
+    fn health(&self) -> Health;
+}

@@ -1,0 +1,270 @@
+//! Node configuration: what is fixed at start, and the quorum settings that change at runtime.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+use crate::core::membership::FailureTimeouts;
+use crate::core::ring::{DEFAULT_VNODES, PREFIX};
+
+/// Largest key accepted, in bytes.
+pub const MAX_KEY_BYTES: usize = 1024;
+/// Largest value accepted, in bytes.
+pub const MAX_VALUE_BYTES: usize = 1024 * 1024;
+/// Largest sibling set a write may produce, in value bytes. With the frame limit below this
+/// keeps every cluster message far under ractor_cluster's frame size, whose breach would kill
+/// the whole session to a peer.
+pub const MAX_SET_BYTES: usize = 8 * 1024 * 1024;
+/// Inbound frame limit set on every node's cluster server (all nodes must agree).
+pub const MAX_FRAME_BYTES: usize = 64 * 1024 * 1024;
+
+/// Replication and timeout settings, changeable at runtime.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct QuorumConfig {
+    /// Replicas per key.
+    pub n: usize,
+    /// Acks a write waits for.
+    pub w: usize,
+    /// Replies a read waits for.
+    pub r: usize,
+    /// How long a write waits for W acks.
+    pub put_timeout_ms: u64,
+    /// How long a read waits for R replies.
+    pub get_timeout_ms: u64,
+}
+
+impl Default for QuorumConfig {
+    fn default() -> Self {
+        QuorumConfig {
+            n: 3,
+            w: 2,
+            r: 2,
+            put_timeout_ms: 5000,
+            get_timeout_ms: 5000,
+        }
+    }
+}
+
+/// Why a configuration was refused.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum ConfigError {
+    /// N outside 1..=16 (the ring precomputes 16 nodes per position).
+    #[error("n must be between 1 and {max}, got {got}")]
+    N {
+        /// Largest N allowed.
+        max: usize,
+        /// The value given.
+        got: usize,
+    },
+    /// W or R outside 1..=N.
+    #[error("{which} must be between 1 and n = {n}, got {got}")]
+    Quorum {
+        /// "w" or "r".
+        which: &'static str,
+        /// The N in force.
+        n: usize,
+        /// The value given.
+        got: usize,
+    },
+    /// A timeout of zero.
+    #[error("{0} must be greater than 0")]
+    ZeroTimeout(&'static str),
+    /// Failure-detection timeouts out of order.
+    #[error(transparent)]
+    Timeouts(#[from] crate::core::membership::TimeoutsError),
+    /// Zero vnodes.
+    #[error("vnodes must be at least 1")]
+    Vnodes,
+}
+
+impl QuorumConfig {
+    /// Checks the ranges: 1 <= w, r <= n <= 16 and non-zero timeouts.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.n == 0 || self.n > PREFIX {
+            return Err(ConfigError::N {
+                max: PREFIX,
+                got: self.n,
+            });
+        }
+        for (which, got) in [("w", self.w), ("r", self.r)] {
+            if got == 0 || got > self.n {
+                return Err(ConfigError::Quorum {
+                    which,
+                    n: self.n,
+                    got,
+                });
+            }
+        }
+        if self.put_timeout_ms == 0 {
+            return Err(ConfigError::ZeroTimeout("put_timeout_ms"));
+        }
+        if self.get_timeout_ms == 0 {
+            return Err(ConfigError::ZeroTimeout("get_timeout_ms"));
+        }
+        Ok(())
+    }
+
+    /// This config with `update` applied, if the result is valid.
+    pub fn apply(&self, update: &ConfigUpdate) -> Result<QuorumConfig, ConfigError> {
+        let next = QuorumConfig {
+            n: update.n.unwrap_or(self.n),
+            w: update.w.unwrap_or(self.w),
+            r: update.r.unwrap_or(self.r),
+            put_timeout_ms: update.put_timeout_ms.unwrap_or(self.put_timeout_ms),
+            get_timeout_ms: update.get_timeout_ms.unwrap_or(self.get_timeout_ms),
+        };
+        next.validate()?;
+        Ok(next)
+    }
+}
+
+/// A partial change of the runtime settings (`Node::update_config`, `PUT /admin/config`).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConfigUpdate {
+    /// New N.
+    pub n: Option<usize>,
+    /// New W.
+    pub w: Option<usize>,
+    /// New R.
+    pub r: Option<usize>,
+    /// New write timeout.
+    pub put_timeout_ms: Option<u64>,
+    /// New read timeout.
+    pub get_timeout_ms: Option<u64>,
+}
+
+/// Gossip timing.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GossipConfig {
+    /// Time between gossip rounds.
+    pub interval_ms: u64,
+    /// Silence after which a node is suspect, and after which it is dead.
+    pub timeouts: FailureTimeouts,
+}
+
+impl Default for GossipConfig {
+    fn default() -> Self {
+        GossipConfig {
+            interval_ms: 1000,
+            timeouts: FailureTimeouts::default(),
+        }
+    }
+}
+
+/// Everything a node needs to start.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NodeConfig {
+    /// The node's unique name in the cluster.
+    pub name: String,
+    /// Address of the cluster (ractor_cluster) endpoint; outgoing connections bind its IP too.
+    pub bind: SocketAddr,
+    /// Address of the HTTP API, if any.
+    pub http: Option<SocketAddr>,
+    /// Cluster addresses of nodes to join through.
+    pub seeds: Vec<SocketAddr>,
+    /// Shared secret of the cluster handshake.
+    pub cookie: String,
+    /// Quorum settings at start.
+    pub quorum: QuorumConfig,
+    /// Ring tokens this node takes.
+    pub vnodes: u32,
+    /// Gossip timing.
+    pub gossip: GossipConfig,
+    /// Where data is kept; `None` keeps it in memory (a restart then takes a new incarnation).
+    pub data_dir: Option<PathBuf>,
+}
+
+impl NodeConfig {
+    /// A config with the defaults for everything but the name and the cluster address.
+    pub fn new(name: impl Into<String>, bind: SocketAddr) -> Self {
+        NodeConfig {
+            name: name.into(),
+            bind,
+            http: None,
+            seeds: Vec::new(),
+            cookie: "dynamo".to_string(),
+            quorum: QuorumConfig::default(),
+            vnodes: DEFAULT_VNODES,
+            gossip: GossipConfig::default(),
+            data_dir: None,
+        }
+    }
+
+    /// Checks every setting.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        self.quorum.validate()?;
+        self.gossip.timeouts.validate()?;
+        if self.gossip.interval_ms == 0 {
+            return Err(ConfigError::ZeroTimeout("gossip_interval_ms"));
+        }
+        if self.vnodes == 0 {
+            return Err(ConfigError::Vnodes);
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_the_documented_ones_and_valid() {
+        let q = QuorumConfig::default();
+        assert_eq!(
+            (q.n, q.w, q.r, q.put_timeout_ms, q.get_timeout_ms),
+            (3, 2, 2, 5000, 5000)
+        );
+        let c = NodeConfig::new("n1", "127.0.0.1:7000".parse().unwrap());
+        assert_eq!(c.vnodes, 128);
+        assert_eq!(c.gossip.interval_ms, 1000);
+        assert!(c.validate().is_ok());
+    }
+
+    #[test]
+    fn updates_are_validated_as_a_whole() {
+        let q = QuorumConfig::default();
+        let bad_w = ConfigUpdate {
+            w: Some(4),
+            ..Default::default()
+        };
+        assert!(matches!(
+            q.apply(&bad_w),
+            Err(ConfigError::Quorum { which: "w", .. })
+        ));
+        let grow = ConfigUpdate {
+            n: Some(5),
+            w: Some(4),
+            ..Default::default()
+        };
+        assert_eq!(q.apply(&grow).map(|c| (c.n, c.w, c.r)), Ok((5, 4, 2)));
+        let shrink = ConfigUpdate {
+            n: Some(1),
+            ..Default::default()
+        };
+        assert!(q.apply(&shrink).is_err(), "w = 2 > n = 1");
+        assert!(
+            q.apply(&ConfigUpdate {
+                n: Some(17),
+                ..Default::default()
+            })
+            .is_err()
+        );
+        let zero = ConfigUpdate {
+            get_timeout_ms: Some(0),
+            ..Default::default()
+        };
+        assert_eq!(
+            q.apply(&zero),
+            Err(ConfigError::ZeroTimeout("get_timeout_ms"))
+        );
+    }
+
+    #[test]
+    fn unknown_update_fields_are_refused() {
+        assert!(serde_json::from_str::<ConfigUpdate>(r#"{"w": 1}"#).is_ok());
+        assert!(serde_json::from_str::<ConfigUpdate>(r#"{"quorum": 1}"#).is_err());
+    }
+}
