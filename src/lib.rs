@@ -1,7 +1,14 @@
 //! dynamo-node: a Dynamo-style distributed key-value store built on ractor.
 //!
-//! The crate is layered as DESIGN.md describes; this release holds the pure [`core`].
+//! Layers, bottom up: the pure [`core`], the actors of a [`node`], and the fronts: the Rust
+//! [`api`], [`http`], and the [`cli`].
 
 pub mod api;
+pub mod cli;
 pub mod config;
 pub mod core;
+pub mod http;
+pub mod node;
+pub mod process;
+#[cfg(feature = "test-cluster")]
+pub mod testing;

@@ -1,0 +1,1 @@
+//! The `dynamo-node` command line: daemon, local cluster, and client commands.

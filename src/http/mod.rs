@@ -1,0 +1,1 @@
+//! The HTTP API (axum), served by every node.

@@ -1,0 +1,1 @@
+//! Starting, stopping, pausing and restarting node processes on this machine.

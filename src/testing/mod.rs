@@ -1,0 +1,1 @@
+//! `TestCluster`: node processes for tests (yours and ours).
