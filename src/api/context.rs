@@ -16,7 +16,7 @@ pub const MAX_CONTEXT_TOKEN: usize = 16 * 1024;
 pub struct Context(VClock);
 
 /// Why a context token was refused.
-#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error, Serialize, Deserialize)]
 pub enum ContextError {
     /// Not base64url.
     #[error("context is not base64url")]

@@ -1,13 +1,13 @@
 //! The errors a client can get, each mapped to one HTTP status.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use super::context::ContextError;
 use crate::config::ConfigError;
 use crate::core::quorum::Shortfall;
 
-/// Why a request did not succeed.
-#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+/// Why a request did not succeed (serializable: a forwarded write returns it across nodes).
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error, Serialize, Deserialize)]
 pub enum ClientError {
     /// A write got fewer than W acks in time; it may still be applied on some replicas.
     #[error("insufficient acks: {0}")]

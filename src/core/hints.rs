@@ -115,6 +115,17 @@ impl HintStore {
         self.owners.is_empty()
     }
 
+    /// Everything held for `key`, for any owner, merged: a fallback answers reads with it.
+    pub fn versions_for(&self, key: &[u8]) -> VersionSet {
+        let mut set = VersionSet::new();
+        for hints in self.owners.values() {
+            for slot in hints.slots.values().filter(|s| s.hint.key == key) {
+                set.merge(&slot.hint.versions);
+            }
+        }
+        set
+    }
+
     /// Takes up to `max` waiting hints of `owner` for delivery, oldest first; they stay stored,
     /// marked in flight, until [`ack`](Self::ack)ed or [`release`](Self::release)d.
     pub fn take(&mut self, owner: &NodeId, max: usize) -> Vec<Hint> {
@@ -217,6 +228,8 @@ mod tests {
             "in-flight hints are not taken twice"
         );
         assert_eq!(hints.len(), 1, "a hint stays until acknowledged");
+        assert_eq!(hints.versions_for(&k).read().values, vec![Bytes::from("v")]);
+        assert!(hints.versions_for(b"other").is_empty());
         assert!(hints.ack(&owner, id));
         assert!(!hints.ack(&owner, id), "acking twice is harmless");
         assert!(hints.is_empty());

@@ -1,7 +1,46 @@
 //! A running node: the supervision tree of actors around the pure core.
+//!
+//! ```text
+//! dynamo.node@NAME (one_for_one supervisor)
+//! ├── dynamo.ring@NAME          Ring: rebuilds and publishes the ring snapshot
+//! ├── dynamo.storage@NAME       Storage: replica reads and writes (remote)
+//! ├── dynamo.gossip@NAME        Gossip: heartbeats, membership, failure detection (remote)
+//! ├── dynamo.cluster@NAME       Cluster: NodeServer, mesh, reconnects, peer registry
+//! │   └── NodeServer            (ractor_cluster)
+//! ├── dynamo.replicator@NAME    Replicator: hands hints back to their owners
+//! └── dynamo.coordinator@NAME   Coordinator: writes forwarded by other nodes (remote)
+//! ```
+//!
+//! Every actor keeps its state in [`shared::NodeShared`], so a restarted actor loses nothing:
+//! the storage map, the hints, the published ring and membership all outlive it. ractor's
+//! registry and process groups are global to the OS process, so one process runs one node.
 
-use crate::api::KvService;
-use crate::config::NodeConfig;
+mod client;
+mod cluster;
+mod coordinator;
+mod gossip;
+mod metrics;
+mod peers;
+mod replicator;
+mod ring_actor;
+mod shared;
+mod storage_actor;
+pub mod wire;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use ractor::{ActorCell, ActorRef};
+use supervisors::{
+    ChildSpec, Intensity, Restart, Strategy, Supervisor, SupervisorArgs, SupervisorMsg,
+};
+
+pub use client::NodeClient;
+pub use peers::Role;
+
+use crate::config::{ConfigUpdate, NodeConfig, QuorumConfig};
+use crate::core::ids::NodeId;
+use shared::NodeShared;
 
 /// Why a node could not start.
 #[derive(Debug, thiserror::Error)]
@@ -14,91 +53,148 @@ pub enum NodeError {
     Start(String),
 }
 
-/// A running node (placeholder until the runtime lands).
+/// Registered names of a node's actors, so tests and operators can find them.
+pub mod names {
+    use super::{NodeId, Role};
+
+    /// The root supervisor.
+    pub fn root(node: &NodeId) -> String {
+        format!("dynamo.node@{node}")
+    }
+    /// The Ring actor.
+    pub fn ring(node: &NodeId) -> String {
+        super::gossip::ring_actor_name(node)
+    }
+    /// The Storage actor.
+    pub fn storage(node: &NodeId) -> String {
+        Role::Storage.actor_name(node)
+    }
+    /// The Gossip actor.
+    pub fn gossip(node: &NodeId) -> String {
+        Role::Gossip.actor_name(node)
+    }
+    /// The Cluster actor.
+    pub fn cluster(node: &NodeId) -> String {
+        format!("dynamo.cluster@{node}")
+    }
+    /// The Replicator actor.
+    pub fn replicator(node: &NodeId) -> String {
+        format!("dynamo.replicator@{node}")
+    }
+    /// The Coordinator actor.
+    pub fn coordinator(node: &NodeId) -> String {
+        Role::Coordinator.actor_name(node)
+    }
+}
+
+/// A running node.
 pub struct Node {
-    _config: NodeConfig,
+    shared: Arc<NodeShared>,
+    root: ActorRef<SupervisorMsg>,
+    root_task: tokio::task::JoinHandle<()>,
 }
 
 impl Node {
-    /// Starts a node with `config` and returns once it serves requests.
+    /// Starts a node and returns once its actors run and its cluster port listens.
     pub async fn start(config: NodeConfig) -> Result<Node, NodeError> {
+        Self::start_under(config, None).await
+    }
+
+    /// Starts a node whose root supervisor is a child of `supervisor` (your own actor): a
+    /// failure that exhausts the node's restart intensity reaches you as `ActorFailed`.
+    pub async fn start_linked(
+        config: NodeConfig,
+        supervisor: ActorCell,
+    ) -> Result<Node, NodeError> {
+        Self::start_under(config, Some(supervisor)).await
+    }
+
+    async fn start_under(config: NodeConfig, parent: Option<ActorCell>) -> Result<Node, NodeError> {
         config.validate()?;
-        Err(NodeError::Start("the node runtime is not built yet".into()))
+        if config.data_dir.is_some() {
+            return Err(NodeError::Start(
+                "--data-dir: durable storage is not supported yet; nodes keep data in memory"
+                    .into(),
+            ));
+        }
+        // In-memory data dies with the process, so every start is a new incarnation.
+        let incarnation = NodeShared::wall_ms();
+        let shared = NodeShared::new(config, incarnation)?;
+        let me = shared.me.clone();
+        let child = |name: String, spec: fn(String, Arc<NodeShared>) -> ChildSpec| {
+            spec(name, Arc::clone(&shared))
+        };
+        let args = SupervisorArgs::new(Strategy::OneForOne)
+            .with_intensity(Intensity::new(10, Duration::from_secs(10)))
+            .child(child(names::ring(&me), |n, s| {
+                ChildSpec::actor(n, Restart::Permanent, ring_actor::RingActor, s)
+            }))
+            .child(child(names::storage(&me), |n, s| {
+                ChildSpec::actor(n, Restart::Permanent, storage_actor::StorageActor, s)
+            }))
+            .child(child(names::gossip(&me), |n, s| {
+                ChildSpec::actor(n, Restart::Permanent, gossip::GossipActor, s)
+            }))
+            .child(child(names::cluster(&me), |n, s| {
+                ChildSpec::actor(n, Restart::Permanent, cluster::ClusterActor, s)
+            }))
+            .child(child(names::replicator(&me), |n, s| {
+                ChildSpec::actor(n, Restart::Permanent, replicator::ReplicatorActor, s)
+            }))
+            .child(child(names::coordinator(&me), |n, s| {
+                ChildSpec::actor(n, Restart::Permanent, coordinator::CoordinatorActor, s)
+            }));
+        let started = match parent {
+            Some(parent) => Supervisor::start_linked(Some(names::root(&me)), args, parent).await,
+            None => Supervisor::start(Some(names::root(&me)), args).await,
+        };
+        let (root, root_task) = started.map_err(|e| NodeError::Start(error_chain(&e)))?;
+        tracing::info!(node = %me, bind = %shared.config.bind, incarnation, "node started");
+        Ok(Node {
+            shared,
+            root,
+            root_task,
+        })
     }
 
-    /// A client of this node's service.
-    pub fn client(&self) -> impl KvService {
-        unreachable_service()
+    /// The node's name.
+    pub fn name(&self) -> &NodeId {
+        &self.shared.me
     }
 
-    /// Stops the node gracefully.
-    pub async fn stop(self) {}
+    /// A client that reads and writes through this node.
+    pub fn client(&self) -> NodeClient {
+        NodeClient::new(Arc::clone(&self.shared))
+    }
+
+    /// Changes N, W, R or the timeouts at runtime; returns the settings now in force.
+    pub fn update_config(
+        &self,
+        update: &ConfigUpdate,
+    ) -> Result<QuorumConfig, crate::api::ClientError> {
+        self.client().update_config(update)
+    }
+
+    /// The root supervisor of the node's actors.
+    pub fn supervisor(&self) -> &ActorRef<SupervisorMsg> {
+        &self.root
+    }
+
+    /// Stops every actor of the node, children before parents.
+    pub async fn stop(self) {
+        self.root.stop(None);
+        let _ = self.root_task.await;
+        tracing::info!(node = %self.shared.me, "node stopped");
+    }
 }
 
-fn unreachable_service() -> impl KvService {
-    #[derive(Clone)]
-    struct Never;
-    impl KvService for Never {
-        async fn get(
-            &self,
-            _: crate::core::ids::Key,
-            _: crate::api::ReadOptions,
-        ) -> Result<crate::api::GetResult, crate::api::ClientError> {
-            Err(crate::api::ClientError::Unavailable("stub".into()))
-        }
-        async fn put(
-            &self,
-            _: crate::core::ids::Key,
-            _: bytes::Bytes,
-            _: Option<crate::api::Context>,
-            _: crate::api::WriteOptions,
-        ) -> Result<crate::api::Context, crate::api::ClientError> {
-            Err(crate::api::ClientError::Unavailable("stub".into()))
-        }
-        async fn delete(
-            &self,
-            _: crate::core::ids::Key,
-            _: Option<crate::api::Context>,
-            _: crate::api::WriteOptions,
-        ) -> Result<(), crate::api::ClientError> {
-            Err(crate::api::ClientError::Unavailable("stub".into()))
-        }
-        fn node_name(&self) -> String {
-            String::new()
-        }
-        fn members(&self) -> Vec<crate::api::MemberInfo> {
-            Vec::new()
-        }
-        fn ring(&self) -> crate::api::RingInfo {
-            crate::api::RingInfo {
-                version: 0,
-                n: 0,
-                nodes: Vec::new(),
-            }
-        }
-        fn local(&self, _: &[u8]) -> crate::core::version::VersionSet {
-            Default::default()
-        }
-        fn update_config(
-            &self,
-            _: crate::config::ConfigUpdate,
-        ) -> Result<crate::config::QuorumConfig, crate::api::ClientError> {
-            Err(crate::api::ClientError::Unavailable("stub".into()))
-        }
-        fn config(&self) -> crate::config::QuorumConfig {
-            Default::default()
-        }
-        fn metrics(&self) -> String {
-            String::new()
-        }
-        fn health(&self) -> crate::api::Health {
-            crate::api::Health {
-                status: "ok".into(),
-                node: String::new(),
-                alive: 0,
-                members: 0,
-            }
-        }
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
     }
-    Never
+    text
 }

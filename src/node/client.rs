@@ -1,0 +1,260 @@
+//! The embedded Rust client of a node.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Instant;
+
+use bytes::Bytes;
+
+use super::coordinator;
+use super::metrics::{OpLabels, RequestLabels};
+use super::shared::NodeShared;
+use crate::api::{
+    ClientError, Context, GetResult, Health, KvService, MemberInfo, ReadOptions, RingInfo,
+    RingNodeInfo, WriteOptions,
+};
+use crate::config::{ConfigUpdate, QuorumConfig};
+use crate::core::ids::Key;
+use crate::core::membership::Status;
+use crate::core::version::VersionSet;
+
+/// Reads and writes through the node it came from (`Node::client`); cheap to clone.
+#[derive(Clone)]
+pub struct NodeClient {
+    shared: Arc<NodeShared>,
+}
+
+impl NodeClient {
+    pub(crate) fn new(shared: Arc<NodeShared>) -> Self {
+        NodeClient { shared }
+    }
+
+    /// Reads `key` with the configured R.
+    pub async fn get(&self, key: impl Into<Key>) -> Result<GetResult, ClientError> {
+        self.get_with(key, ReadOptions::default()).await
+    }
+
+    /// Reads `key` with per-request options.
+    pub async fn get_with(
+        &self,
+        key: impl Into<Key>,
+        opts: ReadOptions,
+    ) -> Result<GetResult, ClientError> {
+        let key = key.into();
+        self.timed(
+            "get",
+            coordinator::read(&self.shared, key, opts.r),
+            |r| match r {
+                GetResult::Value { .. } => "ok",
+                GetResult::Siblings { .. } => "siblings",
+                GetResult::NotFound { .. } => "not_found",
+            },
+        )
+        .await
+    }
+
+    /// Writes `value` with the context of an earlier read (`None`: a blind write).
+    pub async fn put(
+        &self,
+        key: impl Into<Key>,
+        value: impl Into<Bytes>,
+        context: Option<&Context>,
+    ) -> Result<Context, ClientError> {
+        self.put_with(key, value, context, WriteOptions::default())
+            .await
+    }
+
+    /// Writes with per-request options.
+    pub async fn put_with(
+        &self,
+        key: impl Into<Key>,
+        value: impl Into<Bytes>,
+        context: Option<&Context>,
+        opts: WriteOptions,
+    ) -> Result<Context, ClientError> {
+        let write = coordinator::write(
+            &self.shared,
+            key.into(),
+            Some(value.into()),
+            context.cloned().unwrap_or_default(),
+            opts.w,
+        );
+        self.timed("put", write, |_| "ok").await
+    }
+
+    /// Deletes what `context` covers (a tombstone); a delete without context hides nothing
+    /// that a concurrent writer adds.
+    pub async fn delete(
+        &self,
+        key: impl Into<Key>,
+        context: Option<&Context>,
+    ) -> Result<(), ClientError> {
+        self.delete_with(key, context, WriteOptions::default())
+            .await
+    }
+
+    /// Deletes with per-request options.
+    pub async fn delete_with(
+        &self,
+        key: impl Into<Key>,
+        context: Option<&Context>,
+        opts: WriteOptions,
+    ) -> Result<(), ClientError> {
+        let write = coordinator::write(
+            &self.shared,
+            key.into(),
+            None,
+            context.cloned().unwrap_or_default(),
+            opts.w,
+        );
+        self.timed("delete", write, |_| "ok").await.map(|_| ())
+    }
+
+    async fn timed<T>(
+        &self,
+        op: &'static str,
+        request: impl Future<Output = Result<T, ClientError>>,
+        outcome: impl Fn(&T) -> &'static str,
+    ) -> Result<T, ClientError> {
+        let started = Instant::now();
+        let result = request.await;
+        let metrics = &self.shared.metrics;
+        let label = match &result {
+            Ok(value) => outcome(value),
+            Err(e) => e.kind(),
+        };
+        metrics
+            .requests
+            .get_or_create(&RequestLabels { op, outcome: label })
+            .inc();
+        metrics
+            .latency
+            .get_or_create(&OpLabels { op })
+            .observe(started.elapsed().as_secs_f64());
+        if label == "siblings" {
+            metrics.sibling_reads.inc();
+        }
+        result
+    }
+
+    /// The settings in force.
+    pub fn quorum(&self) -> QuorumConfig {
+        **self.shared.quorum.load()
+    }
+
+    /// Changes N, W, R or the timeouts; returns the settings now in force.
+    pub fn update_config(&self, update: &ConfigUpdate) -> Result<QuorumConfig, ClientError> {
+        let next = self.quorum().apply(update)?;
+        self.shared.quorum.store(Arc::new(next));
+        tracing::info!(?next, "configuration updated");
+        Ok(next)
+    }
+}
+
+impl KvService for NodeClient {
+    async fn get(&self, key: Key, opts: ReadOptions) -> Result<GetResult, ClientError> {
+        self.get_with(key, opts).await
+    }
+
+    async fn put(
+        &self,
+        key: Key,
+        value: Bytes,
+        context: Option<Context>,
+        opts: WriteOptions,
+    ) -> Result<Context, ClientError> {
+        self.put_with(key, value, context.as_ref(), opts).await
+    }
+
+    async fn delete(
+        &self,
+        key: Key,
+        context: Option<Context>,
+        opts: WriteOptions,
+    ) -> Result<(), ClientError> {
+        self.delete_with(key, context.as_ref(), opts).await
+    }
+
+    fn node_name(&self) -> String {
+        self.shared.me.to_string()
+    }
+
+    fn members(&self) -> Vec<MemberInfo> {
+        let membership = self.shared.membership.load();
+        let now = self.shared.mono_ms();
+        membership
+            .members()
+            .map(|m| {
+                let me = m.node == self.shared.me;
+                MemberInfo {
+                    node: m.node.to_string(),
+                    cluster_addr: m.cluster_addr.clone(),
+                    http_addr: m.http_addr.clone(),
+                    status: m.status,
+                    heartbeat: m.heartbeat,
+                    incarnation: m.incarnation,
+                    last_heard_ms_ago: if me {
+                        0
+                    } else {
+                        now.saturating_sub(m.last_heard_ms)
+                    },
+                    connected: me || self.shared.peers.connected(&m.node),
+                }
+            })
+            .collect()
+    }
+
+    fn ring(&self) -> RingInfo {
+        let view = self.shared.ring.load();
+        let n = self.quorum().n;
+        let replica: std::collections::HashMap<_, _> =
+            view.ring.replica_shares(n).into_iter().collect();
+        let nodes = view
+            .ring
+            .primary_shares()
+            .into_iter()
+            .map(|(node, primary_share)| RingNodeInfo {
+                vnodes: view.ring.vnodes_of(&node).unwrap_or(0),
+                replica_share: replica.get(&node).copied().unwrap_or(0.0),
+                keys: (node == self.shared.me).then(|| self.shared.store.len()),
+                node: node.to_string(),
+                primary_share,
+            })
+            .collect();
+        RingInfo {
+            version: view.version,
+            n,
+            nodes,
+        }
+    }
+
+    fn local(&self, key: &[u8]) -> VersionSet {
+        self.shared.store.get(key)
+    }
+
+    fn update_config(&self, update: ConfigUpdate) -> Result<QuorumConfig, ClientError> {
+        NodeClient::update_config(self, &update)
+    }
+
+    fn config(&self) -> QuorumConfig {
+        self.quorum()
+    }
+
+    fn metrics(&self) -> String {
+        self.shared.metrics.keys.set(self.shared.store.len() as i64);
+        self.shared.metrics.render()
+    }
+
+    fn health(&self) -> Health {
+        let membership = self.shared.membership.load();
+        Health {
+            status: "ok".into(),
+            node: self.shared.me.to_string(),
+            alive: membership
+                .members()
+                .filter(|m| m.status == Status::Alive)
+                .count(),
+            members: membership.members().count(),
+        }
+    }
+}

@@ -1,0 +1,482 @@
+//! Coordination of client requests: where a request is served, the fan-out to replicas, the
+//! quorum, and read repair.
+//!
+//! A write is coordinated by a node among the key's live top N (or, if none is live, the first
+//! live fallback); any other node forwards it there. The coordinator makes the dot and applies
+//! the write to its own set in one step, then sends that whole set to the other targets and
+//! answers at the W-th ack. Reads are coordinated wherever they arrive: they make no dot, so
+//! forwarding would only add a hop. The fan-out runs in a spawned task that outlives the
+//! answer, so every replica still receives its write and late read replies still feed repair.
+
+use std::collections::HashSet;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use futures::StreamExt;
+use futures::stream::FuturesUnordered;
+use ractor::rpc::CallResult;
+use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort, pg};
+use tokio::sync::oneshot;
+
+use super::peers::Role;
+use super::shared::{NodeShared, RingView};
+use super::storage_actor::local_read;
+use super::wire::{CoordinatorMsg, ForwardedWrite, Payload, ReplicaPut, StorageMsg};
+use crate::api::{ClientError, Context, ContextError, GetResult, validate_key, validate_value};
+use crate::config::MAX_SET_BYTES;
+use crate::core::ids::{Key, NodeId};
+use crate::core::quorum::{
+    Failure, Progress, QuorumTracker, Route, Shortfall, Target, route, select_targets,
+};
+use crate::core::version::VersionSet;
+
+// A forwarded write gets this much beyond its budget, for the answer's trip back.
+const FORWARD_MARGIN: Duration = Duration::from_millis(250);
+
+/// Coordinates writes that other nodes forward here.
+#[derive(Clone)]
+pub struct CoordinatorActor;
+
+impl Actor for CoordinatorActor {
+    type Msg = CoordinatorMsg;
+    type State = Arc<NodeShared>;
+    type Arguments = Arc<NodeShared>;
+
+    async fn pre_start(
+        &self,
+        myself: ActorRef<CoordinatorMsg>,
+        shared: Arc<NodeShared>,
+    ) -> Result<Self::State, ActorProcessingErr> {
+        pg::join(
+            Role::Coordinator.group().to_string(),
+            vec![myself.get_cell()],
+        );
+        Ok(shared)
+    }
+
+    async fn handle(
+        &self,
+        _myself: ActorRef<CoordinatorMsg>,
+        msg: CoordinatorMsg,
+        shared: &mut Self::State,
+    ) -> Result<(), ActorProcessingErr> {
+        match msg {
+            CoordinatorMsg::Write(Payload(write), reply) => {
+                // Off the handler: the fan-out waits on the network.
+                let shared = Arc::clone(shared);
+                tokio::spawn(async move {
+                    let answer = match write {
+                        Ok(write) => coordinate_forwarded(&shared, write).await,
+                        Err(e) => Err(ClientError::Internal(e)),
+                    };
+                    let _ = reply.send(Payload::ok(answer));
+                });
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Writes `value` (`None`: a tombstone) under `context`; answers with a context covering it.
+pub async fn write(
+    shared: &Arc<NodeShared>,
+    key: Key,
+    value: Option<Bytes>,
+    context: Context,
+    w: Option<usize>,
+) -> Result<Context, ClientError> {
+    validate_key(&key)?;
+    if let Some(value) = &value {
+        validate_value(value)?;
+    }
+    let quorum = **shared.quorum.load();
+    let w = quorum_size(w, quorum.w, quorum.n, "w")?;
+    let deadline = Instant::now() + Duration::from_millis(quorum.put_timeout_ms);
+    let mut excluded: Vec<NodeId> = Vec::new();
+    loop {
+        let ring = shared.ring.load_full();
+        let preference = ring
+            .ring
+            .preference_list(&key)
+            .map_err(|_| ClientError::Unavailable("the ring is empty".into()))?;
+        let live = |node: &NodeId| shared.is_live(node) && !excluded.contains(node);
+        match route(&shared.me, preference, quorum.n, live) {
+            Route::Coordinate => {
+                return coordinate_write(
+                    shared, &ring, key, value, &context, w, quorum.n, deadline,
+                )
+                .await;
+            }
+            Route::Forward(node) => {
+                let forwarded = ForwardedWrite {
+                    key: key.clone(),
+                    value: value.clone(),
+                    context: context.clone(),
+                    w: Some(w),
+                    budget_ms: remaining_ms(deadline),
+                };
+                match forward(shared, &node, forwarded, deadline).await {
+                    Some(answer) => return answer,
+                    // Unreachable before the deadline: try the next coordinator.
+                    None if Instant::now() < deadline => excluded.push(node),
+                    None => {
+                        return Err(ClientError::Unavailable(format!(
+                            "coordinator {node} did not answer in time"
+                        )));
+                    }
+                }
+            }
+            Route::Unavailable => {
+                return Err(ClientError::Unavailable("no live node for this key".into()));
+            }
+        }
+    }
+}
+
+/// Reads `key` from R replicas (or `r`), merging their sets, and repairs stale replicas.
+pub async fn read(
+    shared: &Arc<NodeShared>,
+    key: Key,
+    r: Option<usize>,
+) -> Result<GetResult, ClientError> {
+    validate_key(&key)?;
+    let quorum = **shared.quorum.load();
+    let r = quorum_size(r, quorum.r, quorum.n, "r")?;
+    let deadline = Instant::now() + Duration::from_millis(quorum.get_timeout_ms);
+    let ring = shared.ring.load_full();
+    let preference = ring
+        .ring
+        .preference_list(&key)
+        .map_err(|_| ClientError::Unavailable("the ring is empty".into()))?;
+    let targets = select_targets(preference, quorum.n, |n| shared.is_live(n));
+    let mut tracker = new_tracker(r, &targets)?;
+    let owners: HashSet<NodeId> = targets
+        .iter()
+        .filter(|t| t.stands_in_for.is_none())
+        .map(|t| t.node.clone())
+        .collect();
+    let mut calls: Vec<Call<VersionSet>> = Vec::new();
+    for target in targets {
+        if target.node == shared.me {
+            tracker.on_reply(&shared.me, local_read(shared, &key));
+            continue;
+        }
+        let (shared, key) = (Arc::clone(shared), key.clone());
+        calls.push(Box::pin(async move {
+            let result = call_storage(&shared, &target.node, deadline, |reply| {
+                StorageMsg::Get(Payload::ok(key), reply)
+            })
+            .await;
+            (target.node, result)
+        }));
+    }
+    let repair = {
+        let (shared, key) = (Arc::clone(shared), key.clone());
+        move |replies: Vec<(NodeId, VersionSet)>| read_repair(&shared, key, &owners, replies)
+    };
+    match drive(tracker, calls, repair).await {
+        Ok(Ok(replies)) => {
+            let mut merged = VersionSet::new();
+            for (_, set) in &replies {
+                merged.merge(set);
+            }
+            Ok(to_get_result(&merged))
+        }
+        Ok(Err(shortfall)) => Err(ClientError::InsufficientReplies(shortfall)),
+        Err(_) => Err(ClientError::Internal(
+            "read fan-out ended without an answer".into(),
+        )),
+    }
+}
+
+/// The client's answer for a reconciled set.
+fn to_get_result(set: &VersionSet) -> GetResult {
+    let view = set.read();
+    let context = Context::from_clock(view.context);
+    match view.values.len() {
+        0 => GetResult::NotFound { context },
+        1 => GetResult::Value {
+            value: view.values.into_iter().next().unwrap_or_default(),
+            context,
+        },
+        _ => GetResult::Siblings {
+            values: view.values,
+            context,
+        },
+    }
+}
+
+/// A forwarded write is coordinated here, whatever this node's view of the ring: it must not
+/// bounce between nodes whose views differ for a moment.
+async fn coordinate_forwarded(
+    shared: &Arc<NodeShared>,
+    write: ForwardedWrite,
+) -> Result<Context, ClientError> {
+    validate_key(&write.key)?;
+    if let Some(value) = &write.value {
+        validate_value(value)?;
+    }
+    let quorum = **shared.quorum.load();
+    let w = quorum_size(write.w, quorum.w, quorum.n, "w")?;
+    let deadline = Instant::now() + Duration::from_millis(write.budget_ms);
+    let ring = shared.ring.load_full();
+    coordinate_write(
+        shared,
+        &ring,
+        write.key,
+        write.value,
+        &write.context,
+        w,
+        quorum.n,
+        deadline,
+    )
+    .await
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn coordinate_write(
+    shared: &Arc<NodeShared>,
+    ring: &RingView,
+    key: Key,
+    value: Option<Bytes>,
+    context: &Context,
+    w: usize,
+    n: usize,
+    deadline: Instant,
+) -> Result<Context, ClientError> {
+    let preference = ring
+        .ring
+        .preference_list(&key)
+        .map_err(|_| ClientError::Unavailable("the ring is empty".into()))?;
+    let targets = select_targets(preference, n, |node| shared.is_live(node));
+    check_set_size(shared, &key, context, value.as_ref())?;
+    let now = NodeShared::wall_ms();
+    let coordinated = shared
+        .store
+        .coordinate(&key, context.clock(), value, now)
+        .map_err(|_| ClientError::InvalidContext(ContextError::Malformed))?;
+    let mut answer = context.clock().clone();
+    answer.add_dot(&coordinated.dot, now);
+
+    let mut tracker = new_tracker(w, &targets)?;
+    let mut calls: Vec<Call<()>> = Vec::new();
+    for target in targets {
+        if target.node == shared.me {
+            // Applied above; as a fallback we also keep it as a hint for the absent owner.
+            if let Some(owner) = target.stands_in_for {
+                shared.hints().add(
+                    owner,
+                    key.clone(),
+                    coordinated.versions.clone(),
+                    shared.mono_ms(),
+                );
+            }
+            tracker.on_reply(&shared.me, ());
+            continue;
+        }
+        let shared = Arc::clone(shared);
+        let put = ReplicaPut {
+            key: key.clone(),
+            versions: coordinated.versions.clone(),
+            hint_for: target.stands_in_for.clone(),
+        };
+        calls.push(Box::pin(async move {
+            let result = call_storage(&shared, &target.node, deadline, |reply| {
+                StorageMsg::Put(Payload::ok(put), reply)
+            })
+            .await;
+            (target.node, result)
+        }));
+    }
+    match drive(tracker, calls, |_| {}).await {
+        Ok(Ok(_)) => Ok(Context::from_clock(answer)),
+        Ok(Err(shortfall)) => Err(ClientError::InsufficientAcks(shortfall)),
+        Err(_) => Err(ClientError::Internal(
+            "write fan-out ended without an answer".into(),
+        )),
+    }
+}
+
+/// Refuses a write that would grow the key's siblings past [`MAX_SET_BYTES`].
+fn check_set_size(
+    shared: &NodeShared,
+    key: &[u8],
+    context: &Context,
+    value: Option<&Bytes>,
+) -> Result<(), ClientError> {
+    let current = shared.store.get(key);
+    let surviving: usize = current
+        .versions()
+        .iter()
+        .filter(|v| !context.clock().contains(&v.dot))
+        .map(|v| v.value.as_ref().map_or(0, Bytes::len))
+        .sum();
+    let size = surviving + value.map_or(0, Bytes::len);
+    if size > MAX_SET_BYTES {
+        return Err(ClientError::SetTooLarge {
+            size,
+            max: MAX_SET_BYTES,
+        });
+    }
+    Ok(())
+}
+
+/// Sends a write to `node`'s coordinator; `None` when it could not be asked or did not answer.
+async fn forward(
+    shared: &NodeShared,
+    node: &NodeId,
+    write: ForwardedWrite,
+    deadline: Instant,
+) -> Option<Result<Context, ClientError>> {
+    let coordinator = shared.peers.coordinator(node)?;
+    shared.metrics.forwarded.inc();
+    let timeout = deadline.saturating_duration_since(Instant::now()) + FORWARD_MARGIN;
+    match coordinator
+        .call(
+            |reply| CoordinatorMsg::Write(Payload::ok(write), reply),
+            Some(timeout),
+        )
+        .await
+    {
+        Ok(CallResult::Success(Payload(Ok(answer)))) => Some(answer),
+        Ok(CallResult::Success(Payload(Err(e)))) => Some(Err(ClientError::Internal(e))),
+        _ => None,
+    }
+}
+
+type Call<T> = Pin<Box<dyn Future<Output = (NodeId, Result<T, Failure>)> + Send>>;
+
+/// Calls `node`'s Storage actor with what time is left; any failure is a non-answer.
+async fn call_storage<T: Send + 'static>(
+    shared: &NodeShared,
+    node: &NodeId,
+    deadline: Instant,
+    message: impl FnOnce(RpcReplyPort<Payload<T>>) -> StorageMsg,
+) -> Result<T, Failure> {
+    let Some(storage) = shared.peers.storage(node) else {
+        return Err(Failure::Error);
+    };
+    let timeout = deadline.saturating_duration_since(Instant::now());
+    if timeout.is_zero() {
+        return Err(Failure::Timeout);
+    }
+    match storage.call(message, Some(timeout)).await {
+        Ok(CallResult::Success(Payload(Ok(value)))) => Ok(value),
+        Ok(CallResult::Success(Payload(Err(e)))) => {
+            tracing::warn!(node = %node, error = %e, "replica refused a request");
+            Err(Failure::Error)
+        }
+        Ok(CallResult::Timeout) => Err(Failure::Timeout),
+        // ractor_cluster may report a remote timeout as a sender error.
+        Ok(CallResult::SenderError) | Err(_) if Instant::now() >= deadline => Err(Failure::Timeout),
+        Ok(CallResult::SenderError) | Err(_) => Err(Failure::Error),
+    }
+}
+
+/// Drives the calls in a task of their own, feeding the tracker. The receiver gets the replies
+/// at the quorum (or the shortfall once it is out of reach); the task goes on until every call
+/// ended and then hands all replies to `finally`.
+fn drive<T: Clone + Send + 'static>(
+    mut tracker: QuorumTracker<T>,
+    calls: Vec<Call<T>>,
+    finally: impl FnOnce(Vec<(NodeId, T)>) + Send + 'static,
+) -> oneshot::Receiver<Result<Vec<(NodeId, T)>, Shortfall>> {
+    let (tx, rx) = oneshot::channel();
+    tokio::spawn(async move {
+        let mut tx = Some(tx);
+        let settle = |tracker: &QuorumTracker<T>, tx: &mut Option<oneshot::Sender<_>>| {
+            let answer = match tracker.progress() {
+                Progress::Pending => return,
+                Progress::Done => Ok(tracker.replies().to_vec()),
+                Progress::Failed => Err(tracker.shortfall()),
+            };
+            if let Some(tx) = tx.take() {
+                let _ = tx.send(answer);
+            }
+        };
+        settle(&tracker, &mut tx);
+        let mut calls: FuturesUnordered<Call<T>> = calls.into_iter().collect();
+        while let Some((node, result)) = calls.next().await {
+            match result {
+                Ok(reply) => tracker.on_reply(&node, reply),
+                Err(kind) => tracker.on_failure(&node, kind),
+            };
+            settle(&tracker, &mut tx);
+        }
+        finally(tracker.into_replies());
+    });
+    rx
+}
+
+/// Sends the reconciled set to every owner whose reply differed from it.
+fn read_repair(
+    shared: &Arc<NodeShared>,
+    key: Key,
+    owners: &HashSet<NodeId>,
+    replies: Vec<(NodeId, VersionSet)>,
+) {
+    let mut merged = VersionSet::new();
+    for (_, set) in &replies {
+        merged.merge(set);
+    }
+    let digest = merged.digest();
+    for (node, set) in replies {
+        if !owners.contains(&node) || set.digest() == digest {
+            continue;
+        }
+        shared.metrics.read_repairs.inc();
+        if node == shared.me {
+            shared.store.merge(&key, &merged);
+            continue;
+        }
+        let (shared, put) = (
+            Arc::clone(shared),
+            ReplicaPut {
+                key: key.clone(),
+                versions: merged.clone(),
+                hint_for: None,
+            },
+        );
+        tokio::spawn(async move {
+            let deadline =
+                Instant::now() + Duration::from_millis(shared.quorum.load().put_timeout_ms);
+            let _ = call_storage(&shared, &node, deadline, |reply| {
+                StorageMsg::Put(Payload::ok(put), reply)
+            })
+            .await;
+        });
+    }
+}
+
+fn new_tracker<T>(required: usize, targets: &[Target]) -> Result<QuorumTracker<T>, ClientError> {
+    QuorumTracker::new(required, targets.iter().map(|t| t.node.clone()))
+        .map_err(|e| ClientError::Internal(e.to_string()))
+}
+
+/// The quorum size for a request: the override if valid, else the configured one.
+fn quorum_size(
+    requested: Option<usize>,
+    configured: usize,
+    n: usize,
+    which: &str,
+) -> Result<usize, ClientError> {
+    match requested {
+        None => Ok(configured),
+        Some(q) if (1..=n).contains(&q) => Ok(q),
+        Some(q) => Err(ClientError::InvalidOption(format!(
+            "{which} must be between 1 and n = {n}, got {q}"
+        ))),
+    }
+}
+
+fn remaining_ms(deadline: Instant) -> u64 {
+    u64::try_from(
+        deadline
+            .saturating_duration_since(Instant::now())
+            .as_millis(),
+    )
+    .unwrap_or(u64::MAX)
+}

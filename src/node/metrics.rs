@@ -1,0 +1,133 @@
+//! The node's Prometheus metrics.
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+/// Labels of a client request.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RequestLabels {
+    /// get, put or delete.
+    pub op: &'static str,
+    /// ok, not_found, siblings, or an error kind.
+    pub outcome: &'static str,
+}
+
+/// Labels naming one operation.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct OpLabels {
+    /// get, put or delete.
+    pub op: &'static str,
+}
+
+/// Labels naming a member status.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct StatusLabels {
+    /// alive, suspect or dead.
+    pub status: &'static str,
+}
+
+fn latency_histogram() -> Histogram {
+    // 50 µs .. ~1.6 s
+    Histogram::new(exponential_buckets(0.000_05, 2.0, 16))
+}
+
+/// Every metric a node exports.
+pub struct Metrics {
+    registry: Registry,
+    /// Client requests by operation and outcome.
+    pub requests: Family<RequestLabels, Counter>,
+    /// Client request latency by operation.
+    pub latency: Family<OpLabels, Histogram, fn() -> Histogram>,
+    /// Reads that returned more than one value.
+    pub sibling_reads: Counter,
+    /// Hints stored on this node, waiting for their owners.
+    pub hints_pending: Gauge,
+    /// Hints handed back to their owners.
+    pub hints_drained: Counter,
+    /// Replicas sent reconciled versions after a read.
+    pub read_repairs: Counter,
+    /// Members by status, as this node sees them.
+    pub members: Family<StatusLabels, Gauge>,
+    /// Rebuilds of the ring on this node.
+    pub ring_version: Gauge,
+    /// Keys stored on this node.
+    pub keys: Gauge,
+    /// Writes forwarded to another coordinator.
+    pub forwarded: Counter,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        let mut registry = Registry::with_prefix("dynamo");
+        let m = Metrics {
+            requests: Family::default(),
+            latency: Family::new_with_constructor(latency_histogram as fn() -> Histogram),
+            sibling_reads: Counter::default(),
+            hints_pending: Gauge::default(),
+            hints_drained: Counter::default(),
+            read_repairs: Counter::default(),
+            members: Family::default(),
+            ring_version: Gauge::default(),
+            keys: Gauge::default(),
+            forwarded: Counter::default(),
+            registry: Registry::default(),
+        };
+        registry.register(
+            "requests",
+            "Client requests by operation and outcome",
+            m.requests.clone(),
+        );
+        registry.register(
+            "request_duration_seconds",
+            "Client request latency",
+            m.latency.clone(),
+        );
+        registry.register(
+            "sibling_reads",
+            "Reads that returned siblings",
+            m.sibling_reads.clone(),
+        );
+        registry.register(
+            "hints_pending",
+            "Hints waiting for their owners",
+            m.hints_pending.clone(),
+        );
+        registry.register(
+            "hints_drained",
+            "Hints handed back to their owners",
+            m.hints_drained.clone(),
+        );
+        registry.register(
+            "read_repairs",
+            "Replicas repaired after a read",
+            m.read_repairs.clone(),
+        );
+        registry.register("members", "Members by status", m.members.clone());
+        registry.register(
+            "ring_version",
+            "Ring rebuilds on this node",
+            m.ring_version.clone(),
+        );
+        registry.register("keys", "Keys stored on this node", m.keys.clone());
+        registry.register(
+            "forwarded_writes",
+            "Writes forwarded to a coordinator",
+            m.forwarded.clone(),
+        );
+        Metrics { registry, ..m }
+    }
+}
+
+impl Metrics {
+    /// The Prometheus text exposition.
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        // Writing into a String cannot fail.
+        let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
+        out
+    }
+}

@@ -1,0 +1,145 @@
+//! One node in this process, through the Rust API: the seed's walk-through, bad input, and
+//! actor crashes under load.
+
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use dynamo_node::api::{ClientError, GetResult, WriteOptions};
+use dynamo_node::config::{ConfigUpdate, MAX_VALUE_BYTES, NodeConfig};
+use dynamo_node::node::{Node, names};
+
+async fn start(name: &str) -> Node {
+    let mut config = NodeConfig::new(name, "127.0.0.1:0".parse().unwrap());
+    config.quorum.w = 1;
+    config.quorum.r = 1;
+    Node::start(config).await.expect("node starts")
+}
+
+fn text(b: &Bytes) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn seed_walk_through_with_w_r_one() {
+    let node = start("walk").await;
+    let client = node.client();
+
+    // Causal overwrite.
+    let ctx1 = client.put("cart", "milk", None).await.unwrap();
+    let ctx2 = client.put("cart", "milk,eggs", Some(&ctx1)).await.unwrap();
+    match client.get("cart").await.unwrap() {
+        GetResult::Value { value, context } => {
+            assert_eq!(text(&value), "milk,eggs");
+            assert_eq!(
+                context.clock().compare(ctx2.clock()),
+                dynamo_node::core::vclock::ClockOrder::Equal
+            );
+        }
+        other => panic!("expected one value, got {other:?}"),
+    }
+
+    // Two blind writes are siblings.
+    client.put("cart", "bread", None).await.unwrap();
+    let read = client.get("cart").await.unwrap();
+    let GetResult::Siblings { values, context } = read else {
+        panic!("expected siblings, got {read:?}");
+    };
+    let mut values: Vec<String> = values.iter().map(text).collect();
+    values.sort();
+    assert_eq!(values, ["bread", "milk,eggs"]);
+
+    // A merge write with the siblings' context leaves one clean value.
+    client
+        .put("cart", "bread,milk,eggs", Some(&context))
+        .await
+        .unwrap();
+    match client.get("cart").await.unwrap() {
+        GetResult::Value { value, .. } => assert_eq!(text(&value), "bread,milk,eggs"),
+        other => panic!("expected one value, got {other:?}"),
+    }
+
+    // Deleting with the read context hides the value.
+    let ctx = client.get("cart").await.unwrap().context().clone();
+    client.delete("cart", Some(&ctx)).await.unwrap();
+    assert!(matches!(
+        client.get("cart").await.unwrap(),
+        GetResult::NotFound { .. }
+    ));
+    node.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_input_is_a_typed_error_and_the_node_stays_up() {
+    let node = start("bad-input").await;
+    let client = node.client();
+    assert!(matches!(
+        client.put("", "v", None).await,
+        Err(ClientError::InvalidKey(_))
+    ));
+    assert!(matches!(
+        client.put(vec![b'k'; 2000], "v", None).await,
+        Err(ClientError::KeyTooLong { .. })
+    ));
+    assert!(matches!(
+        client.put("k", vec![0u8; MAX_VALUE_BYTES + 1], None).await,
+        Err(ClientError::ValueTooLarge { .. })
+    ));
+    let w9 = WriteOptions { w: Some(9) };
+    assert!(matches!(
+        client.put_with("k", "v", None, w9).await,
+        Err(ClientError::InvalidOption(_))
+    ));
+    let bad = ConfigUpdate {
+        w: Some(0),
+        ..Default::default()
+    };
+    assert!(node.update_config(&bad).is_err());
+    client.put("k", "still fine", None).await.unwrap();
+    assert_eq!(
+        client.get("k").await.unwrap().values(),
+        vec![Bytes::from("still fine")]
+    );
+    node.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killed_ring_and_storage_actors_restart_without_losing_anything() {
+    let node = start("crashy").await;
+    let client = node.client();
+    for i in 0..50 {
+        client
+            .put(format!("k{i}"), format!("v{i}"), None)
+            .await
+            .unwrap();
+    }
+    let me = node.name().clone();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    for round in 0..3 {
+        for name in [names::ring(&me), names::storage(&me)] {
+            let before = ractor::registry::where_is(name.clone()).expect("actor running");
+            before.kill();
+            // Requests keep being served while the actor restarts.
+            for i in 0..50 {
+                let got = client.get(format!("k{i}")).await.unwrap();
+                assert_eq!(
+                    got.values(),
+                    vec![Bytes::from(format!("v{i}"))],
+                    "round {round}"
+                );
+            }
+            loop {
+                match ractor::registry::where_is(name.clone()) {
+                    Some(after) if after.get_id() != before.get_id() => break,
+                    _ if Instant::now() > deadline => panic!("{name} did not restart"),
+                    _ => tokio::task::yield_now().await,
+                }
+            }
+        }
+    }
+    client.put("after", "crashes", None).await.unwrap();
+    assert_eq!(
+        node.client().get("after").await.unwrap().values(),
+        vec![Bytes::from("crashes")]
+    );
+    node.stop().await;
+}
