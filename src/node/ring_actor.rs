@@ -62,3 +62,58 @@ fn publish(shared: &NodeShared) {
         Err(e) => tracing::warn!(error = %e, "ring rebuild refused; keeping the previous ring"),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::NodeConfig;
+    use crate::core::ids::NodeId;
+    use crate::core::membership::{MemberDigest, Status};
+
+    fn peer(name: &str) -> MemberDigest {
+        MemberDigest {
+            node: NodeId::new(name),
+            cluster_addr: "127.0.0.9:1".into(),
+            http_addr: String::new(),
+            vnodes: 16,
+            status: Status::Alive,
+            heartbeat: 1,
+            incarnation: 1,
+        }
+    }
+
+    #[tokio::test]
+    async fn a_restarted_ring_republishes_membership_it_was_never_told_about() {
+        let config = NodeConfig::new("ring-test", "127.0.0.1:0".parse().unwrap());
+        let shared = NodeShared::new(config, 1).unwrap();
+        let (ring, handle) = Actor::spawn(None, RingActor, Arc::clone(&shared))
+            .await
+            .unwrap();
+        assert_eq!(shared.ring.load().ring.len(), 1);
+        ring.kill();
+        handle.await.unwrap();
+
+        // Membership changes while no Ring actor runs: the rebuild request is lost.
+        let mut membership = crate::core::membership::Membership::clone(&shared.membership.load());
+        membership.merge(&[peer("other")], 0);
+        shared.membership.store(Arc::new(membership));
+        assert_eq!(
+            shared.ring.load().ring.len(),
+            1,
+            "readers still see the old ring"
+        );
+
+        let (ring, handle) = Actor::spawn(None, RingActor, Arc::clone(&shared))
+            .await
+            .unwrap();
+        let view = shared.ring.load();
+        assert_eq!(
+            view.ring.len(),
+            2,
+            "pre_start published the current membership"
+        );
+        assert_eq!(view.version, 2);
+        ring.stop(None);
+        handle.await.unwrap();
+    }
+}
