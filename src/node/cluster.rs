@@ -24,6 +24,9 @@ const CONNECT_TICK: Duration = Duration::from_millis(250);
 const FIRST_BACKOFF: Duration = Duration::from_millis(250);
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
 const DIAL_TIMEOUT: Duration = Duration::from_secs(2);
+// Both ends of a missing session would dial at once and ractor_cluster would drop one of the
+// two connections; the node whose name sorts first dials at once, the other after this grace.
+const DIAL_GRACE: Duration = Duration::from_secs(1);
 
 /// Messages of the Cluster actor.
 #[derive(RactorMessage, Debug)]
@@ -169,7 +172,8 @@ impl ClusterState {
     /// Dials seeds (until some peer is connected) and every member we have no session with.
     fn dial_missing(&mut self, myself: &ActorRef<ClusterMsg>) {
         let membership = self.shared.membership.load();
-        let mut wanted: Vec<SocketAddr> = Vec::new();
+        let now = Instant::now();
+        let mut wanted: Vec<(SocketAddr, Instant)> = Vec::new();
         for member in membership.members().filter(|m| m.node != self.shared.me) {
             let Ok(addr) = member.cluster_addr.parse::<SocketAddr>() else {
                 continue;
@@ -177,19 +181,23 @@ impl ClusterState {
             if self.shared.peers.connected(&member.node) {
                 self.backoff.remove(&addr);
             } else {
-                wanted.push(addr);
+                let first = if self.shared.me < member.node {
+                    now
+                } else {
+                    now + DIAL_GRACE
+                };
+                wanted.push((addr, first));
             }
         }
         if self.shared.peers.nodes().is_empty() {
-            wanted.extend(self.shared.config.seeds.iter().copied());
+            wanted.extend(self.shared.config.seeds.iter().map(|seed| (*seed, now)));
         }
-        let now = Instant::now();
-        for addr in wanted {
+        for (addr, first) in wanted {
             if addr == self.shared.config.bind || self.dialing.contains(&addr) {
                 continue;
             }
             let backoff = self.backoff.entry(addr).or_insert(Backoff {
-                next_attempt: now,
+                next_attempt: first,
                 delay: FIRST_BACKOFF,
             });
             if backoff.next_attempt > now {
