@@ -382,7 +382,8 @@ mod tests {
     #[test]
     fn a_planted_claim_fails_only_its_key_and_leaves_no_empty_key() {
         // Limitation: a forged claim about this actor written at ANOTHER coordinator reaches
-        // this store as stored data; the next dot must exceed it, which may be impossible.
+        // this store as stored data; the next dot must exceed it, which may be impossible
+        // (and a claim of u64::MAX - 1 would use up the node-wide counter for every key).
         let s = store("a");
         let k = key("k");
         let mut planted = VersionSet::new();
@@ -401,6 +402,63 @@ mod tests {
                 .is_ok()
         );
         assert_eq!(s.len(), 2);
+    }
+
+    // Design limitations, pinned so that a change of behaviour is noticed.
+
+    #[test]
+    fn limitation_a_context_from_another_key_replaces_versions_it_never_saw() {
+        // Dots are per node, not per key, so a context only means something for its own key.
+        let s = store("a");
+        let (k1, k2) = (key("k1"), key("k2"));
+        s.coordinate(&k2, &VClock::new(), val("unseen"), 0).unwrap();
+        s.coordinate(&k1, &VClock::new(), val("x"), 0).unwrap();
+        let ctx_of_k1 = s.get(&k1).read().context;
+        s.coordinate(&k2, &ctx_of_k1, val("y"), 0).unwrap();
+        assert_eq!(s.get(&k2).read().values, vec![Bytes::from("y")]);
+    }
+
+    #[test]
+    fn limitation_a_delete_without_context_hides_nothing() {
+        let s = store("a");
+        let k = key("k");
+        s.coordinate(&k, &VClock::new(), val("v"), 0).unwrap();
+        s.coordinate(&k, &VClock::new(), None, 1).unwrap();
+        assert_eq!(s.get(&k).read().values, vec![Bytes::from("v")]);
+    }
+
+    #[test]
+    fn limitation_a_purged_delete_comes_back_from_a_stale_copy() {
+        // Owners purge the tombstone; a hint or a non-owner coordinator still holds the value.
+        let s = store("a");
+        let k = key("k");
+        let stale = s.coordinate(&k, &VClock::new(), val("v"), 0).unwrap();
+        let ctx = s.get(&k).read().context;
+        s.coordinate(&k, &ctx, None, 1).unwrap();
+        assert!(s.purge_tombstones(&k, s.digest(&k)));
+        s.merge(&k, &stale.versions);
+        assert_eq!(s.get(&k).read().values, vec![Bytes::from("v")]);
+    }
+
+    #[test]
+    fn limitation_a_restart_that_keeps_the_actor_but_not_the_counter_reuses_dots() {
+        // kv679 by another road: a node that keeps its data (and so its actor id) but starts
+        // its counter at 0 reissues the dots of keys whose tombstones it purged.
+        let before = store("a");
+        let k = key("k");
+        let old = before
+            .coordinate(&k, &VClock::new(), val("old"), 0)
+            .unwrap();
+        let ctx = before.get(&k).read().context;
+        before.coordinate(&k, &ctx, None, 1).unwrap();
+        assert!(before.purge_tombstones(&k, before.digest(&k)));
+        let after = store("a");
+        let new = after.coordinate(&k, &VClock::new(), val("new"), 2).unwrap();
+        assert_eq!(new.dot, old.dot);
+        // A replica still holding the old version keeps one of the two: a write is lost.
+        let mut replica = old.versions.clone();
+        replica.merge(&new.versions);
+        assert_eq!(replica.read().values.len(), 1);
     }
 
     #[test]

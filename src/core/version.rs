@@ -574,6 +574,28 @@ mod tests {
         );
     }
 
+    #[test]
+    fn limitation_a_pruned_context_resurrects_a_superseded_version_as_a_sibling() {
+        // More than PRUNE_LIMIT actors in one key's history: the merging write's context
+        // loses the oldest entries, and a lagging replica's superseded version comes back.
+        let mut coord = VersionSet::new();
+        coord.write(&VClock::new(), Dot::new(actor("old"), 1), val("old"), 0);
+        let mut lagging = coord.clone();
+        let ctx = coord.read().context;
+        coord.write(&ctx, Dot::new(actor("fix"), 1), val("fix"), 1);
+        let ctx = coord.read().context;
+        for i in 0..PRUNE_LIMIT {
+            let writer = actor(&format!("w{i:02}"));
+            coord.write(&ctx, Dot::new(writer, 1), val("w"), 100);
+        }
+        let ctx = coord.read().context;
+        assert_eq!(ctx.len(), PRUNE_LIMIT + 2);
+        coord.write(&ctx, Dot::new(actor("merge"), 1), val("merged"), 200);
+        assert_eq!(values(&coord), ["merged"]);
+        lagging.merge(&coord);
+        assert_eq!(values(&lagging), ["merged", "old"]);
+    }
+
     // The definition absorb must implement: one copy per dot (the greatest content), minus
     // every version whose dot another version's context covers.
     fn by_definition(versions: Vec<Version>) -> Vec<Version> {
