@@ -404,6 +404,56 @@ mod tests {
         assert_eq!(s.len(), 2);
     }
 
+    #[test]
+    fn segment_digests_stay_exact_under_concurrent_writes_merges_and_purges() {
+        // Purge updates its segment after releasing the key's lock; XOR commutes, so the
+        // final digests must still be exactly the XOR over the stored keys.
+        let s = Arc::new(store("a"));
+        let peer = store("p");
+        let threads: Vec<_> = (0..3)
+            .map(|t| {
+                let s = Arc::clone(&s);
+                let sets: Vec<(Key, VersionSet)> = (0..4)
+                    .map(|i| {
+                        let k = key(&format!("k{i}"));
+                        let set = peer
+                            .coordinate(&k, &VClock::new(), val(&format!("{t}")), 0)
+                            .unwrap()
+                            .versions;
+                        (k, set)
+                    })
+                    .collect();
+                std::thread::spawn(move || {
+                    for round in 0..60 {
+                        let (k, set) = &sets[round % sets.len()];
+                        match (round + t) % 3 {
+                            0 => {
+                                let ctx = s.get(k).read().context;
+                                s.coordinate(k, &ctx, None, 0).unwrap();
+                            }
+                            1 => {
+                                s.merge(k, set);
+                            }
+                            _ => {
+                                s.purge_tombstones(k, s.digest(k));
+                            }
+                        }
+                    }
+                })
+            })
+            .collect();
+        for t in threads {
+            t.join().unwrap();
+        }
+        for segment in 0..SEGMENTS {
+            let expected = s.keys_in_segment(segment).iter().fold(0, |acc, (k, d)| {
+                assert_eq!(*d, s.get(k).digest());
+                acc ^ stable_hash_parts(&[k, &d.to_le_bytes()])
+            });
+            assert_eq!(s.segment_digest(segment), expected, "segment {segment}");
+        }
+    }
+
     // Design limitations, pinned so that a change of behaviour is noticed.
 
     #[test]
