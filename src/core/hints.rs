@@ -6,8 +6,10 @@
 //! a hint any number of times changes nothing after the first time.
 //!
 //! Hints for the same owner and key are coalesced while they wait, so a hot key written many
-//! times during an outage is handed back as one set. A hint being delivered is never changed;
-//! writes that arrive meanwhile start a new hint.
+//! times during an outage is handed back as one set. A hint is never changed once it has been
+//! taken for delivery, even after a release: writes that arrive later start a new hint, so an
+//! acknowledgement, even a late one for a delivery already released, covers exactly what the
+//! owner received.
 
 use std::collections::{BTreeMap, HashMap};
 
@@ -41,7 +43,7 @@ struct Slot {
 #[derive(Default)]
 struct OwnerHints {
     slots: BTreeMap<HintId, Slot>,
-    // Key -> the waiting (not in-flight) hint new versions of that key coalesce into.
+    // Key -> the never-taken hint that new versions of that key coalesce into.
     waiting: HashMap<Key, HintId>,
 }
 
@@ -150,19 +152,16 @@ impl HintStore {
     }
 
     /// Returns hints whose delivery failed to the waiting state, to be taken again.
+    ///
+    /// A released hint takes no new versions: its delivery may yet have landed, and a late
+    /// acknowledgement of it must not delete versions the owner never received.
     pub fn release(&mut self, owner: &NodeId, ids: &[HintId]) {
         let Some(hints) = self.owners.get_mut(owner) else {
             return;
         };
         for id in ids {
-            if let Some(slot) = hints.slots.get_mut(id)
-                && slot.in_flight
-            {
+            if let Some(slot) = hints.slots.get_mut(id) {
                 slot.in_flight = false;
-                hints
-                    .waiting
-                    .entry(slot.hint.key.clone())
-                    .or_insert(slot.hint.id);
             }
         }
     }
@@ -292,12 +291,38 @@ mod tests {
         assert_eq!(target.get(&k).read().values, vec![Bytes::from("new")]);
     }
 
+    #[test]
+    fn a_late_ack_after_release_never_drops_versions_added_since() {
+        // Delivery times out (release) but did land on the owner; its ack arrives late.
+        let coord = Store::new(ActorId::new("c", 1));
+        let (owner, k) = (NodeId::new("o"), key("cart"));
+        let mut hints = HintStore::new();
+        let id = hints.add(owner.clone(), k.clone(), blind(&coord, &k, "x"), 0);
+        let delivered = hints.take(&owner, 10).remove(0);
+        hints.release(&owner, &[id]);
+        let newer = blind(&coord, &k, "y");
+        let newest = newer
+            .versions()
+            .iter()
+            .map(|v| v.dot.clone())
+            .max()
+            .unwrap();
+        hints.add(owner.clone(), k.clone(), newer, 1);
+        hints.ack(&owner, delivered.id);
+        assert!(!delivered.versions.has_seen(&newest));
+        assert!(
+            hints.list(&owner).any(|h| h.versions.has_seen(&newest)),
+            "a write hinted after the delivered snapshot must still be held"
+        );
+    }
+
     #[derive(Clone, Debug)]
     enum Op {
         Add(u8, u8),
         Take(u8, usize),
         AckFirstInFlight(u8),
         ReleaseAll(u8),
+        LateAckReleased(u8),
     }
 
     fn op() -> impl Strategy<Value = Op> {
@@ -306,6 +331,7 @@ mod tests {
             (0u8..2, 0usize..3).prop_map(|(o, n)| Op::Take(o, n)),
             (0u8..2).prop_map(Op::AckFirstInFlight),
             (0u8..2).prop_map(Op::ReleaseAll),
+            (0u8..2).prop_map(Op::LateAckReleased),
         ]
     }
 
@@ -317,6 +343,8 @@ mod tests {
             let mut in_flight: BTreeMap<u8, Vec<Hint>> = BTreeMap::new();
             let mut added: Vec<(NodeId, Key, Dot)> = Vec::new();
             let mut acked: Vec<Hint> = Vec::new();
+            // Snapshots whose delivery was released but may still have landed (late ack).
+            let mut released: BTreeMap<u8, Vec<Hint>> = BTreeMap::new();
             for op in ops {
                 match op {
                     Op::Add(o, k) => {
@@ -338,15 +366,27 @@ mod tests {
                         let owner = NodeId::new(format!("o{o}"));
                         if let Some(list) = in_flight.get_mut(&o) && !list.is_empty() {
                             let hint = list.remove(0);
-                            prop_assert!(hints.ack(&owner, hint.id));
+                            let first_ack = !acked.iter().any(|h| h.id == hint.id);
+                            prop_assert_eq!(hints.ack(&owner, hint.id), first_ack);
                             acked.push(hint);
                         }
                     }
                     Op::ReleaseAll(o) => {
                         let owner = NodeId::new(format!("o{o}"));
-                        let ids: Vec<HintId> =
-                            in_flight.remove(&o).unwrap_or_default().iter().map(|h| h.id).collect();
+                        let list = in_flight.remove(&o).unwrap_or_default();
+                        let ids: Vec<HintId> = list.iter().map(|h| h.id).collect();
                         hints.release(&owner, &ids);
+                        released.entry(o).or_default().extend(list);
+                    }
+                    Op::LateAckReleased(o) => {
+                        let owner = NodeId::new(format!("o{o}"));
+                        if let Some(list) = released.get_mut(&o) && !list.is_empty() {
+                            // The released delivery did land: the owner holds this snapshot.
+                            let hint = list.remove(0);
+                            let first_ack = !acked.iter().any(|h| h.id == hint.id);
+                            prop_assert_eq!(hints.ack(&owner, hint.id), first_ack);
+                            acked.push(hint);
+                        }
                     }
                 }
             }

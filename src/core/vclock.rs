@@ -62,15 +62,18 @@ pub enum ClockOrder {
 /// A version vector: for each actor, the highest counter seen.
 ///
 /// Entries are kept sorted by actor and never hold a zero counter, so equal histories have
-/// equal representations. Deserialization restores that form from any input, so a clock
-/// from a peer or a client can never break the binary searches below.
+/// equal representations. Deserializing restores that form whatever the wire held, since
+/// lookups binary-search the entries and a misplaced entry would silently hide.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(from = "WireClock")]
 pub struct VClock {
     entries: Vec<(ActorId, ClockEntry)>,
 }
 
+// A clock as it arrives: possibly unsorted, with repeated or zero entries (a garbled or forged
+// context token, a faulty peer). Same shape as `VClock`, so the wire format is unchanged.
 #[derive(Deserialize)]
+#[serde(rename = "VClock")]
 struct WireClock {
     entries: Vec<(ActorId, ClockEntry)>,
 }
@@ -78,10 +81,10 @@ struct WireClock {
 impl From<WireClock> for VClock {
     fn from(wire: WireClock) -> Self {
         let mut entries = wire.entries;
-        entries.retain(|(_, e)| e.counter > 0);
-        // Largest entry of each actor first, then keep the first of each actor.
-        entries.sort_by(|(a, x), (b, y)| a.cmp(b).then(y.key().cmp(&x.key())));
-        entries.dedup_by(|later, first| later.0 == first.0);
+        entries.retain(|(_, e)| e.counter != 0);
+        // Per actor, the largest entry first; then keep only that one, as merge would.
+        entries.sort_by(|(a, x), (b, y)| a.cmp(b).then_with(|| y.key().cmp(&x.key())));
+        entries.dedup_by(|later, kept| later.0 == kept.0);
         VClock { entries }
     }
 }
@@ -148,6 +151,20 @@ impl VClock {
                 timestamp_ms,
             },
         );
+    }
+
+    /// Lowers `actor`'s counter to at most `max` (no entry at 0): strips a claim of events that
+    /// `actor` never made, such as a forged context's claim about the coordinator itself.
+    pub fn cap(&mut self, actor: &ActorId, max: u64) {
+        if let Ok(i) = self.position(actor)
+            && self.entries[i].1.counter > max
+        {
+            if max == 0 {
+                self.entries.remove(i);
+            } else {
+                self.entries[i].1.counter = max;
+            }
+        }
     }
 
     // Raises the actor's entry to `entry` if that is larger; zero counters carry no history.
@@ -258,6 +275,72 @@ pub(crate) mod tests {
         ActorId::new(format!("n{i}").as_str(), 1)
     }
 
+    /// A tiny self-describing token tree, enough to feed hand-made (garbled) wire data
+    /// through the types' real `Deserialize` impls without a format crate.
+    #[derive(Clone, Debug)]
+    pub(crate) enum Tok {
+        U(u64),
+        S(String),
+        Nil,
+        Seq(Vec<Tok>),
+    }
+
+    impl<'de> serde::Deserializer<'de> for Tok {
+        type Error = serde::de::value::Error;
+
+        fn deserialize_any<V: serde::de::Visitor<'de>>(
+            self,
+            v: V,
+        ) -> Result<V::Value, Self::Error> {
+            match self {
+                Tok::U(n) => v.visit_u64(n),
+                Tok::S(s) => v.visit_string(s),
+                Tok::Nil => v.visit_none(),
+                Tok::Seq(items) => {
+                    v.visit_seq(serde::de::value::SeqDeserializer::new(items.into_iter()))
+                }
+            }
+        }
+
+        fn deserialize_option<V: serde::de::Visitor<'de>>(
+            self,
+            v: V,
+        ) -> Result<V::Value, Self::Error> {
+            match self {
+                Tok::Nil => v.visit_none(),
+                other => v.visit_some(other),
+            }
+        }
+
+        serde::forward_to_deserialize_any! {
+            bool i8 i16 i32 i64 i128 u8 u16 u32 u64 u128 f32 f64 char str string bytes byte_buf
+            unit unit_struct newtype_struct seq tuple tuple_struct map struct enum identifier
+            ignored_any
+        }
+    }
+
+    impl<'de> serde::de::IntoDeserializer<'de, serde::de::value::Error> for Tok {
+        type Deserializer = Tok;
+
+        fn into_deserializer(self) -> Tok {
+            self
+        }
+    }
+
+    /// The wire form of a clock listing `entries` as given: (node, incarnation, counter, ts).
+    pub(crate) fn clock_tok(entries: &[(&str, u64, u64, u64)]) -> Tok {
+        let list = entries
+            .iter()
+            .map(|&(node, inc, counter, ts)| {
+                Tok::Seq(vec![
+                    Tok::Seq(vec![Tok::S(node.to_string()), Tok::U(inc)]),
+                    Tok::Seq(vec![Tok::U(counter), Tok::U(ts)]),
+                ])
+            })
+            .collect();
+        Tok::Seq(vec![Tok::Seq(list)])
+    }
+
     pub(crate) fn clock_strategy(max_actors: u8) -> impl Strategy<Value = VClock> {
         proptest::collection::vec((0..max_actors, 0u64..6, 0u64..100), 0..8).prop_map(|items| {
             let mut c = VClock::new();
@@ -356,7 +439,85 @@ pub(crate) mod tests {
         );
     }
 
+    #[test]
+    fn a_wire_clock_round_trips_through_the_token_tree() {
+        use serde::Deserialize;
+        let c = VClock::deserialize(clock_tok(&[("n1", 1, 3, 7), ("n2", 1, 1, 0)])).unwrap();
+        let mut expected = VClock::new();
+        expected.add_dot(&Dot::new(actor(1), 3), 7);
+        expected.add_dot(&Dot::new(actor(2), 1), 0);
+        assert_eq!(c, expected);
+    }
+
+    #[test]
+    fn a_garbled_wire_clock_is_read_as_the_events_it_lists() {
+        // Unsorted, repeated and zero entries, as a forged or corrupted context token may hold.
+        use serde::Deserialize;
+        let c = VClock::deserialize(clock_tok(&[
+            ("n5", 1, 2, 0),
+            ("n7", 1, 0, 0),
+            ("n6", 1, 1, 0),
+            ("n5", 1, 9, 4),
+            ("n1", 1, 1000, 0),
+        ]))
+        .unwrap();
+        assert_eq!(
+            c.get(&actor(1)),
+            1000,
+            "a listed claim must not hide from lookups"
+        );
+        assert_eq!(c.get(&actor(5)), 9);
+        assert_eq!(c.len(), 3);
+        let mut canonical = VClock::new();
+        canonical.add_dot(&Dot::new(actor(5), 9), 4);
+        canonical.add_dot(&Dot::new(actor(6), 1), 0);
+        canonical.add_dot(&Dot::new(actor(1), 1000), 0);
+        assert_eq!(c, canonical);
+    }
+
+    #[test]
+    fn cap_lowers_one_actor_only() {
+        let mut c = VClock::new();
+        c.add_dot(&Dot::new(actor(1), 10), 5);
+        c.add_dot(&Dot::new(actor(2), 4), 5);
+        c.cap(&actor(1), 7);
+        assert_eq!((c.get(&actor(1)), c.get(&actor(2))), (7, 4));
+        c.cap(&actor(2), 9);
+        assert_eq!(
+            c.get(&actor(2)),
+            4,
+            "a cap above the counter changes nothing"
+        );
+        c.cap(&actor(1), 0);
+        assert_eq!(c.len(), 1, "a zero counter is no entry");
+        c.cap(&actor(3), 0);
+        assert_eq!(c.len(), 1);
+    }
+
     proptest! {
+        #[test]
+        fn any_wire_clock_deserializes_to_its_canonical_form(
+            items in proptest::collection::vec((0u8..6, 0u64..6, 0u64..100), 0..12)
+        ) {
+            use serde::Deserialize;
+            let names: Vec<String> = items.iter().map(|(a, _, _)| format!("n{a}")).collect();
+            let listed: Vec<(&str, u64, u64, u64)> = items
+                .iter()
+                .zip(&names)
+                .map(|((_, counter, ts), name)| (name.as_str(), 1, *counter, *ts))
+                .collect();
+            let c = VClock::deserialize(clock_tok(&listed)).unwrap();
+            let mut expected = VClock::new();
+            for (a, counter, ts) in &items {
+                expected.witness(&actor(*a), ClockEntry { counter: *counter, timestamp_ms: *ts });
+            }
+            prop_assert_eq!(&c, &expected);
+            for a in 0..6u8 {
+                let listed_max = items.iter().filter(|(x, _, _)| *x == a).map(|(_, n, _)| *n).max().unwrap_or(0);
+                prop_assert_eq!(c.get(&actor(a)), listed_max);
+            }
+        }
+
         #[test]
         fn compare_is_reflexive(x in clock_strategy(4)) {
             prop_assert_eq!(x.compare(&x), ClockOrder::Equal);
