@@ -82,8 +82,8 @@ impl NodeClient {
         self.timed("put", write, |_| "ok").await
     }
 
-    /// Deletes what `context` covers (a tombstone); a delete without context hides nothing
-    /// that a concurrent writer adds.
+    /// Deletes what `context` covers (a tombstone); without a context the key is read first
+    /// and everything visible now is deleted.
     pub async fn delete(
         &self,
         key: impl Into<Key>,
@@ -100,14 +100,13 @@ impl NodeClient {
         context: Option<&Context>,
         opts: WriteOptions,
     ) -> Result<(), ClientError> {
-        let write = coordinator::write(
+        let delete = coordinator::delete(
             &self.shared,
             key.into(),
-            None,
             context.cloned().unwrap_or_default(),
             opts.w,
         );
-        self.timed("delete", write, |_| "ok").await.map(|_| ())
+        self.timed("delete", delete, |_| "ok").await
     }
 
     async fn timed<T>(

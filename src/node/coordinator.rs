@@ -136,6 +136,26 @@ pub async fn write(
     }
 }
 
+/// Deletes `key` by writing a tombstone over what `context` covers. Without a context the
+/// key is read first (as Riak's clients do), so the tombstone covers what is visible now; a
+/// write concurrent with the delete still survives as a sibling.
+pub async fn delete(
+    shared: &Arc<NodeShared>,
+    key: Key,
+    context: Context,
+    w: Option<usize>,
+) -> Result<(), ClientError> {
+    let context = if context.is_empty() {
+        match read(shared, key.clone(), None).await? {
+            GetResult::NotFound { context } if context.is_empty() => return Ok(()),
+            found => found.context().clone(),
+        }
+    } else {
+        context
+    };
+    write(shared, key, None, context, w).await.map(|_| ())
+}
+
 /// Reads `key` from R replicas (or `r`), merging their sets, and repairs stale replicas.
 pub async fn read(
     shared: &Arc<NodeShared>,
