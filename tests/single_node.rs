@@ -143,3 +143,75 @@ async fn killed_ring_and_storage_actors_restart_without_losing_anything() {
     );
     node.stop().await;
 }
+
+mod embedding {
+    use std::sync::{Arc, Mutex};
+
+    use super::*;
+    use ractor::{Actor, ActorProcessingErr, ActorRef, SupervisionEvent};
+    use ractor_cluster::RactorMessage;
+
+    /// A user's own supervisor: records what happens to its children.
+    struct UserSupervisor;
+
+    #[derive(RactorMessage)]
+    enum UserMsg {}
+
+    impl Actor for UserSupervisor {
+        type Msg = UserMsg;
+        type State = Arc<Mutex<Vec<String>>>;
+        type Arguments = Arc<Mutex<Vec<String>>>;
+
+        async fn pre_start(
+            &self,
+            _: ActorRef<UserMsg>,
+            events: Self::Arguments,
+        ) -> Result<Self::State, ActorProcessingErr> {
+            Ok(events)
+        }
+
+        async fn handle_supervisor_evt(
+            &self,
+            _: ActorRef<UserMsg>,
+            event: SupervisionEvent,
+            events: &mut Self::State,
+        ) -> Result<(), ActorProcessingErr> {
+            if let SupervisionEvent::ActorTerminated(who, _, _) = event {
+                events
+                    .lock()
+                    .unwrap()
+                    .push(who.get_name().unwrap_or_default());
+            }
+            Ok(())
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_node_runs_as_a_child_of_the_users_supervisor() {
+        let events = Arc::new(Mutex::new(Vec::new()));
+        let (user, user_task) = Actor::spawn(None, UserSupervisor, Arc::clone(&events))
+            .await
+            .unwrap();
+        let mut config = NodeConfig::new("embedded", "127.0.0.1:0".parse().unwrap());
+        config.quorum.w = 1;
+        config.quorum.r = 1;
+        let node = Node::start_linked(config, user.get_cell()).await.unwrap();
+        node.client().put("k", "v", None).await.unwrap();
+        assert_eq!(
+            node.client().get("k").await.unwrap().values(),
+            vec![Bytes::from("v")]
+        );
+        let root_name = names::root(node.name());
+        node.stop().await;
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while !events.lock().unwrap().contains(&root_name) {
+            assert!(
+                Instant::now() < deadline,
+                "the user's supervisor never saw the node stop"
+            );
+            tokio::task::yield_now().await;
+        }
+        user.stop(None);
+        user_task.await.unwrap();
+    }
+}
