@@ -1,1 +1,18 @@
-//! The HTTP API (axum), served by every node.
+//! The HTTP API (axum), served by every node, and a typed client of it.
+//!
+//! Routes, statuses and JSON shapes are those of DESIGN.md "Interfaces"; every error is a
+//! JSON object with at least `error` (a stable kind) and `message`.
+
+mod client;
+mod escape;
+mod failure;
+mod server;
+mod wire;
+
+#[cfg(test)]
+mod tests;
+
+pub use client::{DEFAULT_TIMEOUT, HttpClient, HttpError};
+pub use escape::{encode_path, encode_segment};
+pub use server::{BODY_LIMIT, METRICS_CONTENT_TYPE, router, serve};
+pub use wire::{CONTEXT_HEADER, LocalVersionView, WireError};
