@@ -50,8 +50,11 @@ impl Context {
         self.0.is_empty()
     }
 
-    /// The token form: base64url (no padding) of the postcard encoding.
+    /// The token form: base64url (no padding) of the postcard encoding; "" when empty.
     pub fn encode(&self) -> String {
+        if self.is_empty() {
+            return String::new();
+        }
         // Serializing a clock into a Vec cannot fail.
         let bytes = postcard::to_stdvec(&self.0).unwrap_or_default();
         URL_SAFE_NO_PAD.encode(bytes)
@@ -108,6 +111,7 @@ mod tests {
         );
         assert_eq!(Context::decode(&token), Ok(ctx));
         assert_eq!(Context::decode(""), Ok(Context::empty()));
+        assert_eq!(Context::empty().encode(), "");
         assert_eq!(Context::decode("not base64!"), Err(ContextError::NotBase64));
         assert_eq!(Context::decode("AAAA"), Err(ContextError::Malformed));
         assert_eq!(

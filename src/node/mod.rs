@@ -27,8 +27,12 @@ mod shared;
 mod storage_actor;
 pub mod wire;
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio::sync::oneshot;
 
 use ractor::{ActorCell, ActorRef};
 use supervisors::{
@@ -92,6 +96,14 @@ pub struct Node {
     shared: Arc<NodeShared>,
     root: ActorRef<SupervisorMsg>,
     root_task: tokio::task::JoinHandle<()>,
+    http: Option<HttpServer>,
+}
+
+/// The node's HTTP API task.
+struct HttpServer {
+    addr: SocketAddr,
+    shutdown: oneshot::Sender<()>,
+    task: tokio::task::JoinHandle<std::io::Result<()>>,
 }
 
 impl Node {
@@ -109,7 +121,10 @@ impl Node {
         Self::start_under(config, Some(supervisor)).await
     }
 
-    async fn start_under(config: NodeConfig, parent: Option<ActorCell>) -> Result<Node, NodeError> {
+    async fn start_under(
+        mut config: NodeConfig,
+        parent: Option<ActorCell>,
+    ) -> Result<Node, NodeError> {
         config.validate()?;
         if config.data_dir.is_some() {
             return Err(NodeError::Start(
@@ -117,6 +132,21 @@ impl Node {
                     .into(),
             ));
         }
+        // Bound before anything starts, so a taken port fails the start cleanly and peers
+        // learn the real address when port 0 was asked for.
+        let http_listener = match config.http {
+            Some(addr) => {
+                let listener = TcpListener::bind(addr)
+                    .await
+                    .map_err(|e| NodeError::Start(format!("HTTP address {addr}: {e}")))?;
+                let bound = listener
+                    .local_addr()
+                    .map_err(|e| NodeError::Start(e.to_string()))?;
+                config.http = Some(bound);
+                Some(listener)
+            }
+            None => None,
+        };
         // In-memory data dies with the process, so every start is a new incarnation.
         let incarnation = NodeShared::wall_ms();
         let shared = NodeShared::new(config, incarnation)?;
@@ -149,12 +179,34 @@ impl Node {
             None => Supervisor::start(Some(names::root(&me)), args).await,
         };
         let (root, root_task) = started.map_err(|e| NodeError::Start(error_chain(&e)))?;
-        tracing::info!(node = %me, bind = %shared.config.bind, incarnation, "node started");
+        let http = http_listener.map(|listener| {
+            let addr = shared
+                .config
+                .http
+                .unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 0)));
+            let (shutdown, stop) = oneshot::channel::<()>();
+            let service = NodeClient::new(Arc::clone(&shared));
+            let task = tokio::spawn(crate::http::serve(listener, service, async move {
+                let _ = stop.await;
+            }));
+            HttpServer {
+                addr,
+                shutdown,
+                task,
+            }
+        });
+        tracing::info!(node = %me, bind = %shared.config.bind, http = ?shared.config.http, incarnation, "node started");
         Ok(Node {
             shared,
             root,
             root_task,
+            http,
         })
+    }
+
+    /// Where the HTTP API listens, if it was asked for.
+    pub fn http_addr(&self) -> Option<SocketAddr> {
+        self.http.as_ref().map(|h| h.addr)
     }
 
     /// The node's name.
@@ -180,8 +232,14 @@ impl Node {
         &self.root
     }
 
-    /// Stops every actor of the node, children before parents.
+    /// Stops the HTTP API (finishing requests in flight), then every actor, children first.
     pub async fn stop(self) {
+        if let Some(http) = self.http {
+            let _ = http.shutdown.send(());
+            if let Ok(Err(e)) = http.task.await {
+                tracing::warn!(error = %e, "HTTP server ended with an error");
+            }
+        }
         self.root.stop(None);
         let _ = self.root_task.await;
         tracing::info!(node = %self.shared.me, "node stopped");
