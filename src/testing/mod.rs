@@ -1,1 +1,389 @@
 //! `TestCluster`: node processes for tests (yours and ours).
+//!
+//! ```no_run
+//! # async fn demo() {
+//! use dynamo_node::testing::TestCluster;
+//! let mut cluster = TestCluster::start(3).await; // n1..n3, converged
+//! let ctx = cluster.client(1).put(b"k", "v".into(), None, None).await.unwrap();
+//! cluster.kill(2);
+//! cluster.restart(2).await; // up again and seen alive by the others
+//! # }
+//! ```
+//!
+//! Nodes are addressed by 1-based index (`n1` is `1`). Every helper panics with a clear
+//! message instead of returning an error; [`TestCluster::processes`] gives the fallible
+//! [`LocalCluster`] underneath. On drop every node is killed; if the test is panicking, the
+//! tail of each node's log is printed to stderr and the log directory is kept.
+
+use std::ffi::OsString;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use crate::http::HttpClient;
+use crate::process::{LocalCluster, LocalClusterBuilder, ProcessError, ProcessStatus};
+
+/// Gossip interval of test nodes unless the test sets `--gossip-interval-ms` itself: fast
+/// convergence without touching the failure-detection timeouts.
+pub const TEST_GOSSIP_INTERVAL_MS: u64 = 200;
+/// Log lines of each node printed when a test fails.
+const PANIC_TAIL_LINES: usize = 40;
+
+/// Settings of a [`TestCluster`].
+#[derive(Clone, Debug)]
+pub struct TestClusterBuilder {
+    nodes: usize,
+    args: Vec<OsString>,
+    processes: LocalClusterBuilder,
+    converge_timeout: Duration,
+}
+
+impl TestClusterBuilder {
+    /// Number of nodes (default 3).
+    pub fn nodes(mut self, k: usize) -> Self {
+        self.nodes = k;
+        self
+    }
+
+    /// Flags for every node's `start`, e.g. `["--n", "3", "--w", "2", "--dead-after-ms", "3000"]`.
+    pub fn node_args<I, S>(mut self, args: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<OsString>,
+    {
+        self.args.extend(args.into_iter().map(Into::into));
+        self
+    }
+
+    /// The node executable (default: `$DYNAMO_NODE_BIN`, else `dynamo-node` next to the test
+    /// executable or in its parent directory).
+    pub fn binary(mut self, path: impl Into<PathBuf>) -> Self {
+        self.processes = self.processes.binary(path);
+        self
+    }
+
+    /// `RUST_LOG` of the nodes (default: the test's, else `info`).
+    pub fn rust_log(mut self, filter: impl Into<String>) -> Self {
+        self.processes = self.processes.rust_log(filter);
+        self
+    }
+
+    /// Where node logs go (default: a temporary directory, removed unless the test fails).
+    pub fn log_dir(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.processes = self.processes.log_dir(dir);
+        self
+    }
+
+    /// How long the nodes may take to all see each other alive (default 60 s).
+    pub fn converge_timeout(mut self, timeout: Duration) -> Self {
+        self.converge_timeout = timeout;
+        self
+    }
+
+    /// Starts the nodes and waits until every one sees all of them alive.
+    pub async fn try_start(self) -> Result<TestCluster, ProcessError> {
+        let mut args = self.args;
+        if !args.iter().any(|a| a == "--gossip-interval-ms") {
+            args.extend([
+                "--gossip-interval-ms".into(),
+                TEST_GOSSIP_INTERVAL_MS.to_string().into(),
+            ]);
+        }
+        let processes = self
+            .processes
+            .nodes(self.nodes)
+            .node_args(args)
+            .start()
+            .await?;
+        let mut cluster = TestCluster {
+            processes,
+            converge_timeout: self.converge_timeout,
+        };
+        cluster
+            .processes
+            .wait_converged(cluster.converge_timeout)
+            .await?;
+        Ok(cluster)
+    }
+
+    /// Like [`Self::try_start`], panicking with the reason (and the node's log) on failure.
+    pub async fn start(self) -> TestCluster {
+        match self.try_start().await {
+            Ok(cluster) => cluster,
+            Err(e) => panic!("TestCluster did not start: {e}"),
+        }
+    }
+}
+
+/// K `dynamo-node` processes on this machine, converged; see the module docs.
+#[derive(Debug)]
+pub struct TestCluster {
+    processes: LocalCluster,
+    converge_timeout: Duration,
+}
+
+impl TestCluster {
+    /// A builder: 3 nodes, gossip every [`TEST_GOSSIP_INTERVAL_MS`], other settings default.
+    pub fn builder() -> TestClusterBuilder {
+        TestClusterBuilder {
+            nodes: 3,
+            args: Vec::new(),
+            processes: LocalCluster::builder(),
+            converge_timeout: Duration::from_secs(60),
+        }
+    }
+
+    /// `k` nodes with the builder's defaults, converged.
+    pub async fn start(k: usize) -> TestCluster {
+        TestCluster::builder().nodes(k).start().await
+    }
+
+    /// Number of nodes.
+    pub fn len(&self) -> usize {
+        self.processes.len()
+    }
+
+    /// Never true (a cluster has at least one node).
+    pub fn is_empty(&self) -> bool {
+        self.processes.is_empty()
+    }
+
+    /// A client of node `i`'s HTTP API.
+    pub fn client(&self, i: usize) -> HttpClient {
+        HttpClient::new(self.url(i))
+    }
+
+    /// Node `i`'s HTTP base URL.
+    pub fn url(&self, i: usize) -> String {
+        format!("http://{}", self.http_addr(i))
+    }
+
+    /// Node `i`'s HTTP address.
+    pub fn http_addr(&self, i: usize) -> SocketAddr {
+        self.spec(i).http_addr
+    }
+
+    /// Node `i`'s cluster address.
+    pub fn cluster_addr(&self, i: usize) -> SocketAddr {
+        self.spec(i).cluster_addr
+    }
+
+    /// Node `i`'s name (`n{i}`).
+    pub fn name(&self, i: usize) -> &str {
+        &self.spec(i).name
+    }
+
+    /// What node `i`'s process is doing.
+    pub fn status(&mut self, i: usize) -> ProcessStatus {
+        let status = self.processes.status(i);
+        expect(status, "status of", i)
+    }
+
+    /// SIGKILL node `i` (a crash); it stays down until [`Self::restart`].
+    pub fn kill(&mut self, i: usize) {
+        let killed = self.processes.kill(i);
+        expect(killed, "kill", i);
+    }
+
+    /// SIGTERM node `i` and wait for it to exit (SIGKILL after 5 s).
+    pub async fn stop(&mut self, i: usize) {
+        let stopped = self.processes.stop(i).await;
+        expect(stopped, "stop", i);
+    }
+
+    /// Starts node `i` again (killing it first if it runs), with its name, addresses and
+    /// flags and without its data; returns once the running nodes all see it alive.
+    pub async fn restart(&mut self, i: usize) {
+        let restarted = self.processes.restart(i).await;
+        expect(restarted, "restart", i);
+        self.wait_converged().await;
+    }
+
+    /// SIGSTOP node `i`: it stops answering but keeps its connections (a silent peer).
+    pub fn pause(&mut self, i: usize) {
+        let paused = self.processes.pause(i);
+        expect(paused, "pause", i);
+    }
+
+    /// SIGCONT node `i` after [`Self::pause`].
+    pub fn resume(&mut self, i: usize) {
+        let resumed = self.processes.resume(i);
+        expect(resumed, "resume", i);
+    }
+
+    /// Waits until every running node sees every running node alive.
+    pub async fn wait_converged(&mut self) {
+        if let Err(e) = self.processes.wait_converged(self.converge_timeout).await {
+            panic!("{e}");
+        }
+    }
+
+    /// The last `lines` lines of node `i`'s log.
+    pub fn log_tail(&self, i: usize, lines: usize) -> String {
+        expect(self.processes.log_tail(i, lines), "read the log of", i)
+    }
+
+    /// The process manager underneath, for fallible or finer control.
+    pub fn processes(&mut self) -> &mut LocalCluster {
+        &mut self.processes
+    }
+
+    fn spec(&self, i: usize) -> &crate::process::NodeSpec {
+        expect(self.processes.spec(i), "address", i)
+    }
+}
+
+impl Drop for TestCluster {
+    fn drop(&mut self) {
+        if !std::thread::panicking() {
+            return;
+        }
+        // The nodes' own words are usually the fastest way to see why a test failed.
+        self.processes.keep_logs();
+        let mut report = format!(
+            "\n--- TestCluster: the test panicked; node logs are kept in {} ---\n",
+            self.processes.log_dir().display()
+        );
+        for spec in self.processes.specs().to_vec() {
+            let status = self
+                .processes
+                .status(spec.index)
+                .map_or_else(|e| e.to_string(), |s| s.to_string());
+            let tail = self
+                .processes
+                .log_tail(spec.index, PANIC_TAIL_LINES)
+                .unwrap_or_default();
+            report.push_str(&format!(
+                "--- {} ({status}), last {PANIC_TAIL_LINES} lines ---\n{tail}\n",
+                spec.name
+            ));
+        }
+        eprintln!("{report}");
+    }
+}
+
+/// Polls `check` every 50 ms until it returns true; panics naming `what` if `timeout` passes
+/// first. For conditions such as "n3 sees n1 dead" or "every replica holds the key".
+pub async fn wait_until<F, Fut>(timeout: Duration, what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    let started = Instant::now();
+    let mut attempts = 0u32;
+    loop {
+        attempts += 1;
+        if check().await {
+            return;
+        }
+        if started.elapsed() >= timeout {
+            panic!(
+                "timed out after {} ms ({attempts} checks) waiting until {what}",
+                started.elapsed().as_millis()
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+fn expect<T>(result: Result<T, ProcessError>, what: &str, i: usize) -> T {
+    match result {
+        Ok(value) => value,
+        Err(e) => panic!("TestCluster: cannot {what} node {i}: {e}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicU32, Ordering};
+
+    #[tokio::test]
+    async fn wait_until_returns_once_the_condition_holds() {
+        let calls = AtomicU32::new(0);
+        wait_until(Duration::from_secs(5), "the third call", || async {
+            calls.fetch_add(1, Ordering::SeqCst) >= 2
+        })
+        .await;
+        assert_eq!(calls.load(Ordering::SeqCst), 3);
+    }
+
+    #[tokio::test]
+    #[should_panic(expected = "waiting until pigs fly")]
+    async fn wait_until_panics_with_what_it_waited_for() {
+        wait_until(Duration::from_millis(120), "pigs fly", || async { false }).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_test_cluster_of_fake_nodes_converges_and_survives_kill_restart_pause() {
+        use crate::process::testutil::{fake_binary, scratch};
+        let dir = scratch("testcluster");
+        let mut cluster = TestCluster::builder()
+            .nodes(3)
+            .binary(fake_binary(&dir, &["n1", "n2", "n3"]))
+            .log_dir(dir.join("logs"))
+            .node_args(["--n", "3"])
+            .start()
+            .await;
+        assert_eq!(cluster.len(), 3);
+        assert_eq!(cluster.name(2), "n2");
+        assert_eq!(cluster.url(2), format!("http://{}", cluster.http_addr(2)));
+        assert_eq!(cluster.client(3).health().await.unwrap().node, "n3");
+        let log = cluster.log_tail(1, 50);
+        assert!(
+            log.contains("--n 3 --gossip-interval-ms 200"),
+            "default gossip added: {log}"
+        );
+
+        cluster.kill(2);
+        assert!(!cluster.status(2).is_alive());
+        assert!(cluster.client(2).health().await.is_err());
+        cluster.restart(2).await;
+        assert_eq!(cluster.status(2), ProcessStatus::Running);
+        assert!(cluster.client(2).health().await.is_ok());
+
+        cluster.pause(3);
+        assert_eq!(cluster.status(3), ProcessStatus::Paused);
+        cluster.resume(3);
+        cluster.wait_converged().await;
+        cluster.stop(1).await;
+        assert!(!cluster.status(1).is_alive());
+        drop(cluster);
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn a_panicking_test_keeps_the_logs_and_kills_the_nodes() {
+        use crate::process::testutil::{exists, fake_binary, scratch};
+        let dir = scratch("testcluster-panic");
+        let binary = fake_binary(&dir, &["n1"]);
+        let pid = std::sync::Arc::new(AtomicU32::new(0));
+        let seen = pid.clone();
+        let marker = dir.join("log-dir");
+        let unwound = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Runtime::new().unwrap();
+            runtime.block_on(async move {
+                let mut cluster = TestCluster::builder().nodes(1).binary(binary).start().await;
+                seen.store(
+                    cluster.processes().pid(1).unwrap().unwrap(),
+                    Ordering::SeqCst,
+                );
+                let log_dir = cluster.processes().log_dir().to_path_buf();
+                std::fs::write(marker, log_dir.display().to_string()).unwrap();
+                panic!("the test failed");
+            })
+        })
+        .join();
+        assert!(unwound.is_err());
+        let pid = pid.load(Ordering::SeqCst);
+        assert!(!exists(pid), "node {pid} survived the panic");
+        let log_dir = std::fs::read_to_string(dir.join("log-dir")).unwrap();
+        assert!(
+            std::path::Path::new(&log_dir).join("n1.log").is_file(),
+            "the temporary logs are kept for a failed test"
+        );
+        std::fs::remove_dir_all(log_dir).unwrap();
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+}

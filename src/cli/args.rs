@@ -1,0 +1,330 @@
+//! Command-line flags of a node and how they map onto [`NodeConfig`].
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::Args;
+
+use super::CliError;
+use crate::config::NodeConfig;
+
+/// The tuning flags shared by `start` (applied to the node) and `cluster` (passed to every node).
+#[derive(Args, Clone, Debug, Default, PartialEq, Eq)]
+pub struct NodeFlags {
+    /// Shared secret of the cluster handshake [default: dynamo]
+    #[arg(long, value_name = "SECRET")]
+    pub cookie: Option<String>,
+    /// Replicas per key [default: 3]
+    #[arg(long, value_name = "N")]
+    pub n: Option<usize>,
+    /// Acks a write waits for [default: 2]
+    #[arg(long, value_name = "W")]
+    pub w: Option<usize>,
+    /// Replies a read waits for [default: 2]
+    #[arg(long, value_name = "R")]
+    pub r: Option<usize>,
+    /// Ring tokens the node takes [default: 128]
+    #[arg(long, value_name = "V")]
+    pub vnodes: Option<u32>,
+    /// How long a write waits for W acks [default: 5000]
+    #[arg(long, value_name = "T")]
+    pub put_timeout_ms: Option<u64>,
+    /// How long a read waits for R replies [default: 5000]
+    #[arg(long, value_name = "T")]
+    pub get_timeout_ms: Option<u64>,
+    /// Time between gossip rounds [default: 1000]
+    #[arg(long, value_name = "T")]
+    pub gossip_interval_ms: Option<u64>,
+    /// Silence after which a peer is suspect [default: 5000]
+    #[arg(long, value_name = "T")]
+    pub suspect_after_ms: Option<u64>,
+    /// Silence after which a peer is dead [default: 30000]
+    #[arg(long, value_name = "T")]
+    pub dead_after_ms: Option<u64>,
+}
+
+impl NodeFlags {
+    /// Overrides the settings of `config` that a flag was given for.
+    pub fn apply(&self, config: &mut NodeConfig) {
+        if let Some(cookie) = &self.cookie {
+            config.cookie.clone_from(cookie);
+        }
+        let q = &mut config.quorum;
+        set(&mut q.n, self.n);
+        set(&mut q.w, self.w);
+        set(&mut q.r, self.r);
+        set(&mut q.put_timeout_ms, self.put_timeout_ms);
+        set(&mut q.get_timeout_ms, self.get_timeout_ms);
+        set(&mut config.vnodes, self.vnodes);
+        let g = &mut config.gossip;
+        set(&mut g.interval_ms, self.gossip_interval_ms);
+        set(&mut g.timeouts.suspect_after_ms, self.suspect_after_ms);
+        set(&mut g.timeouts.dead_after_ms, self.dead_after_ms);
+    }
+
+    /// The same flags as command-line arguments, for a child `dynamo-node start`.
+    pub fn to_args(&self) -> Vec<String> {
+        let numbers = [
+            ("--n", self.n.map(|v| v as u64)),
+            ("--w", self.w.map(|v| v as u64)),
+            ("--r", self.r.map(|v| v as u64)),
+            ("--vnodes", self.vnodes.map(u64::from)),
+            ("--put-timeout-ms", self.put_timeout_ms),
+            ("--get-timeout-ms", self.get_timeout_ms),
+            ("--gossip-interval-ms", self.gossip_interval_ms),
+            ("--suspect-after-ms", self.suspect_after_ms),
+            ("--dead-after-ms", self.dead_after_ms),
+        ];
+        let mut args = Vec::new();
+        if let Some(cookie) = &self.cookie {
+            args.extend(["--cookie".to_string(), cookie.clone()]);
+        }
+        for (flag, value) in numbers {
+            if let Some(value) = value {
+                args.extend([flag.to_string(), value.to_string()]);
+            }
+        }
+        args
+    }
+
+    /// Checks the flags as a node would, with the defaults for what is not given.
+    pub fn validate(&self) -> Result<(), CliError> {
+        let mut config = NodeConfig::new("check", SocketAddr::from(([127, 0, 0, 1], 0)));
+        self.apply(&mut config);
+        config
+            .validate()
+            .map_err(|e| CliError::Usage(format!("invalid node settings: {e}")))
+    }
+}
+
+fn set<T>(slot: &mut T, value: Option<T>) {
+    if let Some(value) = value {
+        *slot = value;
+    }
+}
+
+/// `dynamo-node start`: one node in the foreground.
+#[derive(Args, Clone, Debug, PartialEq, Eq)]
+pub struct StartArgs {
+    /// The node's unique name in the cluster
+    #[arg(long, value_name = "NAME")]
+    pub name: String,
+    /// Cluster (node-to-node) address; outgoing cluster connections bind its IP too
+    #[arg(long, value_name = "IP:PORT")]
+    pub bind: SocketAddr,
+    /// HTTP API address
+    #[arg(long, value_name = "IP:PORT")]
+    pub http: SocketAddr,
+    /// Cluster address of a node to join through (repeatable)
+    #[arg(long = "seed", value_name = "IP:PORT")]
+    pub seeds: Vec<SocketAddr>,
+    /// Tuning.
+    #[command(flatten)]
+    pub flags: NodeFlags,
+    /// Where data is kept [default: in memory; a restart then takes a new incarnation]
+    #[arg(long, value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+}
+
+impl StartArgs {
+    /// The node's configuration, validated; a bad value is a usage error.
+    pub fn to_config(&self) -> Result<NodeConfig, CliError> {
+        if self.name.trim().is_empty() {
+            return Err(CliError::Usage("--name must not be empty".into()));
+        }
+        let mut config = NodeConfig::new(self.name.clone(), self.bind);
+        config.http = Some(self.http);
+        config.seeds.clone_from(&self.seeds);
+        config.data_dir.clone_from(&self.data_dir);
+        self.flags.apply(&mut config);
+        config
+            .validate()
+            .map_err(|e| CliError::Usage(format!("invalid configuration: {e}")))?;
+        Ok(config)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+    use crate::cli::{Cli, Command};
+    use crate::config::{GossipConfig, QuorumConfig};
+    use crate::core::membership::FailureTimeouts;
+
+    fn start(args: &[&str]) -> Result<StartArgs, clap::Error> {
+        let argv = ["dynamo-node", "start"].iter().chain(args);
+        match Cli::try_parse_from(argv)?.command {
+            Command::Start(args) => Ok(args),
+            other => panic!("parsed as {other:?}"),
+        }
+    }
+
+    const BASE: [&str; 6] = [
+        "--name",
+        "n1",
+        "--bind",
+        "127.0.0.2:7001",
+        "--http",
+        "127.0.0.2:8001",
+    ];
+
+    #[test]
+    fn every_flag_reaches_the_config() {
+        let mut argv = BASE.to_vec();
+        argv.extend([
+            "--seed",
+            "127.0.0.3:7002",
+            "--seed",
+            "127.0.0.4:7003",
+            "--cookie",
+            "s3cret",
+            "--n",
+            "5",
+            "--w",
+            "3",
+            "--r",
+            "4",
+            "--vnodes",
+            "64",
+            "--put-timeout-ms",
+            "1500",
+            "--get-timeout-ms",
+            "2500",
+            "--gossip-interval-ms",
+            "200",
+            "--suspect-after-ms",
+            "800",
+            "--dead-after-ms",
+            "4000",
+            "--data-dir",
+            "/var/lib/dynamo",
+        ]);
+        let config = start(&argv).unwrap().to_config().unwrap();
+        let expected = NodeConfig {
+            name: "n1".into(),
+            bind: "127.0.0.2:7001".parse().unwrap(),
+            http: Some("127.0.0.2:8001".parse().unwrap()),
+            seeds: vec![
+                "127.0.0.3:7002".parse().unwrap(),
+                "127.0.0.4:7003".parse().unwrap(),
+            ],
+            cookie: "s3cret".into(),
+            quorum: QuorumConfig {
+                n: 5,
+                w: 3,
+                r: 4,
+                put_timeout_ms: 1500,
+                get_timeout_ms: 2500,
+            },
+            vnodes: 64,
+            gossip: GossipConfig {
+                interval_ms: 200,
+                timeouts: FailureTimeouts {
+                    suspect_after_ms: 800,
+                    dead_after_ms: 4000,
+                },
+            },
+            data_dir: Some("/var/lib/dynamo".into()),
+        };
+        assert_eq!(config, expected);
+    }
+
+    #[test]
+    fn omitted_flags_keep_the_documented_defaults() {
+        let config = start(&BASE).unwrap().to_config().unwrap();
+        let mut expected = NodeConfig::new("n1", "127.0.0.2:7001".parse().unwrap());
+        expected.http = Some("127.0.0.2:8001".parse().unwrap());
+        assert_eq!(config, expected);
+        assert_eq!(config.quorum, QuorumConfig::default());
+        assert_eq!(config.cookie, "dynamo");
+    }
+
+    #[test]
+    fn name_bind_and_http_are_required_and_addresses_must_parse() {
+        for missing in [0, 2, 4] {
+            let mut argv = BASE.to_vec();
+            argv.drain(missing..missing + 2);
+            let err = start(&argv).unwrap_err();
+            assert_eq!(err.kind(), clap::error::ErrorKind::MissingRequiredArgument);
+            assert_eq!(err.exit_code(), 2);
+        }
+        let mut argv = BASE.to_vec();
+        argv[3] = "localhost";
+        assert_eq!(
+            start(&argv).unwrap_err().kind(),
+            clap::error::ErrorKind::ValueValidation
+        );
+        let mut argv = BASE.to_vec();
+        argv.extend(["--n", "three"]);
+        assert_eq!(start(&argv).unwrap_err().exit_code(), 2);
+    }
+
+    #[test]
+    fn out_of_range_settings_are_usage_errors() {
+        let cases: [(&[&str], &str); 6] = [
+            (&["--w", "4"], "w must be between 1 and n = 3, got 4"),
+            (&["--n", "17"], "n must be between 1 and 16"),
+            (&["--r", "0"], "r must be between 1"),
+            (&["--put-timeout-ms", "0"], "put_timeout_ms"),
+            (&["--vnodes", "0"], "vnodes"),
+            (
+                &["--suspect-after-ms", "5000", "--dead-after-ms", "5000"],
+                "",
+            ),
+        ];
+        for (extra, needle) in cases {
+            let mut argv = BASE.to_vec();
+            argv.extend(extra);
+            let err = start(&argv).unwrap().to_config().unwrap_err();
+            assert!(matches!(err, CliError::Usage(_)), "{extra:?}");
+            assert_eq!(err.exit_code(), 2);
+            assert!(err.to_string().contains(needle), "{extra:?}: {err}");
+        }
+        let mut argv = BASE.to_vec();
+        argv[1] = " ";
+        assert!(start(&argv).unwrap().to_config().is_err());
+    }
+
+    #[test]
+    fn flags_round_trip_through_child_arguments() {
+        let flags = NodeFlags {
+            cookie: Some("c".into()),
+            n: Some(4),
+            w: Some(3),
+            r: Some(1),
+            vnodes: Some(32),
+            put_timeout_ms: Some(10),
+            get_timeout_ms: Some(20),
+            gossip_interval_ms: Some(30),
+            suspect_after_ms: Some(40),
+            dead_after_ms: Some(50),
+        };
+        let mut argv: Vec<String> = BASE.iter().map(|s| s.to_string()).collect();
+        argv.extend(flags.to_args());
+        let refs: Vec<&str> = argv.iter().map(String::as_str).collect();
+        assert_eq!(start(&refs).unwrap().flags, flags);
+        assert!(NodeFlags::default().to_args().is_empty());
+    }
+
+    #[test]
+    fn cluster_flags_are_validated_against_the_defaults() {
+        let ok = NodeFlags {
+            n: Some(1),
+            w: Some(1),
+            r: Some(1),
+            ..Default::default()
+        };
+        assert!(ok.validate().is_ok());
+        let bad = NodeFlags {
+            n: Some(1),
+            ..Default::default()
+        };
+        let err = bad.validate().unwrap_err();
+        assert!(
+            err.to_string().contains("w must be between 1 and n = 1"),
+            "{err}"
+        );
+    }
+}

@@ -1,0 +1,344 @@
+//! `get`, `put`, `delete` and `status`: one HTTP request (or three) to one node.
+
+use std::ffi::OsString;
+use std::io::{IsTerminal, Read};
+use std::os::unix::ffi::OsStringExt;
+
+use bytes::Bytes;
+
+use super::{CliError, DeleteArgs, GetArgs, PutArgs, Target};
+use crate::api::{Context, GetResult, Health, MemberInfo, RingInfo, validate_key, validate_value};
+use crate::core::membership::Status;
+use crate::http::{HttpClient, HttpError};
+
+/// `dynamo-node get`: prints the value or the numbered siblings, then the context.
+pub async fn get(args: GetArgs) -> Result<(), CliError> {
+    let key = key_bytes(args.key)?;
+    let client = HttpClient::new(args.target.url());
+    let result = client
+        .get(&key, args.r)
+        .await
+        .map_err(|e| failed(&client, e))?;
+    super::emit(&format_get(&result));
+    match result {
+        GetResult::NotFound { .. } => Err(CliError::NotFound),
+        _ => Ok(()),
+    }
+}
+
+/// `dynamo-node put`: prints the context of the new version.
+pub async fn put(args: PutArgs) -> Result<(), CliError> {
+    let key = key_bytes(args.key)?;
+    let value = match args.value {
+        Some(value) => value.into_vec(),
+        None => read_stdin()?,
+    };
+    validate_value(&value).map_err(|e| CliError::Usage(e.to_string()))?;
+    let context = parse_context(args.context.as_deref())?;
+    let client = HttpClient::new(args.target.url());
+    let context = client
+        .put(&key, Bytes::from(value), context.as_ref(), args.w)
+        .await
+        .map_err(|e| failed(&client, e))?;
+    super::emit(&format!("context: {context}\n"));
+    Ok(())
+}
+
+/// `dynamo-node delete`: prints `deleted`.
+pub async fn delete(args: DeleteArgs) -> Result<(), CliError> {
+    let key = key_bytes(args.key)?;
+    let context = parse_context(args.context.as_deref())?;
+    let client = HttpClient::new(args.target.url());
+    client
+        .delete(&key, context.as_ref(), args.w)
+        .await
+        .map_err(|e| failed(&client, e))?;
+    super::emit("deleted\n");
+    Ok(())
+}
+
+/// `dynamo-node status`: health, members and ring of one node, as tables.
+pub async fn status(target: Target) -> Result<(), CliError> {
+    let client = HttpClient::new(target.url());
+    let (health, members, ring) = tokio::join!(client.health(), client.members(), client.ring());
+    let health = health.map_err(|e| failed(&client, e))?;
+    let members = members.map_err(|e| failed(&client, e))?;
+    let ring = ring.map_err(|e| failed(&client, e))?;
+    super::emit(&format_status(client.base_url(), &health, &members, &ring));
+    Ok(())
+}
+
+/// The text `get` prints for a result.
+pub fn format_get(result: &GetResult) -> String {
+    let mut out = String::new();
+    match result {
+        GetResult::Value { value, .. } => {
+            out.push_str(&show_bytes(value));
+            out.push('\n');
+        }
+        GetResult::Siblings { values, .. } => {
+            out.push_str(&format!("{} siblings:\n", values.len()));
+            for (i, value) in values.iter().enumerate() {
+                out.push_str(&format!("[{}] {}\n", i + 1, show_bytes(value)));
+            }
+        }
+        GetResult::NotFound { .. } => out.push_str("not found\n"),
+    }
+    let context = result.context();
+    // A miss without tombstones has nothing to supersede: no context to show.
+    if !(matches!(result, GetResult::NotFound { .. }) && context.is_empty()) {
+        out.push_str(&format!("context: {context}\n"));
+    }
+    out
+}
+
+/// The text `status` prints.
+pub fn format_status(
+    url: &str,
+    health: &Health,
+    members: &[MemberInfo],
+    ring: &RingInfo,
+) -> String {
+    let mut members: Vec<&MemberInfo> = members.iter().collect();
+    members.sort_by(|a, b| a.node.cmp(&b.node));
+    let member_rows = members
+        .iter()
+        .map(|m| {
+            vec![
+                m.node.clone(),
+                status_name(m.status).to_string(),
+                m.heartbeat.to_string(),
+                m.incarnation.to_string(),
+                if m.node == health.node {
+                    "(self)".to_string()
+                } else {
+                    format!("{} ms ago", m.last_heard_ms_ago)
+                },
+                if m.connected { "yes" } else { "no" }.to_string(),
+                m.cluster_addr.clone(),
+                m.http_addr.clone(),
+            ]
+        })
+        .collect();
+    let mut nodes: Vec<_> = ring.nodes.iter().collect();
+    nodes.sort_by(|a, b| a.node.cmp(&b.node));
+    let ring_rows = nodes
+        .iter()
+        .map(|n| {
+            vec![
+                n.node.clone(),
+                n.vnodes.to_string(),
+                format!("{:.1}%", n.primary_share * 100.0),
+                format!("{:.1}%", n.replica_share * 100.0),
+                n.keys.map_or("-".to_string(), |k| k.to_string()),
+            ]
+        })
+        .collect();
+    format!(
+        "node {} at {url}: {} of {} members alive\n\n{}\nring version {}, n = {}\n{}",
+        health.node,
+        health.alive,
+        health.members,
+        table(
+            &[
+                "MEMBER",
+                "STATUS",
+                "HEARTBEAT",
+                "INCARNATION",
+                "LAST HEARD",
+                "CONNECTED",
+                "CLUSTER ADDRESS",
+                "HTTP ADDRESS",
+            ],
+            member_rows,
+        ),
+        ring.version,
+        ring.n,
+        table(&["NODE", "VNODES", "PRIMARY", "REPLICA", "KEYS"], ring_rows),
+    )
+}
+
+fn status_name(status: Status) -> &'static str {
+    match status {
+        Status::Alive => "alive",
+        Status::Suspect => "suspect",
+        Status::Dead => "dead",
+    }
+}
+
+/// Left-aligned columns separated by two spaces, without trailing blanks.
+fn table(headers: &[&str], rows: Vec<Vec<String>>) -> String {
+    let mut widths: Vec<usize> = headers.iter().map(|h| h.chars().count()).collect();
+    for row in &rows {
+        for (w, cell) in widths.iter_mut().zip(row) {
+            *w = (*w).max(cell.chars().count());
+        }
+    }
+    let header: Vec<String> = headers.iter().map(|h| h.to_string()).collect();
+    let mut out = String::new();
+    for row in std::iter::once(&header).chain(&rows) {
+        let line: Vec<String> = row
+            .iter()
+            .zip(&widths)
+            .map(|(cell, w)| format!("{cell:<w$}"))
+            .collect();
+        out.push_str(line.join("  ").trim_end());
+        out.push('\n');
+    }
+    out
+}
+
+/// UTF-8 values as they are; anything else with `\xNN` escapes.
+fn show_bytes(bytes: &[u8]) -> String {
+    match std::str::from_utf8(bytes) {
+        Ok(text) => text.to_string(),
+        Err(_) => bytes.escape_ascii().to_string(),
+    }
+}
+
+fn key_bytes(key: OsString) -> Result<Vec<u8>, CliError> {
+    let key = key.into_vec();
+    validate_key(&key).map_err(|e| CliError::Usage(e.to_string()))?;
+    Ok(key)
+}
+
+/// `None` for no flag; a malformed token is a usage error.
+fn parse_context(token: Option<&str>) -> Result<Option<Context>, CliError> {
+    token
+        .map(|t| Context::decode(t).map_err(|e| CliError::Usage(format!("--context: {e}"))))
+        .transpose()
+}
+
+fn read_stdin() -> Result<Vec<u8>, CliError> {
+    let mut stdin = std::io::stdin();
+    if stdin.is_terminal() {
+        return Err(CliError::Usage(
+            "no VALUE given: pass it as an argument or pipe it on stdin".into(),
+        ));
+    }
+    let mut value = Vec::new();
+    stdin
+        .read_to_end(&mut value)
+        .map_err(|e| CliError::Failed(format!("reading the value from stdin: {e}")))?;
+    Ok(value)
+}
+
+fn failed(client: &HttpClient, error: HttpError) -> CliError {
+    match error {
+        HttpError::InvalidKey(_) => CliError::Usage(error.to_string()),
+        other => CliError::Failed(format!("{}: {other}", client.base_url())),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::RingNodeInfo;
+    use crate::core::ids::ActorId;
+    use crate::core::vclock::{Dot, VClock};
+
+    fn ctx() -> Context {
+        let mut clock = VClock::new();
+        clock.add_dot(&Dot::new(ActorId::new("n1", 1), 2), 0);
+        Context::from_clock(clock)
+    }
+
+    #[test]
+    fn get_prints_the_value_then_the_context() {
+        let c = ctx();
+        let one = GetResult::Value {
+            value: Bytes::from_static(b"milk"),
+            context: c.clone(),
+        };
+        assert_eq!(format_get(&one), format!("milk\ncontext: {c}\n"));
+    }
+
+    #[test]
+    fn siblings_are_numbered_and_binary_values_escaped() {
+        let c = ctx();
+        let two = GetResult::Siblings {
+            values: vec![
+                Bytes::from_static(b"milk"),
+                Bytes::from_static(b"\xff\x00z"),
+            ],
+            context: c.clone(),
+        };
+        assert_eq!(
+            format_get(&two),
+            format!("2 siblings:\n[1] milk\n[2] \\xff\\x00z\ncontext: {c}\n")
+        );
+    }
+
+    #[test]
+    fn a_miss_shows_a_context_only_if_tombstones_were_seen() {
+        let empty = GetResult::NotFound {
+            context: Context::empty(),
+        };
+        assert_eq!(format_get(&empty), "not found\n");
+        let c = ctx();
+        let deleted = GetResult::NotFound { context: c.clone() };
+        assert_eq!(format_get(&deleted), format!("not found\ncontext: {c}\n"));
+    }
+
+    #[test]
+    fn status_lists_members_and_ring_shares_in_aligned_columns() {
+        let health = Health {
+            status: "ok".into(),
+            node: "n1".into(),
+            alive: 1,
+            members: 2,
+        };
+        let member = |node: &str, status, heard| MemberInfo {
+            node: node.into(),
+            cluster_addr: format!("127.0.0.2:700{}", &node[1..]),
+            http_addr: format!("127.0.0.2:800{}", &node[1..]),
+            status,
+            heartbeat: 42,
+            incarnation: 3,
+            last_heard_ms_ago: heard,
+            connected: heard < 1000,
+        };
+        let members = [
+            member("n2", Status::Suspect, 6000),
+            member("n1", Status::Alive, 0),
+        ];
+        let ring = RingInfo {
+            version: 7,
+            n: 3,
+            nodes: vec![RingNodeInfo {
+                node: "n1".into(),
+                vnodes: 128,
+                primary_share: 0.5,
+                replica_share: 1.0,
+                keys: Some(12),
+            }],
+        };
+        let text = format_status("http://127.0.0.2:8001", &health, &members, &ring);
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(
+            lines[0],
+            "node n1 at http://127.0.0.2:8001: 1 of 2 members alive"
+        );
+        assert!(lines[2].starts_with("MEMBER  STATUS   HEARTBEAT  INCARNATION  LAST HEARD"));
+        assert!(lines[3].starts_with("n1      alive    42         3            (self)"));
+        assert!(lines[4].starts_with("n2      suspect  42         3            6000 ms ago  no"));
+        assert!(lines[4].ends_with("127.0.0.2:7002   127.0.0.2:8002"));
+        assert_eq!(lines[6], "ring version 7, n = 3");
+        assert_eq!(lines[7], "NODE  VNODES  PRIMARY  REPLICA  KEYS");
+        assert_eq!(lines[8], "n1    128     50.0%    100.0%   12");
+    }
+
+    #[test]
+    fn bad_keys_and_contexts_are_usage_errors() {
+        assert!(matches!(
+            key_bytes(OsString::new()),
+            Err(CliError::Usage(_))
+        ));
+        let long = OsString::from("k".repeat(crate::config::MAX_KEY_BYTES + 1));
+        assert!(matches!(key_bytes(long), Err(CliError::Usage(_))));
+        assert_eq!(key_bytes(OsString::from_vec(vec![0xff])).unwrap(), [0xff]);
+        assert!(matches!(parse_context(Some("!!")), Err(CliError::Usage(_))));
+        assert_eq!(parse_context(None).unwrap(), None);
+        assert_eq!(parse_context(Some(&ctx().encode())).unwrap(), Some(ctx()));
+    }
+}

@@ -1,0 +1,770 @@
+//! A local cluster: K `dynamo-node start` processes, each on its own loopback address.
+
+use std::ffi::OsString;
+use std::io::{Read, Seek, SeekFrom};
+use std::net::{Ipv4Addr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use super::child::{ExitInfo, ManagedProcess, ProcessStatus};
+use super::ports::{node_ip, pick_free_ports};
+use super::{ProcessError, locate_node_binary};
+
+/// Most nodes a local cluster can have: one per loopback address 127.0.0.2..=127.0.0.254.
+pub const MAX_NODES: usize = 253;
+/// Spawns of a booting node whose ports were taken between picking and binding.
+const BOOT_ATTEMPTS: usize = 3;
+/// Log lines quoted in errors.
+const TAIL_LINES: usize = 30;
+
+/// Where one node of a local cluster lives.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NodeSpec {
+    /// 1-based index: node `i` is named `n{i}`.
+    pub index: usize,
+    /// Node name.
+    pub name: String,
+    /// Its own loopback address, `127.0.0.(index + 1)`.
+    pub ip: Ipv4Addr,
+    /// Cluster (ractor_cluster) address, on `ip`.
+    pub cluster_addr: SocketAddr,
+    /// HTTP address, on `ip`.
+    pub http_addr: SocketAddr,
+}
+
+impl NodeSpec {
+    fn new(index: usize, ports: &[u16]) -> NodeSpec {
+        let ip = node_ip(index);
+        NodeSpec {
+            index,
+            name: format!("n{index}"),
+            ip,
+            cluster_addr: SocketAddr::from((ip, ports[0])),
+            http_addr: SocketAddr::from((ip, ports[1])),
+        }
+    }
+
+    /// Base URL of its HTTP API, e.g. `http://127.0.0.2:41234`.
+    pub fn http_url(&self) -> String {
+        format!("http://{}", self.http_addr)
+    }
+}
+
+/// Names a node of a cluster: a 1-based index (`2`) or a name (`"n2"`).
+pub trait NodeRef {
+    /// Its 0-based position among `nodes`, if there.
+    fn position(&self, nodes: &[NodeSpec]) -> Option<usize>;
+    /// How to name it in an error.
+    fn describe(&self) -> String;
+}
+
+impl NodeRef for usize {
+    fn position(&self, nodes: &[NodeSpec]) -> Option<usize> {
+        (1..=nodes.len()).contains(self).then(|| self - 1)
+    }
+    fn describe(&self) -> String {
+        format!("#{self}")
+    }
+}
+
+impl NodeRef for &str {
+    fn position(&self, nodes: &[NodeSpec]) -> Option<usize> {
+        nodes.iter().position(|n| n.name == *self)
+    }
+    fn describe(&self) -> String {
+        format!("{self:?}")
+    }
+}
+
+impl NodeRef for String {
+    fn position(&self, nodes: &[NodeSpec]) -> Option<usize> {
+        self.as_str().position(nodes)
+    }
+    fn describe(&self) -> String {
+        self.as_str().describe()
+    }
+}
+
+impl NodeRef for &String {
+    fn position(&self, nodes: &[NodeSpec]) -> Option<usize> {
+        self.as_str().position(nodes)
+    }
+    fn describe(&self) -> String {
+        self.as_str().describe()
+    }
+}
+
+/// Settings of a [`LocalCluster`] before it starts.
+#[derive(Clone, Debug)]
+pub struct LocalClusterBuilder {
+    nodes: usize,
+    node_args: Vec<OsString>,
+    binary: Option<PathBuf>,
+    log_dir: Option<PathBuf>,
+    keep_logs: bool,
+    rust_log: Option<String>,
+    stop_grace: Duration,
+    ready_timeout: Duration,
+}
+
+impl Default for LocalClusterBuilder {
+    fn default() -> Self {
+        LocalClusterBuilder {
+            nodes: 3,
+            node_args: Vec::new(),
+            binary: None,
+            log_dir: None,
+            keep_logs: false,
+            rust_log: None,
+            stop_grace: Duration::from_secs(5),
+            ready_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+impl LocalClusterBuilder {
+    /// Number of nodes (default 3, at most [`MAX_NODES`]).
+    pub fn nodes(mut self, k: usize) -> Self {
+        self.nodes = k;
+        self
+    }
+
+    /// Flags appended to every node's `start` command, e.g. `["--n", "3", "--w", "2"]`.
+    pub fn node_args<I, S>(mut self, args: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<OsString>,
+    {
+        self.node_args.extend(args.into_iter().map(Into::into));
+        self
+    }
+
+    /// The node executable (default: see [`locate_node_binary`]).
+    pub fn binary(mut self, path: impl Into<PathBuf>) -> Self {
+        self.binary = Some(path.into());
+        self
+    }
+
+    /// Directory for the per-node logs `n1.log..`; created if missing, never deleted.
+    /// Default: a fresh temporary directory, deleted on drop unless [`Self::keep_logs`].
+    pub fn log_dir(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.log_dir = Some(dir.into());
+        self
+    }
+
+    /// Keeps the temporary log directory after drop.
+    pub fn keep_logs(mut self, keep: bool) -> Self {
+        self.keep_logs = keep;
+        self
+    }
+
+    /// `RUST_LOG` of the nodes (default: ours, else `info`).
+    pub fn rust_log(mut self, filter: impl Into<String>) -> Self {
+        self.rust_log = Some(filter.into());
+        self
+    }
+
+    /// How long `stop` waits after SIGTERM before SIGKILL (default 5 s).
+    pub fn stop_grace(mut self, grace: Duration) -> Self {
+        self.stop_grace = grace;
+        self
+    }
+
+    /// How long a starting node may take to serve HTTP (default 30 s).
+    pub fn ready_timeout(mut self, timeout: Duration) -> Self {
+        self.ready_timeout = timeout;
+        self
+    }
+
+    /// Starts node 1, waits until it serves HTTP, then starts the others (seeded with node 1)
+    /// and waits until each serves HTTP. Membership convergence is not awaited here.
+    pub async fn start(self) -> Result<LocalCluster, ProcessError> {
+        if self.nodes == 0 || self.nodes > MAX_NODES {
+            return Err(ProcessError::Size(self.nodes));
+        }
+        let binary = locate_node_binary(self.binary.as_deref())?;
+        let (log_dir, owned) = match self.log_dir {
+            Some(dir) => {
+                std::fs::create_dir_all(&dir)
+                    .map_err(|e| ProcessError::io(format!("creating {}", dir.display()), e))?;
+                (dir, false)
+            }
+            None => (fresh_temp_dir()?, true),
+        };
+        let mut cluster = LocalCluster {
+            binary,
+            node_args: self.node_args,
+            rust_log: self
+                .rust_log
+                .or_else(|| std::env::var("RUST_LOG").ok())
+                .unwrap_or_else(|| "info".to_string()),
+            remove_log_dir: owned && !self.keep_logs,
+            log_dir,
+            stop_grace: self.stop_grace,
+            ready_timeout: self.ready_timeout,
+            specs: Vec::new(),
+            procs: Vec::new(),
+            starts: Vec::new(),
+        };
+        for index in 1..=self.nodes {
+            let ports = pick_free_ports(node_ip(index), 2)?;
+            cluster.specs.push(NodeSpec::new(index, &ports));
+            cluster.procs.push(None);
+            cluster.starts.push(0);
+        }
+        let booted = cluster.boot().await;
+        if booted.is_err() && owned {
+            // The error quotes the log tail; keep the full logs for a closer look.
+            cluster.remove_log_dir = false;
+        }
+        booted.map(|()| cluster)
+    }
+}
+
+/// K node processes on this machine; see the module docs. Nodes are addressed by 1-based
+/// index or by name ([`NodeRef`]). Dropping it SIGKILLs every node it started; call
+/// [`LocalCluster::stop_all`] first for a graceful stop.
+#[derive(Debug)]
+pub struct LocalCluster {
+    binary: PathBuf,
+    node_args: Vec<OsString>,
+    rust_log: String,
+    log_dir: PathBuf,
+    remove_log_dir: bool,
+    stop_grace: Duration,
+    ready_timeout: Duration,
+    specs: Vec<NodeSpec>,
+    procs: Vec<Option<ManagedProcess>>,
+    starts: Vec<u32>,
+}
+
+impl LocalCluster {
+    /// A builder with the defaults (3 nodes, temporary logs).
+    pub fn builder() -> LocalClusterBuilder {
+        LocalClusterBuilder::default()
+    }
+
+    /// Number of nodes.
+    pub fn len(&self) -> usize {
+        self.specs.len()
+    }
+
+    /// Never true for a started cluster (it has at least one node).
+    pub fn is_empty(&self) -> bool {
+        self.specs.is_empty()
+    }
+
+    /// Every node's place, in index order.
+    pub fn specs(&self) -> &[NodeSpec] {
+        &self.specs
+    }
+
+    /// One node's place.
+    pub fn spec(&self, node: impl NodeRef) -> Result<&NodeSpec, ProcessError> {
+        Ok(&self.specs[self.pos(&node)?])
+    }
+
+    /// The executable the nodes run.
+    pub fn binary(&self) -> &Path {
+        &self.binary
+    }
+
+    /// The flags every node gets after its own.
+    pub fn node_args(&self) -> &[OsString] {
+        &self.node_args
+    }
+
+    /// The directory holding `n1.log..`.
+    pub fn log_dir(&self) -> &Path {
+        &self.log_dir
+    }
+
+    /// Keeps a temporary log directory after drop (e.g. when a test failed).
+    pub fn keep_logs(&mut self) {
+        self.remove_log_dir = false;
+    }
+
+    /// A node's log file (stdout and stderr of all its runs, appended).
+    pub fn log_path(&self, node: impl NodeRef) -> Result<PathBuf, ProcessError> {
+        let pos = self.pos(&node)?;
+        Ok(self.log_of(pos))
+    }
+
+    /// The last `lines` lines of a node's log (empty if there is none yet).
+    pub fn log_tail(&self, node: impl NodeRef, lines: usize) -> Result<String, ProcessError> {
+        let pos = self.pos(&node)?;
+        Ok(tail(&self.log_of(pos), lines))
+    }
+
+    /// What a node's process is doing.
+    pub fn status(&mut self, node: impl NodeRef) -> Result<ProcessStatus, ProcessError> {
+        let pos = self.pos(&node)?;
+        Ok(self.status_at(pos))
+    }
+
+    /// Every node's status, in index order.
+    pub fn statuses(&mut self) -> Vec<ProcessStatus> {
+        (0..self.len()).map(|pos| self.status_at(pos)).collect()
+    }
+
+    /// The pid of a node's current process, if it has one that is not reaped.
+    pub fn pid(&mut self, node: impl NodeRef) -> Result<Option<u32>, ProcessError> {
+        let pos = self.pos(&node)?;
+        let alive = self.status_at(pos).is_alive();
+        Ok(self.procs[pos].as_ref().filter(|_| alive).map(|p| p.pid()))
+    }
+
+    /// How many times a node has been spawned (1 after start, +1 per restart or boot retry).
+    pub fn starts(&self, node: impl NodeRef) -> Result<u32, ProcessError> {
+        Ok(self.starts[self.pos(&node)?])
+    }
+
+    /// SIGKILL: the node dies at once, without a goodbye (a crash).
+    pub fn kill(&mut self, node: impl NodeRef) -> Result<ExitInfo, ProcessError> {
+        let pos = self.pos(&node)?;
+        self.proc_mut(pos)?.kill()
+    }
+
+    /// SIGSTOP: the node freezes with its connections open (a silent, not a dead, peer).
+    pub fn pause(&mut self, node: impl NodeRef) -> Result<(), ProcessError> {
+        let pos = self.pos(&node)?;
+        self.proc_mut(pos)?.pause()
+    }
+
+    /// SIGCONT after [`LocalCluster::pause`].
+    pub fn resume(&mut self, node: impl NodeRef) -> Result<(), ProcessError> {
+        let pos = self.pos(&node)?;
+        self.proc_mut(pos)?.resume()
+    }
+
+    /// SIGTERM, then SIGKILL after the grace period.
+    pub async fn stop(&mut self, node: impl NodeRef) -> Result<ExitInfo, ProcessError> {
+        let pos = self.pos(&node)?;
+        let grace = self.stop_grace;
+        self.proc_mut(pos)?.stop(grace).await
+    }
+
+    /// SIGTERM to every node at once, then SIGKILL to those still there after the grace period.
+    pub async fn stop_all(&mut self) -> Result<(), ProcessError> {
+        let mut first_error = None;
+        for proc in self.procs.iter_mut().flatten() {
+            if let Err(e) = proc.terminate() {
+                first_error.get_or_insert(e);
+            }
+        }
+        let deadline = Instant::now() + self.stop_grace;
+        for proc in self.procs.iter_mut().flatten() {
+            if proc.wait_until(deadline).await.is_none()
+                && let Err(e) = proc.kill()
+            {
+                first_error.get_or_insert(e);
+            }
+        }
+        first_error.map_or(Ok(()), Err)
+    }
+
+    /// Starts a node again with the same name, addresses and flags (killing it first if it
+    /// runs), seeded with every other node (node 1 first, or node 2 for node 1), and waits until
+    /// it serves HTTP. Its in-memory data is gone, as after a real crash.
+    pub async fn restart(&mut self, node: impl NodeRef) -> Result<(), ProcessError> {
+        let pos = self.pos(&node)?;
+        if let Some(proc) = self.procs[pos].as_mut() {
+            proc.kill()?;
+        }
+        let seeds = self.restart_seeds(pos);
+        self.spawn_at(pos, &seeds)?;
+        self.wait_ready_at(pos, self.ready_timeout).await
+    }
+
+    /// Waits until a node accepts connections on its HTTP port; fails at once if it exits.
+    pub async fn wait_ready(
+        &mut self,
+        node: impl NodeRef,
+        timeout: Duration,
+    ) -> Result<(), ProcessError> {
+        let pos = self.pos(&node)?;
+        self.wait_ready_at(pos, timeout).await
+    }
+
+    fn pos(&self, node: &impl NodeRef) -> Result<usize, ProcessError> {
+        node.position(&self.specs)
+            .ok_or_else(|| ProcessError::UnknownNode(node.describe()))
+    }
+
+    fn proc_mut(&mut self, pos: usize) -> Result<&mut ManagedProcess, ProcessError> {
+        match self.procs[pos].as_mut() {
+            Some(proc) => Ok(proc),
+            None => Err(ProcessError::NotRunning {
+                name: self.specs[pos].name.clone(),
+                status: ProcessStatus::NotStarted,
+            }),
+        }
+    }
+
+    fn status_at(&mut self, pos: usize) -> ProcessStatus {
+        self.procs[pos]
+            .as_mut()
+            .map_or(ProcessStatus::NotStarted, ManagedProcess::status)
+    }
+
+    fn log_of(&self, pos: usize) -> PathBuf {
+        self.log_dir.join(format!("{}.log", self.specs[pos].name))
+    }
+
+    /// First start: node 1 alone, every other node through node 1.
+    fn boot_seeds(&self, pos: usize) -> Vec<SocketAddr> {
+        if pos == 0 {
+            Vec::new()
+        } else {
+            vec![self.specs[0].cluster_addr]
+        }
+    }
+
+    /// A restarted node may find any one peer down, so it gets them all.
+    fn restart_seeds(&self, pos: usize) -> Vec<SocketAddr> {
+        self.specs
+            .iter()
+            .enumerate()
+            .filter(|&(p, _)| p != pos)
+            .map(|(_, s)| s.cluster_addr)
+            .collect()
+    }
+
+    fn command(&self, pos: usize, seeds: &[SocketAddr]) -> Command {
+        let spec = &self.specs[pos];
+        let mut cmd = Command::new(&self.binary);
+        cmd.arg("start")
+            .arg("--name")
+            .arg(&spec.name)
+            .arg("--bind")
+            .arg(spec.cluster_addr.to_string())
+            .arg("--http")
+            .arg(spec.http_addr.to_string());
+        for seed in seeds {
+            cmd.arg("--seed").arg(seed.to_string());
+        }
+        cmd.args(&self.node_args).env("RUST_LOG", &self.rust_log);
+        cmd
+    }
+
+    fn spawn_at(&mut self, pos: usize, seeds: &[SocketAddr]) -> Result<(), ProcessError> {
+        let cmd = self.command(pos, seeds);
+        let proc = ManagedProcess::spawn(self.specs[pos].name.clone(), cmd, &self.log_of(pos))?;
+        self.procs[pos] = Some(proc);
+        self.starts[pos] += 1;
+        Ok(())
+    }
+
+    async fn boot(&mut self) -> Result<(), ProcessError> {
+        self.boot_one(0, false).await?;
+        for pos in 1..self.len() {
+            self.spawn_at(pos, &self.boot_seeds(pos))?;
+        }
+        for pos in 1..self.len() {
+            self.boot_one(pos, true).await?;
+        }
+        Ok(())
+    }
+
+    /// Spawns (unless `spawned`) and waits until ready; a node that exits early is given fresh
+    /// ports and tried again, since nobody knows its addresses yet.
+    async fn boot_one(&mut self, pos: usize, spawned: bool) -> Result<(), ProcessError> {
+        if !spawned {
+            self.spawn_at(pos, &self.boot_seeds(pos))?;
+        }
+        let mut attempt = 1;
+        loop {
+            match self.wait_ready_at(pos, self.ready_timeout).await {
+                Err(ProcessError::EarlyExit { .. }) if attempt < BOOT_ATTEMPTS => {
+                    attempt += 1;
+                    let index = self.specs[pos].index;
+                    let ports = pick_free_ports(node_ip(index), 2)?;
+                    self.specs[pos] = NodeSpec::new(index, &ports);
+                    self.spawn_at(pos, &self.boot_seeds(pos))?;
+                }
+                other => return other,
+            }
+        }
+    }
+
+    async fn wait_ready_at(&mut self, pos: usize, timeout: Duration) -> Result<(), ProcessError> {
+        let started = Instant::now();
+        let deadline = started + timeout;
+        let addr = self.specs[pos].http_addr;
+        loop {
+            if let ProcessStatus::Exited(exit) = self.status_at(pos) {
+                return Err(ProcessError::EarlyExit {
+                    name: self.specs[pos].name.clone(),
+                    exit,
+                    log: self.log_of(pos),
+                    tail: tail(&self.log_of(pos), TAIL_LINES),
+                });
+            }
+            let attempt = Duration::from_millis(250);
+            if let Ok(Ok(_)) =
+                tokio::time::timeout(attempt, tokio::net::TcpStream::connect(addr)).await
+            {
+                return Ok(());
+            }
+            if Instant::now() >= deadline {
+                return Err(ProcessError::NotReady {
+                    name: self.specs[pos].name.clone(),
+                    addr,
+                    waited_ms: started.elapsed().as_millis(),
+                    log: self.log_of(pos),
+                    tail: tail(&self.log_of(pos), TAIL_LINES),
+                });
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+    }
+}
+
+impl Drop for LocalCluster {
+    fn drop(&mut self) {
+        for proc in self.procs.iter_mut().flatten() {
+            let _ = proc.kill();
+        }
+        if self.remove_log_dir {
+            let _ = std::fs::remove_dir_all(&self.log_dir);
+        }
+    }
+}
+
+/// A new directory under the system temp dir, unique across processes and clusters.
+fn fresh_temp_dir() -> Result<PathBuf, ProcessError> {
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or_default();
+    loop {
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        let dir = std::env::temp_dir().join(format!(
+            "dynamo-cluster-{}-{nanos:08x}-{n}",
+            std::process::id()
+        ));
+        match std::fs::create_dir(&dir) {
+            Ok(()) => return Ok(dir),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
+            Err(e) => return Err(ProcessError::io(format!("creating {}", dir.display()), e)),
+        }
+    }
+}
+
+/// The last `lines` lines of a file, reading at most its last 64 KiB.
+fn tail(path: &Path, lines: usize) -> String {
+    const WINDOW: u64 = 64 * 1024;
+    let Ok(mut file) = std::fs::File::open(path) else {
+        return String::new();
+    };
+    let len = file.metadata().map(|m| m.len()).unwrap_or(0);
+    let mut bytes = Vec::new();
+    if file
+        .seek(SeekFrom::Start(len.saturating_sub(WINDOW)))
+        .is_err()
+        || file.read_to_end(&mut bytes).is_err()
+    {
+        return String::new();
+    }
+    let text = String::from_utf8_lossy(&bytes);
+    let all: Vec<&str> = text.lines().collect();
+    all[all.len().saturating_sub(lines)..].join("\n")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::process::testutil::{
+        FAKE_FAIL_ENV, FAKE_FLAKY_ENV, exists, fake_binary, fake_binary_with, scratch,
+    };
+
+    fn specs(k: usize) -> Vec<NodeSpec> {
+        (1..=k)
+            .map(|i| NodeSpec::new(i, &[7000 + i as u16, 8000 + i as u16]))
+            .collect()
+    }
+
+    #[test]
+    fn nodes_are_found_by_index_or_name() {
+        let nodes = specs(3);
+        assert_eq!(1.position(&nodes), Some(0));
+        assert_eq!(3.position(&nodes), Some(2));
+        assert_eq!(0.position(&nodes), None);
+        assert_eq!(4.position(&nodes), None);
+        assert_eq!("n2".position(&nodes), Some(1));
+        assert_eq!(String::from("n3").position(&nodes), Some(2));
+        assert_eq!("n4".position(&nodes), None);
+    }
+
+    #[test]
+    fn every_node_binds_its_own_loopback_address() {
+        let nodes = specs(3);
+        assert_eq!(nodes[1].name, "n2");
+        assert_eq!(nodes[1].cluster_addr.to_string(), "127.0.0.3:7002");
+        assert_eq!(nodes[1].http_url(), "http://127.0.0.3:8002");
+    }
+
+    fn fake_cluster(dir: &Path, k: usize) -> LocalClusterBuilder {
+        LocalCluster::builder()
+            .nodes(k)
+            .binary(fake_binary(dir, &[]))
+            .node_args(["--n", "2", "--gossip-interval-ms", "100"])
+            .rust_log("debug,ractor=warn")
+            .stop_grace(Duration::from_secs(3))
+            .ready_timeout(Duration::from_secs(20))
+    }
+
+    #[tokio::test]
+    async fn boots_every_node_on_its_own_address_with_seeds_flags_and_logs() {
+        let dir = scratch("boot");
+        let mut cluster = fake_cluster(&dir, 3).start().await.unwrap();
+        assert_eq!(cluster.len(), 3);
+        assert_eq!(cluster.statuses(), vec![ProcessStatus::Running; 3]);
+        let n1 = cluster.spec(1).unwrap().clone();
+        for (i, spec) in cluster.specs().iter().enumerate() {
+            assert_eq!(spec.name, format!("n{}", i + 1));
+            assert_eq!(spec.ip, Ipv4Addr::new(127, 0, 0, i as u8 + 2));
+            assert_eq!(spec.cluster_addr.ip(), spec.ip);
+            assert_eq!(spec.http_addr.ip(), spec.ip);
+            let log = std::fs::read_to_string(cluster.log_path(i + 1).unwrap()).unwrap();
+            let expected_seed = if i == 0 {
+                String::new()
+            } else {
+                format!(" --seed {}", n1.cluster_addr)
+            };
+            let args = format!(
+                "fake node args: start --name {} --bind {} --http {}{expected_seed} --n 2 --gossip-interval-ms 100\n",
+                spec.name, spec.cluster_addr, spec.http_addr
+            );
+            assert!(log.contains(&args), "{log}");
+        }
+        let log = std::fs::read_to_string(cluster.log_path("n1").unwrap()).unwrap();
+        assert!(
+            log.contains("fake-dynamo-node start --name n1"),
+            "header: {log}"
+        );
+        assert!(
+            log.contains("fake node RUST_LOG=debug,ractor=warn\n"),
+            "{log}"
+        );
+        let log_dir = cluster.log_dir().to_path_buf();
+        assert!(log_dir.is_dir());
+        let pids: Vec<u32> = (1..=3).map(|i| cluster.pid(i).unwrap().unwrap()).collect();
+        drop(cluster);
+        for pid in pids {
+            assert!(!exists(pid), "pid {pid} survived the cluster");
+        }
+        assert!(!log_dir.exists(), "the temporary log dir is removed");
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[tokio::test]
+    async fn kill_restart_pause_resume_and_stop_by_index_or_name() {
+        let dir = scratch("ops");
+        let mut cluster = fake_cluster(&dir, 3)
+            .log_dir(dir.join("logs"))
+            .start()
+            .await
+            .unwrap();
+        let before = cluster.spec("n1").unwrap().clone();
+        let old_pid = cluster.pid(1).unwrap().unwrap();
+
+        let exit = cluster.kill("n1").unwrap();
+        assert!(exit.requested && exit.signal == Some(9));
+        assert_eq!(cluster.status(1).unwrap(), ProcessStatus::Exited(exit));
+        assert_eq!(cluster.pid(1).unwrap(), None);
+        assert!(!exists(old_pid));
+
+        cluster.restart(1).await.unwrap();
+        assert_eq!(cluster.status(1).unwrap(), ProcessStatus::Running);
+        assert_eq!(cluster.spec(1).unwrap(), &before, "same name and addresses");
+        assert_eq!(cluster.starts(1).unwrap(), 2);
+        let log = std::fs::read_to_string(cluster.log_path(1).unwrap()).unwrap();
+        let n2 = cluster.spec(2).unwrap().cluster_addr;
+        let n3 = cluster.spec(3).unwrap().cluster_addr;
+        assert!(
+            log.contains(&format!("--seed {n2} --seed {n3} --n 2")),
+            "a restarted n1 is seeded with the others: {log}"
+        );
+
+        cluster.pause(2).unwrap();
+        assert_eq!(cluster.status("n2").unwrap(), ProcessStatus::Paused);
+        cluster.resume(2).unwrap();
+        assert_eq!(cluster.status("n2").unwrap(), ProcessStatus::Running);
+
+        let exit = cluster.stop(3).await.unwrap();
+        assert_eq!(exit.signal, Some(15), "a graceful stop: {exit}");
+        assert!(matches!(
+            cluster.pause(3),
+            Err(ProcessError::NotRunning { .. })
+        ));
+        assert!(matches!(cluster.kill(4), Err(ProcessError::UnknownNode(_))));
+        assert!(matches!(
+            cluster.kill("n9"),
+            Err(ProcessError::UnknownNode(_))
+        ));
+
+        cluster.pause(2).unwrap();
+        cluster.stop_all().await.unwrap();
+        assert!(cluster.statuses().iter().all(|s| !s.is_alive()));
+        drop(cluster);
+        assert!(dir.join("logs/n1.log").is_file(), "a given log dir is kept");
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_node_that_exits_while_booting_gets_fresh_ports_and_another_try() {
+        let dir = scratch("flaky");
+        let marker = dir.join("marker");
+        let builder = fake_cluster(&dir, 1);
+        let wrapped = fake_binary_with(&dir, &[], FAKE_FLAKY_ENV, &marker.display().to_string());
+        let mut cluster = builder.binary(&wrapped).start().await.unwrap();
+        assert_eq!(cluster.starts(1).unwrap(), 2);
+        assert_eq!(cluster.status(1).unwrap(), ProcessStatus::Running);
+        let log = cluster.log_tail(1, 100).unwrap();
+        assert!(log.contains("address in use (first attempt)"), "{log}");
+        drop(cluster);
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_node_that_cannot_start_is_a_clear_error_quoting_its_log() {
+        let dir = scratch("fail");
+        let wrapped = fake_binary_with(&dir, &[], FAKE_FAIL_ENV, "1");
+        let err = fake_cluster(&dir, 2)
+            .binary(&wrapped)
+            .log_dir(dir.join("logs"))
+            .start()
+            .await
+            .unwrap_err();
+        let msg = err.to_string();
+        assert!(matches!(err, ProcessError::EarlyExit { .. }), "{msg}");
+        assert!(
+            msg.contains("n1 exited before serving (exited with code 4, unrequested)"),
+            "{msg}"
+        );
+        assert!(msg.contains("refusing to start"), "{msg}");
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[tokio::test]
+    async fn sizes_out_of_range_are_refused() {
+        for k in [0, MAX_NODES + 1] {
+            let err = LocalCluster::builder().nodes(k).start().await.unwrap_err();
+            assert!(matches!(err, ProcessError::Size(got) if got == k));
+        }
+    }
+
+    #[test]
+    fn tail_returns_the_last_lines() {
+        let path = std::env::temp_dir().join(format!("dynamo-tail-{}", std::process::id()));
+        std::fs::write(&path, "a\nb\nc\nd\n").unwrap();
+        assert_eq!(tail(&path, 2), "c\nd");
+        assert_eq!(tail(&path, 10), "a\nb\nc\nd");
+        std::fs::remove_file(&path).unwrap();
+        assert_eq!(tail(&path, 2), "");
+    }
+}

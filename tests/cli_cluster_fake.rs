@@ -1,0 +1,302 @@
+//! `dynamo-node cluster` as a black box over fake nodes: this test executable, re-run as a
+//! "node" that serves the real HTTP API with a fixed, all-alive membership. It checks the
+//! cluster command itself (addresses, convergence wait, crash restarts, Ctrl-C) without the
+//! node runtime; `cli_cluster.rs` runs the same against real nodes.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use dynamo_node::api::{
+    ClientError, Context, GetResult, Health, KvService, MemberInfo, ReadOptions, RingInfo,
+    WriteOptions,
+};
+use dynamo_node::config::{ConfigUpdate, QuorumConfig};
+use dynamo_node::core::ids::Key;
+use dynamo_node::core::membership::Status;
+use dynamo_node::core::version::VersionSet;
+use dynamo_node::http::HttpClient;
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+
+const ARGS_ENV: &str = "CLI_FAKE_NODE_ARGS";
+const MEMBERS_ENV: &str = "CLI_FAKE_NODE_MEMBERS";
+
+#[derive(Clone)]
+struct FakeNode {
+    name: String,
+    members: Vec<String>,
+}
+
+impl KvService for FakeNode {
+    async fn get(&self, _: Key, _: ReadOptions) -> Result<GetResult, ClientError> {
+        Ok(GetResult::NotFound {
+            context: Context::empty(),
+        })
+    }
+    async fn put(
+        &self,
+        _: Key,
+        _: Bytes,
+        _: Option<Context>,
+        _: WriteOptions,
+    ) -> Result<Context, ClientError> {
+        Ok(Context::empty())
+    }
+    async fn delete(&self, _: Key, _: Option<Context>, _: WriteOptions) -> Result<(), ClientError> {
+        Ok(())
+    }
+    fn node_name(&self) -> String {
+        self.name.clone()
+    }
+    fn members(&self) -> Vec<MemberInfo> {
+        self.members
+            .iter()
+            .map(|node| MemberInfo {
+                node: node.clone(),
+                cluster_addr: String::new(),
+                http_addr: String::new(),
+                status: Status::Alive,
+                heartbeat: 1,
+                incarnation: 1,
+                last_heard_ms_ago: 0,
+                connected: true,
+            })
+            .collect()
+    }
+    fn ring(&self) -> RingInfo {
+        RingInfo {
+            version: 1,
+            n: 3,
+            nodes: Vec::new(),
+        }
+    }
+    fn local(&self, _: &[u8]) -> VersionSet {
+        VersionSet::default()
+    }
+    fn update_config(&self, _: ConfigUpdate) -> Result<QuorumConfig, ClientError> {
+        Err(ClientError::Unavailable("fake".into()))
+    }
+    fn config(&self) -> QuorumConfig {
+        QuorumConfig::default()
+    }
+    fn metrics(&self) -> String {
+        String::new()
+    }
+    fn health(&self) -> Health {
+        Health {
+            status: "ok".into(),
+            node: self.name.clone(),
+            alive: self.members.len(),
+            members: self.members.len(),
+        }
+    }
+}
+
+/// A no-op in a normal run; re-run by the script of `fake_binary`, serves as node `--name`.
+#[test]
+fn fake_node() {
+    let Ok(args) = std::env::var(ARGS_ENV) else {
+        return;
+    };
+    let words: Vec<&str> = args.split_whitespace().collect();
+    let flag = |name: &str| words[words.iter().position(|w| *w == name).unwrap() + 1];
+    let service = FakeNode {
+        name: flag("--name").to_string(),
+        members: std::env::var(MEMBERS_ENV)
+            .unwrap()
+            .split_whitespace()
+            .map(str::to_string)
+            .collect(),
+    };
+    let http = flag("--http").to_string();
+    println!("fake node {} serving on {http}", service.name);
+    tokio::runtime::Runtime::new()
+        .unwrap()
+        .block_on(async move {
+            let listener = tokio::net::TcpListener::bind(&http).await.unwrap();
+            dynamo_node::http::serve(listener, service, std::future::pending())
+                .await
+                .unwrap();
+        });
+}
+
+fn fake_binary(dir: &Path, members: &str) -> PathBuf {
+    use std::os::unix::fs::PermissionsExt;
+    let script = dir.join("fake-node");
+    std::fs::write(
+        &script,
+        format!(
+            "#!/bin/sh\n{MEMBERS_ENV}='{members}' {ARGS_ENV}=\"$*\" exec '{}' fake_node --exact --nocapture --test-threads 1\n",
+            std::env::current_exe().unwrap().display()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+    script
+}
+
+/// SIGKILLs the cluster command if the test fails midway; its nodes die with it.
+struct KillOnDrop(Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// The pids of the children of `pid`, whichever of its threads started them.
+fn children_of(pid: u32) -> Vec<u32> {
+    let mut kids = Vec::new();
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return kids;
+    };
+    for task in tasks.flatten() {
+        if let Ok(list) = std::fs::read_to_string(task.path().join("children")) {
+            kids.extend(
+                list.split_whitespace()
+                    .filter_map(|p| p.parse::<u32>().ok()),
+            );
+        }
+    }
+    kids
+}
+
+/// The fake node gets its arguments through the environment (see `fake_binary`).
+fn environ(pid: u32) -> String {
+    std::fs::read(format!("/proc/{pid}/environ"))
+        .map(|b| String::from_utf8_lossy(&b).replace('\0', " "))
+        .unwrap_or_default()
+}
+
+/// Gone, or a zombie waiting for init to reap it.
+fn is_gone(pid: u32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Err(_) => true,
+        Ok(stat) => stat
+            .rsplit_once(") ")
+            .is_some_and(|(_, rest)| rest.starts_with('Z')),
+    }
+}
+
+/// The script wrapping the fake node forks nothing (`exec`): the child is the node.
+fn node_pid(cluster: u32, name: &str) -> Option<u32> {
+    children_of(cluster)
+        .into_iter()
+        .find(|&p| environ(p).contains(&format!("--name {name} ")))
+}
+
+async fn eventually(what: &str, timeout: Duration, mut check: impl FnMut() -> bool) {
+    let deadline = Instant::now() + timeout;
+    while !check() {
+        assert!(Instant::now() < deadline, "timed out waiting until {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cluster_prints_addresses_restarts_a_crashed_node_and_stops_on_sigint() {
+    let dir = std::env::temp_dir().join(format!("dynamo-cli-fake-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let binary = fake_binary(&dir, "n1 n2 n3");
+    let log_dir = dir.join("logs");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_dynamo-node"))
+        .args(["cluster", "--nodes", "3", "--n", "3", "--binary"])
+        .arg(&binary)
+        .arg("--log-dir")
+        .arg(&log_dir)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap();
+    let pid = child.id();
+    let stdout = child.stdout.take().unwrap();
+    let mut guard = KillOnDrop(child);
+
+    // The reader stops at the last line and closes the pipe: the cluster's later output
+    // must not make it fail.
+    let lines = tokio::task::spawn_blocking(move || {
+        let mut lines = Vec::new();
+        for line in BufReader::new(stdout).lines() {
+            let line = line.unwrap();
+            let last = line.starts_with("Ctrl-C stops");
+            lines.push(line);
+            if last {
+                break;
+            }
+        }
+        lines
+    });
+    let lines = tokio::time::timeout(Duration::from_secs(60), lines)
+        .await
+        .expect("the cluster came up in time")
+        .unwrap();
+    assert!(
+        lines.iter().any(|l| l.starts_with("Ctrl-C stops")),
+        "the cluster exited early: {lines:?}"
+    );
+    let urls: Vec<String> = lines
+        .iter()
+        .filter(|l| l.starts_with('n'))
+        .map(|l| l.split_whitespace().nth(1).unwrap().to_string())
+        .collect();
+    assert_eq!(urls.len(), 3, "{lines:?}");
+    for (i, url) in urls.iter().enumerate() {
+        assert!(
+            url.starts_with(&format!("http://127.0.0.{}:", i + 2)),
+            "{url}"
+        );
+        let health = HttpClient::new(url.clone()).health().await.unwrap();
+        assert_eq!(health.node, format!("n{}", i + 1));
+    }
+    assert!(
+        lines
+            .iter()
+            .any(|l| l == &format!("for the client commands: export DYNAMO_NODE={}", urls[0])),
+        "{lines:?}"
+    );
+    let n1_log = std::fs::read_to_string(log_dir.join("n1.log")).unwrap();
+    assert!(
+        n1_log.contains(" --n 3\n"),
+        "flags passed through: {n1_log}"
+    );
+
+    // Crash n2: the cluster starts it again on the same address.
+    let n2 = node_pid(pid, "n2").expect("n2 runs under the cluster");
+    kill(Pid::from_raw(n2 as i32), Signal::SIGKILL).unwrap();
+    eventually("n2 runs again", Duration::from_secs(30), || {
+        node_pid(pid, "n2").is_some_and(|p| p != n2)
+    })
+    .await;
+    let n2_client = HttpClient::new(urls[1].clone());
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while n2_client.health().await.is_err() {
+        assert!(Instant::now() < deadline, "the new n2 does not serve");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    let nodes = children_of(pid);
+    assert_eq!(nodes.len(), 3, "{nodes:?}");
+    kill(Pid::from_raw(pid as i32), Signal::SIGINT).unwrap();
+    let started = Instant::now();
+    let status = loop {
+        if let Some(status) = guard.0.try_wait().unwrap() {
+            break status;
+        }
+        assert!(started.elapsed() < Duration::from_secs(30), "did not stop");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(status.code(), Some(0), "a clean stop");
+    for node in nodes {
+        eventually("the nodes are gone", Duration::from_secs(5), || {
+            is_gone(node)
+        })
+        .await;
+    }
+    assert!(log_dir.join("n3.log").is_file(), "the log dir is kept");
+    std::fs::remove_dir_all(dir).unwrap();
+}
