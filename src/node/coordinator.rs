@@ -281,6 +281,12 @@ async fn coordinate_write(
     let mut answer = context.clock().clone();
     answer.add_dot(&coordinated.dot, now);
 
+    tracing::debug!(
+        key_hash = crate::core::hash::stable_hash(&key),
+        dot = %coordinated.dot.counter,
+        targets = ?targets,
+        "coordinating write"
+    );
     let mut tracker = new_tracker(w, &targets)?;
     let mut calls: Vec<Call<()>> = Vec::new();
     for target in targets {
@@ -311,7 +317,12 @@ async fn coordinate_write(
             (target.node, result)
         }));
     }
-    match drive(tracker, calls, |_| {}).await {
+    let key_hash = crate::core::hash::stable_hash(&key);
+    let finished = move |acks: Vec<(NodeId, ())>| {
+        let acked: Vec<&NodeId> = acks.iter().map(|(n, _)| n).collect();
+        tracing::debug!(key_hash, ?acked, "write fan-out finished");
+    };
+    match drive(tracker, calls, finished).await {
         Ok(Ok(_)) => Ok(Context::from_clock(answer)),
         Ok(Err(shortfall)) => Err(ClientError::InsufficientAcks(shortfall)),
         Err(_) => Err(ClientError::Internal(

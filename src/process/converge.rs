@@ -63,7 +63,7 @@ async fn view_of(spec: &NodeSpec) -> (String, Result<Vec<MemberInfo>, String>) {
 
 /// The first reason why the views do not show every expected node alive everywhere, or
 /// `None` when they do. Each node must list itself, and every observer must see each expected
-/// node alive at no older an incarnation than the node's own.
+/// node alive, connected, and at no older an incarnation than the node's own.
 pub(crate) fn convergence_gap(
     expected: &[&str],
     views: &[(String, Result<Vec<MemberInfo>, String>)],
@@ -95,6 +95,10 @@ pub(crate) fn convergence_gap(
                 }
                 Some(m) if m.status != Status::Alive => {
                     return Some(format!("{observer} sees {name} {:?}", m.status));
+                }
+                // Alive by gossip is not enough: requests only go over a session.
+                Some(m) if !m.connected => {
+                    return Some(format!("{observer} has no session to {name} yet"));
                 }
                 Some(_) => {}
             }
@@ -165,6 +169,10 @@ mod tests {
             ]),
         );
         assert!(gap(vec![ok("n1"), reborn]).contains("n1 still sees an older life of n2"));
+        let mut unconnected = all_alive(&names);
+        unconnected[1].connected = false;
+        let gossip_only = ("n1".to_string(), Ok(unconnected));
+        assert!(gap(vec![gossip_only, ok("n2")]).contains("n1 has no session to n2 yet"));
         let no_self = ("n2".to_string(), Ok(all_alive(&["n1"])));
         assert!(gap(vec![ok("n1"), no_self]).contains("n2 does not list itself"));
     }
