@@ -153,6 +153,25 @@ impl Default for GossipConfig {
     }
 }
 
+/// Anti-entropy and tombstone-purge timing.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AntiEntropyConfig {
+    /// Time between anti-entropy rounds (one random peer per round); 0 turns rounds off.
+    pub interval_ms: u64,
+    /// How old a key's newest tombstone must be before the purge considers it. Never enough
+    /// alone: every owner must also hold exactly the same tombstones.
+    pub tombstone_grace_ms: u64,
+}
+
+impl Default for AntiEntropyConfig {
+    fn default() -> Self {
+        AntiEntropyConfig {
+            interval_ms: 2000,
+            tombstone_grace_ms: 10_000,
+        }
+    }
+}
+
 /// Everything a node needs to start.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct NodeConfig {
@@ -172,6 +191,8 @@ pub struct NodeConfig {
     pub vnodes: u32,
     /// Gossip timing.
     pub gossip: GossipConfig,
+    /// Anti-entropy and tombstone-purge timing.
+    pub anti_entropy: AntiEntropyConfig,
     /// Where data is kept; `None` keeps it in memory (a restart then takes a new incarnation).
     pub data_dir: Option<PathBuf>,
 }
@@ -188,6 +209,7 @@ impl NodeConfig {
             quorum: QuorumConfig::default(),
             vnodes: DEFAULT_VNODES,
             gossip: GossipConfig::default(),
+            anti_entropy: AntiEntropyConfig::default(),
             data_dir: None,
         }
     }
@@ -220,6 +242,13 @@ mod tests {
         let c = NodeConfig::new("n1", "127.0.0.1:7000".parse().unwrap());
         assert_eq!(c.vnodes, 128);
         assert_eq!(c.gossip.interval_ms, 1000);
+        assert_eq!(
+            (
+                c.anti_entropy.interval_ms,
+                c.anti_entropy.tombstone_grace_ms
+            ),
+            (2000, 10_000)
+        );
         assert!(c.validate().is_ok());
     }
 

@@ -41,6 +41,13 @@ pub struct NodeFlags {
     /// Silence after which a peer is dead [default: 30000]
     #[arg(long, value_name = "T")]
     pub dead_after_ms: Option<u64>,
+    /// Time between anti-entropy rounds; 0 turns anti-entropy off [default: 2000]
+    #[arg(long, value_name = "T")]
+    pub anti_entropy_interval_ms: Option<u64>,
+    /// Minimum age of a tombstone before it may be purged (all owners must hold it too)
+    /// [default: 10000]
+    #[arg(long, value_name = "T")]
+    pub tombstone_grace_ms: Option<u64>,
 }
 
 impl NodeFlags {
@@ -60,6 +67,9 @@ impl NodeFlags {
         set(&mut g.interval_ms, self.gossip_interval_ms);
         set(&mut g.timeouts.suspect_after_ms, self.suspect_after_ms);
         set(&mut g.timeouts.dead_after_ms, self.dead_after_ms);
+        let ae = &mut config.anti_entropy;
+        set(&mut ae.interval_ms, self.anti_entropy_interval_ms);
+        set(&mut ae.tombstone_grace_ms, self.tombstone_grace_ms);
     }
 
     /// The same flags as command-line arguments, for a child `dynamo-node start`.
@@ -74,6 +84,8 @@ impl NodeFlags {
             ("--gossip-interval-ms", self.gossip_interval_ms),
             ("--suspect-after-ms", self.suspect_after_ms),
             ("--dead-after-ms", self.dead_after_ms),
+            ("--anti-entropy-interval-ms", self.anti_entropy_interval_ms),
+            ("--tombstone-grace-ms", self.tombstone_grace_ms),
         ];
         let mut args = Vec::new();
         if let Some(cookie) = &self.cookie {
@@ -150,7 +162,7 @@ mod tests {
 
     use super::*;
     use crate::cli::{Cli, Command};
-    use crate::config::{GossipConfig, QuorumConfig};
+    use crate::config::{AntiEntropyConfig, GossipConfig, QuorumConfig};
     use crate::core::membership::FailureTimeouts;
 
     fn start(args: &[&str]) -> Result<StartArgs, clap::Error> {
@@ -198,6 +210,10 @@ mod tests {
             "800",
             "--dead-after-ms",
             "4000",
+            "--anti-entropy-interval-ms",
+            "0",
+            "--tombstone-grace-ms",
+            "60000",
             "--data-dir",
             "/var/lib/dynamo",
         ]);
@@ -225,6 +241,10 @@ mod tests {
                     suspect_after_ms: 800,
                     dead_after_ms: 4000,
                 },
+            },
+            anti_entropy: AntiEntropyConfig {
+                interval_ms: 0,
+                tombstone_grace_ms: 60_000,
             },
             data_dir: Some("/var/lib/dynamo".into()),
         };
@@ -300,6 +320,8 @@ mod tests {
             gossip_interval_ms: Some(30),
             suspect_after_ms: Some(40),
             dead_after_ms: Some(50),
+            anti_entropy_interval_ms: Some(60),
+            tombstone_grace_ms: Some(70),
         };
         let mut argv: Vec<String> = BASE.iter().map(|s| s.to_string()).collect();
         argv.extend(flags.to_args());

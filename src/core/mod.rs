@@ -3,6 +3,7 @@
 //! Time is always passed in as milliseconds (`now_ms`) so that the actors that wrap these
 //! types own the clocks, and tests can drive time by hand.
 
+pub mod anti_entropy;
 pub mod hash;
 pub mod hints;
 pub mod ids;

@@ -30,6 +30,13 @@ pub struct StatusLabels {
     pub status: &'static str,
 }
 
+/// Labels of an anti-entropy round.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RoundLabels {
+    /// in_sync, repaired (something differed), scope_mismatch or failed.
+    pub outcome: &'static str,
+}
+
 fn latency_histogram() -> Histogram {
     // 50 µs .. ~1.6 s
     Histogram::new(exponential_buckets(0.000_05, 2.0, 16))
@@ -58,6 +65,15 @@ pub struct Metrics {
     pub keys: Gauge,
     /// Writes forwarded to another coordinator.
     pub forwarded: Counter,
+    /// Payload bytes this node sent for anti-entropy and the tombstone purge (both as the
+    /// initiator of a round and as the peer answering one).
+    pub anti_entropy_bytes: Counter,
+    /// Keys whose stored set anti-entropy changed on this node.
+    pub anti_entropy_keys_repaired: Counter,
+    /// Anti-entropy rounds this node initiated, by outcome.
+    pub anti_entropy_rounds: Family<RoundLabels, Counter>,
+    /// Keys whose tombstones this node purged.
+    pub tombstones_purged: Counter,
 }
 
 impl Default for Metrics {
@@ -74,6 +90,10 @@ impl Default for Metrics {
             ring_version: Gauge::default(),
             keys: Gauge::default(),
             forwarded: Counter::default(),
+            anti_entropy_bytes: Counter::default(),
+            anti_entropy_keys_repaired: Counter::default(),
+            anti_entropy_rounds: Family::default(),
+            tombstones_purged: Counter::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -117,6 +137,26 @@ impl Default for Metrics {
             "forwarded_writes",
             "Writes forwarded to a coordinator",
             m.forwarded.clone(),
+        );
+        registry.register(
+            "anti_entropy_bytes",
+            "Payload bytes sent for anti-entropy and tombstone purges",
+            m.anti_entropy_bytes.clone(),
+        );
+        registry.register(
+            "anti_entropy_keys_repaired",
+            "Keys changed here by anti-entropy",
+            m.anti_entropy_keys_repaired.clone(),
+        );
+        registry.register(
+            "anti_entropy_rounds",
+            "Anti-entropy rounds initiated here, by outcome",
+            m.anti_entropy_rounds.clone(),
+        );
+        registry.register(
+            "tombstones_purged",
+            "Keys whose tombstones were purged here",
+            m.tombstones_purged.clone(),
         );
         Metrics { registry, ..m }
     }

@@ -8,13 +8,15 @@
 //! ├── dynamo.cluster@NAME       Cluster: NodeServer, mesh, reconnects, peer registry
 //! │   └── NodeServer            (ractor_cluster)
 //! ├── dynamo.replicator@NAME    Replicator: hands hints back to their owners
-//! └── dynamo.coordinator@NAME   Coordinator: writes forwarded by other nodes (remote)
+//! ├── dynamo.coordinator@NAME   Coordinator: writes forwarded by other nodes (remote)
+//! └── dynamo.anti_entropy@NAME  AntiEntropy: digest rounds, tombstone purges (remote)
 //! ```
 //!
 //! Every actor keeps its state in [`shared::NodeShared`], so a restarted actor loses nothing:
 //! the storage map, the hints, the published ring and membership all outlive it. ractor's
 //! registry and process groups are global to the OS process, so one process runs one node.
 
+mod anti_entropy;
 mod client;
 mod cluster;
 mod coordinator;
@@ -88,6 +90,10 @@ pub mod names {
     /// The Coordinator actor.
     pub fn coordinator(node: &NodeId) -> String {
         Role::Coordinator.actor_name(node)
+    }
+    /// The AntiEntropy actor.
+    pub fn anti_entropy(node: &NodeId) -> String {
+        Role::AntiEntropy.actor_name(node)
     }
 }
 
@@ -173,6 +179,9 @@ impl Node {
             }))
             .child(child(names::coordinator(&me), |n, s| {
                 ChildSpec::actor(n, Restart::Permanent, coordinator::CoordinatorActor, s)
+            }))
+            .child(child(names::anti_entropy(&me), |n, s| {
+                ChildSpec::actor(n, Restart::Permanent, anti_entropy::AntiEntropyActor, s)
             }));
         let started = match parent {
             Some(parent) => Supervisor::start_linked(Some(names::root(&me)), args, parent).await,

@@ -6,7 +6,7 @@
 use dashmap::DashMap;
 use ractor::{ActorCell, ActorRef};
 
-use super::wire::{CoordinatorMsg, GossipMsg, StorageMsg};
+use super::wire::{AntiEntropyMsg, CoordinatorMsg, GossipMsg, StorageMsg};
 use crate::core::ids::NodeId;
 
 /// The roles a node's remotely reachable actors play.
@@ -18,11 +18,18 @@ pub enum Role {
     Gossip,
     /// Coordination of forwarded writes.
     Coordinator,
+    /// Anti-entropy rounds and tombstone purges.
+    AntiEntropy,
 }
 
 impl Role {
     /// Every role.
-    pub const ALL: [Role; 3] = [Role::Storage, Role::Gossip, Role::Coordinator];
+    pub const ALL: [Role; 4] = [
+        Role::Storage,
+        Role::Gossip,
+        Role::Coordinator,
+        Role::AntiEntropy,
+    ];
 
     /// The process group the role's actors join.
     pub fn group(self) -> &'static str {
@@ -30,6 +37,7 @@ impl Role {
             Role::Storage => "dynamo.storage",
             Role::Gossip => "dynamo.gossip",
             Role::Coordinator => "dynamo.coordinator",
+            Role::AntiEntropy => "dynamo.anti_entropy",
         }
     }
 
@@ -100,6 +108,11 @@ impl Peers {
     /// `node`'s coordinator actor.
     pub fn coordinator(&self, node: &NodeId) -> Option<ActorRef<CoordinatorMsg>> {
         self.cell(node, Role::Coordinator).map(ActorRef::from)
+    }
+
+    /// `node`'s anti-entropy actor.
+    pub fn anti_entropy(&self, node: &NodeId) -> Option<ActorRef<AntiEntropyMsg>> {
+        self.cell(node, Role::AntiEntropy).map(ActorRef::from)
     }
 }
 

@@ -9,6 +9,7 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use arc_swap::ArcSwap;
 
+use super::anti_entropy::AntiEntropyShared;
 use super::metrics::Metrics;
 use super::peers::Peers;
 use crate::config::{NodeConfig, QuorumConfig};
@@ -47,6 +48,8 @@ pub struct NodeShared {
     pub peers: Peers,
     /// Metrics.
     pub metrics: Metrics,
+    /// Anti-entropy's digest caches and purge memo.
+    pub anti_entropy: AntiEntropyShared,
     started: Instant,
 }
 
@@ -77,6 +80,7 @@ impl NodeShared {
             membership: ArcSwap::from_pointee(membership),
             peers: Peers::default(),
             metrics: Metrics::default(),
+            anti_entropy: AntiEntropyShared::default(),
             started: Instant::now(),
         }))
     }

@@ -11,6 +11,7 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
 use crate::api::{ClientError, Context};
+use crate::core::anti_entropy::{AeReply, AeRequest};
 use crate::core::ids::{Key, NodeId};
 use crate::core::membership::MemberDigest;
 use crate::core::version::VersionSet;
@@ -125,6 +126,20 @@ pub enum CoordinatorMsg {
         Payload<ForwardedWrite>,
         RpcReplyPort<Payload<Result<Context, ClientError>>>,
     ),
+}
+
+/// Messages of a node's AntiEntropy actor.
+#[derive(RactorClusterMessage)]
+pub enum AntiEntropyMsg {
+    /// A step of a peer's anti-entropy round or tombstone purge; the reply is this node's.
+    #[rpc]
+    Request(Payload<AeRequest>, RpcReplyPort<Payload<AeReply>>),
+    /// Time for a round and a purge pass (sent by the actor's own timer).
+    Tick(Payload<()>),
+    /// This node's round ended (sent by the task that ran it).
+    RoundDone(Payload<()>),
+    /// This node's purge pass ended, with where the next one starts.
+    PurgeDone(Payload<u64>),
 }
 
 #[cfg(test)]

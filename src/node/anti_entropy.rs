@@ -1,0 +1,434 @@
+//! The AntiEntropy actor: background rounds with one random peer per interval, the answering
+//! side of peers' rounds, and the purge of tombstones every owner holds.
+//!
+//! Every decision is in [`crate::core::anti_entropy`]; this actor only times, sends and
+//! counts. Rounds and purge passes run in spawned tasks (one of each at a time), their CPU
+//! work (digest refreshes, merges) on the blocking pool, and each remote call has a timeout:
+//! a peer that does not answer ends the round, which the next interval retries with some
+//! peer. The per-peer digest caches and the purge memo live in [`NodeShared`], so a restarted
+//! actor keeps them.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use dashmap::DashMap;
+use futures::future::join_all;
+use ractor::rpc::CallResult;
+use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort, pg};
+use rand::seq::IndexedRandom;
+use serde::Serialize;
+
+use super::metrics::RoundLabels;
+use super::peers::Role;
+use super::shared::NodeShared;
+use super::wire::{AntiEntropyMsg, Payload};
+use crate::core::anti_entropy::{
+    AeReply, AeRequest, Initiator, PurgeMemo, PurgeRound, Replica, RoundStats, Scope,
+    SharedDigests, Step, purge_here, purge_orders, respond,
+};
+use crate::core::ids::NodeId;
+
+/// How long one remote step may take.
+const CALL_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long one round may go on; what is left is for the next round.
+const ROUND_BUDGET: Duration = Duration::from_secs(60);
+/// Purge passes run this often when anti-entropy rounds are off.
+const PURGE_EVERY: Duration = Duration::from_millis(2000);
+/// Purge candidates examined per pass.
+const PURGE_BATCH: usize = 1024;
+/// How long a purge is remembered, and how many at most.
+const MEMO_TTL_MS: u64 = 10 * 60 * 1000;
+const MEMO_CAPACITY: usize = 100_000;
+
+/// What the actor's tasks share, kept in [`NodeShared`] so that it outlives the actor.
+pub struct AntiEntropyShared {
+    caches: DashMap<NodeId, Arc<Mutex<SharedDigests>>>,
+    /// Recently purged keys.
+    pub memo: PurgeMemo,
+}
+
+impl Default for AntiEntropyShared {
+    fn default() -> Self {
+        AntiEntropyShared {
+            caches: DashMap::new(),
+            memo: PurgeMemo::new(MEMO_TTL_MS, MEMO_CAPACITY),
+        }
+    }
+}
+
+impl AntiEntropyShared {
+    fn cache(&self, me: &NodeId, peer: &NodeId) -> Arc<Mutex<SharedDigests>> {
+        self.caches
+            .entry(peer.clone())
+            .or_insert_with(|| Arc::new(Mutex::new(SharedDigests::new(me.clone(), peer.clone()))))
+            .clone()
+    }
+}
+
+/// Runs anti-entropy rounds and tombstone purges, and answers peers' rounds.
+#[derive(Clone)]
+pub struct AntiEntropyActor;
+
+/// The actor's state.
+pub struct AntiEntropyState {
+    shared: Arc<NodeShared>,
+    round_running: bool,
+    purge_running: bool,
+    purge_cursor: u64,
+}
+
+impl Actor for AntiEntropyActor {
+    type Msg = AntiEntropyMsg;
+    type State = AntiEntropyState;
+    type Arguments = Arc<NodeShared>;
+
+    async fn pre_start(
+        &self,
+        myself: ActorRef<AntiEntropyMsg>,
+        shared: Arc<NodeShared>,
+    ) -> Result<AntiEntropyState, ActorProcessingErr> {
+        pg::join(
+            Role::AntiEntropy.group().to_string(),
+            vec![myself.get_cell()],
+        );
+        let interval = match shared.config.anti_entropy.interval_ms {
+            0 => PURGE_EVERY,
+            ms => Duration::from_millis(ms),
+        };
+        myself.send_interval(interval, || AntiEntropyMsg::Tick(Payload::ok(())));
+        Ok(AntiEntropyState {
+            shared,
+            round_running: false,
+            purge_running: false,
+            purge_cursor: 0,
+        })
+    }
+
+    async fn handle(
+        &self,
+        myself: ActorRef<AntiEntropyMsg>,
+        msg: AntiEntropyMsg,
+        state: &mut AntiEntropyState,
+    ) -> Result<(), ActorProcessingErr> {
+        match msg {
+            AntiEntropyMsg::Request(Payload(request), reply) => {
+                answer(&state.shared, request, reply);
+            }
+            AntiEntropyMsg::Tick(_) => state.tick(&myself),
+            AntiEntropyMsg::RoundDone(_) => state.round_running = false,
+            AntiEntropyMsg::PurgeDone(Payload(cursor)) => {
+                state.purge_running = false;
+                state.purge_cursor = cursor.unwrap_or(0);
+            }
+        }
+        Ok(())
+    }
+}
+
+impl AntiEntropyState {
+    fn tick(&mut self, myself: &ActorRef<AntiEntropyMsg>) {
+        let shared = &self.shared;
+        let ring = shared.ring.load();
+        shared
+            .anti_entropy
+            .caches
+            .retain(|peer, _| ring.ring.contains(peer));
+        if shared.config.anti_entropy.interval_ms > 0
+            && !self.round_running
+            && let Some(peer) = pick_peer(shared)
+        {
+            self.round_running = true;
+            let (shared, myself) = (Arc::clone(shared), myself.clone());
+            tokio::spawn(async move {
+                let _ended = Ended {
+                    myself,
+                    purge_cursor: None,
+                };
+                let outcome = match run_round(&shared, &peer).await {
+                    Ok(stats) => {
+                        tracing::debug!(peer = %peer, ?stats, "anti-entropy round");
+                        outcome_of(&stats)
+                    }
+                    Err(e) => {
+                        tracing::debug!(peer = %peer, error = %e, "anti-entropy round failed");
+                        "failed"
+                    }
+                };
+                shared
+                    .metrics
+                    .anti_entropy_rounds
+                    .get_or_create(&RoundLabels { outcome })
+                    .inc();
+            });
+        }
+        if !self.purge_running && shared.store.tombstone_count() > 0 {
+            self.purge_running = true;
+            let (shared, myself, cursor) = (Arc::clone(shared), myself.clone(), self.purge_cursor);
+            tokio::spawn(async move {
+                let mut ended = Ended {
+                    myself,
+                    purge_cursor: Some(0),
+                };
+                ended.purge_cursor = Some(run_purge(&shared, cursor).await);
+            });
+        }
+    }
+}
+
+/// Reports the end of a round (or, with a cursor, of a purge pass) when dropped, so that the
+/// actor hears of it even if the task panicked and never waits for a task that is gone.
+struct Ended {
+    myself: ActorRef<AntiEntropyMsg>,
+    purge_cursor: Option<u64>,
+}
+
+impl Drop for Ended {
+    fn drop(&mut self) {
+        let msg = match self.purge_cursor {
+            None => AntiEntropyMsg::RoundDone(Payload::ok(())),
+            Some(cursor) => AntiEntropyMsg::PurgeDone(Payload::ok(cursor)),
+        };
+        let _ = self.myself.cast(msg);
+    }
+}
+
+fn outcome_of(stats: &RoundStats) -> &'static str {
+    if stats.in_sync {
+        "in_sync"
+    } else if stats.scope_mismatch {
+        "scope_mismatch"
+    } else {
+        "repaired"
+    }
+}
+
+/// A random ring member that is alive, connected and runs anti-entropy.
+fn pick_peer(shared: &NodeShared) -> Option<NodeId> {
+    let ring = shared.ring.load();
+    let candidates: Vec<NodeId> = ring
+        .ring
+        .nodes()
+        .iter()
+        .filter(|n| **n != shared.me && shared.is_live(n))
+        .filter(|n| shared.peers.anti_entropy(n).is_some())
+        .cloned()
+        .collect();
+    candidates.choose(&mut rand::rng()).cloned()
+}
+
+/// Payload bytes of a message as sent: a tag byte, then postcard.
+fn wire_size<T: Serialize>(value: &T) -> u64 {
+    postcard::experimental::serialized_size(value).map_or(0, |n| n as u64 + 1)
+}
+
+/// Runs `f` on this node's side of a round with `peer`, digests refreshed, on the blocking
+/// pool (a refresh after many writes, or a merge of many sets, is CPU work).
+async fn on_replica<T: Send + 'static>(
+    shared: &Arc<NodeShared>,
+    peer: &NodeId,
+    f: impl FnOnce(&Replica<'_>) -> T + Send + 'static,
+) -> Result<T, String> {
+    let (shared, peer) = (Arc::clone(shared), peer.clone());
+    tokio::task::spawn_blocking(move || {
+        let cache = shared.anti_entropy.cache(&shared.me, &peer);
+        let mut digests = cache.lock().unwrap_or_else(|p| p.into_inner());
+        let ring = shared.ring.load();
+        let n = shared.quorum.load().n;
+        digests.refresh(&shared.store, &ring.ring, n);
+        let replica = Replica {
+            store: &shared.store,
+            ring: &ring.ring,
+            n,
+            me: &shared.me,
+            digests: &digests,
+            memo: &shared.anti_entropy.memo,
+            now_ms: NodeShared::wall_ms(),
+        };
+        f(&replica)
+    })
+    .await
+    .map_err(|e| format!("anti-entropy task failed: {e}"))
+}
+
+/// Sends one request to `peer` and waits (bounded) for the answer.
+async fn call(shared: &NodeShared, peer: &NodeId, request: AeRequest) -> Result<AeReply, String> {
+    let remote = shared
+        .peers
+        .anti_entropy(peer)
+        .ok_or_else(|| format!("{peer} has no anti-entropy actor connected"))?;
+    shared
+        .metrics
+        .anti_entropy_bytes
+        .inc_by(wire_size(&request));
+    match remote
+        .call(
+            |reply| AntiEntropyMsg::Request(Payload::ok(request), reply),
+            Some(CALL_TIMEOUT),
+        )
+        .await
+    {
+        Ok(CallResult::Success(Payload(Ok(reply)))) => Ok(reply),
+        Ok(CallResult::Success(Payload(Err(e)))) => Err(format!("{peer} refused: {e}")),
+        // Timeout and SenderError alike: no answer.
+        Ok(CallResult::Timeout) | Ok(CallResult::SenderError) | Err(_) => {
+            Err(format!("{peer} did not answer"))
+        }
+    }
+}
+
+/// One round with `peer`, this node initiating.
+async fn run_round(shared: &Arc<NodeShared>, peer: &NodeId) -> Result<RoundStats, String> {
+    let deadline = Instant::now() + ROUND_BUDGET;
+    let (mut initiator, mut request) = on_replica(shared, peer, Initiator::start).await?;
+    loop {
+        let reply = call(shared, peer, request).await?;
+        let (returned, next) = on_replica(shared, peer, move |replica| {
+            let next = initiator.step(replica, reply);
+            (initiator, next)
+        })
+        .await?;
+        initiator = returned;
+        let repaired = initiator.stats().repaired;
+        match next {
+            Ok(Some(next)) if Instant::now() < deadline => request = next,
+            Ok(_) => break,
+            Err(e) => {
+                count_repaired(shared, repaired);
+                return Err(e.to_string());
+            }
+        }
+    }
+    let stats = initiator.stats().clone();
+    count_repaired(shared, stats.repaired);
+    Ok(stats)
+}
+
+fn count_repaired(shared: &NodeShared, repaired: usize) {
+    shared
+        .metrics
+        .anti_entropy_keys_repaired
+        .inc_by(repaired as u64);
+}
+
+/// Answers a peer's request off the handler; a request from a node outside the ring (or
+/// from ourselves) is refused, so no one can make this node keep caches for made-up peers.
+fn answer(
+    shared: &Arc<NodeShared>,
+    request: Result<AeRequest, String>,
+    reply: RpcReplyPort<Payload<AeReply>>,
+) {
+    let request = match request {
+        Ok(request) => request,
+        Err(e) => {
+            let _ = reply.send(Payload::err(e));
+            return;
+        }
+    };
+    let from = request.from.clone();
+    if from == shared.me || !shared.ring.load().ring.contains(&from) {
+        let _ = reply.send(Payload::err(format!("{from} is not a peer on this ring")));
+        return;
+    }
+    let shared = Arc::clone(shared);
+    tokio::spawn(async move {
+        let metrics_shared = Arc::clone(&shared);
+        match on_replica(&shared, &from, move |replica| respond(replica, request)).await {
+            Ok(answer) => {
+                let metrics = &metrics_shared.metrics;
+                metrics.anti_entropy_bytes.inc_by(wire_size(&answer.reply));
+                metrics
+                    .anti_entropy_keys_repaired
+                    .inc_by(answer.repaired as u64);
+                metrics.tombstones_purged.inc_by(answer.purged as u64);
+                let _ = reply.send(Payload::ok(answer.reply));
+            }
+            Err(e) => {
+                let _ = reply.send(Payload::err(e));
+            }
+        }
+    });
+}
+
+/// One purge pass over a page of candidates; returns where the next pass starts.
+async fn run_purge(shared: &Arc<NodeShared>, cursor: u64) -> u64 {
+    let skip = usize::try_from(cursor).unwrap_or(0);
+    let mut candidates = shared.store.tombstone_candidates(skip, PURGE_BATCH);
+    let mut next = cursor + candidates.len() as u64;
+    if candidates.len() < PURGE_BATCH {
+        // Wrapped: start again from the first candidates next time.
+        next = 0;
+        if skip > 0 {
+            candidates.extend(
+                shared
+                    .store
+                    .tombstone_candidates(0, PURGE_BATCH - candidates.len()),
+            );
+        }
+    }
+    let ring = shared.ring.load_full();
+    let n = shared.quorum.load().n;
+    let now = NodeShared::wall_ms();
+    let grace = shared.config.anti_entropy.tombstone_grace_ms;
+    let live = |node: &NodeId| shared.is_live(node) && shared.peers.anti_entropy(node).is_some();
+    let round = PurgeRound::new(
+        &shared.store,
+        &ring.ring,
+        n,
+        &shared.me,
+        candidates,
+        now,
+        grace,
+        live,
+    );
+    if round.checks().is_empty() {
+        return next;
+    }
+    let scope = Scope::of(&ring.ring, n);
+    let request = |step: Step| AeRequest {
+        from: shared.me.clone(),
+        scope,
+        step,
+    };
+    let asks = round.questions().into_iter().map(|(node, keys)| {
+        let request = request(Step::Digests { keys });
+        async move {
+            let answer = match call(shared, &node, request).await {
+                Ok(AeReply::Digests(digests)) => Some(digests),
+                _ => None,
+            };
+            (node, answer)
+        }
+    });
+    let answers: HashMap<NodeId, Vec<u64>> = join_all(asks)
+        .await
+        .into_iter()
+        .filter_map(|(node, answer)| answer.map(|a| (node, a)))
+        .collect();
+    let agreed = round.agreed(&answers);
+    if agreed.is_empty() {
+        return next;
+    }
+    // Every owner held exactly these tombstones: order the purge everywhere. An owner that
+    // misses the order is caught up by anti-entropy through the purge memo.
+    let orders = purge_orders(&agreed).into_iter().map(|(node, keys)| {
+        let request = request(Step::Purge { keys });
+        async move { call(shared, &node, request).await }
+    });
+    join_all(orders).await;
+    let purged = agreed
+        .iter()
+        .filter(|check| {
+            purge_here(
+                &shared.store,
+                &shared.anti_entropy.memo,
+                &check.key,
+                check.digest,
+                now,
+            )
+        })
+        .count();
+    shared.metrics.tombstones_purged.inc_by(purged as u64);
+    tracing::debug!(purged, agreed = agreed.len(), "tombstones purged");
+    next
+}
