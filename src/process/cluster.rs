@@ -9,10 +9,11 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use super::child::{ExitInfo, ManagedProcess, ProcessStatus};
-use super::ports::{node_ip, pick_free_ports};
+use super::firewall::{Firewall, cut_pairs};
+use super::ports::{LoopbackNet, pick_free_ports};
 use super::{ProcessError, locate_node_binary};
 
-/// Most nodes a local cluster can have: one per loopback address 127.0.0.2..=127.0.0.254.
+/// Most nodes a local cluster can have: one per loopback address 127.a.b.2..=127.a.b.254.
 pub const MAX_NODES: usize = 253;
 /// Spawns of a booting node whose ports were taken between picking and binding.
 const BOOT_ATTEMPTS: usize = 3;
@@ -26,7 +27,7 @@ pub struct NodeSpec {
     pub index: usize,
     /// Node name.
     pub name: String,
-    /// Its own loopback address, `127.0.0.(index + 1)`.
+    /// Its own loopback address, `127.a.b.(index + 1)` in the cluster's [`LoopbackNet`].
     pub ip: Ipv4Addr,
     /// Cluster (ractor_cluster) address, on `ip`.
     pub cluster_addr: SocketAddr,
@@ -35,8 +36,8 @@ pub struct NodeSpec {
 }
 
 impl NodeSpec {
-    fn new(index: usize, ports: &[u16]) -> NodeSpec {
-        let ip = node_ip(index);
+    fn new(net: LoopbackNet, index: usize, ports: &[u16]) -> NodeSpec {
+        let ip = net.node_ip(index);
         NodeSpec {
             index,
             name: format!("n{index}"),
@@ -100,6 +101,7 @@ impl NodeRef for &String {
 #[derive(Clone, Debug)]
 pub struct LocalClusterBuilder {
     nodes: usize,
+    net: LoopbackNet,
     node_args: Vec<OsString>,
     binary: Option<PathBuf>,
     log_dir: Option<PathBuf>,
@@ -113,6 +115,7 @@ impl Default for LocalClusterBuilder {
     fn default() -> Self {
         LocalClusterBuilder {
             nodes: 3,
+            net: LoopbackNet::DEFAULT,
             node_args: Vec::new(),
             binary: None,
             log_dir: None,
@@ -128,6 +131,13 @@ impl LocalClusterBuilder {
     /// Number of nodes (default 3, at most [`MAX_NODES`]).
     pub fn nodes(mut self, k: usize) -> Self {
         self.nodes = k;
+        self
+    }
+
+    /// The loopback net of the nodes (default [`LoopbackNet::DEFAULT`], `127.0.0.(i+1)`).
+    /// Clusters that may be partitioned at the same time need different nets.
+    pub fn loopback_net(mut self, net: LoopbackNet) -> Self {
+        self.net = net;
         self
     }
 
@@ -194,6 +204,8 @@ impl LocalClusterBuilder {
             None => (fresh_temp_dir()?, true),
         };
         let mut cluster = LocalCluster {
+            net: self.net,
+            firewall: Firewall::new(),
             binary,
             node_args: self.node_args,
             rust_log: self
@@ -209,8 +221,8 @@ impl LocalClusterBuilder {
             starts: Vec::new(),
         };
         for index in 1..=self.nodes {
-            let ports = pick_free_ports(node_ip(index), 2)?;
-            cluster.specs.push(NodeSpec::new(index, &ports));
+            let ports = pick_free_ports(self.net.node_ip(index), 2)?;
+            cluster.specs.push(NodeSpec::new(self.net, index, &ports));
             cluster.procs.push(None);
             cluster.starts.push(0);
         }
@@ -224,10 +236,12 @@ impl LocalClusterBuilder {
 }
 
 /// K node processes on this machine; see the module docs. Nodes are addressed by 1-based
-/// index or by name ([`NodeRef`]). Dropping it SIGKILLs every node it started; call
-/// [`LocalCluster::stop_all`] first for a graceful stop.
+/// index or by name ([`NodeRef`]). Dropping it SIGKILLs every node it started and removes
+/// its partition rules; call [`LocalCluster::stop_all`] first for a graceful stop.
 #[derive(Debug)]
 pub struct LocalCluster {
+    net: LoopbackNet,
+    firewall: Firewall,
     binary: PathBuf,
     node_args: Vec<OsString>,
     rust_log: String,
@@ -259,6 +273,29 @@ impl LocalCluster {
     /// Every node's place, in index order.
     pub fn specs(&self) -> &[NodeSpec] {
         &self.specs
+    }
+
+    /// The loopback net the nodes live in.
+    pub fn loopback_net(&self) -> LoopbackNet {
+        self.net
+    }
+
+    /// Splits the cluster: nodes in different `groups` (1-based indices; every node in
+    /// exactly one group) can no longer exchange a single packet, in either direction,
+    /// while nodes of one group and this process still reach every node. Replaces any
+    /// partition in force. Needs iptables and the right to change rules (root): without
+    /// them it fails, saying so, before changing anything.
+    pub fn partition(&mut self, groups: &[&[usize]]) -> Result<(), ProcessError> {
+        let pairs: Vec<_> = cut_pairs(groups, self.len())?
+            .into_iter()
+            .map(|(a, b)| (self.specs[a - 1].ip, self.specs[b - 1].ip))
+            .collect();
+        self.firewall.cut(&pairs)
+    }
+
+    /// Ends any partition: every node reaches every node again.
+    pub fn heal(&mut self) -> Result<(), ProcessError> {
+        self.firewall.heal()
     }
 
     /// One node's place.
@@ -480,8 +517,8 @@ impl LocalCluster {
                 Err(ProcessError::EarlyExit { .. }) if attempt < BOOT_ATTEMPTS => {
                     attempt += 1;
                     let index = self.specs[pos].index;
-                    let ports = pick_free_ports(node_ip(index), 2)?;
-                    self.specs[pos] = NodeSpec::new(index, &ports);
+                    let ports = pick_free_ports(self.net.node_ip(index), 2)?;
+                    self.specs[pos] = NodeSpec::new(self.net, index, &ports);
                     self.spawn_at(pos, &self.boot_seeds(pos))?;
                 }
                 other => return other,
@@ -583,7 +620,7 @@ mod tests {
 
     fn specs(k: usize) -> Vec<NodeSpec> {
         (1..=k)
-            .map(|i| NodeSpec::new(i, &[7000 + i as u16, 8000 + i as u16]))
+            .map(|i| NodeSpec::new(LoopbackNet::DEFAULT, i, &[7000 + i as u16, 8000 + i as u16]))
             .collect()
     }
 
@@ -747,6 +784,65 @@ mod tests {
             "{msg}"
         );
         assert!(msg.contains("refusing to start"), "{msg}");
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    async fn reaches(from: Ipv4Addr, to: SocketAddr) -> bool {
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket.bind(SocketAddr::from((from, 0))).unwrap();
+        let attempt = tokio::time::timeout(Duration::from_millis(300), socket.connect(to));
+        matches!(attempt.await, Ok(Ok(_)))
+    }
+
+    /// Needs iptables and root, as every partition test does: fails, never skips, without.
+    #[tokio::test]
+    async fn a_partition_cuts_exactly_the_nodes_of_different_groups() {
+        let dir = scratch("partition");
+        let net = LoopbackNet::unique();
+        let mut cluster = fake_cluster(&dir, 3)
+            .loopback_net(net)
+            .log_dir(dir.join("logs"))
+            .start()
+            .await
+            .unwrap();
+        assert_eq!(cluster.loopback_net(), net);
+        let spec = |i: usize| cluster.spec(i).unwrap().clone();
+        let (n1, n2, n3) = (spec(1), spec(2), spec(3));
+        assert_eq!(n2.ip, net.node_ip(2));
+        assert!(reaches(n1.ip, n2.http_addr).await);
+
+        let err = cluster.partition(&[&[1], &[2]]).unwrap_err();
+        assert!(matches!(err, ProcessError::BadPartition(_)), "{err}");
+        cluster.partition(&[&[1], &[2, 3]]).unwrap();
+        assert!(!reaches(n1.ip, n2.http_addr).await, "n1 -> n2 cut");
+        assert!(!reaches(n3.ip, n1.http_addr).await, "n3 -> n1 cut");
+        assert!(
+            reaches(n2.ip, n3.http_addr).await,
+            "n2 -> n3 within a group"
+        );
+        for node in [&n1, &n2, &n3] {
+            assert!(
+                tokio::net::TcpStream::connect(node.http_addr).await.is_ok(),
+                "this process reaches {} from 127.0.0.1",
+                node.name
+            );
+        }
+        cluster.heal().unwrap();
+        assert!(reaches(n1.ip, n2.http_addr).await, "healed");
+        cluster.partition(&[&[1, 2], &[3]]).unwrap();
+        assert!(!reaches(n3.ip, n2.http_addr).await);
+        assert!(
+            reaches(n1.ip, n2.http_addr).await,
+            "n1 -> n2 within a group"
+        );
+        assert!(
+            reaches(n2.ip, n1.http_addr).await,
+            "n2 -> n1 within a group"
+        );
+        drop(cluster);
+        // The nodes are gone; a fresh listener on n2's address shows the rules are too.
+        let listener = tokio::net::TcpListener::bind((n2.ip, 0)).await.unwrap();
+        assert!(reaches(n3.ip, listener.local_addr().unwrap()).await);
         std::fs::remove_dir_all(dir).unwrap();
     }
 

@@ -1,9 +1,11 @@
 //! Starting, stopping, pausing and restarting node processes on this machine.
 //!
 //! [`LocalCluster`] runs K `dynamo-node start` children named `n1..nK`; node `i` (1-based)
-//! binds both its cluster port and its HTTP port on its own loopback address `127.0.0.(i+1)`,
-//! so that a firewall rule between two loopback addresses cuts exactly those two nodes apart.
-//! It is the engine of the `cluster` subcommand and of `testing::TestCluster`.
+//! binds both its cluster port and its HTTP port on its own loopback address `127.a.b.(i+1)`
+//! (`127.0.0.(i+1)` unless a [`LoopbackNet`] is chosen), so that a firewall rule between two
+//! loopback addresses cuts exactly those two nodes apart: [`LocalCluster::partition`] does
+//! that with a [`Firewall`] (iptables). It is the engine of the `cluster` subcommand and of
+//! `testing::TestCluster`, which gives every cluster a net of its own.
 //! [`ManagedProcess`] is one such child, usable for any program: it dies with this process
 //! (parent-death signal), logs to a file, and is killed when dropped.
 
@@ -11,6 +13,7 @@ mod binary;
 mod child;
 mod cluster;
 mod converge;
+mod firewall;
 mod ports;
 #[cfg(test)]
 pub(crate) mod testutil;
@@ -20,7 +23,8 @@ use std::path::PathBuf;
 pub use binary::{BINARY_ENV, BINARY_NAME, locate_node_binary};
 pub use child::{ExitInfo, ManagedProcess, ProcessStatus};
 pub use cluster::{LocalCluster, LocalClusterBuilder, MAX_NODES, NodeRef, NodeSpec};
-pub use ports::{node_ip, pick_free_port};
+pub use firewall::{Firewall, IPTABLES, cut_pairs};
+pub use ports::{LoopbackNet, node_ip, pick_free_port};
 
 /// Why a process operation failed.
 #[derive(Debug, thiserror::Error)]
@@ -86,6 +90,12 @@ pub enum ProcessError {
         /// The last reason seen why it had not.
         gap: String,
     },
+    /// Partition rules could not be set or removed (no iptables, no right to use it, ...).
+    #[error("{0}")]
+    Firewall(String),
+    /// The groups of a partition do not name every node exactly once.
+    #[error("bad partition: {0}")]
+    BadPartition(String),
     /// A node did not serve HTTP before the deadline.
     #[error(
         "{name} did not serve HTTP on {addr} within {waited_ms} ms; last lines of {log}:\n{tail}"

@@ -12,8 +12,13 @@
 //!
 //! Nodes are addressed by 1-based index (`n1` is `1`). Every helper panics with a clear
 //! message instead of returning an error; [`TestCluster::processes`] gives the fallible
-//! [`LocalCluster`] underneath. On drop every node is killed; if the test is panicking, the
-//! tail of each node's log is printed to stderr and the log directory is kept.
+//! [`LocalCluster`] underneath. On drop every node is killed and partition rules are removed;
+//! if the test is panicking, the tail of each node's log is printed to stderr and the log
+//! directory is kept.
+//!
+//! Every cluster lives in a loopback net of its own ([`LoopbackNet::unique`], node `i` on
+//! `127.a.b.(i+1)`), so that [`TestCluster::partition`] in one test never cuts the nodes of
+//! another test running in parallel, in this test binary or in another one.
 
 use std::ffi::OsString;
 use std::future::Future;
@@ -21,12 +26,18 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
+use crate::api::MemberInfo;
+use crate::core::ids::NodeId;
+use crate::core::membership::Status;
+use crate::core::ring::Ring;
 use crate::http::HttpClient;
-use crate::process::{LocalCluster, LocalClusterBuilder, ProcessError, ProcessStatus};
+use crate::process::{LocalCluster, LocalClusterBuilder, LoopbackNet, ProcessError, ProcessStatus};
 
 /// Gossip interval of test nodes unless the test sets `--gossip-interval-ms` itself: fast
 /// convergence without touching the failure-detection timeouts.
 pub const TEST_GOSSIP_INTERVAL_MS: u64 = 200;
+/// Timeout of the requests that poll a node's views.
+const QUICK_TIMEOUT: Duration = Duration::from_secs(2);
 /// Log lines of each node printed when a test fails.
 const PANIC_TAIL_LINES: usize = 40;
 
@@ -124,12 +135,13 @@ pub struct TestCluster {
 }
 
 impl TestCluster {
-    /// A builder: 3 nodes, gossip every [`TEST_GOSSIP_INTERVAL_MS`], other settings default.
+    /// A builder: 3 nodes in a loopback net of their own, gossip every
+    /// [`TEST_GOSSIP_INTERVAL_MS`], other settings default.
     pub fn builder() -> TestClusterBuilder {
         TestClusterBuilder {
             nodes: 3,
             args: Vec::new(),
-            processes: LocalCluster::builder(),
+            processes: LocalCluster::builder().loopback_net(LoopbackNet::unique()),
             converge_timeout: Duration::from_secs(60),
         }
     }
@@ -212,6 +224,78 @@ impl TestCluster {
         expect(resumed, "resume", i);
     }
 
+    /// Cuts the cluster into `groups` of 1-based node indices, e.g. `&[&[1], &[2, 3]]`: nodes
+    /// in different groups exchange no packet until [`Self::heal`]. Every node must be in
+    /// exactly one group. Panics (failing the test, never skipping it) if iptables is missing
+    /// or may not be used.
+    pub fn partition(&mut self, groups: &[&[usize]]) {
+        if let Err(e) = self.processes.partition(groups) {
+            panic!("TestCluster: cannot partition {groups:?}: {e}");
+        }
+    }
+
+    /// Ends the partition; nodes find each other again by themselves (see
+    /// [`Self::wait_converged`]).
+    pub fn heal(&mut self) {
+        if let Err(e) = self.processes.heal() {
+            panic!("TestCluster: cannot heal: {e}");
+        }
+    }
+
+    /// The key's preference list as 1-based node indices, owners first, then fallbacks: the
+    /// ring every node builds while all of `n1..nK` are members, assuming they run with the
+    /// default `--vnodes`.
+    pub fn preference(&self, key: &[u8]) -> Vec<usize> {
+        let names = (1..=self.len()).map(|i| NodeId::new(format!("n{i}")));
+        let ring = Ring::with_default_vnodes(names).expect("n1..nK make a ring");
+        ring.preference_list(key)
+            .expect("the ring has nodes")
+            .map(|node| index_of(node.as_str()))
+            .collect()
+    }
+
+    /// What node `observer` says about node `node` (`None`: no answer, or it does not know it).
+    /// Never ask a paused node: the request would wait for its client timeout.
+    pub async fn member_seen_by(&self, observer: usize, node: usize) -> Option<MemberInfo> {
+        let members = self.quick_client(observer).members().await.ok()?;
+        let name = self.name(node);
+        members.into_iter().find(|m| m.node == name)
+    }
+
+    /// Waits until each of `observers` sees `node` with `status`; panics naming the last
+    /// view otherwise.
+    pub async fn wait_status(
+        &self,
+        observers: &[usize],
+        node: usize,
+        status: Status,
+        timeout: Duration,
+    ) {
+        for &observer in observers {
+            let what = format!("n{observer} sees n{node} {status}");
+            wait_until(timeout, &what, || async {
+                self.member_seen_by(observer, node)
+                    .await
+                    .is_some_and(|m| m.status == status)
+            })
+            .await;
+        }
+    }
+
+    /// The value of an unlabelled sample of node `i`'s `/metrics`, e.g.
+    /// `dynamo_hints_pending`; `None` if it does not answer or has no such sample.
+    pub async fn metric(&self, i: usize, name: &str) -> Option<f64> {
+        let text = self.quick_client(i).metrics().await.ok()?;
+        text.lines()
+            .find_map(|line| line.strip_prefix(name)?.strip_prefix(' '))
+            .and_then(|value| value.trim().parse().ok())
+    }
+
+    /// A client that gives up soon, for polling views.
+    fn quick_client(&self, i: usize) -> HttpClient {
+        HttpClient::with_timeout(self.url(i), QUICK_TIMEOUT)
+    }
+
     /// Waits until every running node sees every running node alive.
     pub async fn wait_converged(&mut self) {
         if let Err(e) = self.processes.wait_converged(self.converge_timeout).await {
@@ -285,6 +369,13 @@ where
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+}
+
+/// The index of node `nI`.
+fn index_of(name: &str) -> usize {
+    name.strip_prefix('n')
+        .and_then(|i| i.parse().ok())
+        .unwrap_or_else(|| panic!("TestCluster: {name:?} is not a node name n1..nK"))
 }
 
 fn expect<T>(result: Result<T, ProcessError>, what: &str, i: usize) -> T {
