@@ -38,10 +38,12 @@ async fn three_nodes_answer_health_and_each_lists_three_alive_members() {
     assert_eq!(cluster.len(), 3);
     for i in 1..=3 {
         assert_eq!(cluster.name(i), format!("n{i}"));
-        assert_eq!(
-            cluster.http_addr(i).ip().to_string(),
-            format!("127.0.0.{}", i + 1)
-        );
+        // Each node on its own loopback address, ending in i + 1.
+        let ip = match cluster.http_addr(i).ip() {
+            std::net::IpAddr::V4(ip) => ip,
+            other => panic!("not IPv4: {other}"),
+        };
+        assert!(ip.is_loopback() && usize::from(ip.octets()[3]) == i + 1, "{ip}");
         let health = cluster.client(i).health().await.unwrap();
         assert_eq!(health.node, cluster.name(i));
         assert_eq!((health.alive, health.members), (3, 3));

@@ -9,6 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use ractor::{Actor, ActorProcessingErr, ActorRef, pg};
+use rand::Rng;
 use rand::seq::IndexedRandom;
 
 use super::peers::Role;
@@ -102,22 +103,26 @@ impl GossipState {
         });
     }
 
-    /// A random alive peer we can reach, or a connected node we have not heard of yet (a seed).
+    /// A random connected peer: usually an alive one (or a connected node not heard of yet, a
+    /// seed), but sometimes, and always when no alive one is left, one we believe suspect or
+    /// dead. Without that, nodes that all stalled at once (a laptop asleep, a long partition)
+    /// would each see the others dead and never exchange a heartbeat again.
     fn pick_peer(&self) -> Option<NodeId> {
         let connected = self.shared.peers.nodes();
-        let mut candidates: Vec<NodeId> = self
-            .membership
-            .alive_peers()
-            .map(|m| m.node.clone())
-            .filter(|n| connected.contains(n))
-            .collect();
-        candidates.extend(
-            connected
-                .iter()
-                .filter(|n| **n != self.shared.me && self.membership.get(n).is_none())
-                .cloned(),
-        );
-        candidates.choose(&mut rand::rng()).cloned()
+        let (mut alive, mut silent) = (Vec::new(), Vec::new());
+        for node in connected.into_iter().filter(|n| *n != self.shared.me) {
+            match self.membership.status_of(&node) {
+                Some(Status::Alive) | None => alive.push(node),
+                Some(_) => silent.push(node),
+            }
+        }
+        let mut rng = rand::rng();
+        let pool = if silent.is_empty() || (!alive.is_empty() && rng.random_range(0..4) != 0) {
+            alive
+        } else {
+            silent
+        };
+        pool.choose(&mut rng).cloned()
     }
 
     fn merge(&mut self, digest: &[MemberDigest]) {
