@@ -43,7 +43,10 @@ async fn three_nodes_answer_health_and_each_lists_three_alive_members() {
             std::net::IpAddr::V4(ip) => ip,
             other => panic!("not IPv4: {other}"),
         };
-        assert!(ip.is_loopback() && usize::from(ip.octets()[3]) == i + 1, "{ip}");
+        assert!(
+            ip.is_loopback() && usize::from(ip.octets()[3]) == i + 1,
+            "{ip}"
+        );
         let health = cluster.client(i).health().await.unwrap();
         assert_eq!(health.node, cluster.name(i));
         assert_eq!((health.alive, health.members), (3, 3));

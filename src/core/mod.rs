@@ -4,6 +4,7 @@
 //! types own the clocks, and tests can drive time by hand.
 
 pub mod anti_entropy;
+pub mod handoff;
 pub mod hash;
 pub mod hints;
 pub mod ids;

@@ -65,6 +65,8 @@ pub struct Metrics {
     pub keys: Gauge,
     /// Writes forwarded to another coordinator.
     pub forwarded: Counter,
+    /// Keys handed to their new owners after a ring change.
+    pub handoffs: Counter,
     /// Payload bytes this node sent for anti-entropy and the tombstone purge (both as the
     /// initiator of a round and as the peer answering one).
     pub anti_entropy_bytes: Counter,
@@ -90,6 +92,7 @@ impl Default for Metrics {
             ring_version: Gauge::default(),
             keys: Gauge::default(),
             forwarded: Counter::default(),
+            handoffs: Counter::default(),
             anti_entropy_bytes: Counter::default(),
             anti_entropy_keys_repaired: Counter::default(),
             anti_entropy_rounds: Family::default(),
@@ -137,6 +140,11 @@ impl Default for Metrics {
             "forwarded_writes",
             "Writes forwarded to a coordinator",
             m.forwarded.clone(),
+        );
+        registry.register(
+            "handoffs",
+            "Keys handed to new owners after a ring change",
+            m.handoffs.clone(),
         );
         registry.register(
             "anti_entropy_bytes",
