@@ -8,15 +8,6 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
-use dynamo_node::api::{
-    ClientError, Context, GetResult, Health, KvService, MemberInfo, ReadOptions, RingInfo,
-    WriteOptions,
-};
-use dynamo_node::config::{ConfigUpdate, QuorumConfig};
-use dynamo_node::core::ids::Key;
-use dynamo_node::core::membership::Status;
-use dynamo_node::core::version::VersionSet;
 use dynamo_node::http::HttpClient;
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
@@ -24,103 +15,18 @@ use nix::unistd::Pid;
 const ARGS_ENV: &str = "CLI_FAKE_NODE_ARGS";
 const MEMBERS_ENV: &str = "CLI_FAKE_NODE_MEMBERS";
 
-#[derive(Clone)]
-struct FakeNode {
-    name: String,
-    members: Vec<String>,
-}
-
-impl KvService for FakeNode {
-    async fn get(&self, _: Key, _: ReadOptions) -> Result<GetResult, ClientError> {
-        Ok(GetResult::NotFound {
-            context: Context::empty(),
-        })
-    }
-    async fn put(
-        &self,
-        _: Key,
-        _: Bytes,
-        _: Option<Context>,
-        _: WriteOptions,
-    ) -> Result<Context, ClientError> {
-        Ok(Context::empty())
-    }
-    async fn delete(&self, _: Key, _: Option<Context>, _: WriteOptions) -> Result<(), ClientError> {
-        Ok(())
-    }
-    fn node_name(&self) -> String {
-        self.name.clone()
-    }
-    fn members(&self) -> Vec<MemberInfo> {
-        self.members
-            .iter()
-            .map(|node| MemberInfo {
-                node: node.clone(),
-                cluster_addr: String::new(),
-                http_addr: String::new(),
-                status: Status::Alive,
-                heartbeat: 1,
-                incarnation: 1,
-                last_heard_ms_ago: 0,
-                connected: true,
-            })
-            .collect()
-    }
-    fn ring(&self) -> RingInfo {
-        RingInfo {
-            version: 1,
-            n: 3,
-            nodes: Vec::new(),
-        }
-    }
-    fn local(&self, _: &[u8]) -> VersionSet {
-        VersionSet::default()
-    }
-    fn update_config(&self, _: ConfigUpdate) -> Result<QuorumConfig, ClientError> {
-        Err(ClientError::Unavailable("fake".into()))
-    }
-    fn config(&self) -> QuorumConfig {
-        QuorumConfig::default()
-    }
-    fn metrics(&self) -> String {
-        String::new()
-    }
-    fn health(&self) -> Health {
-        Health {
-            status: "ok".into(),
-            node: self.name.clone(),
-            alive: self.members.len(),
-            members: self.members.len(),
-        }
-    }
-}
-
 /// A no-op in a normal run; re-run by the script of `fake_binary`, serves as node `--name`.
 #[test]
 fn fake_node() {
     let Ok(args) = std::env::var(ARGS_ENV) else {
         return;
     };
-    let words: Vec<&str> = args.split_whitespace().collect();
-    let flag = |name: &str| words[words.iter().position(|w| *w == name).unwrap() + 1];
-    let service = FakeNode {
-        name: flag("--name").to_string(),
-        members: std::env::var(MEMBERS_ENV)
-            .unwrap()
-            .split_whitespace()
-            .map(str::to_string)
-            .collect(),
-    };
-    let http = flag("--http").to_string();
-    println!("fake node {} serving on {http}", service.name);
-    tokio::runtime::Runtime::new()
-        .unwrap()
-        .block_on(async move {
-            let listener = tokio::net::TcpListener::bind(&http).await.unwrap();
-            dynamo_node::http::serve(listener, service, std::future::pending())
-                .await
-                .unwrap();
-        });
+    let members = std::env::var(MEMBERS_ENV)
+        .unwrap_or_default()
+        .split_whitespace()
+        .map(str::to_string)
+        .collect();
+    dynamo_node::testing::FakeNode::serve_from_args(&args, members);
 }
 
 fn fake_binary(dir: &Path, members: &str) -> PathBuf {

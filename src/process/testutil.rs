@@ -3,16 +3,6 @@
 
 use std::path::{Path, PathBuf};
 
-use bytes::Bytes;
-
-use crate::api::{
-    ClientError, Context, GetResult, Health, MemberInfo, ReadOptions, RingInfo, WriteOptions,
-};
-use crate::config::{ConfigUpdate, QuorumConfig};
-use crate::core::ids::Key;
-use crate::core::membership::Status;
-use crate::core::version::VersionSet;
-
 /// Environment of a re-run of this test binary that plays a node: its `start` arguments.
 const FAKE_ARGS_ENV: &str = "DYNAMO_FAKE_NODE_ARGS";
 /// Names the fake node lists as alive members, space separated.
@@ -48,24 +38,12 @@ fn fake_node() {
         eprintln!("address in use (first attempt)");
         std::process::exit(3);
     }
-    let words: Vec<&str> = args.split_whitespace().collect();
-    let flag = |name: &str| words[words.iter().position(|w| *w == name).unwrap() + 1];
-    let service = FakeNode {
-        name: flag("--name").to_string(),
-        members: std::env::var(FAKE_MEMBERS_ENV)
-            .unwrap_or_default()
-            .split_whitespace()
-            .map(str::to_string)
-            .collect(),
-    };
-    let http = flag("--http").to_string();
-    let runtime = tokio::runtime::Runtime::new().unwrap();
-    runtime.block_on(async move {
-        let listener = tokio::net::TcpListener::bind(&http).await.unwrap();
-        crate::http::serve(listener, service, std::future::pending())
-            .await
-            .unwrap();
-    });
+    let members = std::env::var(FAKE_MEMBERS_ENV)
+        .unwrap_or_default()
+        .split_whitespace()
+        .map(str::to_string)
+        .collect();
+    crate::testing::FakeNode::serve_from_args(&args, members);
 }
 
 /// A script that runs this test binary as a fake node listing `members` as alive.
@@ -114,86 +92,4 @@ pub(crate) fn scratch(tag: &str) -> PathBuf {
 /// Whether a process with this pid exists (zombies included).
 pub(crate) fn exists(pid: u32) -> bool {
     nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), None).is_ok()
-}
-
-/// Answers the admin views with a fixed membership; stores nothing.
-#[derive(Clone)]
-struct FakeNode {
-    name: String,
-    members: Vec<String>,
-}
-
-impl crate::api::KvService for FakeNode {
-    async fn get(&self, _: Key, _: ReadOptions) -> Result<GetResult, ClientError> {
-        Ok(GetResult::NotFound {
-            context: Context::empty(),
-        })
-    }
-
-    async fn put(
-        &self,
-        _: Key,
-        _: Bytes,
-        _: Option<Context>,
-        _: WriteOptions,
-    ) -> Result<Context, ClientError> {
-        Ok(Context::empty())
-    }
-
-    async fn delete(&self, _: Key, _: Option<Context>, _: WriteOptions) -> Result<(), ClientError> {
-        Ok(())
-    }
-
-    fn node_name(&self) -> String {
-        self.name.clone()
-    }
-
-    fn members(&self) -> Vec<MemberInfo> {
-        self.members
-            .iter()
-            .map(|node| MemberInfo {
-                node: node.clone(),
-                cluster_addr: String::new(),
-                http_addr: String::new(),
-                status: Status::Alive,
-                heartbeat: 1,
-                incarnation: 1,
-                last_heard_ms_ago: 0,
-                connected: true,
-            })
-            .collect()
-    }
-
-    fn ring(&self) -> RingInfo {
-        RingInfo {
-            version: 1,
-            n: 3,
-            nodes: Vec::new(),
-        }
-    }
-
-    fn local(&self, _: &[u8]) -> VersionSet {
-        VersionSet::default()
-    }
-
-    fn update_config(&self, _: ConfigUpdate) -> Result<QuorumConfig, ClientError> {
-        Err(ClientError::Unavailable("fake".into()))
-    }
-
-    fn config(&self) -> QuorumConfig {
-        QuorumConfig::default()
-    }
-
-    fn metrics(&self) -> String {
-        String::new()
-    }
-
-    fn health(&self) -> Health {
-        Health {
-            status: "ok".into(),
-            node: self.name.clone(),
-            alive: self.members.len(),
-            members: self.members.len(),
-        }
-    }
 }

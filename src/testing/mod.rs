@@ -20,6 +20,10 @@
 //! `127.a.b.(i+1)`), so that [`TestCluster::partition`] in one test never cuts the nodes of
 //! another test running in parallel, in this test binary or in another one.
 
+mod fake;
+
+pub use fake::FakeNode;
+
 use std::ffi::OsString;
 use std::future::Future;
 use std::net::SocketAddr;
