@@ -12,7 +12,7 @@
 //! └── dynamo.anti_entropy@NAME  AntiEntropy: digest rounds, tombstone purges (remote)
 //! ```
 //!
-//! Every actor keeps its state in [`shared::NodeShared`], so a restarted actor loses nothing:
+//! Every actor keeps its state in a shared `NodeShared`, so a restarted actor loses nothing:
 //! the storage map, the hints, the published ring and membership all outlive it. ractor's
 //! registry and process groups are global to the OS process, so one process runs one node.
 
