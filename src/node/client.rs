@@ -5,6 +5,8 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use bytes::Bytes;
+use tracing::field::Empty;
+use tracing::{Instrument, Span};
 
 use super::coordinator;
 use super::metrics::{OpLabels, RequestLabels};
@@ -14,6 +16,7 @@ use crate::api::{
     RingNodeInfo, WriteOptions,
 };
 use crate::config::{ConfigUpdate, QuorumConfig};
+use crate::core::hash::stable_hash;
 use crate::core::ids::Key;
 use crate::core::membership::Status;
 use crate::core::version::VersionSet;
@@ -41,8 +44,10 @@ impl NodeClient {
         opts: ReadOptions,
     ) -> Result<GetResult, ClientError> {
         let key = key.into();
+        let span = self.request_span("get", &key);
         self.timed(
             "get",
+            span,
             coordinator::read(&self.shared, key, opts.r),
             |r| match r {
                 GetResult::Value { .. } => "ok",
@@ -72,14 +77,16 @@ impl NodeClient {
         context: Option<&Context>,
         opts: WriteOptions,
     ) -> Result<Context, ClientError> {
+        let key = key.into();
+        let span = self.request_span("put", &key);
         let write = coordinator::write(
             &self.shared,
-            key.into(),
+            key,
             Some(value.into()),
             context.cloned().unwrap_or_default(),
             opts.w,
         );
-        self.timed("put", write, |_| "ok").await
+        self.timed("put", span, write, |_| "ok").await
     }
 
     /// Deletes what `context` covers (a tombstone); without a context the key is read first
@@ -100,23 +107,44 @@ impl NodeClient {
         context: Option<&Context>,
         opts: WriteOptions,
     ) -> Result<(), ClientError> {
+        let key = key.into();
+        let span = self.request_span("delete", &key);
         let delete = coordinator::delete(
             &self.shared,
-            key.into(),
+            key,
             context.cloned().unwrap_or_default(),
             opts.w,
         );
-        self.timed("delete", delete, |_| "ok").await
+        self.timed("delete", span, delete, |_| "ok").await
+    }
+
+    /// The debug span of one request. It names the key by its hash only: keys may be personal
+    /// data and are unbounded in size. The coordinator fills in the fan-out fields; a delete
+    /// without a context reads first, so its fields end up describing the tombstone write.
+    fn request_span(&self, op: &'static str, key: &[u8]) -> Span {
+        tracing::debug_span!(
+            "kv_request",
+            op,
+            key_hash = stable_hash(key),
+            node = %self.shared.me,
+            coordinator = Empty,
+            targets = Empty,
+            required = Empty,
+            acks = Empty,
+            replies = Empty,
+            outcome = Empty,
+        )
     }
 
     async fn timed<T>(
         &self,
         op: &'static str,
+        span: Span,
         request: impl Future<Output = Result<T, ClientError>>,
         outcome: impl Fn(&T) -> &'static str,
     ) -> Result<T, ClientError> {
         let started = Instant::now();
-        let result = request.await;
+        let result = request.instrument(span.clone()).await;
         let metrics = &self.shared.metrics;
         let label = match &result {
             Ok(value) => outcome(value),
@@ -133,6 +161,7 @@ impl NodeClient {
         if label == "siblings" {
             metrics.sibling_reads.inc();
         }
+        span.record("outcome", label);
         result
     }
 

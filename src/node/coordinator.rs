@@ -20,6 +20,8 @@ use futures::stream::FuturesUnordered;
 use ractor::rpc::CallResult;
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort, pg};
 use tokio::sync::oneshot;
+use tracing::field::Empty;
+use tracing::{Instrument, Span};
 
 use super::peers::Role;
 use super::shared::{NodeShared, RingView};
@@ -27,6 +29,7 @@ use super::storage_actor::local_read;
 use super::wire::{CoordinatorMsg, ForwardedWrite, Payload, ReplicaPut, StorageMsg};
 use crate::api::{ClientError, Context, ContextError, GetResult, validate_key, validate_value};
 use crate::config::MAX_SET_BYTES;
+use crate::core::hash::stable_hash;
 use crate::core::ids::{Key, NodeId};
 use crate::core::quorum::{
     Failure, Progress, QuorumTracker, Route, Shortfall, Target, route, select_targets,
@@ -67,11 +70,24 @@ impl Actor for CoordinatorActor {
             CoordinatorMsg::Write(Payload(write), reply) => {
                 // Off the handler: the fan-out waits on the network.
                 let shared = Arc::clone(shared);
+                let span = match &write {
+                    Ok(write) => forwarded_span(&shared.me, write),
+                    Err(_) => Span::none(),
+                };
                 tokio::spawn(async move {
                     let answer = match write {
-                        Ok(write) => coordinate_forwarded(&shared, write).await,
+                        Ok(write) => {
+                            coordinate_forwarded(&shared, write)
+                                .instrument(span.clone())
+                                .await
+                        }
                         Err(e) => Err(ClientError::Internal(e)),
                     };
+                    let outcome = match &answer {
+                        Ok(_) => "ok",
+                        Err(e) => e.kind(),
+                    };
+                    span.record("outcome", outcome);
                     let _ = reply.send(Payload::ok(answer));
                 });
             }
@@ -111,6 +127,7 @@ pub async fn write(
                 .await;
             }
             Route::Forward(node) => {
+                record_forward(&node);
                 let forwarded = ForwardedWrite {
                     key: key.clone(),
                     value: value.clone(),
@@ -172,6 +189,7 @@ pub async fn read(
         .preference_list(&key)
         .map_err(|_| ClientError::Unavailable("the ring is empty".into()))?;
     let targets = select_targets(preference, quorum.n, |n| shared.is_live(n));
+    record_fan_out(&shared.me, &targets, r);
     let mut tracker = new_tracker(r, &targets)?;
     let owners: HashSet<NodeId> = targets
         .iter()
@@ -197,7 +215,9 @@ pub async fn read(
         let (shared, key) = (Arc::clone(shared), key.clone());
         move |replies: Vec<(NodeId, VersionSet)>| read_repair(&shared, key, &owners, replies)
     };
-    match drive(tracker, calls, repair).await {
+    let replied = drive(tracker, calls, repair).await;
+    record_answers("replies", &replied);
+    match replied {
         Ok(Ok(replies)) => {
             let mut merged = VersionSet::new();
             for (_, set) in &replies {
@@ -281,12 +301,8 @@ async fn coordinate_write(
     let mut answer = context.clock().clone();
     answer.add_dot(&coordinated.dot, now);
 
-    tracing::debug!(
-        key_hash = crate::core::hash::stable_hash(&key),
-        dot = %coordinated.dot.counter,
-        targets = ?targets,
-        "coordinating write"
-    );
+    tracing::debug!(dot = %coordinated.dot.counter, "coordinating write");
+    record_fan_out(&shared.me, &targets, w);
     let mut tracker = new_tracker(w, &targets)?;
     let mut calls: Vec<Call<()>> = Vec::new();
     for target in targets {
@@ -317,18 +333,92 @@ async fn coordinate_write(
             (target.node, result)
         }));
     }
-    let key_hash = crate::core::hash::stable_hash(&key);
+    let key_hash = stable_hash(&key);
     let finished = move |acks: Vec<(NodeId, ())>| {
         let acked: Vec<&NodeId> = acks.iter().map(|(n, _)| n).collect();
         tracing::debug!(key_hash, ?acked, "write fan-out finished");
     };
-    match drive(tracker, calls, finished).await {
+    let acked = drive(tracker, calls, finished).await;
+    record_answers("acks", &acked);
+    match acked {
         Ok(Ok(_)) => Ok(Context::from_clock(answer)),
         Ok(Err(shortfall)) => Err(ClientError::InsufficientAcks(shortfall)),
         Err(_) => Err(ClientError::Internal(
             "write fan-out ended without an answer".into(),
         )),
     }
+}
+
+/// The debug span of a write that another node forwarded here, with the fields of the client's
+/// `kv_request` span that this node fills in.
+fn forwarded_span(me: &NodeId, write: &ForwardedWrite) -> Span {
+    tracing::debug_span!(
+        "kv_forwarded",
+        op = if write.value.is_some() { "put" } else { "delete" },
+        key_hash = stable_hash(&write.key),
+        node = %me,
+        coordinator = Empty,
+        targets = Empty,
+        required = Empty,
+        acks = Empty,
+        outcome = Empty,
+    )
+}
+
+/// The request span being recorded, if any. Checked before any field value is built, so a
+/// disabled span costs no allocation; a span of the caller's own is left alone.
+fn request_span() -> Option<Span> {
+    if !tracing::level_enabled!(tracing::Level::DEBUG) {
+        return None;
+    }
+    let span = Span::current();
+    let ours = matches!(
+        span.metadata().map(|m| m.name()),
+        Some("kv_request" | "kv_forwarded")
+    );
+    (ours && !span.is_disabled()).then_some(span)
+}
+
+/// Records that the request was handed to `node` to coordinate.
+fn record_forward(node: &NodeId) {
+    if let Some(span) = request_span() {
+        span.record("coordinator", node.as_str());
+    }
+}
+
+/// Records this node as the coordinator, the replicas it contacts and the quorum it needs.
+fn record_fan_out(me: &NodeId, targets: &[Target], required: usize) {
+    let Some(span) = request_span() else {
+        return;
+    };
+    let mut list = String::new();
+    for (i, target) in targets.iter().enumerate() {
+        if i > 0 {
+            list.push(',');
+        }
+        list.push_str(target.node.as_str());
+        if let Some(owner) = &target.stands_in_for {
+            list.push_str("(for ");
+            list.push_str(owner.as_str());
+            list.push(')');
+        }
+    }
+    span.record("coordinator", me.as_str());
+    span.record("targets", list.as_str());
+    span.record("required", required);
+}
+
+/// Records how many successful answers (`acks` or `replies`) the request had when it answered.
+fn record_answers<T, E>(field: &str, answer: &Result<Result<Vec<T>, Shortfall>, E>) {
+    let Some(span) = request_span() else {
+        return;
+    };
+    let count = match answer {
+        Ok(Ok(answers)) => answers.len(),
+        Ok(Err(shortfall)) => shortfall.succeeded,
+        Err(_) => 0,
+    };
+    span.record(field, count);
 }
 
 /// Refuses a write that would grow the key's siblings past [`MAX_SET_BYTES`].
