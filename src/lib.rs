@@ -10,5 +10,6 @@ pub mod core;
 pub mod http;
 pub mod node;
 pub mod process;
+pub mod shell;
 #[cfg(feature = "test-cluster")]
 pub mod testing;

@@ -167,7 +167,7 @@ fn status_name(status: Status) -> &'static str {
 }
 
 /// Left-aligned columns separated by two spaces, without trailing blanks.
-fn table(headers: &[&str], rows: Vec<Vec<String>>) -> String {
+pub(crate) fn table(headers: &[&str], rows: Vec<Vec<String>>) -> String {
     let mut widths: Vec<usize> = headers.iter().map(|h| h.chars().count()).collect();
     for row in &rows {
         for (w, cell) in widths.iter_mut().zip(row) {
@@ -189,7 +189,7 @@ fn table(headers: &[&str], rows: Vec<Vec<String>>) -> String {
 }
 
 /// UTF-8 values as they are; anything else with `\xNN` escapes.
-fn show_bytes(bytes: &[u8]) -> String {
+pub(crate) fn show_bytes(bytes: &[u8]) -> String {
     match std::str::from_utf8(bytes) {
         Ok(text) => text.to_string(),
         Err(_) => bytes.escape_ascii().to_string(),

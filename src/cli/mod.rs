@@ -8,7 +8,7 @@
 //! `cluster` prints the `export DYNAMO_NODE=...` line that points them at its first node.
 
 mod args;
-mod client;
+pub(crate) mod client;
 mod cluster;
 mod demo;
 mod start;
