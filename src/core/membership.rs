@@ -1098,10 +1098,10 @@ mod tests {
                     let new = m.get(node).map(|e| (e.incarnation, e.heartbeat));
                     prop_assert!(new.is_some_and(|v| v >= *old), "{node}: {old:?} -> {new:?}");
                     // Within one incarnation the heartbeat itself never decreases.
-                    if let Some((inc, hb)) = new {
-                        if inc == old.0 {
-                            prop_assert!(hb >= old.1);
-                        }
+                    if let Some((inc, hb)) = new
+                        && inc == old.0
+                    {
+                        prop_assert!(hb >= old.1);
                     }
                 }
             }
