@@ -4,12 +4,14 @@ use std::ffi::OsString;
 use std::io::{IsTerminal, Read};
 use std::os::unix::ffi::OsStringExt;
 
+use std::time::Duration;
+
 use bytes::Bytes;
 
 use super::{CliError, DeleteArgs, GetArgs, PutArgs, Target};
 use crate::api::{Context, GetResult, Health, MemberInfo, RingInfo, validate_key, validate_value};
 use crate::core::membership::Status;
-use crate::http::{HttpClient, HttpError};
+use crate::http::{HttpClient, HttpError, metric_sum};
 
 /// `dynamo-node get`: prints the value or the numbered siblings, then the context.
 pub async fn get(args: GetArgs) -> Result<(), CliError> {
@@ -64,8 +66,85 @@ pub async fn status(target: Target) -> Result<(), CliError> {
     let health = health.map_err(|e| failed(&client, e))?;
     let members = members.map_err(|e| failed(&client, e))?;
     let ring = ring.map_err(|e| failed(&client, e))?;
-    super::emit(&format_status(client.base_url(), &health, &members, &ring));
+    // Each node counts its own activity: ask every member we can reach.
+    let reachable = members
+        .iter()
+        .filter(|m| m.status != Status::Dead && !m.http_addr.is_empty());
+    let activity = futures::future::join_all(reachable.map(|m| async move {
+        let node = HttpClient::with_timeout(m.http_addr.clone(), Duration::from_secs(2));
+        (m.node.clone(), node.metrics().await.ok())
+    }))
+    .await;
+    let mut out = format_status(client.base_url(), &health, &members, &ring);
+    out.push_str(&format_activity(&activity));
+    super::emit(&out);
     Ok(())
+}
+
+/// The activity table of `status`: what each node's `/metrics` counts (`-` when unreachable).
+pub fn format_activity(nodes: &[(String, Option<String>)]) -> String {
+    const SUCCESS: [&str; 3] = ["\"ok\"", "\"not_found\"", "\"siblings\""];
+    let rows = nodes
+        .iter()
+        .map(|(node, text)| {
+            let Some(text) = text else {
+                let mut row = vec![node.clone()];
+                row.extend(std::iter::repeat_n("-".to_string(), 9));
+                return row;
+            };
+            let sum = |name: &str| metric_sum(text, name, |_| true).unwrap_or(0.0);
+            let requests = sum("dynamo_requests_total");
+            let errors = metric_sum(text, "dynamo_requests_total", |labels| {
+                !SUCCESS.iter().any(|ok| labels.contains(ok))
+            })
+            .unwrap_or(0.0);
+            let seconds = sum("dynamo_request_duration_seconds_sum");
+            let mean = if requests > 0.0 {
+                format!("{:.2} ms", seconds / requests * 1000.0)
+            } else {
+                "-".to_string()
+            };
+            let count = |name: &str| format!("{}", sum(name) as u64);
+            vec![
+                node.clone(),
+                count("dynamo_requests_total"),
+                format!("{}", errors as u64),
+                mean,
+                count("dynamo_sibling_reads_total"),
+                format!(
+                    "{}/{}",
+                    sum("dynamo_hints_pending") as u64,
+                    sum("dynamo_hints_drained_total") as u64
+                ),
+                count("dynamo_read_repairs_total"),
+                count("dynamo_handoffs_total"),
+                format!(
+                    "{}/{}",
+                    sum("dynamo_anti_entropy_bytes_total") as u64,
+                    sum("dynamo_anti_entropy_keys_repaired_total") as u64
+                ),
+                count("dynamo_keys"),
+            ]
+        })
+        .collect();
+    format!(
+        "\nactivity (each node's own /metrics)\n{}",
+        table(
+            &[
+                "NODE",
+                "REQUESTS",
+                "FAILED",
+                "MEAN LATENCY",
+                "SIBLING READS",
+                "HINTS PENDING/DRAINED",
+                "READ REPAIRS",
+                "HANDOFFS",
+                "AE BYTES/KEYS",
+                "KEYS",
+            ],
+            rows,
+        )
+    )
 }
 
 /// The text `get` prints for a result.
@@ -233,6 +312,26 @@ fn failed(client: &HttpClient, error: HttpError) -> CliError {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn activity_counts_requests_failures_and_background_work_per_node() {
+        let text = "dynamo_requests_total{op=\"get\",outcome=\"ok\"} 6\n\
+            dynamo_requests_total{op=\"get\",outcome=\"siblings\"} 1\n\
+            dynamo_requests_total{op=\"put\",outcome=\"insufficient_acks\"} 3\n\
+            dynamo_request_duration_seconds_sum{op=\"get\",outcome=\"ok\"} 0.02\n\
+            dynamo_hints_pending 2\ndynamo_hints_drained_total 5\n\
+            dynamo_anti_entropy_bytes_total 270\ndynamo_keys 12\n";
+        let out = format_activity(&[("n1".into(), Some(text.into())), ("n2".into(), None)]);
+        let n1 = out.lines().find(|l| l.starts_with("n1")).unwrap();
+        let cells: Vec<&str> = n1.split_whitespace().collect();
+        assert_eq!(cells[1..4], ["10", "3", "2.00"], "{out}");
+        assert!(
+            n1.contains("2/5") && n1.contains("270/0") && n1.ends_with("12"),
+            "{n1}"
+        );
+        let n2 = out.lines().find(|l| l.starts_with("n2")).unwrap();
+        assert!(n2.split_whitespace().skip(1).all(|c| c == "-"), "{n2}");
+    }
     use crate::api::RingNodeInfo;
     use crate::core::ids::ActorId;
     use crate::core::vclock::{Dot, VClock};

@@ -6,6 +6,7 @@
 mod client;
 mod escape;
 mod failure;
+mod metrics_text;
 mod server;
 mod wire;
 
@@ -14,5 +15,6 @@ mod tests;
 
 pub use client::{DEFAULT_TIMEOUT, HttpClient, HttpError};
 pub use escape::{encode_path, encode_segment};
+pub use metrics_text::metric_sum;
 pub use server::{BODY_LIMIT, METRICS_CONTENT_TYPE, router, serve};
 pub use wire::{CONTEXT_HEADER, LocalVersionView, WireError};

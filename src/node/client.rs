@@ -9,7 +9,7 @@ use tracing::field::Empty;
 use tracing::{Instrument, Span};
 
 use super::coordinator;
-use super::metrics::{OpLabels, RequestLabels};
+use super::metrics::RequestLabels;
 use super::shared::NodeShared;
 use crate::api::{
     ClientError, Context, GetResult, Health, KvService, MemberInfo, ReadOptions, RingInfo,
@@ -156,7 +156,7 @@ impl NodeClient {
             .inc();
         metrics
             .latency
-            .get_or_create(&OpLabels { op })
+            .get_or_create(&RequestLabels { op, outcome: label })
             .observe(started.elapsed().as_secs_f64());
         if label == "siblings" {
             metrics.sibling_reads.inc();

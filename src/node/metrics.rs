@@ -16,13 +16,6 @@ pub struct RequestLabels {
     pub outcome: &'static str,
 }
 
-/// Labels naming one operation.
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct OpLabels {
-    /// get, put or delete.
-    pub op: &'static str,
-}
-
 /// Labels naming a member status.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct StatusLabels {
@@ -47,8 +40,8 @@ pub struct Metrics {
     registry: Registry,
     /// Client requests by operation and outcome.
     pub requests: Family<RequestLabels, Counter>,
-    /// Client request latency by operation.
-    pub latency: Family<OpLabels, Histogram, fn() -> Histogram>,
+    /// Client request latency by operation and outcome.
+    pub latency: Family<RequestLabels, Histogram, fn() -> Histogram>,
     /// Reads that returned more than one value.
     pub sibling_reads: Counter,
     /// Hints stored on this node, waiting for their owners.

@@ -286,13 +286,11 @@ impl TestCluster {
         }
     }
 
-    /// The value of an unlabelled sample of node `i`'s `/metrics`, e.g.
+    /// The sum of node `i`'s `/metrics` samples named `name` (all label sets), e.g.
     /// `dynamo_hints_pending`; `None` if it does not answer or has no such sample.
     pub async fn metric(&self, i: usize, name: &str) -> Option<f64> {
         let text = self.quick_client(i).metrics().await.ok()?;
-        text.lines()
-            .find_map(|line| line.strip_prefix(name)?.strip_prefix(' '))
-            .and_then(|value| value.trim().parse().ok())
+        crate::http::metric_sum(&text, name, |_| true)
     }
 
     /// A client that gives up soon, for polling views.
