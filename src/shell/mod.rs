@@ -5,7 +5,7 @@
 //! The parts are here so that they can be tested without a terminal: [`command`] turns a
 //! line into a typed [`Command`], [`Session`] runs it and keeps what the shell remembers (the
 //! current node, the context of the last read of each key, the [`LocalCluster`]), and
-//! [`format`] says what gets printed. [`start_local`] boots a cluster for a session.
+//! [`format`](mod@format) says what gets printed. [`start_local`] boots a cluster for a session.
 //!
 //! Timing is never left to a sleep: `wait NODE STATUS [on NODE,..] [within SECS]` and
 //! `wait converged` poll the nodes' member lists until the condition holds or the deadline
