@@ -7,6 +7,7 @@ use super::context::Context;
 use super::error::ClientError;
 use crate::config::{MAX_KEY_BYTES, MAX_VALUE_BYTES};
 use crate::core::membership::Status;
+use crate::core::version::VersionSet;
 
 /// The outcome of a read.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -33,6 +34,21 @@ pub enum GetResult {
 }
 
 impl GetResult {
+    /// The answer for a reconciled sibling set: its live values and one context covering all.
+    pub fn from_set(set: &VersionSet) -> Self {
+        let view = set.read();
+        let context = Context::from_clock(view.context);
+        let mut values = view.values;
+        match values.len() {
+            0 => GetResult::NotFound { context },
+            1 => GetResult::Value {
+                value: values.remove(0),
+                context,
+            },
+            _ => GetResult::Siblings { values, context },
+        }
+    }
+
     /// The context of the read, whatever its outcome.
     pub fn context(&self) -> &Context {
         match self {

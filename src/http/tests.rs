@@ -99,19 +99,7 @@ impl KvService for FakeService {
         if key.starts_with(b"slow-") {
             tokio::time::sleep(Duration::from_millis(300)).await;
         }
-        let view = self.store.get(&key).read();
-        let context = Context::from_clock(view.context);
-        Ok(match view.values.len() {
-            0 => GetResult::NotFound { context },
-            1 => GetResult::Value {
-                value: view.values[0].clone(),
-                context,
-            },
-            _ => GetResult::Siblings {
-                values: view.values,
-                context,
-            },
-        })
+        Ok(GetResult::from_set(&self.store.get(&key)))
     }
 
     async fn put(

@@ -223,29 +223,12 @@ pub async fn read(
             for (_, set) in &replies {
                 merged.merge(set);
             }
-            Ok(to_get_result(&merged))
+            Ok(GetResult::from_set(&merged))
         }
         Ok(Err(shortfall)) => Err(ClientError::InsufficientReplies(shortfall)),
         Err(_) => Err(ClientError::Internal(
             "read fan-out ended without an answer".into(),
         )),
-    }
-}
-
-/// The client's answer for a reconciled set.
-fn to_get_result(set: &VersionSet) -> GetResult {
-    let view = set.read();
-    let context = Context::from_clock(view.context);
-    match view.values.len() {
-        0 => GetResult::NotFound { context },
-        1 => GetResult::Value {
-            value: view.values.into_iter().next().unwrap_or_default(),
-            context,
-        },
-        _ => GetResult::Siblings {
-            values: view.values,
-            context,
-        },
     }
 }
 

@@ -68,19 +68,7 @@ impl StandIn {
 
 impl KvService for StandIn {
     async fn get(&self, key: Key, _: ReadOptions) -> Result<GetResult, ClientError> {
-        let view = self.store.get(&key).read();
-        let context = Context::from_clock(view.context);
-        Ok(match view.values.len() {
-            0 => GetResult::NotFound { context },
-            1 => GetResult::Value {
-                value: view.values[0].clone(),
-                context,
-            },
-            _ => GetResult::Siblings {
-                values: view.values,
-                context,
-            },
-        })
+        Ok(GetResult::from_set(&self.store.get(&key)))
     }
 
     async fn put(
