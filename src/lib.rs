@@ -4,6 +4,7 @@
 //! [`api`], [`http`], and the [`cli`].
 
 pub mod api;
+pub mod bench;
 pub mod cli;
 pub mod config;
 pub mod core;

@@ -8,6 +8,7 @@
 //! `cluster` prints the `export DYNAMO_NODE=...` line that points them at its first node.
 
 mod args;
+mod bench;
 pub(crate) mod client;
 mod cluster;
 mod demo;
@@ -20,6 +21,7 @@ use std::process::ExitCode;
 use clap::{Args, Parser, Subcommand};
 
 pub use args::{NodeFlags, StartArgs};
+pub use bench::BenchArgs;
 pub use client::{format_get, format_status};
 pub use cluster::{ClusterArgs, RestartBackoff};
 
@@ -65,6 +67,8 @@ pub enum Command {
     Delete(DeleteArgs),
     /// Print the members and ring shares as a node sees them
     Status(Target),
+    /// YCSB-style benchmark over HTTP, against --node URLs or a cluster it starts
+    Bench(BenchArgs),
     /// Walk through the pure core in one process (no network)
     #[command(hide = true)]
     Demo,
@@ -213,6 +217,7 @@ pub async fn run(command: Command) -> Result<(), CliError> {
         Command::Put(args) => client::put(args).await,
         Command::Delete(args) => client::delete(args).await,
         Command::Status(target) => client::status(target).await,
+        Command::Bench(args) => bench::run(args).await,
         Command::Demo => demo::run().map_err(|e| CliError::Failed(e.to_string())),
     }
 }

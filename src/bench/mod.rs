@@ -1,0 +1,16 @@
+//! `dynamo-node bench`: YCSB-style workloads against a cluster over HTTP.
+//!
+//! The choice of operations and keys ([`workload`], [`zipf`]) is pure and seeded, so it is
+//! tested without a cluster; [`stats`] turns latencies into the summary; [`run`] drives the
+//! clients.
+
+pub mod run;
+pub mod stats;
+pub mod workload;
+pub mod zipf;
+
+pub use run::Limit;
+pub use run::{BenchConfig, BenchError, run_bench};
+pub use stats::{BenchSummary, OpKind, OpSummary, Setup, Stats};
+pub use workload::{Distribution, KeyChooser, Workload, key_name};
+pub use zipf::ZipfianGenerator;

@@ -1,0 +1,332 @@
+//! Latencies and outcomes of a run: per-operation HdrHistograms, errors by kind, siblings,
+//! and the summary printed as a table and as one JSON line.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use hdrhistogram::Histogram;
+use serde::Serialize;
+
+/// Highest latency recorded exactly (µs); slower operations count as this (60 s, above
+/// any request timeout).
+const MAX_LATENCY_US: u64 = 60_000_000;
+
+/// One kind of operation.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum OpKind {
+    /// A get of an existing record.
+    Read,
+    /// A blind put over an existing record.
+    Update,
+    /// A put of a new record.
+    Insert,
+}
+
+impl OpKind {
+    /// Every kind, in report order.
+    pub const ALL: [OpKind; 3] = [OpKind::Read, OpKind::Update, OpKind::Insert];
+
+    /// The name in the report.
+    pub fn name(self) -> &'static str {
+        match self {
+            OpKind::Read => "read",
+            OpKind::Update => "update",
+            OpKind::Insert => "insert",
+        }
+    }
+
+    fn index(self) -> usize {
+        self as usize
+    }
+}
+
+/// What one client (or, merged, the whole run) measured.
+#[derive(Clone, Debug)]
+pub struct Stats {
+    latencies: [Histogram<u64>; 3],
+    errors: BTreeMap<String, u64>,
+    siblings: u64,
+    not_found: u64,
+}
+
+impl Default for Stats {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Stats {
+    /// Empty statistics (µs, 3 significant digits).
+    pub fn new() -> Self {
+        let histogram = || {
+            Histogram::new_with_bounds(1, MAX_LATENCY_US, 3)
+                // The bounds are constants that hdrhistogram accepts.
+                .expect("valid histogram bounds")
+        };
+        Stats {
+            latencies: [histogram(), histogram(), histogram()],
+            errors: BTreeMap::new(),
+            siblings: 0,
+            not_found: 0,
+        }
+    }
+
+    /// A successful operation that took `took`.
+    pub fn record(&mut self, op: OpKind, took: Duration) {
+        let micros = u64::try_from(took.as_micros()).unwrap_or(u64::MAX).max(1);
+        self.latencies[op.index()].saturating_record(micros);
+    }
+
+    /// A failed operation, by error kind.
+    pub fn error(&mut self, kind: &str) {
+        *self.errors.entry(kind.to_owned()).or_default() += 1;
+    }
+
+    /// A read that returned siblings.
+    pub fn sibling_read(&mut self) {
+        self.siblings += 1;
+    }
+
+    /// A read that found no value.
+    pub fn not_found(&mut self) {
+        self.not_found += 1;
+    }
+
+    /// Successful operations of every kind.
+    pub fn ok_ops(&self) -> u64 {
+        self.latencies.iter().map(Histogram::len).sum()
+    }
+
+    /// Failed operations.
+    pub fn error_ops(&self) -> u64 {
+        self.errors.values().sum()
+    }
+
+    /// Adds another client's figures.
+    pub fn merge(&mut self, other: &Stats) {
+        for (mine, theirs) in self.latencies.iter_mut().zip(&other.latencies) {
+            // Same bounds on both sides, so adding cannot fail.
+            let _ = mine.add(theirs);
+        }
+        for (kind, n) in &other.errors {
+            *self.errors.entry(kind.clone()).or_default() += n;
+        }
+        self.siblings += other.siblings;
+        self.not_found += other.not_found;
+    }
+
+    /// The summary of a measured phase of `elapsed` under `setup`.
+    pub fn summary(&self, setup: &Setup, elapsed: Duration) -> BenchSummary {
+        let ops = self.ok_ops() + self.error_ops();
+        let secs = elapsed.as_secs_f64();
+        let per_op = OpKind::ALL
+            .iter()
+            .filter(|op| !self.latencies[op.index()].is_empty())
+            .map(|op| {
+                let h = &self.latencies[op.index()];
+                let summary = OpSummary {
+                    ops: h.len(),
+                    p50_us: h.value_at_quantile(0.5),
+                    p99_us: h.value_at_quantile(0.99),
+                    p999_us: h.value_at_quantile(0.999),
+                    max_us: h.max(),
+                };
+                (op.name().to_owned(), summary)
+            })
+            .collect();
+        BenchSummary {
+            bench: "ycsb-http",
+            workload: setup.workload.clone(),
+            distribution: setup.distribution.clone(),
+            records: setup.records,
+            value_size: setup.value_size,
+            concurrency: setup.concurrency,
+            nodes: setup.nodes,
+            duration_s: round3(secs),
+            ops,
+            ops_per_sec: if secs > 0.0 {
+                round3(ops as f64 / secs)
+            } else {
+                0.0
+            },
+            latency_us: per_op,
+            errors: self.errors.clone(),
+            siblings: self.siblings,
+            not_found: self.not_found,
+            load_errors: setup.load_errors,
+        }
+    }
+}
+
+fn round3(x: f64) -> f64 {
+    (x * 1000.0).round() / 1000.0
+}
+
+/// The settings of a run as they appear in the summary.
+#[derive(Clone, Debug, Default)]
+pub struct Setup {
+    /// Workload name.
+    pub workload: String,
+    /// Key distribution name.
+    pub distribution: String,
+    /// Records in the keyspace.
+    pub records: u64,
+    /// Bytes per value.
+    pub value_size: usize,
+    /// Concurrent clients.
+    pub concurrency: usize,
+    /// Nodes the clients talk to.
+    pub nodes: usize,
+    /// Failed inserts of the load phase.
+    pub load_errors: u64,
+}
+
+/// Latency percentiles of one operation kind (µs).
+#[derive(Clone, Debug, PartialEq, Serialize, serde::Deserialize)]
+pub struct OpSummary {
+    /// Successful operations.
+    pub ops: u64,
+    /// Median.
+    pub p50_us: u64,
+    /// 99th percentile.
+    pub p99_us: u64,
+    /// 99.9th percentile.
+    pub p999_us: u64,
+    /// Slowest.
+    pub max_us: u64,
+}
+
+/// The result of a run; serialized as the `{"bench":...}` JSON line (field order kept).
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct BenchSummary {
+    /// What kind of benchmark (first, so the line is easy to grep).
+    pub bench: &'static str,
+    /// Workload name.
+    pub workload: String,
+    /// Key distribution name.
+    pub distribution: String,
+    /// Records in the keyspace.
+    pub records: u64,
+    /// Bytes per value.
+    pub value_size: usize,
+    /// Concurrent clients.
+    pub concurrency: usize,
+    /// Nodes the clients talk to.
+    pub nodes: usize,
+    /// Length of the measured phase (s).
+    pub duration_s: f64,
+    /// Operations of the measured phase, failed ones included.
+    pub ops: u64,
+    /// `ops / duration_s`.
+    pub ops_per_sec: f64,
+    /// Percentiles of the successful operations, by kind.
+    pub latency_us: BTreeMap<String, OpSummary>,
+    /// Failed operations by error kind (`transport` when no answer came).
+    pub errors: BTreeMap<String, u64>,
+    /// Reads that returned siblings.
+    pub siblings: u64,
+    /// Reads that found no value.
+    pub not_found: u64,
+    /// Failed inserts of the load phase.
+    pub load_errors: u64,
+}
+
+impl BenchSummary {
+    /// The one-line JSON form, starting with `{"bench":`.
+    pub fn json_line(&self) -> String {
+        serde_json::to_string(self)
+            .unwrap_or_else(|e| format!("{{\"bench\":null,\"error\":\"{e}\"}}"))
+    }
+
+    /// The human-readable table.
+    pub fn table(&self) -> String {
+        let mut out = format!(
+            "workload {} ({}), {} records of {} B, {} clients, {} nodes\n",
+            self.workload,
+            self.distribution,
+            self.records,
+            self.value_size,
+            self.concurrency,
+            self.nodes
+        );
+        out.push_str(&format!(
+            "{} ops in {:.2} s: {:.1} ops/s\n",
+            self.ops, self.duration_s, self.ops_per_sec
+        ));
+        out.push_str(&format!(
+            "{:<8} {:>9} {:>10} {:>10} {:>10} {:>10}\n",
+            "op", "ok", "p50 µs", "p99 µs", "p99.9 µs", "max µs"
+        ));
+        for (name, op) in &self.latency_us {
+            out.push_str(&format!(
+                "{:<8} {:>9} {:>10} {:>10} {:>10} {:>10}\n",
+                name, op.ops, op.p50_us, op.p99_us, op.p999_us, op.max_us
+            ));
+        }
+        if self.errors.is_empty() {
+            out.push_str("errors: none\n");
+        } else {
+            let list: Vec<String> = self
+                .errors
+                .iter()
+                .map(|(k, n)| format!("{k} {n}"))
+                .collect();
+            out.push_str(&format!("errors: {}\n", list.join(", ")));
+        }
+        out.push_str(&format!(
+            "siblings seen: {}, reads not found: {}, load errors: {}\n",
+            self.siblings, self.not_found, self.load_errors
+        ));
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn percentiles_errors_and_siblings_add_up_across_clients() {
+        let mut a = Stats::new();
+        let mut b = Stats::new();
+        for us in 1..=1000u64 {
+            a.record(OpKind::Read, Duration::from_micros(us));
+        }
+        b.record(OpKind::Update, Duration::from_millis(5));
+        b.error("transport");
+        b.error("insufficient_acks");
+        a.error("transport");
+        a.sibling_read();
+        b.not_found();
+        a.merge(&b);
+        assert_eq!((a.ok_ops(), a.error_ops()), (1001, 3));
+        let setup = Setup {
+            workload: "a".into(),
+            distribution: "zipfian".into(),
+            ..Setup::default()
+        };
+        let s = a.summary(&setup, Duration::from_secs(2));
+        assert_eq!(s.ops, 1004);
+        assert_eq!(s.ops_per_sec, 502.0);
+        let read = &s.latency_us["read"];
+        assert_eq!(read.ops, 1000);
+        assert!((495..=505).contains(&read.p50_us), "{read:?}");
+        assert!((985..=995).contains(&read.p99_us), "{read:?}");
+        assert!((999..=1001).contains(&read.max_us), "{read:?}");
+        assert!(!s.latency_us.contains_key("insert"));
+        assert_eq!(s.errors["transport"], 2);
+        assert_eq!((s.siblings, s.not_found), (1, 1));
+        let line = s.json_line();
+        assert!(line.starts_with("{\"bench\":"), "{line}");
+        let parsed: serde_json::Value = serde_json::from_str(&line).unwrap();
+        assert_eq!(parsed["latency_us"]["update"]["ops"], 1);
+        assert!(s.table().contains("transport 2"));
+    }
+
+    #[test]
+    fn an_empty_run_reports_zero_rates() {
+        let s = Stats::new().summary(&Setup::default(), Duration::ZERO);
+        assert_eq!((s.ops, s.ops_per_sec), (0, 0.0));
+        assert!(s.latency_us.is_empty());
+    }
+}
