@@ -1,10 +1,12 @@
 //! End to end: real node processes through `TestCluster`, the client subcommands against them,
 //! and the `cluster` subcommand as a black box.
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Output, Stdio};
+mod common;
+
+use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
+use common::{children_of, is_gone, start_cluster_command};
 use dynamo_node::core::membership::Status;
 use dynamo_node::http::HttpClient;
 use dynamo_node::testing::{TestCluster, wait_until};
@@ -187,23 +189,6 @@ async fn a_paused_node_becomes_suspect_and_alive_again_after_resume() {
     cluster.wait_converged().await;
 }
 
-/// The pids of the children of `pid`, whichever of its threads started them.
-fn children_of(pid: u32) -> Vec<u32> {
-    let mut kids = Vec::new();
-    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
-        return kids;
-    };
-    for task in tasks.flatten() {
-        if let Ok(list) = std::fs::read_to_string(task.path().join("children")) {
-            kids.extend(
-                list.split_whitespace()
-                    .filter_map(|p| p.parse::<u32>().ok()),
-            );
-        }
-    }
-    kids
-}
-
 fn node_pid(cluster: u32, name: &str) -> Option<u32> {
     children_of(cluster).into_iter().find(|&p| {
         std::fs::read(format!("/proc/{p}/cmdline"))
@@ -212,62 +197,11 @@ fn node_pid(cluster: u32, name: &str) -> Option<u32> {
     })
 }
 
-/// Gone, or a zombie waiting for init to reap it.
-fn is_gone(pid: u32) -> bool {
-    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        Err(_) => true,
-        Ok(stat) => stat
-            .rsplit_once(") ")
-            .is_some_and(|(_, rest)| rest.starts_with('Z')),
-    }
-}
-
-/// SIGKILLs the cluster command if the test fails midway; its nodes die with it.
-struct KillOnDrop(Child);
-
-impl Drop for KillOnDrop {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_cluster_subcommand_prints_addresses_restarts_crashes_and_stops_on_sigint() {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_dynamo-node"))
-        .args(["cluster", "--nodes", "3", "--gossip-interval-ms", "200"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .unwrap();
-    let pid = child.id();
-    let stdout = child.stdout.take().unwrap();
-    let mut guard = KillOnDrop(child);
-    let lines = tokio::task::spawn_blocking(move || {
-        let mut lines = Vec::new();
-        for line in BufReader::new(stdout).lines() {
-            let line = line.unwrap();
-            let last = line.starts_with("Ctrl-C stops");
-            lines.push(line);
-            if last {
-                break;
-            }
-        }
-        lines
-    });
-    let lines = tokio::time::timeout(Duration::from_secs(90), lines)
-        .await
-        .expect("the cluster printed its addresses in time")
-        .unwrap();
-    assert!(
-        lines.iter().any(|l| l.starts_with("Ctrl-C stops")),
-        "`dynamo-node cluster` exited before it was up (its stderr is above): {lines:?}"
-    );
-    let urls: Vec<String> = lines
-        .iter()
-        .filter(|l| l.starts_with('n'))
-        .map(|l| l.split_whitespace().nth(1).unwrap().to_string())
-        .collect();
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_dynamo-node"));
+    cmd.args(["cluster", "--nodes", "3", "--gossip-interval-ms", "200"]);
+    let (mut guard, pid, lines, urls) = start_cluster_command(cmd, Duration::from_secs(90)).await;
     assert_eq!(urls.len(), 3, "{lines:?}");
     for url in &urls {
         let health = HttpClient::new(url.clone()).health().await.unwrap();

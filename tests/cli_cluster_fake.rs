@@ -3,11 +3,13 @@
 //! cluster command itself (addresses, convergence wait, crash restarts, Ctrl-C) without the
 //! node runtime; `cli_cluster.rs` runs the same against real nodes.
 
-use std::io::{BufRead, BufReader};
+mod common;
+
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
+use common::{children_of, is_gone, start_cluster_command};
 use dynamo_node::http::HttpClient;
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
@@ -44,48 +46,11 @@ fn fake_binary(dir: &Path, members: &str) -> PathBuf {
     script
 }
 
-/// SIGKILLs the cluster command if the test fails midway; its nodes die with it.
-struct KillOnDrop(Child);
-
-impl Drop for KillOnDrop {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-/// The pids of the children of `pid`, whichever of its threads started them.
-fn children_of(pid: u32) -> Vec<u32> {
-    let mut kids = Vec::new();
-    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
-        return kids;
-    };
-    for task in tasks.flatten() {
-        if let Ok(list) = std::fs::read_to_string(task.path().join("children")) {
-            kids.extend(
-                list.split_whitespace()
-                    .filter_map(|p| p.parse::<u32>().ok()),
-            );
-        }
-    }
-    kids
-}
-
 /// The fake node gets its arguments through the environment (see `fake_binary`).
 fn environ(pid: u32) -> String {
     std::fs::read(format!("/proc/{pid}/environ"))
         .map(|b| String::from_utf8_lossy(&b).replace('\0', " "))
         .unwrap_or_default()
-}
-
-/// Gone, or a zombie waiting for init to reap it.
-fn is_gone(pid: u32) -> bool {
-    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        Err(_) => true,
-        Ok(stat) => stat
-            .rsplit_once(") ")
-            .is_some_and(|(_, rest)| rest.starts_with('Z')),
-    }
 }
 
 /// The script wrapping the fake node forks nothing (`exec`): the child is the node.
@@ -110,46 +75,12 @@ async fn cluster_prints_addresses_restarts_a_crashed_node_and_stops_on_sigint() 
     std::fs::create_dir_all(&dir).unwrap();
     let binary = fake_binary(&dir, "n1 n2 n3");
     let log_dir = dir.join("logs");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_dynamo-node"))
-        .args(["cluster", "--nodes", "3", "--n", "3", "--binary"])
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_dynamo-node"));
+    cmd.args(["cluster", "--nodes", "3", "--n", "3", "--binary"])
         .arg(&binary)
         .arg("--log-dir")
-        .arg(&log_dir)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .unwrap();
-    let pid = child.id();
-    let stdout = child.stdout.take().unwrap();
-    let mut guard = KillOnDrop(child);
-
-    // The reader stops at the last line and closes the pipe: the cluster's later output
-    // must not make it fail.
-    let lines = tokio::task::spawn_blocking(move || {
-        let mut lines = Vec::new();
-        for line in BufReader::new(stdout).lines() {
-            let line = line.unwrap();
-            let last = line.starts_with("Ctrl-C stops");
-            lines.push(line);
-            if last {
-                break;
-            }
-        }
-        lines
-    });
-    let lines = tokio::time::timeout(Duration::from_secs(60), lines)
-        .await
-        .expect("the cluster came up in time")
-        .unwrap();
-    assert!(
-        lines.iter().any(|l| l.starts_with("Ctrl-C stops")),
-        "the cluster exited early: {lines:?}"
-    );
-    let urls: Vec<String> = lines
-        .iter()
-        .filter(|l| l.starts_with('n'))
-        .map(|l| l.split_whitespace().nth(1).unwrap().to_string())
-        .collect();
+        .arg(&log_dir);
+    let (mut guard, pid, lines, urls) = start_cluster_command(cmd, Duration::from_secs(60)).await;
     assert_eq!(urls.len(), 3, "{lines:?}");
     for (i, url) in urls.iter().enumerate() {
         assert!(
