@@ -71,14 +71,7 @@ async fn carts_filled_on_both_sides_of_a_partition_merge_without_losing_an_item(
         ])
         .start()
         .await;
-    let key = (0..1000)
-        .map(|i| format!("cart:{i}"))
-        .find(|key| {
-            let mut owners = cluster.preference(key.as_bytes())[..3].to_vec();
-            owners.sort_unstable();
-            owners == [3, 4, 5]
-        })
-        .expect("some cart is owned by n3, n4 and n5");
+    let key = cluster.key_owned_by("cart:", &[3, 4, 5]);
     let key = key.as_bytes();
 
     let (left, right) = (cluster.client(1), cluster.client(4));

@@ -32,14 +32,7 @@ async fn a_write_acknowledged_while_its_owners_were_dead_is_readable_after_the_h
         .start()
         .await;
     // A key owned by n3, n4 and n5 on the whole ring; n1 and n2 are its fallbacks.
-    let key = (0..1000)
-        .map(|i| format!("stranded-{i}"))
-        .find(|key| {
-            let mut owners = cluster.preference(key.as_bytes())[..3].to_vec();
-            owners.sort_unstable();
-            owners == [3, 4, 5]
-        })
-        .expect("some key is owned by n3, n4 and n5");
+    let key = cluster.key_owned_by("stranded-", &[3, 4, 5]);
     let key = key.as_bytes();
 
     cluster.partition(&[&[1, 2], &[3, 4, 5]]);

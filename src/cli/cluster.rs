@@ -264,15 +264,9 @@ mod tests {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn the_supervisor_restarts_a_crashed_node_but_not_a_stopped_one() {
-        use crate::process::testutil::{fake_binary, scratch};
+        use crate::process::testutil::{fake_local_cluster, scratch};
         let dir = scratch("supervise");
-        let mut cluster = LocalCluster::builder()
-            .nodes(3)
-            .binary(fake_binary(&dir, &["n1", "n2", "n3"]))
-            .log_dir(dir.join("logs"))
-            .start()
-            .await
-            .unwrap();
+        let mut cluster = fake_local_cluster(&dir, &["n1", "n2", "n3"]).await;
         let crashed = cluster.pid(2).unwrap().unwrap();
         nix::sys::signal::kill(
             nix::unistd::Pid::from_raw(crashed as i32),

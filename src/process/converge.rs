@@ -192,15 +192,9 @@ mod tests {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn fake_nodes_that_list_everyone_converge_and_a_missing_member_is_reported() {
-        use crate::process::testutil::{fake_binary, scratch};
+        use crate::process::testutil::{fake_local_cluster, scratch};
         let dir = scratch("converge");
-        let mut cluster = LocalCluster::builder()
-            .nodes(3)
-            .binary(fake_binary(&dir, &["n1", "n2", "n3"]))
-            .log_dir(dir.join("logs"))
-            .start()
-            .await
-            .unwrap();
+        let mut cluster = fake_local_cluster(&dir, &["n1", "n2", "n3"]).await;
         cluster
             .wait_converged(Duration::from_secs(20))
             .await
@@ -213,13 +207,7 @@ mod tests {
             .unwrap();
         drop(cluster);
 
-        let mut partial = LocalCluster::builder()
-            .nodes(3)
-            .binary(fake_binary(&dir, &["n1", "n2"]))
-            .log_dir(dir.join("logs"))
-            .start()
-            .await
-            .unwrap();
+        let mut partial = fake_local_cluster(&dir, &["n1", "n2"]).await;
         let err = partial
             .wait_converged(Duration::from_millis(300))
             .await

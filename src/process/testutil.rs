@@ -93,3 +93,14 @@ pub(crate) fn scratch(tag: &str) -> PathBuf {
 pub(crate) fn exists(pid: u32) -> bool {
     nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), None).is_ok()
 }
+
+/// Three fake nodes listing `members` as alive, logging under `dir`.
+pub(crate) async fn fake_local_cluster(dir: &Path, members: &[&str]) -> super::LocalCluster {
+    super::LocalCluster::builder()
+        .nodes(3)
+        .binary(fake_binary(dir, members))
+        .log_dir(dir.join("logs"))
+        .start()
+        .await
+        .expect("fake nodes start")
+}

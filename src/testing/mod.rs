@@ -258,6 +258,25 @@ impl TestCluster {
             .collect()
     }
 
+    /// The first key `{prefix}{i}` (i < 10,000) whose first `owners.len()` preferred nodes are
+    /// exactly `owners` (1-based, any order), for tests that cut a key's owners off.
+    pub fn key_owned_by(&self, prefix: &str, owners: &[usize]) -> String {
+        let mut wanted = owners.to_vec();
+        wanted.sort_unstable();
+        (0..10_000)
+            .map(|i| format!("{prefix}{i}"))
+            .find(|key| {
+                let mut first: Vec<usize> = self
+                    .preference(key.as_bytes())
+                    .into_iter()
+                    .take(wanted.len())
+                    .collect();
+                first.sort_unstable();
+                first == wanted
+            })
+            .unwrap_or_else(|| panic!("no key {prefix}* is owned by exactly {owners:?}"))
+    }
+
     /// What node `observer` says about node `node` (`None`: no answer, or it does not know it).
     /// Never ask a paused node: the request would wait for its client timeout.
     pub async fn member_seen_by(&self, observer: usize, node: usize) -> Option<MemberInfo> {
