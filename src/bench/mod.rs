@@ -1,4 +1,4 @@
-//! `dynamo-node bench`: YCSB-style workloads against a cluster over HTTP.
+//! `dynamo-node bench`: YCSB-style workloads against a cluster, over HTTP or the native client.
 //!
 //! The choice of operations and keys ([`workload`], [`zipf`]) is pure and seeded, so it is
 //! tested without a cluster; [`stats`] turns latencies into the summary; [`run`] drives the
@@ -6,11 +6,13 @@
 
 pub mod run;
 pub mod stats;
+pub mod target;
 pub mod workload;
 pub mod zipf;
 
 pub use run::Limit;
-pub use run::{BenchConfig, BenchError, run_bench};
+pub use run::{BenchConfig, BenchError, run_bench, run_with};
 pub use stats::{BenchSummary, OpKind, OpSummary, Setup, Stats};
+pub use target::{BenchClient, ServiceClient};
 pub use workload::{Distribution, KeyChooser, Workload, key_name};
 pub use zipf::ZipfianGenerator;

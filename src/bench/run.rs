@@ -1,5 +1,9 @@
 //! Drives the benchmark: a load phase, then the measured phase, with C concurrent clients
-//! that each go round-robin over the nodes.
+//! that each go round-robin over the nodes (or share one native client, which routes itself).
+//!
+//! Updates write with the newest context the run has seen for the record (from any client's
+//! read or write), as an application that keeps its contexts would. Blind updates would turn
+//! every update into a sibling and measure sibling growth instead of the store.
 
 use std::io::IsTerminal;
 use std::sync::Arc;
@@ -7,13 +11,15 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use dashmap::DashMap;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
 use super::stats::{BenchSummary, OpKind, Setup, Stats};
+use super::target::BenchClient;
 use super::workload::{Distribution, KeyChooser, Workload, key_name};
-use crate::api::GetResult;
-use crate::http::{HttpClient, HttpError};
+use crate::api::{Context, GetResult};
+use crate::http::HttpClient;
 
 /// When the measured phase ends.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -81,8 +87,10 @@ impl BenchConfig {
 }
 
 /// What all clients of one phase share.
-struct Shared {
-    clients: Vec<HttpClient>,
+struct Shared<C> {
+    clients: Vec<C>,
+    /// The newest context seen per record index, for updates.
+    contexts: Arc<DashMap<u64, Context>>,
     workload: Workload,
     chooser: KeyChooser,
     value: Bytes,
@@ -98,27 +106,44 @@ struct Shared {
     failed: AtomicU64,
 }
 
-/// Runs the load phase (unless skipped) and the measured phase; `stop` ends the measured
-/// phase early (Ctrl-C), which is still reported.
+/// Runs the load phase (unless skipped) and the measured phase over HTTP against
+/// `config.urls`; `stop` ends the measured phase early (Ctrl-C), which is still reported.
 pub async fn run_bench(
     config: &BenchConfig,
     stop: Arc<AtomicBool>,
 ) -> Result<BenchSummary, BenchError> {
     config.validate()?;
     let clients: Vec<HttpClient> = config.urls.iter().map(HttpClient::new).collect();
+    run_with(config, clients, "http", stop).await
+}
+
+/// Runs the benchmark through `clients` (taken round-robin); `via` names them in the report.
+pub async fn run_with<C: BenchClient>(
+    config: &BenchConfig,
+    clients: Vec<C>,
+    via: &str,
+    stop: Arc<AtomicBool>,
+) -> Result<BenchSummary, BenchError> {
+    config.validate()?;
+    if clients.is_empty() {
+        return Err(BenchError::NoNodes);
+    }
+    let contexts = Arc::new(DashMap::new());
     let mut setup = Setup {
         workload: config.workload.to_string(),
         distribution: config.distribution.to_string(),
         records: config.records,
         value_size: config.value_size,
         concurrency: config.concurrency,
-        nodes: clients.len(),
+        nodes: config.urls.len(),
+        client: via.to_string(),
         load_errors: 0,
     };
     let value = Bytes::from(vec![b'x'; config.value_size]);
     let shared = |deadline, remaining, next_insert| {
         Arc::new(Shared {
             clients: clients.clone(),
+            contexts: contexts.clone(),
             workload: config.workload,
             chooser: KeyChooser::new(config.distribution, config.records),
             value: value.clone(),
@@ -158,9 +183,9 @@ pub async fn run_bench(
 }
 
 /// Runs `concurrency` clients until the phase ends, with a progress reporter beside them.
-async fn phase(
+async fn phase<C: BenchClient>(
     config: &BenchConfig,
-    shared: &Arc<Shared>,
+    shared: &Arc<Shared<C>>,
     name: &'static str,
     load: bool,
 ) -> Stats {
@@ -197,7 +222,7 @@ async fn phase(
 }
 
 /// Inserts records until the load phase has inserted them all.
-async fn load_client(id: usize, shared: &Shared) -> Stats {
+async fn load_client<C: BenchClient>(id: usize, shared: &Shared<C>) -> Stats {
     let mut stats = Stats::new();
     let mut turn = id;
     loop {
@@ -209,20 +234,17 @@ async fn load_client(id: usize, shared: &Shared) -> Stats {
         turn += 1;
         let started = Instant::now();
         let outcome = node
-            .put(key_name(index).as_bytes(), shared.value.clone(), None, None)
-            .await;
-        count(
-            shared,
-            &mut stats,
-            OpKind::Insert,
-            started,
-            outcome.map(|_| ()),
-        );
+            .put(key_name(index).into(), shared.value.clone(), None)
+            .await
+            .map(|context| {
+                shared.contexts.insert(index, context);
+            });
+        count(shared, &mut stats, OpKind::Insert, started, outcome);
     }
 }
 
 /// One client of the measured phase.
-async fn client(id: usize, shared: &Shared, mut rng: StdRng) -> Stats {
+async fn client<C: BenchClient>(id: usize, shared: &Shared<C>, mut rng: StdRng) -> Stats {
     let mut stats = Stats::new();
     let mut turn = id;
     loop {
@@ -242,54 +264,58 @@ async fn client(id: usize, shared: &Shared, mut rng: StdRng) -> Stats {
             OpKind::Insert => shared.next_insert.fetch_add(1, Ordering::Relaxed),
             _ => shared.chooser.pick(rng.random()),
         };
-        let key = key_name(index);
+        let key = key_name(index).into();
         let started = Instant::now();
         let outcome = match op {
-            OpKind::Read => node.get(key.as_bytes(), None).await.map(|got| match got {
-                GetResult::Siblings { .. } => stats.sibling_read(),
-                GetResult::NotFound { .. } => stats.not_found(),
-                GetResult::Value { .. } => {}
+            OpKind::Read => node.get(key).await.map(|got| {
+                match &got {
+                    GetResult::Siblings { .. } => stats.sibling_read(),
+                    GetResult::NotFound { .. } => stats.not_found(),
+                    GetResult::Value { .. } => {}
+                }
+                shared.remember(index, got.context());
             }),
-            OpKind::Update | OpKind::Insert => node
-                .put(key.as_bytes(), shared.value.clone(), None, None)
-                .await
-                .map(|_| ()),
+            OpKind::Update | OpKind::Insert => {
+                let context = shared.contexts.get(&index).map(|c| c.clone());
+                node.put(key, shared.value.clone(), context)
+                    .await
+                    .map(|context| shared.remember(index, &context))
+            }
         };
         count(shared, &mut stats, op, started, outcome);
     }
 }
 
+impl<C> Shared<C> {
+    /// Keeps `context` as the record's newest unless it is empty (a miss teaches nothing).
+    fn remember(&self, index: u64, context: &Context) {
+        if !context.is_empty() {
+            self.contexts.insert(index, context.clone());
+        }
+    }
+}
+
 /// Records one finished operation.
-fn count(
-    shared: &Shared,
+fn count<C>(
+    shared: &Shared<C>,
     stats: &mut Stats,
     op: OpKind,
     started: Instant,
-    outcome: Result<(), HttpError>,
+    outcome: Result<(), String>,
 ) {
     match outcome {
         Ok(()) => stats.record(op, started.elapsed()),
-        Err(e) => {
-            stats.error(error_kind(&e));
+        Err(kind) => {
+            stats.error(&kind);
             shared.failed.fetch_add(1, Ordering::Relaxed);
         }
     }
     shared.done.fetch_add(1, Ordering::Relaxed);
 }
 
-/// The kind an error is counted under: the API's kind, else what went wrong.
-pub fn error_kind(e: &HttpError) -> &str {
-    match e {
-        HttpError::Api { kind, .. } => kind,
-        HttpError::Transport(_) => "transport",
-        HttpError::Decode(_) => "decode",
-        HttpError::InvalidKey(_) => "invalid_key",
-    }
-}
-
 /// Prints the phase's progress: a rewritten line twice a second on a terminal, else a line
 /// every five seconds (logs stay readable).
-async fn report_progress(shared: Arc<Shared>, phase: &'static str) {
+async fn report_progress<C>(shared: Arc<Shared<C>>, phase: &'static str) {
     let terminal = std::io::stderr().is_terminal();
     let every = Duration::from_millis(if terminal { 500 } else { 5000 });
     let started = Instant::now();
@@ -347,6 +373,63 @@ mod tests {
         assert_eq!(c.validate(), Err(BenchError::Zero("records")));
         c.workload = Workload::W;
         assert_eq!(c.validate(), Ok(()));
+    }
+
+    /// Counts writes that came without a context although one had been handed out.
+    #[derive(Clone, Default)]
+    struct Recorder {
+        handed_out: Arc<DashMap<Vec<u8>, Context>>,
+        blind_after_context: Arc<AtomicU64>,
+        with_context: Arc<AtomicU64>,
+    }
+
+    impl BenchClient for Recorder {
+        async fn get(&self, key: crate::core::ids::Key) -> Result<GetResult, String> {
+            let context = self.handed_out.get(key.as_ref()).map(|c| c.clone());
+            Ok(GetResult::Value {
+                value: Bytes::from_static(b"v"),
+                context: context.unwrap_or_default(),
+            })
+        }
+
+        async fn put(
+            &self,
+            key: crate::core::ids::Key,
+            _value: Bytes,
+            context: Option<Context>,
+        ) -> Result<Context, String> {
+            let known = self.handed_out.contains_key(key.as_ref());
+            match (known, &context) {
+                (true, None) => self.blind_after_context.fetch_add(1, Ordering::Relaxed),
+                (_, Some(_)) => self.with_context.fetch_add(1, Ordering::Relaxed),
+                _ => 0,
+            };
+            let mut clock = crate::core::vclock::VClock::new();
+            clock.increment(&crate::core::ids::ActorId::new(crate::core::ids::NodeId::new("n1"), 1), 0);
+            let next = Context::from_clock(clock);
+            self.handed_out.insert(key.to_vec(), next.clone());
+            Ok(next)
+        }
+    }
+
+    #[tokio::test]
+    async fn updates_carry_the_newest_context_seen_for_their_record() {
+        let mut c = config();
+        c.load = true;
+        c.limit = Limit::Ops(200);
+        let recorder = Recorder::default();
+        let summary = run_with(
+            &c,
+            vec![recorder.clone()],
+            "fake",
+            Arc::new(AtomicBool::new(false)),
+        )
+        .await
+        .unwrap();
+        assert_eq!(summary.bench, "ycsb-fake");
+        assert!(summary.latency_us.contains_key("update"), "{summary:?}");
+        assert_eq!(recorder.blind_after_context.load(Ordering::Relaxed), 0);
+        assert!(recorder.with_context.load(Ordering::Relaxed) > 0);
     }
 
     #[tokio::test]

@@ -16,7 +16,7 @@ const MAX_LATENCY_US: u64 = 60_000_000;
 pub enum OpKind {
     /// A get of an existing record.
     Read,
-    /// A blind put over an existing record.
+    /// A put over an existing record, with the newest context seen for it.
     Update,
     /// A put of a new record.
     Insert,
@@ -135,7 +135,7 @@ impl Stats {
             })
             .collect();
         BenchSummary {
-            bench: "ycsb-http",
+            bench: format!("ycsb-{}", setup.client),
             workload: setup.workload.clone(),
             distribution: setup.distribution.clone(),
             records: setup.records,
@@ -177,6 +177,8 @@ pub struct Setup {
     pub concurrency: usize,
     /// Nodes the clients talk to.
     pub nodes: usize,
+    /// How the clients reach the nodes: `http` or `native`.
+    pub client: String,
     /// Failed inserts of the load phase.
     pub load_errors: u64,
 }
@@ -199,8 +201,9 @@ pub struct OpSummary {
 /// The result of a run; serialized as the `{"bench":...}` JSON line (field order kept).
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct BenchSummary {
-    /// What kind of benchmark (first, so the line is easy to grep).
-    pub bench: &'static str,
+    /// What kind of benchmark and through which client, e.g. `ycsb-native` (first, so the
+    /// line is easy to grep).
+    pub bench: String,
     /// Workload name.
     pub workload: String,
     /// Key distribution name.
@@ -241,7 +244,8 @@ impl BenchSummary {
     /// The human-readable table.
     pub fn table(&self) -> String {
         let mut out = format!(
-            "workload {} ({}), {} records of {} B, {} clients, {} nodes\n",
+            "{}: workload {} ({}), {} records of {} B, {} clients, {} nodes\n",
+            self.bench,
             self.workload,
             self.distribution,
             self.records,
