@@ -181,7 +181,8 @@ impl ClusterState {
             if self.shared.peers.connected(&member.node) {
                 self.backoff.remove(&addr);
             } else {
-                let first = if self.shared.me < member.node {
+                // Nodes never dial a client (it is not a member), so a client dials at once.
+                let first = if self.shared.me < member.node || !self.shared.storing {
                     now
                 } else {
                     now + DIAL_GRACE

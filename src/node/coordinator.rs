@@ -91,6 +91,16 @@ impl Actor for CoordinatorActor {
                     let _ = reply.send(Payload::ok(answer));
                 });
             }
+            CoordinatorMsg::Read(Payload(read), reply) => {
+                let shared = Arc::clone(shared);
+                tokio::spawn(async move {
+                    let answer = match read {
+                        Ok(read) => read_set(&shared, read.key, read.r).await,
+                        Err(e) => Err(ClientError::Internal(e)),
+                    };
+                    let _ = reply.send(Payload::ok(answer));
+                });
+            }
         }
         Ok(())
     }
@@ -179,6 +189,17 @@ pub async fn read(
     key: Key,
     r: Option<usize>,
 ) -> Result<GetResult, ClientError> {
+    read_set(shared, key, r)
+        .await
+        .map(|set| GetResult::from_set(&set))
+}
+
+/// [`read`], answering with the merged set of the replies.
+pub async fn read_set(
+    shared: &Arc<NodeShared>,
+    key: Key,
+    r: Option<usize>,
+) -> Result<VersionSet, ClientError> {
     validate_key(&key)?;
     let quorum = **shared.quorum.load();
     let r = quorum_size(r, quorum.r, quorum.n, "r")?;
@@ -223,7 +244,7 @@ pub async fn read(
             for (_, set) in &replies {
                 merged.merge(set);
             }
-            Ok(GetResult::from_set(&merged))
+            Ok(merged)
         }
         Ok(Err(shortfall)) => Err(ClientError::InsufficientReplies(shortfall)),
         Err(_) => Err(ClientError::Internal(
@@ -429,7 +450,7 @@ fn check_set_size(
 }
 
 /// Sends a write to `node`'s coordinator; `None` when it could not be asked or did not answer.
-async fn forward(
+pub(super) async fn forward(
     shared: &NodeShared,
     node: &NodeId,
     write: ForwardedWrite,

@@ -18,10 +18,12 @@
 
 mod anti_entropy;
 mod client;
+mod client_view;
 mod cluster;
 mod coordinator;
 mod gossip;
 mod metrics;
+mod native;
 mod peers;
 mod replicator;
 mod ring_actor;
@@ -42,6 +44,7 @@ use supervisors::{
 };
 
 pub use client::NodeClient;
+pub use native::{NativeClient, NativeConfig, NativeError, NativeService};
 pub use peers::Role;
 
 use crate::config::{ConfigUpdate, NodeConfig, QuorumConfig};

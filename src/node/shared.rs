@@ -50,6 +50,8 @@ pub struct NodeShared {
     pub metrics: Metrics,
     /// Anti-entropy's digest caches and purge memo.
     pub anti_entropy: AntiEntropyShared,
+    /// False in a native client: it holds no data and takes no ring tokens.
+    pub storing: bool,
     started: Instant,
 }
 
@@ -81,8 +83,21 @@ impl NodeShared {
             peers: Peers::default(),
             metrics: Metrics::default(),
             anti_entropy: AntiEntropyShared::default(),
+            storing: true,
             started: Instant::now(),
         }))
+    }
+
+    /// Shared state of a native client: the same shape, but nothing stored and no ring place.
+    pub fn new_client(
+        config: NodeConfig,
+        incarnation: u64,
+    ) -> Result<Arc<Self>, crate::config::ConfigError> {
+        let mut shared = Self::new(config, incarnation)?;
+        if let Some(inner) = Arc::get_mut(&mut shared) {
+            inner.storing = false;
+        }
+        Ok(shared)
     }
 
     /// Monotonic milliseconds since the node started: the clock of failure detection.

@@ -46,6 +46,9 @@ impl Actor for StorageActor {
                 let answer = put.map(|put| apply(shared, put));
                 let _ = reply.send(Payload(answer));
             }
+            StorageMsg::Ping(payload, reply) => {
+                let _ = reply.send(payload);
+            }
         }
         Ok(())
     }

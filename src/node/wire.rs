@@ -87,6 +87,9 @@ pub enum StorageMsg {
     /// Merge versions (or hold them as a hint); the reply is the ack.
     #[rpc]
     Put(Payload<ReplicaPut>, RpcReplyPort<Payload<()>>),
+    /// Answers with the same bytes: the bare cost of a remote call (`bench transport`).
+    #[rpc]
+    Ping(Payload<Bytes>, RpcReplyPort<Payload<Bytes>>),
 }
 
 /// Messages of a node's Gossip actor.
@@ -117,7 +120,17 @@ pub struct ForwardedWrite {
     pub budget_ms: u64,
 }
 
-/// Messages of a node's Coordinator actor: writes forwarded by nodes outside the key's owners.
+/// A read handed to a node by a native client whose own view could not serve it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ForwardedRead {
+    /// The key.
+    pub key: Key,
+    /// The client's R override.
+    pub r: Option<usize>,
+}
+
+/// Messages of a node's Coordinator actor: requests from nodes outside the key's owners and
+/// from native clients.
 #[derive(RactorClusterMessage)]
 pub enum CoordinatorMsg {
     /// Coordinate this write here; the reply is the client's answer.
@@ -125,6 +138,12 @@ pub enum CoordinatorMsg {
     Write(
         Payload<ForwardedWrite>,
         RpcReplyPort<Payload<Result<Context, ClientError>>>,
+    ),
+    /// Coordinate this read here; the reply is the merged set of R replicas.
+    #[rpc]
+    Read(
+        Payload<ForwardedRead>,
+        RpcReplyPort<Payload<Result<VersionSet, ClientError>>>,
     ),
 }
 
