@@ -1,21 +1,15 @@
-//! The CI benchmark smoke run: the real binary starts its own cluster, loads, runs 400
-//! operations, and prints a JSON line with the figures.
+//! The CI benchmark smoke runs: the real binary starts its own cluster, loads, runs 400
+//! operations over HTTP or through the native client, and prints a JSON line with the figures;
+//! `bench transport` pings a node it starts.
 
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-#[test]
-fn bench_runs_against_a_cluster_it_starts_and_prints_a_json_line() {
+/// Runs `dynamo-node bench ARGS` to the end and returns stdout and its JSON line.
+fn run_bench(args: &[&str]) -> (String, serde_json::Value) {
     let mut child = Command::new(env!("CARGO_BIN_EXE_dynamo-node"))
-        .args([
-            "bench",
-            "--records",
-            "200",
-            "--ops",
-            "400",
-            "--concurrency",
-            "4",
-        ])
+        .arg("bench")
+        .args(args)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
@@ -44,7 +38,13 @@ fn bench_runs_against_a_cluster_it_starts_and_prints_a_json_line() {
         .lines()
         .find(|l| l.starts_with("{\"bench\":"))
         .unwrap_or_else(|| panic!("no JSON line in:\n{stdout}"));
-    let json: serde_json::Value = serde_json::from_str(line).unwrap();
+    let json = serde_json::from_str(line).unwrap();
+    (stdout.to_string(), json)
+}
+
+/// Checks a 400-operation workload A run that went without errors.
+fn check_workload_a(stdout: &str, json: &serde_json::Value) {
+    let line = json.to_string();
     assert_eq!(json["ops"], 400, "{line}");
     assert_eq!(json["workload"], "a");
     assert_eq!(json["nodes"], 3);
@@ -59,4 +59,46 @@ fn bench_runs_against_a_cluster_it_starts_and_prints_a_json_line() {
         latency["read"]["p99_us"].as_u64().unwrap() >= latency["read"]["p50_us"].as_u64().unwrap()
     );
     assert!(stdout.contains("p99.9"), "no table in:\n{stdout}");
+}
+
+#[test]
+fn bench_runs_against_a_cluster_it_starts_and_prints_a_json_line() {
+    let (stdout, json) = run_bench(&["--records", "200", "--ops", "400", "--concurrency", "4"]);
+    assert_eq!(json["bench"], "ycsb-http");
+    check_workload_a(&stdout, &json);
+}
+
+#[test]
+fn bench_through_the_native_client_compares_writes_with_the_raw_call_rate() {
+    let (stdout, json) = run_bench(&[
+        "--client",
+        "native",
+        "--transport-secs",
+        "0.5",
+        "--records",
+        "200",
+        "--ops",
+        "400",
+        "--concurrency",
+        "4",
+    ]);
+    assert_eq!(json["bench"], "ycsb-native");
+    check_workload_a(&stdout, &json);
+    let transport = &json["transport"];
+    assert_eq!(transport["bench"], "transport", "{json}");
+    assert_eq!(transport["errors"], 0, "{json}");
+    assert!(transport["calls"].as_u64().unwrap() > 0, "{json}");
+    assert!(json["writes_per_sec"].as_f64().unwrap() > 0.0, "{json}");
+    assert!(stdout.contains("x the raw remote-call rate"), "{stdout}");
+}
+
+#[test]
+fn bench_transport_pings_a_node_it_starts() {
+    let (stdout, json) = run_bench(&["transport", "--duration-secs", "0.5", "--concurrency", "4"]);
+    assert_eq!(json["bench"], "transport", "{stdout}");
+    assert_eq!(json["concurrency"], 4);
+    assert_eq!(json["errors"], 0, "{stdout}");
+    assert!(json["calls"].as_u64().unwrap() > 0, "{stdout}");
+    assert!(json["p99_us"].as_u64().unwrap() >= json["p50_us"].as_u64().unwrap());
+    assert!(stdout.contains("calls/s"), "{stdout}");
 }

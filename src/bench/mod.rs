@@ -7,6 +7,7 @@
 pub mod run;
 pub mod stats;
 pub mod target;
+pub mod transport;
 pub mod workload;
 pub mod zipf;
 
@@ -14,5 +15,6 @@ pub use run::Limit;
 pub use run::{BenchConfig, BenchError, run_bench, run_with};
 pub use stats::{BenchSummary, OpKind, OpSummary, Setup, Stats};
 pub use target::{BenchClient, ServiceClient};
+pub use transport::{TransportConfig, TransportSummary, run_transport};
 pub use workload::{Distribution, KeyChooser, Workload, key_name};
 pub use zipf::ZipfianGenerator;

@@ -7,9 +7,18 @@ use std::time::Duration;
 use hdrhistogram::Histogram;
 use serde::Serialize;
 
+use super::transport::TransportSummary;
+
 /// Highest latency recorded exactly (µs); slower operations count as this (60 s, above
 /// any request timeout).
-const MAX_LATENCY_US: u64 = 60_000_000;
+pub(crate) const MAX_LATENCY_US: u64 = 60_000_000;
+
+/// An empty latency histogram: µs, from 1 to [`MAX_LATENCY_US`], 3 significant digits.
+pub(crate) fn latency_histogram() -> Histogram<u64> {
+    Histogram::new_with_bounds(1, MAX_LATENCY_US, 3)
+        // The bounds are constants that hdrhistogram accepts.
+        .expect("valid histogram bounds")
+}
 
 /// One kind of operation.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -58,13 +67,12 @@ impl Default for Stats {
 impl Stats {
     /// Empty statistics (µs, 3 significant digits).
     pub fn new() -> Self {
-        let histogram = || {
-            Histogram::new_with_bounds(1, MAX_LATENCY_US, 3)
-                // The bounds are constants that hdrhistogram accepts.
-                .expect("valid histogram bounds")
-        };
         Stats {
-            latencies: [histogram(), histogram(), histogram()],
+            latencies: [
+                latency_histogram(),
+                latency_histogram(),
+                latency_histogram(),
+            ],
             errors: BTreeMap::new(),
             siblings: 0,
             not_found: 0,
@@ -154,6 +162,16 @@ impl Stats {
             siblings: self.siblings,
             not_found: self.not_found,
             load_errors: setup.load_errors,
+            writes_per_sec: if secs > 0.0 {
+                let writes = [OpKind::Update, OpKind::Insert]
+                    .iter()
+                    .map(|op| self.latencies[op.index()].len())
+                    .sum::<u64>();
+                round3(writes as f64 / secs)
+            } else {
+                0.0
+            },
+            transport: None,
         }
     }
 }
@@ -232,6 +250,11 @@ pub struct BenchSummary {
     pub not_found: u64,
     /// Failed inserts of the load phase.
     pub load_errors: u64,
+    /// Successful writes (updates and inserts) per second: the quorum write rate.
+    pub writes_per_sec: f64,
+    /// The raw remote-call rate measured before the workload (`--transport-secs`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub transport: Option<TransportSummary>,
 }
 
 impl BenchSummary {
@@ -281,6 +304,17 @@ impl BenchSummary {
             "siblings seen: {}, reads not found: {}, load errors: {}\n",
             self.siblings, self.not_found, self.load_errors
         ));
+        if let Some(transport) = &self.transport {
+            let ratio = if transport.calls_per_sec > 0.0 {
+                self.writes_per_sec / transport.calls_per_sec
+            } else {
+                0.0
+            };
+            out.push_str(&format!(
+                "quorum writes {:.1}/s = {:.2} x the raw remote-call rate ({:.1} calls/s, p99 {} µs)\n",
+                self.writes_per_sec, ratio, transport.calls_per_sec, transport.p99_us
+            ));
+        }
         out
     }
 }

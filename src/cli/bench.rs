@@ -1,18 +1,73 @@
-//! `dynamo-node bench`: a YCSB-style benchmark against `--node`s or a cluster it starts.
+//! `dynamo-node bench`: a YCSB-style benchmark against `--node`s or a cluster it starts, over
+//! HTTP or through the native client; `dynamo-node bench transport`: the raw remote-call rate.
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use clap::Args;
+use clap::{Args, Subcommand, ValueEnum};
 
 use super::{CliError, NodeFlags, shutdown_signal};
-use crate::bench::{BenchConfig, Distribution, Limit, Workload, run_bench};
+use crate::bench::{
+    BenchConfig, Distribution, Limit, ServiceClient, TransportConfig, TransportSummary, Workload,
+    run_bench, run_transport, run_with,
+};
+use crate::config::NodeConfig;
+use crate::http::HttpClient;
+use crate::node::{NativeClient, NativeConfig};
 use crate::process::{BINARY_ENV, LocalCluster, LoopbackNet, MAX_NODES};
+
+/// How the benchmark's clients reach the nodes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum ClientKind {
+    /// The HTTP API, round-robin over the nodes.
+    Http,
+    /// The native client: joins the cluster, coordinates reads itself, writes to an owner.
+    Native,
+}
+
+/// `dynamo-node bench` modes other than the YCSB workloads.
+#[derive(Subcommand, Clone, Debug, PartialEq)]
+pub enum BenchMode {
+    /// The raw ractor_cluster remote-call rate from this process to one node
+    Transport(TransportArgs),
+}
+
+/// `dynamo-node bench transport`.
+#[derive(Args, Clone, Debug, PartialEq)]
+pub struct TransportArgs {
+    /// Concurrent callers
+    #[arg(long, value_name = "C", default_value_t = 64)]
+    pub concurrency: usize,
+    /// Length of the run
+    #[arg(long, value_name = "S", default_value_t = 10.0)]
+    pub duration_secs: f64,
+    /// Bytes per ping (echoed back)
+    #[arg(long, value_name = "B", default_value_t = 100)]
+    pub payload_bytes: usize,
+    /// Node HTTP URL whose cluster address to call; without it, a node is started
+    #[arg(long = "node", value_name = "URL")]
+    pub node_url: Option<String>,
+    /// Passed to the started node (and --cookie to the handshake).
+    #[command(flatten)]
+    pub flags: NodeFlags,
+}
 
 /// `dynamo-node bench`.
 #[derive(Args, Clone, Debug, PartialEq)]
+#[command(args_conflicts_with_subcommands = true)]
 pub struct BenchArgs {
+    /// Another kind of benchmark than the YCSB workloads.
+    #[command(subcommand)]
+    pub mode: Option<BenchMode>,
+    /// How clients reach the nodes: http, or native (client-driven coordination)
+    #[arg(long, value_name = "http|native", default_value = "http")]
+    pub client: ClientKind,
+    /// Before the workload, measure the raw remote-call rate for S seconds, so quorum writes
+    /// are compared with it in the same run
+    #[arg(long, value_name = "S", default_value_t = 0.0)]
+    pub transport_secs: f64,
     /// a: 50% read 50% update; b: 95/5; c: read only; w: insert only
     #[arg(long, value_name = "a|b|c|w", default_value = "a")]
     pub workload: Workload,
@@ -58,15 +113,14 @@ pub struct BenchArgs {
 
 /// Runs the benchmark and prints the table and the JSON line on stdout.
 pub async fn run(args: BenchArgs) -> Result<(), CliError> {
+    if let Some(BenchMode::Transport(transport)) = &args.mode {
+        return run_transport_mode(transport).await;
+    }
     let limit = match (args.ops, args.duration_secs) {
         (Some(ops), _) => Limit::Ops(ops),
-        (None, secs) => {
-            let secs = secs.unwrap_or(10.0);
-            let duration = Duration::try_from_secs_f64(secs)
-                .map_err(|e| CliError::Usage(format!("--duration-secs {secs}: {e}")))?;
-            Limit::Duration(duration)
-        }
+        (None, secs) => Limit::Duration(seconds("--duration-secs", secs.unwrap_or(10.0))?),
     };
+    let transport_time = seconds("--transport-secs", args.transport_secs)?;
     let mut config = BenchConfig {
         urls: args.nodes_urls.clone(),
         workload: args.workload,
@@ -93,7 +147,7 @@ pub async fn run(args: BenchArgs) -> Result<(), CliError> {
         config
             .validate()
             .map_err(|e| CliError::Usage(e.to_string()))?;
-        let started = start_cluster(&args).await?;
+        let started = start_cluster(args.nodes, &args.flags).await?;
         config.urls = started.specs().iter().map(|s| s.http_url()).collect();
         cluster = Some(started);
     }
@@ -101,40 +155,191 @@ pub async fn run(args: BenchArgs) -> Result<(), CliError> {
         .validate()
         .map_err(|e| CliError::Usage(e.to_string()))?;
 
-    let stop = Arc::new(AtomicBool::new(false));
-    let signal = shutdown_signal();
-    let flag = stop.clone();
-    let watcher = tokio::spawn(async move {
-        let name = signal.await;
-        eprintln!("{name}: ending the run");
-        flag.store(true, Ordering::Relaxed);
-    });
-    let summary = run_bench(&config, stop).await;
-    watcher.abort();
+    let result = run_workload(&args, &config, cluster.as_ref(), transport_time).await;
     if let Some(mut cluster) = cluster
         && let Err(e) = cluster.stop_all().await
     {
         eprintln!("warning: stopping the cluster: {e}");
     }
-    let summary = summary.map_err(|e| CliError::Usage(e.to_string()))?;
+    let output = result?;
+    super::emit(&output);
+    Ok(())
+}
+
+/// The native client (if asked for), the transport phase (if asked for), then the workload;
+/// answers with what to print.
+async fn run_workload(
+    args: &BenchArgs,
+    config: &BenchConfig,
+    cluster: Option<&LocalCluster>,
+    transport_time: Duration,
+) -> Result<String, CliError> {
+    let stop = stop_on_signal();
+    let native = if args.client == ClientKind::Native || !transport_time.is_zero() {
+        let seeds = match cluster {
+            Some(cluster) => cluster.specs().iter().map(|s| s.cluster_addr).collect(),
+            None => seeds_of(&config.urls).await?,
+        };
+        Some(connect_native(seeds, &args.flags).await?)
+    } else {
+        None
+    };
+    let mut transport = None;
+    if let Some(native) = &native
+        && !transport_time.is_zero()
+    {
+        let summary =
+            transport_phase(native, args.concurrency, transport_time, stop.clone()).await?;
+        eprint!("{}", summary.table());
+        transport = Some(summary);
+    }
+    let summary = match (&native, args.client) {
+        (Some(native), ClientKind::Native) => {
+            run_with(
+                config,
+                vec![ServiceClient(native.service())],
+                "native",
+                stop.clone(),
+            )
+            .await
+        }
+        _ => run_bench(config, stop.clone()).await,
+    };
+    if let Some(native) = native {
+        native.stop().await;
+    }
+    let mut summary = summary.map_err(|e| CliError::Usage(e.to_string()))?;
+    summary.transport = transport;
+    Ok(format!("{}{}\n", summary.table(), summary.json_line()))
+}
+
+/// `dynamo-node bench transport`.
+async fn run_transport_mode(args: &TransportArgs) -> Result<(), CliError> {
+    let duration = seconds("--duration-secs", args.duration_secs)?;
+    if args.concurrency == 0 {
+        return Err(CliError::Usage("--concurrency must be at least 1".into()));
+    }
+    let mut cluster = None;
+    let seeds = match &args.node_url {
+        Some(url) => seeds_of(std::slice::from_ref(url)).await?,
+        None => {
+            args.flags.validate()?;
+            let started = start_cluster(1, &args.flags).await?;
+            let seeds = started.specs().iter().map(|s| s.cluster_addr).collect();
+            cluster = Some(started);
+            seeds
+        }
+    };
+    let result = async {
+        let native = connect_native(seeds, &args.flags).await?;
+        let summary = transport_phase(&native, args.concurrency, duration, stop_on_signal()).await;
+        native.stop().await;
+        summary
+    }
+    .await;
+    if let Some(mut cluster) = cluster
+        && let Err(e) = cluster.stop_all().await
+    {
+        eprintln!("warning: stopping the cluster: {e}");
+    }
+    let summary = result?;
     super::emit(&format!("{}{}\n", summary.table(), summary.json_line()));
     Ok(())
 }
 
+/// Pings the first node the client is connected to.
+async fn transport_phase(
+    native: &NativeClient,
+    concurrency: usize,
+    duration: Duration,
+    stop: Arc<AtomicBool>,
+) -> Result<TransportSummary, CliError> {
+    let service = native.service();
+    let Some(node) = service.connected_nodes().into_iter().next() else {
+        return Err(CliError::Failed(
+            "the native client has no session to any node".into(),
+        ));
+    };
+    eprintln!("transport: {concurrency} callers -> {node} for {duration:?}...");
+    let config = TransportConfig {
+        concurrency,
+        duration,
+        payload_bytes: 100,
+    };
+    Ok(run_transport(&service, &node, config, stop).await)
+}
+
+/// Joins the cluster through `seeds` with the nodes' quorum and gossip settings.
+async fn connect_native(
+    seeds: Vec<SocketAddr>,
+    flags: &NodeFlags,
+) -> Result<NativeClient, CliError> {
+    // The client reads with the nodes' N and R, so it takes the same flags.
+    let mut node = NodeConfig::new("bench", SocketAddr::from(([127, 0, 0, 1], 0)));
+    flags.apply(&mut node);
+    let mut config = NativeConfig::new(seeds);
+    config.cookie = node.cookie;
+    config.quorum = node.quorum;
+    config.gossip = node.gossip;
+    NativeClient::connect(config)
+        .await
+        .map_err(|e| CliError::Failed(e.to_string()))
+}
+
+/// The cluster addresses of the nodes behind `urls`, as their members lists give them.
+async fn seeds_of(urls: &[String]) -> Result<Vec<SocketAddr>, CliError> {
+    let mut seeds = Vec::new();
+    for url in urls {
+        let members = HttpClient::new(url)
+            .members()
+            .await
+            .map_err(|e| CliError::Failed(format!("{url}: {e}")))?;
+        seeds.extend(
+            members
+                .iter()
+                .filter_map(|m| m.cluster_addr.parse::<SocketAddr>().ok()),
+        );
+    }
+    seeds.sort();
+    seeds.dedup();
+    if seeds.is_empty() {
+        return Err(CliError::Failed(format!(
+            "no cluster address from {urls:?}"
+        )));
+    }
+    Ok(seeds)
+}
+
+fn seconds(flag: &str, secs: f64) -> Result<Duration, CliError> {
+    Duration::try_from_secs_f64(secs).map_err(|e| CliError::Usage(format!("{flag} {secs}: {e}")))
+}
+
+/// A flag that Ctrl-C (or SIGTERM) sets, ending the run early; it is still reported.
+fn stop_on_signal() -> Arc<AtomicBool> {
+    let stop = Arc::new(AtomicBool::new(false));
+    let flag = stop.clone();
+    tokio::spawn(async move {
+        let name = shutdown_signal().await;
+        eprintln!("{name}: ending the run");
+        flag.store(true, Ordering::Relaxed);
+    });
+    stop
+}
+
 /// Starts K nodes on a loopback net of their own (never the hand-made cluster's) and waits
 /// until they all see each other.
-async fn start_cluster(args: &BenchArgs) -> Result<LocalCluster, CliError> {
+async fn start_cluster(nodes: usize, flags: &NodeFlags) -> Result<LocalCluster, CliError> {
     let mut builder = LocalCluster::builder()
-        .nodes(args.nodes)
+        .nodes(nodes)
         .loopback_net(LoopbackNet::unique())
-        .node_args(args.flags.to_args());
+        .node_args(flags.to_args());
     // This executable is a node binary too; `$DYNAMO_NODE_BIN` still wins over it.
     if std::env::var_os(BINARY_ENV).is_none()
         && let Ok(exe) = std::env::current_exe()
     {
         builder = builder.binary(exe);
     }
-    eprintln!("starting {} nodes...", args.nodes);
+    eprintln!("starting {nodes} nodes...");
     let mut cluster = builder
         .start()
         .await
@@ -196,6 +401,27 @@ mod tests {
         );
         assert_eq!(b.nodes_urls, ["http://a:1", "http://b:2"]);
         assert_eq!(b.flags.n, Some(1));
+        assert_eq!(
+            (d.client, d.transport_secs, d.mode),
+            (ClientKind::Http, 0.0, None)
+        );
+        let native = parse(&["--client", "native", "--transport-secs", "2.5"]).unwrap();
+        assert_eq!(
+            (native.client, native.transport_secs),
+            (ClientKind::Native, 2.5)
+        );
+        let transport = parse(&["transport", "--concurrency", "8", "--cookie", "c"]).unwrap();
+        match transport.mode {
+            Some(BenchMode::Transport(t)) => {
+                assert_eq!(
+                    (t.concurrency, t.payload_bytes, t.duration_secs),
+                    (8, 100, 10.0)
+                );
+                assert_eq!(t.flags.cookie.as_deref(), Some("c"));
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(parse(&["--client", "carrier-pigeon"]).is_err());
         assert!(parse(&["--workload", "z"]).is_err());
         assert!(parse(&["--ops", "1", "--duration-secs", "2"]).is_err());
     }
@@ -209,5 +435,16 @@ mod tests {
         assert!(matches!(run(args).await, Err(CliError::Usage(_))));
         let negative = parse(&["--duration-secs=-1", "--node", "http://127.0.0.1:1"]).unwrap();
         assert!(matches!(run(negative).await, Err(CliError::Usage(_))));
+        let nobody = parse(&[
+            "transport",
+            "--concurrency",
+            "0",
+            "--node",
+            "http://127.0.0.1:1",
+        ]);
+        assert!(matches!(
+            run(nobody.unwrap()).await,
+            Err(CliError::Usage(_))
+        ));
     }
 }
