@@ -362,7 +362,7 @@ mod tests {
             .into_iter()
             .chain(argv.iter().copied());
         match Cli::try_parse_from(argv)?.command {
-            Command::Bench(args) => Ok(args),
+            Command::Bench(args) => Ok(*args),
             other => panic!("{other:?}"),
         }
     }

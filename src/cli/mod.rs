@@ -68,7 +68,7 @@ pub enum Command {
     /// Print the members and ring shares as a node sees them
     Status(Target),
     /// YCSB-style benchmark over HTTP, against --node URLs or a cluster it starts
-    Bench(BenchArgs),
+    Bench(Box<BenchArgs>),
     /// Walk through the pure core in one process (no network)
     #[command(hide = true)]
     Demo,
@@ -217,7 +217,7 @@ pub async fn run(command: Command) -> Result<(), CliError> {
         Command::Put(args) => client::put(args).await,
         Command::Delete(args) => client::delete(args).await,
         Command::Status(target) => client::status(target).await,
-        Command::Bench(args) => bench::run(args).await,
+        Command::Bench(args) => bench::run(*args).await,
         Command::Demo => demo::run().map_err(|e| CliError::Failed(e.to_string())),
     }
 }
