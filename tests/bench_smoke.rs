@@ -102,3 +102,36 @@ fn bench_transport_pings_a_node_it_starts() {
     assert!(json["p99_us"].as_u64().unwrap() >= json["p50_us"].as_u64().unwrap());
     assert!(stdout.contains("calls/s"), "{stdout}");
 }
+
+#[test]
+fn bench_recovery_kills_and_restarts_a_node_and_compares_the_windows() {
+    let (stdout, json) = run_bench(&[
+        "--recovery",
+        "--client",
+        "native",
+        "--nodes",
+        "4",
+        "--duration-secs",
+        "1",
+        "--records",
+        "200",
+        "--concurrency",
+        "4",
+    ]);
+    assert_eq!(json["bench"], "recovery", "{stdout}");
+    assert_eq!(json["node"], "n4");
+    assert_eq!(json["steady"]["errors"], serde_json::json!({}), "{json}");
+    for window in ["steady", "outage", "recovery"] {
+        assert!(
+            json[window]["ops"].as_u64().unwrap() > 0,
+            "{window}: {json}"
+        );
+    }
+    assert!(json["p99_ratio"].as_f64().unwrap() > 0.0, "{json}");
+    // The restarted node came back empty and took writes (and repairs) again.
+    assert!(
+        json["repair"]["restarted_node_keys"].as_f64().unwrap() > 0.0,
+        "{json}"
+    );
+    assert!(stdout.contains("x steady p99"), "{stdout}");
+}

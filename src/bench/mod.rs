@@ -4,6 +4,7 @@
 //! tested without a cluster; [`stats`] turns latencies into the summary; [`run`] drives the
 //! clients.
 
+pub mod recovery;
 pub mod run;
 pub mod stats;
 pub mod target;
@@ -12,7 +13,7 @@ pub mod workload;
 pub mod zipf;
 
 pub use run::Limit;
-pub use run::{BenchConfig, BenchError, run_bench, run_with};
+pub use run::{Bench, BenchConfig, BenchError, run_bench, run_with};
 pub use stats::{BenchSummary, OpKind, OpSummary, Setup, Stats};
 pub use target::{BenchClient, ServiceClient};
 pub use transport::{TransportConfig, TransportSummary, run_transport};

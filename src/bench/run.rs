@@ -124,62 +124,111 @@ pub async fn run_with<C: BenchClient>(
     via: &str,
     stop: Arc<AtomicBool>,
 ) -> Result<BenchSummary, BenchError> {
-    config.validate()?;
-    if clients.is_empty() {
-        return Err(BenchError::NoNodes);
+    let mut bench = Bench::new(config.clone(), clients, via, stop)?;
+    bench.load().await;
+    let (stats, elapsed) = bench.measure(config.limit, "run").await;
+    Ok(bench.summary(&stats, elapsed))
+}
+
+/// A benchmark that runs its measured phases one after another on the same records and
+/// contexts, so a caller can change the cluster between them (see `--recovery`).
+pub struct Bench<C> {
+    config: BenchConfig,
+    clients: Vec<C>,
+    contexts: Arc<DashMap<u64, Context>>,
+    value: Bytes,
+    /// Next record index a workload-W insert takes, across phases.
+    next_insert: u64,
+    setup: Setup,
+    stop: Arc<AtomicBool>,
+}
+
+impl<C: BenchClient> Bench<C> {
+    /// Checks the configuration; `via` names the clients in the report.
+    pub fn new(
+        config: BenchConfig,
+        clients: Vec<C>,
+        via: &str,
+        stop: Arc<AtomicBool>,
+    ) -> Result<Self, BenchError> {
+        config.validate()?;
+        if clients.is_empty() {
+            return Err(BenchError::NoNodes);
+        }
+        let setup = Setup {
+            workload: config.workload.to_string(),
+            distribution: config.distribution.to_string(),
+            records: config.records,
+            value_size: config.value_size,
+            concurrency: config.concurrency,
+            nodes: config.urls.len(),
+            client: via.to_string(),
+            load_errors: 0,
+        };
+        Ok(Bench {
+            value: Bytes::from(vec![b'x'; config.value_size]),
+            contexts: Arc::new(DashMap::new()),
+            next_insert: 0,
+            clients,
+            setup,
+            stop,
+            config,
+        })
     }
-    let contexts = Arc::new(DashMap::new());
-    let mut setup = Setup {
-        workload: config.workload.to_string(),
-        distribution: config.distribution.to_string(),
-        records: config.records,
-        value_size: config.value_size,
-        concurrency: config.concurrency,
-        nodes: config.urls.len(),
-        client: via.to_string(),
-        load_errors: 0,
-    };
-    let value = Bytes::from(vec![b'x'; config.value_size]);
-    let shared = |deadline, remaining, next_insert| {
+
+    fn shared(&self, deadline: Option<Instant>, remaining: u64) -> Arc<Shared<C>> {
         Arc::new(Shared {
-            clients: clients.clone(),
-            contexts: contexts.clone(),
-            workload: config.workload,
-            chooser: KeyChooser::new(config.distribution, config.records),
-            value: value.clone(),
-            next_insert: AtomicU64::new(next_insert),
-            load_end: config.records,
+            clients: self.clients.clone(),
+            contexts: self.contexts.clone(),
+            workload: self.config.workload,
+            chooser: KeyChooser::new(self.config.distribution, self.config.records),
+            value: self.value.clone(),
+            next_insert: AtomicU64::new(self.next_insert),
+            load_end: self.config.records,
             remaining: AtomicU64::new(remaining),
             deadline,
-            stop: stop.clone(),
+            stop: self.stop.clone(),
             done: AtomicU64::new(0),
             failed: AtomicU64::new(0),
         })
-    };
+    }
 
-    if config.load && config.workload.needs_load() {
-        let load = shared(None, u64::MAX, 0);
+    /// Inserts the records, unless the configuration skips it or the workload needs none.
+    pub async fn load(&mut self) {
+        if !(self.config.load && self.config.workload.needs_load()) {
+            return;
+        }
+        let load = self.shared(None, u64::MAX);
         let started = Instant::now();
-        let stats = phase(config, &load, "load", true).await;
-        setup.load_errors = stats.error_ops();
-        if config.progress {
+        let stats = phase(&self.config, &load, "load", true).await;
+        self.setup.load_errors = stats.error_ops();
+        if self.config.progress {
             eprintln!(
                 "loaded {} records in {:.2} s ({} failed)",
-                config.records,
+                self.config.records,
                 started.elapsed().as_secs_f64(),
-                setup.load_errors
+                self.setup.load_errors
             );
         }
     }
 
-    let started = Instant::now();
-    let (deadline, remaining) = match config.limit {
-        Limit::Duration(d) => (Some(started + d), u64::MAX),
-        Limit::Ops(n) => (None, n),
-    };
-    let measured = shared(deadline, remaining, 0);
-    let stats = phase(config, &measured, "run", false).await;
-    Ok(stats.summary(&setup, started.elapsed()))
+    /// One measured phase until `limit`; `name` labels its progress lines.
+    pub async fn measure(&mut self, limit: Limit, name: &'static str) -> (Stats, Duration) {
+        let started = Instant::now();
+        let (deadline, remaining) = match limit {
+            Limit::Duration(d) => (Some(started + d), u64::MAX),
+            Limit::Ops(n) => (None, n),
+        };
+        let measured = self.shared(deadline, remaining);
+        let stats = phase(&self.config, &measured, name, false).await;
+        self.next_insert = measured.next_insert.load(Ordering::Relaxed);
+        (stats, started.elapsed())
+    }
+
+    /// The report of a phase's figures.
+    pub fn summary(&self, stats: &Stats, elapsed: Duration) -> BenchSummary {
+        stats.summary(&self.setup, elapsed)
+    }
 }
 
 /// Runs `concurrency` clients until the phase ends, with a progress reporter beside them.

@@ -9,9 +9,11 @@ use std::time::Duration;
 use clap::{Args, Subcommand, ValueEnum};
 
 use super::{CliError, NodeFlags, shutdown_signal};
+use crate::api::KvService;
+use crate::bench::recovery::{RecoverySummary, RepairWork};
 use crate::bench::{
-    BenchConfig, Distribution, Limit, ServiceClient, TransportConfig, TransportSummary, Workload,
-    run_bench, run_transport, run_with,
+    Bench, BenchClient, BenchConfig, Distribution, Limit, ServiceClient, TransportConfig,
+    TransportSummary, Workload, run_bench, run_transport, run_with,
 };
 use crate::config::NodeConfig;
 use crate::http::HttpClient;
@@ -68,6 +70,10 @@ pub struct BenchArgs {
     /// are compared with it in the same run
     #[arg(long, value_name = "S", default_value_t = 0.0)]
     pub transport_secs: f64,
+    /// Three windows of --duration-secs: steady, the last node killed, the node restarted
+    /// empty (hints drain, anti-entropy refills it); compares the p99s
+    #[arg(long, conflicts_with_all = ["nodes_urls", "ops"])]
+    pub recovery: bool,
     /// a: 50% read 50% update; b: 95/5; c: read only; w: insert only
     #[arg(long, value_name = "a|b|c|w", default_value = "a")]
     pub workload: Workload,
@@ -155,7 +161,10 @@ pub async fn run(args: BenchArgs) -> Result<(), CliError> {
         .validate()
         .map_err(|e| CliError::Usage(e.to_string()))?;
 
-    let result = run_workload(&args, &config, cluster.as_ref(), transport_time).await;
+    let result = match cluster.as_mut() {
+        Some(cluster) if args.recovery => run_recovery(&args, config, cluster).await,
+        _ => run_workload(&args, &config, cluster.as_ref(), transport_time).await,
+    };
     if let Some(mut cluster) = cluster
         && let Err(e) = cluster.stop_all().await
     {
@@ -211,6 +220,92 @@ async fn run_workload(
     let mut summary = summary.map_err(|e| CliError::Usage(e.to_string()))?;
     summary.transport = transport;
     Ok(format!("{}{}\n", summary.table(), summary.json_line()))
+}
+
+/// `--recovery`: the three windows, through the client kind asked for.
+async fn run_recovery(
+    args: &BenchArgs,
+    config: BenchConfig,
+    cluster: &mut LocalCluster,
+) -> Result<String, CliError> {
+    let Limit::Duration(window) = config.limit else {
+        return Err(CliError::Usage(
+            "--recovery measures windows of --duration-secs".into(),
+        ));
+    };
+    let stop = stop_on_signal();
+    let usage = |e: crate::bench::BenchError| CliError::Usage(e.to_string());
+    let summary = match args.client {
+        ClientKind::Native => {
+            let seeds = cluster.specs().iter().map(|s| s.cluster_addr).collect();
+            let native = connect_native(seeds, &args.flags).await?;
+            let clients = vec![ServiceClient(native.service())];
+            let bench = Bench::new(config, clients, "native", stop).map_err(usage);
+            let summary = match bench {
+                Ok(bench) => recovery_windows(bench, cluster, window).await,
+                Err(e) => Err(e),
+            };
+            // The client coordinates reads, so the read repairs are counted in its metrics.
+            let own = native.service().metrics();
+            native.stop().await;
+            let mut summary = summary?;
+            summary.repair.read_repairs +=
+                crate::http::metric_sum(&own, "dynamo_read_repairs_total", |_| true).unwrap_or(0.0);
+            summary
+        }
+        ClientKind::Http => {
+            let clients = config.urls.iter().map(HttpClient::new).collect();
+            let bench = Bench::new(config, clients, "http", stop).map_err(usage)?;
+            recovery_windows(bench, cluster, window).await?
+        }
+    };
+    Ok(format!("{}{}\n", summary.table(), summary.json_line()))
+}
+
+/// Steady window, the last node killed, the node restarted while the load goes on.
+async fn recovery_windows<C: BenchClient>(
+    mut bench: Bench<C>,
+    cluster: &mut LocalCluster,
+    window: Duration,
+) -> Result<RecoverySummary, CliError> {
+    let failed = |e: crate::process::ProcessError| CliError::Failed(e.to_string());
+    bench.load().await;
+    let (stats, elapsed) = bench.measure(Limit::Duration(window), "steady").await;
+    let steady = bench.summary(&stats, elapsed);
+    let victim = cluster.specs().len();
+    let name = cluster.spec(victim).map_err(failed)?.name.clone();
+    cluster.kill(victim).map_err(failed)?;
+    eprintln!("killed {name}");
+    let (stats, elapsed) = bench.measure(Limit::Duration(window), "outage").await;
+    let outage = bench.summary(&stats, elapsed);
+    eprintln!("restarting {name} (empty)");
+    let (restarted, (stats, elapsed)) = tokio::join!(
+        cluster.restart(victim),
+        bench.measure(Limit::Duration(window), "recovery")
+    );
+    restarted.map_err(failed)?;
+    let recovery = bench.summary(&stats, elapsed);
+    let repair = repair_work(cluster, victim).await;
+    Ok(RecoverySummary::new(name, steady, outage, recovery, repair))
+}
+
+/// The repair counters, summed over the nodes (a node that does not answer adds nothing).
+async fn repair_work(cluster: &LocalCluster, restarted: usize) -> RepairWork {
+    let mut work = RepairWork::default();
+    for spec in cluster.specs() {
+        let Ok(text) = HttpClient::new(spec.http_url()).metrics().await else {
+            continue;
+        };
+        let sum = |name: &str| crate::http::metric_sum(&text, name, |_| true).unwrap_or(0.0);
+        work.hints_drained += sum("dynamo_hints_drained_total");
+        work.hints_pending += sum("dynamo_hints_pending");
+        work.anti_entropy_keys_repaired += sum("dynamo_anti_entropy_keys_repaired_total");
+        work.read_repairs += sum("dynamo_read_repairs_total");
+        if spec.index == restarted {
+            work.restarted_node_keys = sum("dynamo_keys");
+        }
+    }
+    work
 }
 
 /// `dynamo-node bench transport`.
@@ -422,6 +517,9 @@ mod tests {
             other => panic!("{other:?}"),
         }
         assert!(parse(&["--client", "carrier-pigeon"]).is_err());
+        assert!(parse(&["--recovery"]).unwrap().recovery);
+        assert!(parse(&["--recovery", "--node", "http://a:1"]).is_err());
+        assert!(parse(&["--recovery", "--ops", "5"]).is_err());
         assert!(parse(&["--workload", "z"]).is_err());
         assert!(parse(&["--ops", "1", "--duration-secs", "2"]).is_err());
     }
