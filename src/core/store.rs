@@ -75,6 +75,9 @@ pub struct Store {
     tombstones: Mutex<HashSet<Key>>,
     // One counter for all keys: a dot is never reissued, even after a key's tombstone is purged.
     counter: AtomicU64,
+    // Payload held, kept in step under each key's lock so that a scrape never scans the map.
+    key_bytes: AtomicU64,
+    value_bytes: AtomicU64,
 }
 
 impl Store {
@@ -87,6 +90,8 @@ impl Store {
             segment_keys: (0..SEGMENTS).map(|_| Mutex::new(Vec::new())).collect(),
             tombstones: Mutex::new(HashSet::new()),
             counter: AtomicU64::new(0),
+            key_bytes: AtomicU64::new(0),
+            value_bytes: AtomicU64::new(0),
         }
     }
 
@@ -103,6 +108,16 @@ impl Store {
     /// True when no key is stored.
     pub fn is_empty(&self) -> bool {
         self.entries.is_empty()
+    }
+
+    /// Sum of the lengths of the stored keys (tombstoned keys included until purged).
+    pub fn key_bytes(&self) -> u64 {
+        self.key_bytes.load(Ordering::Relaxed)
+    }
+
+    /// Sum of the lengths of the stored values, siblings included (tombstones hold none).
+    pub fn value_bytes(&self) -> u64 {
+        self.value_bytes.load(Ordering::Relaxed)
     }
 
     /// The segment holding `key`: the top bits of its ring position.
@@ -185,6 +200,10 @@ impl Store {
         lock(&self.tombstones).remove(key);
         let (key, removed) = entry.remove_entry();
         self.xor_segment(&key, removed.digest, 0);
+        self.key_bytes
+            .fetch_sub(key.len() as u64, Ordering::Relaxed);
+        self.value_bytes
+            .fetch_sub(removed.versions.value_bytes(), Ordering::Relaxed);
         true
     }
 
@@ -274,7 +293,9 @@ impl Store {
             let mut entry = self.entries.entry(key.clone()).or_default();
             let was_empty = entry.versions.is_empty();
             let was_tombstones = entry.versions.is_all_tombstones();
+            let old_values = entry.versions.value_bytes();
             let result = change(&mut entry.versions);
+            self.count_bytes(key, was_empty, old_values, &entry.versions);
             let old = entry.digest;
             let new = entry.versions.digest();
             if new != old {
@@ -300,6 +321,24 @@ impl Store {
             self.entries.remove_if(key, |_, e| e.versions.is_empty());
         }
         (result, digest)
+    }
+
+    // Moves the payload gauges by what one change of `key`'s set did to it.
+    fn count_bytes(&self, key: &Key, was_empty: bool, old_values: u64, set: &VersionSet) {
+        let key_len = key.len() as u64;
+        match (was_empty, set.is_empty()) {
+            (true, false) => self.key_bytes.fetch_add(key_len, Ordering::Relaxed),
+            (false, true) => self.key_bytes.fetch_sub(key_len, Ordering::Relaxed),
+            _ => 0,
+        };
+        let new_values = set.value_bytes();
+        if new_values > old_values {
+            self.value_bytes
+                .fetch_add(new_values - old_values, Ordering::Relaxed);
+        } else if old_values > new_values {
+            self.value_bytes
+                .fetch_sub(old_values - new_values, Ordering::Relaxed);
+        }
     }
 
     fn index(&self, key: &Key) {
@@ -346,6 +385,40 @@ mod tests {
 
     fn store(name: &str) -> Store {
         Store::new(ActorId::new(name, 7))
+    }
+
+    // The payload gauges as a scan of the whole map finds them.
+    fn recount(s: &Store) -> (u64, u64) {
+        s.entries.iter().fold((0, 0), |(k, v), e| {
+            (k + e.key().len() as u64, v + e.versions.value_bytes())
+        })
+    }
+
+    #[test]
+    fn payload_gauges_follow_writes_siblings_deletes_and_purges() {
+        let s = store("a");
+        let (k1, k2) = (key("k1"), key("key2"));
+        s.coordinate(&k1, &VClock::new(), val("abc"), 0).unwrap();
+        s.coordinate(&k1, &VClock::new(), val("de"), 0).unwrap();
+        assert_eq!((s.key_bytes(), s.value_bytes()), (2, 5), "siblings count");
+        s.coordinate(&k2, &VClock::new(), val("x"), 0).unwrap();
+        let ctx = s.get(&k1).read().context;
+        s.coordinate(&k1, &ctx, val("f"), 1).unwrap();
+        assert_eq!((s.key_bytes(), s.value_bytes()), (6, 2));
+        let ctx = s.get(&k2).read().context;
+        s.coordinate(&k2, &ctx, None, 2).unwrap();
+        assert_eq!(
+            (s.key_bytes(), s.value_bytes()),
+            (6, 1),
+            "a tombstone holds no value"
+        );
+        assert!(s.purge_tombstones(&k2, s.digest(&k2)));
+        assert_eq!((s.key_bytes(), s.value_bytes()), (2, 1));
+        let replica = store("r");
+        replica.merge(&k1, &s.get(&k1));
+        replica.merge(&k1, &s.get(&k1));
+        assert_eq!((replica.key_bytes(), replica.value_bytes()), (2, 1));
+        assert_eq!((s.key_bytes(), s.value_bytes()), recount(&s));
     }
 
     #[test]
@@ -539,6 +612,7 @@ mod tests {
         let mut indexed: Vec<Key> = (0..SEGMENTS).flat_map(|seg| s.segment_keys(seg)).collect();
         indexed.sort();
         assert_eq!(indexed, stored);
+        assert_eq!((s.key_bytes(), s.value_bytes()), recount(&s));
         let mut candidates = s.tombstone_candidates(0, usize::MAX);
         candidates.sort();
         let deleted: Vec<Key> = stored
@@ -731,6 +805,8 @@ mod tests {
                 r2.merge(k, set);
             }
             prop_assert_eq!(r1.segment_digests(), r2.segment_digests());
+            prop_assert_eq!((r1.key_bytes(), r1.value_bytes()), recount(&r1));
+            prop_assert_eq!((r2.key_bytes(), r2.value_bytes()), recount(&r2));
             for (k, _) in &deliveries {
                 prop_assert_eq!(r1.get(k), r2.get(k));
                 prop_assert_eq!(r1.digest(k), r1.get(k).digest());

@@ -185,6 +185,15 @@ impl VersionSet {
         !self.is_empty() && self.versions.iter().all(Version::is_tombstone)
     }
 
+    /// Sum of the lengths of the values held, siblings included (tombstones hold none).
+    pub fn value_bytes(&self) -> u64 {
+        self.versions
+            .iter()
+            .filter_map(|v| v.value.as_ref())
+            .map(|b| b.len() as u64)
+            .sum()
+    }
+
     /// True when this set holds `dot` or a version that made it obsolete.
     pub fn has_seen(&self, dot: &Dot) -> bool {
         self.versions

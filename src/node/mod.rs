@@ -24,6 +24,7 @@ mod gossip;
 mod metrics;
 mod peers;
 mod replicator;
+mod resident;
 mod ring_actor;
 mod shared;
 mod storage_actor;
