@@ -164,6 +164,10 @@ impl Store {
         value: Option<Bytes>,
         now_ms: u64,
     ) -> Result<Coordinated, StoreError> {
+        // A value can be a slice of a much bigger buffer (an HTTP body is a slice of the
+        // connection's read buffer, 8 KiB or more) that it would keep alive as long as the
+        // version is stored: a copy of its own costs a memcpy and saves that buffer.
+        let value = value.map(|v| Bytes::copy_from_slice(&v));
         let (result, _) = self.update(key, |set| {
             let counter = self.next_counter(set.max_counter(&self.actor))?;
             let dot = Dot::new(self.actor.clone(), counter);
