@@ -224,6 +224,7 @@ impl VersionSet {
         all.extend(incoming.into_iter().map(|v| (v, true)));
         if all.len() == before {
             self.versions = all.into_iter().map(|(v, _)| v).collect();
+            self.versions.shrink_to_fit();
             return false;
         }
         // Stable: on equal content the stored copy stays first and the newcomer is dropped.
@@ -235,6 +236,10 @@ impl VersionSet {
             same
         });
         let obsolete = obsolete_flags(all.iter().map(|(v, _)| v));
+        // Exactly the survivors: a stored set lives as long as its key, and growing by
+        // pushes would leave room for four versions where one is the common case.
+        self.versions
+            .reserve_exact(obsolete.iter().filter(|dropped| !**dropped).count());
         let mut changed = replaced;
         for ((version, is_new), dropped) in all.into_iter().zip(obsolete) {
             // Changed when a newcomer stays or an old version goes.
