@@ -82,14 +82,8 @@ async fn measure(args: &Args, urls: Vec<String>) -> Result<MemoryReport, Box<dyn
         seed: 1,
         progress: true,
     };
-    let started = Instant::now();
-    let summary = run_bench(&config, Arc::new(AtomicBool::new(false))).await?;
-    eprintln!(
-        "loaded {} records in {:.1} s ({} load errors)",
-        args.records,
-        started.elapsed().as_secs_f64(),
-        summary.load_errors
-    );
+    // The bench's load phase reports its own progress and duration on stderr.
+    run_bench(&config, Arc::new(AtomicBool::new(false))).await?;
     // W = 2 acknowledges before the last replica has the record: wait until no node's key
     // count moves any more.
     let deadline = Instant::now() + SETTLE;
