@@ -165,6 +165,16 @@ impl VersionSet {
         set
     }
 
+    /// A set of `versions` exactly as listed, which must be the versions of a set as this type
+    /// keeps it (sorted by dot, each dot once, none obsolete): for decoding the store's own
+    /// records without redoing the merge. Anything from a peer goes through
+    /// [`VersionSet::from_versions`].
+    pub(super) fn from_canonical(versions: Vec<Version>) -> Self {
+        let set = VersionSet { versions };
+        debug_assert_eq!(set, VersionSet::from_versions(set.versions.clone()));
+        set
+    }
+
     /// The surviving versions, sorted by dot.
     pub fn versions(&self) -> &[Version] {
         &self.versions
@@ -352,7 +362,7 @@ impl VersionSet {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use std::collections::{BTreeMap, BTreeSet};
 
     use super::*;
@@ -625,7 +635,7 @@ mod tests {
             .collect()
     }
 
-    fn any_version() -> impl Strategy<Value = Version> {
+    pub(crate) fn any_version() -> impl Strategy<Value = Version> {
         (
             0u8..3,
             0u64..5,
