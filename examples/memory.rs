@@ -5,6 +5,7 @@
 //! ```text
 //! cargo run --release --example memory -- --records 1000000
 //! cargo run --release --example memory -- --node http://127.0.0.2:8001 --node ...
+//! cargo run --release --example memory -- --no-load --node ...   # scrape only (gross figures)
 //! ```
 //!
 //! Without `--node` it starts its own 3-node cluster (N = 3: every node holds every key).
@@ -39,6 +40,9 @@ struct Args {
     /// Measure these (empty) nodes instead of starting a cluster
     #[arg(long = "node", value_name = "URL")]
     urls: Vec<String>,
+    /// Only scrape the nodes as they are (no empty baseline, so no net figures)
+    #[arg(long, requires = "urls")]
+    no_load: bool,
 }
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
@@ -69,6 +73,9 @@ async fn main() -> Result<(), Box<dyn Error>> {
 }
 
 async fn measure(args: &Args, urls: Vec<String>) -> Result<MemoryReport, Box<dyn Error>> {
+    if args.no_load {
+        return Ok(MemoryReport::scrape(&urls, &[]).await?);
+    }
     let empty = sample(&urls).await?;
     let config = BenchConfig {
         urls: urls.clone(),
