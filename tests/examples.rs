@@ -48,7 +48,13 @@ fn example(name: &str) -> PathBuf {
 /// Runs an example to its end, killing it (and failing) after `deadline`; fails unless it
 /// exits with code 0.
 fn run(name: &str, deadline: Duration) -> Run {
+    run_with_args(name, &[], deadline)
+}
+
+/// [`run`], with command-line arguments.
+fn run_with_args(name: &str, args: &[&str], deadline: Duration) -> Run {
     let mut child = Command::new(example(name))
+        .args(args)
         .env("RUST_LOG", "warn")
         // The examples that start node processes find this exact binary.
         .env("DYNAMO_NODE_BIN", env!("CARGO_BIN_EXE_dynamo-node"))
@@ -157,4 +163,26 @@ fn embedded_node_joins_two_processes_and_its_writes_land_on_them() {
     out.line("supervisor: dynamo.node@embedded terminated");
     out.line("stopped the node processes");
     assert_eq!(out.stdout.lines().last(), Some("done"));
+}
+
+#[test]
+fn memory_reports_every_node_of_a_cluster_it_loads() {
+    let out = run_with_args(
+        "memory",
+        &["--records", "300", "--concurrency", "8"],
+        Duration::from_secs(120),
+    );
+    assert!(out.stdout.contains("judged on gross"), "{}", out.stdout);
+    let line = out.line("{\"memory\":");
+    let json: serde_json::Value = serde_json::from_str(line).unwrap();
+    let nodes = json["memory"]["nodes"].as_array().unwrap();
+    assert_eq!(nodes.len(), 3, "{line}");
+    for node in nodes {
+        // N = 3 on 3 nodes: every node holds every record, `user0000000042` + 100 bytes.
+        assert_eq!(node["keys"], 300, "{line}");
+        assert_eq!(node["raw_bytes"], 300 * 114, "{line}");
+        assert!(node["rss_bytes"].as_u64().unwrap() > 0, "{line}");
+        assert!(node["empty_rss_bytes"].as_u64().unwrap() > 0, "{line}");
+        assert!(node["net_per_key"].is_number(), "{line}");
+    }
 }

@@ -2,8 +2,9 @@
 //!
 //! The choice of operations and keys ([`workload`], [`zipf`]) is pure and seeded, so it is
 //! tested without a cluster; [`stats`] turns latencies into the summary; [`run`] drives the
-//! clients.
+//! clients; [`memory`] measures each node's resident memory per key.
 
+pub mod memory;
 pub mod recovery;
 pub mod run;
 pub mod stats;

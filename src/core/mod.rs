@@ -10,6 +10,7 @@ pub mod hints;
 pub mod ids;
 pub mod membership;
 pub mod quorum;
+pub mod record;
 pub mod ring;
 pub mod store;
 pub mod vclock;

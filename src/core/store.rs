@@ -8,11 +8,13 @@
 //! compares segment digests first and looks at keys only where they differ, so a cluster in
 //! sync exchanges a few bytes of digests and nothing else.
 //!
-//! Two small indexes are kept in step with the map under each key's lock, so that anti-entropy
-//! and the tombstone purge never scan the whole map: the keys of every segment (a sorted
-//! `Vec` per segment, one shared `Bytes` handle per key), and the keys whose set holds only
-//! tombstones (the purge candidates). Lock order is always the key's map shard first, then an
-//! index mutex; readers of an index take the index mutex alone.
+//! The map itself is cut the same way: one set of packed [`Record`]s per segment, under its
+//! own lock, so that listing a segment's keys (anti-entropy) reads just that segment and no
+//! index has to be kept beside the map. Records keep a key's data in one allocation, which is
+//! what holds memory to a small multiple of the raw key and value bytes (see
+//! [`super::record`]). The keys whose set holds only tombstones (the purge candidates) are
+//! indexed apart. Lock order is always the key's segment first, then the candidates' mutex;
+//! readers of the candidates take that mutex alone.
 
 use std::borrow::Cow;
 use std::collections::HashSet;
@@ -21,11 +23,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard};
 
 use bytes::Bytes;
-use dashmap::DashMap;
-use dashmap::mapref::entry::Entry as MapEntry;
 
 use super::hash::{stable_hash, stable_hash_parts};
 use super::ids::{ActorId, Key};
+use super::record::Record;
 use super::vclock::{Dot, VClock};
 use super::version::VersionSet;
 
@@ -58,23 +59,20 @@ pub struct MergeOutcome {
     pub digest: u64,
 }
 
-#[derive(Default)]
-struct Entry {
-    versions: VersionSet,
-    digest: u64,
-}
-
 /// A node's stored data: key -> sibling set, with per-key and per-segment digests.
 pub struct Store {
     actor: ActorId,
-    entries: DashMap<Key, Entry>,
+    // The records of each segment; a key has a record exactly while its set is non-empty.
+    records: Box<[Mutex<HashSet<Record>>]>,
     segments: Box<[AtomicU64]>,
-    // The keys of each segment, sorted; a key is listed exactly while its set is non-empty.
-    segment_keys: Box<[Mutex<Vec<Key>>]>,
     // Keys whose set holds only tombstones: the candidates of the purge.
     tombstones: Mutex<HashSet<Key>>,
     // One counter for all keys: a dot is never reissued, even after a key's tombstone is purged.
     counter: AtomicU64,
+    // Kept in step under the segments' locks, so that a scrape never scans the map.
+    keys: AtomicU64,
+    key_bytes: AtomicU64,
+    value_bytes: AtomicU64,
 }
 
 impl Store {
@@ -82,11 +80,13 @@ impl Store {
     pub fn new(actor: ActorId) -> Self {
         Store {
             actor,
-            entries: DashMap::new(),
+            records: (0..SEGMENTS).map(|_| Mutex::new(HashSet::new())).collect(),
             segments: (0..SEGMENTS).map(|_| AtomicU64::new(0)).collect(),
-            segment_keys: (0..SEGMENTS).map(|_| Mutex::new(Vec::new())).collect(),
             tombstones: Mutex::new(HashSet::new()),
             counter: AtomicU64::new(0),
+            keys: AtomicU64::new(0),
+            key_bytes: AtomicU64::new(0),
+            value_bytes: AtomicU64::new(0),
         }
     }
 
@@ -97,12 +97,22 @@ impl Store {
 
     /// Number of keys stored (tombstoned keys included until purged).
     pub fn len(&self) -> usize {
-        self.entries.len()
+        usize::try_from(self.keys.load(Ordering::Relaxed)).unwrap_or(usize::MAX)
     }
 
     /// True when no key is stored.
     pub fn is_empty(&self) -> bool {
-        self.entries.is_empty()
+        self.len() == 0
+    }
+
+    /// Sum of the lengths of the stored keys (tombstoned keys included until purged).
+    pub fn key_bytes(&self) -> u64 {
+        self.key_bytes.load(Ordering::Relaxed)
+    }
+
+    /// Sum of the lengths of the stored values, siblings included (tombstones hold none).
+    pub fn value_bytes(&self) -> u64 {
+        self.value_bytes.load(Ordering::Relaxed)
     }
 
     /// The segment holding `key`: the top bits of its ring position.
@@ -112,15 +122,15 @@ impl Store {
 
     /// The stored set of `key` (empty when absent).
     pub fn get(&self, key: &[u8]) -> VersionSet {
-        self.entries
+        self.segment(key)
             .get(key)
-            .map(|e| e.versions.clone())
+            .map(Record::versions)
             .unwrap_or_default()
     }
 
     /// The digest of `key`'s set (0 when absent).
     pub fn digest(&self, key: &[u8]) -> u64 {
-        self.entries.get(key).map(|e| e.digest).unwrap_or(0)
+        self.segment(key).get(key).map_or(0, Record::digest)
     }
 
     /// Merges versions received from a peer (replication, hint, repair, anti-entropy).
@@ -149,6 +159,11 @@ impl Store {
         value: Option<Bytes>,
         now_ms: u64,
     ) -> Result<Coordinated, StoreError> {
+        // A value can be a slice of a much bigger buffer (an HTTP body is a slice of the
+        // connection's read buffer, 8 KiB or more). The record copies it, but the returned
+        // set travels on (to replicas, and into hints kept here): a copy of its own keeps
+        // that buffer from living as long as a hint.
+        let value = value.map(|v| Bytes::copy_from_slice(&v));
         let (result, _) = self.update(key, |set| {
             let counter = self.next_counter(set.max_counter(&self.actor))?;
             let dot = Dot::new(self.actor.clone(), counter);
@@ -173,18 +188,20 @@ impl Store {
     /// Removes `key` if its set is still exactly the one with digest `expected` and holds only
     /// tombstones. The caller must know that every owner holds the tombstones.
     pub fn purge_tombstones(&self, key: &Key, expected: u64) -> bool {
-        let MapEntry::Occupied(entry) = self.entries.entry(key.clone()) else {
+        let mut records = self.segment(key);
+        let Some(record) = records.get(key.as_ref()) else {
             return false;
         };
-        if entry.get().digest != expected || !entry.get().versions.is_all_tombstones() {
+        let set = record.versions();
+        if record.digest() != expected || !set.is_all_tombstones() {
             return false;
         }
-        // The indexes change under the key's lock, so a concurrent first write of the key
-        // cannot be listed before this removal and then lost by it.
-        self.unindex(key);
+        // The candidates change under the segment's lock, so a concurrent first write of the
+        // key cannot be listed before this removal and then lost by it.
         lock(&self.tombstones).remove(key);
-        let (key, removed) = entry.remove_entry();
-        self.xor_segment(&key, removed.digest, 0);
+        records.remove(key.as_ref());
+        self.xor_segment(key, expected, 0);
+        self.count(key, false, set.value_bytes(), &VersionSet::new());
         true
     }
 
@@ -203,24 +220,26 @@ impl Store {
             .collect()
     }
 
-    /// The keys of one segment with their digests, sorted by key (from the segment's index).
+    /// The keys of one segment with their digests, sorted by key (empty for an out-of-range
+    /// segment).
     pub fn keys_in_segment(&self, segment: usize) -> Vec<(Key, u64)> {
-        self.segment_keys(segment)
-            .into_iter()
-            .filter_map(|key| {
-                // A key purged since the listing is simply left out.
-                let digest = self.entries.get(&key).map(|e| e.digest)?;
-                Some((key, digest))
-            })
-            .collect()
+        let Some(records) = self.records.get(segment) else {
+            return Vec::new();
+        };
+        let mut keys: Vec<(Key, u64)> = lock(records)
+            .iter()
+            .map(|r| (Bytes::copy_from_slice(r.key()), r.digest()))
+            .collect();
+        keys.sort_unstable();
+        keys
     }
 
     /// The keys of one segment, sorted (empty for an out-of-range segment).
     pub fn segment_keys(&self, segment: usize) -> Vec<Key> {
-        self.segment_keys
-            .get(segment)
-            .map(|keys| lock(keys).clone())
-            .unwrap_or_default()
+        self.keys_in_segment(segment)
+            .into_iter()
+            .map(|(key, _)| key)
+            .collect()
     }
 
     /// Up to `limit` keys whose set holds only tombstones, after skipping `skip` of them, in
@@ -262,57 +281,78 @@ impl Store {
             })
     }
 
-    // Runs `change` on the key's set under its shard lock and keeps the digests and the
-    // indexes in step. A non-empty set never becomes empty (merges and writes only add or
-    // replace), so a key enters its segment's index here and leaves it only by a purge.
+    // The records of `key`'s segment, locked.
+    fn segment(&self, key: &[u8]) -> MutexGuard<'_, HashSet<Record>> {
+        lock(&self.records[Self::segment_of(key)])
+    }
+
+    // Runs `change` on the key's set under its segment's lock and stores the result, keeping
+    // the digests, the candidates and the gauges in step. A non-empty set never becomes empty
+    // (merges and writes only add or replace), so a key gets its record here and loses it
+    // only by a purge; a failed write on an absent key leaves nothing behind.
     fn update<T, E>(
         &self,
         key: &Key,
         change: impl FnOnce(&mut VersionSet) -> Result<T, E>,
     ) -> (Result<T, E>, u64) {
-        let (result, digest) = {
-            let mut entry = self.entries.entry(key.clone()).or_default();
-            let was_empty = entry.versions.is_empty();
-            let was_tombstones = entry.versions.is_all_tombstones();
-            let result = change(&mut entry.versions);
-            let old = entry.digest;
-            let new = entry.versions.digest();
-            if new != old {
-                entry.digest = new;
-                self.xor_segment(key, old, new);
-                if was_empty {
-                    self.index(key);
-                }
-                let tombstones = entry.versions.is_all_tombstones();
-                if tombstones != was_tombstones {
-                    let mut candidates = lock(&self.tombstones);
-                    if tombstones {
-                        candidates.insert(key.clone());
-                    } else {
-                        candidates.remove(key);
-                    }
-                }
+        let mut records = self.segment(key);
+        let stored = records.get(key.as_ref());
+        let old_digest = stored.map_or(0, Record::digest);
+        let mut set = stored.map(Record::versions).unwrap_or_default();
+        let was_empty = set.is_empty();
+        let was_tombstones = set.is_all_tombstones();
+        let old_values = set.value_bytes();
+        let result = change(&mut set);
+        let digest = set.digest();
+        if set.is_empty() {
+            if was_empty {
+                return (result, 0);
             }
-            (result, new)
-        };
-        if digest == 0 {
-            // A failed write on an absent key leaves no empty entry behind.
-            self.entries.remove_if(key, |_, e| e.versions.is_empty());
+            records.remove(key.as_ref());
+        } else {
+            let record = Record::new(key, digest, &set);
+            if stored.is_some_and(|old| old.same_as(&record)) {
+                return (result, digest);
+            }
+            records.replace(record);
         }
+        if digest != old_digest {
+            self.xor_segment(key, old_digest, digest);
+        }
+        let tombstones = set.is_all_tombstones();
+        if tombstones != was_tombstones {
+            let mut candidates = lock(&self.tombstones);
+            if tombstones {
+                candidates.insert(key.clone());
+            } else {
+                candidates.remove(key);
+            }
+        }
+        self.count(key, was_empty, old_values, &set);
         (result, digest)
     }
 
-    fn index(&self, key: &Key) {
-        let mut keys = lock(&self.segment_keys[Self::segment_of(key)]);
-        if let Err(at) = keys.binary_search(key) {
-            keys.insert(at, key.clone());
+    // Moves the key count and the payload gauges by what one change of `key`'s set did.
+    fn count(&self, key: &[u8], was_empty: bool, old_values: u64, after: &VersionSet) {
+        let key_len = key.len() as u64;
+        match (was_empty, after.is_empty()) {
+            (true, false) => {
+                self.keys.fetch_add(1, Ordering::Relaxed);
+                self.key_bytes.fetch_add(key_len, Ordering::Relaxed);
+            }
+            (false, true) => {
+                self.keys.fetch_sub(1, Ordering::Relaxed);
+                self.key_bytes.fetch_sub(key_len, Ordering::Relaxed);
+            }
+            _ => {}
         }
-    }
-
-    fn unindex(&self, key: &Key) {
-        let mut keys = lock(&self.segment_keys[Self::segment_of(key)]);
-        if let Ok(at) = keys.binary_search(key) {
-            keys.remove(at);
+        let new_values = after.value_bytes();
+        if new_values > old_values {
+            self.value_bytes
+                .fetch_add(new_values - old_values, Ordering::Relaxed);
+        } else if old_values > new_values {
+            self.value_bytes
+                .fetch_sub(old_values - new_values, Ordering::Relaxed);
         }
     }
 
@@ -324,7 +364,7 @@ impl Store {
     }
 }
 
-// A poisoned index only means a panic elsewhere between two plain-data steps; keep serving.
+// A poisoned lock only means a panic elsewhere between two plain-data steps; keep serving.
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(|p| p.into_inner())
 }
@@ -346,6 +386,45 @@ mod tests {
 
     fn store(name: &str) -> Store {
         Store::new(ActorId::new(name, 7))
+    }
+
+    // The payload gauges as a scan of the whole map finds them.
+    fn recount(s: &Store) -> (u64, u64) {
+        stored_keys(s).iter().fold((0, 0), |(k, v), key| {
+            (k + key.len() as u64, v + s.get(key).value_bytes())
+        })
+    }
+
+    // Every stored key, read segment by segment.
+    fn stored_keys(s: &Store) -> Vec<Key> {
+        (0..SEGMENTS).flat_map(|seg| s.segment_keys(seg)).collect()
+    }
+
+    #[test]
+    fn payload_gauges_follow_writes_siblings_deletes_and_purges() {
+        let s = store("a");
+        let (k1, k2) = (key("k1"), key("key2"));
+        s.coordinate(&k1, &VClock::new(), val("abc"), 0).unwrap();
+        s.coordinate(&k1, &VClock::new(), val("de"), 0).unwrap();
+        assert_eq!((s.key_bytes(), s.value_bytes()), (2, 5), "siblings count");
+        s.coordinate(&k2, &VClock::new(), val("x"), 0).unwrap();
+        let ctx = s.get(&k1).read().context;
+        s.coordinate(&k1, &ctx, val("f"), 1).unwrap();
+        assert_eq!((s.key_bytes(), s.value_bytes()), (6, 2));
+        let ctx = s.get(&k2).read().context;
+        s.coordinate(&k2, &ctx, None, 2).unwrap();
+        assert_eq!(
+            (s.key_bytes(), s.value_bytes()),
+            (6, 1),
+            "a tombstone holds no value"
+        );
+        assert!(s.purge_tombstones(&k2, s.digest(&k2)));
+        assert_eq!((s.key_bytes(), s.value_bytes()), (2, 1));
+        let replica = store("r");
+        replica.merge(&k1, &s.get(&k1));
+        replica.merge(&k1, &s.get(&k1));
+        assert_eq!((replica.key_bytes(), replica.value_bytes()), (2, 1));
+        assert_eq!((s.key_bytes(), s.value_bytes()), recount(&s));
     }
 
     #[test]
@@ -533,12 +612,18 @@ mod tests {
             });
             assert_eq!(s.segment_digest(segment), expected, "segment {segment}");
         }
-        // The indexes list exactly the stored keys, and the candidates exactly the deleted ones.
-        let mut stored: Vec<Key> = s.entries.iter().map(|e| e.key().clone()).collect();
+        // Every key sits in its own segment, the counts match the listing, and the candidates
+        // are exactly the deleted keys.
+        for segment in 0..SEGMENTS {
+            for k in s.segment_keys(segment) {
+                assert_eq!(Store::segment_of(&k), segment);
+                assert!(!s.get(&k).is_empty());
+            }
+        }
+        let mut stored = stored_keys(&s);
         stored.sort();
-        let mut indexed: Vec<Key> = (0..SEGMENTS).flat_map(|seg| s.segment_keys(seg)).collect();
-        indexed.sort();
-        assert_eq!(indexed, stored);
+        assert_eq!(stored.len(), s.len());
+        assert_eq!((s.key_bytes(), s.value_bytes()), recount(&s));
         let mut candidates = s.tombstone_candidates(0, usize::MAX);
         candidates.sort();
         let deleted: Vec<Key> = stored
@@ -731,6 +816,8 @@ mod tests {
                 r2.merge(k, set);
             }
             prop_assert_eq!(r1.segment_digests(), r2.segment_digests());
+            prop_assert_eq!((r1.key_bytes(), r1.value_bytes()), recount(&r1));
+            prop_assert_eq!((r2.key_bytes(), r2.value_bytes()), recount(&r2));
             for (k, _) in &deliveries {
                 prop_assert_eq!(r1.get(k), r2.get(k));
                 prop_assert_eq!(r1.digest(k), r1.get(k).digest());

@@ -165,6 +165,16 @@ impl VersionSet {
         set
     }
 
+    /// A set of `versions` exactly as listed, which must be the versions of a set as this type
+    /// keeps it (sorted by dot, each dot once, none obsolete): for decoding the store's own
+    /// records without redoing the merge. Anything from a peer goes through
+    /// [`VersionSet::from_versions`].
+    pub(super) fn from_canonical(versions: Vec<Version>) -> Self {
+        let set = VersionSet { versions };
+        debug_assert_eq!(set, VersionSet::from_versions(set.versions.clone()));
+        set
+    }
+
     /// The surviving versions, sorted by dot.
     pub fn versions(&self) -> &[Version] {
         &self.versions
@@ -183,6 +193,15 @@ impl VersionSet {
     /// True when the set holds only tombstones (and at least one).
     pub fn is_all_tombstones(&self) -> bool {
         !self.is_empty() && self.versions.iter().all(Version::is_tombstone)
+    }
+
+    /// Sum of the lengths of the values held, siblings included (tombstones hold none).
+    pub fn value_bytes(&self) -> u64 {
+        self.versions
+            .iter()
+            .filter_map(|v| v.value.as_ref())
+            .map(|b| b.len() as u64)
+            .sum()
     }
 
     /// True when this set holds `dot` or a version that made it obsolete.
@@ -215,6 +234,7 @@ impl VersionSet {
         all.extend(incoming.into_iter().map(|v| (v, true)));
         if all.len() == before {
             self.versions = all.into_iter().map(|(v, _)| v).collect();
+            self.versions.shrink_to_fit();
             return false;
         }
         // Stable: on equal content the stored copy stays first and the newcomer is dropped.
@@ -226,6 +246,10 @@ impl VersionSet {
             same
         });
         let obsolete = obsolete_flags(all.iter().map(|(v, _)| v));
+        // Exactly the survivors: a stored set lives as long as its key, and growing by
+        // pushes would leave room for four versions where one is the common case.
+        self.versions
+            .reserve_exact(obsolete.iter().filter(|dropped| !**dropped).count());
         let mut changed = replaced;
         for ((version, is_new), dropped) in all.into_iter().zip(obsolete) {
             // Changed when a newcomer stays or an old version goes.
@@ -338,7 +362,7 @@ impl VersionSet {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use std::collections::{BTreeMap, BTreeSet};
 
     use super::*;
@@ -611,7 +635,7 @@ mod tests {
             .collect()
     }
 
-    fn any_version() -> impl Strategy<Value = Version> {
+    pub(crate) fn any_version() -> impl Strategy<Value = Version> {
         (
             0u8..3,
             0u64..5,

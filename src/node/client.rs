@@ -269,7 +269,7 @@ impl KvService for NodeClient {
     }
 
     fn metrics(&self) -> String {
-        self.shared.metrics.keys.set(self.shared.store.len() as i64);
+        self.shared.metrics.observe(&self.shared.store);
         self.shared.metrics.render()
     }
 

@@ -7,6 +7,9 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
+use super::resident::resident_bytes;
+use crate::core::store::Store;
+
 /// Labels of a client request.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RequestLabels {
@@ -56,6 +59,12 @@ pub struct Metrics {
     pub ring_version: Gauge,
     /// Keys stored on this node.
     pub keys: Gauge,
+    /// Sum of the lengths of the keys stored on this node.
+    pub key_bytes: Gauge,
+    /// Sum of the lengths of the values stored on this node, siblings included.
+    pub value_bytes: Gauge,
+    /// The process's resident memory; registered only where the OS reports it.
+    pub resident_memory: Gauge,
     /// Writes forwarded to another coordinator.
     pub forwarded: Counter,
     /// Keys handed to their new owners after a ring change.
@@ -84,6 +93,9 @@ impl Default for Metrics {
             members: Family::default(),
             ring_version: Gauge::default(),
             keys: Gauge::default(),
+            key_bytes: Gauge::default(),
+            value_bytes: Gauge::default(),
+            resident_memory: Gauge::default(),
             forwarded: Counter::default(),
             handoffs: Counter::default(),
             anti_entropy_bytes: Counter::default(),
@@ -130,6 +142,24 @@ impl Default for Metrics {
         );
         registry.register("keys", "Keys stored on this node", m.keys.clone());
         registry.register(
+            "key_bytes",
+            "Sum of the lengths of the keys stored on this node",
+            m.key_bytes.clone(),
+        );
+        registry.register(
+            "value_bytes",
+            "Sum of the lengths of the values stored on this node, siblings included",
+            m.value_bytes.clone(),
+        );
+        // Absent rather than a misleading 0 where the OS does not report it.
+        if resident_bytes().is_some() {
+            registry.register(
+                "resident_memory_bytes",
+                "Resident memory of the node process",
+                m.resident_memory.clone(),
+            );
+        }
+        registry.register(
             "forwarded_writes",
             "Writes forwarded to a coordinator",
             m.forwarded.clone(),
@@ -164,6 +194,17 @@ impl Default for Metrics {
 }
 
 impl Metrics {
+    /// Sets the gauges that are read at scrape time: the store's size and the process memory.
+    pub fn observe(&self, store: &Store) {
+        let gauge = |g: &Gauge, v: u64| g.set(i64::try_from(v).unwrap_or(i64::MAX));
+        gauge(&self.keys, store.len() as u64);
+        gauge(&self.key_bytes, store.key_bytes());
+        gauge(&self.value_bytes, store.value_bytes());
+        if let Some(rss) = resident_bytes() {
+            gauge(&self.resident_memory, rss);
+        }
+    }
+
     /// The Prometheus text exposition.
     pub fn render(&self) -> String {
         let mut out = String::new();

@@ -26,6 +26,7 @@ mod metrics;
 mod native;
 mod peers;
 mod replicator;
+mod resident;
 mod ring_actor;
 mod shared;
 mod storage_actor;
