@@ -17,12 +17,14 @@
 //! registry and process groups are global to the OS process, so one process runs one node.
 
 mod anti_entropy;
+mod batch;
 mod client;
 mod cluster;
 mod coordinator;
 mod gossip;
 mod metrics;
 mod peers;
+mod replicas;
 mod replicator;
 mod ring_actor;
 mod shared;
