@@ -8,7 +8,6 @@
 //! forwarding would only add a hop. The fan-out runs in a spawned task that outlives the
 //! answer, so every replica still receives its write and late read replies still feed repair.
 
-use std::collections::HashSet;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -191,7 +190,7 @@ pub async fn read(
     let targets = select_targets(preference, quorum.n, |n| shared.is_live(n));
     record_fan_out(&shared.me, &targets, r);
     let mut tracker = new_tracker(r, &targets)?;
-    let owners: HashSet<NodeId> = targets
+    let owners: Vec<NodeId> = targets
         .iter()
         .filter(|t| t.stands_in_for.is_none())
         .map(|t| t.node.clone())
@@ -212,13 +211,9 @@ pub async fn read(
     let replied = drive(tracker, calls, repair).await;
     record_answers("replies", &replied);
     match replied {
-        Ok(Ok(replies)) => {
-            let mut merged = VersionSet::new();
-            for (_, set) in &replies {
-                merged.merge(set);
-            }
-            Ok(GetResult::from_set(&merged))
-        }
+        Ok(Ok(replies)) => Ok(GetResult::from_set(&merge_all(
+            replies.iter().map(|(_, set)| set),
+        ))),
         Ok(Err(shortfall)) => Err(ClientError::InsufficientReplies(shortfall)),
         Err(_) => Err(ClientError::Internal(
             "read fan-out ended without an answer".into(),
@@ -480,13 +475,10 @@ fn drive<T: Clone + Send + 'static>(
 fn read_repair(
     shared: &Arc<NodeShared>,
     key: Key,
-    owners: &HashSet<NodeId>,
+    owners: &[NodeId],
     replies: Vec<(NodeId, VersionSet)>,
 ) {
-    let mut merged = VersionSet::new();
-    for (_, set) in &replies {
-        merged.merge(set);
-    }
+    let merged = merge_all(replies.iter().map(|(_, set)| set));
     let digest = merged.digest();
     for (node, set) in replies {
         if !owners.contains(&node) || set.digest() == digest {
@@ -506,6 +498,16 @@ fn read_repair(
         // Awaited by a task of its own: a request nobody waits for is never sent.
         tokio::spawn(shared.replicas.put(&node, put, deadline));
     }
+}
+
+/// The merge of `sets`. The first is taken as it is: merging into an empty set would rebuild it.
+fn merge_all<'a>(sets: impl IntoIterator<Item = &'a VersionSet>) -> VersionSet {
+    let mut sets = sets.into_iter();
+    let mut merged = sets.next().cloned().unwrap_or_default();
+    for set in sets {
+        merged.merge(set);
+    }
+    merged
 }
 
 fn new_tracker<T>(required: usize, targets: &[Target]) -> Result<QuorumTracker<T>, ClientError> {

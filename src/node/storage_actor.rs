@@ -90,7 +90,11 @@ pub fn serve(
 /// What this node holds for `key`: its own versions and any it keeps as hints.
 pub fn local_read(shared: &NodeShared, key: &[u8]) -> VersionSet {
     let mut set = shared.store.get(key);
-    set.merge(&shared.hints().versions_for(key));
+    let hinted = shared.hints().versions_for(key);
+    // Merging even an empty set rebuilds this one; there are rarely any hints.
+    if !hinted.is_empty() {
+        set.merge(&hinted);
+    }
     set
 }
 
