@@ -171,11 +171,6 @@ async fn run<S: BatchSender>(
                 None => return,
             },
         };
-        if rx.is_empty() {
-            // Callers woken together queue their requests one after another; let them, so
-            // that they share this batch. Costs nothing when nothing else is runnable.
-            tokio::task::yield_now().await;
-        }
         let now = Instant::now();
         let mut requests = Vec::new();
         let mut waiters = Vec::new();
