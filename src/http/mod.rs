@@ -6,6 +6,7 @@
 mod client;
 mod escape;
 mod failure;
+mod layers;
 mod metrics_text;
 mod server;
 mod wire;

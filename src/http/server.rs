@@ -1,21 +1,19 @@
 //! The axum server: routes, handlers, and how service results become statuses and bodies.
 
 use std::future::Future;
-use std::time::Instant;
 
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{DefaultBodyLimit, Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, Uri, header};
-use axum::middleware::{Next, from_fn};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{any, get};
 use axum::serve::ListenerExt;
 use axum::{Json, Router};
-use tracing::Instrument;
 
 use super::escape::{decode, query_values};
 use super::failure::Failure;
+use super::layers::{RefuseOversize, TraceRequests};
 use super::wire::{
     CONTEXT_HEADER, ContextBody, DeletedBody, LocalBody, LocalVersionWire, SiblingsBody,
     encode_base64,
@@ -53,9 +51,13 @@ pub fn router<S: KvService>(service: S) -> Router {
         .route("/health", get(health::<S>))
         // After every route: it is attached to the routes that exist when it is called.
         .method_not_allowed_fallback(method_not_allowed)
-        .route_layer(from_fn(trace))
+        .route_layer(TraceRequests::new(route_of))
         .fallback(unknown_route)
-        .layer(from_fn(refuse_declared_oversize))
+        // Answers 413 at once to a body declared larger than [`BODY_LIMIT`], without reading
+        // it; bodies of unknown length are cut off by the extractor's limit instead.
+        .layer(RefuseOversize::new(BODY_LIMIT, || {
+            too_large().into_response()
+        }))
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
         .with_state(service)
 }
@@ -74,39 +76,6 @@ pub async fn serve<S: KvService>(
     axum::serve(listener, router(service))
         .with_graceful_shutdown(shutdown)
         .await
-}
-
-/// One debug span per routed request; skipped entirely when debug is off.
-async fn trace(request: Request, next: Next) -> Response {
-    if !tracing::enabled!(tracing::Level::DEBUG) {
-        return next.run(request).await;
-    }
-    let route = route_of(request.uri().path()).to_owned();
-    let span = tracing::debug_span!(
-        "http",
-        method = %request.method(),
-        route = %route,
-        status = tracing::field::Empty
-    );
-    let started = Instant::now();
-    let response = next.run(request).instrument(span.clone()).await;
-    span.record("status", response.status().as_u16());
-    tracing::debug!(parent: &span, elapsed_us = started.elapsed().as_micros() as u64, "answered");
-    response
-}
-
-/// Answers 413 at once to a body declared larger than [`BODY_LIMIT`], without reading it;
-/// bodies of unknown length are cut off by the extractor's limit instead.
-async fn refuse_declared_oversize(request: Request, next: Next) -> Response {
-    let declared = request
-        .headers()
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok());
-    match declared {
-        Some(length) if length > BODY_LIMIT as u64 => too_large().into_response(),
-        _ => next.run(request).await,
-    }
 }
 
 /// The route template of a routed path: keys are not logged, only their route.
@@ -169,11 +138,13 @@ async fn put_key<S: KvService>(
     let context = context_of(&headers)?;
     let w = quorum_option(&uri, "w", &svc)?;
     let written = svc.put(key, value, context, WriteOptions { w }).await?;
-    let mut response = Json(ContextBody {
-        context: written.encode(),
-    })
-    .into_response();
-    set_context(response.headers_mut(), &written);
+    // Encoded once, for the body and the header alike.
+    let context = written.encode();
+    let header = HeaderValue::from_str(&context);
+    let mut response = Json(ContextBody { context }).into_response();
+    if let Ok(value) = header {
+        response.headers_mut().insert(CONTEXT_HEADER, value);
+    }
     Ok(response)
 }
 

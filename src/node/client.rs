@@ -17,7 +17,7 @@ use crate::api::{
 };
 use crate::config::{ConfigUpdate, QuorumConfig};
 use crate::core::hash::stable_hash;
-use crate::core::ids::Key;
+use crate::core::ids::{Key, NodeId};
 use crate::core::membership::Status;
 use crate::core::version::VersionSet;
 
@@ -270,7 +270,14 @@ impl KvService for NodeClient {
 
     fn metrics(&self) -> String {
         self.shared.metrics.observe(&self.shared.store);
-        self.shared.metrics.render()
+        let mut text = self.shared.metrics.render();
+        let links = render_link_stats(&self.shared.replicas.stats());
+        // The exposition ends with an `# EOF` line; the link figures belong before it.
+        match text.rfind("# EOF") {
+            Some(end) => text.insert_str(end, &links),
+            None => text.push_str(&links),
+        }
+        text
     }
 
     fn health(&self) -> Health {
@@ -285,4 +292,29 @@ impl KvService for NodeClient {
             members: membership.members().count(),
         }
     }
+}
+
+/// The batching links' figures in the exposition format: batch size = requests / batches.
+fn render_link_stats(stats: &[(NodeId, u64, u64)]) -> String {
+    use std::fmt::Write;
+    let mut out = String::new();
+    for (name, help, pick) in [
+        (
+            "dynamo_replica_batches",
+            "RPCs sent to peers' storage actors, by peer",
+            (|s: &(NodeId, u64, u64)| s.1) as fn(&(NodeId, u64, u64)) -> u64,
+        ),
+        (
+            "dynamo_replica_batch_requests",
+            "Reads and writes those RPCs carried, by peer",
+            |s| s.2,
+        ),
+    ] {
+        // Writing into a String cannot fail.
+        let _ = writeln!(out, "# HELP {name} {help}.\n# TYPE {name} counter");
+        for stat in stats {
+            let _ = writeln!(out, "{name}_total{{peer=\"{}\"}} {}", stat.0, pick(stat));
+        }
+    }
+    out
 }

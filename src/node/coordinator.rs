@@ -8,7 +8,6 @@
 //! forwarding would only add a hop. The fan-out runs in a spawned task that outlives the
 //! answer, so every replica still receives its write and late read replies still feed repair.
 
-use std::collections::HashSet;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -18,7 +17,7 @@ use bytes::Bytes;
 use futures::StreamExt;
 use futures::stream::FuturesUnordered;
 use ractor::rpc::CallResult;
-use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort, pg};
+use ractor::{Actor, ActorProcessingErr, ActorRef, pg};
 use tokio::sync::oneshot;
 use tracing::field::Empty;
 use tracing::{Instrument, Span};
@@ -26,7 +25,7 @@ use tracing::{Instrument, Span};
 use super::peers::Role;
 use super::shared::{NodeShared, RingView};
 use super::storage_actor::local_read;
-use super::wire::{CoordinatorMsg, ForwardedWrite, Payload, ReplicaPut, StorageMsg};
+use super::wire::{CoordinatorMsg, ForwardedWrite, Payload, ReplicaPut};
 use crate::api::{ClientError, Context, ContextError, GetResult, validate_key, validate_value};
 use crate::config::MAX_SET_BYTES;
 use crate::core::hash::stable_hash;
@@ -212,7 +211,7 @@ pub async fn read_set(
     let targets = select_targets(preference, quorum.n, |n| shared.is_live(n));
     record_fan_out(&shared.me, &targets, r);
     let mut tracker = new_tracker(r, &targets)?;
-    let owners: HashSet<NodeId> = targets
+    let owners: Vec<NodeId> = targets
         .iter()
         .filter(|t| t.stands_in_for.is_none())
         .map(|t| t.node.clone())
@@ -223,14 +222,8 @@ pub async fn read_set(
             tracker.on_reply(&shared.me, local_read(shared, &key));
             continue;
         }
-        let (shared, key) = (Arc::clone(shared), key.clone());
-        calls.push(Box::pin(async move {
-            let result = call_storage(&shared, &target.node, deadline, |reply| {
-                StorageMsg::Get(Payload::ok(key), reply)
-            })
-            .await;
-            (target.node, result)
-        }));
+        let reply = shared.replicas.get(&target.node, key.clone(), deadline);
+        calls.push(Box::pin(async move { (target.node, reply.await) }));
     }
     let repair = {
         let (shared, key) = (Arc::clone(shared), key.clone());
@@ -239,13 +232,7 @@ pub async fn read_set(
     let replied = drive(tracker, calls, repair).await;
     record_answers("replies", &replied);
     match replied {
-        Ok(Ok(replies)) => {
-            let mut merged = VersionSet::new();
-            for (_, set) in &replies {
-                merged.merge(set);
-            }
-            Ok(merged)
-        }
+        Ok(Ok(replies)) => Ok(merge_all(replies.iter().map(|(_, set)| set))),
         Ok(Err(shortfall)) => Err(ClientError::InsufficientReplies(shortfall)),
         Err(_) => Err(ClientError::Internal(
             "read fan-out ended without an answer".into(),
@@ -323,19 +310,13 @@ async fn coordinate_write(
             tracker.on_reply(&shared.me, ());
             continue;
         }
-        let shared = Arc::clone(shared);
         let put = ReplicaPut {
             key: key.clone(),
             versions: coordinated.versions.clone(),
             hint_for: target.stands_in_for.clone(),
         };
-        calls.push(Box::pin(async move {
-            let result = call_storage(&shared, &target.node, deadline, |reply| {
-                StorageMsg::Put(Payload::ok(put), reply)
-            })
-            .await;
-            (target.node, result)
-        }));
+        let ack = shared.replicas.put(&target.node, put, deadline);
+        calls.push(Box::pin(async move { (target.node, ack.await) }));
     }
     let key_hash = stable_hash(&key);
     let finished = move |acks: Vec<(NodeId, ())>| {
@@ -474,33 +455,6 @@ pub(super) async fn forward(
 
 type Call<T> = Pin<Box<dyn Future<Output = (NodeId, Result<T, Failure>)> + Send>>;
 
-/// Calls `node`'s Storage actor with what time is left; any failure is a non-answer.
-async fn call_storage<T: Send + 'static>(
-    shared: &NodeShared,
-    node: &NodeId,
-    deadline: Instant,
-    message: impl FnOnce(RpcReplyPort<Payload<T>>) -> StorageMsg,
-) -> Result<T, Failure> {
-    let Some(storage) = shared.peers.storage(node) else {
-        return Err(Failure::Error);
-    };
-    let timeout = deadline.saturating_duration_since(Instant::now());
-    if timeout.is_zero() {
-        return Err(Failure::Timeout);
-    }
-    match storage.call(message, Some(timeout)).await {
-        Ok(CallResult::Success(Payload(Ok(value)))) => Ok(value),
-        Ok(CallResult::Success(Payload(Err(e)))) => {
-            tracing::warn!(node = %node, error = %e, "replica refused a request");
-            Err(Failure::Error)
-        }
-        Ok(CallResult::Timeout) => Err(Failure::Timeout),
-        // ractor_cluster may report a remote timeout as a sender error.
-        Ok(CallResult::SenderError) | Err(_) if Instant::now() >= deadline => Err(Failure::Timeout),
-        Ok(CallResult::SenderError) | Err(_) => Err(Failure::Error),
-    }
-}
-
 /// Drives the calls in a task of their own, feeding the tracker. The receiver gets the replies
 /// at the quorum (or the shortfall once it is out of reach); the task goes on until every call
 /// ended and then hands all replies to `finally`.
@@ -540,13 +494,10 @@ fn drive<T: Clone + Send + 'static>(
 fn read_repair(
     shared: &Arc<NodeShared>,
     key: Key,
-    owners: &HashSet<NodeId>,
+    owners: &[NodeId],
     replies: Vec<(NodeId, VersionSet)>,
 ) {
-    let mut merged = VersionSet::new();
-    for (_, set) in &replies {
-        merged.merge(set);
-    }
+    let merged = merge_all(replies.iter().map(|(_, set)| set));
     let digest = merged.digest();
     for (node, set) in replies {
         if !owners.contains(&node) || set.digest() == digest {
@@ -557,23 +508,25 @@ fn read_repair(
             shared.store.merge(&key, &merged);
             continue;
         }
-        let (shared, put) = (
-            Arc::clone(shared),
-            ReplicaPut {
-                key: key.clone(),
-                versions: merged.clone(),
-                hint_for: None,
-            },
-        );
-        tokio::spawn(async move {
-            let deadline =
-                Instant::now() + Duration::from_millis(shared.quorum.load().put_timeout_ms);
-            let _ = call_storage(&shared, &node, deadline, |reply| {
-                StorageMsg::Put(Payload::ok(put), reply)
-            })
-            .await;
-        });
+        let put = ReplicaPut {
+            key: key.clone(),
+            versions: merged.clone(),
+            hint_for: None,
+        };
+        let deadline = Instant::now() + Duration::from_millis(shared.quorum.load().put_timeout_ms);
+        // Awaited by a task of its own: a request nobody waits for is never sent.
+        tokio::spawn(shared.replicas.put(&node, put, deadline));
     }
+}
+
+/// The merge of `sets`. The first is taken as it is: merging into an empty set would rebuild it.
+fn merge_all<'a>(sets: impl IntoIterator<Item = &'a VersionSet>) -> VersionSet {
+    let mut sets = sets.into_iter();
+    let mut merged = sets.next().cloned().unwrap_or_default();
+    for set in sets {
+        merged.merge(set);
+    }
+    merged
 }
 
 fn new_tracker<T>(required: usize, targets: &[Target]) -> Result<QuorumTracker<T>, ClientError> {

@@ -17,6 +17,7 @@
 //! registry and process groups are global to the OS process, so one process runs one node.
 
 mod anti_entropy;
+mod batch;
 mod client;
 mod client_view;
 mod cluster;
@@ -25,6 +26,7 @@ mod gossip;
 mod metrics;
 mod native;
 mod peers;
+mod replicas;
 mod replicator;
 mod resident;
 mod ring_actor;

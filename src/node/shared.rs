@@ -12,6 +12,7 @@ use arc_swap::ArcSwap;
 use super::anti_entropy::AntiEntropyShared;
 use super::metrics::Metrics;
 use super::peers::Peers;
+use super::replicas::ReplicaLinks;
 use crate::config::{NodeConfig, QuorumConfig};
 use crate::core::hints::HintStore;
 use crate::core::ids::{ActorId, NodeId};
@@ -45,7 +46,9 @@ pub struct NodeShared {
     /// The membership readers use; the Gossip actor publishes it.
     pub membership: ArcSwap<Membership>,
     /// Connected peers' actors.
-    pub peers: Peers,
+    pub peers: Arc<Peers>,
+    /// Batched reads and writes to peers' Storage actors.
+    pub replicas: ReplicaLinks,
     /// Metrics.
     pub metrics: Metrics,
     /// Anti-entropy's digest caches and purge memo.
@@ -72,6 +75,7 @@ impl NodeShared {
             config.gossip.timeouts,
             0,
         )?;
+        let peers = Arc::new(Peers::default());
         Ok(Arc::new(NodeShared {
             store: Arc::new(Store::new(ActorId::new(me.clone(), incarnation))),
             quorum: ArcSwap::from_pointee(config.quorum),
@@ -80,7 +84,8 @@ impl NodeShared {
             hints: Mutex::new(HintStore::new()),
             ring: ArcSwap::from_pointee(RingView::default()),
             membership: ArcSwap::from_pointee(membership),
-            peers: Peers::default(),
+            replicas: ReplicaLinks::new(Arc::clone(&peers)),
+            peers,
             metrics: Metrics::default(),
             anti_entropy: AntiEntropyShared::default(),
             storing: true,

@@ -8,8 +8,9 @@ use std::sync::Arc;
 use ractor::{Actor, ActorProcessingErr, ActorRef, pg};
 
 use super::peers::Role;
+use super::replicas::STORAGE_REPLY_BYTES;
 use super::shared::NodeShared;
-use super::wire::{Payload, ReplicaPut, StorageMsg};
+use super::wire::{Payload, ReplicaPut, ReplicaReply, ReplicaRequest, StorageMsg};
 use crate::core::version::VersionSet;
 
 /// Serves replica reads and writes.
@@ -49,15 +50,54 @@ impl Actor for StorageActor {
             StorageMsg::Ping(payload, reply) => {
                 let _ = reply.send(payload);
             }
+            StorageMsg::Batch(batch, reply) => {
+                let answer = batch
+                    .decode()
+                    .map(|requests| serve(shared, requests, STORAGE_REPLY_BYTES));
+                let _ = reply.send(Payload(answer));
+            }
         }
         Ok(())
     }
 }
 
+/// Serves a batch in order, and stops before the request whose reply would take the answer
+/// past `budget` bytes (the first request is always served): the sender asks again for the
+/// rest, so no answer can outgrow the frame limit however large the sets are.
+pub fn serve(
+    shared: &NodeShared,
+    requests: Vec<ReplicaRequest>,
+    budget: usize,
+) -> Vec<ReplicaReply> {
+    let mut replies = Vec::with_capacity(requests.len());
+    let mut bytes = 0;
+    for request in requests {
+        let reply = match request {
+            ReplicaRequest::Get(key) => ReplicaReply::Got(local_read(shared, &key)),
+            ReplicaRequest::Put(put) => {
+                apply(shared, put);
+                ReplicaReply::Stored
+            }
+        };
+        bytes += reply.size_bound();
+        // Only a read is left out: it changed nothing, so asking again is harmless. An ack
+        // is a byte; a write is never applied without being answered.
+        if bytes > budget && !replies.is_empty() && matches!(reply, ReplicaReply::Got(_)) {
+            break;
+        }
+        replies.push(reply);
+    }
+    replies
+}
+
 /// What this node holds for `key`: its own versions and any it keeps as hints.
 pub fn local_read(shared: &NodeShared, key: &[u8]) -> VersionSet {
     let mut set = shared.store.get(key);
-    set.merge(&shared.hints().versions_for(key));
+    let hinted = shared.hints().versions_for(key);
+    // Merging even an empty set rebuilds this one; there are rarely any hints.
+    if !hinted.is_empty() {
+        set.merge(&hinted);
+    }
     set
 }
 
@@ -72,5 +112,97 @@ pub fn apply(shared: &NodeShared, put: ReplicaPut) {
         _ => {
             shared.store.merge(&put.key, &put.versions);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use bytes::Bytes;
+
+    use super::*;
+    use crate::config::NodeConfig;
+    use crate::core::ids::Key;
+    use crate::core::vclock::VClock;
+    use crate::node::wire::set_size_bound;
+
+    fn node(name: &str) -> Arc<NodeShared> {
+        let config = NodeConfig::new(name, "127.0.0.1:1".parse().unwrap());
+        NodeShared::new(config, 1).unwrap()
+    }
+
+    fn written(shared: &NodeShared, key: &'static [u8], value: &[u8]) -> VersionSet {
+        let key = Key::from_static(key);
+        let value = Some(Bytes::copy_from_slice(value));
+        let coordinated = shared
+            .store
+            .coordinate(&key, &VClock::new(), value, 1)
+            .unwrap();
+        coordinated.versions
+    }
+
+    #[test]
+    fn a_batch_is_served_in_order_until_the_answer_would_outgrow_its_budget() {
+        let shared = node("n1");
+        let big = written(&shared, b"big", &[1u8; 1000]);
+        let small = written(&shared, b"small", b"x");
+        // Each write from a coordinator of its own: siblings, so each applied one shows.
+        let put = |value: &[u8]| {
+            let source = node(&format!("c{}", value[1]));
+            ReplicaPut {
+                key: Key::from_static(b"new"),
+                versions: written(&source, b"new", value),
+                hint_for: None,
+            }
+        };
+        let batch = |put: ReplicaPut| {
+            vec![
+                ReplicaRequest::Get(Key::from_static(b"small")),
+                ReplicaRequest::Put(put),
+                ReplicaRequest::Get(Key::from_static(b"big")),
+                ReplicaRequest::Get(Key::from_static(b"absent")),
+            ]
+        };
+        let all = serve(&shared, batch(put(b"v1")), usize::MAX);
+        assert_eq!(
+            all,
+            vec![
+                ReplicaReply::Got(small.clone()),
+                ReplicaReply::Stored,
+                ReplicaReply::Got(big.clone()),
+                ReplicaReply::Got(VersionSet::new()),
+            ]
+        );
+        assert_eq!(shared.store.get(b"new").len(), 1);
+
+        // Room for the small read and the ack, not for the big read: the rest is left out.
+        let budget = set_size_bound(&small) + 2 + 10;
+        assert!(budget < set_size_bound(&big));
+        let prefix = serve(&shared, batch(put(b"v2")), budget);
+        assert_eq!(
+            prefix,
+            vec![ReplicaReply::Got(small.clone()), ReplicaReply::Stored]
+        );
+        assert_eq!(
+            shared.store.get(b"new").len(),
+            2,
+            "the answered write was applied"
+        );
+
+        // The first request is always served, however large its answer.
+        let first = serve(
+            &shared,
+            vec![ReplicaRequest::Get(Key::from_static(b"big"))],
+            1,
+        );
+        assert_eq!(first, vec![ReplicaReply::Got(big)]);
+
+        // A write after a read that was left out is left out too, unapplied.
+        let reads_first = vec![
+            ReplicaRequest::Get(Key::from_static(b"small")),
+            ReplicaRequest::Get(Key::from_static(b"big")),
+            ReplicaRequest::Put(put(b"v3")),
+        ];
+        assert_eq!(serve(&shared, reads_first, budget).len(), 1);
+        assert_eq!(shared.store.get(b"new").len(), 2);
     }
 }

@@ -4,6 +4,8 @@
 //! `BytesConvertable::from_bytes` cannot fail, so a payload that does not decode (a bug, a
 //! version mismatch, a corrupted frame) arrives as `Err` instead of panicking inside an actor.
 
+use std::marker::PhantomData;
+
 use bytes::Bytes;
 use ractor::{BytesConvertable, RpcReplyPort};
 use ractor_cluster::RactorClusterMessage;
@@ -12,7 +14,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::api::{ClientError, Context};
 use crate::core::anti_entropy::{AeReply, AeRequest};
-use crate::core::ids::{Key, NodeId};
+use crate::core::ids::{ActorId, Key, NodeId};
 use crate::core::membership::MemberDigest;
 use crate::core::version::VersionSet;
 
@@ -67,8 +69,59 @@ impl<T: Serialize + DeserializeOwned> BytesConvertable for Payload<T> {
     }
 }
 
+/// A value encoded for the wire when it is made, and decoded only when the receiver asks.
+///
+/// Encoding up front lets a sender serialize what it still holds by reference (a batch it may
+/// have to send again) instead of handing ractor an owned copy.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Encoded<T> {
+    bytes: Vec<u8>,
+    // `fn() -> T`: the bytes stand for a `T` without owning one, so `Encoded` is always Send.
+    kind: PhantomData<fn() -> T>,
+}
+
+impl<T: DeserializeOwned> Encoded<T> {
+    /// Encodes `value`, anything that serializes exactly as a `T` does (`&[X]` for `Vec<X>`).
+    pub fn encode<V: Serialize + ?Sized>(value: &V) -> Result<Self, String> {
+        postcard::to_stdvec(value)
+            .map(|bytes| Encoded {
+                bytes,
+                kind: PhantomData,
+            })
+            .map_err(|e| format!("unencodable payload: {e}"))
+    }
+
+    /// The value; an error when the bytes are not a `T` (a bug, a version mismatch).
+    pub fn decode(&self) -> Result<T, String> {
+        postcard::from_bytes(&self.bytes).map_err(|e| format!("undecodable payload: {e}"))
+    }
+
+    /// Encoded length in bytes.
+    pub fn len(&self) -> usize {
+        self.bytes.len()
+    }
+
+    /// True when nothing was encoded (never for a value made by [`Encoded::encode`]).
+    pub fn is_empty(&self) -> bool {
+        self.bytes.is_empty()
+    }
+}
+
+impl<T> BytesConvertable for Encoded<T> {
+    fn into_bytes(self) -> Vec<u8> {
+        self.bytes
+    }
+
+    fn from_bytes(bytes: Vec<u8>) -> Self {
+        Encoded {
+            bytes,
+            kind: PhantomData,
+        }
+    }
+}
+
 /// A replica write: merge `versions` into the key, or hold them as a hint for `hint_for`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ReplicaPut {
     /// The key.
     pub key: Key,
@@ -76,6 +129,94 @@ pub struct ReplicaPut {
     pub versions: VersionSet,
     /// The owner this node stands in for (sloppy quorum), if any.
     pub hint_for: Option<NodeId>,
+}
+
+impl ReplicaPut {
+    /// An upper bound of the write's encoded size (see [`set_size_bound`]).
+    pub fn size_bound(&self) -> usize {
+        key_size_bound(&self.key)
+            + set_size_bound(&self.versions)
+            + 1
+            + self
+                .hint_for
+                .as_ref()
+                .map_or(0, |n| str_size_bound(n.as_str()))
+    }
+}
+
+/// One request of a batch sent to a peer's Storage actor.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ReplicaRequest {
+    /// Read the key's versions (stored and hinted).
+    Get(Key),
+    /// Merge versions (or hold them as a hint).
+    Put(ReplicaPut),
+}
+
+impl ReplicaRequest {
+    /// An upper bound of the request's encoded size, for keeping batches under the frame limit.
+    pub fn size_bound(&self) -> usize {
+        1 + match self {
+            ReplicaRequest::Get(key) => key_size_bound(key),
+            ReplicaRequest::Put(put) => put.size_bound(),
+        }
+    }
+}
+
+/// The answer to one [`ReplicaRequest`] of a batch.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ReplicaReply {
+    /// What the replica holds for the key of a `Get`.
+    Got(VersionSet),
+    /// A `Put` was applied.
+    Stored,
+}
+
+impl ReplicaReply {
+    /// An upper bound of the reply's encoded size, for keeping answers under the frame limit.
+    pub fn size_bound(&self) -> usize {
+        1 + match self {
+            ReplicaReply::Got(set) => set_size_bound(set),
+            ReplicaReply::Stored => 0,
+        }
+    }
+}
+
+// Postcard writes integers as varints (at most 10 bytes for a u64, 5 for a length).
+const VARINT_MAX: usize = 10;
+const LEN_MAX: usize = 5;
+
+fn str_size_bound(s: &str) -> usize {
+    LEN_MAX + s.len()
+}
+
+fn key_size_bound(key: &Key) -> usize {
+    LEN_MAX + key.len()
+}
+
+/// An upper bound of a set's postcard size, computed without encoding it: batches of sets are
+/// cut by it so that no frame can reach the peer's frame limit.
+pub fn set_size_bound(set: &VersionSet) -> usize {
+    let actor = |a: &ActorId| str_size_bound(a.node.as_str()) + VARINT_MAX;
+    LEN_MAX
+        + set
+            .versions()
+            .iter()
+            .map(|v| {
+                let clock: usize = v
+                    .context
+                    .entries()
+                    .map(|(a, _)| actor(a) + 2 * VARINT_MAX)
+                    .sum();
+                actor(&v.dot.actor)
+                    + VARINT_MAX
+                    + LEN_MAX
+                    + clock
+                    + 1
+                    + v.value.as_ref().map_or(0, |b| LEN_MAX + b.len())
+                    + VARINT_MAX
+            })
+            .sum::<usize>()
 }
 
 /// Messages of a node's Storage actor: the replica side of reads and writes.
@@ -90,6 +231,14 @@ pub enum StorageMsg {
     /// Answers with the same bytes: the bare cost of a remote call (`bench transport`).
     #[rpc]
     Ping(Payload<Bytes>, RpcReplyPort<Payload<Bytes>>),
+    /// Several reads and writes in one message (a `Vec<ReplicaRequest>`), served in order.
+    /// The reply answers a prefix of them, one reply each, and leaves out the rest when their
+    /// answers would make the reply too large; the sender asks again for those.
+    #[rpc]
+    Batch(
+        Encoded<Vec<ReplicaRequest>>,
+        RpcReplyPort<Payload<Vec<ReplicaReply>>>,
+    ),
 }
 
 /// Messages of a node's Gossip actor.
@@ -175,5 +324,77 @@ mod tests {
         assert!(Payload::<Vec<u32>>::from_bytes(vec![7, 1, 2]).0.is_err());
         assert!(Payload::<()>::from_bytes(vec![ERR]).0.is_err());
         assert!(Payload::<Vec<u32>>::from_bytes(vec![OK, 200]).0.is_err());
+    }
+
+    // A set of siblings from several writers, with contexts, a tombstone and a long value.
+    fn sample_set() -> VersionSet {
+        use crate::core::store::Store;
+        use crate::core::vclock::VClock;
+        let key = Key::from_static(b"k");
+        let mut set = VersionSet::new();
+        for (i, writer) in ["n1", "a-much-longer-node-name", "n3"]
+            .into_iter()
+            .enumerate()
+        {
+            let store = Store::new(ActorId::new(writer, u64::MAX - i as u64));
+            let mut context = VClock::new();
+            context.increment(&ActorId::new("n9", 7), u64::MAX);
+            let value = (i != 1).then(|| Bytes::from(vec![7u8; 300 * i]));
+            let written = store.coordinate(&key, &context, value, u64::MAX).unwrap();
+            set.merge(&written.versions);
+        }
+        assert_eq!(set.len(), 3);
+        set
+    }
+
+    #[test]
+    fn size_bounds_are_never_below_the_encoded_size() {
+        let set = sample_set();
+        let encoded = |v: &dyn erased::Encode| v.encoded_len();
+        assert!(encoded(&set) <= set_size_bound(&set));
+        assert!(encoded(&VersionSet::new()) <= set_size_bound(&VersionSet::new()));
+        let put = ReplicaPut {
+            key: Key::from(vec![1u8; 1000]),
+            versions: set.clone(),
+            hint_for: Some(NodeId::new("n2")),
+        };
+        for request in [
+            ReplicaRequest::Get(put.key.clone()),
+            ReplicaRequest::Put(put),
+        ] {
+            assert!(encoded(&request) <= request.size_bound(), "{request:?}");
+        }
+        for reply in [ReplicaReply::Got(set), ReplicaReply::Stored] {
+            assert!(encoded(&reply) <= reply.size_bound(), "{reply:?}");
+        }
+    }
+
+    // Object-safe postcard length, so one closure measures values of every type.
+    mod erased {
+        pub trait Encode {
+            fn encoded_len(&self) -> usize;
+        }
+        impl<T: serde::Serialize> Encode for T {
+            fn encoded_len(&self) -> usize {
+                postcard::to_stdvec(self).unwrap().len()
+            }
+        }
+    }
+
+    #[test]
+    fn a_batch_encoded_by_reference_decodes_as_the_owned_requests() {
+        let requests = vec![
+            ReplicaRequest::Get(Key::from_static(b"a")),
+            ReplicaRequest::Put(ReplicaPut {
+                key: Key::from_static(b"b"),
+                versions: sample_set(),
+                hint_for: None,
+            }),
+        ];
+        let encoded = Encoded::<Vec<ReplicaRequest>>::encode(&requests[..]).unwrap();
+        let received = Encoded::<Vec<ReplicaRequest>>::from_bytes(encoded.into_bytes());
+        assert_eq!(received.decode().unwrap(), requests);
+        let garbage = Encoded::<Vec<ReplicaRequest>>::from_bytes(vec![3, 9, 9]);
+        assert!(garbage.decode().is_err());
     }
 }

@@ -1,0 +1,281 @@
+//! Opportunistic batching of the RPCs sent to one peer.
+//!
+//! A remote call through ractor_cluster crosses several actor mailboxes and spawns tasks on
+//! both sides, whatever its size; under load that fixed cost, not the payload, bounds a node.
+//! A [`Link`] carries the requests of many callers in one RPC: callers queue a request and a
+//! reply slot, and the link's task takes the first one waiting, drains whatever else is queued
+//! (up to [`BatchLimits`]) and sends it all as one message. It never waits for an answer before
+//! sending the next batch, so under light load every batch holds one request and adds no delay;
+//! under load batches grow by themselves and the per-message cost is shared.
+//!
+//! Semantics stay those of one RPC per request: each caller gets its own reply, its own
+//! timeout holds, and a batch that fails or times out is a failure (never an ack) for every
+//! request in it. A peer may answer only a prefix of a batch (when the whole answer would be
+//! too large for one frame); the link sends the rest again.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use tokio::sync::{mpsc, oneshot};
+
+use crate::core::quorum::Failure;
+
+/// How large one batch may grow.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct BatchLimits {
+    /// Requests per batch.
+    pub max_requests: usize,
+    /// Sum of the requests' size bounds per batch. A single request above it still goes, alone.
+    pub max_bytes: usize,
+}
+
+/// Why a whole batch went unanswered.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum BatchError {
+    /// No answer within the batch's timeout.
+    Timeout,
+    /// The peer could not be asked, or the RPC failed.
+    Failed(String),
+}
+
+/// The answer to a batch: one reply per request, in order, for a prefix of the batch (at least
+/// its first request); the requests after that prefix were not served and are sent again.
+pub type BatchAnswer<R> = Pin<Box<dyn Future<Output = Result<Vec<R>, BatchError>> + Send>>;
+
+/// Sends batches of requests to one peer.
+pub trait BatchSender: Send + 'static {
+    /// One request.
+    type Request: Send + 'static;
+    /// The answer to one request.
+    type Reply: Send + 'static;
+
+    /// Sends one RPC carrying `requests`, bounded by `timeout`. The message is made before this
+    /// returns (the link keeps the requests, to send again those left unanswered); the future
+    /// only waits for the answer.
+    fn send(&mut self, requests: &[Self::Request], timeout: Duration) -> BatchAnswer<Self::Reply>;
+}
+
+/// What a link has sent so far.
+#[derive(Debug, Default)]
+pub struct LinkStats {
+    batches: AtomicU64,
+    requests: AtomicU64,
+}
+
+impl LinkStats {
+    /// RPCs sent.
+    pub fn batches(&self) -> u64 {
+        self.batches.load(Ordering::Relaxed)
+    }
+
+    /// Requests sent in them (a request sent again counts again).
+    pub fn requests(&self) -> u64 {
+        self.requests.load(Ordering::Relaxed)
+    }
+}
+
+type ReplySlot<R> = oneshot::Sender<Result<R, Failure>>;
+
+// A request waiting in the queue.
+struct Queued<Q, R> {
+    request: Q,
+    size: usize,
+    deadline: Instant,
+    reply: ReplySlot<R>,
+}
+
+// Everything of a queued request but the request itself, which goes into the message.
+struct Waiter<R> {
+    size: usize,
+    deadline: Instant,
+    reply: ReplySlot<R>,
+}
+
+/// The batching channel to one peer: cheap to share, its task ends when it is dropped.
+pub struct Link<S: BatchSender> {
+    queue: mpsc::UnboundedSender<Queued<S::Request, S::Reply>>,
+    stats: Arc<LinkStats>,
+}
+
+impl<S: BatchSender> Link<S> {
+    /// Starts the link's task (on the current tokio runtime).
+    pub fn spawn(sender: S, limits: BatchLimits) -> Self {
+        let (queue, rx) = mpsc::unbounded_channel();
+        let stats = Arc::new(LinkStats::default());
+        tokio::spawn(run(
+            sender,
+            limits,
+            rx,
+            queue.downgrade(),
+            Arc::clone(&stats),
+        ));
+        Link { queue, stats }
+    }
+
+    /// Queues `request` (whose encoded size is at most `size`) at once, and gives the future of
+    /// its reply: a failure when the batch carrying it failed, or `Failure::Timeout` at
+    /// `deadline`.
+    pub fn call(
+        &self,
+        request: S::Request,
+        size: usize,
+        deadline: Instant,
+    ) -> impl Future<Output = Result<S::Reply, Failure>> + Send + use<S> {
+        let (reply, answer) = oneshot::channel();
+        let queued = Queued {
+            request,
+            size,
+            deadline,
+            reply,
+        };
+        let sent = Instant::now() < deadline && self.queue.send(queued).is_ok();
+        async move {
+            if !sent {
+                return Err(if Instant::now() >= deadline {
+                    Failure::Timeout
+                } else {
+                    Failure::Error
+                });
+            }
+            match tokio::time::timeout_at(deadline.into(), answer).await {
+                Ok(Ok(result)) => result,
+                // The link dropped the request without an answer: it is shutting down.
+                Ok(Err(_)) => Err(Failure::Error),
+                Err(_) => Err(Failure::Timeout),
+            }
+        }
+    }
+
+    /// What the link has sent.
+    pub fn stats(&self) -> &LinkStats {
+        &self.stats
+    }
+}
+
+async fn run<S: BatchSender>(
+    mut sender: S,
+    limits: BatchLimits,
+    mut rx: mpsc::UnboundedReceiver<Queued<S::Request, S::Reply>>,
+    requeue: mpsc::WeakUnboundedSender<Queued<S::Request, S::Reply>>,
+    stats: Arc<LinkStats>,
+) {
+    let mut carried = None;
+    loop {
+        let first = match carried.take() {
+            Some(first) => first,
+            None => match rx.recv().await {
+                Some(first) => first,
+                None => return,
+            },
+        };
+        let now = Instant::now();
+        let mut requests = Vec::new();
+        let mut waiters = Vec::new();
+        let mut bytes = 0;
+        let mut next = Some(first);
+        while let Some(queued) = next.take() {
+            // A caller that gave up (timed out, or dropped its future) needs no request sent.
+            if !queued.reply.is_closed() && queued.deadline > now {
+                if !requests.is_empty() && bytes + queued.size > limits.max_bytes {
+                    carried = Some(queued);
+                    break;
+                }
+                bytes += queued.size;
+                requests.push(queued.request);
+                waiters.push(Waiter {
+                    size: queued.size,
+                    deadline: queued.deadline,
+                    reply: queued.reply,
+                });
+            }
+            if requests.len() < limits.max_requests {
+                next = rx.try_recv().ok();
+            }
+        }
+        let Some(latest) = waiters.iter().map(|w| w.deadline).max() else {
+            continue;
+        };
+        stats.batches.fetch_add(1, Ordering::Relaxed);
+        stats
+            .requests
+            .fetch_add(requests.len() as u64, Ordering::Relaxed);
+        // The RPC may take as long as its most patient caller; the others time out on their own.
+        let answer = sender.send(&requests, latest.saturating_duration_since(now));
+        let requeue = requeue.clone();
+        tokio::spawn(async move {
+            settle(requests, waiters, answer.await, &requeue);
+        });
+    }
+}
+
+// Hands each caller its reply, sends again what the peer left out, fails everything on error.
+fn settle<Q, R>(
+    requests: Vec<Q>,
+    waiters: Vec<Waiter<R>>,
+    answer: Result<Vec<R>, BatchError>,
+    requeue: &mpsc::WeakUnboundedSender<Queued<Q, R>>,
+) {
+    let replies = match answer {
+        Ok(replies) if !replies.is_empty() && replies.len() <= waiters.len() => replies,
+        Ok(replies) => {
+            tracing::warn!(
+                sent = waiters.len(),
+                answered = replies.len(),
+                "a peer answered a batch with the wrong number of replies"
+            );
+            return fail_all(waiters, Failure::Error);
+        }
+        Err(BatchError::Timeout) => return fail_all(waiters, Failure::Timeout),
+        Err(BatchError::Failed(reason)) => {
+            tracing::debug!(%reason, requests = waiters.len(), "a replica batch failed");
+            return fail_all(waiters, Failure::Error);
+        }
+    };
+    let mut replies = replies.into_iter();
+    let queue = requeue.upgrade();
+    for (request, waiter) in requests.into_iter().zip(waiters) {
+        match replies.next() {
+            Some(reply) => {
+                // The caller may have given up already; nothing to do then.
+                let _ = waiter.reply.send(Ok(reply));
+            }
+            None => {
+                let again = Queued {
+                    request,
+                    size: waiter.size,
+                    deadline: waiter.deadline,
+                    reply: waiter.reply,
+                };
+                match &queue {
+                    Some(queue) => {
+                        if let Err(mpsc::error::SendError(lost)) = queue.send(again) {
+                            let _ = lost.reply.send(Err(Failure::Error));
+                        }
+                    }
+                    None => {
+                        let _ = again.reply.send(Err(Failure::Error));
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn fail_all<R>(waiters: Vec<Waiter<R>>, failure: Failure) {
+    let now = Instant::now();
+    for waiter in waiters {
+        // ractor_cluster may report a remote timeout as a failed send.
+        let failure = if now >= waiter.deadline {
+            Failure::Timeout
+        } else {
+            failure
+        };
+        let _ = waiter.reply.send(Err(failure));
+    }
+}
+
+#[cfg(test)]
+mod tests;

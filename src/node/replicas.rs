@@ -1,0 +1,175 @@
+//! Reads and writes sent to peers' Storage actors, batched per peer (see [`super::batch`]).
+//!
+//! Everything that asks a remote replica for a key's set or sends it one goes through
+//! [`ReplicaLinks`], so coordinators in a node and in a client process share the batching.
+
+use std::collections::HashMap;
+use std::future::{Future, ready};
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
+
+use ractor::RpcReplyPort;
+
+use super::batch::{BatchAnswer, BatchError, BatchLimits, BatchSender, Link};
+use super::peers::Peers;
+use super::wire::{Encoded, Payload, ReplicaPut, ReplicaReply, ReplicaRequest, StorageMsg};
+use crate::config::MAX_FRAME_BYTES;
+use crate::core::ids::{Key, NodeId};
+use crate::core::quorum::Failure;
+use crate::core::version::VersionSet;
+
+/// Limits of one batch to a Storage actor. A quarter of the frame limit leaves room for the
+/// protobuf framing and for the size bounds being bounds; the count keeps one batch from
+/// holding the peer's Storage actor (which serves it in one go) for long.
+pub const STORAGE_BATCH: BatchLimits = BatchLimits {
+    max_requests: 128,
+    max_bytes: MAX_FRAME_BYTES / 4,
+};
+
+/// Largest answer a Storage actor puts into one reply (by the replies' size bounds); it
+/// leaves the rest of a batch out, for the sender to ask again.
+pub const STORAGE_REPLY_BYTES: usize = MAX_FRAME_BYTES / 4;
+
+/// The batching links to every peer's Storage actor, made on first use.
+pub struct ReplicaLinks {
+    peers: Arc<Peers>,
+    links: RwLock<HashMap<NodeId, Arc<Link<StorageSender>>>>,
+}
+
+impl ReplicaLinks {
+    /// Links that find each peer's Storage actor in `peers` when they send.
+    pub fn new(peers: Arc<Peers>) -> Self {
+        ReplicaLinks {
+            peers,
+            links: RwLock::new(HashMap::new()),
+        }
+    }
+
+    /// Reads `node`'s set for `key`, waiting until `deadline` at most.
+    pub fn get(
+        &self,
+        node: &NodeId,
+        key: Key,
+        deadline: Instant,
+    ) -> impl Future<Output = Result<VersionSet, Failure>> + Send + use<> {
+        let call = self.call(node, ReplicaRequest::Get(key), deadline);
+        async move {
+            match call.await? {
+                ReplicaReply::Got(set) => Ok(set),
+                ReplicaReply::Stored => Err(Failure::Error),
+            }
+        }
+    }
+
+    /// Sends `put` to `node`; `Ok` is its ack.
+    pub fn put(
+        &self,
+        node: &NodeId,
+        put: ReplicaPut,
+        deadline: Instant,
+    ) -> impl Future<Output = Result<(), Failure>> + Send + use<> {
+        let call = self.call(node, ReplicaRequest::Put(put), deadline);
+        async move {
+            match call.await? {
+                ReplicaReply::Stored => Ok(()),
+                ReplicaReply::Got(_) => Err(Failure::Error),
+            }
+        }
+    }
+
+    /// Requests and RPCs sent to each peer so far: (peer, batches, requests).
+    pub fn stats(&self) -> Vec<(NodeId, u64, u64)> {
+        let links = self.links.read().unwrap_or_else(|p| p.into_inner());
+        let mut stats: Vec<_> = links
+            .iter()
+            .map(|(node, link)| {
+                let s = link.stats();
+                (node.clone(), s.batches(), s.requests())
+            })
+            .collect();
+        stats.sort();
+        stats
+    }
+
+    fn call(
+        &self,
+        node: &NodeId,
+        request: ReplicaRequest,
+        deadline: Instant,
+    ) -> impl Future<Output = Result<ReplicaReply, Failure>> + Send + use<> {
+        let size = request.size_bound();
+        self.link(node).call(request, size, deadline)
+    }
+
+    fn link(&self, node: &NodeId) -> Arc<Link<StorageSender>> {
+        // A poisoned lock only means a panic elsewhere while the map was touched; it holds
+        // nothing a panic could leave half-made.
+        if let Some(link) = self
+            .links
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(node)
+        {
+            return Arc::clone(link);
+        }
+        let mut links = self.links.write().unwrap_or_else(|p| p.into_inner());
+        let link = links.entry(node.clone()).or_insert_with(|| {
+            let sender = StorageSender {
+                peers: Arc::clone(&self.peers),
+                node: node.clone(),
+            };
+            Arc::new(Link::spawn(sender, STORAGE_BATCH))
+        });
+        Arc::clone(link)
+    }
+}
+
+/// Sends batches to one peer's Storage actor, whichever actor serves that peer right now.
+struct StorageSender {
+    peers: Arc<Peers>,
+    node: NodeId,
+}
+
+impl BatchSender for StorageSender {
+    type Request = ReplicaRequest;
+    type Reply = ReplicaReply;
+
+    fn send(
+        &mut self,
+        requests: &[ReplicaRequest],
+        timeout: Duration,
+    ) -> BatchAnswer<ReplicaReply> {
+        let failed = |reason: String| -> BatchAnswer<ReplicaReply> {
+            Box::pin(ready(Err(BatchError::Failed(reason))))
+        };
+        let Some(storage) = self.peers.storage(&self.node) else {
+            return failed(format!("{} is not connected", self.node));
+        };
+        let batch = match Encoded::encode(requests) {
+            Ok(batch) => batch,
+            Err(e) => return failed(e),
+        };
+        // As `ActorRef::call` does, but sent now, in the link's order, not when first polled.
+        let (tx, rx) = ractor::concurrency::oneshot();
+        let port = RpcReplyPort::from((tx, timeout));
+        if storage
+            .send_message(StorageMsg::Batch(batch, port))
+            .is_err()
+        {
+            return failed(format!("{}'s storage actor is gone", self.node));
+        }
+        let node = self.node.clone();
+        Box::pin(async move {
+            match tokio::time::timeout(timeout, rx).await {
+                Ok(Ok(Payload(Ok(replies)))) => Ok(replies),
+                Ok(Ok(Payload(Err(e)))) => {
+                    tracing::warn!(node = %node, error = %e, "replica refused a batch");
+                    Err(BatchError::Failed(e))
+                }
+                // ractor_cluster drops the reply port of a call it cannot complete.
+                Ok(Err(_)) => Err(BatchError::Failed(format!("{node} dropped the batch"))),
+                Err(_) => Err(BatchError::Timeout),
+            }
+        })
+    }
+}
