@@ -149,6 +149,11 @@ impl<S: BatchSender> Link<S> {
         }
     }
 
+    /// True when the link's task is gone (its runtime shut down): every call would fail.
+    pub fn is_closed(&self) -> bool {
+        self.queue.is_closed()
+    }
+
     /// What the link has sent.
     pub fn stats(&self) -> &LinkStats {
         &self.stats

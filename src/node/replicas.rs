@@ -109,18 +109,23 @@ impl ReplicaLinks {
             .read()
             .unwrap_or_else(|p| p.into_inner())
             .get(node)
+            .filter(|link| !link.is_closed())
         {
             return Arc::clone(link);
         }
+        // New, or its task died with the runtime that ran it (a node used from another
+        // runtime than its own): made again on the caller's runtime.
         let mut links = self.links.write().unwrap_or_else(|p| p.into_inner());
-        let link = links.entry(node.clone()).or_insert_with(|| {
-            let sender = StorageSender {
-                peers: Arc::clone(&self.peers),
-                node: node.clone(),
-            };
-            Arc::new(Link::spawn(sender, STORAGE_BATCH))
-        });
-        Arc::clone(link)
+        if let Some(link) = links.get(node).filter(|link| !link.is_closed()) {
+            return Arc::clone(link);
+        }
+        let sender = StorageSender {
+            peers: Arc::clone(&self.peers),
+            node: node.clone(),
+        };
+        let link = Arc::new(Link::spawn(sender, STORAGE_BATCH));
+        links.insert(node.clone(), Arc::clone(&link));
+        link
     }
 }
 

@@ -217,3 +217,23 @@ async fn a_dropped_link_fails_what_it_would_have_sent_again() {
     let _ = answer.send(Ok(vec![10]));
     assert_eq!(replies.await.unwrap(), vec![Ok(10), Err(Failure::Error)]);
 }
+
+#[test]
+fn a_link_whose_runtime_ended_says_so() {
+    let first = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()
+        .unwrap();
+    let (link, _rx) = first.block_on(async { link(ROOMY) });
+    assert!(!link.is_closed());
+    drop(first);
+    assert!(link.is_closed(), "its task ended with its runtime");
+    let second = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()
+        .unwrap();
+    assert_eq!(
+        second.block_on(link.call(1, 1, soon())),
+        Err(Failure::Error)
+    );
+}
