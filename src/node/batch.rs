@@ -13,14 +13,16 @@
 //! request in it. A peer may answer only a prefix of a batch (when the whole answer would be
 //! too large for one frame); the link sends the rest again.
 
+use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
 use tokio::sync::{mpsc, oneshot};
 
+use crate::core::ids::NodeId;
 use crate::core::quorum::Failure;
 
 /// How large one batch may grow.
@@ -92,6 +94,59 @@ struct Waiter<R> {
     size: usize,
     deadline: Instant,
     reply: ReplySlot<R>,
+}
+
+/// One link per peer, made on first use, and made again when its task died with the runtime
+/// that ran it (a node or client used from another runtime than its own).
+pub struct PeerLinks<S: BatchSender> {
+    links: RwLock<HashMap<NodeId, Arc<Link<S>>>>,
+    limits: BatchLimits,
+}
+
+impl<S: BatchSender> PeerLinks<S> {
+    /// No links yet; each one made will batch within `limits`.
+    pub fn new(limits: BatchLimits) -> Self {
+        PeerLinks {
+            links: RwLock::new(HashMap::new()),
+            limits,
+        }
+    }
+
+    /// `node`'s link, spawning one with the sender `make` gives if there is none alive.
+    pub fn link(&self, node: &NodeId, make: impl FnOnce() -> S) -> Arc<Link<S>> {
+        // A poisoned lock only means a panic elsewhere while the map was touched; it holds
+        // nothing a panic could leave half-made.
+        if let Some(link) = self
+            .links
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(node)
+            .filter(|link| !link.is_closed())
+        {
+            return Arc::clone(link);
+        }
+        let mut links = self.links.write().unwrap_or_else(|p| p.into_inner());
+        if let Some(link) = links.get(node).filter(|link| !link.is_closed()) {
+            return Arc::clone(link);
+        }
+        let link = Arc::new(Link::spawn(make(), self.limits));
+        links.insert(node.clone(), Arc::clone(&link));
+        link
+    }
+
+    /// Requests and RPCs sent to each peer so far: (peer, batches, requests).
+    pub fn stats(&self) -> Vec<(NodeId, u64, u64)> {
+        let links = self.links.read().unwrap_or_else(|p| p.into_inner());
+        let mut stats: Vec<_> = links
+            .iter()
+            .map(|(node, link)| {
+                let s = link.stats();
+                (node.clone(), s.batches(), s.requests())
+            })
+            .collect();
+        stats.sort();
+        stats
+    }
 }
 
 /// The batching channel to one peer: cheap to share, its task ends when it is dropped.

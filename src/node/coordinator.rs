@@ -16,7 +16,6 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use futures::StreamExt;
 use futures::stream::FuturesUnordered;
-use ractor::rpc::CallResult;
 use ractor::{Actor, ActorProcessingErr, ActorRef, pg};
 use tokio::sync::oneshot;
 use tracing::field::Empty;
@@ -88,6 +87,21 @@ impl Actor for CoordinatorActor {
                     };
                     span.record("outcome", outcome);
                     let _ = reply.send(Payload::ok(answer));
+                });
+            }
+            CoordinatorMsg::WriteBatch(Payload(writes), reply) => {
+                let shared = Arc::clone(shared);
+                tokio::spawn(async move {
+                    let answer = match writes {
+                        Ok(writes) => Ok(futures::future::join_all(
+                            writes
+                                .into_iter()
+                                .map(|write| coordinate_forwarded(&shared, write)),
+                        )
+                        .await),
+                        Err(e) => Err(e),
+                    };
+                    let _ = reply.send(Payload(answer));
                 });
             }
             CoordinatorMsg::Read(Payload(read), reply) => {
@@ -437,20 +451,15 @@ pub(super) async fn forward(
     write: ForwardedWrite,
     deadline: Instant,
 ) -> Option<Result<Context, ClientError>> {
-    let coordinator = shared.peers.coordinator(node)?;
-    shared.metrics.forwarded.inc();
-    let timeout = deadline.saturating_duration_since(Instant::now()) + FORWARD_MARGIN;
-    match coordinator
-        .call(
-            |reply| CoordinatorMsg::Write(Payload::ok(write), reply),
-            Some(timeout),
-        )
-        .await
-    {
-        Ok(CallResult::Success(Payload(Ok(answer)))) => Some(answer),
-        Ok(CallResult::Success(Payload(Err(e)))) => Some(Err(ClientError::Internal(e))),
-        _ => None,
+    if !shared.peers.connected(node) {
+        return None;
     }
+    shared.metrics.forwarded.inc();
+    shared
+        .forwards
+        .write(node, write, deadline + FORWARD_MARGIN)
+        .await
+        .ok()
 }
 
 type Call<T> = Pin<Box<dyn Future<Output = (NodeId, Result<T, Failure>)> + Send>>;

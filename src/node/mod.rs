@@ -22,6 +22,7 @@ mod client;
 mod client_view;
 mod cluster;
 mod coordinator;
+mod forwarding;
 mod gossip;
 mod metrics;
 mod native;

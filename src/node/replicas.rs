@@ -3,14 +3,13 @@
 //! Everything that asks a remote replica for a key's set or sends it one goes through
 //! [`ReplicaLinks`], so coordinators in a node and in a client process share the batching.
 
-use std::collections::HashMap;
 use std::future::{Future, ready};
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use ractor::RpcReplyPort;
 
-use super::batch::{BatchAnswer, BatchError, BatchLimits, BatchSender, Link};
+use super::batch::{BatchAnswer, BatchError, BatchLimits, BatchSender, Link, PeerLinks};
 use super::peers::Peers;
 use super::wire::{Encoded, Payload, ReplicaPut, ReplicaReply, ReplicaRequest, StorageMsg};
 use crate::config::MAX_FRAME_BYTES;
@@ -33,7 +32,7 @@ pub const STORAGE_REPLY_BYTES: usize = MAX_FRAME_BYTES / 4;
 /// The batching links to every peer's Storage actor, made on first use.
 pub struct ReplicaLinks {
     peers: Arc<Peers>,
-    links: RwLock<HashMap<NodeId, Arc<Link<StorageSender>>>>,
+    links: PeerLinks<StorageSender>,
 }
 
 impl ReplicaLinks {
@@ -41,7 +40,7 @@ impl ReplicaLinks {
     pub fn new(peers: Arc<Peers>) -> Self {
         ReplicaLinks {
             peers,
-            links: RwLock::new(HashMap::new()),
+            links: PeerLinks::new(STORAGE_BATCH),
         }
     }
 
@@ -79,16 +78,7 @@ impl ReplicaLinks {
 
     /// Requests and RPCs sent to each peer so far: (peer, batches, requests).
     pub fn stats(&self) -> Vec<(NodeId, u64, u64)> {
-        let links = self.links.read().unwrap_or_else(|p| p.into_inner());
-        let mut stats: Vec<_> = links
-            .iter()
-            .map(|(node, link)| {
-                let s = link.stats();
-                (node.clone(), s.batches(), s.requests())
-            })
-            .collect();
-        stats.sort();
-        stats
+        self.links.stats()
     }
 
     fn call(
@@ -102,30 +92,10 @@ impl ReplicaLinks {
     }
 
     fn link(&self, node: &NodeId) -> Arc<Link<StorageSender>> {
-        // A poisoned lock only means a panic elsewhere while the map was touched; it holds
-        // nothing a panic could leave half-made.
-        if let Some(link) = self
-            .links
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(node)
-            .filter(|link| !link.is_closed())
-        {
-            return Arc::clone(link);
-        }
-        // New, or its task died with the runtime that ran it (a node used from another
-        // runtime than its own): made again on the caller's runtime.
-        let mut links = self.links.write().unwrap_or_else(|p| p.into_inner());
-        if let Some(link) = links.get(node).filter(|link| !link.is_closed()) {
-            return Arc::clone(link);
-        }
-        let sender = StorageSender {
+        self.links.link(node, || StorageSender {
             peers: Arc::clone(&self.peers),
             node: node.clone(),
-        };
-        let link = Arc::new(Link::spawn(sender, STORAGE_BATCH));
-        links.insert(node.clone(), Arc::clone(&link));
-        link
+        })
     }
 }
 

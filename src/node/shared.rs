@@ -10,6 +10,7 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 use arc_swap::ArcSwap;
 
 use super::anti_entropy::AntiEntropyShared;
+use super::forwarding::ForwardLinks;
 use super::metrics::Metrics;
 use super::peers::Peers;
 use super::replicas::ReplicaLinks;
@@ -49,6 +50,8 @@ pub struct NodeShared {
     pub peers: Arc<Peers>,
     /// Batched reads and writes to peers' Storage actors.
     pub replicas: ReplicaLinks,
+    /// Batching links to peers' coordinators, for forwarded writes.
+    pub forwards: ForwardLinks,
     /// Metrics.
     pub metrics: Metrics,
     /// Anti-entropy's digest caches and purge memo.
@@ -85,6 +88,7 @@ impl NodeShared {
             ring: ArcSwap::from_pointee(RingView::default()),
             membership: ArcSwap::from_pointee(membership),
             replicas: ReplicaLinks::new(Arc::clone(&peers)),
+            forwards: ForwardLinks::new(Arc::clone(&peers)),
             peers,
             metrics: Metrics::default(),
             anti_entropy: AntiEntropyShared::default(),

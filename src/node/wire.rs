@@ -269,6 +269,26 @@ pub struct ForwardedWrite {
     pub budget_ms: u64,
 }
 
+impl ForwardedWrite {
+    /// An upper bound of the write's encoded size, for keeping batches under the frame limit.
+    pub fn size_bound(&self) -> usize {
+        let actor = |a: &ActorId| str_size_bound(a.node.as_str()) + VARINT_MAX;
+        let context: usize = self
+            .context
+            .clock()
+            .entries()
+            .map(|(a, _)| actor(a) + 2 * VARINT_MAX)
+            .sum();
+        key_size_bound(&self.key)
+            + 1
+            + self.value.as_ref().map_or(0, |v| LEN_MAX + v.len())
+            + LEN_MAX
+            + context
+            + 1
+            + 2 * VARINT_MAX
+    }
+}
+
 /// A read handed to a node by a native client whose own view could not serve it.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ForwardedRead {
@@ -287,6 +307,13 @@ pub enum CoordinatorMsg {
     Write(
         Payload<ForwardedWrite>,
         RpcReplyPort<Payload<Result<Context, ClientError>>>,
+    ),
+    /// Coordinate these writes here, concurrently; the reply has one answer per write, in
+    /// order, sent when the last of them is answered.
+    #[rpc]
+    WriteBatch(
+        Payload<Vec<ForwardedWrite>>,
+        RpcReplyPort<Payload<Vec<Result<Context, ClientError>>>>,
     ),
     /// Coordinate this read here; the reply is the merged set of R replicas.
     #[rpc]
@@ -363,6 +390,24 @@ mod tests {
             ReplicaRequest::Put(put),
         ] {
             assert!(encoded(&request) <= request.size_bound(), "{request:?}");
+        }
+        let mut context = crate::core::vclock::VClock::new();
+        for version in set.versions() {
+            context.merge(&version.context);
+            context.add_dot(&version.dot, u64::MAX);
+        }
+        for (value, context) in [
+            (None, Context::empty()),
+            (Some(Bytes::from(vec![7u8; 300])), Context::from_clock(context)),
+        ] {
+            let write = ForwardedWrite {
+                key: Key::from(vec![2u8; 200]),
+                value,
+                context,
+                w: Some(usize::MAX),
+                budget_ms: u64::MAX,
+            };
+            assert!(encoded(&write) <= write.size_bound(), "{write:?}");
         }
         for reply in [ReplicaReply::Got(set), ReplicaReply::Stored] {
             assert!(encoded(&reply) <= reply.size_bound(), "{reply:?}");

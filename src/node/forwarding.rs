@@ -1,0 +1,94 @@
+//! Writes handed to a peer's Coordinator, batched per peer (see [`super::batch`]): by nodes
+//! outside a key's owners and by native clients, which send every write this way.
+//!
+//! A batch is answered when its last write is, so one slow write delays the others of its
+//! batch; writes to one coordinator take about the same time (each waits for its W acks).
+
+use std::future::{Future, ready};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use ractor::RpcReplyPort;
+
+use super::batch::{BatchAnswer, BatchError, BatchLimits, BatchSender, PeerLinks};
+use super::peers::Peers;
+use super::wire::{CoordinatorMsg, ForwardedWrite, Payload};
+use crate::api::{ClientError, Context};
+use crate::config::MAX_FRAME_BYTES;
+use crate::core::ids::NodeId;
+use crate::core::quorum::Failure;
+
+/// Limits of one batch of forwarded writes: as for replica batches, a quarter of the frame.
+pub const FORWARD_BATCH: BatchLimits = BatchLimits {
+    max_requests: 128,
+    max_bytes: MAX_FRAME_BYTES / 4,
+};
+
+/// The batching links to every peer's Coordinator, made on first use.
+pub struct ForwardLinks {
+    peers: Arc<Peers>,
+    links: PeerLinks<CoordinatorSender>,
+}
+
+impl ForwardLinks {
+    /// Links that find each peer's Coordinator in `peers` when they send.
+    pub fn new(peers: Arc<Peers>) -> Self {
+        ForwardLinks {
+            peers,
+            links: PeerLinks::new(FORWARD_BATCH),
+        }
+    }
+
+    /// Has `node` coordinate `write`; the outer error when it could not be asked or did not
+    /// answer by `deadline` (the write may or may not have been applied then).
+    pub fn write(
+        &self,
+        node: &NodeId,
+        write: ForwardedWrite,
+        deadline: Instant,
+    ) -> impl Future<Output = Result<Result<Context, ClientError>, Failure>> + Send + use<> {
+        let size = write.size_bound();
+        let link = self.links.link(node, || CoordinatorSender {
+            peers: Arc::clone(&self.peers),
+            node: node.clone(),
+        });
+        link.call(write, size, deadline)
+    }
+}
+
+/// Sends batches to one peer's Coordinator, whichever actor serves that peer right now.
+struct CoordinatorSender {
+    peers: Arc<Peers>,
+    node: NodeId,
+}
+
+impl BatchSender for CoordinatorSender {
+    type Request = ForwardedWrite;
+    type Reply = Result<Context, ClientError>;
+
+    fn send(&mut self, writes: &[ForwardedWrite], timeout: Duration) -> BatchAnswer<Self::Reply> {
+        let failed = |reason: String| -> BatchAnswer<Self::Reply> {
+            Box::pin(ready(Err(BatchError::Failed(reason))))
+        };
+        let Some(coordinator) = self.peers.coordinator(&self.node) else {
+            return failed(format!("{} is not connected", self.node));
+        };
+        // Sent now, in the link's order, not when first polled (as in `replicas`).
+        let (tx, rx) = ractor::concurrency::oneshot();
+        let port = RpcReplyPort::from((tx, timeout));
+        let message = CoordinatorMsg::WriteBatch(Payload::ok(writes.to_vec()), port);
+        if coordinator.send_message(message).is_err() {
+            return failed(format!("{}'s coordinator is gone", self.node));
+        }
+        let node = self.node.clone();
+        Box::pin(async move {
+            match tokio::time::timeout(timeout, rx).await {
+                Ok(Ok(Payload(Ok(answers)))) => Ok(answers),
+                Ok(Ok(Payload(Err(e)))) => Err(BatchError::Failed(e)),
+                // ractor_cluster drops the reply port of a call it cannot complete.
+                Ok(Err(_)) => Err(BatchError::Failed(format!("{node} dropped the batch"))),
+                Err(_) => Err(BatchError::Timeout),
+            }
+        })
+    }
+}
