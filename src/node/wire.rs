@@ -398,7 +398,10 @@ mod tests {
         }
         for (value, context) in [
             (None, Context::empty()),
-            (Some(Bytes::from(vec![7u8; 300])), Context::from_clock(context)),
+            (
+                Some(Bytes::from(vec![7u8; 300])),
+                Context::from_clock(context),
+            ),
         ] {
             let write = ForwardedWrite {
                 key: Key::from(vec![2u8; 200]),
