@@ -136,6 +136,8 @@ pub struct Bench<C> {
     config: BenchConfig,
     clients: Vec<C>,
     contexts: Arc<DashMap<u64, Context>>,
+    /// Built once: a zipfian chooser sums over every record when made.
+    chooser: KeyChooser,
     value: Bytes,
     /// Next record index a workload-W insert takes, across phases.
     next_insert: u64,
@@ -168,6 +170,7 @@ impl<C: BenchClient> Bench<C> {
         Ok(Bench {
             value: Bytes::from(vec![b'x'; config.value_size]),
             contexts: Arc::new(DashMap::new()),
+            chooser: KeyChooser::new(config.distribution, config.records),
             next_insert: 0,
             clients,
             setup,
@@ -181,7 +184,7 @@ impl<C: BenchClient> Bench<C> {
             clients: self.clients.clone(),
             contexts: self.contexts.clone(),
             workload: self.config.workload,
-            chooser: KeyChooser::new(self.config.distribution, self.config.records),
+            chooser: self.chooser.clone(),
             value: self.value.clone(),
             next_insert: AtomicU64::new(self.next_insert),
             load_end: self.config.records,

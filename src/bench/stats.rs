@@ -131,14 +131,7 @@ impl Stats {
             .iter()
             .filter(|op| !self.latencies[op.index()].is_empty())
             .map(|op| {
-                let h = &self.latencies[op.index()];
-                let summary = OpSummary {
-                    ops: h.len(),
-                    p50_us: h.value_at_quantile(0.5),
-                    p99_us: h.value_at_quantile(0.99),
-                    p999_us: h.value_at_quantile(0.999),
-                    max_us: h.max(),
-                };
+                let summary = OpSummary::of(&self.latencies[op.index()]);
                 (op.name().to_owned(), summary)
             })
             .collect();
@@ -176,7 +169,8 @@ impl Stats {
     }
 }
 
-fn round3(x: f64) -> f64 {
+/// `x` rounded to 3 decimals, as the JSON lines print figures.
+pub(crate) fn round3(x: f64) -> f64 {
     (x * 1000.0).round() / 1000.0
 }
 
@@ -214,6 +208,19 @@ pub struct OpSummary {
     pub p999_us: u64,
     /// Slowest.
     pub max_us: u64,
+}
+
+impl OpSummary {
+    /// The count and percentiles of a latency histogram (µs).
+    pub fn of(h: &Histogram<u64>) -> Self {
+        OpSummary {
+            ops: h.len(),
+            p50_us: h.value_at_quantile(0.5),
+            p99_us: h.value_at_quantile(0.99),
+            p999_us: h.value_at_quantile(0.999),
+            max_us: h.max(),
+        }
+    }
 }
 
 /// The result of a run; serialized as the `{"bench":...}` JSON line (field order kept).

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use serde::Serialize;
 
-use super::stats::{MAX_LATENCY_US, latency_histogram};
+use super::stats::{MAX_LATENCY_US, OpSummary, latency_histogram, round3};
 
 use crate::core::ids::NodeId;
 use crate::node::NativeService;
@@ -128,22 +128,23 @@ pub async fn run_transport(
         }
     }
     let secs = started.elapsed().as_secs_f64();
+    let summary = OpSummary::of(&latencies);
     TransportSummary {
         bench: "transport",
         node: node.to_string(),
         concurrency: config.concurrency,
         payload_bytes: config.payload_bytes,
-        duration_s: (secs * 1000.0).round() / 1000.0,
-        calls: latencies.len(),
+        duration_s: round3(secs),
+        calls: summary.ops,
         calls_per_sec: if secs > 0.0 {
-            (latencies.len() as f64 / secs * 1000.0).round() / 1000.0
+            round3(summary.ops as f64 / secs)
         } else {
             0.0
         },
-        p50_us: latencies.value_at_quantile(0.5),
-        p99_us: latencies.value_at_quantile(0.99),
-        p999_us: latencies.value_at_quantile(0.999),
-        max_us: latencies.max(),
+        p50_us: summary.p50_us,
+        p99_us: summary.p99_us,
+        p999_us: summary.p999_us,
+        max_us: summary.max_us,
         errors,
     }
 }

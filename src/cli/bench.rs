@@ -165,11 +165,7 @@ pub async fn run(args: BenchArgs) -> Result<(), CliError> {
         Some(cluster) if args.recovery => run_recovery(&args, config, cluster).await,
         _ => run_workload(&args, &config, cluster.as_ref(), transport_time).await,
     };
-    if let Some(mut cluster) = cluster
-        && let Err(e) = cluster.stop_all().await
-    {
-        eprintln!("warning: stopping the cluster: {e}");
-    }
+    stop_cluster(cluster).await;
     let output = result?;
     super::emit(&output);
     Ok(())
@@ -332,11 +328,7 @@ async fn run_transport_mode(args: &TransportArgs) -> Result<(), CliError> {
         summary
     }
     .await;
-    if let Some(mut cluster) = cluster
-        && let Err(e) = cluster.stop_all().await
-    {
-        eprintln!("warning: stopping the cluster: {e}");
-    }
+    stop_cluster(cluster).await;
     let summary = result?;
     super::emit(&format!("{}{}\n", summary.table(), summary.json_line()));
     Ok(())
@@ -419,6 +411,15 @@ fn stop_on_signal() -> Arc<AtomicBool> {
         flag.store(true, Ordering::Relaxed);
     });
     stop
+}
+
+/// Stops the cluster the benchmark started, if any; a failure only warns, the figures stand.
+async fn stop_cluster(cluster: Option<LocalCluster>) {
+    if let Some(mut cluster) = cluster
+        && let Err(e) = cluster.stop_all().await
+    {
+        eprintln!("warning: stopping the cluster: {e}");
+    }
 }
 
 /// Starts K nodes on a loopback net of their own (never the hand-made cluster's) and waits

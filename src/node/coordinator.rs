@@ -65,38 +65,15 @@ impl Actor for CoordinatorActor {
         shared: &mut Self::State,
     ) -> Result<(), ActorProcessingErr> {
         match msg {
-            CoordinatorMsg::Write(Payload(write), reply) => {
-                // Off the handler: the fan-out waits on the network.
-                let shared = Arc::clone(shared);
-                let span = match &write {
-                    Ok(write) => forwarded_span(&shared.me, write),
-                    Err(_) => Span::none(),
-                };
-                tokio::spawn(async move {
-                    let answer = match write {
-                        Ok(write) => {
-                            coordinate_forwarded(&shared, write)
-                                .instrument(span.clone())
-                                .await
-                        }
-                        Err(e) => Err(ClientError::Internal(e)),
-                    };
-                    let outcome = match &answer {
-                        Ok(_) => "ok",
-                        Err(e) => e.kind(),
-                    };
-                    span.record("outcome", outcome);
-                    let _ = reply.send(Payload::ok(answer));
-                });
-            }
             CoordinatorMsg::WriteBatch(Payload(writes), reply) => {
+                // Off the handler: the fan-outs wait on the network.
                 let shared = Arc::clone(shared);
                 tokio::spawn(async move {
                     let answer = match writes {
                         Ok(writes) => Ok(futures::future::join_all(
                             writes
                                 .into_iter()
-                                .map(|write| coordinate_forwarded(&shared, write)),
+                                .map(|write| serve_forwarded(&shared, write)),
                         )
                         .await),
                         Err(e) => Err(e),
@@ -252,6 +229,25 @@ pub async fn read_set(
             "read fan-out ended without an answer".into(),
         )),
     }
+}
+
+/// Coordinates one write of a forwarded batch inside its own `kv_forwarded` span.
+async fn serve_forwarded(
+    shared: &Arc<NodeShared>,
+    write: ForwardedWrite,
+) -> Result<Context, ClientError> {
+    let span = forwarded_span(&shared.me, &write);
+    let answer = coordinate_forwarded(shared, write)
+        .instrument(span.clone())
+        .await;
+    span.record(
+        "outcome",
+        match &answer {
+            Ok(_) => "ok",
+            Err(e) => e.kind(),
+        },
+    );
+    answer
 }
 
 /// A forwarded write is coordinated here, whatever this node's view of the ring: it must not

@@ -4,14 +4,13 @@
 //! A batch is answered when its last write is, so one slow write delays the others of its
 //! batch; writes to one coordinator take about the same time (each waits for its W acks).
 
-use std::future::{Future, ready};
+use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use ractor::RpcReplyPort;
-
-use super::batch::{BatchAnswer, BatchError, BatchLimits, BatchSender, PeerLinks};
+use super::batch::{BatchAnswer, BatchLimits, BatchSender, PeerLinks};
 use super::peers::Peers;
+use super::replicas::send_batch;
 use super::wire::{CoordinatorMsg, ForwardedWrite, Payload};
 use crate::api::{ClientError, Context};
 use crate::config::MAX_FRAME_BYTES;
@@ -67,28 +66,12 @@ impl BatchSender for CoordinatorSender {
     type Reply = Result<Context, ClientError>;
 
     fn send(&mut self, writes: &[ForwardedWrite], timeout: Duration) -> BatchAnswer<Self::Reply> {
-        let failed = |reason: String| -> BatchAnswer<Self::Reply> {
-            Box::pin(ready(Err(BatchError::Failed(reason))))
-        };
-        let Some(coordinator) = self.peers.coordinator(&self.node) else {
-            return failed(format!("{} is not connected", self.node));
-        };
-        // Sent now, in the link's order, not when first polled (as in `replicas`).
-        let (tx, rx) = ractor::concurrency::oneshot();
-        let port = RpcReplyPort::from((tx, timeout));
-        let message = CoordinatorMsg::WriteBatch(Payload::ok(writes.to_vec()), port);
-        if coordinator.send_message(message).is_err() {
-            return failed(format!("{}'s coordinator is gone", self.node));
-        }
-        let node = self.node.clone();
-        Box::pin(async move {
-            match tokio::time::timeout(timeout, rx).await {
-                Ok(Ok(Payload(Ok(answers)))) => Ok(answers),
-                Ok(Ok(Payload(Err(e)))) => Err(BatchError::Failed(e)),
-                // ractor_cluster drops the reply port of a call it cannot complete.
-                Ok(Err(_)) => Err(BatchError::Failed(format!("{node} dropped the batch"))),
-                Err(_) => Err(BatchError::Timeout),
-            }
-        })
+        send_batch(
+            self.peers.coordinator(&self.node),
+            &self.node,
+            "coordinator",
+            timeout,
+            |port| CoordinatorMsg::WriteBatch(Payload::ok(writes.to_vec()), port),
+        )
     }
 }

@@ -7,7 +7,7 @@ use std::future::{Future, ready};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use ractor::RpcReplyPort;
+use ractor::{ActorRef, RpcReplyPort};
 
 use super::batch::{BatchAnswer, BatchError, BatchLimits, BatchSender, Link, PeerLinks};
 use super::peers::Peers;
@@ -114,37 +114,55 @@ impl BatchSender for StorageSender {
         requests: &[ReplicaRequest],
         timeout: Duration,
     ) -> BatchAnswer<ReplicaReply> {
-        let failed = |reason: String| -> BatchAnswer<ReplicaReply> {
-            Box::pin(ready(Err(BatchError::Failed(reason))))
-        };
-        let Some(storage) = self.peers.storage(&self.node) else {
-            return failed(format!("{} is not connected", self.node));
-        };
         let batch = match Encoded::encode(requests) {
             Ok(batch) => batch,
-            Err(e) => return failed(e),
+            Err(e) => return Box::pin(ready(Err(BatchError::Failed(e)))),
         };
-        // As `ActorRef::call` does, but sent now, in the link's order, not when first polled.
-        let (tx, rx) = ractor::concurrency::oneshot();
-        let port = RpcReplyPort::from((tx, timeout));
-        if storage
-            .send_message(StorageMsg::Batch(batch, port))
-            .is_err()
-        {
-            return failed(format!("{}'s storage actor is gone", self.node));
-        }
-        let node = self.node.clone();
-        Box::pin(async move {
-            match tokio::time::timeout(timeout, rx).await {
-                Ok(Ok(Payload(Ok(replies)))) => Ok(replies),
-                Ok(Ok(Payload(Err(e)))) => {
-                    tracing::warn!(node = %node, error = %e, "replica refused a batch");
-                    Err(BatchError::Failed(e))
-                }
-                // ractor_cluster drops the reply port of a call it cannot complete.
-                Ok(Err(_)) => Err(BatchError::Failed(format!("{node} dropped the batch"))),
-                Err(_) => Err(BatchError::Timeout),
-            }
-        })
+        send_batch(
+            self.peers.storage(&self.node),
+            &self.node,
+            "storage actor",
+            timeout,
+            |port| StorageMsg::Batch(batch, port),
+        )
     }
+}
+
+/// Sends one batch RPC to `actor` (the `role` of `node`, if connected) and gives the future of
+/// its answer. As `ActorRef::call` does, but the message leaves now, in the link's order, not
+/// when the future is first polled.
+pub(super) fn send_batch<M, T>(
+    actor: Option<ActorRef<M>>,
+    node: &NodeId,
+    role: &str,
+    timeout: Duration,
+    message: impl FnOnce(RpcReplyPort<Payload<Vec<T>>>) -> M,
+) -> BatchAnswer<T>
+where
+    M: ractor::Message,
+    T: Send + 'static,
+{
+    let failed =
+        |reason: String| -> BatchAnswer<T> { Box::pin(ready(Err(BatchError::Failed(reason)))) };
+    let Some(actor) = actor else {
+        return failed(format!("{node} is not connected"));
+    };
+    let (tx, rx) = ractor::concurrency::oneshot();
+    let port = RpcReplyPort::from((tx, timeout));
+    if actor.send_message(message(port)).is_err() {
+        return failed(format!("{node}'s {role} is gone"));
+    }
+    let node = node.clone();
+    Box::pin(async move {
+        match tokio::time::timeout(timeout, rx).await {
+            Ok(Ok(Payload(Ok(replies)))) => Ok(replies),
+            Ok(Ok(Payload(Err(e)))) => {
+                tracing::warn!(node = %node, error = %e, "peer refused a batch");
+                Err(BatchError::Failed(e))
+            }
+            // ractor_cluster drops the reply port of a call it cannot complete.
+            Ok(Err(_)) => Err(BatchError::Failed(format!("{node} dropped the batch"))),
+            Err(_) => Err(BatchError::Timeout),
+        }
+    })
 }

@@ -67,6 +67,22 @@ impl NodeShared {
         config: NodeConfig,
         incarnation: u64,
     ) -> Result<Arc<Self>, crate::config::ConfigError> {
+        Self::build(config, incarnation, true)
+    }
+
+    /// Shared state of a native client: the same shape, but nothing stored and no ring place.
+    pub fn new_client(
+        config: NodeConfig,
+        incarnation: u64,
+    ) -> Result<Arc<Self>, crate::config::ConfigError> {
+        Self::build(config, incarnation, false)
+    }
+
+    fn build(
+        config: NodeConfig,
+        incarnation: u64,
+        storing: bool,
+    ) -> Result<Arc<Self>, crate::config::ConfigError> {
         let me = NodeId::new(&config.name);
         let http = config.http.map(|a| a.to_string()).unwrap_or_default();
         let membership = Membership::new(
@@ -92,21 +108,9 @@ impl NodeShared {
             peers,
             metrics: Metrics::default(),
             anti_entropy: AntiEntropyShared::default(),
-            storing: true,
+            storing,
             started: Instant::now(),
         }))
-    }
-
-    /// Shared state of a native client: the same shape, but nothing stored and no ring place.
-    pub fn new_client(
-        config: NodeConfig,
-        incarnation: u64,
-    ) -> Result<Arc<Self>, crate::config::ConfigError> {
-        let mut shared = Self::new(config, incarnation)?;
-        if let Some(inner) = Arc::get_mut(&mut shared) {
-            inner.storing = false;
-        }
-        Ok(shared)
     }
 
     /// Monotonic milliseconds since the node started: the clock of failure detection.

@@ -302,12 +302,6 @@ pub struct ForwardedRead {
 /// from native clients.
 #[derive(RactorClusterMessage)]
 pub enum CoordinatorMsg {
-    /// Coordinate this write here; the reply is the client's answer.
-    #[rpc]
-    Write(
-        Payload<ForwardedWrite>,
-        RpcReplyPort<Payload<Result<Context, ClientError>>>,
-    ),
     /// Coordinate these writes here, concurrently; the reply has one answer per write, in
     /// order, sent when the last of them is answered.
     #[rpc]
