@@ -79,6 +79,9 @@ mod tests {
             status: Status::Alive,
             heartbeat: 1,
             incarnation: 1,
+            ring: crate::core::membership::RingStatus::Valid,
+            n: crate::core::membership::DEFAULT_N,
+            handoff: Default::default(),
         }
     }
 
