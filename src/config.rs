@@ -5,6 +5,7 @@ use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
+use crate::core::hints::HintLimits;
 use crate::core::membership::FailureTimeouts;
 use crate::core::ring::{DEFAULT_VNODES, PREFIX};
 
@@ -16,8 +17,15 @@ pub const MAX_VALUE_BYTES: usize = 1024 * 1024;
 /// keeps every cluster message far under ractor_cluster's frame size, whose breach would kill
 /// the whole session to a peer.
 pub const MAX_SET_BYTES: usize = 8 * 1024 * 1024;
+/// Most versions a key's sibling set may hold after a write, tombstones and empty values
+/// included: a client that keeps writing blind (or deleting blind) must merge at some point.
+pub const MAX_SET_VERSIONS: usize = 100;
 /// Inbound frame limit set on every node's cluster server (all nodes must agree).
 pub const MAX_FRAME_BYTES: usize = 64 * 1024 * 1024;
+/// Hints a node keeps at most unless configured otherwise.
+pub const DEFAULT_MAX_HINTS: usize = 1_000_000;
+/// Bytes of hints a node keeps at most unless configured otherwise (256 MiB).
+pub const DEFAULT_MAX_HINT_BYTES: u64 = 256 * 1024 * 1024;
 
 /// Replication and timeout settings, changeable at runtime.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -76,6 +84,17 @@ pub enum ConfigError {
     /// Zero vnodes.
     #[error("vnodes must be at least 1")]
     Vnodes,
+    /// N is the cluster's, fixed when the cluster is made; it does not change at runtime.
+    #[error(
+        "n is the cluster's and cannot change at runtime (it is {n}); w, r and the timeouts can"
+    )]
+    NIsTheClusters {
+        /// The N in force.
+        n: usize,
+    },
+    /// A hint limit of zero would refuse every hint.
+    #[error("{0} must be at least 1")]
+    ZeroHintLimit(&'static str),
 }
 
 impl QuorumConfig {
@@ -105,10 +124,14 @@ impl QuorumConfig {
         Ok(())
     }
 
-    /// This config with `update` applied, if the result is valid.
+    /// This config with `update` applied, if the result is valid. N is refused: it is the
+    /// cluster's, and a node that changed it alone would build other preference lists.
     pub fn apply(&self, update: &ConfigUpdate) -> Result<QuorumConfig, ConfigError> {
+        if update.n.is_some() {
+            return Err(ConfigError::NIsTheClusters { n: self.n });
+        }
         let next = QuorumConfig {
-            n: update.n.unwrap_or(self.n),
+            n: self.n,
             w: update.w.unwrap_or(self.w),
             r: update.r.unwrap_or(self.r),
             put_timeout_ms: update.put_timeout_ms.unwrap_or(self.put_timeout_ms),
@@ -123,7 +146,8 @@ impl QuorumConfig {
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ConfigUpdate {
-    /// New N.
+    /// Always refused when given ([`ConfigError::NIsTheClusters`]); accepted by the parser so
+    /// that the answer says why.
     pub n: Option<usize>,
     /// New W.
     pub w: Option<usize>,
@@ -195,6 +219,8 @@ pub struct NodeConfig {
     pub anti_entropy: AntiEntropyConfig,
     /// Where data is kept; `None` keeps it in memory (a restart then takes a new incarnation).
     pub data_dir: Option<PathBuf>,
+    /// How many hints this node keeps for unreachable owners at most.
+    pub hints: HintLimits,
 }
 
 impl NodeConfig {
@@ -211,6 +237,10 @@ impl NodeConfig {
             gossip: GossipConfig::default(),
             anti_entropy: AntiEntropyConfig::default(),
             data_dir: None,
+            hints: HintLimits {
+                max_hints: DEFAULT_MAX_HINTS,
+                max_bytes: DEFAULT_MAX_HINT_BYTES,
+            },
         }
     }
 
@@ -223,6 +253,12 @@ impl NodeConfig {
         }
         if self.vnodes == 0 {
             return Err(ConfigError::Vnodes);
+        }
+        if self.hints.max_hints == 0 {
+            return Err(ConfigError::ZeroHintLimit("max_hints"));
+        }
+        if self.hints.max_bytes == 0 {
+            return Err(ConfigError::ZeroHintLimit("max_hint_bytes"));
         }
         Ok(())
     }
@@ -263,24 +299,23 @@ mod tests {
             q.apply(&bad_w),
             Err(ConfigError::Quorum { which: "w", .. })
         ));
-        let grow = ConfigUpdate {
-            n: Some(5),
-            w: Some(4),
+        let quorums = ConfigUpdate {
+            w: Some(3),
+            r: Some(1),
             ..Default::default()
         };
-        assert_eq!(q.apply(&grow).map(|c| (c.n, c.w, c.r)), Ok((5, 4, 2)));
-        let shrink = ConfigUpdate {
-            n: Some(1),
-            ..Default::default()
-        };
-        assert!(q.apply(&shrink).is_err(), "w = 2 > n = 1");
-        assert!(
-            q.apply(&ConfigUpdate {
-                n: Some(17),
+        assert_eq!(q.apply(&quorums).map(|c| (c.n, c.w, c.r)), Ok((3, 3, 1)));
+        for n in [1, 3, 5] {
+            let change_n = ConfigUpdate {
+                n: Some(n),
                 ..Default::default()
-            })
-            .is_err()
-        );
+            };
+            assert_eq!(
+                q.apply(&change_n),
+                Err(ConfigError::NIsTheClusters { n: 3 }),
+                "n is the cluster's"
+            );
+        }
         let zero = ConfigUpdate {
             get_timeout_ms: Some(0),
             ..Default::default()

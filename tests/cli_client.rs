@@ -11,7 +11,7 @@ use dynamo_node::api::{
 };
 use dynamo_node::config::{ConfigUpdate, QuorumConfig};
 use dynamo_node::core::ids::{ActorId, Key};
-use dynamo_node::core::membership::Status;
+use dynamo_node::core::membership::{RingStatus, Status};
 use dynamo_node::core::store::Store;
 use dynamo_node::core::version::VersionSet;
 
@@ -83,6 +83,8 @@ impl KvService for OneReplica {
                 incarnation: 1,
                 last_heard_ms_ago: if i == 0 { 0 } else { 6000 },
                 connected: i == 0,
+                ring: RingStatus::Valid,
+                handoff: Default::default(),
             })
             .collect()
     }
@@ -120,9 +122,29 @@ impl KvService for OneReplica {
     fn health(&self) -> Health {
         Health {
             status: "ok".into(),
+            reason: None,
             node: "n1".into(),
             alive: 1,
             members: 2,
+        }
+    }
+
+    fn leave(&self) -> Result<MemberInfo, ClientError> {
+        let mut me = self.members().remove(0);
+        me.ring = RingStatus::Leaving;
+        Ok(me)
+    }
+
+    fn remove(&self, node: &str) -> Result<MemberInfo, ClientError> {
+        match self.members().into_iter().find(|m| m.node == node) {
+            Some(m) if m.connected => Err(ClientError::MemberAlive(format!("{node} is alive"))),
+            Some(mut m) => {
+                m.ring = RingStatus::Removed;
+                Ok(m)
+            }
+            None => Err(ClientError::UnknownMember(format!(
+                "no member named {node}"
+            ))),
         }
     }
 }

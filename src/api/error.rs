@@ -44,15 +44,43 @@ pub enum ClientError {
         /// The limit.
         max: usize,
     },
+    /// The key's siblings would grow past the version limit: read, merge and write with the
+    /// context (a context-less write or delete adds a sibling; it never replaces one).
+    #[error(
+        "the key would hold {versions} versions (limit {max}), tombstones included; merge its siblings first"
+    )]
+    TooManySiblings {
+        /// Versions with this write.
+        versions: usize,
+        /// The limit.
+        max: usize,
+    },
     /// The context token could not be used.
     #[error("invalid context: {0}")]
     InvalidContext(#[from] ContextError),
+    /// The context claims a write of this node that it never made: it was not read from this
+    /// store.
+    #[error("invalid context: {0}")]
+    ForgedContext(String),
     /// An option (`r`, `w`) or a configuration value is out of range.
     #[error("invalid option: {0}")]
     InvalidOption(String),
     /// No node can serve the key now (empty ring, nobody reachable).
     #[error("unavailable: {0}")]
     Unavailable(String),
+    /// This node left the cluster or was removed from it: it serves nothing any more.
+    #[error("{0}")]
+    NotAMember(String),
+    /// A membership change names a node that is not known.
+    #[error("{0}")]
+    UnknownMember(String),
+    /// A node cannot be removed while it is alive; it leaves instead.
+    #[error("{0}")]
+    MemberAlive(String),
+    /// A membership change that contradicts where the node stands (removing itself, leaving
+    /// after a removal).
+    #[error("{0}")]
+    Conflict(String),
     /// The node is shutting down or an internal step failed.
     #[error("internal error: {0}")]
     Internal(String),
@@ -86,9 +114,14 @@ impl ClientError {
             ClientError::KeyTooLong { .. } => "key_too_long",
             ClientError::ValueTooLarge { .. } => "value_too_large",
             ClientError::SetTooLarge { .. } => "set_too_large",
-            ClientError::InvalidContext(_) => "invalid_context",
+            ClientError::TooManySiblings { .. } => "too_many_siblings",
+            ClientError::InvalidContext(_) | ClientError::ForgedContext(_) => "invalid_context",
             ClientError::InvalidOption(_) => "invalid_option",
             ClientError::Unavailable(_) => "unavailable",
+            ClientError::NotAMember(_) => "not_a_member",
+            ClientError::UnknownMember(_) => "unknown_member",
+            ClientError::MemberAlive(_) => "member_alive",
+            ClientError::Conflict(_) => "conflict",
             ClientError::Internal(_) => "internal",
         }
     }
@@ -98,13 +131,18 @@ impl ClientError {
         match self {
             ClientError::InsufficientAcks(_)
             | ClientError::InsufficientReplies(_)
-            | ClientError::Unavailable(_) => 503,
+            | ClientError::Unavailable(_)
+            | ClientError::NotAMember(_) => 503,
             ClientError::InvalidKey(_)
             | ClientError::InvalidContext(_)
+            | ClientError::ForgedContext(_)
             | ClientError::InvalidOption(_) => 400,
+            ClientError::UnknownMember(_) => 404,
+            ClientError::MemberAlive(_) | ClientError::Conflict(_) => 409,
             ClientError::KeyTooLong { .. }
             | ClientError::ValueTooLarge { .. }
-            | ClientError::SetTooLarge { .. } => 413,
+            | ClientError::SetTooLarge { .. }
+            | ClientError::TooManySiblings { .. } => 413,
             ClientError::Internal(_) => 500,
         }
     }
@@ -119,6 +157,32 @@ impl ClientError {
             error: self.kind(),
             message: self.to_string(),
             shortfall,
+        }
+    }
+}
+
+impl From<crate::core::store::StoreError> for ClientError {
+    fn from(e: crate::core::store::StoreError) -> Self {
+        use crate::core::store::StoreError;
+        match e {
+            StoreError::ForgedContext { .. } => ClientError::ForgedContext(e.to_string()),
+            StoreError::SetTooLarge { size, max } => ClientError::SetTooLarge { size, max },
+            StoreError::TooManyVersions { versions, max } => {
+                ClientError::TooManySiblings { versions, max }
+            }
+            StoreError::CounterExhausted => ClientError::Internal(e.to_string()),
+        }
+    }
+}
+
+impl From<crate::core::membership::ChangeError> for ClientError {
+    fn from(e: crate::core::membership::ChangeError) -> Self {
+        use crate::core::membership::ChangeError;
+        let text = e.to_string();
+        match e {
+            ChangeError::Unknown(_) => ClientError::UnknownMember(text),
+            ChangeError::Alive(_) => ClientError::MemberAlive(text),
+            ChangeError::IsSelf(_) | ChangeError::Final(_) => ClientError::Conflict(text),
         }
     }
 }

@@ -61,4 +61,12 @@ pub trait KvService: Clone + Send + Sync + 'static {
 
     /// Liveness summary.
     fn health(&self) -> Health;
+
+    /// Drains this node: it leaves the ring, hands every key it holds to the other members
+    /// and then reports `left`. Returns this node's entry as it is now.
+    fn leave(&self) -> Result<MemberInfo, ClientError>;
+
+    /// Declares `node` gone for good: it stops owning anything and the others rebuild its
+    /// replicas. Refused while this node sees it alive. Returns its entry as it is now.
+    fn remove(&self, node: &str) -> Result<MemberInfo, ClientError>;
 }

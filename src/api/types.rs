@@ -6,7 +6,7 @@ use serde::{Deserialize, Serialize};
 use super::context::Context;
 use super::error::ClientError;
 use crate::config::{MAX_KEY_BYTES, MAX_VALUE_BYTES};
-use crate::core::membership::Status;
+use crate::core::membership::{HandoffProgress, RingStatus, Status};
 use crate::core::version::VersionSet;
 
 /// The outcome of a read.
@@ -101,6 +101,10 @@ pub struct MemberInfo {
     pub last_heard_ms_ago: u64,
     /// Whether the answering node has a cluster session to it (true for itself).
     pub connected: bool,
+    /// Where it stands on the ring: joining, valid, leaving, left or removed.
+    pub ring: RingStatus,
+    /// Its handoff progress, as it last reported it.
+    pub handoff: HandoffProgress,
 }
 
 /// A node's place on the ring.
@@ -132,8 +136,12 @@ pub struct RingInfo {
 /// Liveness summary of a node.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Health {
-    /// Always "ok" when the node answers.
+    /// "ok" when the node serves requests, "unavailable" when it cannot (its actor tree gave
+    /// up, it was removed, it left); HTTP answers 503 then.
     pub status: String,
+    /// Why the node cannot serve, when it cannot.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
     /// Node name.
     pub node: String,
     /// Members this node sees alive, itself included.

@@ -44,10 +44,17 @@ pub struct NodeFlags {
     /// Time between anti-entropy rounds; 0 turns anti-entropy off [default: 2000]
     #[arg(long, value_name = "T")]
     pub anti_entropy_interval_ms: Option<u64>,
-    /// Minimum age of a tombstone before it may be purged (all owners must hold it too)
+    /// Minimum age of a tombstone before it may be purged (every member must agree too)
     /// [default: 10000]
     #[arg(long, value_name = "T")]
     pub tombstone_grace_ms: Option<u64>,
+    /// Hints kept at most for unreachable owners; past it a write's fallback refuses the hint
+    /// and is no ack [default: 1000000]
+    #[arg(long, value_name = "COUNT")]
+    pub max_hints: Option<usize>,
+    /// Bytes of hints kept at most [default: 268435456]
+    #[arg(long, value_name = "BYTES")]
+    pub max_hint_bytes: Option<u64>,
 }
 
 impl NodeFlags {
@@ -70,6 +77,8 @@ impl NodeFlags {
         let ae = &mut config.anti_entropy;
         set(&mut ae.interval_ms, self.anti_entropy_interval_ms);
         set(&mut ae.tombstone_grace_ms, self.tombstone_grace_ms);
+        set(&mut config.hints.max_hints, self.max_hints);
+        set(&mut config.hints.max_bytes, self.max_hint_bytes);
     }
 
     /// The same flags as command-line arguments, for a child `dynamo-node start`.
@@ -86,6 +95,8 @@ impl NodeFlags {
             ("--dead-after-ms", self.dead_after_ms),
             ("--anti-entropy-interval-ms", self.anti_entropy_interval_ms),
             ("--tombstone-grace-ms", self.tombstone_grace_ms),
+            ("--max-hints", self.max_hints.map(|v| v as u64)),
+            ("--max-hint-bytes", self.max_hint_bytes),
         ];
         let mut args = Vec::new();
         if let Some(cookie) = &self.cookie {
@@ -163,6 +174,7 @@ mod tests {
     use super::*;
     use crate::cli::{Cli, Command};
     use crate::config::{AntiEntropyConfig, GossipConfig, QuorumConfig};
+    use crate::core::hints::HintLimits;
     use crate::core::membership::FailureTimeouts;
 
     fn start(args: &[&str]) -> Result<StartArgs, clap::Error> {
@@ -214,6 +226,10 @@ mod tests {
             "0",
             "--tombstone-grace-ms",
             "60000",
+            "--max-hints",
+            "500",
+            "--max-hint-bytes",
+            "65536",
             "--data-dir",
             "/var/lib/dynamo",
         ]);
@@ -247,6 +263,10 @@ mod tests {
                 tombstone_grace_ms: 60_000,
             },
             data_dir: Some("/var/lib/dynamo".into()),
+            hints: HintLimits {
+                max_hints: 500,
+                max_bytes: 65_536,
+            },
         };
         assert_eq!(config, expected);
     }
@@ -322,6 +342,8 @@ mod tests {
             dead_after_ms: Some(50),
             anti_entropy_interval_ms: Some(60),
             tombstone_grace_ms: Some(70),
+            max_hints: Some(80),
+            max_hint_bytes: Some(90),
         };
         let mut argv: Vec<String> = BASE.iter().map(|s| s.to_string()).collect();
         argv.extend(flags.to_args());

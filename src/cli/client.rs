@@ -383,6 +383,7 @@ mod tests {
     fn status_lists_members_and_ring_shares_in_aligned_columns() {
         let health = Health {
             status: "ok".into(),
+            reason: None,
             node: "n1".into(),
             alive: 1,
             members: 2,
@@ -396,6 +397,8 @@ mod tests {
             incarnation: 3,
             last_heard_ms_ago: heard,
             connected: heard < 1000,
+            ring: crate::core::membership::RingStatus::Valid,
+            handoff: Default::default(),
         };
         let members = [
             member("n2", Status::Suspect, 6000),

@@ -15,10 +15,21 @@ pub async fn run(args: StartArgs) -> Result<(), CliError> {
         other => CliError::Failed(format!("node {name} could not start: {other}")),
     })?;
     tracing::info!(node = %name, %bind, http = ?http, "node serving; Ctrl-C or SIGTERM stops it");
-    let signal = stop.await;
-    tracing::info!(node = %name, signal, "stopping");
+    let failure = tokio::select! {
+        signal = stop => {
+            tracing::info!(node = %name, signal, "stopping");
+            None
+        }
+        reason = node.failed() => Some(reason),
+    };
     force_exit_on_second_signal();
     node.stop().await;
-    tracing::info!(node = %name, "stopped");
-    Ok(())
+    match failure {
+        None => {
+            tracing::info!(node = %name, "stopped");
+            Ok(())
+        }
+        // Never serve on with a frozen ring or under a name the cluster no longer knows.
+        Some(reason) => Err(CliError::Failed(format!("node {name} stopped: {reason}"))),
+    }
 }

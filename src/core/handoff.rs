@@ -1,46 +1,55 @@
-//! Ownership handoff: finding the keys this node holds but no longer owns.
+//! Ownership handoff: moving the keys this node holds but no longer owns to their owners.
 //!
-//! When the ring changes (a node dies and leaves it, or comes back), keys move between owners.
-//! A write accepted while its owners were off the ring lives only on the nodes that owned the
-//! key then; once the owners are back, reads and anti-entropy look only at them, so without a
-//! handoff that acknowledged write would be unreachable. The scan walks the store segment by
-//! segment (all of it soon after a ring change, slowly otherwise) and yields every key whose
-//! current owners exclude this node and whose present set was not handed off yet.
+//! When the ring changes (a node joins, leaves or is removed), keys move between owners. The
+//! scan walks the store segment by segment (all of it soon after a ring change, slowly
+//! otherwise) and yields every key whose current owners exclude this node, with the replicas
+//! that should take it: the owners, or for an owner that is down a fallback holding a hint,
+//! as any write would. Once every one of them acknowledged the set, this node drops its copy,
+//! provided the set did not change meanwhile ([`Store::remove_handed`]); a copy changed by a
+//! late write is handed again on a later pass. Dropping is what keeps a delete deleted: a
+//! former owner that kept an old value would send it back to the owners after their purge.
 //!
-//! Handed-off keys stay in the local store: deleting them would gain memory but could let this
-//! node, coordinating the key again later, send a set missing its own earlier dots (see
-//! `version.rs` on why whole sets travel).
+//! A leaving node owns nothing, so the same scan drains it completely. Only a node that is
+//! valid or leaving hands off: a joining node does not know its place yet, and a node that
+//! left or was removed must not push old data back into the cluster.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 
-use super::ids::{Key, NodeId};
-use super::ring::Ring;
+use super::ids::Key;
+use super::quorum::Target;
 use super::store::{SEGMENTS, Store};
+use super::version::VersionSet;
+use super::view::View;
 
 /// Segments scanned per call right after a ring change.
 pub const URGENT_SEGMENTS: usize = 512;
 /// Segments scanned per call otherwise (a full pass every `SEGMENTS / 64` calls).
 pub const STEADY_SEGMENTS: usize = 64;
 
-/// A key to hand to its owners.
+/// A key to hand to the replicas that should hold it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Transfer {
     /// The key.
     pub key: Key,
-    /// Its digest here when it was picked; recorded as handed off once every owner acked.
+    /// Its set here when it was picked.
+    pub versions: VersionSet,
+    /// That set's digest: the copy is dropped only if it still has it.
     pub digest: u64,
-    /// Its owners on the current ring.
-    pub owners: Vec<NodeId>,
+    /// Who must acknowledge it: owners, or fallbacks standing in for dead owners.
+    pub targets: Vec<Target>,
 }
 
-/// Progress of the handoff scan.
+/// Progress of the handoff scan, kept beside the store so that it outlives any one actor.
 #[derive(Debug, Default)]
 pub struct Handoff {
     cursor: usize,
     ring_version: u64,
     urgent: bool,
-    handed: HashMap<Key, u64>,
     in_flight: HashSet<Key>,
+    handed: u64,
+    // Keys seen not owned here in the pass under way, and in the last complete pass.
+    seen: u64,
+    last_pass: u64,
 }
 
 impl Handoff {
@@ -50,24 +59,24 @@ impl Handoff {
     }
 
     /// Scans the next segments and returns up to about `max` keys to hand off: held here, not
-    /// owned by `me` among the first `n` nodes of `ring`, not in flight, and changed since
-    /// their last handoff. A new `ring_version` restarts the scan from the first segment.
+    /// owned by this node on `view`'s ring, and not in flight. A new `ring_version` restarts
+    /// the scan from the first segment. Keys whose replicas cannot all be reached now are left
+    /// for a later pass.
     pub fn scan(
         &mut self,
         store: &Store,
-        ring: &Ring,
+        view: &View<'_>,
         ring_version: u64,
-        me: &NodeId,
-        n: usize,
         max: usize,
     ) -> Vec<Transfer> {
         if ring_version != self.ring_version {
             self.ring_version = ring_version;
             self.cursor = 0;
             self.urgent = true;
+            self.seen = 0;
         }
         let mut transfers = Vec::new();
-        if ring.is_empty() {
+        if view.ring.is_empty() {
             return transfers;
         }
         let budget = if self.urgent {
@@ -77,30 +86,31 @@ impl Handoff {
         };
         for _ in 0..budget {
             for (key, digest) in store.keys_in_segment(self.cursor) {
-                let Ok(owners) = ring.owners(&key, n) else {
+                if digest == 0 || view.owns(&key) {
+                    continue;
+                }
+                self.seen += 1;
+                if self.in_flight.contains(&key) || transfers.len() >= max {
+                    continue;
+                }
+                let Some(targets) = view.targets_elsewhere(&key) else {
                     continue;
                 };
-                if owners.contains(me) {
-                    // Ours again: a later loss of ownership must hand it off anew.
-                    self.handed.remove(&key);
-                    continue;
-                }
-                if digest == 0
-                    || self.in_flight.contains(&key)
-                    || self.handed.get(&key) == Some(&digest)
-                {
-                    continue;
-                }
+                let versions = store.get(&key);
+                let digest = versions.digest();
                 self.in_flight.insert(key.clone());
                 transfers.push(Transfer {
                     key,
+                    versions,
                     digest,
-                    owners,
+                    targets,
                 });
             }
             self.cursor = (self.cursor + 1) % SEGMENTS;
             if self.cursor == 0 {
                 self.urgent = false;
+                self.last_pass = self.seen;
+                self.seen = 0;
             }
             if transfers.len() >= max {
                 break;
@@ -109,15 +119,26 @@ impl Handoff {
         transfers
     }
 
-    /// Every owner acked `key` at `digest`: it is not sent again until it changes.
-    pub fn done(&mut self, key: &Key, digest: u64) {
-        self.in_flight.remove(key);
-        self.handed.insert(key.clone(), digest);
+    /// A transfer ended: when every target acknowledged, the copy here is dropped (if it did
+    /// not change meanwhile). Returns whether it was dropped.
+    pub fn finish(&mut self, store: &Store, transfer: &Transfer, all_acked: bool) -> bool {
+        self.in_flight.remove(&transfer.key);
+        if !all_acked || !store.remove_handed(&transfer.key, transfer.digest) {
+            return false;
+        }
+        self.handed += 1;
+        true
     }
 
-    /// Some owner did not ack: the next pass tries again.
-    pub fn failed(&mut self, key: &Key) {
-        self.in_flight.remove(key);
+    /// Keys handed off and dropped here so far.
+    pub fn handed(&self) -> u64 {
+        self.handed
+    }
+
+    /// Keys held here that belong elsewhere, as of the last complete pass (or the pass under
+    /// way, when it already saw more).
+    pub fn remaining(&self) -> u64 {
+        self.last_pass.max(self.seen)
     }
 
     /// Keys whose handoff is under way.
@@ -136,7 +157,8 @@ mod tests {
     use bytes::Bytes;
 
     use super::*;
-    use crate::core::ids::ActorId;
+    use crate::core::ids::{ActorId, NodeId};
+    use crate::core::ring::Ring;
     use crate::core::vclock::VClock;
 
     fn nodes(names: &[&str]) -> Vec<NodeId> {
@@ -155,35 +177,31 @@ mod tests {
         store
     }
 
-    fn full_pass(
-        h: &mut Handoff,
-        store: &Store,
-        ring: &Ring,
-        version: u64,
-        me: &NodeId,
-    ) -> Vec<Transfer> {
+    fn full_pass(h: &mut Handoff, store: &Store, view: &View<'_>, version: u64) -> Vec<Transfer> {
         let mut all = Vec::new();
         for _ in 0..(SEGMENTS / STEADY_SEGMENTS + 1) {
-            all.extend(h.scan(store, ring, version, me, 3, usize::MAX));
+            all.extend(h.scan(store, view, version, usize::MAX));
         }
         all
     }
 
     #[test]
-    fn keys_written_on_a_shrunken_ring_are_handed_to_their_owners_once() {
-        // n1 accepted writes while n4 and n5 were dead: on the 3-node ring it owned them all.
+    fn keys_no_longer_owned_are_handed_once_and_dropped_when_all_acked() {
+        // n1 held every key on a 3-node ring; n4 and n5 joined.
         let me = NodeId::new("n1");
         let store = store_with("n1", 300);
         let whole = Ring::with_default_vnodes(nodes(&["n1", "n2", "n3", "n4", "n5"])).unwrap();
+        let live = |_: &NodeId| true;
+        let view = View {
+            me: &me,
+            ring: &whole,
+            n: 3,
+            live: &live,
+        };
         let mut h = Handoff::new();
-        let transfers = full_pass(&mut h, &store, &whole, 2, &me);
+        let transfers = full_pass(&mut h, &store, &view, 2);
         let expected: usize = (0..300)
-            .filter(|i| {
-                !whole
-                    .owners(format!("k{i}").as_bytes(), 3)
-                    .unwrap()
-                    .contains(&me)
-            })
+            .filter(|i| !view.owns(format!("k{i}").as_bytes()))
             .count();
         assert!(expected > 0);
         assert_eq!(
@@ -192,58 +210,75 @@ mod tests {
             "every key n1 no longer owns, once"
         );
         for t in &transfers {
-            assert_eq!(t.owners, whole.owners(&t.key, 3).unwrap());
-            assert!(!t.owners.contains(&me));
+            let owners: Vec<NodeId> = t.targets.iter().map(|t| t.node.clone()).collect();
+            assert_eq!(owners, whole.owners(&t.key, 3).unwrap());
             assert_eq!(t.digest, store.digest(&t.key));
         }
         assert!(
-            full_pass(&mut h, &store, &whole, 2, &me).is_empty(),
+            full_pass(&mut h, &store, &view, 2).is_empty(),
             "in flight: not picked twice"
         );
-        for t in &transfers {
-            h.done(&t.key, t.digest);
+        assert_eq!(h.remaining(), expected as u64);
+        let epochs = store.epoch_changes();
+        // One failed, one changed meanwhile, the rest acked.
+        let (failed, changed, rest) = (&transfers[0], &transfers[1], &transfers[2..]);
+        assert!(!h.finish(&store, failed, false));
+        let ctx = store.get(&changed.key).read().context;
+        store
+            .coordinate(&changed.key, &ctx, Some(Bytes::from("v2")), 1)
+            .unwrap();
+        assert!(!h.finish(&store, changed, true), "a changed copy is kept");
+        for t in rest {
+            assert!(h.finish(&store, t, true));
         }
+        assert_eq!(h.handed(), rest.len() as u64);
+        assert_eq!(store.len(), 300 - rest.len());
         assert!(
-            full_pass(&mut h, &store, &whole, 2, &me).is_empty(),
-            "handed off: not sent again"
+            store.epoch_changes() > epochs,
+            "dropping our own writes takes a fresh actor epoch"
         );
-        assert_eq!(h.in_flight(), 0);
+        let again = full_pass(&mut h, &store, &view, 2);
+        let keys: Vec<&Key> = again.iter().map(|t| &t.key).collect();
+        assert_eq!(keys.len(), 2);
+        assert!(keys.contains(&&failed.key) && keys.contains(&&changed.key));
     }
 
     #[test]
-    fn a_changed_or_failed_key_is_sent_again_and_an_owned_one_never() {
+    fn a_dead_owner_gets_a_fallback_and_without_one_the_key_waits() {
         let me = NodeId::new("n1");
-        let store = store_with("n1", 200);
-        let ring = Ring::with_default_vnodes(nodes(&["n1", "n2", "n3", "n4", "n5"])).unwrap();
-        let mut h = Handoff::new();
-        let transfers = full_pass(&mut h, &store, &ring, 1, &me);
-        let (first, second) = (&transfers[0], &transfers[1]);
+        let store = store_with("n1", 50);
+        let ring = Ring::with_default_vnodes(nodes(&["n2", "n3", "n4", "n5"])).unwrap();
+        let n5_down = |n: &NodeId| n.as_str() != "n5";
+        let view = View {
+            me: &me,
+            ring: &ring,
+            n: 3,
+            live: &n5_down,
+        };
+        let transfers = full_pass(&mut Handoff::new(), &store, &view, 1);
+        assert_eq!(transfers.len(), 50, "n1 is off the ring: it owns nothing");
         for t in &transfers {
-            h.done(&t.key, t.digest);
+            assert_eq!(t.targets.len(), 3);
+            assert!(t.targets.iter().all(|t| t.node.as_str() != "n5"));
+            assert!(t.targets.iter().all(|t| t.node != me));
         }
-        // A later write changes one key; a failed delivery leaves another pending.
-        let ctx = store.get(&first.key).read().context;
-        store
-            .coordinate(&first.key, &ctx, Some(Bytes::from("v2")), 1)
-            .unwrap();
-        h.handed.remove(&second.key);
-        let again: Vec<Key> = full_pass(&mut h, &store, &ring, 1, &me)
-            .into_iter()
-            .map(|t| t.key)
-            .collect();
-        assert_eq!(again.len(), 2);
-        assert!(again.contains(&first.key) && again.contains(&second.key));
-        h.failed(&first.key);
-        assert_eq!(
-            full_pass(&mut h, &store, &ring, 1, &me).len(),
-            1,
-            "a failed key is retried"
-        );
-
-        // On a ring where n1 owns everything, nothing is handed off.
-        let small = Ring::with_default_vnodes(nodes(&["n1", "n2", "n3"])).unwrap();
-        let mut fresh = Handoff::new();
-        assert!(full_pass(&mut fresh, &store, &small, 1, &me).is_empty());
+        // Only three nodes left and one of them down: no stand-in, nothing moves.
+        let small = Ring::with_default_vnodes(nodes(&["n2", "n3", "n5"])).unwrap();
+        let view = View {
+            me: &me,
+            ring: &small,
+            n: 3,
+            live: &n5_down,
+        };
+        assert!(full_pass(&mut Handoff::new(), &store, &view, 1).is_empty());
+        let empty = Ring::empty();
+        let view = View {
+            me: &me,
+            ring: &empty,
+            n: 3,
+            live: &n5_down,
+        };
+        assert!(Handoff::new().scan(&store, &view, 1, 10).is_empty());
     }
 
     #[test]
@@ -251,19 +286,21 @@ mod tests {
         let me = NodeId::new("n1");
         let store = store_with("n1", 10);
         let ring = Ring::with_default_vnodes(nodes(&["n1", "n2", "n3", "n4"])).unwrap();
+        let live = |_: &NodeId| true;
+        let view = View {
+            me: &me,
+            ring: &ring,
+            n: 3,
+            live: &live,
+        };
         let mut h = Handoff::new();
-        h.scan(&store, &ring, 1, &me, 3, usize::MAX);
+        h.scan(&store, &view, 1, usize::MAX);
         assert!(h.is_urgent());
         for _ in 0..SEGMENTS / URGENT_SEGMENTS {
-            h.scan(&store, &ring, 1, &me, 3, usize::MAX);
+            h.scan(&store, &view, 1, usize::MAX);
         }
         assert!(!h.is_urgent(), "a full pass ends the urgency");
-        h.scan(&store, &ring, 2, &me, 3, usize::MAX);
+        h.scan(&store, &view, 2, usize::MAX);
         assert!(h.is_urgent());
-        assert!(
-            Handoff::new()
-                .scan(&store, &Ring::empty(), 1, &me, 3, 10)
-                .is_empty()
-        );
     }
 }

@@ -2,16 +2,21 @@
 //!
 //! A hint carries the whole version set the coordinator sent (see [`crate::core::version`]
 //! for why sets, not single versions, travel) and the owner it is meant for. Hints leave the
-//! store only when the owner acknowledged them; delivery is a merge on the owner, so replaying
-//! a hint any number of times changes nothing after the first time.
+//! store only when acknowledged; delivery is a merge, so replaying a hint any number of times
+//! changes nothing after the first time.
 //!
 //! Hints for the same owner and key are coalesced while they wait, so a hot key written many
 //! times during an outage is handed back as one set. A hint is never changed once it has been
 //! taken for delivery, even after a release: writes that arrive later start a new hint, so an
 //! acknowledgement, even a late one for a delivery already released, covers exactly what the
 //! owner received.
+//!
+//! The store is bounded in count and in bytes ([`HintLimits`]): at the limit a new hint is
+//! refused ([`HintsFull`]), and the fallback that refused it does not count as an ack. Hints
+//! are indexed by key too, so a read looks at the hints of its key only.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::{Mutex, MutexGuard};
 
 use super::ids::{Key, NodeId};
 use super::version::VersionSet;
@@ -35,8 +40,53 @@ pub struct Hint {
     pub created_at_ms: u64,
 }
 
+/// How much a node keeps as hints.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct HintLimits {
+    /// Most hints held at once.
+    pub max_hints: usize,
+    /// Most bytes held at once (keys, values, and a fixed cost per version).
+    pub max_bytes: u64,
+}
+
+impl HintLimits {
+    /// No limit (for tests and tools).
+    pub const NONE: HintLimits = HintLimits {
+        max_hints: usize::MAX,
+        max_bytes: u64::MAX,
+    };
+}
+
+/// A hint refused because the store is at its limit.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "hint store full: {hints} hints, {bytes} bytes (limits {max_hints} hints, {max_bytes} bytes)"
+)]
+pub struct HintsFull {
+    /// Hints held.
+    pub hints: usize,
+    /// Bytes held.
+    pub bytes: u64,
+    /// The count limit.
+    pub max_hints: usize,
+    /// The byte limit.
+    pub max_bytes: u64,
+}
+
+/// The bytes a hint counts for: its key, its values, and a fixed cost per version for the
+/// dot, the context and the bookkeeping.
+pub fn hint_bytes(key: &[u8], versions: &VersionSet) -> u64 {
+    let per_version: u64 = versions
+        .versions()
+        .iter()
+        .map(|v| 64 + 40 * v.context.len() as u64)
+        .sum();
+    key.len() as u64 + versions.value_bytes() + per_version
+}
+
 struct Slot {
     hint: Hint,
+    bytes: u64,
     in_flight: bool,
 }
 
@@ -48,30 +98,80 @@ struct OwnerHints {
 }
 
 /// The hints a fallback node holds, per owner.
-#[derive(Default)]
 pub struct HintStore {
     owners: BTreeMap<NodeId, OwnerHints>,
+    by_key: HashMap<Key, BTreeSet<(NodeId, HintId)>>,
     next_id: u64,
+    count: usize,
+    bytes: u64,
+    limits: HintLimits,
+}
+
+impl Default for HintStore {
+    fn default() -> Self {
+        HintStore::with_limits(HintLimits::NONE)
+    }
 }
 
 impl HintStore {
-    /// An empty hint store.
+    /// An empty hint store without limits.
     pub fn new() -> Self {
         HintStore::default()
     }
 
-    /// Stores `versions` of `key` for `owner`, coalescing with a waiting hint of the same key.
-    pub fn add(&mut self, owner: NodeId, key: Key, versions: VersionSet, now_ms: u64) -> HintId {
+    /// An empty hint store bounded by `limits`.
+    pub fn with_limits(limits: HintLimits) -> Self {
+        HintStore {
+            owners: BTreeMap::new(),
+            by_key: HashMap::new(),
+            next_id: 0,
+            count: 0,
+            bytes: 0,
+            limits,
+        }
+    }
+
+    /// Stores `versions` of `key` for `owner`, coalescing with a waiting hint of the same key;
+    /// refused when the store would go past its limits.
+    pub fn add(
+        &mut self,
+        owner: NodeId,
+        key: Key,
+        versions: VersionSet,
+        now_ms: u64,
+    ) -> Result<HintId, HintsFull> {
         let hints = self.owners.entry(owner.clone()).or_default();
         if let Some(id) = hints.waiting.get(&key).copied()
             && let Some(slot) = hints.slots.get_mut(&id)
         {
-            slot.hint.versions.merge(&versions);
-            return id;
+            let mut merged = slot.hint.versions.clone();
+            merged.merge(&versions);
+            let bytes = hint_bytes(&key, &merged);
+            let total = self.bytes - slot.bytes + bytes;
+            if bytes > slot.bytes && total > self.limits.max_bytes {
+                return Err(self.full());
+            }
+            slot.hint.versions = merged;
+            self.bytes = total;
+            slot.bytes = bytes;
+            return Ok(id);
+        }
+        let bytes = hint_bytes(&key, &versions);
+        if self.count >= self.limits.max_hints
+            || self.bytes.saturating_add(bytes) > self.limits.max_bytes
+        {
+            if hints.slots.is_empty() {
+                self.owners.remove(&owner);
+            }
+            return Err(self.full());
         }
         self.next_id += 1;
         let id = HintId(self.next_id);
         hints.waiting.insert(key.clone(), id);
+        self.by_key
+            .entry(key.clone())
+            .or_default()
+            .insert((owner.clone(), id));
         let hint = Hint {
             id,
             owner,
@@ -83,10 +183,22 @@ impl HintStore {
             id,
             Slot {
                 hint,
+                bytes,
                 in_flight: false,
             },
         );
-        id
+        self.count += 1;
+        self.bytes += bytes;
+        Ok(id)
+    }
+
+    fn full(&self) -> HintsFull {
+        HintsFull {
+            hints: self.count,
+            bytes: self.bytes,
+            max_hints: self.limits.max_hints,
+            max_bytes: self.limits.max_bytes,
+        }
     }
 
     /// Owners that have hints stored (waiting or in flight).
@@ -109,23 +221,36 @@ impl HintStore {
 
     /// Number of hints held in all.
     pub fn len(&self) -> usize {
-        self.owners.values().map(|h| h.slots.len()).sum()
+        self.count
+    }
+
+    /// Bytes held in all (see [`hint_bytes`]).
+    pub fn bytes(&self) -> u64 {
+        self.bytes
     }
 
     /// True when no hint is held.
     pub fn is_empty(&self) -> bool {
-        self.owners.is_empty()
+        self.count == 0
     }
 
     /// Everything held for `key`, for any owner, merged: a fallback answers reads with it.
     pub fn versions_for(&self, key: &[u8]) -> VersionSet {
         let mut set = VersionSet::new();
-        for hints in self.owners.values() {
-            for slot in hints.slots.values().filter(|s| s.hint.key == key) {
+        let Some(ids) = self.by_key.get(key) else {
+            return set;
+        };
+        for (owner, id) in ids {
+            if let Some(slot) = self.owners.get(owner).and_then(|h| h.slots.get(id)) {
                 set.merge(&slot.hint.versions);
             }
         }
         set
+    }
+
+    /// True when some hint of `key` is held.
+    pub fn holds(&self, key: &[u8]) -> bool {
+        self.by_key.contains_key(key)
     }
 
     /// Takes up to `max` waiting hints of `owner` for delivery, oldest first; they stay stored,
@@ -166,8 +291,8 @@ impl HintStore {
         }
     }
 
-    /// Deletes a hint the owner acknowledged; returns false if it was already gone, so a
-    /// repeated acknowledgement is harmless.
+    /// Deletes a hint whose versions reached where they belong; returns false if it was
+    /// already gone, so a repeated acknowledgement is harmless.
     pub fn ack(&mut self, owner: &NodeId, id: HintId) -> bool {
         let Some(hints) = self.owners.get_mut(owner) else {
             return false;
@@ -181,7 +306,32 @@ impl HintStore {
         if hints.slots.is_empty() {
             self.owners.remove(owner);
         }
+        if let Some(ids) = self.by_key.get_mut(&slot.hint.key) {
+            ids.remove(&(owner.clone(), id));
+            if ids.is_empty() {
+                self.by_key.remove(&slot.hint.key);
+            }
+        }
+        self.count -= 1;
+        self.bytes -= slot.bytes;
         true
+    }
+}
+
+/// A node's hint store, shared by its actors (or a simulated node's handlers).
+#[derive(Default)]
+pub struct SharedHints(Mutex<HintStore>);
+
+impl SharedHints {
+    /// An empty store bounded by `limits`.
+    pub fn new(limits: HintLimits) -> Self {
+        SharedHints(Mutex::new(HintStore::with_limits(limits)))
+    }
+
+    /// The store. A poisoned lock only means a panic elsewhere mid-update of plain data; the
+    /// store stays usable, so take it anyway rather than cascade the panic.
+    pub fn lock(&self) -> MutexGuard<'_, HintStore> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner())
     }
 }
 
@@ -217,7 +367,9 @@ mod tests {
         let coord = Store::new(ActorId::new("c", 1));
         let (owner, k) = (NodeId::new("o"), key("k"));
         let mut hints = HintStore::new();
-        let id = hints.add(owner.clone(), k.clone(), blind(&coord, &k, "v"), 5);
+        let id = hints
+            .add(owner.clone(), k.clone(), blind(&coord, &k, "v"), 5)
+            .unwrap();
         assert_eq!(hints.pending_for(&owner), 1);
         let taken = hints.take(&owner, 10);
         assert_eq!(taken.len(), 1);
@@ -236,13 +388,65 @@ mod tests {
     }
 
     #[test]
+    fn the_store_refuses_past_its_limits_and_frees_room_on_ack() {
+        let coord = Store::new(ActorId::new("c", 1));
+        let owner = NodeId::new("o");
+        let (k1, k2, k3) = (key("k1"), key("k2"), key("k3"));
+        let one = blind(&coord, &k1, "v");
+        let limits = HintLimits {
+            max_hints: 2,
+            max_bytes: 3 * hint_bytes(&k1, &one),
+        };
+        let mut hints = HintStore::with_limits(limits);
+        let a = hints.add(owner.clone(), k1.clone(), one, 0).unwrap();
+        hints
+            .add(owner.clone(), k2.clone(), blind(&coord, &k2, "v"), 0)
+            .unwrap();
+        let full = hints
+            .add(owner.clone(), k3.clone(), blind(&coord, &k3, "v"), 0)
+            .unwrap_err();
+        assert_eq!((full.hints, full.max_hints), (2, 2));
+        assert_eq!(hints.len(), 2);
+        assert!(!hints.holds(&k3));
+        // Coalescing into a waiting hint adds no hint, only bytes.
+        assert_eq!(
+            hints.add(owner.clone(), k1.clone(), blind(&coord, &k1, "w"), 0),
+            Ok(a)
+        );
+        let big = blind(&coord, &k1, &"x".repeat(1000));
+        assert!(
+            hints.add(owner.clone(), k1.clone(), big, 0).is_err(),
+            "bytes"
+        );
+        assert_eq!(hints.versions_for(&k1).read().values.len(), 2);
+        hints.take(&owner, 1);
+        assert!(hints.ack(&owner, a));
+        assert!(!hints.holds(&k1));
+        hints
+            .add(owner.clone(), k3.clone(), blind(&coord, &k3, "v"), 0)
+            .unwrap();
+        assert_eq!(hints.len(), 2);
+        assert_eq!(
+            hints.bytes(),
+            hints
+                .owners()
+                .iter()
+                .flat_map(|o| hints.list(o))
+                .map(|h| hint_bytes(&h.key, &h.versions))
+                .sum::<u64>()
+        );
+    }
+
+    #[test]
     fn released_hints_are_taken_again() {
         let coord = Store::new(ActorId::new("c", 1));
         let owner = NodeId::new("o");
         let mut hints = HintStore::new();
         for i in 0..3 {
             let k = key(&format!("k{i}"));
-            hints.add(owner.clone(), k.clone(), blind(&coord, &k, "v"), i);
+            hints
+                .add(owner.clone(), k.clone(), blind(&coord, &k, "v"), i)
+                .unwrap();
         }
         let first = hints.take(&owner, 2);
         assert_eq!(first.len(), 2);
@@ -256,12 +460,18 @@ mod tests {
         let coord = Store::new(ActorId::new("c", 1));
         let (owner, k) = (NodeId::new("o"), key("cart"));
         let mut hints = HintStore::new();
-        let a = hints.add(owner.clone(), k.clone(), blind(&coord, &k, "x"), 0);
-        let b = hints.add(owner.clone(), k.clone(), blind(&coord, &k, "y"), 1);
+        let a = hints
+            .add(owner.clone(), k.clone(), blind(&coord, &k, "x"), 0)
+            .unwrap();
+        let b = hints
+            .add(owner.clone(), k.clone(), blind(&coord, &k, "y"), 1)
+            .unwrap();
         assert_eq!(a, b);
         let taken = hints.take(&owner, 10);
         assert_eq!(taken[0].versions.read().values.len(), 2);
-        let c = hints.add(owner.clone(), k.clone(), blind(&coord, &k, "z"), 2);
+        let c = hints
+            .add(owner.clone(), k.clone(), blind(&coord, &k, "z"), 2)
+            .unwrap();
         assert_ne!(c, a, "a write during delivery starts a new hint");
         assert!(hints.ack(&owner, a));
         let rest = hints.take(&owner, 10);
@@ -276,7 +486,7 @@ mod tests {
         let old = blind(&coord, &k, "old");
         let mut hints = HintStore::new();
         let owner = NodeId::new("o");
-        hints.add(owner.clone(), k.clone(), old.clone(), 0);
+        hints.add(owner.clone(), k.clone(), old.clone(), 0).unwrap();
         // The owner meanwhile got a newer version that supersedes the hinted one.
         let ctx = coord.get(&k).read().context;
         let newer = coord
@@ -297,7 +507,9 @@ mod tests {
         let coord = Store::new(ActorId::new("c", 1));
         let (owner, k) = (NodeId::new("o"), key("cart"));
         let mut hints = HintStore::new();
-        let id = hints.add(owner.clone(), k.clone(), blind(&coord, &k, "x"), 0);
+        let id = hints
+            .add(owner.clone(), k.clone(), blind(&coord, &k, "x"), 0)
+            .unwrap();
         let delivered = hints.take(&owner, 10).remove(0);
         hints.release(&owner, &[id]);
         let newer = blind(&coord, &k, "y");
@@ -307,7 +519,7 @@ mod tests {
             .map(|v| v.dot.clone())
             .max()
             .unwrap();
-        hints.add(owner.clone(), k.clone(), newer, 1);
+        hints.add(owner.clone(), k.clone(), newer, 1).unwrap();
         hints.ack(&owner, delivered.id);
         assert!(!delivered.versions.has_seen(&newest));
         assert!(
@@ -353,7 +565,7 @@ mod tests {
                         let dot = set.versions().last().map(|v| v.dot.clone()).unwrap();
                         let newest = set.versions().iter().map(|v| v.dot.clone()).max().unwrap();
                         prop_assert_eq!(&dot, &newest);
-                        hints.add(owner.clone(), k.clone(), set, 0);
+                        hints.add(owner.clone(), k.clone(), set, 0).unwrap();
                         added.push((owner, k, dot));
                     }
                     Op::Take(o, n) => {

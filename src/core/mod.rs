@@ -4,16 +4,23 @@
 //! types own the clocks, and tests can drive time by hand.
 
 pub mod anti_entropy;
+pub mod drain;
 pub mod handoff;
 pub mod hash;
 pub mod hints;
 pub mod ids;
 pub mod membership;
+pub mod purge;
+pub mod purged;
 pub mod quorum;
+pub mod read;
 pub mod record;
+pub mod replica;
 pub mod ring;
 pub mod store;
 pub mod vclock;
 pub mod version;
+pub mod view;
+pub mod write;
 
 pub use ids::{ActorId, Key, NodeId};

@@ -13,19 +13,33 @@
 //! index has to be kept beside the map. Records keep a key's data in one allocation, which is
 //! what holds memory to a small multiple of the raw key and value bytes (see
 //! [`super::record`]). The keys whose set holds only tombstones (the purge candidates) are
-//! indexed apart. Lock order is always the key's segment first, then the candidates' mutex;
-//! readers of the candidates take that mutex alone.
+//! indexed apart. Lock order is always the key's segment first, then the candidates' mutex
+//! or the purge memory's; readers of those take their mutex alone.
+//!
+//! # Dots
+//!
+//! The store makes the dots of the writes this node coordinates, from one node-wide counter
+//! that only those writes advance: no context, from a client or a peer, ever raises it, and a
+//! context claiming a dot of the current actor beyond it is refused
+//! ([`StoreError::ForgedContext`]). The actor id carries an epoch: the store takes a fresh one
+//! before it drops a set that mentions its current actor (a handoff deleting what it handed),
+//! so that a later write of the same key can never send a set holding a new dot of that actor
+//! without its earlier ones (see `version.rs` on why whole sets travel); and when a set
+//! arrives whose context claims dots of the current actor that it never made, so that such a
+//! claim can never cover a write made after it.
 
-use std::borrow::Cow;
-use std::collections::HashSet;
+use std::collections::{BTreeSet, HashSet};
 use std::convert::Infallible;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::ops::Bound;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Mutex, MutexGuard};
 
+use arc_swap::ArcSwap;
 use bytes::Bytes;
 
 use super::hash::{stable_hash, stable_hash_parts};
 use super::ids::{ActorId, Key};
+use super::purged::PurgedKeys;
 use super::record::Record;
 use super::vclock::{Dot, VClock};
 use super::version::VersionSet;
@@ -33,12 +47,60 @@ use super::version::VersionSet;
 /// Number of digest segments the key space is divided into (by the top bits of ring position).
 pub const SEGMENTS: usize = 4096;
 
+/// How long a purge is remembered, and how many at most (see [`super::purged`]).
+pub const PURGE_MEMORY_TTL_MS: u64 = 10 * 60 * 1000;
+/// Most purges remembered at once.
+pub const PURGE_MEMORY_CAPACITY: usize = 100_000;
+
+/// How large a key's sibling set may grow by a coordinated write.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SetLimits {
+    /// Most value bytes, siblings included.
+    pub max_bytes: usize,
+    /// Most versions, tombstones and empty values included.
+    pub max_versions: usize,
+}
+
+impl SetLimits {
+    /// No limit: for stores that only take what others coordinated.
+    pub const NONE: SetLimits = SetLimits {
+        max_bytes: usize::MAX,
+        max_versions: usize::MAX,
+    };
+}
+
 /// Errors of the storage map.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum StoreError {
-    /// The write context claims a counter of this node so high that no fresh dot exists.
-    #[error("the context's counter for this node is exhausted; write with a fresh read's context")]
+    /// Every counter value has been used (after 2^64 writes).
+    #[error("this node's dot counter is exhausted")]
     CounterExhausted,
+    /// The context claims a version of this node's current actor that it never made.
+    #[error("the context claims write {claimed} of {actor}, which has made {issued}")]
+    ForgedContext {
+        /// The actor named.
+        actor: ActorId,
+        /// The counter claimed.
+        claimed: u64,
+        /// The highest counter issued.
+        issued: u64,
+    },
+    /// The write would grow the key's siblings past the byte limit.
+    #[error("the key's siblings would hold {size} bytes (limit {max})")]
+    SetTooLarge {
+        /// Value bytes with this write.
+        size: usize,
+        /// The limit.
+        max: usize,
+    },
+    /// The write would grow the key's siblings past the version limit.
+    #[error("the key would hold {versions} versions (limit {max})")]
+    TooManyVersions {
+        /// Versions with this write.
+        versions: usize,
+        /// The limit.
+        max: usize,
+    },
 }
 
 /// The result of a coordinated write.
@@ -61,38 +123,62 @@ pub struct MergeOutcome {
 
 /// A node's stored data: key -> sibling set, with per-key and per-segment digests.
 pub struct Store {
-    actor: ActorId,
+    actor: ArcSwap<ActorId>,
+    limits: SetLimits,
     // The records of each segment; a key has a record exactly while its set is non-empty.
     records: Box<[Mutex<HashSet<Record>>]>,
     segments: Box<[AtomicU64]>,
-    // Keys whose set holds only tombstones: the candidates of the purge.
-    tombstones: Mutex<HashSet<Key>>,
-    // One counter for all keys: a dot is never reissued, even after a key's tombstone is purged.
+    // Keys whose set holds only tombstones: the candidates of the purge, in key order.
+    tombstones: Mutex<BTreeSet<Key>>,
+    // Recent purges, consulted by every merge; `purged_len` spares the lock while it is empty.
+    purged: Mutex<PurgedKeys>,
+    purged_len: AtomicUsize,
+    // The highest counter issued: one for all keys and epochs, so no dot is ever made twice.
     counter: AtomicU64,
     // Kept in step under the segments' locks, so that a scrape never scans the map.
     keys: AtomicU64,
     key_bytes: AtomicU64,
     value_bytes: AtomicU64,
+    epochs: AtomicU64,
 }
 
 impl Store {
-    /// An empty store whose coordinated writes are made as `actor`.
+    /// An empty store whose coordinated writes are made as `actor`, without set limits.
     pub fn new(actor: ActorId) -> Self {
+        Store::with_limits(actor, SetLimits::NONE)
+    }
+
+    /// An empty store whose coordinated writes are made as `actor` within `limits`.
+    pub fn with_limits(actor: ActorId, limits: SetLimits) -> Self {
         Store {
-            actor,
+            actor: ArcSwap::from_pointee(actor),
+            limits,
             records: (0..SEGMENTS).map(|_| Mutex::new(HashSet::new())).collect(),
             segments: (0..SEGMENTS).map(|_| AtomicU64::new(0)).collect(),
-            tombstones: Mutex::new(HashSet::new()),
+            tombstones: Mutex::new(BTreeSet::new()),
+            purged: Mutex::new(PurgedKeys::new(PURGE_MEMORY_TTL_MS, PURGE_MEMORY_CAPACITY)),
+            purged_len: AtomicUsize::new(0),
             counter: AtomicU64::new(0),
             keys: AtomicU64::new(0),
             key_bytes: AtomicU64::new(0),
             value_bytes: AtomicU64::new(0),
+            epochs: AtomicU64::new(0),
         }
     }
 
-    /// The actor id this store writes dots as.
-    pub fn actor(&self) -> &ActorId {
-        &self.actor
+    /// The actor id this store writes dots as now.
+    pub fn actor(&self) -> ActorId {
+        ActorId::clone(&self.actor.load())
+    }
+
+    /// The highest dot counter issued so far (0 before the first write).
+    pub fn issued(&self) -> u64 {
+        self.counter.load(Ordering::Acquire)
+    }
+
+    /// How many times the actor id took a fresh epoch since the store was made.
+    pub fn epoch_changes(&self) -> u64 {
+        self.epochs.load(Ordering::Relaxed)
     }
 
     /// Number of keys stored (tombstoned keys included until purged).
@@ -133,7 +219,8 @@ impl Store {
         self.segment(key).get(key).map_or(0, Record::digest)
     }
 
-    /// Merges versions received from a peer (replication, hint, repair, anti-entropy).
+    /// Merges versions received from a peer (replication, hint, repair, anti-entropy,
+    /// handoff). Versions that a purge here deleted are dropped first.
     pub fn merge(&self, key: &Key, incoming: &VersionSet) -> MergeOutcome {
         if incoming.is_empty() {
             return MergeOutcome {
@@ -141,17 +228,21 @@ impl Store {
                 digest: self.digest(key),
             };
         }
-        let (changed, digest) = self.update(key, |set| Ok::<_, Infallible>(set.merge(incoming)));
+        self.guard_actor(incoming);
+        let (changed, digest) = self.update(key, |set| {
+            let stripped = self.strip_purged(key, incoming);
+            let incoming = stripped.as_ref().unwrap_or(incoming);
+            Ok::<_, Infallible>(set.merge(incoming))
+        });
         let Ok(changed) = changed;
         MergeOutcome { changed, digest }
     }
 
     /// Coordinates a write: makes a fresh dot and applies it in one step under the key's lock.
     ///
-    /// The dot is beyond every counter of this actor that the local set mentions. A context's
-    /// claim about this actor beyond the dots it has issued names no version, so it is capped
-    /// below the new dot: a forged or stale context can never cover a future write, nor push
-    /// the node-wide counter to its end.
+    /// The dot comes from the node-wide counter alone. A context that claims a dot of the
+    /// current actor beyond what it issued is refused, and so is a write that would take the
+    /// key's siblings past the store's [`SetLimits`].
     pub fn coordinate(
         &self,
         key: &Key,
@@ -165,18 +256,22 @@ impl Store {
         // that buffer from living as long as a hint.
         let value = value.map(|v| Bytes::copy_from_slice(&v));
         let (result, _) = self.update(key, |set| {
-            let counter = self.next_counter(set.max_counter(&self.actor))?;
-            let dot = Dot::new(self.actor.clone(), counter);
-            // Every dot of this actor on this key is at most `counter - 1` (the local set holds
-            // them or their successors), so the cap uncovers no existing version.
-            let context = if context.get(&self.actor) >= counter {
-                let mut capped = context.clone();
-                capped.cap(&self.actor, counter - 1);
-                Cow::Owned(capped)
-            } else {
-                Cow::Borrowed(context)
-            };
-            set.write(&context, dot.clone(), value, now_ms);
+            // Read under the key's lock: a handoff that drops this key takes a new epoch
+            // before it does, so a write after the drop never reuses the old actor.
+            let actor = self.actor();
+            let issued = self.issued();
+            let claimed = context.get(&actor);
+            if claimed > issued {
+                return Err(StoreError::ForgedContext {
+                    actor,
+                    claimed,
+                    issued,
+                });
+            }
+            self.check_limits(set, context, value.as_ref())?;
+            let counter = self.next_counter()?;
+            let dot = Dot::new(actor, counter);
+            set.write(context, dot.clone(), value, now_ms);
             Ok(Coordinated {
                 dot,
                 versions: set.clone(),
@@ -185,9 +280,33 @@ impl Store {
         result
     }
 
+    /// Removes `key` if its set is still exactly the one with digest `expected`: a handoff
+    /// drops a key once every new owner acknowledged that set. Returns whether it did.
+    pub fn remove_handed(&self, key: &Key, expected: u64) -> bool {
+        let mut records = self.segment(key);
+        let Some(record) = records.get(key.as_ref()) else {
+            return false;
+        };
+        if record.digest() != expected {
+            return false;
+        }
+        let set = record.versions();
+        if mentions(&set, &self.actor.load()) {
+            self.new_epoch();
+        }
+        if set.is_all_tombstones() {
+            lock(&self.tombstones).remove(key);
+        }
+        records.remove(key.as_ref());
+        self.xor_segment(key, expected, 0);
+        self.count(key, false, set.value_bytes(), &VersionSet::new());
+        true
+    }
+
     /// Removes `key` if its set is still exactly the one with digest `expected` and holds only
-    /// tombstones. The caller must know that every owner holds the tombstones.
-    pub fn purge_tombstones(&self, key: &Key, expected: u64) -> bool {
+    /// tombstones, and remembers the purge. The caller must know that every node that may
+    /// hold a copy of the key holds exactly these tombstones (or nothing).
+    pub fn purge_tombstones(&self, key: &Key, expected: u64, now_ms: u64) -> bool {
         let mut records = self.segment(key);
         let Some(record) = records.get(key.as_ref()) else {
             return false;
@@ -199,10 +318,25 @@ impl Store {
         // The candidates change under the segment's lock, so a concurrent first write of the
         // key cannot be listed before this removal and then lost by it.
         lock(&self.tombstones).remove(key);
+        {
+            let mut purged = lock(&self.purged);
+            purged.record(key.clone(), &set, now_ms);
+            self.purged_len.store(purged.len(), Ordering::Release);
+        }
         records.remove(key.as_ref());
         self.xor_segment(key, expected, 0);
         self.count(key, false, set.value_bytes(), &VersionSet::new());
         true
+    }
+
+    /// True when `key` was purged here, recently, with exactly the set of digest `digest`.
+    pub fn purged_as(&self, key: &[u8], digest: u64) -> bool {
+        self.purged_len.load(Ordering::Acquire) > 0 && lock(&self.purged).purged_as(key, digest)
+    }
+
+    /// Number of purges remembered.
+    pub fn purges_remembered(&self) -> usize {
+        self.purged_len.load(Ordering::Acquire)
     }
 
     /// The digest of one segment (XOR over its keys).
@@ -242,12 +376,16 @@ impl Store {
             .collect()
     }
 
-    /// Up to `limit` keys whose set holds only tombstones, after skipping `skip` of them, in
-    /// an order that is stable while the candidates do not change (so a caller can page).
-    pub fn tombstone_candidates(&self, skip: usize, limit: usize) -> Vec<Key> {
-        lock(&self.tombstones)
-            .iter()
-            .skip(skip)
+    /// Up to `limit` keys whose set holds only tombstones, in key order, after `after` (from
+    /// the first when `None`), so that a caller can page through them.
+    pub fn tombstone_candidates(&self, after: Option<&[u8]>, limit: usize) -> Vec<Key> {
+        let candidates = lock(&self.tombstones);
+        let start = match after {
+            Some(key) => Bound::Excluded(key),
+            None => Bound::Unbounded,
+        };
+        candidates
+            .range::<[u8], _>((start, Bound::Unbounded))
             .take(limit)
             .cloned()
             .collect()
@@ -267,18 +405,72 @@ impl Store {
         }
     }
 
-    fn next_counter(&self, floor: u64) -> Result<u64, StoreError> {
+    fn next_counter(&self) -> Result<u64, StoreError> {
         self.counter
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |current| {
-                current.max(floor).checked_add(1)
-            })
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |c| c.checked_add(1))
+            .map(|previous| previous + 1)
             .map_err(|_| StoreError::CounterExhausted)
-            .and_then(|previous| {
-                previous
-                    .max(floor)
-                    .checked_add(1)
-                    .ok_or(StoreError::CounterExhausted)
-            })
+    }
+
+    /// Takes a fresh epoch of the actor id; the counter goes on, so dots stay unique.
+    fn new_epoch(&self) {
+        self.actor
+            .rcu(|actor| ActorId::new(actor.node.clone(), actor.incarnation.saturating_add(1)));
+        self.epochs.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Takes a fresh epoch if `incoming` claims dots of the current actor beyond those issued:
+    /// a forged context reached us through another coordinator, and would cover our next
+    /// writes of its key.
+    fn guard_actor(&self, incoming: &VersionSet) {
+        let actor = self.actor.load();
+        let issued = self.issued();
+        let forged = incoming.versions().iter().any(|v| {
+            v.context.get(&actor) > issued || (v.dot.actor == **actor && v.dot.counter > issued)
+        });
+        if forged {
+            self.new_epoch();
+        }
+    }
+
+    fn strip_purged(&self, key: &[u8], incoming: &VersionSet) -> Option<VersionSet> {
+        if self.purged_len.load(Ordering::Acquire) == 0 {
+            return None;
+        }
+        lock(&self.purged).strip(key, incoming)
+    }
+
+    /// Refuses a write that would take the key past the set limits. The versions that survive
+    /// it are those whose dots the (pruned) context does not cover, plus the new one.
+    fn check_limits(
+        &self,
+        set: &VersionSet,
+        context: &VClock,
+        value: Option<&Bytes>,
+    ) -> Result<(), StoreError> {
+        let limits = self.limits;
+        if limits == SetLimits::NONE {
+            return Ok(());
+        }
+        let mut pruned = context.clone();
+        pruned.prune(super::vclock::PRUNE_LIMIT);
+        let survivors = set.versions().iter().filter(|v| !pruned.contains(&v.dot));
+        let (count, bytes) = survivors.fold((1, value.map_or(0, Bytes::len)), |(n, b), v| {
+            (n + 1, b + v.value.as_ref().map_or(0, Bytes::len))
+        });
+        if bytes > limits.max_bytes {
+            return Err(StoreError::SetTooLarge {
+                size: bytes,
+                max: limits.max_bytes,
+            });
+        }
+        if count > limits.max_versions {
+            return Err(StoreError::TooManyVersions {
+                versions: count,
+                max: limits.max_versions,
+            });
+        }
+        Ok(())
     }
 
     // The records of `key`'s segment, locked.
@@ -289,7 +481,7 @@ impl Store {
     // Runs `change` on the key's set under its segment's lock and stores the result, keeping
     // the digests, the candidates and the gauges in step. A non-empty set never becomes empty
     // (merges and writes only add or replace), so a key gets its record here and loses it
-    // only by a purge; a failed write on an absent key leaves nothing behind.
+    // only by a purge or a handoff; a failed write on an absent key leaves nothing behind.
     fn update<T, E>(
         &self,
         key: &Key,
@@ -364,6 +556,13 @@ impl Store {
     }
 }
 
+/// Whether `set` names `actor`, in a dot or in a context.
+fn mentions(set: &VersionSet, actor: &ActorId) -> bool {
+    set.versions()
+        .iter()
+        .any(|v| v.dot.actor == *actor || v.context.get(actor) > 0)
+}
+
 // A poisoned lock only means a panic elsewhere between two plain-data steps; keep serving.
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(|p| p.into_inner())
@@ -418,7 +617,7 @@ mod tests {
             (6, 1),
             "a tombstone holds no value"
         );
-        assert!(s.purge_tombstones(&k2, s.digest(&k2)));
+        assert!(s.purge_tombstones(&k2, s.digest(&k2), 0));
         assert_eq!((s.key_bytes(), s.value_bytes()), (2, 1));
         let replica = store("r");
         replica.merge(&k1, &s.get(&k1));
@@ -471,97 +670,82 @@ mod tests {
     }
 
     #[test]
-    fn a_forged_context_cannot_cover_future_writes() {
+    fn a_context_claiming_dots_this_actor_never_made_is_refused() {
         let s = store("a");
         let k = key("k");
         let mut forged = VClock::new();
-        forged.add_dot(&Dot::new(s.actor().clone(), 1000), 0);
-        let w = s.coordinate(&k, &forged, val("x"), 0).unwrap();
-        let stored = &w.versions.versions()[0];
-        assert!(
-            stored.context.get(s.actor()) < w.dot.counter,
-            "the stored context claims none of this actor's future dots"
-        );
-        let later = s.coordinate(&k, &VClock::new(), val("y"), 0).unwrap();
-        assert!(later.dot.counter > w.dot.counter);
-        assert_eq!(
-            s.get(&k).read().values.len(),
-            2,
-            "a later blind write is not covered by the forged claim"
-        );
-        let other = s
-            .coordinate(&key("other"), &VClock::new(), val("y"), 0)
+        forged.add_dot(&Dot::new(s.actor(), u64::MAX - 1), 0);
+        assert!(matches!(
+            s.coordinate(&k, &forged, val("x"), 0),
+            Err(StoreError::ForgedContext { claimed, issued: 0, .. }) if claimed == u64::MAX - 1
+        ));
+        assert!(s.is_empty(), "a refused write leaves nothing behind");
+        let first = s.coordinate(&k, &VClock::new(), val("x"), 0).unwrap();
+        assert_eq!(first.dot.counter, 1, "the counter was not raised");
+        // A claim up to what was issued is a real read's: accepted.
+        let ctx = s.get(&k).read().context;
+        s.coordinate(&key("other"), &VClock::new(), val("y"), 0)
             .unwrap();
-        assert!(
-            other.dot.counter > later.dot.counter,
-            "counters are never reissued on any key"
-        );
+        assert!(s.coordinate(&k, &ctx, val("z"), 0).is_ok());
+        // Claims about other actors are not ours to judge.
+        let mut other = VClock::new();
+        other.add_dot(&Dot::new(ActorId::new("b", 1), u64::MAX - 1), 0);
+        assert!(s.coordinate(&k, &other, val("w"), 0).is_ok());
     }
 
     #[test]
-    fn a_forged_context_cannot_exhaust_the_counter_of_every_key() {
-        // One request with a claim near u64::MAX about the coordinator itself used to push the
-        // node-wide counter to its end: every later write on every key then failed.
-        let s = store("a");
-        let mut forged = VClock::new();
-        forged.add_dot(&Dot::new(s.actor().clone(), u64::MAX - 1), 0);
-        s.coordinate(&key("k"), &forged, val("x"), 0).unwrap();
-        let mut exhausted = VClock::new();
-        exhausted.add_dot(&Dot::new(s.actor().clone(), u64::MAX), 0);
-        s.coordinate(&key("k"), &exhausted, val("x"), 0).unwrap();
-        let next = s.coordinate(&key("other"), &VClock::new(), val("y"), 0);
-        assert_eq!(next.map(|c| c.dot.counter), Ok(3));
-    }
-
-    #[test]
-    fn a_garbled_context_never_claims_the_dot_it_is_written_with() {
-        // A context token whose entries are out of order: the claim about "a" sits where a
-        // binary search never looks, so it used to escape the counter floor, while the stored
-        // context still carried it (and a prune or re-sort could reveal it to cover later writes).
-        use serde::Deserialize;
-        let garbled = crate::core::vclock::tests::clock_tok(&[
-            ("b", 7, 1, 0),
-            ("c", 7, 1, 0),
-            ("a", 7, 1000, 0),
-        ]);
-        let ctx = VClock::deserialize(garbled).unwrap();
-        let s = store("a");
-        let w = s.coordinate(&key("k"), &ctx, val("x"), 0).unwrap();
-        for v in w.versions.versions() {
-            for (actor, e) in v.context.entries() {
-                assert!(
-                    actor != s.actor() || e.counter < w.dot.counter,
-                    "stored context lists {actor}:{} over its own dot {:?}",
-                    e.counter,
-                    w.dot
-                );
-            }
-        }
-    }
-
-    #[test]
-    fn a_planted_claim_fails_only_its_key_and_leaves_no_empty_key() {
-        // Limitation: a forged claim about this actor written at ANOTHER coordinator reaches
-        // this store as stored data; the next dot must exceed it, which may be impossible
-        // (and a claim of u64::MAX - 1 would use up the node-wide counter for every key).
+    fn a_forged_claim_planted_through_another_coordinator_never_covers_our_next_writes() {
+        // A client gave node b a context naming a's actor with a huge counter; b cannot judge
+        // it and replicates the version to a. a's next writes of the key must survive it.
         let s = store("a");
         let k = key("k");
-        let mut planted = VersionSet::new();
+        let planted_actor = s.actor();
         let mut claim = VClock::new();
-        claim.add_dot(&Dot::new(s.actor().clone(), u64::MAX), 0);
+        claim.add_dot(&Dot::new(planted_actor.clone(), u64::MAX - 1), 0);
+        let mut planted = VersionSet::new();
         planted.write(&claim, Dot::new(ActorId::new("b", 1), 1), val("p"), 0);
         s.merge(&k, &planted);
-        let before = s.get(&k);
-        assert_eq!(
-            s.coordinate(&k, &VClock::new(), val("z"), 0),
-            Err(StoreError::CounterExhausted)
-        );
-        assert_eq!(s.get(&k), before);
+        assert_ne!(s.actor(), planted_actor, "a fresh epoch was taken");
+        assert_eq!(s.epoch_changes(), 1);
+        let next = s.coordinate(&k, &VClock::new(), val("mine"), 0).unwrap();
+        assert_eq!(next.dot.counter, 1, "the counter was not raised");
+        let values = s.get(&k).read().values;
+        assert!(values.contains(&Bytes::from("mine")), "{values:?}");
+        // Other keys never noticed.
         assert!(
             s.coordinate(&key("fresh"), &VClock::new(), val("z"), 0)
                 .is_ok()
         );
-        assert_eq!(s.len(), 2);
+    }
+
+    #[test]
+    fn the_version_limit_counts_tombstones_and_empty_values() {
+        let limits = SetLimits {
+            max_bytes: 1_000,
+            max_versions: 3,
+        };
+        let s = Store::with_limits(ActorId::new("a", 1), limits);
+        let k = key("k");
+        s.coordinate(&k, &VClock::new(), None, 0).unwrap();
+        s.coordinate(&k, &VClock::new(), val(""), 0).unwrap();
+        s.coordinate(&k, &VClock::new(), val(""), 0).unwrap();
+        assert_eq!(
+            s.coordinate(&k, &VClock::new(), None, 0),
+            Err(StoreError::TooManyVersions {
+                versions: 4,
+                max: 3
+            })
+        );
+        assert_eq!(s.get(&k).len(), 3);
+        // A write with the context replaces them all: always allowed.
+        let ctx = s.get(&k).read().context;
+        assert!(s.coordinate(&k, &ctx, val("merged"), 0).is_ok());
+        assert_eq!(s.get(&k).len(), 1);
+        let big = "x".repeat(1_001);
+        assert!(matches!(
+            s.coordinate(&k, &VClock::new(), val(&big), 0),
+            Err(StoreError::SetTooLarge { .. })
+        ));
     }
 
     #[test]
@@ -595,7 +779,7 @@ mod tests {
                                 s.merge(k, set);
                             }
                             _ => {
-                                s.purge_tombstones(k, s.digest(k));
+                                s.purge_tombstones(k, s.digest(k), 0);
                             }
                         }
                     }
@@ -624,7 +808,7 @@ mod tests {
         stored.sort();
         assert_eq!(stored.len(), s.len());
         assert_eq!((s.key_bytes(), s.value_bytes()), recount(&s));
-        let mut candidates = s.tombstone_candidates(0, usize::MAX);
+        let mut candidates = s.tombstone_candidates(None, usize::MAX);
         candidates.sort();
         let deleted: Vec<Key> = stored
             .into_iter()
@@ -640,47 +824,43 @@ mod tests {
         for k in [&k1, &k2] {
             s.coordinate(k, &VClock::new(), val("v"), 0).unwrap();
         }
-        assert!(s.tombstone_candidates(0, 10).is_empty());
+        assert!(s.tombstone_candidates(None, 10).is_empty());
         for k in [&k1, &k2] {
             let ctx = s.get(k).read().context;
             s.coordinate(k, &ctx, None, 1).unwrap();
         }
-        let mut both = s.tombstone_candidates(0, 10);
+        let mut both = s.tombstone_candidates(None, 10);
         both.sort();
         assert_eq!(both, vec![k1.clone(), k2.clone()]);
         assert_eq!(s.tombstone_count(), 2);
-        let (first, second) = (s.tombstone_candidates(0, 1), s.tombstone_candidates(1, 1));
+        let first = s.tombstone_candidates(None, 1);
+        let second = s.tombstone_candidates(Some(&first[0]), 1);
         assert_eq!(first.len(), 1, "the limit holds");
         assert_ne!(first, second, "pages do not overlap");
         // A write over the delete makes k1 live again; a purge removes k2 for good.
         let ctx = s.get(&k1).read().context;
         s.coordinate(&k1, &ctx, val("back"), 2).unwrap();
-        assert!(s.purge_tombstones(&k2, s.digest(&k2)));
-        assert!(s.tombstone_candidates(0, 10).is_empty());
+        assert!(s.purge_tombstones(&k2, s.digest(&k2), 0));
+        assert!(s.tombstone_candidates(None, 10).is_empty());
         assert_eq!(s.segment_keys(Store::segment_of(&k2)), Vec::<Key>::new());
         assert_eq!(s.keys_in_segment(Store::segment_of(&k1)).len(), 1);
     }
 
     #[test]
     fn a_failed_first_write_indexes_nothing() {
-        // A claim of u64::MAX - 1 planted on one key uses up the node-wide counter (see the
-        // limitation above), so a first write of another key fails and must leave no trace.
-        let s = store("a");
-        let k = key("k");
-        let mut planted = VersionSet::new();
-        let mut claim = VClock::new();
-        claim.add_dot(&Dot::new(s.actor().clone(), u64::MAX - 1), 0);
-        planted.write(&claim, Dot::new(ActorId::new("b", 1), 1), val("p"), 0);
-        s.merge(&k, &planted);
-        s.coordinate(&k, &VClock::new(), val("last"), 0).unwrap();
-        let absent = key("absent");
-        assert_eq!(
-            s.coordinate(&absent, &VClock::new(), val("z"), 0),
-            Err(StoreError::CounterExhausted)
+        let s = Store::with_limits(
+            ActorId::new("a", 1),
+            SetLimits {
+                max_bytes: 1,
+                max_versions: 10,
+            },
         );
-        assert_eq!(s.len(), 1);
+        let absent = key("absent");
+        assert!(s.coordinate(&absent, &VClock::new(), val("zz"), 0).is_err());
+        assert!(s.is_empty());
         let indexed: Vec<Key> = (0..SEGMENTS).flat_map(|seg| s.segment_keys(seg)).collect();
-        assert_eq!(indexed, vec![k]);
+        assert!(indexed.is_empty());
+        assert!(s.segment_digests().iter().all(|d| *d == 0));
     }
 
     // Design limitations, pinned so that a change of behaviour is noticed.
@@ -707,16 +887,20 @@ mod tests {
     }
 
     #[test]
-    fn limitation_a_purged_delete_comes_back_from_a_stale_copy() {
-        // Owners purge the tombstone; a hint or a non-owner coordinator still holds the value.
+    fn a_stale_copy_arriving_after_a_purge_does_not_bring_the_value_back() {
+        // Owners purge the tombstone; a copy sent before the purge arrives after it.
         let s = store("a");
         let k = key("k");
         let stale = s.coordinate(&k, &VClock::new(), val("v"), 0).unwrap();
         let ctx = s.get(&k).read().context;
         s.coordinate(&k, &ctx, None, 1).unwrap();
-        assert!(s.purge_tombstones(&k, s.digest(&k)));
+        assert!(s.purge_tombstones(&k, s.digest(&k), 0));
+        assert!(!s.merge(&k, &stale.versions).changed);
+        assert!(s.get(&k).is_empty());
+        // The key written again afresh is kept, and the stale copy still cannot join it.
+        s.coordinate(&k, &VClock::new(), val("new"), 2).unwrap();
         s.merge(&k, &stale.versions);
-        assert_eq!(s.get(&k).read().values, vec![Bytes::from("v")]);
+        assert_eq!(s.get(&k).read().values, vec![Bytes::from("new")]);
     }
 
     #[test]
@@ -730,7 +914,7 @@ mod tests {
             .unwrap();
         let ctx = before.get(&k).read().context;
         before.coordinate(&k, &ctx, None, 1).unwrap();
-        assert!(before.purge_tombstones(&k, before.digest(&k)));
+        assert!(before.purge_tombstones(&k, before.digest(&k), 0));
         let after = store("a");
         let new = after.coordinate(&k, &VClock::new(), val("new"), 2).unwrap();
         assert_eq!(new.dot, old.dot);
@@ -755,14 +939,14 @@ mod tests {
         let k = key("gone");
         s.coordinate(&k, &VClock::new(), val("x"), 0).unwrap();
         assert!(
-            !s.purge_tombstones(&k, s.digest(&k)),
+            !s.purge_tombstones(&k, s.digest(&k), 0),
             "a live value is never purged"
         );
         let ctx = s.get(&k).read().context;
         s.coordinate(&k, &ctx, None, 1).unwrap();
         let stale_digest = s.digest(&k) ^ 1;
-        assert!(!s.purge_tombstones(&k, stale_digest));
-        assert!(s.purge_tombstones(&k, s.digest(&k)));
+        assert!(!s.purge_tombstones(&k, stale_digest, 0));
+        assert!(s.purge_tombstones(&k, s.digest(&k), 0));
         assert!(s.is_empty());
         assert_eq!(s.segment_digest(Store::segment_of(&k)), 0);
     }

@@ -208,6 +208,19 @@ impl HttpClient {
         self.expect_json(self.admin(Method::GET, "/health")).await
     }
 
+    /// Makes the node leave the cluster (`POST /admin/leave`); its entry as it is now.
+    pub async fn leave(&self) -> Result<MemberInfo, HttpError> {
+        let answer = self.send(self.admin(Method::POST, "/admin/leave")).await?;
+        accepted_json(answer)
+    }
+
+    /// Declares `name` gone for good (`POST /admin/remove/{name}`); its entry as it is now.
+    pub async fn remove(&self, name: &str) -> Result<MemberInfo, HttpError> {
+        let path = format!("/admin/remove/{}", encode_segment(name.as_bytes()));
+        let answer = self.send(self.admin(Method::POST, &path)).await?;
+        accepted_json(answer)
+    }
+
     /// Prometheus text of the node's metrics.
     pub async fn metrics(&self) -> Result<String, HttpError> {
         let answer = self.expect_ok(self.admin(Method::GET, "/metrics")).await?;
@@ -262,6 +275,15 @@ impl HttpClient {
     ) -> Result<T, HttpError> {
         let answer = self.expect_ok(request).await?;
         decode_json(&answer.body)
+    }
+}
+
+/// The JSON body of a 202 answer, or the error it carries.
+fn accepted_json<T: DeserializeOwned>(answer: Answer) -> Result<T, HttpError> {
+    if answer.status == 202 {
+        decode_json(&answer.body)
+    } else {
+        Err(api_error(answer.status, &answer.body))
     }
 }
 

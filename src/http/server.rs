@@ -7,7 +7,7 @@ use axum::extract::rejection::BytesRejection;
 use axum::extract::{DefaultBodyLimit, Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{any, get};
+use axum::routing::{any, get, post};
 use axum::serve::ListenerExt;
 use axum::{Json, Router};
 
@@ -33,6 +33,7 @@ pub const METRICS_CONTENT_TYPE: &str = "text/plain; version=0.0.4";
 
 const KV_PREFIX: &str = "/kv/";
 const LOCAL_PREFIX: &str = "/admin/local/";
+const REMOVE_PREFIX: &str = "/admin/remove/";
 
 /// The HTTP API of `service` as an axum router.
 pub fn router<S: KvService>(service: S) -> Router {
@@ -47,6 +48,9 @@ pub fn router<S: KvService>(service: S) -> Router {
         .route(LOCAL_PREFIX, get(empty_key))
         .route("/admin/local/{*key}", get(local::<S>))
         .route("/admin/config", get(config::<S>).put(update_config::<S>))
+        .route("/admin/leave", post(leave::<S>))
+        .route(REMOVE_PREFIX, post(empty_member))
+        .route("/admin/remove/{*name}", post(remove::<S>))
         .route("/metrics", get(metrics::<S>))
         .route("/health", get(health::<S>))
         // After every route: it is attached to the routes that exist when it is called.
@@ -84,6 +88,8 @@ fn route_of(path: &str) -> &str {
         "/kv/{*key}"
     } else if path.starts_with(LOCAL_PREFIX) {
         "/admin/local/{*key}"
+    } else if path.starts_with(REMOVE_PREFIX) {
+        "/admin/remove/{*name}"
     } else {
         path
     }
@@ -217,7 +223,41 @@ async fn metrics<S: KvService>(State(svc): State<S>) -> Response {
 }
 
 async fn health<S: KvService>(State(svc): State<S>) -> Response {
-    Json(svc.health()).into_response()
+    let health = svc.health();
+    let status = if health.status == "ok" {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (status, Json(health)).into_response()
+}
+
+/// `POST /admin/leave`: this node starts draining; 202 with its entry.
+async fn leave<S: KvService>(State(svc): State<S>) -> Result<Response, Failure> {
+    let member = svc.leave()?;
+    Ok((StatusCode::ACCEPTED, Json(member)).into_response())
+}
+
+/// `POST /admin/remove/{name}`: the named node is gone for good; 202 with its entry.
+async fn remove<S: KvService>(State(svc): State<S>, uri: Uri) -> Result<Response, Failure> {
+    let raw = uri.path().strip_prefix(REMOVE_PREFIX).unwrap_or_default();
+    let name = String::from_utf8(decode(raw)).map_err(|_| {
+        Failure::http(
+            StatusCode::BAD_REQUEST,
+            "invalid_member",
+            "a node name is UTF-8",
+        )
+    })?;
+    let member = svc.remove(&name)?;
+    Ok((StatusCode::ACCEPTED, Json(member)).into_response())
+}
+
+async fn empty_member() -> Failure {
+    Failure::http(
+        StatusCode::BAD_REQUEST,
+        "invalid_member",
+        "name the node to remove: POST /admin/remove/{name}",
+    )
 }
 
 // ---- fallbacks ----

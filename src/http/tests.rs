@@ -136,6 +136,8 @@ impl KvService for FakeService {
             incarnation: 1,
             last_heard_ms_ago: 0,
             connected: true,
+            ring: crate::core::membership::RingStatus::Valid,
+            handoff: Default::default(),
         }]
     }
 
@@ -174,9 +176,33 @@ impl KvService for FakeService {
     fn health(&self) -> Health {
         Health {
             status: "ok".into(),
+            reason: None,
             node: "fake".into(),
             alive: 1,
             members: 1,
+        }
+    }
+
+    fn leave(&self) -> Result<MemberInfo, ClientError> {
+        let mut me = self.members().remove(0);
+        me.ring = crate::core::membership::RingStatus::Leaving;
+        Ok(me)
+    }
+
+    fn remove(&self, node: &str) -> Result<MemberInfo, ClientError> {
+        match node {
+            "fake" => Err(ClientError::Conflict("fake is this node".into())),
+            "alive" => Err(ClientError::MemberAlive("alive is alive".into())),
+            "dead" => {
+                let mut member = self.members().remove(0);
+                member.node = node.into();
+                member.status = Status::Dead;
+                member.ring = crate::core::membership::RingStatus::Removed;
+                Ok(member)
+            }
+            _ => Err(ClientError::UnknownMember(format!(
+                "no member named {node}"
+            ))),
         }
     }
 }
@@ -629,7 +655,7 @@ async fn bad_quorum_options_are_400() {
     );
     c.put(b"k", Bytes::from("v"), None, Some(3)).await.unwrap();
     assert_eq!(c.get(b"k", Some(3)).await.unwrap().values().len(), 1);
-    // Unknown parameters are ignored; after N grows, a larger W is accepted.
+    // Unknown parameters are ignored; N is the cluster's and cannot change at runtime.
     let raw = s
         .raw
         .put(s.url("/kv/k?x=1"))
@@ -638,13 +664,19 @@ async fn bad_quorum_options_are_400() {
         .await
         .unwrap();
     assert_eq!(raw.status(), 200);
-    c.update_config(&ConfigUpdate {
-        n: Some(5),
-        ..Default::default()
-    })
-    .await
-    .unwrap();
-    c.put(b"k", Bytes::from("v"), None, Some(4)).await.unwrap();
+    let refused = c
+        .update_config(&ConfigUpdate {
+            n: Some(5),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(refused.status(), Some(400), "{refused}");
+    assert!(
+        refused.to_string().contains("n is the cluster's"),
+        "{refused}"
+    );
+    assert!(c.put(b"k", Bytes::from("v"), None, Some(4)).await.is_err());
     s.assert_alive().await;
     s.stop().await;
 }

@@ -5,8 +5,8 @@
 //! counts. Rounds and purge passes run in spawned tasks (one of each at a time), their CPU
 //! work (digest refreshes, merges) on the blocking pool, and each remote call has a timeout:
 //! a peer that does not answer ends the round, which the next interval retries with some
-//! peer. The per-peer digest caches and the purge memo live in [`NodeShared`], so a restarted
-//! actor keeps them.
+//! peer. The per-peer digest caches live in [`NodeShared`], and the memory of purges in the
+//! store, so a restarted actor keeps them.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -16,7 +16,6 @@ use dashmap::DashMap;
 use futures::future::join_all;
 use ractor::rpc::CallResult;
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort, pg};
-use rand::seq::IndexedRandom;
 use serde::Serialize;
 
 use super::metrics::RoundLabels;
@@ -24,10 +23,11 @@ use super::peers::Role;
 use super::shared::NodeShared;
 use super::wire::{AntiEntropyMsg, Payload};
 use crate::core::anti_entropy::{
-    AeReply, AeRequest, Initiator, PurgeMemo, PurgeRound, Replica, RoundStats, Scope,
-    SharedDigests, Step, purge_here, purge_orders, respond,
+    AeReply, AeRequest, Initiator, Replica, RoundStats, Scope, SharedDigests, Step, pick_peer,
+    respond,
 };
-use crate::core::ids::NodeId;
+use crate::core::ids::{Key, NodeId};
+use crate::core::purge::{PurgeRound, PurgeScope, purge_orders};
 
 /// How long one remote step may take.
 const CALL_TIMEOUT: Duration = Duration::from_secs(5);
@@ -37,24 +37,11 @@ const ROUND_BUDGET: Duration = Duration::from_secs(60);
 const PURGE_EVERY: Duration = Duration::from_millis(2000);
 /// Purge candidates examined per pass.
 const PURGE_BATCH: usize = 1024;
-/// How long a purge is remembered, and how many at most.
-const MEMO_TTL_MS: u64 = 10 * 60 * 1000;
-const MEMO_CAPACITY: usize = 100_000;
 
 /// What the actor's tasks share, kept in [`NodeShared`] so that it outlives the actor.
+#[derive(Default)]
 pub struct AntiEntropyShared {
     caches: DashMap<NodeId, Arc<Mutex<SharedDigests>>>,
-    /// Recently purged keys.
-    pub memo: PurgeMemo,
-}
-
-impl Default for AntiEntropyShared {
-    fn default() -> Self {
-        AntiEntropyShared {
-            caches: DashMap::new(),
-            memo: PurgeMemo::new(MEMO_TTL_MS, MEMO_CAPACITY),
-        }
-    }
 }
 
 impl AntiEntropyShared {
@@ -75,7 +62,7 @@ pub struct AntiEntropyState {
     shared: Arc<NodeShared>,
     round_running: bool,
     purge_running: bool,
-    purge_cursor: u64,
+    purge_cursor: Option<Key>,
 }
 
 impl Actor for AntiEntropyActor {
@@ -101,7 +88,7 @@ impl Actor for AntiEntropyActor {
             shared,
             round_running: false,
             purge_running: false,
-            purge_cursor: 0,
+            purge_cursor: None,
         })
     }
 
@@ -119,7 +106,7 @@ impl Actor for AntiEntropyActor {
             AntiEntropyMsg::RoundDone(_) => state.round_running = false,
             AntiEntropyMsg::PurgeDone(Payload(cursor)) => {
                 state.purge_running = false;
-                state.purge_cursor = cursor.unwrap_or(0);
+                state.purge_cursor = cursor.ok().flatten();
             }
         }
         Ok(())
@@ -136,7 +123,7 @@ impl AntiEntropyState {
             .retain(|peer, _| ring.ring.contains(peer));
         if shared.config.anti_entropy.interval_ms > 0
             && !self.round_running
-            && let Some(peer) = pick_peer(shared)
+            && let Some(peer) = peer_for_round(shared)
         {
             self.round_running = true;
             let (shared, myself) = (Arc::clone(shared), myself.clone());
@@ -164,11 +151,12 @@ impl AntiEntropyState {
         }
         if !self.purge_running && shared.store.tombstone_count() > 0 {
             self.purge_running = true;
-            let (shared, myself, cursor) = (Arc::clone(shared), myself.clone(), self.purge_cursor);
+            let (shared, myself) = (Arc::clone(shared), myself.clone());
+            let cursor = self.purge_cursor.clone();
             tokio::spawn(async move {
                 let mut ended = Ended {
                     myself,
-                    purge_cursor: Some(0),
+                    purge_cursor: Some(None),
                 };
                 ended.purge_cursor = Some(run_purge(&shared, cursor).await);
             });
@@ -180,12 +168,12 @@ impl AntiEntropyState {
 /// actor hears of it even if the task panicked and never waits for a task that is gone.
 struct Ended {
     myself: ActorRef<AntiEntropyMsg>,
-    purge_cursor: Option<u64>,
+    purge_cursor: Option<Option<Key>>,
 }
 
 impl Drop for Ended {
     fn drop(&mut self) {
-        let msg = match self.purge_cursor {
+        let msg = match self.purge_cursor.take() {
             None => AntiEntropyMsg::RoundDone(Payload::ok(())),
             Some(cursor) => AntiEntropyMsg::PurgeDone(Payload::ok(cursor)),
         };
@@ -204,7 +192,7 @@ fn outcome_of(stats: &RoundStats) -> &'static str {
 }
 
 /// A random ring member that is alive, connected and runs anti-entropy.
-fn pick_peer(shared: &NodeShared) -> Option<NodeId> {
+fn peer_for_round(shared: &NodeShared) -> Option<NodeId> {
     let ring = shared.ring.load();
     let candidates: Vec<NodeId> = ring
         .ring
@@ -214,7 +202,7 @@ fn pick_peer(shared: &NodeShared) -> Option<NodeId> {
         .filter(|n| shared.peers.anti_entropy(n).is_some())
         .cloned()
         .collect();
-    candidates.choose(&mut rand::rng()).cloned()
+    pick_peer(&candidates, &mut rand::rng())
 }
 
 /// Payload bytes of a message as sent: a tag byte, then postcard.
@@ -236,13 +224,14 @@ async fn on_replica<T: Send + 'static>(
         let ring = shared.ring.load();
         let n = shared.quorum.load().n;
         digests.refresh(&shared.store, &ring.ring, n);
+        let hinted = |key: &[u8]| shared.hints().versions_for(key);
         let replica = Replica {
             store: &shared.store,
             ring: &ring.ring,
             n,
             me: &shared.me,
             digests: &digests,
-            memo: &shared.anti_entropy.memo,
+            hinted: &hinted,
             now_ms: NodeShared::wall_ms(),
         };
         f(&replica)
@@ -351,36 +340,42 @@ fn answer(
 }
 
 /// One purge pass over a page of candidates; returns where the next pass starts.
-async fn run_purge(shared: &Arc<NodeShared>, cursor: u64) -> u64 {
-    let skip = usize::try_from(cursor).unwrap_or(0);
-    let mut candidates = shared.store.tombstone_candidates(skip, PURGE_BATCH);
-    let mut next = cursor + candidates.len() as u64;
-    if candidates.len() < PURGE_BATCH {
+async fn run_purge(shared: &Arc<NodeShared>, cursor: Option<Key>) -> Option<Key> {
+    let mut candidates = shared
+        .store
+        .tombstone_candidates(cursor.as_deref(), PURGE_BATCH);
+    let next = if candidates.len() < PURGE_BATCH {
         // Wrapped: start again from the first candidates next time.
-        next = 0;
-        if skip > 0 {
-            candidates.extend(
-                shared
-                    .store
-                    .tombstone_candidates(0, PURGE_BATCH - candidates.len()),
-            );
+        if cursor.is_some() {
+            let first = shared
+                .store
+                .tombstone_candidates(None, PURGE_BATCH - candidates.len());
+            candidates.extend(first);
         }
-    }
+        None
+    } else {
+        candidates.last().cloned()
+    };
     let ring = shared.ring.load_full();
     let n = shared.quorum.load().n;
     let now = NodeShared::wall_ms();
     let grace = shared.config.anti_entropy.tombstone_grace_ms;
+    let members: Vec<NodeId> = shared
+        .membership
+        .load()
+        .data_holders()
+        .map(|m| m.node.clone())
+        .collect();
     let live = |node: &NodeId| shared.is_live(node) && shared.peers.anti_entropy(node).is_some();
-    let round = PurgeRound::new(
-        &shared.store,
-        &ring.ring,
+    let hinted_here = |key: &[u8]| shared.hints().holds(key);
+    let scope = PurgeScope {
+        store: &shared.store,
+        ring: &ring.ring,
         n,
-        &shared.me,
-        candidates,
-        now,
-        grace,
-        live,
-    );
+        me: &shared.me,
+        members: &members,
+    };
+    let round = PurgeRound::new(&scope, candidates, now, grace, live, hinted_here);
     if round.checks().is_empty() {
         return next;
     }
@@ -409,8 +404,8 @@ async fn run_purge(shared: &Arc<NodeShared>, cursor: u64) -> u64 {
     if agreed.is_empty() {
         return next;
     }
-    // Every owner held exactly these tombstones: order the purge everywhere. An owner that
-    // misses the order is caught up by anti-entropy through the purge memo.
+    // Every member holding a copy held exactly these tombstones: order the purge everywhere.
+    // One that misses the order is caught up by anti-entropy through the memory of purges.
     let orders = purge_orders(&agreed).into_iter().map(|(node, keys)| {
         let request = request(Step::Purge { keys });
         async move { call(shared, &node, request).await }
@@ -418,15 +413,7 @@ async fn run_purge(shared: &Arc<NodeShared>, cursor: u64) -> u64 {
     join_all(orders).await;
     let purged = agreed
         .iter()
-        .filter(|check| {
-            purge_here(
-                &shared.store,
-                &shared.anti_entropy.memo,
-                &check.key,
-                check.digest,
-                now,
-            )
-        })
+        .filter(|check| shared.store.purge_tombstones(&check.key, check.digest, now))
         .count();
     shared.metrics.tombstones_purged.inc_by(purged as u64);
     tracing::debug!(purged, agreed = agreed.len(), "tombstones purged");

@@ -227,6 +227,8 @@ impl KvService for NodeClient {
                         now.saturating_sub(m.last_heard_ms)
                     },
                     connected: me || self.shared.peers.connected(&m.node),
+                    ring: m.ring,
+                    handoff: m.handoff,
                 }
             })
             .collect()
@@ -264,12 +266,22 @@ impl KvService for NodeClient {
         NodeClient::update_config(self, &update)
     }
 
+    fn leave(&self) -> Result<MemberInfo, ClientError> {
+        NodeClient::leave(self)
+    }
+
+    fn remove(&self, node: &str) -> Result<MemberInfo, ClientError> {
+        NodeClient::remove(self, node)
+    }
+
     fn config(&self) -> QuorumConfig {
         self.quorum()
     }
 
     fn metrics(&self) -> String {
-        self.shared.metrics.observe(&self.shared.store);
+        self.shared
+            .metrics
+            .observe(&self.shared.store, &self.shared.hints());
         let mut text = self.shared.metrics.render();
         let links = render_link_stats(&self.shared.replicas.stats());
         // The exposition ends with an `# EOF` line; the link figures belong before it.
@@ -282,8 +294,18 @@ impl KvService for NodeClient {
 
     fn health(&self) -> Health {
         let membership = self.shared.membership.load();
+        let own = membership.own().ring;
+        let reason = self.shared.failure().or_else(|| {
+            own.is_final()
+                .then(|| format!("this node is {own}: it is no longer a member of the cluster"))
+        });
         Health {
-            status: "ok".into(),
+            status: if reason.is_some() {
+                "unavailable".into()
+            } else {
+                "ok".into()
+            },
+            reason,
             node: self.shared.me.to_string(),
             alive: membership
                 .members()
@@ -291,6 +313,37 @@ impl KvService for NodeClient {
                 .count(),
             members: membership.members().count(),
         }
+    }
+}
+
+impl NodeClient {
+    /// This node's entry as [`KvService::members`] shows it.
+    fn member_info(&self, node: &NodeId) -> Result<MemberInfo, ClientError> {
+        self.members()
+            .into_iter()
+            .find(|m| m.node == node.as_str())
+            .ok_or_else(|| ClientError::UnknownMember(format!("no member named {node} is known")))
+    }
+
+    /// Drains this node (see [`KvService::leave`]).
+    pub fn leave(&self) -> Result<MemberInfo, ClientError> {
+        let changes = self.shared.change_membership(|m| m.start_leaving())?;
+        self.shared.log_ring_changes(&changes);
+        if !changes.is_empty() {
+            tracing::info!(node = %self.shared.me, "leaving: handing every key to the other members");
+        }
+        self.member_info(&self.shared.me)
+    }
+
+    /// Declares `node` gone for good (see [`KvService::remove`]).
+    pub fn remove(&self, node: &str) -> Result<MemberInfo, ClientError> {
+        let node = NodeId::new(node);
+        let changes = self.shared.change_membership(|m| m.remove(&node))?;
+        self.shared.log_ring_changes(&changes);
+        if !changes.is_empty() {
+            tracing::info!(node = %node, "removed: its ranges go to the other members");
+        }
+        self.member_info(&node)
     }
 }
 

@@ -16,7 +16,7 @@ use rand::seq::IndexedRandom;
 use super::shared::{NodeShared, RingView};
 use super::wire::{GossipMsg, Payload};
 use crate::core::ids::NodeId;
-use crate::core::membership::{MemberDigest, Membership};
+use crate::core::membership::{Fatal, MemberDigest, Membership};
 use crate::core::ring::Ring;
 
 /// Messages of the client's view actor.
@@ -74,7 +74,12 @@ impl Actor for ClientViewActor {
                 state.ask_a_node(myself);
             }
             ViewMsg::Digest(digest) => {
-                state.membership.merge(&digest, state.shared.mono_ms());
+                let report = state.membership.merge(&digest, state.shared.mono_ms());
+                if let Some(Fatal::ReplicaMismatch { cluster, .. }) = report.fatal {
+                    // N is the cluster's: the client takes it and routes as the nodes do.
+                    state.adopt_n(cluster);
+                    state.membership.merge(&digest, state.shared.mono_ms());
+                }
                 state.publish();
             }
         }
@@ -83,6 +88,25 @@ impl Actor for ClientViewActor {
 }
 
 impl ViewState {
+    /// Takes the cluster's N, keeping W and R within it.
+    fn adopt_n(&mut self, n: u32) {
+        let n = usize::try_from(n).unwrap_or(usize::MAX);
+        let mut quorum = **self.shared.quorum.load();
+        quorum.n = n;
+        quorum.w = quorum.w.min(n);
+        quorum.r = quorum.r.min(n);
+        if quorum.validate().is_err() {
+            tracing::warn!(n, "the cluster's n cannot be used by this client");
+            return;
+        }
+        tracing::info!(n, "the client takes the cluster's n");
+        self.shared.quorum.store(Arc::new(quorum));
+        self.membership = self
+            .membership
+            .clone()
+            .with_n(u32::try_from(n).unwrap_or(u32::MAX));
+    }
+
     /// Asks a random connected node for its table, off the handler.
     fn ask_a_node(&self, myself: ActorRef<ViewMsg>) {
         let nodes = self.shared.peers.nodes();

@@ -174,7 +174,11 @@ impl ClusterState {
         let membership = self.shared.membership.load();
         let now = Instant::now();
         let mut wanted: Vec<(SocketAddr, Instant)> = Vec::new();
-        for member in membership.members().filter(|m| m.node != self.shared.me) {
+        // Members that left or were removed are never dialled again.
+        let wanted_members = membership
+            .members()
+            .filter(|m| m.node != self.shared.me && membership.should_connect(&m.node));
+        for member in wanted_members {
             let Ok(addr) = member.cluster_addr.parse::<SocketAddr>() else {
                 continue;
             };

@@ -2,10 +2,10 @@
 //! quorum, and read repair.
 //!
 //! A write is coordinated by a node among the key's live top N (or, if none is live, the first
-//! live fallback); any other node forwards it there. The coordinator makes the dot and applies
-//! the write to its own set in one step, then sends that whole set to the other targets and
-//! answers at the W-th ack. Reads are coordinated wherever they arrive: they make no dot, so
-//! forwarding would only add a hop. The fan-out runs in a spawned task that outlives the
+//! live fallback); any other node forwards it there. Reads are coordinated wherever they
+//! arrive: they make no dot, so forwarding would only add a hop. The decisions are the pure
+//! [`WriteRun`] and [`ReadRun`]'s; this module sends what they ask for through the batching
+//! links and feeds the answers back. The fan-out runs in a spawned task that outlives the
 //! answer, so every replica still receives its write and late read replies still feed repair.
 
 use std::future::Future;
@@ -22,17 +22,15 @@ use tracing::field::Empty;
 use tracing::{Instrument, Span};
 
 use super::peers::Role;
-use super::shared::{NodeShared, RingView};
-use super::storage_actor::local_read;
-use super::wire::{CoordinatorMsg, ForwardedWrite, Payload, ReplicaPut};
-use crate::api::{ClientError, Context, ContextError, GetResult, validate_key, validate_value};
-use crate::config::MAX_SET_BYTES;
+use super::shared::NodeShared;
+use super::wire::{CoordinatorMsg, ForwardedWrite, Payload};
+use crate::api::{ClientError, Context, GetResult, validate_key, validate_value};
 use crate::core::hash::stable_hash;
 use crate::core::ids::{Key, NodeId};
-use crate::core::quorum::{
-    Failure, Progress, QuorumTracker, Route, Shortfall, Target, route, select_targets,
-};
+use crate::core::quorum::{Failure, Route, Shortfall, Target, route};
+use crate::core::read::{ReadError, ReadRun};
 use crate::core::version::VersionSet;
+use crate::core::write::{WriteError, WriteRequest, WriteRun};
 
 // A forwarded write gets this much beyond its budget, for the answer's trip back.
 const FORWARD_MARGIN: Duration = Duration::from_millis(250);
@@ -108,6 +106,7 @@ pub async fn write(
     if let Some(value) = &value {
         validate_value(value)?;
     }
+    check_member(shared)?;
     let quorum = **shared.quorum.load();
     let w = quorum_size(w, quorum.w, quorum.n, "w")?;
     let deadline = Instant::now() + Duration::from_millis(quorum.put_timeout_ms);
@@ -121,10 +120,7 @@ pub async fn write(
         let live = |node: &NodeId| shared.is_live(node) && !excluded.contains(node);
         match route(&shared.me, preference, quorum.n, live) {
             Route::Coordinate => {
-                return coordinate_write(
-                    shared, &ring, key, value, &context, w, quorum.n, deadline,
-                )
-                .await;
+                return coordinate_write(shared, key, value, &context, w, deadline).await;
             }
             Route::Forward(node) => {
                 record_forward(&node);
@@ -191,44 +187,47 @@ pub async fn read_set(
     r: Option<usize>,
 ) -> Result<VersionSet, ClientError> {
     validate_key(&key)?;
+    check_member(shared)?;
     let quorum = **shared.quorum.load();
     let r = quorum_size(r, quorum.r, quorum.n, "r")?;
     let deadline = Instant::now() + Duration::from_millis(quorum.get_timeout_ms);
-    let ring = shared.ring.load_full();
-    let preference = ring
-        .ring
-        .preference_list(&key)
-        .map_err(|_| ClientError::Unavailable("the ring is empty".into()))?;
-    let targets = select_targets(preference, quorum.n, |n| shared.is_live(n));
-    record_fan_out(&shared.me, &targets, r);
-    let mut tracker = new_tracker(r, &targets)?;
-    let owners: Vec<NodeId> = targets
-        .iter()
-        .filter(|t| t.stands_in_for.is_none())
-        .map(|t| t.node.clone())
-        .collect();
+    let local = shared.local();
+    let (run, ask) = shared
+        .with_view(|view, _| ReadRun::start(&local, view, key, r))
+        .map_err(|e| match e {
+            ReadError::Ring(_) => ClientError::Unavailable("the ring is empty".into()),
+            ReadError::Quorum(e) => ClientError::Internal(e.to_string()),
+        })?;
+    record_fan_out(&shared.me, run.targets(), r);
     let mut calls: Vec<Call<VersionSet>> = Vec::new();
-    for target in targets {
-        if target.node == shared.me {
-            tracker.on_reply(&shared.me, local_read(shared, &key));
-            continue;
-        }
-        let reply = shared.replicas.get(&target.node, key.clone(), deadline);
-        calls.push(Box::pin(async move { (target.node, reply.await) }));
+    for node in ask {
+        let reply = shared.replicas.get(&node, run.key().clone(), deadline);
+        calls.push(Box::pin(async move { (node, reply.await) }));
     }
     let repair = {
-        let (shared, key) = (Arc::clone(shared), key.clone());
-        move |replies: Vec<(NodeId, VersionSet)>| read_repair(&shared, key, &owners, replies)
+        let shared = Arc::clone(shared);
+        move |run: ReadRun| read_repair(&shared, &run)
     };
-    let replied = drive(tracker, calls, repair).await;
+    let replied = drive(run, calls, repair).await;
     record_answers("replies", &replied);
     match replied {
-        Ok(Ok(replies)) => Ok(merge_all(replies.iter().map(|(_, set)| set))),
+        Ok(Ok((set, _))) => Ok(set),
         Ok(Err(shortfall)) => Err(ClientError::InsufficientReplies(shortfall)),
         Err(_) => Err(ClientError::Internal(
             "read fan-out ended without an answer".into(),
         )),
     }
+}
+
+/// Refuses requests on a node that left the cluster or was removed from it.
+fn check_member(shared: &NodeShared) -> Result<(), ClientError> {
+    let status = shared.ring_status();
+    if status.is_final() {
+        return Err(ClientError::NotAMember(format!(
+            "this node is {status}: it is no longer a member of the cluster; send requests to another node"
+        )));
+    }
+    Ok(())
 }
 
 /// Coordinates one write of a forwarded batch inside its own `kv_forwarded` span.
@@ -260,83 +259,59 @@ async fn coordinate_forwarded(
     if let Some(value) = &write.value {
         validate_value(value)?;
     }
+    check_member(shared)?;
     let quorum = **shared.quorum.load();
     let w = quorum_size(write.w, quorum.w, quorum.n, "w")?;
     let deadline = Instant::now() + Duration::from_millis(write.budget_ms);
-    let ring = shared.ring.load_full();
-    coordinate_write(
-        shared,
-        &ring,
-        write.key,
-        write.value,
-        &write.context,
-        w,
-        quorum.n,
-        deadline,
-    )
-    .await
+    coordinate_write(shared, write.key, write.value, &write.context, w, deadline).await
 }
 
-#[allow(clippy::too_many_arguments)]
 async fn coordinate_write(
     shared: &Arc<NodeShared>,
-    ring: &RingView,
     key: Key,
     value: Option<Bytes>,
     context: &Context,
     w: usize,
-    n: usize,
     deadline: Instant,
 ) -> Result<Context, ClientError> {
-    let preference = ring
-        .ring
-        .preference_list(&key)
-        .map_err(|_| ClientError::Unavailable("the ring is empty".into()))?;
-    let targets = select_targets(preference, n, |node| shared.is_live(node));
-    check_set_size(shared, &key, context, value.as_ref())?;
+    let request = WriteRequest {
+        key: key.clone(),
+        value,
+        context: context.clock().clone(),
+        w,
+    };
     let now = NodeShared::wall_ms();
-    let coordinated = shared
-        .store
-        .coordinate(&key, context.clock(), value, now)
-        .map_err(|_| ClientError::InvalidContext(ContextError::Malformed))?;
-    let mut answer = context.clock().clone();
-    answer.add_dot(&coordinated.dot, now);
-
-    tracing::debug!(dot = %coordinated.dot.counter, "coordinating write");
-    record_fan_out(&shared.me, &targets, w);
-    let mut tracker = new_tracker(w, &targets)?;
+    let local = shared.local();
+    let (run, outgoing) = shared
+        .with_view(|view, _| WriteRun::start(&local, view, request, now))
+        .map_err(|e| match e {
+            WriteError::Ring(_) => ClientError::Unavailable("the ring is empty".into()),
+            WriteError::Store(e) => ClientError::from(e),
+            WriteError::Quorum(e) => ClientError::Internal(e.to_string()),
+        })?;
+    if run
+        .targets()
+        .iter()
+        .any(|t| t.node == shared.me && t.is_hinted())
+        && run.acks() == 0
+    {
+        shared.metrics.hints_refused.inc();
+    }
+    tracing::debug!(dot = %run.dot().counter, "coordinating write");
+    record_fan_out(&shared.me, run.targets(), w);
     let mut calls: Vec<Call<()>> = Vec::new();
-    for target in targets {
-        if target.node == shared.me {
-            // Applied above; as a fallback we also keep it as a hint for the absent owner.
-            if let Some(owner) = target.stands_in_for {
-                shared.hints().add(
-                    owner,
-                    key.clone(),
-                    coordinated.versions.clone(),
-                    shared.mono_ms(),
-                );
-            }
-            tracker.on_reply(&shared.me, ());
-            continue;
-        }
-        let put = ReplicaPut {
-            key: key.clone(),
-            versions: coordinated.versions.clone(),
-            hint_for: target.stands_in_for.clone(),
-        };
-        let ack = shared.replicas.put(&target.node, put, deadline);
-        calls.push(Box::pin(async move { (target.node, ack.await) }));
+    for out in outgoing {
+        let ack = shared.replicas.put(&out.to, out.put, deadline);
+        calls.push(Box::pin(async move { (out.to, ack.await) }));
     }
     let key_hash = stable_hash(&key);
-    let finished = move |acks: Vec<(NodeId, ())>| {
-        let acked: Vec<&NodeId> = acks.iter().map(|(n, _)| n).collect();
-        tracing::debug!(key_hash, ?acked, "write fan-out finished");
+    let finished = move |run: WriteRun| {
+        tracing::debug!(key_hash, acks = run.acks(), "write fan-out finished");
     };
-    let acked = drive(tracker, calls, finished).await;
+    let acked = drive(run, calls, finished).await;
     record_answers("acks", &acked);
     match acked {
-        Ok(Ok(_)) => Ok(Context::from_clock(answer)),
+        Ok(Ok((answer, _))) => Ok(Context::from_clock(answer)),
         Ok(Err(shortfall)) => Err(ClientError::InsufficientAcks(shortfall)),
         Err(_) => Err(ClientError::Internal(
             "write fan-out ended without an answer".into(),
@@ -404,40 +379,16 @@ fn record_fan_out(me: &NodeId, targets: &[Target], required: usize) {
 }
 
 /// Records how many successful answers (`acks` or `replies`) the request had when it answered.
-fn record_answers<T, E>(field: &str, answer: &Result<Result<Vec<T>, Shortfall>, E>) {
+fn record_answers<T, E>(field: &str, answer: &Result<Result<(T, usize), Shortfall>, E>) {
     let Some(span) = request_span() else {
         return;
     };
     let count = match answer {
-        Ok(Ok(answers)) => answers.len(),
+        Ok(Ok((_, answers))) => *answers,
         Ok(Err(shortfall)) => shortfall.succeeded,
         Err(_) => 0,
     };
     span.record(field, count);
-}
-
-/// Refuses a write that would grow the key's siblings past [`MAX_SET_BYTES`].
-fn check_set_size(
-    shared: &NodeShared,
-    key: &[u8],
-    context: &Context,
-    value: Option<&Bytes>,
-) -> Result<(), ClientError> {
-    let current = shared.store.get(key);
-    let surviving: usize = current
-        .versions()
-        .iter()
-        .filter(|v| !context.clock().contains(&v.dot))
-        .map(|v| v.value.as_ref().map_or(0, Bytes::len))
-        .sum();
-    let size = surviving + value.map_or(0, Bytes::len);
-    if size > MAX_SET_BYTES {
-        return Err(ClientError::SetTooLarge {
-            size,
-            max: MAX_SET_BYTES,
-        });
-    }
-    Ok(())
 }
 
 /// Sends a write to `node`'s coordinator; `None` when it could not be asked or did not answer.
@@ -460,83 +411,87 @@ pub(super) async fn forward(
 
 type Call<T> = Pin<Box<dyn Future<Output = (NodeId, Result<T, Failure>)> + Send>>;
 
-/// Drives the calls in a task of their own, feeding the tracker. The receiver gets the replies
-/// at the quorum (or the shortfall once it is out of reach); the task goes on until every call
-/// ended and then hands all replies to `finally`.
-fn drive<T: Clone + Send + 'static>(
-    mut tracker: QuorumTracker<T>,
-    calls: Vec<Call<T>>,
-    finally: impl FnOnce(Vec<(NodeId, T)>) + Send + 'static,
-) -> oneshot::Receiver<Result<Vec<(NodeId, T)>, Shortfall>> {
+/// A coordination the fan-out driver can feed: write or read.
+trait Fanout: Send + 'static {
+    /// What one replica answers.
+    type Reply: Send + 'static;
+    /// What the client gets.
+    type Answer: Send + 'static;
+    /// Records one replica's answer.
+    fn feed(&mut self, from: &NodeId, result: Result<Self::Reply, Failure>);
+    /// The settled answer with the count of successes, if settled.
+    fn answer(&self) -> Option<Result<(Self::Answer, usize), Shortfall>>;
+}
+
+impl Fanout for WriteRun {
+    type Reply = ();
+    type Answer = crate::core::vclock::VClock;
+    fn feed(&mut self, from: &NodeId, result: Result<(), Failure>) {
+        match result {
+            Ok(()) => self.on_ack(from),
+            Err(kind) => self.on_failure(from, kind),
+        };
+    }
+    fn answer(&self) -> Option<Result<(Self::Answer, usize), Shortfall>> {
+        self.outcome().map(|o| o.map(|ctx| (ctx, self.acks())))
+    }
+}
+
+impl Fanout for ReadRun {
+    type Reply = VersionSet;
+    type Answer = VersionSet;
+    fn feed(&mut self, from: &NodeId, result: Result<VersionSet, Failure>) {
+        match result {
+            Ok(set) => self.on_reply(from, set),
+            Err(kind) => self.on_failure(from, kind),
+        };
+    }
+    fn answer(&self) -> Option<Result<(Self::Answer, usize), Shortfall>> {
+        self.outcome().map(|o| o.map(|set| (set, self.replies())))
+    }
+}
+
+/// Drives the calls in a task of their own, feeding the run. The receiver gets the answer as
+/// soon as it is settled; the task goes on until every call ended and then hands the run to
+/// `finally` (read repair needs every reply).
+fn drive<F: Fanout>(
+    mut run: F,
+    calls: Vec<Call<F::Reply>>,
+    finally: impl FnOnce(F) + Send + 'static,
+) -> oneshot::Receiver<Result<(F::Answer, usize), Shortfall>> {
     let (tx, rx) = oneshot::channel();
     tokio::spawn(async move {
         let mut tx = Some(tx);
-        let settle = |tracker: &QuorumTracker<T>, tx: &mut Option<oneshot::Sender<_>>| {
-            let answer = match tracker.progress() {
-                Progress::Pending => return,
-                Progress::Done => Ok(tracker.replies().to_vec()),
-                Progress::Failed => Err(tracker.shortfall()),
-            };
-            if let Some(tx) = tx.take() {
+        let settle = |run: &F, tx: &mut Option<oneshot::Sender<_>>| {
+            if tx.is_none() {
+                return;
+            }
+            if let Some(answer) = run.answer()
+                && let Some(tx) = tx.take()
+            {
                 let _ = tx.send(answer);
             }
         };
-        settle(&tracker, &mut tx);
-        let mut calls: FuturesUnordered<Call<T>> = calls.into_iter().collect();
+        settle(&run, &mut tx);
+        let mut calls: FuturesUnordered<Call<F::Reply>> = calls.into_iter().collect();
         while let Some((node, result)) = calls.next().await {
-            match result {
-                Ok(reply) => tracker.on_reply(&node, reply),
-                Err(kind) => tracker.on_failure(&node, kind),
-            };
-            settle(&tracker, &mut tx);
+            run.feed(&node, result);
+            settle(&run, &mut tx);
         }
-        finally(tracker.into_replies());
+        finally(run);
     });
     rx
 }
 
 /// Sends the reconciled set to every owner whose reply differed from it.
-fn read_repair(
-    shared: &Arc<NodeShared>,
-    key: Key,
-    owners: &[NodeId],
-    replies: Vec<(NodeId, VersionSet)>,
-) {
-    let merged = merge_all(replies.iter().map(|(_, set)| set));
-    let digest = merged.digest();
-    for (node, set) in replies {
-        if !owners.contains(&node) || set.digest() == digest {
-            continue;
-        }
-        shared.metrics.read_repairs.inc();
-        if node == shared.me {
-            shared.store.merge(&key, &merged);
-            continue;
-        }
-        let put = ReplicaPut {
-            key: key.clone(),
-            versions: merged.clone(),
-            hint_for: None,
-        };
-        let deadline = Instant::now() + Duration::from_millis(shared.quorum.load().put_timeout_ms);
+fn read_repair(shared: &Arc<NodeShared>, run: &ReadRun) {
+    let repairs = run.repairs(&shared.local());
+    shared.metrics.read_repairs.inc_by(repairs.len() as u64);
+    let deadline = Instant::now() + Duration::from_millis(shared.quorum.load().put_timeout_ms);
+    for out in repairs {
         // Awaited by a task of its own: a request nobody waits for is never sent.
-        tokio::spawn(shared.replicas.put(&node, put, deadline));
+        tokio::spawn(shared.replicas.put(&out.to, out.put, deadline));
     }
-}
-
-/// The merge of `sets`. The first is taken as it is: merging into an empty set would rebuild it.
-fn merge_all<'a>(sets: impl IntoIterator<Item = &'a VersionSet>) -> VersionSet {
-    let mut sets = sets.into_iter();
-    let mut merged = sets.next().cloned().unwrap_or_default();
-    for set in sets {
-        merged.merge(set);
-    }
-    merged
-}
-
-fn new_tracker<T>(required: usize, targets: &[Target]) -> Result<QuorumTracker<T>, ClientError> {
-    QuorumTracker::new(required, targets.iter().map(|t| t.node.clone()))
-        .map_err(|e| ClientError::Internal(e.to_string()))
 }
 
 /// The quorum size for a request: the override if valid, else the configured one.

@@ -1,33 +1,28 @@
-//! The Gossip actor: heartbeats, membership exchange with a random live peer every interval,
-//! and failure detection (alive -> suspect -> dead) on this node's own clock.
+//! The Gossip actor: heartbeats, membership exchange with a peer every interval, failure
+//! detection (alive -> suspect -> dead) on this node's own clock, and the end of a leave.
 //!
-//! It owns the authoritative [`Membership`] and publishes a snapshot after every change;
-//! when the set of ring members changes it asks the Ring actor to rebuild (Gossip calls Ring,
+//! The decisions are the pure [`Membership`]'s; this actor times them, sends the exchanges and
+//! acts on what they report. The table lives in [`NodeShared`] (so that an operator's leave or
+//! remove changes the same table, and a restarted actor loses nothing); every change is
+//! published there, and a changed ring layout makes the Ring actor rebuild (Gossip calls Ring,
 //! never the other way round).
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use ractor::{Actor, ActorProcessingErr, ActorRef, pg};
-use rand::Rng;
-use rand::seq::IndexedRandom;
 
 use super::peers::Role;
-use super::ring_actor::RingMsg;
 use super::shared::NodeShared;
 use super::wire::{GossipMsg, Payload};
 use crate::core::ids::NodeId;
-use crate::core::membership::{MemberDigest, Membership, Status};
+use crate::core::membership::{
+    HandoffProgress, MemberDigest, Membership, MergeReport, RingStatus, Status,
+};
 
 /// Runs gossip rounds.
 #[derive(Clone)]
 pub struct GossipActor;
-
-/// The Gossip actor's state.
-pub struct GossipState {
-    shared: Arc<NodeShared>,
-    membership: Membership,
-}
 
 /// The registered name of the Ring actor of `node`.
 pub fn ring_actor_name(node: &NodeId) -> String {
@@ -36,147 +31,173 @@ pub fn ring_actor_name(node: &NodeId) -> String {
 
 impl Actor for GossipActor {
     type Msg = GossipMsg;
-    type State = GossipState;
+    type State = Arc<NodeShared>;
     type Arguments = Arc<NodeShared>;
 
     async fn pre_start(
         &self,
         myself: ActorRef<GossipMsg>,
         shared: Arc<NodeShared>,
-    ) -> Result<GossipState, ActorProcessingErr> {
-        // A restarted Gossip picks up the table its previous life published.
-        let membership = Membership::clone(&shared.membership.load());
+    ) -> Result<Self::State, ActorProcessingErr> {
         pg::join(Role::Gossip.group().to_string(), vec![myself.get_cell()]);
         let interval = Duration::from_millis(shared.config.gossip.interval_ms);
         myself.send_interval(interval, || GossipMsg::Tick(Payload::ok(())));
-        Ok(GossipState { shared, membership })
+        Ok(shared)
     }
 
     async fn handle(
         &self,
         myself: ActorRef<GossipMsg>,
         msg: GossipMsg,
-        state: &mut GossipState,
+        shared: &mut Self::State,
     ) -> Result<(), ActorProcessingErr> {
         match msg {
-            GossipMsg::Tick(_) => state.round(myself),
+            GossipMsg::Tick(_) => round(shared, myself),
             GossipMsg::Exchange(Payload(digest), reply) => {
                 if let Ok(digest) = digest {
-                    state.merge(&digest);
+                    merge(shared, &digest);
                 }
-                let _ = reply.send(Payload::ok(state.membership.digest()));
+                let _ = reply.send(Payload::ok(shared.membership.load().digest()));
             }
         }
         Ok(())
     }
 }
 
-impl GossipState {
-    /// One round: heartbeat, failure detection, and an exchange with a random peer.
-    fn round(&mut self, myself: ActorRef<GossipMsg>) {
-        let now = self.shared.mono_ms();
-        self.membership.tick(now);
-        let changes = self.membership.detect(now);
-        for change in &changes {
-            tracing::info!(node = %change.node, from = %change.from, to = %change.to, "member status changed");
-        }
-        self.publish(!changes.is_empty());
-        let Some(peer) = self.pick_peer() else {
-            return;
-        };
-        let Some(target) = self.shared.peers.gossip(&peer) else {
-            return;
-        };
-        let digest = self.membership.digest();
-        let timeout = Duration::from_millis(self.shared.config.gossip.interval_ms.max(100));
-        // The exchange runs off the handler; its answer comes back as a message.
-        tokio::spawn(async move {
-            let answer = target
-                .call(
-                    |reply| GossipMsg::Exchange(Payload::ok(digest), reply),
-                    Some(timeout),
-                )
-                .await;
-            if let Ok(ractor::rpc::CallResult::Success(Payload(Ok(theirs)))) = answer {
-                let _ = myself.cast(GossipMsg::Exchange(Payload::ok(theirs), dropped_port()));
-            }
-        });
-    }
-
-    /// A random connected peer: usually an alive one (or a connected node not heard of yet, a
-    /// seed), but sometimes, and always when no alive one is left, one we believe suspect or
-    /// dead. Without that, nodes that all stalled at once (a laptop asleep, a long partition)
-    /// would each see the others dead and never exchange a heartbeat again.
-    fn pick_peer(&self) -> Option<NodeId> {
-        let connected = self.shared.peers.nodes();
-        let (mut alive, mut silent) = (Vec::new(), Vec::new());
-        for node in connected.into_iter().filter(|n| *n != self.shared.me) {
-            match self.membership.status_of(&node) {
-                Some(Status::Alive) | None => alive.push(node),
-                Some(_) => silent.push(node),
-            }
-        }
-        let mut rng = rand::rng();
-        let pool = if silent.is_empty() || (!alive.is_empty() && rng.random_range(0..4) != 0) {
-            alive
+/// One round: heartbeat, failure detection, the end of a drain, and an exchange with a peer.
+fn round(shared: &Arc<NodeShared>, myself: ActorRef<GossipMsg>) {
+    let now = shared.mono_ms();
+    let progress = handoff_progress(shared);
+    let drained = drained(shared);
+    let (changes, finished, digest) = shared.change_membership(|m| {
+        m.tick(now);
+        m.set_handoff_progress(progress);
+        let changes = m.detect(now);
+        let finished = if drained {
+            m.finish_leaving()
         } else {
-            silent
+            Vec::new()
         };
-        pool.choose(&mut rng).cloned()
+        (changes, finished, m.digest())
+    });
+    for change in &changes {
+        tracing::info!(node = %change.node, from = %change.from, to = %change.to, "member status changed");
     }
+    if !finished.is_empty() {
+        shared.log_ring_changes(&finished);
+        tracing::info!(node = %shared.me, "every key handed off: this node has left the cluster and can be stopped");
+    }
+    observe(shared);
+    let membership = shared.membership.load();
+    let Some(peer) = membership.pick_gossip_peer(&shared.peers.nodes(), &mut rand::rng()) else {
+        return;
+    };
+    let Some(target) = shared.peers.gossip(&peer) else {
+        return;
+    };
+    let timeout = Duration::from_millis(shared.config.gossip.interval_ms.max(100));
+    // The exchange runs off the handler; its answer comes back as a message.
+    tokio::spawn(async move {
+        let answer = target
+            .call(
+                |reply| GossipMsg::Exchange(Payload::ok(digest), reply),
+                Some(timeout),
+            )
+            .await;
+        if let Ok(ractor::rpc::CallResult::Success(Payload(Ok(theirs)))) = answer {
+            let _ = myself.cast(GossipMsg::Exchange(Payload::ok(theirs), dropped_port()));
+        }
+    });
+}
 
-    fn merge(&mut self, digest: &[MemberDigest]) {
-        let report = self.membership.merge(digest, self.shared.mono_ms());
-        if let Some(incarnation) = report.own_entry_contested {
-            tracing::warn!(
-                incarnation,
-                "a peer claims a newer incarnation of this node: is another process running under our name?"
-            );
-        }
-        for node in &report.added {
-            tracing::info!(node = %node, "member joined");
-        }
-        for change in &report.revived {
-            tracing::info!(node = %change.node, from = %change.from, "member alive again");
-        }
-        let changed = !report.added.is_empty() || !report.revived.is_empty() || report.updated > 0;
-        self.publish(changed);
-    }
+/// Whether a leaving node has nothing left to hand off.
+fn drained(shared: &NodeShared) -> bool {
+    shared.ring_status() == RingStatus::Leaving
+        && shared.store.is_empty()
+        && shared.hints().is_empty()
+        && shared.handoff().in_flight() == 0
+}
 
-    /// Publishes the table if it changed, and asks for a ring rebuild if its members changed.
-    fn publish(&self, changed: bool) {
-        let previous = self.shared.membership.load();
-        let ring_changed = previous.version() != self.membership.version();
-        if changed || ring_changed || previous.own().heartbeat != self.membership.own().heartbeat {
-            self.shared
-                .membership
-                .store(Arc::new(self.membership.clone()));
-        }
-        if ring_changed {
-            match ActorRef::<RingMsg>::where_is(ring_actor_name(&self.shared.me)) {
-                Some(ring) => {
-                    let _ = ring.cast(RingMsg::Rebuild);
-                }
-                // The Ring actor is restarting; its pre_start reads the table just published.
-                None => tracing::debug!("ring actor not running; it rebuilds when it starts"),
-            }
-        }
-        for status in [Status::Alive, Status::Suspect, Status::Dead] {
-            let count = self
-                .membership
-                .members()
-                .filter(|m| m.status == status)
-                .count();
-            let label = super::metrics::StatusLabels {
-                status: status_label(status),
-            };
-            self.shared
-                .metrics
-                .members
-                .get_or_create(&label)
-                .set(count as i64);
-        }
+/// What this node reports of its handoff: a leaving node counts everything it still holds.
+pub fn handoff_progress(shared: &NodeShared) -> HandoffProgress {
+    let handoff = shared.handoff();
+    let remaining = if shared.ring_status() == RingStatus::Leaving {
+        shared.store.len() as u64 + shared.hints().len() as u64
+    } else {
+        handoff.remaining()
+    };
+    HandoffProgress {
+        handed: handoff.handed(),
+        remaining,
     }
+}
+
+fn merge(shared: &NodeShared, digest: &[MemberDigest]) {
+    let now = shared.mono_ms();
+    let report = shared.change_membership(|m| m.merge(digest, now));
+    log_report(shared, &report);
+    if let Some(fatal) = report.fatal {
+        shared.fail(fatal.to_string());
+    }
+    observe(shared);
+}
+
+fn log_report(shared: &NodeShared, report: &MergeReport) {
+    if let Some(incarnation) = report.own_entry_contested {
+        tracing::warn!(
+            incarnation,
+            "a peer claims a newer incarnation of this node: is another process running under our name?"
+        );
+    }
+    for node in &report.ignored {
+        tracing::warn!(node = %node, n = shared.quorum.load().n, "a node with another n was kept out of the membership");
+    }
+    for change in &report.revived {
+        tracing::info!(node = %change.node, from = %change.from, "member alive again");
+    }
+    shared.log_ring_changes(&report.ring);
+}
+
+/// Sets the member gauges from the published table.
+pub fn observe(shared: &NodeShared) {
+    let membership: Arc<Membership> = shared.membership.load_full();
+    for status in [Status::Alive, Status::Suspect, Status::Dead] {
+        let count = membership
+            .members()
+            .filter(|m| m.status == status && !m.ring.is_final())
+            .count();
+        let label = super::metrics::StatusLabels {
+            status: status_label(status),
+        };
+        shared
+            .metrics
+            .members
+            .get_or_create(&label)
+            .set(count as i64);
+    }
+    for ring in [
+        RingStatus::Joining,
+        RingStatus::Valid,
+        RingStatus::Leaving,
+        RingStatus::Left,
+        RingStatus::Removed,
+    ] {
+        let count = membership.members().filter(|m| m.ring == ring).count();
+        let label = super::metrics::RingLabels {
+            ring: ring_label(ring),
+        };
+        shared
+            .metrics
+            .ring_members
+            .get_or_create(&label)
+            .set(count as i64);
+    }
+    let progress = membership.own().handoff;
+    let gauge = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
+    shared
+        .metrics
+        .handoff_remaining
+        .set(gauge(progress.remaining));
 }
 
 fn status_label(status: Status) -> &'static str {
@@ -184,6 +205,16 @@ fn status_label(status: Status) -> &'static str {
         Status::Alive => "alive",
         Status::Suspect => "suspect",
         Status::Dead => "dead",
+    }
+}
+
+fn ring_label(ring: RingStatus) -> &'static str {
+    match ring {
+        RingStatus::Joining => "joining",
+        RingStatus::Valid => "valid",
+        RingStatus::Leaving => "leaving",
+        RingStatus::Left => "left",
+        RingStatus::Removed => "removed",
     }
 }
 

@@ -8,6 +8,7 @@ use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
 use super::resident::resident_bytes;
+use crate::core::hints::HintStore;
 use crate::core::store::Store;
 
 /// Labels of a client request.
@@ -24,6 +25,13 @@ pub struct RequestLabels {
 pub struct StatusLabels {
     /// alive, suspect or dead.
     pub status: &'static str,
+}
+
+/// Labels naming a ring status.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RingLabels {
+    /// joining, valid, leaving, left or removed.
+    pub ring: &'static str,
 }
 
 /// Labels of an anti-entropy round.
@@ -49,12 +57,18 @@ pub struct Metrics {
     pub sibling_reads: Counter,
     /// Hints stored on this node, waiting for their owners.
     pub hints_pending: Gauge,
-    /// Hints handed back to their owners.
+    /// Bytes of the hints stored on this node.
+    pub hint_bytes: Gauge,
+    /// Hints handed back to their owners (or, for a removed owner, to the keys' replicas).
     pub hints_drained: Counter,
+    /// Hints this node refused because its hint store was at its limit.
+    pub hints_refused: Counter,
     /// Replicas sent reconciled versions after a read.
     pub read_repairs: Counter,
     /// Members by status, as this node sees them.
     pub members: Family<StatusLabels, Gauge>,
+    /// Members by ring status, as this node sees them.
+    pub ring_members: Family<RingLabels, Gauge>,
     /// Rebuilds of the ring on this node.
     pub ring_version: Gauge,
     /// Keys stored on this node.
@@ -67,8 +81,13 @@ pub struct Metrics {
     pub resident_memory: Gauge,
     /// Writes forwarded to another coordinator.
     pub forwarded: Counter,
-    /// Keys handed to their new owners after a ring change.
+    /// Keys handed to their new owners after a ring change (or a leave) and dropped here.
     pub handoffs: Counter,
+    /// Keys and hints held here that belong elsewhere, still to hand off.
+    pub handoff_remaining: Gauge,
+    /// Fresh actor epochs taken by the store (after a handoff dropped its own writes, or on
+    /// seeing a forged claim about its actor).
+    pub actor_epochs: Gauge,
     /// Payload bytes this node sent for anti-entropy and the tombstone purge (both as the
     /// initiator of a round and as the peer answering one).
     pub anti_entropy_bytes: Counter,
@@ -88,9 +107,12 @@ impl Default for Metrics {
             latency: Family::new_with_constructor(latency_histogram as fn() -> Histogram),
             sibling_reads: Counter::default(),
             hints_pending: Gauge::default(),
+            hint_bytes: Gauge::default(),
             hints_drained: Counter::default(),
+            hints_refused: Counter::default(),
             read_repairs: Counter::default(),
             members: Family::default(),
+            ring_members: Family::default(),
             ring_version: Gauge::default(),
             keys: Gauge::default(),
             key_bytes: Gauge::default(),
@@ -98,6 +120,8 @@ impl Default for Metrics {
             resident_memory: Gauge::default(),
             forwarded: Counter::default(),
             handoffs: Counter::default(),
+            handoff_remaining: Gauge::default(),
+            actor_epochs: Gauge::default(),
             anti_entropy_bytes: Counter::default(),
             anti_entropy_keys_repaired: Counter::default(),
             anti_entropy_rounds: Family::default(),
@@ -125,9 +149,19 @@ impl Default for Metrics {
             m.hints_pending.clone(),
         );
         registry.register(
+            "hint_bytes",
+            "Bytes of the hints waiting for their owners",
+            m.hint_bytes.clone(),
+        );
+        registry.register(
             "hints_drained",
-            "Hints handed back to their owners",
+            "Hints delivered where they belong",
             m.hints_drained.clone(),
+        );
+        registry.register(
+            "hints_refused",
+            "Hints refused because the hint store was full",
+            m.hints_refused.clone(),
         );
         registry.register(
             "read_repairs",
@@ -135,6 +169,11 @@ impl Default for Metrics {
             m.read_repairs.clone(),
         );
         registry.register("members", "Members by status", m.members.clone());
+        registry.register(
+            "ring_members",
+            "Members by ring status",
+            m.ring_members.clone(),
+        );
         registry.register(
             "ring_version",
             "Ring rebuilds on this node",
@@ -165,9 +204,19 @@ impl Default for Metrics {
             m.forwarded.clone(),
         );
         registry.register(
-            "handoffs",
-            "Keys handed to new owners after a ring change",
+            "handoff_keys_handed",
+            "Keys handed to their owners and dropped here",
             m.handoffs.clone(),
+        );
+        registry.register(
+            "handoff_keys_remaining",
+            "Keys and hints held here that belong elsewhere",
+            m.handoff_remaining.clone(),
+        );
+        registry.register(
+            "actor_epochs",
+            "Fresh actor epochs taken by the store",
+            m.actor_epochs.clone(),
         );
         registry.register(
             "anti_entropy_bytes",
@@ -194,12 +243,16 @@ impl Default for Metrics {
 }
 
 impl Metrics {
-    /// Sets the gauges that are read at scrape time: the store's size and the process memory.
-    pub fn observe(&self, store: &Store) {
+    /// Sets the gauges that are read at scrape time: the store's size, the hints, and the
+    /// process memory.
+    pub fn observe(&self, store: &Store, hints: &HintStore) {
         let gauge = |g: &Gauge, v: u64| g.set(i64::try_from(v).unwrap_or(i64::MAX));
         gauge(&self.keys, store.len() as u64);
         gauge(&self.key_bytes, store.key_bytes());
         gauge(&self.value_bytes, store.value_bytes());
+        gauge(&self.actor_epochs, store.epoch_changes());
+        gauge(&self.hints_pending, hints.len() as u64);
+        gauge(&self.hint_bytes, hints.bytes());
         if let Some(rss) = resident_bytes() {
             gauge(&self.resident_memory, rss);
         }

@@ -108,7 +108,8 @@ pub mod names {
 pub struct Node {
     shared: Arc<NodeShared>,
     root: ActorRef<SupervisorMsg>,
-    root_task: tokio::task::JoinHandle<()>,
+    /// Awaits the root supervisor; reports a failure if it ends while nobody stops it.
+    watcher: tokio::task::JoinHandle<()>,
     http: Option<HttpServer>,
 }
 
@@ -195,6 +196,17 @@ impl Node {
             None => Supervisor::start(Some(names::root(&me)), args).await,
         };
         let (root, root_task) = started.map_err(|e| NodeError::Start(error_chain(&e)))?;
+        // Zombie guard: a tree that gave up (restart intensity exceeded) leaves a node that
+        // would serve with a frozen ring. Say so: /health turns 503 and the binary exits.
+        let watcher = {
+            let shared = Arc::clone(&shared);
+            tokio::spawn(async move {
+                let _ = root_task.await;
+                if !shared.stopping.load(std::sync::atomic::Ordering::Acquire) {
+                    shared.fail("the node's actor tree gave up (restart intensity exceeded)");
+                }
+            })
+        };
         let http = http_listener.map(|listener| {
             let addr = shared
                 .config
@@ -215,7 +227,7 @@ impl Node {
         Ok(Node {
             shared,
             root,
-            root_task,
+            watcher,
             http,
         })
     }
@@ -248,6 +260,13 @@ impl Node {
         &self.root
     }
 
+    /// Resolves when the node can no longer serve (its actor tree gave up, it was removed
+    /// from the cluster, the cluster runs with another N), with the reason. Whoever runs the
+    /// node should stop it then: the binary exits with a non-zero code.
+    pub async fn failed(&self) -> String {
+        self.shared.failed().await
+    }
+
     /// Stops the HTTP API (finishing requests in flight), then every actor, children first.
     pub async fn stop(self) {
         if let Some(http) = self.http {
@@ -256,8 +275,11 @@ impl Node {
                 tracing::warn!(error = %e, "HTTP server ended with an error");
             }
         }
+        self.shared
+            .stopping
+            .store(true, std::sync::atomic::Ordering::Release);
         self.root.stop(None);
-        let _ = self.root_task.await;
+        let _ = self.watcher.await;
         tracing::info!(node = %self.shared.me, "node stopped");
     }
 }

@@ -413,4 +413,16 @@ impl KvService for NativeService {
         health.alive = health.alive.saturating_sub(1);
         health
     }
+
+    fn leave(&self) -> Result<MemberInfo, ClientError> {
+        Err(ClientError::Conflict(
+            "a native client is not a member of the cluster: it has nothing to leave".into(),
+        ))
+    }
+
+    fn remove(&self, _node: &str) -> Result<MemberInfo, ClientError> {
+        Err(ClientError::Conflict(
+            "membership changes go through a node (POST /admin/remove/{name} on any node)".into(),
+        ))
+    }
 }

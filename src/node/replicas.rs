@@ -55,7 +55,7 @@ impl ReplicaLinks {
         async move {
             match call.await? {
                 ReplicaReply::Got(set) => Ok(set),
-                ReplicaReply::Stored => Err(Failure::Error),
+                ReplicaReply::Stored | ReplicaReply::Refused(_) => Err(Failure::Error),
             }
         }
     }
@@ -71,7 +71,7 @@ impl ReplicaLinks {
         async move {
             match call.await? {
                 ReplicaReply::Stored => Ok(()),
-                ReplicaReply::Got(_) => Err(Failure::Error),
+                ReplicaReply::Got(_) | ReplicaReply::Refused(_) => Err(Failure::Error),
             }
         }
     }

@@ -1,50 +1,44 @@
 //! The Replicator actor: moves data to the nodes that should hold it.
 //!
-//! Hints go back to their owners once they are reachable: a hint leaves the store only after
-//! its owner acknowledged the merge, and a failed or timed-out delivery returns it to the
-//! waiting state. Keys this node holds but no longer owns (the ring changed) are handed to
-//! their current owners ([`crate::core::handoff`]). Delivery is a merge, so a replay changes
-//! nothing.
+//! Every interval it drains hints ([`crate::core::drain`]) and hands off keys this node no
+//! longer owns ([`crate::core::handoff`]); both send through the batched per-peer links. A
+//! hint leaves the store, and a handed-off key leaves this node, only after every destination
+//! acknowledged it; a failed or timed-out delivery is retried on a later interval. Delivery
+//! is a merge, so a replay changes nothing. The hint store and the handoff's progress live in
+//! [`NodeShared`], and the tasks that deliver report there directly, so a restarted actor
+//! loses nothing and leaves nothing in flight forever.
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use futures::future::join_all;
-use ractor::rpc::CallResult;
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 use ractor_cluster::RactorMessage;
 
 use super::shared::NodeShared;
-use super::wire::{Payload, ReplicaPut, StorageMsg};
-use crate::core::handoff::Handoff;
-use crate::core::ids::Key;
+use crate::core::drain::{self, DrainScope};
+use crate::core::membership::RingStatus;
+use crate::core::write::Outgoing;
 
 const DRAIN_EVERY: Duration = Duration::from_millis(500);
-const BATCH: usize = 64;
+/// Hints taken per owner, and keys picked by the handoff, per interval.
+const BATCH: usize = 256;
 const DELIVERY_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Messages of the Replicator.
 #[derive(RactorMessage, Debug)]
 pub enum ReplicatorMsg {
-    /// Time to hand hints back and keys over to reachable owners.
+    /// Time to hand hints back and keys over.
     Drain,
-    /// A handoff of a key ended: every owner acked it at this digest, or not.
-    HandedOff(Key, u64, bool),
 }
 
-/// The Replicator's state.
-pub struct ReplicatorState {
-    shared: Arc<NodeShared>,
-    handoff: Handoff,
-}
-
-/// Drains hints.
+/// Drains hints and hands keys off.
 #[derive(Clone)]
 pub struct ReplicatorActor;
 
 impl Actor for ReplicatorActor {
     type Msg = ReplicatorMsg;
-    type State = ReplicatorState;
+    type State = Arc<NodeShared>;
     type Arguments = Arc<NodeShared>;
 
     async fn pre_start(
@@ -53,133 +47,95 @@ impl Actor for ReplicatorActor {
         shared: Arc<NodeShared>,
     ) -> Result<Self::State, ActorProcessingErr> {
         myself.send_interval(DRAIN_EVERY, || ReplicatorMsg::Drain);
-        Ok(ReplicatorState {
-            shared,
-            handoff: Handoff::new(),
-        })
+        Ok(shared)
     }
 
     async fn handle(
         &self,
-        myself: ActorRef<ReplicatorMsg>,
+        _myself: ActorRef<ReplicatorMsg>,
         msg: ReplicatorMsg,
-        state: &mut Self::State,
+        shared: &mut Self::State,
     ) -> Result<(), ActorProcessingErr> {
         match msg {
             ReplicatorMsg::Drain => {
-                drain(&state.shared);
-                hand_off(state, &myself);
+                // A node that left or was removed must not push old data back; a joining node
+                // does not know its place yet.
+                let status = shared.ring_status();
+                if matches!(status, RingStatus::Valid | RingStatus::Leaving) {
+                    drain_hints(shared, status == RingStatus::Leaving);
+                    hand_off(shared);
+                }
             }
-            ReplicatorMsg::HandedOff(key, digest, true) => {
-                state.handoff.done(&key, digest);
-                state.shared.metrics.handoffs.inc();
-            }
-            ReplicatorMsg::HandedOff(key, _, false) => state.handoff.failed(&key),
         }
         Ok(())
     }
 }
 
-/// Sends keys this node no longer owns to their owners; a key counts as handed off once
-/// every owner acked it.
-fn hand_off(state: &mut ReplicatorState, myself: &ActorRef<ReplicatorMsg>) {
-    let shared = &state.shared;
-    let ring = shared.ring.load();
-    let n = shared.quorum.load().n;
-    let transfers = state.handoff.scan(
-        &shared.store,
-        &ring.ring,
-        ring.version,
-        &shared.me,
-        n,
-        BATCH,
-    );
-    for transfer in transfers {
-        let (shared, myself) = (Arc::clone(shared), myself.clone());
+/// Sends every write of `sends` and waits for all; true when every one was acknowledged.
+async fn deliver_all(shared: &NodeShared, sends: Vec<Outgoing>) -> bool {
+    let deadline = Instant::now() + DELIVERY_TIMEOUT;
+    let acks = sends
+        .into_iter()
+        .map(|out| shared.replicas.put(&out.to, out.put, deadline));
+    join_all(acks).await.into_iter().all(|ack| ack.is_ok())
+}
+
+fn drain_hints(shared: &Arc<NodeShared>, leaving: bool) {
+    let deliveries = {
+        let membership = shared.membership.load();
+        let gone = |node: &crate::core::ids::NodeId| {
+            membership
+                .ring_status_of(node)
+                .is_some_and(|status| status.is_final())
+        };
+        shared.with_view(|view, _| {
+            let scope = DrainScope {
+                view: *view,
+                gone: &gone,
+                leaving,
+            };
+            drain::plan(&mut shared.hints(), &scope, BATCH)
+        })
+    };
+    for delivery in deliveries {
+        let shared = Arc::clone(shared);
         tokio::spawn(async move {
-            let versions = shared.store.get(&transfer.key);
-            let deliveries = transfer.owners.iter().map(|owner| {
-                let put = ReplicaPut {
-                    key: transfer.key.clone(),
-                    versions: versions.clone(),
-                    hint_for: None,
-                };
-                let storage = shared
-                    .peers
-                    .storage(owner)
-                    .filter(|_| shared.is_live(owner));
-                async move {
-                    let Some(storage) = storage else {
-                        return false;
-                    };
-                    let answer = storage
-                        .call(
-                            |reply| StorageMsg::Put(Payload::ok(put), reply),
-                            Some(DELIVERY_TIMEOUT),
-                        )
-                        .await;
-                    matches!(answer, Ok(CallResult::Success(Payload(Ok(())))))
-                }
-            });
-            let all_acked = join_all(deliveries).await.into_iter().all(|acked| acked);
-            let _ = myself.cast(ReplicatorMsg::HandedOff(
-                transfer.key,
-                transfer.digest,
-                all_acked,
-            ));
+            let acked = deliver_all(&shared, delivery.sends.clone()).await;
+            if drain::settle(&mut shared.hints(), &delivery, acked) {
+                shared.metrics.hints_drained.inc();
+            } else if !acked {
+                tracing::debug!(owner = %delivery.owner, "hint delivery failed; will retry");
+            }
         });
     }
 }
 
-fn drain(shared: &Arc<NodeShared>) {
-    let owners = shared.hints().owners();
-    for owner in owners {
-        if !shared.is_live(&owner) {
-            continue;
-        }
-        let Some(storage) = shared.peers.storage(&owner) else {
-            continue;
-        };
-        let batch = shared.hints().take(&owner, BATCH);
-        if batch.is_empty() {
-            continue;
-        }
+/// Sends keys this node no longer owns to the replicas that should hold them; a key is dropped
+/// here once every one of them acknowledged it.
+fn hand_off(shared: &Arc<NodeShared>) {
+    let transfers = shared.with_view(|view, ring| {
+        shared
+            .handoff()
+            .scan(&shared.store, view, ring.version, BATCH)
+    });
+    for transfer in transfers {
         let shared = Arc::clone(shared);
         tokio::spawn(async move {
-            let deliveries = batch.into_iter().map(|hint| {
-                let storage = storage.clone();
-                async move {
-                    let put = ReplicaPut {
-                        key: hint.key.clone(),
-                        versions: hint.versions.clone(),
-                        hint_for: None,
-                    };
-                    let answer = storage
-                        .call(
-                            |reply| StorageMsg::Put(Payload::ok(put), reply),
-                            Some(DELIVERY_TIMEOUT),
-                        )
-                        .await;
-                    let acked = matches!(answer, Ok(CallResult::Success(Payload(Ok(())))));
-                    (hint.id, acked)
-                }
-            });
-            let results = join_all(deliveries).await;
-            let mut hints = shared.hints();
-            let mut failed = Vec::new();
-            for (id, acked) in results {
-                if acked {
-                    if hints.ack(&owner, id) {
-                        shared.metrics.hints_drained.inc();
-                    }
-                } else {
-                    failed.push(id);
-                }
-            }
-            hints.release(&owner, &failed);
-            shared.metrics.hints_pending.set(hints.len() as i64);
-            if !failed.is_empty() {
-                tracing::debug!(owner = %owner, failed = failed.len(), "hint delivery failed; will retry");
+            let sends = transfer
+                .targets
+                .iter()
+                .map(|target| Outgoing {
+                    to: target.node.clone(),
+                    put: crate::core::replica::ReplicaPut {
+                        key: transfer.key.clone(),
+                        versions: transfer.versions.clone(),
+                        hint_for: target.stands_in_for.clone(),
+                    },
+                })
+                .collect();
+            let acked = deliver_all(&shared, sends).await;
+            if shared.handoff().finish(&shared.store, &transfer, acked) {
+                shared.metrics.handoffs.inc();
             }
         });
     }

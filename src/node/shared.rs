@@ -4,22 +4,29 @@
 //! snapshots: hot paths read the ring and the membership from `ArcSwap`s, never by messaging
 //! the actor that owns them.
 
+use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use arc_swap::ArcSwap;
+use ractor::ActorRef;
+use tokio::sync::watch;
 
 use super::anti_entropy::AntiEntropyShared;
 use super::forwarding::ForwardLinks;
 use super::metrics::Metrics;
 use super::peers::Peers;
 use super::replicas::ReplicaLinks;
-use crate::config::{NodeConfig, QuorumConfig};
-use crate::core::hints::HintStore;
+use super::ring_actor::RingMsg;
+use crate::config::{MAX_SET_BYTES, MAX_SET_VERSIONS, NodeConfig, QuorumConfig};
+use crate::core::handoff::Handoff;
+use crate::core::hints::{HintStore, SharedHints};
 use crate::core::ids::{ActorId, NodeId};
-use crate::core::membership::Membership;
+use crate::core::membership::{Membership, RingChange, RingStatus};
+use crate::core::replica::LocalReplica;
 use crate::core::ring::Ring;
-use crate::core::store::Store;
+use crate::core::store::{SetLimits, Store};
+use crate::core::view::View;
 
 /// A ring as published to readers, with the number of the rebuild that made it.
 #[derive(Debug, Default)]
@@ -30,21 +37,30 @@ pub struct RingView {
     pub version: u64,
 }
 
+/// Actor ids of one life of a node: its incarnation shifted left, so that the epochs the
+/// store takes during that life (one per handoff that drops its own writes, or per forged
+/// claim it sees) never reach the actor ids of a later life.
+const EPOCH_BITS: u32 = 20;
+
 /// Everything a node's actors and fronts share.
 pub struct NodeShared {
     /// This node's name.
     pub me: NodeId,
     /// The configuration the node started with.
     pub config: NodeConfig,
-    /// Quorum settings in force (changeable at runtime).
+    /// Quorum settings in force (changeable at runtime, N excepted).
     pub quorum: ArcSwap<QuorumConfig>,
     /// The stored data.
     pub store: Arc<Store>,
     /// Hints held for unreachable owners.
-    hints: Mutex<HintStore>,
+    pub hints: SharedHints,
+    /// Where the handoff of keys this node no longer owns stands.
+    handoff: Mutex<Handoff>,
     /// The ring readers use; the Ring actor publishes it.
     pub ring: ArcSwap<RingView>,
-    /// The membership readers use; the Gossip actor publishes it.
+    /// The authoritative membership: changed by gossip and by an operator's leave or remove.
+    membership_owner: Mutex<Membership>,
+    /// The membership readers use, republished after every change.
     pub membership: ArcSwap<Membership>,
     /// Connected peers' actors.
     pub peers: Arc<Peers>,
@@ -54,10 +70,14 @@ pub struct NodeShared {
     pub forwards: ForwardLinks,
     /// Metrics.
     pub metrics: Metrics,
-    /// Anti-entropy's digest caches and purge memo.
+    /// Anti-entropy's digest caches.
     pub anti_entropy: AntiEntropyShared,
     /// False in a native client: it holds no data and takes no ring tokens.
     pub storing: bool,
+    /// Why the node can no longer serve, once it cannot.
+    fatal: watch::Sender<Option<String>>,
+    /// Set when the node is being stopped on purpose: its actors ending then is no failure.
+    pub stopping: AtomicBool,
     started: Instant,
 }
 
@@ -85,6 +105,13 @@ impl NodeShared {
     ) -> Result<Arc<Self>, crate::config::ConfigError> {
         let me = NodeId::new(&config.name);
         let http = config.http.map(|a| a.to_string()).unwrap_or_default();
+        // A node started with seeds joins a cluster: it owns nothing until it met it. A node
+        // started alone makes a cluster of its own.
+        let ring = if config.seeds.is_empty() && storing {
+            RingStatus::Valid
+        } else {
+            RingStatus::Joining
+        };
         let membership = Membership::new(
             me.clone(),
             config.bind.to_string(),
@@ -93,22 +120,34 @@ impl NodeShared {
             incarnation,
             config.gossip.timeouts,
             0,
-        )?;
+        )?
+        .with_ring(ring)
+        .with_n(u32::try_from(config.quorum.n).unwrap_or(u32::MAX));
         let peers = Arc::new(Peers::default());
+        let limits = SetLimits {
+            max_bytes: MAX_SET_BYTES,
+            max_versions: MAX_SET_VERSIONS,
+        };
+        let actor = ActorId::new(me.clone(), incarnation.saturating_mul(1 << EPOCH_BITS));
+        let (fatal, _) = watch::channel(None);
         Ok(Arc::new(NodeShared {
-            store: Arc::new(Store::new(ActorId::new(me.clone(), incarnation))),
+            store: Arc::new(Store::with_limits(actor, limits)),
             quorum: ArcSwap::from_pointee(config.quorum),
+            hints: SharedHints::new(config.hints),
+            handoff: Mutex::new(Handoff::new()),
             me,
             config,
-            hints: Mutex::new(HintStore::new()),
             ring: ArcSwap::from_pointee(RingView::default()),
-            membership: ArcSwap::from_pointee(membership),
+            membership: ArcSwap::from_pointee(membership.clone()),
+            membership_owner: Mutex::new(membership),
             replicas: ReplicaLinks::new(Arc::clone(&peers)),
             forwards: ForwardLinks::new(Arc::clone(&peers)),
             peers,
             metrics: Metrics::default(),
             anti_entropy: AntiEntropyShared::default(),
             storing,
+            fatal,
+            stopping: AtomicBool::new(false),
             started: Instant::now(),
         }))
     }
@@ -118,7 +157,8 @@ impl NodeShared {
         u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX)
     }
 
-    /// Wall-clock milliseconds: only for version timestamps, which only prune clocks.
+    /// Wall-clock milliseconds: for version timestamps (clock pruning, purge grace) and
+    /// incarnations; never for ordering.
     pub fn wall_ms() -> u64 {
         SystemTime::now()
             .duration_since(UNIX_EPOCH)
@@ -126,15 +166,118 @@ impl NodeShared {
             .unwrap_or(0)
     }
 
-    /// The hint store. A poisoned lock only means a panic elsewhere mid-update of plain data;
-    /// the store stays usable, so take it anyway rather than cascade the panic.
+    /// The hint store.
     pub fn hints(&self) -> MutexGuard<'_, HintStore> {
-        self.hints.lock().unwrap_or_else(|p| p.into_inner())
+        self.hints.lock()
+    }
+
+    /// The handoff's progress.
+    pub fn handoff(&self) -> MutexGuard<'_, Handoff> {
+        self.handoff.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// Whether requests may be sent to `node`: ourselves, or alive and connected.
     pub fn is_live(&self, node: &NodeId) -> bool {
         *node == self.me
             || (self.membership.load().is_reachable(node) && self.peers.connected(node))
+    }
+
+    /// This node's ring status.
+    pub fn ring_status(&self) -> RingStatus {
+        self.membership.load().own().ring
+    }
+
+    /// Runs `f` with this node's routing view: the published ring, N, and liveness.
+    pub fn with_view<T>(&self, f: impl FnOnce(&View<'_>, &RingView) -> T) -> T {
+        let ring = self.ring.load();
+        let live = |node: &NodeId| self.is_live(node);
+        let view = View {
+            me: &self.me,
+            ring: &ring.ring,
+            n: self.quorum.load().n,
+            live: &live,
+        };
+        f(&view, &ring)
+    }
+
+    /// This node's data as the replica side of requests sees it.
+    pub fn local(&self) -> LocalReplica<'_> {
+        LocalReplica {
+            me: &self.me,
+            store: &self.store,
+            hints: &self.hints,
+            member: !self.ring_status().is_final(),
+            now_ms: self.mono_ms(),
+        }
+    }
+
+    /// Changes the membership under its lock and publishes the result: readers get a new
+    /// snapshot, the Ring actor rebuilds when the ring layout changed, and ring status
+    /// changes are logged. Returns what `change` returned.
+    pub fn change_membership<T>(&self, change: impl FnOnce(&mut Membership) -> T) -> T {
+        let mut owner = self
+            .membership_owner
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        let version = owner.version();
+        let result = change(&mut owner);
+        let ring_changed = owner.version() != version;
+        self.membership.store(Arc::new(owner.clone()));
+        drop(owner);
+        if ring_changed {
+            match ActorRef::<RingMsg>::where_is(super::names::ring(&self.me)) {
+                Some(ring) => {
+                    let _ = ring.cast(RingMsg::Rebuild);
+                }
+                // The Ring actor is restarting; its pre_start reads the table just published.
+                None => tracing::debug!("ring actor not running; it rebuilds when it starts"),
+            }
+        }
+        result
+    }
+
+    /// Logs ring status changes.
+    pub fn log_ring_changes(&self, changes: &[RingChange]) {
+        for change in changes {
+            match change.from {
+                Some(from) => {
+                    tracing::info!(node = %change.node, %from, to = %change.to, "ring status changed")
+                }
+                None => tracing::info!(node = %change.node, to = %change.to, "member joined"),
+            }
+        }
+    }
+
+    /// Marks the node as unable to serve, for `reason`: `/health` answers 503 and whoever
+    /// runs the node (the binary) is told, so that it exits instead of serving on.
+    pub fn fail(&self, reason: impl Into<String>) {
+        let reason = reason.into();
+        tracing::error!(node = %self.me, %reason, "the node can no longer serve");
+        self.fatal.send_if_modified(|current| {
+            if current.is_some() {
+                return false;
+            }
+            *current = Some(reason);
+            true
+        });
+    }
+
+    /// Why the node can no longer serve, if it cannot.
+    pub fn failure(&self) -> Option<String> {
+        self.fatal.borrow().clone()
+    }
+
+    /// Waits until the node can no longer serve, and says why.
+    pub async fn failed(&self) -> String {
+        let mut rx = self.fatal.subscribe();
+        loop {
+            if let Some(reason) = rx.borrow_and_update().clone() {
+                return reason;
+            }
+            if rx.changed().await.is_err() {
+                // The sender lives as long as `self`: unreachable, but never spin.
+                std::future::pending::<()>().await;
+            }
+        }
     }
 }

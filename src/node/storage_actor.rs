@@ -1,7 +1,8 @@
 //! The Storage actor: the replica side of reads and writes, reachable from every peer.
 //!
 //! The data lives in the shared [`crate::core::store::Store`], not in the actor, so a
-//! restarted Storage actor serves everything that was stored before it crashed.
+//! restarted Storage actor serves everything that was stored before it crashed. What a
+//! request does is decided in [`crate::core::replica`].
 
 use std::sync::Arc;
 
@@ -10,8 +11,7 @@ use ractor::{Actor, ActorProcessingErr, ActorRef, pg};
 use super::peers::Role;
 use super::replicas::STORAGE_REPLY_BYTES;
 use super::shared::NodeShared;
-use super::wire::{Payload, ReplicaPut, ReplicaReply, ReplicaRequest, StorageMsg};
-use crate::core::version::VersionSet;
+use super::wire::{Payload, ReplicaReply, StorageMsg};
 
 /// Serves replica reads and writes.
 #[derive(Clone)]
@@ -38,80 +38,28 @@ impl Actor for StorageActor {
         shared: &mut Self::State,
     ) -> Result<(), ActorProcessingErr> {
         match msg {
-            StorageMsg::Get(Payload(key), reply) => {
-                let answer = key.map(|key| local_read(shared, &key));
-                // The caller may have given up already; nothing to do then.
-                let _ = reply.send(Payload(answer));
-            }
-            StorageMsg::Put(Payload(put), reply) => {
-                let answer = put.map(|put| apply(shared, put));
-                let _ = reply.send(Payload(answer));
-            }
             StorageMsg::Ping(payload, reply) => {
+                // The caller may have given up already; nothing to do then.
                 let _ = reply.send(payload);
             }
             StorageMsg::Batch(batch, reply) => {
-                let answer = batch
-                    .decode()
-                    .map(|requests| serve(shared, requests, STORAGE_REPLY_BYTES));
+                let answer = batch.decode().map(|requests| {
+                    let local = shared.local();
+                    let replies = local.serve(requests, STORAGE_REPLY_BYTES);
+                    // A member refuses only the hints its full hint store cannot take.
+                    if local.member {
+                        let refused = replies
+                            .iter()
+                            .filter(|r| matches!(r, ReplicaReply::Refused(_)))
+                            .count();
+                        shared.metrics.hints_refused.inc_by(refused as u64);
+                    }
+                    replies
+                });
                 let _ = reply.send(Payload(answer));
             }
         }
         Ok(())
-    }
-}
-
-/// Serves a batch in order, and stops before the request whose reply would take the answer
-/// past `budget` bytes (the first request is always served): the sender asks again for the
-/// rest, so no answer can outgrow the frame limit however large the sets are.
-pub fn serve(
-    shared: &NodeShared,
-    requests: Vec<ReplicaRequest>,
-    budget: usize,
-) -> Vec<ReplicaReply> {
-    let mut replies = Vec::with_capacity(requests.len());
-    let mut bytes = 0;
-    for request in requests {
-        let reply = match request {
-            ReplicaRequest::Get(key) => ReplicaReply::Got(local_read(shared, &key)),
-            ReplicaRequest::Put(put) => {
-                apply(shared, put);
-                ReplicaReply::Stored
-            }
-        };
-        bytes += reply.size_bound();
-        // Only a read is left out: it changed nothing, so asking again is harmless. An ack
-        // is a byte; a write is never applied without being answered.
-        if bytes > budget && !replies.is_empty() && matches!(reply, ReplicaReply::Got(_)) {
-            break;
-        }
-        replies.push(reply);
-    }
-    replies
-}
-
-/// What this node holds for `key`: its own versions and any it keeps as hints.
-pub fn local_read(shared: &NodeShared, key: &[u8]) -> VersionSet {
-    let mut set = shared.store.get(key);
-    let hinted = shared.hints().versions_for(key);
-    // Merging even an empty set rebuilds this one; there are rarely any hints.
-    if !hinted.is_empty() {
-        set.merge(&hinted);
-    }
-    set
-}
-
-/// Applies a replica write: a merge, or a hint kept for the owner this node stands in for.
-pub fn apply(shared: &NodeShared, put: ReplicaPut) {
-    match put.hint_for {
-        Some(owner) if owner != shared.me => {
-            let mut hints = shared.hints();
-            hints.add(owner, put.key, put.versions, shared.mono_ms());
-            shared.metrics.hints_pending.set(hints.len() as i64);
-        }
-        _ => {
-            shared.store.merge(&put.key, &put.versions);
-        }
     }
 }
 
@@ -122,7 +70,9 @@ mod tests {
     use super::*;
     use crate::config::NodeConfig;
     use crate::core::ids::Key;
+    use crate::core::replica::{ReplicaPut, ReplicaRequest};
     use crate::core::vclock::VClock;
+    use crate::core::version::VersionSet;
     use crate::node::wire::set_size_bound;
 
     fn node(name: &str) -> Arc<NodeShared> {
@@ -162,7 +112,7 @@ mod tests {
                 ReplicaRequest::Get(Key::from_static(b"absent")),
             ]
         };
-        let all = serve(&shared, batch(put(b"v1")), usize::MAX);
+        let all = shared.local().serve(batch(put(b"v1")), usize::MAX);
         assert_eq!(
             all,
             vec![
@@ -177,7 +127,7 @@ mod tests {
         // Room for the small read and the ack, not for the big read: the rest is left out.
         let budget = set_size_bound(&small) + 2 + 10;
         assert!(budget < set_size_bound(&big));
-        let prefix = serve(&shared, batch(put(b"v2")), budget);
+        let prefix = shared.local().serve(batch(put(b"v2")), budget);
         assert_eq!(
             prefix,
             vec![ReplicaReply::Got(small.clone()), ReplicaReply::Stored]
@@ -189,11 +139,9 @@ mod tests {
         );
 
         // The first request is always served, however large its answer.
-        let first = serve(
-            &shared,
-            vec![ReplicaRequest::Get(Key::from_static(b"big"))],
-            1,
-        );
+        let first = shared
+            .local()
+            .serve(vec![ReplicaRequest::Get(Key::from_static(b"big"))], 1);
         assert_eq!(first, vec![ReplicaReply::Got(big)]);
 
         // A write after a read that was left out is left out too, unapplied.
@@ -202,7 +150,7 @@ mod tests {
             ReplicaRequest::Get(Key::from_static(b"big")),
             ReplicaRequest::Put(put(b"v3")),
         ];
-        assert_eq!(serve(&shared, reads_first, budget).len(), 1);
+        assert_eq!(shared.local().serve(reads_first, budget).len(), 1);
         assert_eq!(shared.store.get(b"new").len(), 2);
     }
 }

@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::api::{ClientError, Context};
 use crate::core::anti_entropy::{AeReply, AeRequest};
-use crate::core::ids::{ActorId, Key, NodeId};
+use crate::core::ids::{ActorId, Key};
 use crate::core::membership::MemberDigest;
 use crate::core::version::VersionSet;
 
@@ -120,114 +120,12 @@ impl<T> BytesConvertable for Encoded<T> {
     }
 }
 
-/// A replica write: merge `versions` into the key, or hold them as a hint for `hint_for`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ReplicaPut {
-    /// The key.
-    pub key: Key,
-    /// The coordinator's whole set for the key.
-    pub versions: VersionSet,
-    /// The owner this node stands in for (sloppy quorum), if any.
-    pub hint_for: Option<NodeId>,
-}
-
-impl ReplicaPut {
-    /// An upper bound of the write's encoded size (see [`set_size_bound`]).
-    pub fn size_bound(&self) -> usize {
-        key_size_bound(&self.key)
-            + set_size_bound(&self.versions)
-            + 1
-            + self
-                .hint_for
-                .as_ref()
-                .map_or(0, |n| str_size_bound(n.as_str()))
-    }
-}
-
-/// One request of a batch sent to a peer's Storage actor.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub enum ReplicaRequest {
-    /// Read the key's versions (stored and hinted).
-    Get(Key),
-    /// Merge versions (or hold them as a hint).
-    Put(ReplicaPut),
-}
-
-impl ReplicaRequest {
-    /// An upper bound of the request's encoded size, for keeping batches under the frame limit.
-    pub fn size_bound(&self) -> usize {
-        1 + match self {
-            ReplicaRequest::Get(key) => key_size_bound(key),
-            ReplicaRequest::Put(put) => put.size_bound(),
-        }
-    }
-}
-
-/// The answer to one [`ReplicaRequest`] of a batch.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub enum ReplicaReply {
-    /// What the replica holds for the key of a `Get`.
-    Got(VersionSet),
-    /// A `Put` was applied.
-    Stored,
-}
-
-impl ReplicaReply {
-    /// An upper bound of the reply's encoded size, for keeping answers under the frame limit.
-    pub fn size_bound(&self) -> usize {
-        1 + match self {
-            ReplicaReply::Got(set) => set_size_bound(set),
-            ReplicaReply::Stored => 0,
-        }
-    }
-}
-
-// Postcard writes integers as varints (at most 10 bytes for a u64, 5 for a length).
-const VARINT_MAX: usize = 10;
-const LEN_MAX: usize = 5;
-
-fn str_size_bound(s: &str) -> usize {
-    LEN_MAX + s.len()
-}
-
-fn key_size_bound(key: &Key) -> usize {
-    LEN_MAX + key.len()
-}
-
-/// An upper bound of a set's postcard size, computed without encoding it: batches of sets are
-/// cut by it so that no frame can reach the peer's frame limit.
-pub fn set_size_bound(set: &VersionSet) -> usize {
-    let actor = |a: &ActorId| str_size_bound(a.node.as_str()) + VARINT_MAX;
-    LEN_MAX
-        + set
-            .versions()
-            .iter()
-            .map(|v| {
-                let clock: usize = v
-                    .context
-                    .entries()
-                    .map(|(a, _)| actor(a) + 2 * VARINT_MAX)
-                    .sum();
-                actor(&v.dot.actor)
-                    + VARINT_MAX
-                    + LEN_MAX
-                    + clock
-                    + 1
-                    + v.value.as_ref().map_or(0, |b| LEN_MAX + b.len())
-                    + VARINT_MAX
-            })
-            .sum::<usize>()
-}
+use crate::core::replica::{LEN_MAX, VARINT_MAX, key_size_bound, str_size_bound};
+pub use crate::core::replica::{ReplicaPut, ReplicaReply, ReplicaRequest, set_size_bound};
 
 /// Messages of a node's Storage actor: the replica side of reads and writes.
 #[derive(RactorClusterMessage)]
 pub enum StorageMsg {
-    /// Read the key's versions (stored and hinted).
-    #[rpc]
-    Get(Payload<Key>, RpcReplyPort<Payload<VersionSet>>),
-    /// Merge versions (or hold them as a hint); the reply is the ack.
-    #[rpc]
-    Put(Payload<ReplicaPut>, RpcReplyPort<Payload<()>>),
     /// Answers with the same bytes: the bare cost of a remote call (`bench transport`).
     #[rpc]
     Ping(Payload<Bytes>, RpcReplyPort<Payload<Bytes>>),
@@ -327,13 +225,14 @@ pub enum AntiEntropyMsg {
     Tick(Payload<()>),
     /// This node's round ended (sent by the task that ran it).
     RoundDone(Payload<()>),
-    /// This node's purge pass ended, with where the next one starts.
-    PurgeDone(Payload<u64>),
+    /// This node's purge pass ended, with the candidate after which the next one starts.
+    PurgeDone(Payload<Option<Key>>),
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::core::ids::NodeId;
 
     #[test]
     fn payloads_round_trip_and_garbage_is_an_error() {

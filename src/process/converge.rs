@@ -121,6 +121,8 @@ mod tests {
             incarnation,
             last_heard_ms_ago: 0,
             connected: true,
+            ring: crate::core::membership::RingStatus::Valid,
+            handoff: Default::default(),
         }
     }
 

@@ -353,6 +353,8 @@ mod tests {
             incarnation: 1,
             last_heard_ms_ago: heard,
             connected,
+            ring: crate::core::membership::RingStatus::Valid,
+            handoff: Default::default(),
         };
         let text = format_members(
             "n1",

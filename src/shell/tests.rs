@@ -147,10 +147,19 @@ impl KvService for StandIn {
     fn health(&self) -> Health {
         Health {
             status: "ok".into(),
+            reason: None,
             node: self.name.clone(),
             alive: 3,
             members: 3,
         }
+    }
+
+    fn leave(&self) -> Result<MemberInfo, ClientError> {
+        Err(ClientError::Conflict("stand-in: no membership".into()))
+    }
+
+    fn remove(&self, _: &str) -> Result<MemberInfo, ClientError> {
+        Err(ClientError::Conflict("stand-in: no membership".into()))
     }
 }
 
@@ -182,6 +191,8 @@ async fn three() -> (Session, Arc<Mutex<World>>) {
             incarnation: 1,
             last_heard_ms_ago: 100,
             connected: true,
+            ring: crate::core::membership::RingStatus::Valid,
+            handoff: Default::default(),
         });
         nodes.push((name, format!("http://{addr}")));
     }

@@ -93,6 +93,8 @@ impl KvService for FakeNode {
                 incarnation: 1,
                 last_heard_ms_ago: 0,
                 connected: true,
+                ring: crate::core::membership::RingStatus::Valid,
+                handoff: Default::default(),
             })
             .collect()
     }
@@ -124,9 +126,18 @@ impl KvService for FakeNode {
     fn health(&self) -> Health {
         Health {
             status: "ok".into(),
+            reason: None,
             node: self.name.clone(),
             alive: self.members.len(),
             members: self.members.len(),
         }
+    }
+
+    fn leave(&self) -> Result<MemberInfo, ClientError> {
+        Err(ClientError::Conflict("fake node: no membership".into()))
+    }
+
+    fn remove(&self, _: &str) -> Result<MemberInfo, ClientError> {
+        Err(ClientError::Conflict("fake node: no membership".into()))
     }
 }

@@ -1,0 +1,493 @@
+use bytes::Bytes;
+use proptest::prelude::*;
+
+use std::collections::HashMap;
+
+use super::*;
+use crate::core::ids::ActorId;
+
+fn key(s: &str) -> Key {
+    Bytes::copy_from_slice(s.as_bytes())
+}
+
+fn val(s: &str) -> Option<Bytes> {
+    Some(Bytes::copy_from_slice(s.as_bytes()))
+}
+
+fn ring() -> Ring {
+    Ring::build(["a", "b", "c"].map(|n| (NodeId::new(n), 16))).unwrap()
+}
+
+fn size<T: Serialize>(value: &T) -> usize {
+    // What the node sends: a tag byte, then postcard.
+    postcard::experimental::serialized_size(value).unwrap() + 1
+}
+
+/// One simulated node.
+struct Sim {
+    me: NodeId,
+    store: Store,
+    ring: Ring,
+    n: usize,
+    caches: HashMap<NodeId, SharedDigests>,
+    now_ms: u64,
+}
+
+impl Sim {
+    fn new(name: &str, n: usize) -> Self {
+        Sim {
+            me: NodeId::new(name),
+            store: Store::new(ActorId::new(name, 1)),
+            ring: ring(),
+            n,
+            caches: HashMap::new(),
+            now_ms: 1_000,
+        }
+    }
+
+    fn write(&self, k: &str, v: &str) {
+        let k = key(k);
+        let ctx = self.store.get(&k).read().context;
+        self.store
+            .coordinate(&k, &ctx, val(v), self.now_ms)
+            .unwrap();
+    }
+
+    fn delete(&self, k: &str) {
+        let k = key(k);
+        let ctx = self.store.get(&k).read().context;
+        self.store.coordinate(&k, &ctx, None, self.now_ms).unwrap();
+    }
+
+    fn copy_to(&self, other: &Sim, k: &str) {
+        let k = key(k);
+        other.store.merge(&k, &self.store.get(&k));
+    }
+
+    /// Runs `f` with this node's side of a round with `peer`, digests refreshed.
+    fn with<T>(&mut self, peer: &NodeId, f: impl FnOnce(&Replica<'_>) -> T) -> T {
+        let cache = self
+            .caches
+            .entry(peer.clone())
+            .or_insert_with(|| SharedDigests::new(self.me.clone(), peer.clone()));
+        cache.refresh(&self.store, &self.ring, self.n);
+        let replica = Replica {
+            store: &self.store,
+            ring: &self.ring,
+            n: self.n,
+            me: &self.me,
+            digests: cache,
+            hinted: &|_| VersionSet::new(),
+            now_ms: self.now_ms,
+        };
+        f(&replica)
+    }
+
+    fn shares(&self, peer: &Sim, k: &Key) -> bool {
+        shares(&self.ring, self.n, &self.me, &peer.me, k)
+    }
+}
+
+#[derive(Debug, Default)]
+struct Run {
+    stats: RoundStats,
+    sent_by_initiator: usize,
+    sent_by_responder: usize,
+    largest_message: usize,
+    repaired_by_responder: usize,
+}
+
+/// One round, `a` initiating; every message measured as the node measures it.
+fn round(a: &mut Sim, b: &mut Sim) -> Result<Run, AeError> {
+    let (pa, pb) = (a.me.clone(), b.me.clone());
+    let mut run = Run::default();
+    let (mut initiator, mut request) = a.with(&pb, Initiator::start);
+    loop {
+        let sent = size(&request);
+        run.sent_by_initiator += sent;
+        run.largest_message = run.largest_message.max(sent);
+        let answer = b.with(&pa, |r| respond(r, request));
+        let sent = size(&answer.reply);
+        run.sent_by_responder += sent;
+        run.largest_message = run.largest_message.max(sent);
+        run.repaired_by_responder += answer.repaired;
+        let next = a.with(&pb, |r| initiator.step(r, answer.reply))?;
+        match next {
+            Some(next) => request = next,
+            None => break,
+        }
+    }
+    run.stats = initiator.stats().clone();
+    Ok(run)
+}
+
+fn assert_shared_equal(a: &Sim, b: &Sim) {
+    for segment in 0..SEGMENTS {
+        for (k, _) in a
+            .store
+            .keys_in_segment(segment)
+            .into_iter()
+            .chain(b.store.keys_in_segment(segment))
+        {
+            if a.shares(b, &k) {
+                assert_eq!(a.store.get(&k), b.store.get(&k), "{k:?}");
+            }
+        }
+    }
+}
+
+#[test]
+fn in_sync_replicas_exchange_only_the_root() {
+    let (mut a, mut b) = (Sim::new("a", 3), Sim::new("b", 3));
+    for i in 0..500 {
+        a.write(&format!("k{i}"), "v");
+        a.copy_to(&b, &format!("k{i}"));
+    }
+    let run = round(&mut a, &mut b).unwrap();
+    assert!(run.stats.in_sync);
+    assert_eq!(run.stats.requests, 1);
+    assert!(run.sent_by_initiator <= 32, "{run:?}");
+    assert!(run.sent_by_responder <= 2, "{run:?}");
+    // Steady state recomputes nothing; one write recomputes one segment.
+    let cache = a.caches.get_mut(&b.me).unwrap();
+    assert_eq!(cache.refresh(&a.store, &a.ring, 3), 0);
+    a.write("k1", "again");
+    let cache = a.caches.get_mut(&b.me).unwrap();
+    assert_eq!(cache.refresh(&a.store, &a.ring, 3), 1);
+    assert_eq!(cache.refresh(&a.store, &a.ring, 2), SEGMENTS, "N changed");
+}
+
+#[test]
+fn an_empty_replica_catches_up_in_one_round_with_bytes_proportional_to_the_keys() {
+    // Whichever side starts: the empty one pulling, or the full one pushing.
+    for empty_starts in [true, false] {
+        let mut sent = Vec::new();
+        for keys in [100usize, 1000] {
+            let (mut full, mut empty) = (Sim::new("a", 3), Sim::new("b", 3));
+            for i in 0..keys {
+                full.write(&format!("key-{i:05}"), "value-0123456789");
+            }
+            let run = if empty_starts {
+                let run = round(&mut empty, &mut full).unwrap();
+                assert_eq!(run.stats.repaired, keys);
+                run
+            } else {
+                let run = round(&mut full, &mut empty).unwrap();
+                assert_eq!(run.repaired_by_responder, keys);
+                run
+            };
+            assert_shared_equal(&full, &empty);
+            assert!(round(&mut full, &mut empty).unwrap().stats.in_sync);
+            sent.push(run.sent_by_initiator + run.sent_by_responder);
+        }
+        // Per key: the key (once or twice), its digest, one version, segment digests.
+        let per_key = (sent[1] - sent[0]) / 900;
+        assert!((40..=200).contains(&per_key), "{sent:?}");
+        assert!(sent[0] < 100 * 200 + 64 * 1024, "{sent:?}");
+    }
+}
+
+#[test]
+fn one_differing_key_costs_a_path_down_the_tree_not_a_listing() {
+    let (mut a, mut b) = (Sim::new("a", 3), Sim::new("b", 3));
+    let name = |i: usize| format!("key-{i:05}-{}", "p".repeat(30));
+    for i in 0..20_000 {
+        a.write(&name(i), "v");
+        a.copy_to(&b, &name(i));
+    }
+    // A key in a segment too full to list outright, so the buckets narrow it down.
+    let changed = (0..20_000)
+        .map(name)
+        .find(|k| a.store.segment_keys(Store::segment_of(k.as_bytes())).len() >= 4)
+        .unwrap();
+    b.write(&changed, "changed on b");
+    let run = round(&mut a, &mut b).unwrap();
+    assert_shared_equal(&a, &b);
+    assert_eq!(run.stats.differing_segments, 1);
+    assert_eq!(run.stats.differing_buckets, 1);
+    assert_eq!((run.stats.sets_sent, run.stats.repaired), (1, 1));
+    // Root, 64 group digests, 64 segment digests, 16 bucket digests, a bucket's keys
+    // (about one here, 15 at a million keys), and the two sets.
+    let total = run.sent_by_initiator + run.sent_by_responder;
+    assert!(total < 2200, "{run:?}");
+}
+
+#[test]
+fn scope_mismatch_ends_the_round_without_exchanging_keys() {
+    let (mut a, mut b) = (Sim::new("a", 3), Sim::new("b", 2));
+    a.write("only-a", "v");
+    let run = round(&mut a, &mut b).unwrap();
+    assert!(run.stats.scope_mismatch);
+    assert_eq!(run.stats.requests, 1);
+    assert!(b.store.is_empty());
+}
+
+#[test]
+fn large_differences_travel_in_bounded_batches() {
+    let (mut a, mut b) = (Sim::new("a", 3), Sim::new("b", 3));
+    let big = "x".repeat(1 << 20);
+    for i in 0..6 {
+        a.write(&format!("big{i}"), &big);
+    }
+    // Over a MiB of key names, so the listing needs more than one answer.
+    let long = "k".repeat(200);
+    for i in 0..6000 {
+        b.write(&format!("{long}{i}"), "v");
+    }
+    let run = round(&mut a, &mut b).unwrap();
+    assert_shared_equal(&a, &b);
+    assert!(run.stats.requests > 4, "{:?}", run.stats);
+    assert!(
+        run.largest_message < SETS_BUDGET + (2 << 20),
+        "{}",
+        run.largest_message
+    );
+    assert_eq!(run.repaired_by_responder, 6);
+    assert_eq!(run.stats.repaired, 6000);
+}
+
+fn replica_parts(sim: &mut Sim, peer: &str) -> SharedDigests {
+    let mut cache = SharedDigests::new(sim.me.clone(), NodeId::new(peer));
+    cache.refresh(&sim.store, &sim.ring, sim.n);
+    cache
+}
+
+#[test]
+fn malformed_answers_are_errors_not_panics() {
+    let mut a = Sim::new("a", 3);
+    a.write("k", "v");
+    let cache = replica_parts(&mut a, "b");
+    let replica = Replica {
+        store: &a.store,
+        ring: &a.ring,
+        n: 3,
+        me: &a.me,
+        digests: &cache,
+        hinted: &|_| VersionSet::new(),
+        now_ms: 0,
+    };
+    let (mut i, _) = Initiator::start(&replica);
+    assert_eq!(
+        i.step(&replica, AeReply::Groups(vec![0; 3])),
+        Err(AeError::Malformed("group count"))
+    );
+    let (mut i, _) = Initiator::start(&replica);
+    assert!(matches!(
+        i.step(&replica, AeReply::Digests(vec![])),
+        Err(AeError::Unexpected("root"))
+    ));
+    let (mut i, _) = Initiator::start(&replica);
+    let next = i.step(&replica, AeReply::Groups(vec![0; GROUPS])).unwrap();
+    assert!(matches!(
+        next,
+        Some(AeRequest {
+            step: Step::Segments { .. },
+            ..
+        })
+    ));
+    // Bucket digests of a segment that was not asked, or of the wrong count: only the
+    // group of "k" differs, so only its segments are asked.
+    let k_segment = Store::segment_of(b"k");
+    let k_group = k_segment / SEGMENTS_PER_GROUP;
+    let mut theirs = cache.groups();
+    theirs[k_group] ^= 1;
+    let (mut i, _) = Initiator::start(&replica);
+    i.step(&replica, AeReply::Groups(theirs.clone())).unwrap();
+    let outside = ((k_group + 1) % GROUPS * SEGMENTS_PER_GROUP) as u16;
+    assert_eq!(
+        i.step(
+            &replica,
+            AeReply::Buckets(vec![(outside, SegmentView::Keys(vec![]))])
+        ),
+        Err(AeError::Malformed("bucket digests"))
+    );
+    let (mut i, _) = Initiator::start(&replica);
+    i.step(&replica, AeReply::Groups(theirs)).unwrap();
+    let short = AeReply::Buckets(vec![(k_segment as u16, SegmentView::Digests(vec![0; 3]))]);
+    assert_eq!(
+        i.step(&replica, short),
+        Err(AeError::Malformed("bucket digests"))
+    );
+    // A key listing that lists nothing, or more than was asked.
+    let k_segment = k_segment as u16;
+    let (mut i, _) = Initiator::start(&replica);
+    i.step(&replica, AeReply::Groups(vec![0; GROUPS])).unwrap();
+    let next = i
+        .step(
+            &replica,
+            AeReply::Buckets(vec![(k_segment, SegmentView::Digests(vec![0; BUCKETS]))]),
+        )
+        .unwrap();
+    assert!(matches!(
+        next,
+        Some(AeRequest {
+            step: Step::Keys { .. },
+            ..
+        })
+    ));
+    assert_eq!(
+        i.step(
+            &replica,
+            AeReply::Keys {
+                listed: 0,
+                keys: vec![]
+            }
+        ),
+        Err(AeError::Malformed("listed count"))
+    );
+    // A request for an out-of-range segment is simply not different.
+    let b = Sim::new("b", 3);
+    let cache_b = SharedDigests::new(b.me.clone(), a.me.clone());
+    let replica_b = Replica {
+        store: &b.store,
+        ring: &b.ring,
+        n: 3,
+        me: &b.me,
+        digests: &cache_b,
+        hinted: &|_| VersionSet::new(),
+        now_ms: 0,
+    };
+    let answer = respond(
+        &replica_b,
+        AeRequest {
+            from: a.me.clone(),
+            scope: Scope::of(&b.ring, 3),
+            step: Step::Segments {
+                segments: vec![(u16::MAX, 7)],
+            },
+        },
+    );
+    assert_eq!(answer.reply, AeReply::Buckets(vec![]));
+}
+
+#[test]
+fn pushed_keys_the_receiver_does_not_share_are_ignored() {
+    // N = 1: a owns nothing together with b.
+    let a = Sim::new("a", 1);
+    let mut b = Sim::new("b", 1);
+    a.write("k", "v");
+    let set = a.store.get(&key("k"));
+    let answer = b.with(&a.me.clone(), |r| {
+        respond(
+            r,
+            AeRequest {
+                from: NodeId::new("a"),
+                scope: Scope::of(r.ring, 1),
+                step: Step::Exchange {
+                    push: vec![(key("k"), set)],
+                    want: vec![key("k")],
+                    purge: vec![],
+                },
+            },
+        )
+    });
+    assert_eq!(answer.repaired, 0);
+    assert!(b.store.is_empty());
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(32))]
+
+    #[test]
+    fn random_differences_converge_after_one_round(
+        ops in proptest::collection::vec((0u16..300, 0u8..5), 1..120),
+        n in 2usize..=3,
+    ) {
+        let (mut a, mut b) = (Sim::new("a", n), Sim::new("b", n));
+        let c = Sim::new("c", n);
+        for (k, op) in &ops {
+            let k = format!("k{k}");
+            match op {
+                0 => a.write(&k, "a"),
+                1 => b.write(&k, "b"),
+                2 => { a.write(&k, "both"); a.copy_to(&b, &k); }
+                3 => { c.write(&k, "c"); c.copy_to(&a, &k); c.copy_to(&b, &k); }
+                _ => { a.write(&k, "gone"); a.delete(&k); }
+            }
+        }
+        let before: Vec<(Key, VersionSet)> = (0..300)
+            .map(|i| key(&format!("k{i}")))
+            .filter(|k| !a.shares(&b, k))
+            .map(|k| { let s = b.store.get(&k); (k, s) })
+            .collect();
+        let differing: usize = (0..300)
+            .map(|i| key(&format!("k{i}")))
+            .filter(|k| a.shares(&b, k) && a.store.digest(k) != b.store.digest(k))
+            .count();
+        let run = round(&mut a, &mut b).unwrap();
+        assert_shared_equal(&a, &b);
+        for (k, set) in before {
+            prop_assert_eq!(b.store.get(&k), set, "a key b does not share with a");
+        }
+        prop_assert!(run.stats.sets_sent + run.stats.repaired >= differing);
+        prop_assert!(run.stats.sets_sent <= differing && run.stats.repaired <= differing);
+        let again = round(&mut b, &mut a).unwrap();
+        prop_assert!(again.stats.in_sync, "{:?}", again.stats);
+    }
+}
+
+// The purge.
+
+fn delete_everywhere(nodes: &[&Sim], k: &str) {
+    nodes[0].write(k, "v");
+    nodes[0].delete(k);
+    for other in &nodes[1..] {
+        nodes[0].copy_to(other, k);
+    }
+}
+
+#[test]
+fn a_purge_is_not_undone_by_anti_entropy_and_spreads_to_an_owner_that_missed_it() {
+    let (mut a, mut b) = (Sim::new("a", 3), Sim::new("b", 3));
+    let k = "deleted";
+    delete_everywhere(&[&a, &b], k);
+    let digest = a.store.digest(&key(k));
+    assert!(a.store.purge_tombstones(&key(k), digest, a.now_ms));
+    // b missed the purge order. Whoever starts the round, a does not take the tombstone
+    // back, and b purges it.
+    let run = round(&mut b, &mut a).unwrap();
+    assert_eq!(run.stats.purged, 1, "{run:?}");
+    assert!(a.store.is_empty() && b.store.is_empty());
+    assert!(round(&mut a, &mut b).unwrap().stats.in_sync);
+
+    let k2 = "deleted-2";
+    delete_everywhere(&[&a, &b], k2);
+    let digest = a.store.digest(&key(k2));
+    assert!(a.store.purge_tombstones(&key(k2), digest, a.now_ms));
+    let run = round(&mut a, &mut b).unwrap();
+    assert_eq!(run.repaired_by_responder, 0);
+    assert!(a.store.is_empty() && b.store.is_empty(), "{run:?}");
+}
+
+#[test]
+fn a_rewritten_key_is_not_purged_by_a_stale_order() {
+    let (a, b) = (Sim::new("a", 3), Sim::new("b", 3));
+    let k = key("k");
+    delete_everywhere(&[&a, &b], "k");
+    let agreed = a.store.digest(&k);
+    b.write("k", "written again");
+    assert!(!b.store.purge_tombstones(&k, agreed, 0));
+    assert_eq!(
+        b.store.get(&k).read().values,
+        vec![Bytes::from("written again")]
+    );
+    assert_eq!(b.store.purges_remembered(), 0);
+}
+
+#[test]
+fn a_late_copy_of_a_purged_value_is_dropped_by_anti_entropy() {
+    // b still holds the value (it missed the delete); a purged the tombstones. A round from
+    // either side must not bring the value back to a.
+    let (mut a, mut b) = (Sim::new("a", 3), Sim::new("b", 3));
+    a.write("k", "old");
+    a.copy_to(&b, "k");
+    a.delete("k");
+    let digest = a.store.digest(&key("k"));
+    assert!(a.store.purge_tombstones(&key("k"), digest, a.now_ms));
+    round(&mut b, &mut a).unwrap();
+    round(&mut a, &mut b).unwrap();
+    assert!(
+        a.store.get(&key("k")).read().values.is_empty(),
+        "not undone on a"
+    );
+}

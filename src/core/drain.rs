@@ -1,0 +1,222 @@
+//! Hint drain: where each held hint goes next, and what an answer does to it. No I/O.
+//!
+//! A hint goes back to its owner once the owner is reachable. A hint whose owner will never
+//! take it (the owner left or was removed), and every hint of a node that is leaving and
+//! whose owner is down, goes instead to the replicas that should hold the key now (the sloppy
+//! targets of its walk without this node), as a handoff would send it. Either way the hint
+//! is dropped only when every destination acknowledged it, and put back to wait otherwise.
+
+use super::hints::{HintId, HintStore};
+use super::ids::NodeId;
+use super::replica::ReplicaPut;
+use super::view::View;
+use super::write::Outgoing;
+
+/// One hint on its way.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Delivery {
+    /// The owner the hint was kept for.
+    pub owner: NodeId,
+    /// The hint.
+    pub id: HintId,
+    /// The writes to send; the hint is dropped when all are acknowledged.
+    pub sends: Vec<Outgoing>,
+}
+
+/// What decides where hints go.
+pub struct DrainScope<'a> {
+    /// This node's routing view.
+    pub view: View<'a>,
+    /// Whether an owner left or was removed: it will never take its hints.
+    pub gone: &'a dyn Fn(&NodeId) -> bool,
+    /// Whether this node is leaving: it must give every hint away.
+    pub leaving: bool,
+}
+
+/// Takes up to `max` waiting hints per owner that can go somewhere now, marking them in
+/// flight, and says where each goes.
+pub fn plan(hints: &mut HintStore, scope: &DrainScope<'_>, max: usize) -> Vec<Delivery> {
+    let mut deliveries = Vec::new();
+    for owner in hints.owners() {
+        let gone = (scope.gone)(&owner);
+        let reachable = !gone && scope.view.is_live(&owner) && owner != *scope.view.me;
+        if !(reachable || gone || scope.leaving) {
+            continue;
+        }
+        for hint in hints.take(&owner, max) {
+            let sends = if reachable {
+                vec![Outgoing {
+                    to: owner.clone(),
+                    put: ReplicaPut {
+                        key: hint.key,
+                        versions: hint.versions,
+                        hint_for: None,
+                    },
+                }]
+            } else {
+                let Some(targets) = scope.view.targets_elsewhere(&hint.key) else {
+                    hints.release(&owner, &[hint.id]);
+                    continue;
+                };
+                targets
+                    .into_iter()
+                    .map(|t| Outgoing {
+                        to: t.node,
+                        put: ReplicaPut {
+                            key: hint.key.clone(),
+                            versions: hint.versions.clone(),
+                            hint_for: t.stands_in_for,
+                        },
+                    })
+                    .collect()
+            };
+            deliveries.push(Delivery {
+                owner: owner.clone(),
+                id: hint.id,
+                sends,
+            });
+        }
+    }
+    deliveries
+}
+
+/// A delivery ended: the hint is dropped when every destination acknowledged it, and waits
+/// again otherwise. Returns whether it was dropped.
+pub fn settle(hints: &mut HintStore, delivery: &Delivery, all_acked: bool) -> bool {
+    if all_acked {
+        hints.ack(&delivery.owner, delivery.id)
+    } else {
+        hints.release(&delivery.owner, &[delivery.id]);
+        false
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use bytes::Bytes;
+
+    use super::*;
+    use crate::core::ids::{ActorId, Key};
+    use crate::core::ring::Ring;
+    use crate::core::store::Store;
+    use crate::core::vclock::VClock;
+
+    fn nodes(names: &[&str]) -> Vec<NodeId> {
+        names.iter().map(|n| NodeId::new(*n)).collect()
+    }
+
+    fn hinted(owner: &str, count: usize) -> HintStore {
+        let coord = Store::new(ActorId::new("c", 1));
+        let mut hints = HintStore::new();
+        for i in 0..count {
+            let key = Key::from(format!("k{i}"));
+            let set = coord
+                .coordinate(&key, &VClock::new(), Some(Bytes::from("v")), 0)
+                .unwrap()
+                .versions;
+            hints.add(NodeId::new(owner), key, set, 0).unwrap();
+        }
+        hints
+    }
+
+    #[test]
+    fn hints_go_to_their_owner_when_it_is_reachable_and_wait_otherwise() {
+        let me = NodeId::new("f");
+        let ring = Ring::with_default_vnodes(nodes(&["f", "o", "p", "q"])).unwrap();
+        let never_gone = |_: &NodeId| false;
+        for (owner_up, expected) in [(true, 3), (false, 0)] {
+            let live = move |n: &NodeId| owner_up || n.as_str() != "o";
+            let scope = DrainScope {
+                view: View {
+                    me: &me,
+                    ring: &ring,
+                    n: 3,
+                    live: &live,
+                },
+                gone: &never_gone,
+                leaving: false,
+            };
+            let mut hints = hinted("o", 3);
+            let deliveries = plan(&mut hints, &scope, 10);
+            assert_eq!(deliveries.len(), expected);
+            for d in &deliveries {
+                assert_eq!(d.sends.len(), 1);
+                assert_eq!(d.sends[0].to.as_str(), "o");
+                assert_eq!(d.sends[0].put.hint_for, None);
+            }
+            assert!(plan(&mut hints, &scope, 10).is_empty(), "in flight");
+            for d in &deliveries {
+                assert!(settle(&mut hints, d, true));
+            }
+            assert_eq!(hints.len(), 3 - expected);
+        }
+    }
+
+    #[test]
+    fn hints_of_a_removed_owner_go_to_the_keys_current_replicas() {
+        let me = NodeId::new("f");
+        let ring = Ring::with_default_vnodes(nodes(&["f", "p", "q", "r"])).unwrap();
+        let gone = |n: &NodeId| n.as_str() == "o";
+        let live = |_: &NodeId| true;
+        let scope = DrainScope {
+            view: View {
+                me: &me,
+                ring: &ring,
+                n: 3,
+                live: &live,
+            },
+            gone: &gone,
+            leaving: false,
+        };
+        let mut hints = hinted("o", 20);
+        let deliveries = plan(&mut hints, &scope, 100);
+        assert_eq!(deliveries.len(), 20);
+        for d in &deliveries {
+            let to: Vec<NodeId> = d.sends.iter().map(|s| s.to.clone()).collect();
+            let owners = ring.owners(&d.sends[0].put.key, 3).unwrap();
+            let expected: Vec<NodeId> = ring
+                .preference_list(&d.sends[0].put.key)
+                .unwrap()
+                .filter(|n| **n != me)
+                .take(3)
+                .cloned()
+                .collect();
+            assert_eq!(to, expected, "owners {owners:?}");
+        }
+        // One destination failed: the hint waits for the next round.
+        assert!(!settle(&mut hints, &deliveries[0], false));
+        assert_eq!(hints.len(), 20);
+        assert_eq!(plan(&mut hints, &scope, 100).len(), 1);
+    }
+
+    #[test]
+    fn a_leaving_node_gives_away_the_hints_of_a_dead_owner() {
+        let me = NodeId::new("f");
+        let ring = Ring::with_default_vnodes(nodes(&["o", "p", "q", "r"])).unwrap();
+        let never_gone = |_: &NodeId| false;
+        let o_down = |n: &NodeId| n.as_str() != "o";
+        let scope = DrainScope {
+            view: View {
+                me: &me,
+                ring: &ring,
+                n: 3,
+                live: &o_down,
+            },
+            gone: &never_gone,
+            leaving: true,
+        };
+        let mut hints = hinted("o", 10);
+        let deliveries = plan(&mut hints, &scope, 100);
+        assert_eq!(deliveries.len(), 10);
+        for d in &deliveries {
+            assert!(d.sends.iter().all(|s| s.to.as_str() != "o"));
+            let hinted_for_o = d
+                .sends
+                .iter()
+                .filter(|s| s.put.hint_for.as_ref().is_some_and(|o| o.as_str() == "o"));
+            let owns = ring.owners(&d.sends[0].put.key, 3).unwrap();
+            let expected = usize::from(owns.iter().any(|n| n.as_str() == "o"));
+            assert_eq!(hinted_for_o.count(), expected);
+        }
+    }
+}

@@ -1,0 +1,151 @@
+//! What a node remembers of the tombstones it purged, so that no late copy brings a purged
+//! delete back.
+//!
+//! A purged set is remembered by its causal context (its versions' contexts plus their dots):
+//! any version whose dot falls inside it was deleted (or replaced before the delete), so a
+//! copy of it that arrives after the purge (a slow replica write, a hint, a handoff or an
+//! anti-entropy push sent before the purge) is dropped on arrival. Keys the cluster wrote again
+//! after the purge carry fresh dots, outside the remembered context, so they are kept.
+//!
+//! The memory is bounded: entries older than a time to live, and the oldest beyond a capacity,
+//! are forgotten. What protects a purge beyond that horizon is the purge rule itself (every
+//! node that may hold a copy of the key agreed first; see [`crate::core::purge`]).
+
+use std::collections::{HashMap, VecDeque};
+
+use super::ids::Key;
+use super::vclock::VClock;
+use super::version::VersionSet;
+
+/// One purge remembered.
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct Entry {
+    digest: u64,
+    context: VClock,
+    at_ms: u64,
+}
+
+/// Purged keys, by key, with the context and digest of the set that was purged.
+#[derive(Debug)]
+pub struct PurgedKeys {
+    ttl_ms: u64,
+    capacity: usize,
+    by_key: HashMap<Key, Entry>,
+    order: VecDeque<(u64, Key)>,
+}
+
+impl PurgedKeys {
+    /// A memory keeping purges `ttl_ms` long, at most `capacity` of them.
+    pub fn new(ttl_ms: u64, capacity: usize) -> Self {
+        PurgedKeys {
+            ttl_ms,
+            capacity,
+            by_key: HashMap::new(),
+            order: VecDeque::new(),
+        }
+    }
+
+    /// Remembers that `key` was purged at `now_ms` while it held `set`.
+    pub fn record(&mut self, key: Key, set: &VersionSet, now_ms: u64) {
+        let entry = Entry {
+            digest: set.digest(),
+            context: set.context(),
+            at_ms: now_ms,
+        };
+        self.by_key.insert(key.clone(), entry);
+        self.order.push_back((now_ms, key));
+        while let Some((at, key)) = self.order.front().cloned() {
+            let expired = at.saturating_add(self.ttl_ms) < now_ms;
+            if !expired && self.order.len() <= self.capacity {
+                break;
+            }
+            self.order.pop_front();
+            // Only the newest record of a key counts; older queue entries just go.
+            if self.by_key.get(&key).is_some_and(|e| e.at_ms == at) {
+                self.by_key.remove(&key);
+            }
+        }
+    }
+
+    /// `incoming` without the versions a purge of `key` deleted; `None` when nothing of it
+    /// was purged here (the common case, which allocates nothing).
+    pub fn strip(&self, key: &[u8], incoming: &VersionSet) -> Option<VersionSet> {
+        let entry = self.by_key.get(key)?;
+        let dead = |dot| entry.context.contains(dot);
+        if !incoming.versions().iter().any(|v| dead(&v.dot)) {
+            return None;
+        }
+        Some(VersionSet::from_versions(
+            incoming
+                .versions()
+                .iter()
+                .filter(|v| !dead(&v.dot))
+                .cloned(),
+        ))
+    }
+
+    /// True when `key` was purged here with exactly the set of digest `digest`.
+    pub fn purged_as(&self, key: &[u8], digest: u64) -> bool {
+        self.by_key.get(key).is_some_and(|e| e.digest == digest)
+    }
+
+    /// Number of purges remembered.
+    pub fn len(&self) -> usize {
+        self.by_key.len()
+    }
+
+    /// True when no purge is remembered.
+    pub fn is_empty(&self) -> bool {
+        self.by_key.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use bytes::Bytes;
+
+    use super::*;
+    use crate::core::ids::ActorId;
+    use crate::core::vclock::Dot;
+
+    fn write(set: &mut VersionSet, ctx: &VClock, actor: &str, counter: u64, v: Option<&str>) {
+        let dot = Dot::new(ActorId::new(actor, 1), counter);
+        set.write(ctx, dot, v.map(|v| Bytes::copy_from_slice(v.as_bytes())), 0);
+    }
+
+    #[test]
+    fn a_late_copy_of_a_deleted_value_is_stripped_and_a_new_write_kept() {
+        let mut old = VersionSet::new();
+        write(&mut old, &VClock::new(), "a", 1, Some("old"));
+        let mut deleted = old.clone();
+        write(&mut deleted, &old.context(), "a", 2, None);
+        let mut memo = PurgedKeys::new(1_000, 10);
+        let key = Key::from_static(b"k");
+        memo.record(key.clone(), &deleted, 0);
+        assert!(memo.purged_as(b"k", deleted.digest()));
+        assert_eq!(memo.strip(b"k", &old), Some(VersionSet::new()));
+        assert_eq!(memo.strip(b"k", &deleted), Some(VersionSet::new()));
+        let mut fresh = VersionSet::new();
+        write(&mut fresh, &VClock::new(), "a", 3, Some("new"));
+        assert_eq!(memo.strip(b"k", &fresh), None);
+        let mut both = old.clone();
+        both.merge(&fresh);
+        assert_eq!(memo.strip(b"k", &both), Some(fresh));
+        assert_eq!(memo.strip(b"other", &old), None);
+    }
+
+    #[test]
+    fn the_memory_is_bounded_by_age_and_count() {
+        let mut set = VersionSet::new();
+        write(&mut set, &VClock::new(), "a", 1, None);
+        let mut memo = PurgedKeys::new(100, 2);
+        for (i, at) in [(0, 0), (1, 10), (2, 20)] {
+            memo.record(Key::from(format!("k{i}")), &set, at);
+        }
+        assert_eq!(memo.len(), 2, "the oldest went past the capacity");
+        assert!(!memo.purged_as(b"k0", set.digest()));
+        memo.record(Key::from_static(b"k3"), &set, 500);
+        assert_eq!(memo.len(), 1, "the others expired");
+        assert!(memo.purged_as(b"k3", set.digest()));
+    }
+}

@@ -1,0 +1,199 @@
+//! The replica side of reads and writes: what a node does with the requests coordinators
+//! send it, whether they come from a peer's coordinator, a hint drain, a handoff or read
+//! repair. Pure: the Storage actor and the simulation both call [`LocalReplica::serve`].
+
+use serde::{Deserialize, Serialize};
+
+use super::hints::{HintsFull, SharedHints};
+use super::ids::{ActorId, Key, NodeId};
+use super::store::Store;
+use super::version::VersionSet;
+
+/// A replica write: merge `versions` into the key, or hold them as a hint for `hint_for`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReplicaPut {
+    /// The key.
+    pub key: Key,
+    /// The coordinator's whole set for the key.
+    pub versions: VersionSet,
+    /// The owner this node stands in for (sloppy quorum), if any.
+    pub hint_for: Option<NodeId>,
+}
+
+impl ReplicaPut {
+    /// An upper bound of the write's encoded size (see [`set_size_bound`]).
+    pub fn size_bound(&self) -> usize {
+        key_size_bound(&self.key)
+            + set_size_bound(&self.versions)
+            + 1
+            + self
+                .hint_for
+                .as_ref()
+                .map_or(0, |n| str_size_bound(n.as_str()))
+    }
+}
+
+/// One request of a batch sent to a peer's Storage actor.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ReplicaRequest {
+    /// Read the key's versions (stored and hinted).
+    Get(Key),
+    /// Merge versions (or hold them as a hint).
+    Put(ReplicaPut),
+}
+
+impl ReplicaRequest {
+    /// An upper bound of the request's encoded size, for keeping batches under the frame limit.
+    pub fn size_bound(&self) -> usize {
+        1 + match self {
+            ReplicaRequest::Get(key) => key_size_bound(key),
+            ReplicaRequest::Put(put) => put.size_bound(),
+        }
+    }
+}
+
+/// The answer to one [`ReplicaRequest`] of a batch.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ReplicaReply {
+    /// What the replica holds for the key of a `Get`.
+    Got(VersionSet),
+    /// A `Put` was applied.
+    Stored,
+    /// The request was not served, and why: a write refused is not an ack.
+    Refused(String),
+}
+
+impl ReplicaReply {
+    /// An upper bound of the reply's encoded size, for keeping answers under the frame limit.
+    pub fn size_bound(&self) -> usize {
+        1 + match self {
+            ReplicaReply::Got(set) => set_size_bound(set),
+            ReplicaReply::Stored => 0,
+            ReplicaReply::Refused(why) => str_size_bound(why),
+        }
+    }
+}
+
+/// Postcard writes integers as varints: at most 10 bytes for a u64.
+pub(crate) const VARINT_MAX: usize = 10;
+/// At most 5 bytes for a length.
+pub(crate) const LEN_MAX: usize = 5;
+
+/// An upper bound of a string's encoded size.
+pub(crate) fn str_size_bound(s: &str) -> usize {
+    LEN_MAX + s.len()
+}
+
+/// An upper bound of a key's encoded size.
+pub(crate) fn key_size_bound(key: &Key) -> usize {
+    LEN_MAX + key.len()
+}
+
+/// An upper bound of a set's postcard size, computed without encoding it: batches of sets are
+/// cut by it so that no frame can reach the peer's frame limit.
+pub fn set_size_bound(set: &VersionSet) -> usize {
+    let actor = |a: &ActorId| str_size_bound(a.node.as_str()) + VARINT_MAX;
+    LEN_MAX
+        + set
+            .versions()
+            .iter()
+            .map(|v| {
+                let clock: usize = v
+                    .context
+                    .entries()
+                    .map(|(a, _)| actor(a) + 2 * VARINT_MAX)
+                    .sum();
+                actor(&v.dot.actor)
+                    + VARINT_MAX
+                    + LEN_MAX
+                    + clock
+                    + 1
+                    + v.value.as_ref().map_or(0, |b| LEN_MAX + b.len())
+                    + VARINT_MAX
+            })
+            .sum::<usize>()
+}
+
+/// Why a replica write was not applied (it is then not an ack).
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum PutRefused {
+    /// This node left the cluster or was removed: it takes no data.
+    #[error("this node is no longer a member of the cluster")]
+    NotAMember,
+    /// The hint store is at its limit.
+    #[error(transparent)]
+    HintsFull(#[from] HintsFull),
+}
+
+/// A node's stored data and hints, as the replica side of requests sees them.
+pub struct LocalReplica<'a> {
+    /// This node.
+    pub me: &'a NodeId,
+    /// The stored data.
+    pub store: &'a Store,
+    /// The hints held for other owners.
+    pub hints: &'a SharedHints,
+    /// False once this node left or was removed: it then serves nothing.
+    pub member: bool,
+    /// Local monotonic milliseconds, recorded with new hints.
+    pub now_ms: u64,
+}
+
+impl LocalReplica<'_> {
+    /// What this node holds for `key`: its own versions and any it keeps as hints.
+    pub fn read(&self, key: &[u8]) -> VersionSet {
+        let mut set = self.store.get(key);
+        let hints = self.hints.lock();
+        // Merging even an empty set rebuilds this one; there are rarely any hints.
+        if hints.holds(key) {
+            set.merge(&hints.versions_for(key));
+        }
+        set
+    }
+
+    /// Applies a replica write: a merge, or a hint kept for the owner this node stands in for.
+    pub fn apply(&self, put: ReplicaPut) -> Result<(), PutRefused> {
+        if !self.member {
+            return Err(PutRefused::NotAMember);
+        }
+        match put.hint_for {
+            Some(owner) if owner != *self.me => {
+                self.hints
+                    .lock()
+                    .add(owner, put.key, put.versions, self.now_ms)?;
+            }
+            _ => {
+                self.store.merge(&put.key, &put.versions);
+            }
+        }
+        Ok(())
+    }
+
+    /// Serves a batch in order, and stops before the request whose reply would take the
+    /// answer past `budget` bytes (the first request is always served): the sender asks again
+    /// for the rest, so no answer can outgrow the frame limit however large the sets are.
+    pub fn serve(&self, requests: Vec<ReplicaRequest>, budget: usize) -> Vec<ReplicaReply> {
+        let mut replies = Vec::with_capacity(requests.len());
+        let mut bytes = 0;
+        for request in requests {
+            let reply = match request {
+                ReplicaRequest::Get(_) if !self.member => {
+                    ReplicaReply::Refused(PutRefused::NotAMember.to_string())
+                }
+                ReplicaRequest::Get(key) => ReplicaReply::Got(self.read(&key)),
+                ReplicaRequest::Put(put) => match self.apply(put) {
+                    Ok(()) => ReplicaReply::Stored,
+                    Err(e) => ReplicaReply::Refused(e.to_string()),
+                },
+            };
+            bytes += reply.size_bound();
+            // Only a read is left out: it changed nothing, so asking again is harmless. An
+            // ack is a byte; a write is never applied without being answered.
+            if bytes > budget && !replies.is_empty() && matches!(reply, ReplicaReply::Got(_)) {
+                break;
+            }
+            replies.push(reply);
+        }
+        replies
+    }
+}

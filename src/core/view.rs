@@ -1,0 +1,58 @@
+//! What a node knows when it routes a request: who it is, the ring, N, and who it can reach.
+
+use super::ids::NodeId;
+use super::quorum::{Target, select_targets};
+use super::ring::{Ring, RingError};
+
+/// One node's routing view, borrowed from its published snapshots.
+#[derive(Clone, Copy)]
+pub struct View<'a> {
+    /// This node.
+    pub me: &'a NodeId,
+    /// This node's ring.
+    pub ring: &'a Ring,
+    /// Replicas per key.
+    pub n: usize,
+    /// Whether a request sent to a node now would reach it (this node always does).
+    pub live: &'a dyn Fn(&NodeId) -> bool,
+}
+
+impl View<'_> {
+    /// Whether requests may be sent to `node`: this node, or one seen alive and connected.
+    pub fn is_live(&self, node: &NodeId) -> bool {
+        node == self.me || (self.live)(node)
+    }
+
+    /// The key's owners on the ring: the first N distinct nodes of its walk.
+    pub fn owners(&self, key: &[u8]) -> Result<Vec<NodeId>, RingError> {
+        self.ring.owners(key, self.n)
+    }
+
+    /// Whether this node is among the key's owners.
+    pub fn owns(&self, key: &[u8]) -> bool {
+        self.owners(key)
+            .is_ok_and(|owners| owners.contains(self.me))
+    }
+
+    /// The replicas a request for `key` goes to under the sloppy quorum (see
+    /// [`select_targets`]).
+    pub fn targets(&self, key: &[u8]) -> Result<Vec<Target>, RingError> {
+        let preference = self.ring.preference_list(key)?;
+        Ok(select_targets(preference, self.n, |node| {
+            self.is_live(node)
+        }))
+    }
+
+    /// The replicas that should take `key` from this node when it no longer owns it: the
+    /// sloppy targets of the walk without this node, so that a dead owner's copy goes to a
+    /// fallback with a hint. `None` while some owner has no live stand-in.
+    pub fn targets_elsewhere(&self, key: &[u8]) -> Option<Vec<Target>> {
+        let preference = self.ring.preference_list(key).ok()?;
+        let others = preference.filter(|node| *node != self.me);
+        let targets = select_targets(others, self.n, |node| self.is_live(node));
+        let wanted = self
+            .n
+            .min(self.ring.len() - usize::from(self.ring.contains(self.me)));
+        (targets.len() == wanted && !targets.is_empty()).then_some(targets)
+    }
+}
