@@ -10,8 +10,10 @@
 //! `shell start --name n1 ...` is the node's `start` path (the same code as `dynamo-node
 //! start`), so nothing else has to be built first. With standard input not a terminal, the
 //! shell reads one command per line, prints only the results, and stops the cluster at the end
-//! of the input (exit code 1 if a command failed). `help` lists the commands; the parsing,
-//! running and printing of commands lives in `dynamo_node::shell`.
+//! of the input (exit code 1 if a command failed). `help` lists the commands (key-value ones;
+//! membership ones such as `leave n3`, `wait n3 left` and `remove n3`; faults such as `kill`,
+//! `pause` and `partition`); the parsing, running and printing of commands lives in
+//! `dynamo_node::shell`.
 
 use std::io::{BufRead, IsTerminal, Write};
 use std::path::PathBuf;

@@ -1,8 +1,9 @@
-//! The client subcommands (`get`, `put`, `delete`, `status`) as a black box, against the real
-//! HTTP server over a one-replica in-memory service (no node runtime needed).
+//! The client subcommands (`get`, `put`, `delete`, `status`, `leave`, `remove`) as a black
+//! box, against the real HTTP server over a one-replica in-memory service (no node runtime
+//! needed).
 
 use std::process::{Command, Output, Stdio};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
 use dynamo_node::api::{
@@ -11,13 +12,19 @@ use dynamo_node::api::{
 };
 use dynamo_node::config::{ConfigUpdate, QuorumConfig};
 use dynamo_node::core::ids::{ActorId, Key};
-use dynamo_node::core::membership::{RingStatus, Status};
+use dynamo_node::core::membership::{HandoffProgress, RingStatus, Status};
 use dynamo_node::core::store::Store;
 use dynamo_node::core::version::VersionSet;
 
-/// One replica: every write is coordinated here; `unavailable-*` keys answer 503.
+/// One replica n1 among members n1 (alive), n2 (suspect, leaving, handing keys off) and n3
+/// (alive): every write is coordinated here; `unavailable-*` keys answer 503. A first `leave`
+/// makes n1 leaving, a second one finds it left: then it refuses writes and /health is 503.
 #[derive(Clone)]
-struct OneReplica(Arc<Store>);
+struct OneReplica {
+    store: Arc<Store>,
+    ring: Arc<Mutex<RingStatus>>,
+    removed: Arc<Mutex<Vec<String>>>,
+}
 
 impl OneReplica {
     fn write(
@@ -29,9 +36,14 @@ impl OneReplica {
         if key.starts_with(b"unavailable-") {
             return Err(ClientError::Unavailable("nobody home".into()));
         }
+        if *self.ring.lock().unwrap() == RingStatus::Left {
+            return Err(ClientError::NotAMember(
+                "this node has left the cluster: it serves nothing".into(),
+            ));
+        }
         let context = context.unwrap_or_default();
         let done = self
-            .0
+            .store
             .coordinate(&key, context.clock(), value, 0)
             .map_err(|e| ClientError::Internal(e.to_string()))?;
         Ok(Context::from_clock(done.versions.context()))
@@ -40,7 +52,7 @@ impl OneReplica {
 
 impl KvService for OneReplica {
     async fn get(&self, key: Key, _: ReadOptions) -> Result<GetResult, ClientError> {
-        Ok(GetResult::from_set(&self.0.get(&key)))
+        Ok(GetResult::from_set(&self.store.get(&key)))
     }
 
     async fn put(
@@ -67,24 +79,37 @@ impl KvService for OneReplica {
     }
 
     fn members(&self) -> Vec<MemberInfo> {
-        ["n1", "n2"]
+        let removed = self.removed.lock().unwrap().clone();
+        ["n1", "n2", "n3"]
             .iter()
             .enumerate()
             .map(|(i, node)| MemberInfo {
                 node: node.to_string(),
                 cluster_addr: format!("127.0.0.{}:7000", i + 2),
                 http_addr: format!("127.0.0.{}:8000", i + 2),
-                status: if i == 0 {
-                    Status::Alive
-                } else {
+                status: if i == 1 {
                     Status::Suspect
+                } else {
+                    Status::Alive
                 },
                 heartbeat: 10,
                 incarnation: 1,
-                last_heard_ms_ago: if i == 0 { 0 } else { 6000 },
-                connected: i == 0,
-                ring: RingStatus::Valid,
-                handoff: Default::default(),
+                last_heard_ms_ago: if i == 1 { 6000 } else { 0 },
+                connected: i != 1,
+                ring: match i {
+                    _ if removed.iter().any(|r| r == node) => RingStatus::Removed,
+                    0 => *self.ring.lock().unwrap(),
+                    1 => RingStatus::Leaving,
+                    _ => RingStatus::Valid,
+                },
+                handoff: if i == 1 {
+                    HandoffProgress {
+                        handed: 7,
+                        remaining: 5,
+                    }
+                } else {
+                    HandoffProgress::default()
+                },
             })
             .collect()
     }
@@ -98,13 +123,13 @@ impl KvService for OneReplica {
                 vnodes: 128,
                 primary_share: 0.5,
                 replica_share: 1.0,
-                keys: Some(self.0.len()),
+                keys: Some(self.store.len()),
             }],
         }
     }
 
     fn local(&self, key: &[u8]) -> VersionSet {
-        self.0.get(key)
+        self.store.get(key)
     }
 
     fn update_config(&self, _: ConfigUpdate) -> Result<QuorumConfig, ClientError> {
@@ -120,30 +145,44 @@ impl KvService for OneReplica {
     }
 
     fn health(&self) -> Health {
+        let members = self.members();
+        let left = *self.ring.lock().unwrap() == RingStatus::Left;
         Health {
-            status: "ok".into(),
-            reason: None,
+            status: if left { "unavailable" } else { "ok" }.into(),
+            reason: left.then(|| "this node has left the cluster".to_string()),
             node: "n1".into(),
-            alive: 1,
-            members: 2,
+            alive: members.iter().filter(|m| m.status == Status::Alive).count(),
+            members: members.len(),
         }
     }
 
     fn leave(&self) -> Result<MemberInfo, ClientError> {
-        let mut me = self.members().remove(0);
-        me.ring = RingStatus::Leaving;
-        Ok(me)
+        {
+            let mut ring = self.ring.lock().unwrap();
+            *ring = match *ring {
+                RingStatus::Valid => RingStatus::Leaving,
+                _ => RingStatus::Left,
+            };
+        }
+        Ok(self.members().remove(0))
     }
 
     fn remove(&self, node: &str) -> Result<MemberInfo, ClientError> {
+        if node == "n1" {
+            return Err(ClientError::Conflict(
+                "n1 is this node: a node leaves, it does not remove itself".into(),
+            ));
+        }
         match self.members().into_iter().find(|m| m.node == node) {
-            Some(m) if m.connected => Err(ClientError::MemberAlive(format!("{node} is alive"))),
-            Some(mut m) => {
-                m.ring = RingStatus::Removed;
-                Ok(m)
+            Some(m) if m.status == Status::Alive => {
+                Err(ClientError::MemberAlive(format!("{node} is alive")))
+            }
+            Some(_) => {
+                self.removed.lock().unwrap().push(node.to_string());
+                Ok(self.members().into_iter().find(|m| m.node == node).unwrap())
             }
             None => Err(ClientError::UnknownMember(format!(
-                "no member named {node}"
+                "no member named {node} is known"
             ))),
         }
     }
@@ -153,7 +192,11 @@ impl KvService for OneReplica {
 async fn serve() -> String {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());
-    let service = OneReplica(Arc::new(Store::new(ActorId::new("n1", 1))));
+    let service = OneReplica {
+        store: Arc::new(Store::new(ActorId::new("n1", 1))),
+        ring: Arc::new(Mutex::new(RingStatus::Valid)),
+        removed: Arc::default(),
+    };
     tokio::spawn(dynamo_node::http::serve(
         listener,
         service,
@@ -299,16 +342,127 @@ async fn status_prints_members_and_ring_tables() {
     assert_eq!(status.status.code(), Some(0), "{}", err(&status));
     let text = out(&status);
     let lines: Vec<&str> = text.lines().collect();
-    assert_eq!(lines[0], format!("node n1 at {url}: 1 of 2 members alive"));
-    assert!(lines[2].starts_with("MEMBER  STATUS   HEARTBEAT"), "{text}");
-    assert!(lines[3].starts_with("n1      alive    10"), "{text}");
+    assert_eq!(lines[0], format!("node n1 at {url}: 2 of 3 members alive"));
     assert!(
-        lines[4].contains("suspect") && lines[4].contains("6000 ms ago"),
+        lines[2].starts_with("MEMBER  STATUS   RING     HEARTBEAT"),
         "{text}"
     );
+    assert!(lines[2].ends_with("HTTP ADDRESS    HANDOFF"), "{text}");
+    assert!(
+        lines[3].starts_with("n1      alive    valid    10"),
+        "{text}"
+    );
+    assert!(lines[3].ends_with("  -"), "{text}");
+    // Liveness and ring status side by side; a leaving node shows its handoff.
+    assert!(
+        lines[4].starts_with("n2      suspect  leaving  10") && lines[4].contains("6000 ms ago"),
+        "{text}"
+    );
+    assert!(lines[4].ends_with("  7 handed, 5 left"), "{text}");
+    assert!(lines[5].starts_with("n3      alive    valid    "), "{text}");
     assert!(text.contains("ring version 2, n = 3\n"), "{text}");
     assert!(
         text.contains("n1    128     50.0%    100.0%   0\n"),
         "{text}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn leave_drains_the_node_and_a_node_that_left_says_so() {
+    let url = serve().await;
+    let leave = dynamo(&["leave", "--node", &url]).await;
+    assert_eq!(leave.status.code(), Some(0), "{}", err(&leave));
+    let text = out(&leave);
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines[0], format!("node n1 at {url}: ring status leaving"));
+    assert!(
+        lines[1].contains("hands every key it holds to the other members, then reports `left`"),
+        "{text}"
+    );
+    assert!(lines[1].ends_with("after that it can be stopped"), "{text}");
+    assert!(
+        lines[2].contains(&format!("dynamo-node status --node {url}")),
+        "{text}"
+    );
+    let status = dynamo(&["status", "--node", &url]).await;
+    let n1 = out(&status)
+        .lines()
+        .find(|l| l.starts_with("n1 "))
+        .map(str::to_string)
+        .unwrap();
+    assert!(
+        n1.starts_with("n1      alive    leaving  "),
+        "{}",
+        out(&status)
+    );
+
+    // Once it has left: leave says so, status still works (its /health is 503 with the
+    // reason), and the node refuses writes.
+    let again = dynamo(&["leave", "--node", &url]).await;
+    assert_eq!(again.status.code(), Some(0), "{}", err(&again));
+    assert!(
+        out(&again).starts_with(&format!("node n1 at {url}: ring status left\n")),
+        "{}",
+        out(&again)
+    );
+    assert!(out(&again).contains("can be stopped"), "{}", out(&again));
+    let status = dynamo(&["status", "--node", &url]).await;
+    assert_eq!(status.status.code(), Some(0), "{}", err(&status));
+    assert_eq!(
+        out(&status).lines().next().unwrap(),
+        format!(
+            "node n1 at {url}: unavailable (this node has left the cluster); 2 of 3 members alive"
+        )
+    );
+    let put = dynamo(&["put", "k", "v", "--node", &url]).await;
+    assert_eq!(put.status.code(), Some(1));
+    assert!(err(&put).contains("503 not_a_member"), "{}", err(&put));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn remove_takes_a_member_that_is_gone_and_explains_each_refusal() {
+    let url = serve().await;
+    let alive = dynamo(&["remove", "n3", "--node", &url]).await;
+    assert_eq!(alive.status.code(), Some(1));
+    let e = err(&alive);
+    assert!(
+        e.starts_with(&format!("error: {url}: cannot remove n3: n3 is alive\n")),
+        "{e}"
+    );
+    assert!(
+        e.contains("hint: a live node drains instead (`dynamo-node leave --node <its URL>`)"),
+        "{e}"
+    );
+    let itself = dynamo(&["remove", "n1", "--node", &url]).await;
+    assert_eq!(itself.status.code(), Some(1));
+    assert!(
+        err(&itself).contains("cannot remove n1: n1 is this node")
+            && err(&itself).contains("hint: a node does not remove itself"),
+        "{}",
+        err(&itself)
+    );
+    let ghost = dynamo(&["remove", "ghost", "--node", &url]).await;
+    assert_eq!(ghost.status.code(), Some(1));
+    assert!(
+        err(&ghost).contains("cannot remove ghost: no member named ghost is known")
+            && err(&ghost).contains(&format!("`dynamo-node status --node {url}` lists")),
+        "{}",
+        err(&ghost)
+    );
+    let empty = dynamo(&["remove", " ", "--node", &url]).await;
+    assert_eq!(empty.status.code(), Some(2), "{}", err(&empty));
+    assert!(out(&alive).is_empty() && out(&empty).is_empty());
+
+    // n2 is suspect: it can go, through the node in $DYNAMO_NODE too.
+    let removed = dynamo_with(&["remove", "n2"], Some(&url), None).await;
+    assert_eq!(removed.status.code(), Some(0), "{}", err(&removed));
+    assert_eq!(
+        out(&removed),
+        "node n2: ring status removed\nit owns nothing now: the other members take its ranges \
+         and anti-entropy rebuilds its replicas; the name cannot come back\n"
+    );
+    let status = dynamo(&["status", "--node", &url]).await;
+    let text = out(&status);
+    let n2 = text.lines().find(|l| l.starts_with("n2 ")).unwrap();
+    assert!(n2.starts_with("n2      suspect  removed  "), "{text}");
 }

@@ -20,7 +20,9 @@ fn help_lists_the_subcommands_and_exit_codes() {
     let out = dynamo(&["--help"]);
     assert_eq!(out.status.code(), Some(0));
     let help = text(&out.stdout);
-    for sub in ["start", "cluster", "get", "put", "delete", "status"] {
+    for sub in [
+        "start", "cluster", "get", "put", "delete", "status", "leave", "remove",
+    ] {
         assert!(help.contains(sub), "{help}");
     }
     assert!(!help.contains("demo"), "demo is hidden: {help}");
@@ -48,6 +50,8 @@ fn start_documents_every_flag_of_the_design() {
         "--suspect-after-ms <T>",
         "--dead-after-ms <T>",
         "--data-dir <DIR>",
+        "--max-hints <COUNT>",
+        "--max-hint-bytes <BYTES>",
     ] {
         assert!(help.contains(flag), "{flag} missing from:\n{help}");
     }
@@ -106,6 +110,8 @@ fn client_usage_errors_exit_2_and_unreachable_nodes_exit_1() {
         &["put", "k", "v", "--node", "127.0.0.1:1"],
         &["delete", "k", "--node", "127.0.0.1:1"],
         &["status", "--node", "127.0.0.1:1"],
+        &["leave", "--node", "127.0.0.1:1"],
+        &["remove", "n2", "--node", "127.0.0.1:1"],
     ] {
         let out = dynamo(args);
         assert_eq!(
@@ -120,6 +126,40 @@ fn client_usage_errors_exit_2_and_unreachable_nodes_exit_1() {
             text(&out.stderr)
         );
     }
+}
+
+#[test]
+fn leave_needs_an_explicit_node_and_remove_a_name() {
+    // Leaving is final for a node's name: never sent to $DYNAMO_NODE or the default node.
+    let out = Command::new(env!("CARGO_BIN_EXE_dynamo-node"))
+        .arg("leave")
+        .env("DYNAMO_NODE", "http://127.0.0.1:1")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        text(&out.stderr).contains("--node <URL>"),
+        "{}",
+        text(&out.stderr)
+    );
+    let help = text(&dynamo(&["leave", "--help"]).stdout);
+    assert!(help.contains("then reports `left`"), "{help}");
+
+    let missing = dynamo(&["remove", "--node", "127.0.0.1:1"]);
+    assert_eq!(missing.status.code(), Some(2));
+    assert!(
+        text(&missing.stderr).contains("<NAME>"),
+        "{}",
+        text(&missing.stderr)
+    );
+    // An empty name is refused before any node is asked.
+    let empty = dynamo(&["remove", "", "--node", "127.0.0.1:1"]);
+    assert_eq!(empty.status.code(), Some(2));
+    assert!(
+        text(&empty.stderr).contains("NAME must name a member"),
+        "{}",
+        text(&empty.stderr)
+    );
 }
 
 #[test]

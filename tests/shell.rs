@@ -193,7 +193,7 @@ fn a_partition_and_its_heal() {
     assert!(lines[2].starts_with("n2 sees n1 suspect (after "), "{t}");
     assert_eq!(lines[3], "members as n2 sees them:", "{t}");
     let n1 = t.find(4, "n1 ");
-    assert!(lines[n1].starts_with("n1    suspect  127."), "{t}");
+    assert!(lines[n1].starts_with("n1    suspect  valid  127."), "{t}");
     // The majority side takes writes; the lone node cannot get W = 2 acks.
     let during = t.find(n1, "ok  (context: n2:1)");
     assert!(
@@ -282,4 +282,64 @@ fn processes_are_killed_paused_and_restarted_and_bad_commands_do_not_stop_the_sh
         t.stderr.contains("stopping the nodes ... done"),
         "input ended: stopped: {t}"
     );
+}
+
+#[test]
+fn a_leave_hands_the_keys_to_the_others_and_the_node_that_left_serves_nothing() {
+    let fast = ["--gossip-interval-ms", "200"];
+    let t = run_shell(
+        &fast,
+        "put k1 a\n\
+         @n3 put k2 b\n\
+         leave n3\n\
+         wait n3 left within 60\n\
+         members\n\
+         @n3 put k3 c\n\
+         @n1 get k1\n\
+         @n2 get k2\n\
+         @n1 get k2\n",
+    );
+    let lines = t.lines();
+    assert_eq!(lines[0], "ok  (context: n1:1)", "{t}");
+    assert_eq!(lines[1], "ok  (context: n3:1)", "{t}");
+    assert!(
+        lines[2].starts_with(
+            "n3 is leaving: it hands its keys to the other members, then is `left` \
+             (`wait n3 left`) and can be stopped"
+        ),
+        "{t}"
+    );
+    assert!(lines[3].starts_with("n1, n2 see n3 left (after "), "{t}");
+    assert_eq!(lines[4], "members as n1 sees them:", "{t}");
+    assert!(
+        lines[5].starts_with("NODE  STATUS  RING   HTTP ADDRESS"),
+        "liveness and ring status side by side: {t}"
+    );
+    let ring_of = |node: &str| {
+        let row = lines[t.find(5, &format!("{node} "))];
+        row.split_whitespace()
+            .nth(2)
+            .unwrap_or_default()
+            .to_string()
+    };
+    assert_eq!(
+        [ring_of("n1"), ring_of("n2"), ring_of("n3")],
+        ["valid", "valid", "left"],
+        "{t}"
+    );
+    let refused = t.find(5, "error: n3: ");
+    assert!(
+        lines[refused].starts_with("error: n3: HTTP 503 not_a_member: "),
+        "a node that left refuses writes: {t}"
+    );
+    assert_eq!(
+        &lines[refused + 1..],
+        [
+            "a  (context: n1:1)",
+            "b  (context: n3:1)",
+            "b  (context: n3:1)"
+        ],
+        "what n3 coordinated is read back from the two that stay: {t}"
+    );
+    assert_eq!(t.status.code(), Some(1), "a command failed: {t}");
 }

@@ -1,4 +1,5 @@
-//! `get`, `put`, `delete` and `status`: one HTTP request (or three) to one node.
+//! `get`, `put`, `delete`, `status`, `leave` and `remove`: one HTTP request (or three) to one
+//! node.
 
 use std::ffi::OsString;
 use std::io::{IsTerminal, Read};
@@ -8,9 +9,9 @@ use std::time::Duration;
 
 use bytes::Bytes;
 
-use super::{CliError, DeleteArgs, GetArgs, PutArgs, Target};
+use super::{CliError, DeleteArgs, GetArgs, LeaveArgs, PutArgs, RemoveArgs, Target};
 use crate::api::{Context, GetResult, Health, MemberInfo, RingInfo, validate_key, validate_value};
-use crate::core::membership::Status;
+use crate::core::membership::{HandoffProgress, RingStatus, Status};
 use crate::http::{HttpClient, HttpError, metric_sum};
 
 /// `dynamo-node get`: prints the value or the numbered siblings, then the context.
@@ -62,14 +63,14 @@ pub async fn delete(args: DeleteArgs) -> Result<(), CliError> {
 /// `dynamo-node status`: health, members and ring of one node, as tables.
 pub async fn status(target: Target) -> Result<(), CliError> {
     let client = HttpClient::new(target.url());
-    let (health, members, ring) = tokio::join!(client.health(), client.members(), client.ring());
+    let (health, members, ring) = tokio::join!(health_of(&client), client.members(), client.ring());
     let health = health.map_err(|e| failed(&client, e))?;
     let members = members.map_err(|e| failed(&client, e))?;
     let ring = ring.map_err(|e| failed(&client, e))?;
-    // Each node counts its own activity: ask every member we can reach.
-    let reachable = members
-        .iter()
-        .filter(|m| m.status != Status::Dead && !m.http_addr.is_empty());
+    // Each node counts its own activity: ask every member we can reach (a removed one is gone).
+    let reachable = members.iter().filter(|m| {
+        m.status != Status::Dead && m.ring != RingStatus::Removed && !m.http_addr.is_empty()
+    });
     let activity = futures::future::join_all(reachable.map(|m| async move {
         let node = HttpClient::with_timeout(m.http_addr.clone(), Duration::from_secs(2));
         (m.node.clone(), node.metrics().await.ok())
@@ -79,6 +80,140 @@ pub async fn status(target: Target) -> Result<(), CliError> {
     out.push_str(&format_activity(&activity));
     super::emit(&out);
     Ok(())
+}
+
+/// A node's health, also when it answers 503: a node that cannot serve (it left, was removed,
+/// or its actor tree gave up) still says who it is and why.
+pub(crate) async fn health_of(client: &HttpClient) -> Result<Health, HttpError> {
+    let answer = client.health().await;
+    if let Err(HttpError::Api {
+        status: 503, body, ..
+    }) = &answer
+        && let Ok(health) = serde_json::from_value::<Health>(body.clone())
+    {
+        return Ok(health);
+    }
+    answer
+}
+
+/// `dynamo-node leave`: the node starts draining; prints where it stands and what comes next.
+pub async fn leave(args: LeaveArgs) -> Result<(), CliError> {
+    if args.node.trim().is_empty() {
+        return Err(CliError::Usage(
+            "--node must name the node that leaves".into(),
+        ));
+    }
+    let client = HttpClient::new(args.node);
+    let member = client.leave().await.map_err(|e| match e.kind() {
+        // A removed node cannot leave, and a node that is no member refuses.
+        Some("conflict" | "not_a_member") => CliError::Failed(format!(
+            "{}: cannot leave: {}",
+            client.base_url(),
+            api_message(&e)
+        )),
+        _ => failed(&client, e),
+    })?;
+    super::emit(&format_leave(client.base_url(), &member));
+    Ok(())
+}
+
+/// `dynamo-node remove`: the named member stops owning anything; prints its entry.
+pub async fn remove(args: RemoveArgs) -> Result<(), CliError> {
+    let name = args.name.trim();
+    if name.is_empty() {
+        return Err(CliError::Usage(
+            "NAME must name a member (`dynamo-node status` lists them)".into(),
+        ));
+    }
+    let client = HttpClient::new(args.target.url());
+    let url = client.base_url().to_string();
+    let member = client.remove(name).await.map_err(|e| {
+        let refused = |hint: String| {
+            CliError::Failed(format!(
+                "{url}: cannot remove {name}: {}\nhint: {hint}",
+                api_message(&e)
+            ))
+        };
+        match e.kind() {
+            Some("member_alive") => refused(format!(
+                "a live node drains instead (`dynamo-node leave --node <its URL>`); a node that \
+                 is gone for good can be removed once {url} sees it suspect or dead \
+                 (`dynamo-node status --node {url}`)"
+            )),
+            Some("conflict") => refused(format!(
+                "a node does not remove itself: ask another member, or drain it with \
+                 `dynamo-node leave --node {url}`"
+            )),
+            Some("unknown_member") => refused(format!(
+                "`dynamo-node status --node {url}` lists the members"
+            )),
+            Some("invalid_member") => CliError::Usage(format!("{url}: {}", api_message(&e))),
+            _ => failed(&client, e),
+        }
+    })?;
+    super::emit(&format_remove(&member));
+    Ok(())
+}
+
+/// The text `leave` prints for the node's entry after the request.
+pub fn format_leave(url: &str, member: &MemberInfo) -> String {
+    let name = &member.node;
+    let mut out = format!("node {name} at {url}: ring status {}\n", member.ring);
+    match member.ring {
+        RingStatus::Left => out.push_str(&format!(
+            "{name} has handed its keys to the other members and left the cluster: it serves \
+             nothing and can be stopped\n"
+        )),
+        _ => out.push_str(&format!(
+            "{name} hands every key it holds to the other members, then reports `left`; after \
+             that it can be stopped\nfollow it with `dynamo-node status --node {url}` (HANDOFF: \
+             keys handed, keys left)\n"
+        )),
+    }
+    if let Some(progress) = handoff_cell(&member.handoff) {
+        out.push_str(&format!("handoff so far: {progress}\n"));
+    }
+    out
+}
+
+/// The text `remove` prints for the removed member's entry.
+pub fn format_remove(member: &MemberInfo) -> String {
+    format!(
+        "node {}: ring status {}\nit owns nothing now: the other members take its ranges and \
+         anti-entropy rebuilds its replicas; the name cannot come back\n",
+        member.node, member.ring
+    )
+}
+
+/// A member's handoff progress, `12 handed, 3 left`; `None` when it reports none.
+pub(crate) fn handoff_cell(progress: &HandoffProgress) -> Option<String> {
+    (progress.handed > 0 || progress.remaining > 0)
+        .then(|| format!("{} handed, {} left", progress.handed, progress.remaining))
+}
+
+/// Adds the HANDOFF column to a member table when some member reports progress (`-` for the
+/// others); a cluster at rest keeps its table narrow.
+pub(crate) fn with_handoff_column(
+    headers: &mut Vec<&'static str>,
+    rows: &mut [Vec<String>],
+    members: &[&MemberInfo],
+) {
+    let cells: Vec<Option<String>> = members.iter().map(|m| handoff_cell(&m.handoff)).collect();
+    if cells.iter().all(Option::is_none) {
+        return;
+    }
+    headers.push("HANDOFF");
+    for (row, cell) in rows.iter_mut().zip(cells) {
+        row.push(cell.unwrap_or_else(|| "-".to_string()));
+    }
+}
+
+/// The `message` of an API error, or the whole error.
+fn api_message(error: &HttpError) -> String {
+    match error {
+        HttpError::Api { message, .. } => message.clone(),
+        other => other.to_string(),
+    }
 }
 
 /// The activity table of `status`: what each node's `/metrics` counts (`-` when unreachable).
@@ -180,12 +315,13 @@ pub fn format_status(
 ) -> String {
     let mut members: Vec<&MemberInfo> = members.iter().collect();
     members.sort_by(|a, b| a.node.cmp(&b.node));
-    let member_rows = members
+    let mut member_rows: Vec<Vec<String>> = members
         .iter()
         .map(|m| {
             vec![
                 m.node.clone(),
                 status_name(m.status).to_string(),
+                m.ring.to_string(),
                 m.heartbeat.to_string(),
                 m.incarnation.to_string(),
                 if m.node == health.node {
@@ -199,6 +335,23 @@ pub fn format_status(
             ]
         })
         .collect();
+    let mut member_headers = vec![
+        "MEMBER",
+        "STATUS",
+        "RING",
+        "HEARTBEAT",
+        "INCARNATION",
+        "LAST HEARD",
+        "CONNECTED",
+        "CLUSTER ADDRESS",
+        "HTTP ADDRESS",
+    ];
+    with_handoff_column(&mut member_headers, &mut member_rows, &members);
+    let serving = match (health.status.as_str(), &health.reason) {
+        ("ok", _) => String::new(),
+        (_, Some(reason)) => format!("unavailable ({reason}); "),
+        (status, None) => format!("{status}; "),
+    };
     let mut nodes: Vec<_> = ring.nodes.iter().collect();
     nodes.sort_by(|a, b| a.node.cmp(&b.node));
     let ring_rows = nodes
@@ -214,23 +367,11 @@ pub fn format_status(
         })
         .collect();
     format!(
-        "node {} at {url}: {} of {} members alive\n\n{}\nring version {}, n = {}\n{}",
+        "node {} at {url}: {serving}{} of {} members alive\n\n{}\nring version {}, n = {}\n{}",
         health.node,
         health.alive,
         health.members,
-        table(
-            &[
-                "MEMBER",
-                "STATUS",
-                "HEARTBEAT",
-                "INCARNATION",
-                "LAST HEARD",
-                "CONNECTED",
-                "CLUSTER ADDRESS",
-                "HTTP ADDRESS",
-            ],
-            member_rows,
-        ),
+        table(&member_headers, member_rows),
         ring.version,
         ring.n,
         table(&["NODE", "VNODES", "PRIMARY", "REPLICA", "KEYS"], ring_rows),
@@ -379,16 +520,18 @@ mod tests {
         assert_eq!(format_get(&deleted), format!("not found\ncontext: {c}\n"));
     }
 
-    #[test]
-    fn status_lists_members_and_ring_shares_in_aligned_columns() {
-        let health = Health {
-            status: "ok".into(),
-            reason: None,
+    fn health(status: &str, reason: Option<&str>) -> Health {
+        Health {
+            status: status.into(),
+            reason: reason.map(str::to_string),
             node: "n1".into(),
             alive: 1,
             members: 2,
-        };
-        let member = |node: &str, status, heard| MemberInfo {
+        }
+    }
+
+    fn member(node: &str, status: Status, heard: u64) -> MemberInfo {
+        MemberInfo {
             node: node.into(),
             cluster_addr: format!("127.0.0.2:700{}", &node[1..]),
             http_addr: format!("127.0.0.2:800{}", &node[1..]),
@@ -397,14 +540,13 @@ mod tests {
             incarnation: 3,
             last_heard_ms_ago: heard,
             connected: heard < 1000,
-            ring: crate::core::membership::RingStatus::Valid,
-            handoff: Default::default(),
-        };
-        let members = [
-            member("n2", Status::Suspect, 6000),
-            member("n1", Status::Alive, 0),
-        ];
-        let ring = RingInfo {
+            ring: RingStatus::Valid,
+            handoff: HandoffProgress::default(),
+        }
+    }
+
+    fn one_node_ring() -> RingInfo {
+        RingInfo {
             version: 7,
             n: 3,
             nodes: vec![RingNodeInfo {
@@ -414,20 +556,143 @@ mod tests {
                 replica_share: 1.0,
                 keys: Some(12),
             }],
-        };
-        let text = format_status("http://127.0.0.2:8001", &health, &members, &ring);
+        }
+    }
+
+    #[test]
+    fn status_lists_members_and_ring_shares_in_aligned_columns() {
+        let members = [
+            member("n2", Status::Suspect, 6000),
+            member("n1", Status::Alive, 0),
+        ];
+        let text = format_status(
+            "http://127.0.0.2:8001",
+            &health("ok", None),
+            &members,
+            &one_node_ring(),
+        );
         let lines: Vec<&str> = text.lines().collect();
         assert_eq!(
             lines[0],
             "node n1 at http://127.0.0.2:8001: 1 of 2 members alive"
         );
-        assert!(lines[2].starts_with("MEMBER  STATUS   HEARTBEAT  INCARNATION  LAST HEARD"));
-        assert!(lines[3].starts_with("n1      alive    42         3            (self)"));
-        assert!(lines[4].starts_with("n2      suspect  42         3            6000 ms ago  no"));
+        assert!(
+            lines[2].starts_with("MEMBER  STATUS   RING   HEARTBEAT  INCARNATION  LAST HEARD"),
+            "{text}"
+        );
+        assert!(lines[3].starts_with("n1      alive    valid  42         3            (self)"));
+        assert!(
+            lines[4].starts_with("n2      suspect  valid  42         3            6000 ms ago  no")
+        );
         assert!(lines[4].ends_with("127.0.0.2:7002   127.0.0.2:8002"));
+        assert!(!text.contains("HANDOFF"), "no handoff, no column: {text}");
         assert_eq!(lines[6], "ring version 7, n = 3");
         assert_eq!(lines[7], "NODE  VNODES  PRIMARY  REPLICA  KEYS");
         assert_eq!(lines[8], "n1    128     50.0%    100.0%   12");
+    }
+
+    #[test]
+    fn status_shows_ring_statuses_and_the_handoff_of_members_that_have_one() {
+        let mut leaving = member("n3", Status::Alive, 300);
+        leaving.ring = RingStatus::Leaving;
+        leaving.handoff = HandoffProgress {
+            handed: 120,
+            remaining: 30,
+        };
+        let mut gone = member("n2", Status::Dead, 90_000);
+        gone.ring = RingStatus::Removed;
+        let members = [leaving, gone, member("n1", Status::Alive, 0)];
+        let text = format_status(
+            "http://127.0.0.2:8001",
+            &health("ok", None),
+            &members,
+            &one_node_ring(),
+        );
+        let lines: Vec<&str> = text.lines().collect();
+        assert!(lines[2].ends_with("HTTP ADDRESS    HANDOFF"), "{text}");
+        assert!(lines[3].starts_with("n1      alive   valid    "), "{text}");
+        assert!(lines[3].ends_with("127.0.0.2:8001  -"), "{text}");
+        assert!(lines[4].starts_with("n2      dead    removed  "), "{text}");
+        assert!(lines[5].starts_with("n3      alive   leaving  "), "{text}");
+        assert!(
+            lines[5].ends_with("127.0.0.2:8003  120 handed, 30 left"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn status_of_a_node_that_cannot_serve_says_why() {
+        let text = format_status(
+            "http://127.0.0.2:8001",
+            &health(
+                "unavailable",
+                Some("this node is left: it is no longer a member of the cluster"),
+            ),
+            &[member("n1", Status::Alive, 0)],
+            &one_node_ring(),
+        );
+        assert!(
+            text.starts_with(
+                "node n1 at http://127.0.0.2:8001: unavailable (this node is left: it is no \
+                 longer a member of the cluster); 1 of 2 members alive\n"
+            ),
+            "{text}"
+        );
+        let bare = format_status("u", &health("unavailable", None), &[], &one_node_ring());
+        assert!(
+            bare.starts_with("node n1 at u: unavailable; 1 of 2"),
+            "{bare}"
+        );
+    }
+
+    #[test]
+    fn leave_says_where_the_node_stands_and_what_comes_next() {
+        let mut me = member("n3", Status::Alive, 0);
+        me.ring = RingStatus::Leaving;
+        let text = format_leave("http://127.0.0.4:8098", &me);
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(
+            lines[0],
+            "node n3 at http://127.0.0.4:8098: ring status leaving"
+        );
+        assert_eq!(
+            lines[1],
+            "n3 hands every key it holds to the other members, then reports `left`; after that \
+             it can be stopped"
+        );
+        assert!(
+            lines[2].contains("dynamo-node status --node http://127.0.0.4:8098"),
+            "{text}"
+        );
+        assert_eq!(lines.len(), 3, "no progress yet: {text}");
+        me.handoff = HandoffProgress {
+            handed: 4,
+            remaining: 1,
+        };
+        assert!(
+            format_leave("u", &me).ends_with("\nhandoff so far: 4 handed, 1 left\n"),
+            "{}",
+            format_leave("u", &me)
+        );
+        me.ring = RingStatus::Left;
+        let left = format_leave("u", &me);
+        assert!(
+            left.starts_with("node n3 at u: ring status left\n"),
+            "{left}"
+        );
+        assert!(
+            left.contains("it serves nothing and can be stopped"),
+            "{left}"
+        );
+    }
+
+    #[test]
+    fn remove_says_the_member_owns_nothing_any_more() {
+        let mut gone = member("n4", Status::Dead, 60_000);
+        gone.ring = RingStatus::Removed;
+        let text = format_remove(&gone);
+        assert!(text.starts_with("node n4: ring status removed\n"), "{text}");
+        assert!(text.contains("the name cannot come back"), "{text}");
     }
 
     #[test]

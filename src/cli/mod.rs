@@ -1,11 +1,13 @@
 //! The `dynamo-node` command line: daemon, local cluster, and client commands.
 //!
 //! Exit codes: 0 success; 1 the request or the command failed (node unreachable, 503, a node
-//! that could not start); 2 usage error (bad flag or value, malformed context, invalid key);
-//! 3 `get` found no value (it prints `not found`, and the context if tombstones were seen).
+//! that could not start, a membership change the cluster refused); 2 usage error (bad flag or
+//! value, malformed context, invalid key or member name); 3 `get` found no value (it prints
+//! `not found`, and the context if tombstones were seen).
 //!
 //! Client commands talk to `--node URL`, else `$DYNAMO_NODE`, else [`DEFAULT_NODE_URL`];
 //! `cluster` prints the `export DYNAMO_NODE=...` line that points them at its first node.
+//! `leave` is the exception: it is final for the node it reaches, so it needs `--node`.
 
 mod args;
 mod bench;
@@ -22,7 +24,7 @@ use clap::{Args, Parser, Subcommand};
 
 pub use args::{NodeFlags, StartArgs};
 pub use bench::BenchArgs;
-pub use client::{format_get, format_status};
+pub use client::{format_get, format_leave, format_remove, format_status};
 pub use cluster::{ClusterArgs, RestartBackoff};
 
 /// Exit code of a success.
@@ -65,8 +67,12 @@ pub enum Command {
     Put(PutArgs),
     /// Delete what the context covers (all values seen, or none with a blind delete)
     Delete(DeleteArgs),
-    /// Print the members and ring shares as a node sees them
+    /// Print the members (liveness, ring status, handoff) and ring shares as a node sees them
     Status(Target),
+    /// Drain a node: it hands every key it holds to the other members, then reports `left`
+    Leave(LeaveArgs),
+    /// Declare a node gone for good (refused while it is alive): the others take its ranges
+    Remove(RemoveArgs),
     /// YCSB-style benchmark over HTTP, against --node URLs or a cluster it starts
     Bench(Box<BenchArgs>),
     /// Walk through the pure core in one process (no network)
@@ -147,6 +153,25 @@ pub struct DeleteArgs {
     pub target: Target,
 }
 
+/// `dynamo-node leave`.
+#[derive(Args, Clone, Debug, PartialEq, Eq)]
+pub struct LeaveArgs {
+    /// HTTP URL of the node that leaves (required: leaving is final for its name, so it is
+    /// never sent to $DYNAMO_NODE or the default node by accident)
+    #[arg(long, value_name = "URL")]
+    pub node: String,
+}
+
+/// `dynamo-node remove`.
+#[derive(Args, Clone, Debug, PartialEq, Eq)]
+pub struct RemoveArgs {
+    /// Name of the member that is gone for good (as `status` lists it)
+    pub name: String,
+    /// The node asked to record the removal (any member).
+    #[command(flatten)]
+    pub target: Target,
+}
+
 /// Why a command did not succeed; each maps to one exit code.
 #[derive(Debug, thiserror::Error)]
 pub enum CliError {
@@ -217,6 +242,8 @@ pub async fn run(command: Command) -> Result<(), CliError> {
         Command::Put(args) => client::put(args).await,
         Command::Delete(args) => client::delete(args).await,
         Command::Status(target) => client::status(target).await,
+        Command::Leave(args) => client::leave(args).await,
+        Command::Remove(args) => client::remove(args).await,
         Command::Bench(args) => bench::run(*args).await,
         Command::Demo => demo::run().map_err(|e| CliError::Failed(e.to_string())),
     }
@@ -326,6 +353,24 @@ mod tests {
         };
         assert_eq!(del.context.as_deref(), Some("c"));
         assert!(matches!(parse(&["status"]).unwrap(), Command::Status(_)));
+        let Command::Leave(leave) = parse(&["leave", "--node", "http://127.0.0.4:8098"]).unwrap()
+        else {
+            panic!()
+        };
+        assert_eq!(leave.node, "http://127.0.0.4:8098");
+        let Command::Remove(remove) = parse(&["remove", "n4", "--node", "127.0.0.2:8098"]).unwrap()
+        else {
+            panic!()
+        };
+        assert_eq!(remove.name, "n4");
+        assert_eq!(remove.target.url(), "127.0.0.2:8098");
+        assert_eq!(parse(&["remove"]).unwrap_err().exit_code(), 2);
+        let no_node = parse(&["leave"]).unwrap_err();
+        assert_eq!(
+            no_node.kind(),
+            clap::error::ErrorKind::MissingRequiredArgument,
+            "leave is never sent to a default node"
+        );
         assert!(matches!(parse(&["demo"]).unwrap(), Command::Demo));
         assert_eq!(parse(&["get"]).unwrap_err().exit_code(), 2);
         assert_eq!(parse(&["frobnicate"]).unwrap_err().exit_code(), 2);

@@ -370,5 +370,7 @@ mod tests {
         assert_eq!(route_of("/kv/secret/key"), "/kv/{*key}");
         assert_eq!(route_of("/admin/local/secret"), "/admin/local/{*key}");
         assert_eq!(route_of("/admin/ring"), "/admin/ring");
+        assert_eq!(route_of("/admin/remove/n3"), "/admin/remove/{*name}");
+        assert_eq!(route_of("/admin/leave"), "/admin/leave");
     }
 }

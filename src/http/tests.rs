@@ -15,7 +15,7 @@ use crate::api::{
 };
 use crate::config::{ConfigUpdate, MAX_KEY_BYTES, MAX_VALUE_BYTES, QuorumConfig};
 use crate::core::ids::{ActorId, Key};
-use crate::core::membership::Status;
+use crate::core::membership::{RingStatus, Status};
 use crate::core::quorum::Shortfall;
 use crate::core::store::Store;
 use crate::core::version::VersionSet;
@@ -34,6 +34,8 @@ const SHORTFALL: Shortfall = Shortfall {
 struct FakeService {
     store: Arc<Store>,
     config: Arc<Mutex<QuorumConfig>>,
+    /// Why the service cannot serve, when it is to report "unavailable".
+    unavailable: Arc<Mutex<Option<String>>>,
 }
 
 impl FakeService {
@@ -41,6 +43,7 @@ impl FakeService {
         FakeService {
             store: Arc::new(Store::new(ActorId::new("fake", 1))),
             config: Arc::new(Mutex::new(QuorumConfig::default())),
+            unavailable: Arc::new(Mutex::new(None)),
         }
     }
 
@@ -174,9 +177,15 @@ impl KvService for FakeService {
     }
 
     fn health(&self) -> Health {
+        let reason = self.unavailable.lock().unwrap().clone();
         Health {
-            status: "ok".into(),
-            reason: None,
+            status: if reason.is_some() {
+                "unavailable"
+            } else {
+                "ok"
+            }
+            .into(),
+            reason,
             node: "fake".into(),
             alive: 1,
             members: 1,
@@ -209,6 +218,7 @@ impl KvService for FakeService {
 
 /// A served fake: its client, its base URL, and the way to stop it.
 struct Served {
+    service: FakeService,
     client: HttpClient,
     base: String,
     raw: reqwest::Client,
@@ -221,10 +231,12 @@ impl Served {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let (stop, stopped) = oneshot::channel::<()>();
-        let task = tokio::spawn(serve(listener, FakeService::new(), async move {
+        let service = FakeService::new();
+        let task = tokio::spawn(serve(listener, service.clone(), async move {
             let _ = stopped.await;
         }));
         Served {
+            service,
             // A bare address, as the CLI gets it.
             client: HttpClient::new(addr.to_string()),
             base: format!("http://{addr}"),
@@ -881,6 +893,178 @@ async fn admin_views_metrics_and_health() {
     s.stop().await;
 }
 
+async fn post(s: &Served, path: &str) -> reqwest::Response {
+    s.raw(reqwest::Method::POST, path).await
+}
+
+#[tokio::test]
+async fn leave_is_accepted_with_the_nodes_entry() {
+    let s = Served::start().await;
+    let raw = post(&s, "/admin/leave").await;
+    assert_eq!(raw.status(), 202);
+    assert_eq!(raw.headers()["content-type"], "application/json");
+    let body: Value = raw.json().await.unwrap();
+    assert_eq!(body["node"], "fake", "{body}");
+    assert_eq!(body["ring"], "leaving", "{body}");
+    assert_eq!(
+        body["status"], "alive",
+        "liveness and ring status side by side: {body}"
+    );
+    assert_eq!(
+        body["handoff"],
+        serde_json::json!({"handed": 0, "remaining": 0}),
+        "{body}"
+    );
+    let member = s.client.leave().await.unwrap();
+    assert_eq!(
+        (member.node.as_str(), member.ring),
+        ("fake", RingStatus::Leaving)
+    );
+    // A body, if any, is ignored: leaving takes no parameters.
+    let with_body = s
+        .raw
+        .post(s.url("/admin/leave"))
+        .body("{\"now\": true}")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(with_body.status(), 202);
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn remove_is_accepted_for_a_dead_member_and_refused_otherwise() {
+    let s = Served::start().await;
+    let raw = post(&s, "/admin/remove/dead").await;
+    assert_eq!(raw.status(), 202);
+    let body: Value = raw.json().await.unwrap();
+    assert_eq!(
+        (&body["node"], &body["status"], &body["ring"]),
+        (
+            &Value::from("dead"),
+            &Value::from("dead"),
+            &Value::from("removed")
+        ),
+        "{body}"
+    );
+    let member = s.client.remove("dead").await.unwrap();
+    assert_eq!(member.ring, RingStatus::Removed);
+
+    let alive = expect_error(post(&s, "/admin/remove/alive").await, 409, "member_alive").await;
+    assert_eq!(alive["message"], "alive is alive");
+    expect_error(post(&s, "/admin/remove/fake").await, 409, "conflict").await;
+    let unknown = expect_error(post(&s, "/admin/remove/ghost").await, 404, "unknown_member").await;
+    assert_eq!(unknown["message"], "no member named ghost");
+    // The name is percent-decoded, and the client encodes it.
+    let spaced = expect_error(
+        post(&s, "/admin/remove/no%20one").await,
+        404,
+        "unknown_member",
+    )
+    .await;
+    assert_eq!(spaced["message"], "no member named no one");
+    assert_eq!(
+        api_kind(s.client.remove("a/b c").await),
+        (404, "unknown_member".into())
+    );
+    assert_eq!(
+        api_kind(s.client.remove("alive").await),
+        (409, "member_alive".into())
+    );
+    assert_eq!(
+        api_kind(s.client.remove("fake").await),
+        (409, "conflict".into())
+    );
+    // No name, or one that is not UTF-8: a bad request.
+    expect_error(post(&s, "/admin/remove/").await, 400, "invalid_member").await;
+    expect_error(post(&s, "/admin/remove/%FF").await, 400, "invalid_member").await;
+    assert_eq!(
+        api_kind(s.client.remove("").await),
+        (400, "invalid_member".into())
+    );
+    s.assert_alive().await;
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn members_carry_the_ring_status_and_handoff_progress() {
+    let s = Served::start().await;
+    let raw: Value = s
+        .raw(reqwest::Method::GET, "/admin/members")
+        .await
+        .json()
+        .await
+        .unwrap();
+    let entry = &raw[0];
+    assert_eq!(entry["status"], "alive", "{raw}");
+    assert_eq!(entry["ring"], "valid", "{raw}");
+    assert_eq!(entry["handoff"]["handed"], 0, "{raw}");
+    assert_eq!(entry["handoff"]["remaining"], 0, "{raw}");
+    let members = s.client.members().await.unwrap();
+    assert_eq!(members[0].ring, RingStatus::Valid);
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn health_is_503_with_the_reason_when_the_node_cannot_serve() {
+    let s = Served::start().await;
+    let why = "the actor tree gave up: restart intensity exceeded";
+    *s.service.unavailable.lock().unwrap() = Some(why.into());
+    let raw = s.raw(reqwest::Method::GET, "/health").await;
+    assert_eq!(raw.status(), 503);
+    assert_eq!(raw.headers()["content-type"], "application/json");
+    let body: Value = raw.json().await.unwrap();
+    assert_eq!(
+        body,
+        serde_json::json!({
+            "status": "unavailable",
+            "reason": why,
+            "node": "fake",
+            "alive": 1,
+            "members": 1,
+        })
+    );
+    // The client reports the 503 with the health in the body.
+    match s.client.health().await {
+        Err(HttpError::Api { status, body, .. }) => {
+            assert_eq!(status, 503);
+            assert_eq!(body["reason"], why);
+        }
+        other => panic!("expected a 503, got {other:?}"),
+    }
+    *s.service.unavailable.lock().unwrap() = None;
+    s.assert_alive().await;
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn config_refuses_n_and_changes_nothing() {
+    let s = Served::start().await;
+    for body in [r#"{"n": 3}"#, r#"{"n": 5, "w": 1}"#] {
+        let raw = s
+            .raw
+            .put(s.url("/admin/config"))
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        let answer = expect_error(raw, 400, "invalid_option").await;
+        assert!(
+            answer["message"]
+                .as_str()
+                .is_some_and(|m| m.contains("n is the cluster's")),
+            "{answer}"
+        );
+    }
+    assert_eq!(
+        s.client.config().await.unwrap(),
+        QuorumConfig::default(),
+        "w was not changed either"
+    );
+    s.stop().await;
+}
+
 #[tokio::test]
 async fn unknown_routes_and_methods_are_json_errors() {
     let s = Served::start().await;
@@ -895,6 +1079,14 @@ async fn unknown_routes_and_methods_are_json_errors() {
         (Method::POST, "/admin/config", 405, "method_not_allowed"),
         (Method::PUT, "/admin/local/k", 405, "method_not_allowed"),
         (Method::POST, "/metrics", 405, "method_not_allowed"),
+        (Method::GET, "/admin/leave", 405, "method_not_allowed"),
+        (
+            Method::DELETE,
+            "/admin/remove/dead",
+            405,
+            "method_not_allowed",
+        ),
+        (Method::GET, "/admin/remove/", 405, "method_not_allowed"),
     ] {
         let raw = s.raw(method.clone(), path).await;
         if status == 405 {

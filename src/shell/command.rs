@@ -9,9 +9,9 @@ use std::time::Duration;
 
 use bytes::Bytes;
 
-use crate::api::{validate_key, validate_value};
+use crate::api::{MemberInfo, validate_key, validate_value};
 use crate::config::ConfigUpdate;
-use crate::core::membership::Status;
+use crate::core::membership::{RingStatus, Status};
 
 /// One parsed line: a command and the node it goes to when `@NODE` named one.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -55,8 +55,12 @@ pub enum Command {
     Ring,
     /// The shell's nodes: names, addresses, processes.
     Nodes,
-    /// Shows (no settings) or changes quorum settings: `config n=3 w=2 r=2`.
+    /// Shows (no settings) or changes quorum settings: `config w=2 r=2`.
     Config(ConfigUpdate),
+    /// Drains a node (the target when `None`): it hands its keys to the others, then is `left`.
+    Leave(Option<String>),
+    /// Declares a member that is gone for good removed: `remove NODE`.
+    Remove(String),
     /// Makes a node the target of the following commands.
     Use(String),
     /// SIGKILL a node of the local cluster.
@@ -84,6 +88,55 @@ pub enum Command {
     Quit,
 }
 
+/// What a member can be seen as: its liveness, or its place on the ring.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum NodeState {
+    /// Alive, suspect or dead (each node judges on its own clock).
+    Liveness(Status),
+    /// Joining, valid, leaving, left or removed (the cluster agrees on it).
+    Ring(RingStatus),
+}
+
+impl NodeState {
+    /// Every word `wait` takes for a state, liveness first.
+    pub const WORDS: [&'static str; 8] = [
+        "alive", "suspect", "dead", "joining", "valid", "leaving", "left", "removed",
+    ];
+
+    /// The state a word names.
+    pub fn parse(word: &str) -> Option<NodeState> {
+        use NodeState::{Liveness, Ring};
+        Some(match word {
+            "alive" => Liveness(Status::Alive),
+            "suspect" => Liveness(Status::Suspect),
+            "dead" => Liveness(Status::Dead),
+            "joining" => Ring(RingStatus::Joining),
+            "valid" => Ring(RingStatus::Valid),
+            "leaving" => Ring(RingStatus::Leaving),
+            "left" => Ring(RingStatus::Left),
+            "removed" => Ring(RingStatus::Removed),
+            _ => return None,
+        })
+    }
+
+    /// What `member` shows of the same kind (its liveness, or its ring status).
+    pub fn of(self, member: &MemberInfo) -> NodeState {
+        match self {
+            NodeState::Liveness(_) => NodeState::Liveness(member.status),
+            NodeState::Ring(_) => NodeState::Ring(member.ring),
+        }
+    }
+}
+
+impl std::fmt::Display for NodeState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            NodeState::Liveness(status) => status.fmt(f),
+            NodeState::Ring(ring) => ring.fmt(f),
+        }
+    }
+}
+
 /// What `wait` waits for.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum WaitFor {
@@ -91,8 +144,8 @@ pub enum WaitFor {
     Status {
         /// The node looked at.
         node: String,
-        /// The status it must have.
-        status: Status,
+        /// The liveness or ring status it must have.
+        status: NodeState,
         /// Who must see it so; empty: every other running node.
         observers: Vec<String>,
     },
@@ -207,9 +260,23 @@ pub const COMMANDS: &[CommandSpec] = &[
     ),
     spec(
         "config",
-        "config [n=N] [w=W] [r=R] [put_timeout_ms=T] [get_timeout_ms=T]",
-        "show or change the quorum settings of every node (of one with @NODE)",
+        "config [w=W] [r=R] [put_timeout_ms=T] [get_timeout_ms=T]",
+        "show or change the quorum settings of every node (of one with @NODE); N is the cluster's, set when the nodes start",
         false,
+        false,
+    ),
+    spec(
+        "leave",
+        "leave [NODE]",
+        "drain a node (default: the current one): it hands its keys to the others, then is `left` and can be stopped",
+        true,
+        false,
+    ),
+    spec(
+        "remove",
+        "remove NODE",
+        "a node gone for good: it stops owning anything, the others rebuild its replicas (refused while it is alive)",
+        true,
         false,
     ),
     spec(
@@ -251,8 +318,8 @@ pub const COMMANDS: &[CommandSpec] = &[
     spec("heal", "heal", "end the partition", false, true),
     spec(
         "wait",
-        "wait NODE alive|suspect|dead [on NODE,..] [within SECS]\nwait converged [within SECS]",
-        "poll until the observers (default: every other running node) see NODE so; or until every running node sees every one alive",
+        "wait NODE STATUS [on NODE,..] [within SECS]\nwait converged [within SECS]",
+        "poll until the observers (default: every other running node) see NODE so (STATUS: alive, suspect, dead, or a ring status: joining, valid, leaving, left, removed); or until every running node sees every one alive",
         true,
         false,
     ),
@@ -373,6 +440,18 @@ fn parse_command(spec: &'static CommandSpec, mut args: Vec<String>) -> Result<Co
             }
         }
         "config" => Command::Config(config_update(&args).map_err(usage)?),
+        "leave" => {
+            if given > 1 {
+                return Err(usage(format!(
+                    "leave takes at most 1 argument, got {given}"
+                )));
+            }
+            Command::Leave(args.pop())
+        }
+        "remove" => {
+            count(1)?;
+            Command::Remove(args.pop().unwrap_or_default())
+        }
         "partition" => Command::Partition(groups(&args).map_err(usage)?),
         "wait" => wait(args).map_err(usage)?,
         "help" => {
@@ -394,7 +473,7 @@ fn key(word: String) -> Result<Bytes, String> {
     Ok(Bytes::from(word))
 }
 
-/// `n=3 w=2 ...` into a [`ConfigUpdate`]; no words is an empty update (show the settings).
+/// `w=2 r=1 ...` into a [`ConfigUpdate`]; no words is an empty update (show the settings).
 fn config_update(args: &[String]) -> Result<ConfigUpdate, String> {
     let mut update = ConfigUpdate::default();
     for arg in args {
@@ -411,14 +490,19 @@ fn config_update(args: &[String]) -> Result<ConfigUpdate, String> {
             usize::try_from(number(what)?).map_err(|_| format!("{what} is too large"))
         };
         match name.trim() {
-            "n" => update.n = Some(small("n")?),
+            "n" => {
+                return Err(
+                    "n is the cluster's: it is set when the nodes start (--n), not at runtime"
+                        .into(),
+                );
+            }
             "w" => update.w = Some(small("w")?),
             "r" => update.r = Some(small("r")?),
             "put_timeout_ms" => update.put_timeout_ms = Some(number("put_timeout_ms")?),
             "get_timeout_ms" => update.get_timeout_ms = Some(number("get_timeout_ms")?),
             other => {
                 return Err(format!(
-                    "unknown setting `{other}` (settings: n, w, r, put_timeout_ms, get_timeout_ms)"
+                    "unknown setting `{other}` (settings: w, r, put_timeout_ms, get_timeout_ms)"
                 ));
             }
         }
@@ -465,14 +549,12 @@ fn wait(args: Vec<String>) -> Result<Command, String> {
         [] => return Err("wait for what?".into()),
         [word] if word == "converged" => WaitFor::Converged,
         [node, status, rest @ ..] => {
-            let status = match status.as_str() {
-                "alive" => Status::Alive,
-                "suspect" => Status::Suspect,
-                "dead" => Status::Dead,
-                other => {
-                    return Err(format!("`{other}` is no status (alive, suspect or dead)"));
-                }
-            };
+            let status = NodeState::parse(status).ok_or_else(|| {
+                format!(
+                    "`{status}` is no status (alive, suspect, dead; joining, valid, leaving, \
+                     left, removed)"
+                )
+            })?;
             let observers = match rest {
                 [] => Vec::new(),
                 [on, names @ ..] if on == "on" && !names.is_empty() => names
@@ -685,12 +767,29 @@ mod tests {
     }
 
     #[test]
+    fn leave_takes_an_optional_node_and_remove_one() {
+        assert_eq!(cmd("leave"), Command::Leave(None));
+        assert_eq!(cmd("leave n3"), Command::Leave(Some("n3".into())));
+        let line = parse("@n2 leave").unwrap().unwrap();
+        assert_eq!(
+            (line.target.as_deref(), line.command),
+            (Some("n2"), Command::Leave(None))
+        );
+        assert_eq!(cmd("remove n4"), Command::Remove("n4".into()));
+        assert_eq!(
+            err("leave n2 n3"),
+            "leave takes at most 1 argument, got 2; usage: leave [NODE]"
+        );
+        assert_eq!(err("remove"), "remove needs 1 argument; usage: remove NODE");
+    }
+
+    #[test]
     fn config_takes_named_numbers() {
         assert_eq!(cmd("config"), Command::Config(ConfigUpdate::default()));
         assert_eq!(
-            cmd("config n=3 w=1 r=1 put_timeout_ms=800"),
+            cmd("config w=1 r=1 put_timeout_ms=800"),
             Command::Config(ConfigUpdate {
-                n: Some(3),
+                n: None,
                 w: Some(1),
                 r: Some(1),
                 put_timeout_ms: Some(800),
@@ -700,6 +799,11 @@ mod tests {
         assert!(err("config w=two").contains("w must be a whole number, got `two`"));
         assert!(err("config q=1").contains("unknown setting `q`"));
         assert!(err("config w").contains("`w` is not NAME=VALUE"));
+        assert!(
+            err("config n=3").contains("n is the cluster's: it is set when the nodes start"),
+            "{}",
+            err("config n=3")
+        );
     }
 
     #[test]
@@ -724,7 +828,7 @@ mod tests {
             Command::Wait {
                 until: WaitFor::Status {
                     node: "n1".into(),
-                    status: Status::Suspect,
+                    status: NodeState::Liveness(Status::Suspect),
                     observers: vec!["n2".into()],
                 },
                 within: None,
@@ -735,7 +839,7 @@ mod tests {
             Command::Wait {
                 until: WaitFor::Status {
                     node: "n1".into(),
-                    status: Status::Alive,
+                    status: NodeState::Liveness(Status::Alive),
                     observers: vec!["n2".into(), "n3".into()],
                 },
                 within: Some(Duration::from_millis(2500)),
@@ -746,7 +850,7 @@ mod tests {
             Command::Wait {
                 until: WaitFor::Status {
                     node: "n3".into(),
-                    status: Status::Dead,
+                    status: NodeState::Liveness(Status::Dead),
                     observers: vec![],
                 },
                 within: None,
@@ -761,9 +865,24 @@ mod tests {
         );
         assert_eq!(
             err("wait"),
-            "wait for what?; usage: wait NODE alive|suspect|dead [on NODE,..] [within SECS] \
+            "wait for what?; usage: wait NODE STATUS [on NODE,..] [within SECS] \
              or wait converged [within SECS]"
         );
+        assert_eq!(
+            cmd("wait n3 left on n1"),
+            Command::Wait {
+                until: WaitFor::Status {
+                    node: "n3".into(),
+                    status: NodeState::Ring(RingStatus::Left),
+                    observers: vec!["n1".into()],
+                },
+                within: None,
+            }
+        );
+        for word in NodeState::WORDS {
+            let state = NodeState::parse(word).unwrap();
+            assert_eq!(state.to_string(), word, "a state shows as its word");
+        }
         assert!(err("wait n1 sleepy").contains("`sleepy` is no status"));
         assert!(err("wait n1 alive within").contains("`within` takes one duration"));
         assert!(err("wait n1 alive within soon").contains("`soon` is no duration"));

@@ -1,7 +1,7 @@
 //! Tab completion: command names first, then what each command takes (node names, statuses,
 //! settings). Pure, so that the line editor only has to call it.
 
-use super::command::{COMMANDS, find_spec};
+use super::command::{COMMANDS, NodeState, find_spec};
 
 /// Completions of the word that ends at `pos` in `line`: where that word starts, and the
 /// candidates that extend it, in order.
@@ -21,7 +21,7 @@ pub fn complete(line: &str, pos: usize, nodes: &[String]) -> (usize, Vec<String>
         None if word.starts_with('@') => nodes.iter().map(|n| format!("@{n}")).collect(),
         None => COMMANDS.iter().map(|c| c.name.to_string()).collect(),
         Some(&"help") => COMMANDS.iter().map(|c| c.name.to_string()).collect(),
-        Some(&"config") => ["n=", "w=", "r=", "put_timeout_ms=", "get_timeout_ms="]
+        Some(&"config") => ["w=", "r=", "put_timeout_ms=", "get_timeout_ms="]
             .map(str::to_string)
             .to_vec(),
         Some(&"wait") => wait_words(&earlier[1..], nodes),
@@ -45,7 +45,7 @@ fn wait_words(args: &[&str], nodes: &[String]) -> Vec<String> {
             words.push("converged".into());
             words
         }
-        [_] => ["alive", "suspect", "dead"].map(str::to_string).to_vec(),
+        [_] => NodeState::WORDS.map(str::to_string).to_vec(),
         [.., "on"] => nodes.to_vec(),
         [_, _] => vec!["on".into(), "within".into()],
         _ => Vec::new(),
@@ -73,6 +73,9 @@ mod tests {
         assert_eq!(at_end("partition n1 | n2,"), (18, nodes()));
         assert_eq!(at_end("partition n1|n"), (13, nodes()));
         assert_eq!(at_end("get "), (4, vec![]), "keys are not guessed");
+        assert_eq!(at_end("leave "), (6, nodes()));
+        assert_eq!(at_end("remove n3"), (7, vec!["n3".into()]));
+        assert_eq!(at_end("le"), (0, vec!["leave".into()]));
     }
 
     #[test]
@@ -94,11 +97,16 @@ mod tests {
         assert_eq!(at_end("wait "), (5, first));
         assert_eq!(at_end("wait n1 s"), (8, vec!["suspect".into()]));
         assert_eq!(
+            at_end("wait n3 l"),
+            (8, vec!["leaving".into(), "left".into()])
+        );
+        assert_eq!(
             at_end("wait n1 suspect "),
             (16, vec!["on".into(), "within".into()])
         );
         assert_eq!(at_end("wait n1 suspect on "), (19, nodes()));
         assert_eq!(at_end("config w"), (7, vec!["w=".into()]));
+        assert_eq!(at_end("config n"), (7, vec![]), "N is the cluster's");
         assert_eq!(at_end("help qu"), (5, vec!["quit".into()]));
     }
 

@@ -4,8 +4,9 @@ use std::time::Duration;
 
 use super::command::{COMMANDS, find_spec};
 use crate::api::{Context, GetResult, MemberInfo, RingInfo};
-use crate::cli::client::{show_bytes, table};
+use crate::cli::client::{handoff_cell, show_bytes, table, with_handoff_column};
 use crate::config::QuorumConfig;
+use crate::core::membership::RingStatus;
 
 /// Entries of a context's version vector shown before `+N`.
 pub const CONTEXT_ENTRIES: usize = 4;
@@ -92,17 +93,19 @@ pub fn format_delete(deleted: usize) -> String {
     format!("deleted {}\n", count(deleted, "value"))
 }
 
-/// The membership as `observer` sees it.
+/// The membership as `observer` sees it: liveness and ring status side by side, and the
+/// handoff progress of members that report some.
 pub fn format_members(observer: &str, members: &[MemberInfo]) -> String {
     let mut members: Vec<&MemberInfo> = members.iter().collect();
     members.sort_by(|a, b| a.node.cmp(&b.node));
-    let rows = members
+    let mut rows: Vec<Vec<String>> = members
         .iter()
         .map(|m| {
             let me = m.node == observer;
             vec![
                 m.node.clone(),
                 m.status.to_string(),
+                m.ring.to_string(),
                 m.http_addr.clone(),
                 if me {
                     "(self)".to_string()
@@ -120,13 +123,50 @@ pub fn format_members(observer: &str, members: &[MemberInfo]) -> String {
             ]
         })
         .collect();
+    let mut headers = vec![
+        "NODE",
+        "STATUS",
+        "RING",
+        "HTTP ADDRESS",
+        "LAST HEARD",
+        "CONNECTED",
+    ];
+    with_handoff_column(&mut headers, &mut rows, &members);
     format!(
         "members as {observer} sees them:\n{}",
-        table(
-            &["NODE", "STATUS", "HTTP ADDRESS", "LAST HEARD", "CONNECTED"],
-            rows
-        )
+        table(&headers, rows)
     )
+}
+
+/// What `leave` prints: where the node stands now and what comes next.
+pub fn format_leave(member: &MemberInfo) -> String {
+    let name = &member.node;
+    let mut out = match member.ring {
+        RingStatus::Left => format!(
+            "{name} has left: its keys are with the other members; it serves nothing and can be stopped"
+        ),
+        RingStatus::Leaving => format!(
+            "{name} is leaving: it hands its keys to the other members, then is `left` \
+             (`wait {name} left`) and can be stopped"
+        ),
+        other => format!("{name} is {other}"),
+    };
+    if let Some(progress) = handoff_cell(&member.handoff) {
+        out.push_str(&format!("  (handoff: {progress})"));
+    }
+    out.push('\n');
+    out
+}
+
+/// What `remove` prints.
+pub fn format_remove(member: &MemberInfo) -> String {
+    match member.ring {
+        RingStatus::Removed => format!(
+            "{} removed: it owns nothing now; the others take its ranges and rebuild its replicas\n",
+            member.node
+        ),
+        other => format!("{} is {other}\n", member.node),
+    }
 }
 
 /// The ring as `observer` sees it, with each node's own key count (`None`: it did not say).
@@ -266,7 +306,7 @@ mod tests {
     use super::*;
     use crate::api::RingNodeInfo;
     use crate::core::ids::ActorId;
-    use crate::core::membership::Status;
+    use crate::core::membership::{HandoffProgress, Status};
     use crate::core::vclock::{Dot, VClock};
 
     fn ctx(counter: u64) -> Context {
@@ -342,9 +382,8 @@ mod tests {
         assert_eq!(format_delete(1), "deleted 1 value\n");
     }
 
-    #[test]
-    fn members_are_sorted_with_the_observer_as_self() {
-        let member = |node: &str, status, heard, connected| MemberInfo {
+    fn member(node: &str, status: Status, heard: u64, connected: bool) -> MemberInfo {
+        MemberInfo {
             node: node.into(),
             cluster_addr: String::new(),
             http_addr: format!("127.0.0.{}:8000", &node[1..]),
@@ -353,9 +392,13 @@ mod tests {
             incarnation: 1,
             last_heard_ms_ago: heard,
             connected,
-            ring: crate::core::membership::RingStatus::Valid,
+            ring: RingStatus::Valid,
             handoff: Default::default(),
-        };
+        }
+    }
+
+    #[test]
+    fn members_are_sorted_with_the_observer_as_self() {
         let text = format_members(
             "n1",
             &[
@@ -367,10 +410,60 @@ mod tests {
         assert_eq!(
             text,
             "members as n1 sees them:\n\
-             NODE  STATUS   HTTP ADDRESS    LAST HEARD  CONNECTED\n\
-             n1    alive    127.0.0.1:8000  (self)      -\n\
-             n2    alive    127.0.0.2:8000  0.4 s ago   yes\n\
-             n3    suspect  127.0.0.3:8000  6.3 s ago   no\n"
+             NODE  STATUS   RING   HTTP ADDRESS    LAST HEARD  CONNECTED\n\
+             n1    alive    valid  127.0.0.1:8000  (self)      -\n\
+             n2    alive    valid  127.0.0.2:8000  0.4 s ago   yes\n\
+             n3    suspect  valid  127.0.0.3:8000  6.3 s ago   no\n"
+        );
+    }
+
+    #[test]
+    fn members_show_ring_statuses_and_handoff_progress_where_there_is_some() {
+        let mut leaving = member("n3", Status::Alive, 200, true);
+        leaving.ring = RingStatus::Leaving;
+        leaving.handoff = HandoffProgress {
+            handed: 7,
+            remaining: 2,
+        };
+        let mut removed = member("n2", Status::Dead, 40_000, false);
+        removed.ring = RingStatus::Removed;
+        let text = format_members(
+            "n1",
+            &[leaving, removed, member("n1", Status::Alive, 0, true)],
+        );
+        assert_eq!(
+            text,
+            "members as n1 sees them:\n\
+             NODE  STATUS  RING     HTTP ADDRESS    LAST HEARD  CONNECTED  HANDOFF\n\
+             n1    alive   valid    127.0.0.1:8000  (self)      -          -\n\
+             n2    dead    removed  127.0.0.2:8000  40.0 s ago  no         -\n\
+             n3    alive   leaving  127.0.0.3:8000  0.2 s ago   yes        7 handed, 2 left\n"
+        );
+    }
+
+    #[test]
+    fn leave_and_remove_say_where_the_node_stands() {
+        let mut me = member("n3", Status::Alive, 0, true);
+        me.ring = RingStatus::Leaving;
+        assert_eq!(
+            format_leave(&me),
+            "n3 is leaving: it hands its keys to the other members, then is `left` \
+             (`wait n3 left`) and can be stopped\n"
+        );
+        me.ring = RingStatus::Left;
+        me.handoff = HandoffProgress {
+            handed: 12,
+            remaining: 0,
+        };
+        assert_eq!(
+            format_leave(&me),
+            "n3 has left: its keys are with the other members; it serves nothing and can be \
+             stopped  (handoff: 12 handed, 0 left)\n"
+        );
+        me.ring = RingStatus::Removed;
+        assert_eq!(
+            format_remove(&me),
+            "n3 removed: it owns nothing now; the others take its ranges and rebuild its replicas\n"
         );
     }
 
@@ -445,7 +538,11 @@ mod tests {
             |l| l.trim_start().starts_with("kill NODE") && l.ends_with("(local cluster only)")
         ));
         let wait = format_help(Some("wait"), true).unwrap();
-        assert!(wait.starts_with("wait NODE alive|suspect|dead"), "{wait}");
+        assert!(wait.starts_with("wait NODE STATUS [on NODE,..]"), "{wait}");
+        assert!(wait.contains("leaving, left, removed"), "{wait}");
+        let leave = format_help(Some("leave"), false).unwrap();
+        assert!(leave.starts_with("leave [NODE]\n  drain a node"), "{leave}");
+        assert!(!leave.contains("only for the local cluster"), "{leave}");
         assert!(
             wait.contains("\n  or: wait converged [within SECS]\n"),
             "{wait}"

@@ -9,7 +9,8 @@
 //!
 //! Timing is never left to a sleep: `wait NODE STATUS [on NODE,..] [within SECS]` and
 //! `wait converged` poll the nodes' member lists until the condition holds or the deadline
-//! passes, so a script (or a test) can say "until n2 sees n1 suspect".
+//! passes, so a script (or a test) can say "until n2 sees n1 suspect" or, after `leave n3`,
+//! "until the others see n3 left" (STATUS is a liveness or a ring status).
 //!
 //! [`LocalCluster`]: crate::process::LocalCluster
 
@@ -19,7 +20,7 @@ pub mod format;
 mod launch;
 mod session;
 
-pub use command::{COMMANDS, Command, CommandSpec, Line, ParseError, WaitFor, parse};
+pub use command::{COMMANDS, Command, CommandSpec, Line, NodeState, ParseError, WaitFor, parse};
 pub use complete::complete;
 pub use launch::{LocalOptions, start_local};
 pub use session::{DEFAULT_WAIT, Reply, Session, ShellError};

@@ -7,12 +7,13 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use futures::future::join_all;
 
-use super::command::{Command, Line, ParseError, WaitFor, parse};
+use super::command::{Command, Line, NodeState, ParseError, WaitFor, parse};
 use super::format::{
-    NodeRow, format_config, format_delete, format_get, format_help, format_members, format_merge,
-    format_nodes, format_put, format_ring, secs,
+    NodeRow, format_config, format_delete, format_get, format_help, format_leave, format_members,
+    format_merge, format_nodes, format_put, format_remove, format_ring, secs,
 };
 use crate::api::{Context, GetResult, MemberInfo};
+use crate::cli::client::health_of;
 use crate::config::ConfigUpdate;
 use crate::core::membership::Status;
 use crate::http::{HttpClient, HttpError};
@@ -55,6 +56,37 @@ pub enum ShellError {
         name: String,
         /// The names there are.
         known: String,
+    },
+    /// Neither the session nor the member list of the node asked knows that name.
+    #[error("no node `{name}`: neither this shell nor {observer} knows it (members: {known})")]
+    UnknownMember {
+        /// The name given.
+        name: String,
+        /// The node whose member list was looked in.
+        observer: String,
+        /// The members it lists.
+        known: String,
+    },
+    /// A member that cannot be reached over HTTP (it gossips no HTTP address).
+    #[error("{observer} knows no HTTP address of {name}")]
+    NoAddress {
+        /// The member.
+        name: String,
+        /// The node whose member list was looked in.
+        observer: String,
+    },
+    /// `remove` of a node that the asked node sees alive.
+    #[error(
+        "{observer} sees {name} alive, and a live node cannot be removed: drain it with \
+         `leave {name}`, or stop it and remove it once it is suspect or dead ({message})"
+    )]
+    StillAlive {
+        /// The node asked.
+        observer: String,
+        /// The node to remove.
+        name: String,
+        /// The node's own words.
+        message: String,
     },
     /// `merge` of a key the session has not read.
     #[error("merge writes with the context of your last read of the key: `get {0}` first")]
@@ -179,14 +211,15 @@ impl Session {
     }
 
     /// Attaches to a running cluster through one node: every member it lists with an HTTP
-    /// address becomes a node of the session, the one at `url` current.
+    /// address becomes a node of the session, the one at `url` current. A node that cannot
+    /// serve (it left, say) still lists the members, so the shell attaches through it too.
     pub async fn connect(url: &str) -> Result<Session, ShellError> {
         let entry = HttpClient::new(url);
         let failed = |source| ShellError::Connect {
             url: url.to_string(),
             source,
         };
-        let me = entry.health().await.map_err(failed)?.node;
+        let me = health_of(&entry).await.map_err(failed)?.node;
         let members = entry.members().await.map_err(failed)?;
         let mut nodes: Vec<(String, String)> = members
             .into_iter()
@@ -304,6 +337,8 @@ impl Session {
                 };
                 self.config(&targets, &update).await?
             }
+            Command::Leave(node) => self.leave(at, node.as_deref()).await?,
+            Command::Remove(name) => self.remove(at, &name).await?,
             Command::Use(name) => {
                 self.current = self.resolve(&name)?;
                 let node = &self.nodes[self.current];
@@ -408,6 +443,70 @@ impl Session {
             .map_err(self.failed(at))?;
         self.reads.remove(&key);
         Ok(format_delete(read.values))
+    }
+
+    // ---- membership ----
+
+    /// Drains `node` (the node `at` when `None`): a node of the shell by name or number, or
+    /// any member that the node `at` lists, reached at the HTTP address it gossips.
+    async fn leave(&self, at: usize, node: Option<&str>) -> Result<String, ShellError> {
+        let (name, client) = match node {
+            None => (self.nodes[at].name.clone(), self.nodes[at].client.clone()),
+            Some(name) => match self.resolve(name) {
+                Ok(i) => (self.nodes[i].name.clone(), self.nodes[i].client.clone()),
+                Err(_) => {
+                    let url = self.member_url(at, name).await?;
+                    (name.to_string(), HttpClient::new(url))
+                }
+            },
+        };
+        let member = client.leave().await.map_err(|source| ShellError::Request {
+            node: name.clone(),
+            source,
+        })?;
+        Ok(format_leave(&member))
+    }
+
+    /// The HTTP address of member `name` as the node `at` lists it.
+    async fn member_url(&self, at: usize, name: &str) -> Result<String, ShellError> {
+        let observer = &self.nodes[at];
+        let members = observer.client.members().await.map_err(self.failed(at))?;
+        let Some(member) = members.iter().find(|m| m.node == name) else {
+            let mut known: Vec<&str> = members.iter().map(|m| m.node.as_str()).collect();
+            known.sort_unstable();
+            return Err(ShellError::UnknownMember {
+                name: name.to_string(),
+                observer: observer.name.clone(),
+                known: known.join(", "),
+            });
+        };
+        if member.http_addr.is_empty() {
+            return Err(ShellError::NoAddress {
+                name: name.to_string(),
+                observer: observer.name.clone(),
+            });
+        }
+        Ok(member.http_addr.clone())
+    }
+
+    /// Asks the node `at` to remove `name` (a node of the shell by name or number, else the
+    /// member name as given).
+    async fn remove(&self, at: usize, name: &str) -> Result<String, ShellError> {
+        let name = match self.resolve(name) {
+            Ok(i) => self.nodes[i].name.clone(),
+            Err(_) => name.to_string(),
+        };
+        match self.nodes[at].client.remove(&name).await {
+            Ok(member) => Ok(format_remove(&member)),
+            Err(HttpError::Api { kind, message, .. }) if kind == "member_alive" => {
+                Err(ShellError::StillAlive {
+                    observer: self.nodes[at].name.clone(),
+                    name,
+                    message,
+                })
+            }
+            Err(e) => Err(self.failed(at)(e)),
+        }
     }
 
     // ---- views ----
@@ -517,11 +616,11 @@ impl Session {
 
     // ---- waiting ----
 
-    /// Polls until every observer lists `node` with `status`.
+    /// Polls until every observer lists `node` with `status` (a liveness or a ring status).
     async fn wait_status(
         &mut self,
         node: &str,
-        status: Status,
+        status: NodeState,
         observers: &[String],
         within: Duration,
     ) -> Result<String, ShellError> {
@@ -550,8 +649,8 @@ impl Session {
                 Err(e) => Some(format!("{observer} did not answer: {e}")),
                 Ok(members) => match members.iter().find(|m| m.node == name) {
                     None => Some(format!("{observer} does not know {name}")),
-                    Some(m) if m.status != status => {
-                        Some(format!("{observer} sees {name} {}", m.status))
+                    Some(m) if status.of(m) != status => {
+                        Some(format!("{observer} sees {name} {}", status.of(m)))
                     }
                     Some(_) => None,
                 },
@@ -571,7 +670,8 @@ impl Session {
         }
     }
 
-    /// Polls until every running node sees every running node alive, with a session open.
+    /// Polls until every running node sees every running node alive, with a session open
+    /// (nodes that left or were removed aside).
     async fn wait_converged(&mut self, within: Duration) -> Result<String, ShellError> {
         let started = Instant::now();
         if let Some(cluster) = self.cluster.as_mut() {
@@ -587,12 +687,27 @@ impl Session {
         let all: Vec<usize> = (0..self.nodes.len()).collect();
         loop {
             let views = self.views(&all).await;
+            // A node that some member lists as left or removed is no longer part of the
+            // cluster: it is neither asked nor expected (it may well be stopped).
+            let departed: Vec<&str> = views
+                .iter()
+                .filter_map(|(_, view)| view.as_ref().ok())
+                .flatten()
+                .filter(|m| m.ring.is_final())
+                .map(|m| m.node.as_str())
+                .collect();
             let gap = views.iter().find_map(|(observer, view)| {
+                if departed.contains(&observer.as_str()) {
+                    return None;
+                }
                 let members = match view {
                     Err(e) => return Some(format!("{observer} did not answer: {e}")),
                     Ok(members) => members,
                 };
                 self.nodes.iter().find_map(|node| {
+                    if departed.contains(&node.name.as_str()) {
+                        return None;
+                    }
                     let seen = members.iter().find(|m| m.node == node.name);
                     match seen {
                         None => Some(format!("{observer} does not know {}", node.name)),

@@ -11,7 +11,7 @@ use crate::api::{
 };
 use crate::config::{ConfigUpdate, QuorumConfig};
 use crate::core::ids::{ActorId, Key};
-use crate::core::membership::Status;
+use crate::core::membership::{HandoffProgress, RingStatus, Status};
 use crate::core::quorum::Shortfall;
 use crate::core::store::Store;
 use crate::core::version::VersionSet;
@@ -25,6 +25,12 @@ struct World {
     configs: Vec<(String, ConfigUpdate)>,
     /// Member lists left to serve before n1 turns suspect, if it is to.
     suspect_in: Option<usize>,
+    /// Member lists left to serve before the leaving members have left.
+    left_in: usize,
+    /// The stand-ins asked to leave, in order.
+    leaves: Vec<String>,
+    /// Whether the stand-ins answer /health with 503 (as a node that left does).
+    unavailable: bool,
 }
 
 #[derive(Clone)]
@@ -101,6 +107,22 @@ impl KvService for StandIn {
             Some(n) => world.suspect_in = Some(n - 1),
             None => {}
         }
+        // A leaving member hands a key per member list, and has left once the count is down.
+        if world.left_in == 0 {
+            for m in &mut world.members {
+                if m.ring == RingStatus::Leaving {
+                    m.ring = RingStatus::Left;
+                }
+            }
+        } else {
+            world.left_in -= 1;
+            for m in &mut world.members {
+                if m.ring == RingStatus::Leaving {
+                    m.handoff.handed += 1;
+                    m.handoff.remaining = m.handoff.remaining.saturating_sub(1);
+                }
+            }
+        }
         world.members.clone()
     }
 
@@ -145,9 +167,10 @@ impl KvService for StandIn {
     }
 
     fn health(&self) -> Health {
+        let unavailable = self.world.lock().unwrap().unavailable;
         Health {
-            status: "ok".into(),
-            reason: None,
+            status: if unavailable { "unavailable" } else { "ok" }.into(),
+            reason: unavailable.then(|| "this node is left".to_string()),
             node: self.name.clone(),
             alive: 3,
             members: 3,
@@ -155,20 +178,58 @@ impl KvService for StandIn {
     }
 
     fn leave(&self) -> Result<MemberInfo, ClientError> {
-        Err(ClientError::Conflict("stand-in: no membership".into()))
+        let mut world = self.world.lock().unwrap();
+        world.leaves.push(self.name.clone());
+        let remaining = world.left_in as u64;
+        let me = world
+            .members
+            .iter_mut()
+            .find(|m| m.node == self.name)
+            .expect("every stand-in is a member");
+        if me.ring < RingStatus::Leaving {
+            me.ring = RingStatus::Leaving;
+            me.handoff = HandoffProgress {
+                handed: 0,
+                remaining,
+            };
+        }
+        Ok(me.clone())
     }
 
-    fn remove(&self, _: &str) -> Result<MemberInfo, ClientError> {
-        Err(ClientError::Conflict("stand-in: no membership".into()))
+    fn remove(&self, node: &str) -> Result<MemberInfo, ClientError> {
+        if node == self.name {
+            return Err(ClientError::Conflict(format!(
+                "{node} is this node: a node leaves, it does not remove itself"
+            )));
+        }
+        let mut world = self.world.lock().unwrap();
+        match world.members.iter_mut().find(|m| m.node == node) {
+            None => Err(ClientError::UnknownMember(format!(
+                "no member named {node} is known"
+            ))),
+            Some(m) if m.status == Status::Alive => {
+                Err(ClientError::MemberAlive(format!("{node} is alive")))
+            }
+            Some(m) => {
+                m.ring = RingStatus::Removed;
+                Ok(m.clone())
+            }
+        }
     }
 }
 
 /// Three stand-ins n1..n3 on 127.0.0.1, and an attached session on them.
 async fn three() -> (Session, Arc<Mutex<World>>) {
+    stand_ins(3, 3).await
+}
+
+/// `members` stand-ins n1.. on 127.0.0.1, every one a member, and a session attached to the
+/// first `attached` of them.
+async fn stand_ins(members: usize, attached: usize) -> (Session, Arc<Mutex<World>>) {
     let store = Arc::new(Store::new(ActorId::new("n1", 1)));
     let world = Arc::new(Mutex::new(World::default()));
     let mut nodes = Vec::new();
-    for i in 1..=3 {
+    for i in 1..=members {
         let name = format!("n{i}");
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
@@ -191,11 +252,12 @@ async fn three() -> (Session, Arc<Mutex<World>>) {
             incarnation: 1,
             last_heard_ms_ago: 100,
             connected: true,
-            ring: crate::core::membership::RingStatus::Valid,
+            ring: RingStatus::Valid,
             handoff: Default::default(),
         });
         nodes.push((name, format!("http://{addr}")));
     }
+    nodes.truncate(attached);
     (Session::attached(nodes).unwrap(), world)
 }
 
@@ -341,6 +403,13 @@ async fn config_goes_to_every_node_unless_one_is_named() {
     let configs = world.lock().unwrap().configs.clone();
     assert_eq!(configs.len(), 4);
     assert_eq!(configs[3].0, "n3");
+    assert!(
+        fails(&mut s, "config n=5")
+            .await
+            .contains("n is the cluster's"),
+        "refused before any node is asked"
+    );
+    assert_eq!(world.lock().unwrap().configs.len(), 4);
     let e = fails(&mut s, "config w=9").await;
     assert_eq!(e.lines().count(), 3, "one line per node: {e}");
     assert!(e.starts_with("n1: error: HTTP 400 invalid_option"), "{e}");
@@ -354,13 +423,129 @@ async fn views_list_members_and_the_ring_with_each_nodes_own_key_count() {
         members.starts_with("members as n2 sees them:\n"),
         "{members}"
     );
-    assert!(members.contains("\nn2    alive"), "{members}");
+    assert!(
+        members.contains("\nn2    alive   valid  127.0.0.1:"),
+        "{members}"
+    );
+    assert!(
+        !members.contains("HANDOFF"),
+        "nobody hands anything off: {members}"
+    );
     assert!(members.contains("(self)"), "{members}");
     let ring = ok(&mut s, "ring").await;
     let rows: Vec<&str> = ring.lines().skip(2).collect();
     assert_eq!(rows.len(), 3, "{ring}");
     // Each stand-in counts name.len() = 2 keys of its own; the others' counts come from them.
     assert!(rows.iter().all(|r| r.ends_with("  2")), "{ring}");
+}
+
+#[tokio::test]
+async fn leave_drains_the_current_or_a_named_node_and_wait_sees_it_left() {
+    let (mut s, world) = three().await;
+    world.lock().unwrap().left_in = 3;
+    assert_eq!(
+        ok(&mut s, "leave").await,
+        "n1 is leaving: it hands its keys to the other members, then is `left` (`wait n1 left`) \
+         and can be stopped  (handoff: 0 handed, 3 left)\n"
+    );
+    assert_eq!(world.lock().unwrap().leaves, ["n1"]);
+    // While it hands its keys, the members table shows the ring status and the progress.
+    let members = ok(&mut s, "@n2 members").await;
+    assert!(
+        members.contains("\nNODE  STATUS  RING     HTTP ADDRESS"),
+        "{members}"
+    );
+    assert!(members.contains("  CONNECTED  HANDOFF\n"), "{members}");
+    let n1 = members.lines().find(|l| l.starts_with("n1 ")).unwrap();
+    assert!(
+        n1.starts_with("n1    alive   leaving  127.0.0.1:"),
+        "{members}"
+    );
+    assert!(n1.ends_with("  1 handed, 2 left"), "{members}");
+    let n2 = members.lines().find(|l| l.starts_with("n2 ")).unwrap();
+    assert!(n2.ends_with("  -"), "no handoff for n2: {members}");
+    let e = fails(&mut s, "wait n1 left on n2 within 0").await;
+    assert!(e.ends_with("n2 sees n1 leaving"), "{e}");
+    let left = ok(&mut s, "wait n1 left within 20").await;
+    assert!(left.starts_with("n2, n3 see n1 left (after "), "{left}");
+    // Leaving again is no change: the node says it has left.
+    assert!(
+        ok(&mut s, "leave n1")
+            .await
+            .starts_with("n1 has left: its keys are with the other members"),
+    );
+    // By number, from any node: the request goes to the node that leaves.
+    assert!(ok(&mut s, "@n3 leave 2").await.starts_with("n2 "));
+    assert_eq!(world.lock().unwrap().leaves, ["n1", "n1", "n2"]);
+}
+
+#[tokio::test]
+async fn leave_reaches_a_member_the_shell_does_not_know_through_its_http_address() {
+    let (mut s, world) = stand_ins(4, 3).await;
+    assert_eq!(s.node_names(), ["n1", "n2", "n3"]);
+    assert!(ok(&mut s, "leave n4").await.starts_with("n4 is leaving: "));
+    assert_eq!(world.lock().unwrap().leaves, ["n4"], "n4 itself was asked");
+    assert_eq!(
+        fails(&mut s, "@n2 leave n9").await,
+        "no node `n9`: neither this shell nor n2 knows it (members: n1, n2, n3, n4)"
+    );
+    world.lock().unwrap().members[3].http_addr.clear();
+    assert_eq!(
+        fails(&mut s, "leave n4").await,
+        "n1 knows no HTTP address of n4"
+    );
+    assert_eq!(world.lock().unwrap().leaves.len(), 1);
+}
+
+#[tokio::test]
+async fn remove_is_refused_for_a_live_node_itself_or_a_stranger_and_done_for_a_dead_one() {
+    let (mut s, world) = three().await;
+    let alive = fails(&mut s, "remove n3").await;
+    assert!(
+        alive.starts_with(
+            "n1 sees n3 alive, and a live node cannot be removed: drain it with `leave n3`"
+        ),
+        "{alive}"
+    );
+    assert!(alive.ends_with("(n3 is alive)"), "{alive}");
+    let itself = fails(&mut s, "remove n1").await;
+    assert!(itself.starts_with("n1: HTTP 409 conflict: "), "{itself}");
+    let stranger = fails(&mut s, "@n2 remove ghost").await;
+    assert_eq!(
+        stranger,
+        "n2: HTTP 404 unknown_member: no member named ghost is known"
+    );
+    assert!(
+        world
+            .lock()
+            .unwrap()
+            .members
+            .iter()
+            .all(|m| m.ring == RingStatus::Valid),
+        "refusals change nothing"
+    );
+    world.lock().unwrap().members[2].status = Status::Dead;
+    let e = fails(&mut s, "wait converged within 0").await;
+    assert!(e.ends_with("sees n3 dead"), "{e}");
+    assert_eq!(
+        ok(&mut s, "remove 3").await,
+        "n3 removed: it owns nothing now; the others take its ranges and rebuild its replicas\n"
+    );
+    assert_eq!(world.lock().unwrap().members[2].ring, RingStatus::Removed);
+    let members = ok(&mut s, "members").await;
+    let n3 = members.lines().find(|l| l.starts_with("n3 ")).unwrap();
+    assert!(n3.starts_with("n3    dead    removed  "), "{members}");
+    assert!(
+        ok(&mut s, "wait n3 removed within 5")
+            .await
+            .starts_with("n1, n2 see n3 removed")
+    );
+    // A removed node is no longer expected to be alive: the rest has converged.
+    assert!(
+        ok(&mut s, "wait converged within 5")
+            .await
+            .starts_with("converged (after ")
+    );
 }
 
 #[tokio::test]
@@ -416,6 +601,12 @@ async fn connect_attaches_to_every_member_with_the_entry_node_current() {
     assert_eq!(attached.node_names(), ["n1", "n2", "n3"]);
     assert_eq!(attached.current(), "n2");
     assert!(!attached.is_local());
+    // A node that cannot serve (503 on /health) still names itself and lists the members.
+    world.lock().unwrap().unavailable = true;
+    let n3 = client(&world, 2).base_url().to_string();
+    let through_left = Session::connect(&n3).await.unwrap();
+    assert_eq!(through_left.current(), "n3");
+    assert_eq!(through_left.node_names(), ["n1", "n2", "n3"]);
     let e = Session::connect("http://127.0.0.1:1").await.unwrap_err();
     assert!(
         e.to_string()
