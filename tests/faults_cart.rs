@@ -53,7 +53,8 @@ async fn carts_filled_on_both_sides_of_a_partition_merge_without_losing_an_item(
     // default settings (with three nodes split 1 | 2, the lone node could only write with
     // ?w=1). The cart's three owners are all on the larger side, so the smaller side writes
     // only through fallbacks, as hints. The other side stays suspect (dead only after a
-    // minute): a dead node leaves the ring, which is another test's matter.
+    // minute); dead would route the same way (a dead owner keeps its ranges), which is
+    // faults_dead_owners.rs's matter.
     // A node gossips with one random peer per round: with three of its four peers cut off, a
     // node of the two-node side hears its partner only by chance until the far side is
     // suspect, so suspicion waits 20 rounds, not 5, lest the pair suspect each other.

@@ -69,8 +69,8 @@ async fn a_cut_off_node_is_suspect_then_dead_on_both_sides_and_alive_again_after
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_write_for_a_cut_off_owner_waits_as_a_hint_and_reaches_it_after_the_heal() {
     // Four nodes and N = 3: every key has one fallback. The cut node stays suspect for the
-    // whole test (dead only after a minute): a dead node leaves the ring, and then writes go
-    // to the new owners without any hint, which is not what this test is about.
+    // whole test (dead only after a minute); a dead owner would be routed around the same
+    // way, with hints (see faults_dead_owners.rs).
     let mut cluster = TestCluster::builder()
         .nodes(4)
         .node_args([

@@ -119,9 +119,15 @@ fn drained(shared: &NodeShared) -> bool {
 }
 
 /// What this node reports of its handoff: a leaving node counts everything it still holds.
+///
+/// So does a node that left (nothing, once drained) or was removed: it owns nothing, and its
+/// handoff scan no longer runs, so the scan's count of its last pass would stay frozen at
+/// what the node held before its last keys went (a node that had left reported
+/// `remaining: 135` forever).
 pub fn handoff_progress(shared: &NodeShared) -> HandoffProgress {
     let handoff = shared.handoff();
-    let remaining = if shared.ring_status() == RingStatus::Leaving {
+    let status = shared.ring_status();
+    let remaining = if status == RingStatus::Leaving || status.is_final() {
         shared.store.len() as u64 + shared.hints().len() as u64
     } else {
         handoff.remaining()

@@ -219,12 +219,14 @@ impl LocalClusterBuilder {
             specs: Vec::new(),
             procs: Vec::new(),
             starts: Vec::new(),
+            own_args: Vec::new(),
         };
         for index in 1..=self.nodes {
             let ports = pick_free_ports(self.net.node_ip(index), 2)?;
             cluster.specs.push(NodeSpec::new(self.net, index, &ports));
             cluster.procs.push(None);
             cluster.starts.push(0);
+            cluster.own_args.push(Vec::new());
         }
         let booted = cluster.boot().await;
         if booted.is_err() && owned {
@@ -252,6 +254,8 @@ pub struct LocalCluster {
     specs: Vec<NodeSpec>,
     procs: Vec<Option<ManagedProcess>>,
     starts: Vec<u32>,
+    /// Flags of one node only, after the cluster's (see [`LocalCluster::add_node`]).
+    own_args: Vec<Vec<OsString>>,
 }
 
 impl LocalCluster {
@@ -291,6 +295,24 @@ impl LocalCluster {
             .map(|(a, b)| (self.specs[a - 1].ip, self.specs[b - 1].ip))
             .collect();
         self.firewall.cut(&pairs)
+    }
+
+    /// Cuts exactly the links between the given pairs of nodes (1-based indices), e.g.
+    /// `&[(1, 4)]`: n1 and n4 no longer exchange a packet while both still reach every other
+    /// node, a cut that groups cannot express. Replaces any partition in force; needs what
+    /// [`LocalCluster::partition`] needs.
+    pub fn cut_links(&mut self, pairs: &[(usize, usize)]) -> Result<(), ProcessError> {
+        let mut ips = Vec::with_capacity(pairs.len());
+        for &(a, b) in pairs {
+            if a == b {
+                return Err(ProcessError::BadPartition(format!(
+                    "cannot cut node {a} from itself"
+                )));
+            }
+            let (a, b) = (self.pos(&a)?, self.pos(&b)?);
+            ips.push((self.specs[a].ip, self.specs[b].ip));
+        }
+        self.firewall.cut(&ips)
     }
 
     /// Ends any partition: every node reaches every node again.
@@ -415,6 +437,34 @@ impl LocalCluster {
         self.wait_ready_at(pos, self.ready_timeout).await
     }
 
+    /// Starts one more node, `n{K+1}` on the next address of the net, seeded with every other
+    /// node, with the cluster's flags followed by `args` (which must not repeat a flag of the
+    /// cluster's), and waits until it serves HTTP. Returns its index. The node is part of the
+    /// cluster from then on (restart keeps its flags), even when this fails: a node that
+    /// exits before serving (e.g. one the cluster refuses) is an `EarlyExit` error, and its
+    /// status and log stay available.
+    pub async fn add_node<I, S>(&mut self, args: I) -> Result<usize, ProcessError>
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<OsString>,
+    {
+        let index = self.len() + 1;
+        if index > MAX_NODES {
+            return Err(ProcessError::Size(index));
+        }
+        let ports = pick_free_ports(self.net.node_ip(index), 2)?;
+        self.specs.push(NodeSpec::new(self.net, index, &ports));
+        self.procs.push(None);
+        self.starts.push(0);
+        self.own_args
+            .push(args.into_iter().map(Into::into).collect());
+        let pos = index - 1;
+        let seeds = self.restart_seeds(pos);
+        self.spawn_at(pos, &seeds)?;
+        self.wait_ready_at(pos, self.ready_timeout).await?;
+        Ok(index)
+    }
+
     /// Waits until a node accepts connections on its HTTP port; fails at once if it exits.
     pub async fn wait_ready(
         &mut self,
@@ -482,7 +532,9 @@ impl LocalCluster {
         for seed in seeds {
             cmd.arg("--seed").arg(seed.to_string());
         }
-        cmd.args(&self.node_args).env("RUST_LOG", &self.rust_log);
+        cmd.args(&self.node_args)
+            .args(&self.own_args[pos])
+            .env("RUST_LOG", &self.rust_log);
         cmd
     }
 
@@ -749,6 +801,45 @@ mod tests {
         assert!(cluster.statuses().iter().all(|s| !s.is_alive()));
         drop(cluster);
         assert!(dir.join("logs/n1.log").is_file(), "a given log dir is kept");
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[tokio::test]
+    async fn an_added_node_is_seeded_with_the_others_and_keeps_its_own_flags() {
+        let dir = scratch("add");
+        let mut cluster = fake_cluster(&dir, 2)
+            .log_dir(dir.join("logs"))
+            .start()
+            .await
+            .unwrap();
+        let index = cluster.add_node(["--vnodes", "7"]).await.unwrap();
+        assert_eq!(index, 3);
+        assert_eq!(cluster.len(), 3);
+        let n3 = cluster.spec("n3").unwrap().clone();
+        assert_eq!(n3.ip, LoopbackNet::DEFAULT.node_ip(3));
+        let (n1, n2) = (
+            cluster.spec(1).unwrap().cluster_addr,
+            cluster.spec(2).unwrap().cluster_addr,
+        );
+        let expected = format!(
+            "fake node args: start --name n3 --bind {} --http {} --seed {n1} --seed {n2} --n 2 --gossip-interval-ms 100 --vnodes 7\n",
+            n3.cluster_addr, n3.http_addr
+        );
+        let log = || std::fs::read_to_string(cluster.log_path(3).unwrap()).unwrap();
+        assert_eq!(log().matches(&expected).count(), 1, "{}", log());
+        cluster.restart(3).await.unwrap();
+        let log = std::fs::read_to_string(cluster.log_path(3).unwrap()).unwrap();
+        assert_eq!(
+            log.matches(&expected).count(),
+            2,
+            "a restart keeps the flags: {log}"
+        );
+        let other = cluster.log_tail(1, 20).unwrap();
+        assert!(
+            !other.contains("--vnodes 7"),
+            "the flags are n3's only: {other}"
+        );
+        drop(cluster);
         std::fs::remove_dir_all(dir).unwrap();
     }
 

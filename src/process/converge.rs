@@ -6,7 +6,7 @@ use super::ProcessError;
 use super::child::ProcessStatus;
 use super::cluster::{LocalCluster, NodeSpec};
 use crate::api::MemberInfo;
-use crate::core::membership::Status;
+use crate::core::membership::{RingStatus, Status};
 use crate::http::HttpClient;
 
 /// Time between two rounds of polling.
@@ -18,7 +18,8 @@ impl LocalCluster {
     /// Waits until every running (not paused, not exited) node answers `/health` and lists
     /// every running node as alive in `/admin/members`, at the incarnation that node reports
     /// for itself (so a restarted node counts only once its new life is known). Paused and
-    /// exited nodes are neither asked nor expected.
+    /// exited nodes are neither asked nor expected, and neither is a running node that says
+    /// it left the cluster or was removed from it (its `/health` answers 503 on purpose).
     pub async fn wait_converged(&mut self, timeout: Duration) -> Result<(), ProcessError> {
         let started = Instant::now();
         loop {
@@ -47,29 +48,48 @@ impl LocalCluster {
     }
 }
 
-/// What one node says: its health, then its member list, or why it did not answer.
+/// What one node says: its member list and its health, or why it did not answer. The health
+/// of a node that left or was removed is not asked: it is 503 by design.
 async fn view_of(spec: &NodeSpec) -> (String, Result<Vec<MemberInfo>, String>) {
     let client = HttpClient::with_timeout(spec.http_url(), REQUEST_TIMEOUT);
     let view = async {
-        client.health().await.map_err(|e| format!("/health: {e}"))?;
-        client
+        let members = client
             .members()
             .await
-            .map_err(|e| format!("/admin/members: {e}"))
+            .map_err(|e| format!("/admin/members: {e}"))?;
+        if !departed(&spec.name, &members) {
+            client.health().await.map_err(|e| format!("/health: {e}"))?;
+        }
+        Ok(members)
     }
     .await;
     (spec.name.clone(), view)
 }
 
+/// Whether `name` says of itself, in its own member list, that it left or was removed.
+fn departed(name: &str, members: &[MemberInfo]) -> bool {
+    members.iter().any(|m| m.node == name && m.ring.is_final())
+}
+
 /// The first reason why the views do not show every expected node alive everywhere, or
-/// `None` when they do. Each node must list itself, and every observer must see each expected
-/// node alive, connected, and at no older an incarnation than the node's own.
+/// `None` when they do. Each node must list itself, past joining, and every observer must see
+/// each expected node alive, connected, at no older an incarnation than the node's own, and at
+/// the ring status the node reports for itself (so that every node routes by the same ring).
+/// A node that says it left or was removed is no longer part of the cluster: it is neither
+/// expected nor asked (an observer may still list it, as left or removed, or as dead).
 pub(crate) fn convergence_gap(
     expected: &[&str],
     views: &[(String, Result<Vec<MemberInfo>, String>)],
 ) -> Option<String> {
+    let gone = |name: &str| {
+        views
+            .iter()
+            .any(|(n, view)| n == name && view.as_ref().is_ok_and(|m| departed(name, m)))
+    };
+    let expected: Vec<&str> = expected.iter().copied().filter(|n| !gone(n)).collect();
+    let views: Vec<_> = views.iter().filter(|(n, _)| !gone(n)).collect();
     let mut own_incarnation = Vec::with_capacity(expected.len());
-    for name in expected {
+    for name in &expected {
         let Some((_, view)) = views.iter().find(|(n, _)| n == name) else {
             return Some(format!("{name} was not asked"));
         };
@@ -78,13 +98,16 @@ pub(crate) fn convergence_gap(
             Err(e) => return Some(format!("{name} did not answer: {e}")),
         };
         match members.iter().find(|m| m.node == *name) {
-            Some(me) => own_incarnation.push((name, me.incarnation)),
+            Some(me) if me.ring == RingStatus::Joining => {
+                return Some(format!("{name} is still joining"));
+            }
+            Some(me) => own_incarnation.push((name, me.incarnation, me.ring)),
             None => return Some(format!("{name} does not list itself")),
         }
     }
     for (observer, view) in views {
         let Ok(members) = view else { continue };
-        for (name, incarnation) in &own_incarnation {
+        for (name, incarnation, ring) in &own_incarnation {
             match members.iter().find(|m| m.node == **name) {
                 None => return Some(format!("{observer} does not know {name} yet")),
                 Some(m) if m.incarnation < *incarnation => {
@@ -95,6 +118,12 @@ pub(crate) fn convergence_gap(
                 }
                 Some(m) if m.status != Status::Alive => {
                     return Some(format!("{observer} sees {name} {:?}", m.status));
+                }
+                Some(m) if m.ring != *ring => {
+                    return Some(format!(
+                        "{observer} sees {name} {} while it says it is {ring}",
+                        m.ring
+                    ));
                 }
                 // Alive by gossip is not enough: requests only go over a session.
                 Some(m) if !m.connected => {
@@ -190,6 +219,39 @@ mod tests {
         ];
         let views = vec![("n1".into(), Ok(view.clone())), ("n2".into(), Ok(view))];
         assert_eq!(convergence_gap(&names, &views), None);
+    }
+
+    #[test]
+    fn a_node_that_left_or_was_removed_is_neither_expected_nor_asked() {
+        let names = ["n1", "n2", "n3"];
+        for departed in [RingStatus::Left, RingStatus::Removed] {
+            let mut others = all_alive(&names);
+            others[2].status = Status::Dead;
+            others[2].ring = departed;
+            let mut own = others.clone();
+            own[0].status = Status::Suspect;
+            own[1].connected = false;
+            own[2].status = Status::Alive;
+            let views = vec![
+                ("n1".to_string(), Ok(others.clone())),
+                ("n2".to_string(), Ok(others)),
+                ("n3".to_string(), Ok(own)),
+            ];
+            assert_eq!(convergence_gap(&names, &views), None, "{departed}");
+        }
+        // Only the node's own word counts: others calling it left is not enough.
+        let mut view = all_alive(&names);
+        view[2].ring = RingStatus::Left;
+        let views = vec![
+            ("n1".to_string(), Ok(view.clone())),
+            ("n2".to_string(), Ok(view)),
+            ("n3".to_string(), Ok(all_alive(&names))),
+        ];
+        let gap = convergence_gap(&names, &views).unwrap();
+        assert!(
+            gap.contains("sees n3 left while it says it is valid"),
+            "{gap}"
+        );
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -238,6 +238,15 @@ impl TestCluster {
         }
     }
 
+    /// Cuts exactly the links between the given pairs of nodes, e.g. `&[(1, 4)]`: those
+    /// two exchange no packet until [`Self::heal`], while each still reaches every other
+    /// node. Replaces any partition in force. Panics like [`Self::partition`].
+    pub fn cut_links(&mut self, pairs: &[(usize, usize)]) {
+        if let Err(e) = self.processes.cut_links(pairs) {
+            panic!("TestCluster: cannot cut {pairs:?}: {e}");
+        }
+    }
+
     /// Ends the partition; nodes find each other again by themselves (see
     /// [`Self::wait_converged`]).
     pub fn heal(&mut self) {

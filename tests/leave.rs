@@ -1,0 +1,268 @@
+//! Leave (drain): a node of four hands every key it holds to the other three before it
+//! reports `left`, shows its progress while it does, then refuses client requests, and its
+//! name cannot come back.
+//!
+//! Anti-entropy is off, and nothing is read before the node has left: the only way a key can
+//! reach the node that did not own it yet is the leaving node's handoff. Needs iptables and
+//! root (a short cut keeps the handoff under way long enough to watch it); without them it
+//! fails, saying so.
+
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use dynamo_node::core::membership::RingStatus;
+use dynamo_node::process::{ProcessError, ProcessStatus};
+use dynamo_node::testing::{TestCluster, wait_until};
+use futures::{StreamExt, stream};
+
+const KEYS: usize = 200;
+const LEAVER: usize = 4;
+const STAYING: [usize; 3] = [1, 2, 3];
+
+fn key(i: usize) -> String {
+    format!("drained-{i}")
+}
+
+fn value(i: usize) -> Bytes {
+    Bytes::from(format!("value-{i}"))
+}
+
+/// The keys (by number) that node `node` does not hold a live copy of.
+async fn missing_on(cluster: &TestCluster, node: usize) -> Vec<usize> {
+    let client = cluster.client(node);
+    let held: Vec<(usize, bool)> = stream::iter(0..KEYS)
+        .map(|i| {
+            let client = client.clone();
+            async move {
+                let versions = client.local(key(i).as_bytes()).await;
+                let ok = versions.is_ok_and(|v| v.iter().any(|v| v.value == Some(value(i))));
+                (i, ok)
+            }
+        })
+        .buffer_unordered(16)
+        .collect()
+        .await;
+    let mut missing: Vec<usize> = held
+        .into_iter()
+        .filter(|(_, ok)| !ok)
+        .map(|(i, _)| i)
+        .collect();
+    missing.sort_unstable();
+    missing
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_leaving_node_hands_every_key_to_the_others_before_it_reports_left() {
+    let mut cluster = TestCluster::builder()
+        .nodes(4)
+        .node_args([
+            "--n",
+            "3",
+            "--gossip-interval-ms",
+            "100",
+            "--suspect-after-ms",
+            "1000",
+            "--dead-after-ms",
+            "3000",
+            "--anti-entropy-interval-ms",
+            "0",
+        ])
+        .start()
+        .await;
+    let writes: Vec<(usize, Result<_, _>)> = stream::iter(0..KEYS)
+        .map(|i| {
+            let client = cluster.client(1 + i % 4);
+            async move {
+                (
+                    i,
+                    client.put(key(i).as_bytes(), value(i), None, Some(3)).await,
+                )
+            }
+        })
+        .buffer_unordered(8)
+        .collect()
+        .await;
+    for (i, written) in writes {
+        written.unwrap_or_else(|e| panic!("put {} at w=3: {e}", key(i)));
+    }
+    let held_by_leaver = KEYS - missing_on(&cluster, LEAVER).await.len();
+    assert!(held_by_leaver > 0, "n4 owns about 3/4 of the keys");
+    // Each staying node lacks the keys n4 owned in its place: the handoff must bring them.
+    let mut lacking = 0;
+    for node in STAYING {
+        lacking += missing_on(&cluster, node).await.len();
+    }
+    assert!(
+        lacking > 0,
+        "some keys are not yet on all three staying nodes"
+    );
+
+    // A cut between the leaver and n1 (only that link) holds the handoff up, since every key
+    // needs n1's ack, long enough to watch the progress while the node is leaving.
+    cluster.cut_links(&[(1, LEAVER)]);
+    let entry = cluster
+        .client(LEAVER)
+        .leave()
+        .await
+        .expect("POST /admin/leave");
+    assert_eq!(entry.ring, RingStatus::Leaving, "{entry:?}");
+    let leaver = cluster.client(LEAVER);
+    wait_until(
+        Duration::from_secs(20),
+        "n4 reports leaving with keys remaining in /admin/members and /metrics",
+        || async {
+            let own = cluster.member_seen_by(LEAVER, LEAVER).await;
+            let members =
+                own.is_some_and(|m| m.ring == RingStatus::Leaving && m.handoff.remaining > 0);
+            let metric = cluster
+                .metric(LEAVER, "dynamo_handoff_keys_remaining")
+                .await
+                .is_some_and(|v| v > 0.0);
+            members && metric
+        },
+    )
+    .await;
+    // The others hear of the leave and of its progress by gossip.
+    wait_until(
+        Duration::from_secs(20),
+        "n2 sees n4 leaving with keys remaining",
+        || async {
+            cluster
+                .member_seen_by(2, LEAVER)
+                .await
+                .is_some_and(|m| m.ring == RingStatus::Leaving && m.handoff.remaining > 0)
+        },
+    )
+    .await;
+    assert_ne!(
+        cluster.member_seen_by(LEAVER, LEAVER).await.unwrap().ring,
+        RingStatus::Left,
+        "n4 must not report left while n1, which owns every key now, is cut off"
+    );
+    cluster.heal();
+
+    // Poll n4's own word until it says left, then check at once that the keys were there.
+    wait_until(Duration::from_secs(60), "n4 reports left", || async {
+        cluster
+            .member_seen_by(LEAVER, LEAVER)
+            .await
+            .is_some_and(|m| m.ring == RingStatus::Left)
+    })
+    .await;
+    for node in STAYING {
+        let missing = missing_on(&cluster, node).await;
+        assert!(
+            missing.is_empty(),
+            "n4 reported left, but n{node} lacks {} keys, e.g. {:?}",
+            missing.len(),
+            &missing[..missing.len().min(5)]
+        );
+    }
+    // What it reports: everything handed, nothing left; and it kept nothing.
+    let own = cluster.member_seen_by(LEAVER, LEAVER).await.unwrap();
+    assert_eq!(own.handoff.remaining, 0, "{own:?}");
+    assert!(
+        own.handoff.handed >= held_by_leaver as u64,
+        "n4 handed {} keys, it held {held_by_leaver}",
+        own.handoff.handed
+    );
+    let handed = cluster
+        .metric(LEAVER, "dynamo_handoff_keys_handed_total")
+        .await
+        .expect("n4 serves /metrics after leaving");
+    assert!(handed >= held_by_leaver as f64, "metric: {handed}");
+    assert_eq!(
+        cluster
+            .metric(LEAVER, "dynamo_handoff_keys_remaining")
+            .await,
+        Some(0.0)
+    );
+    assert_eq!(
+        missing_on(&cluster, LEAVER).await.len(),
+        KEYS,
+        "n4 dropped its copies"
+    );
+
+    // The staying nodes agree that n4 left and serve every key at R = 3.
+    for node in STAYING {
+        wait_until(
+            Duration::from_secs(20),
+            &format!("n{node} sees n4 left and off its ring"),
+            || async {
+                let left = cluster
+                    .member_seen_by(node, LEAVER)
+                    .await
+                    .is_some_and(|m| m.ring == RingStatus::Left);
+                let ring = cluster.client(node).ring().await;
+                left && ring.is_ok_and(|r| r.nodes.iter().all(|n| n.node != "n4"))
+            },
+        )
+        .await;
+    }
+    let reads: Vec<(usize, usize, Result<_, _>)> = stream::iter(0..KEYS)
+        .map(|i| {
+            let via = STAYING[i % 3];
+            let client = cluster.client(via);
+            async move { (i, via, client.get(key(i).as_bytes(), Some(3)).await) }
+        })
+        .buffer_unordered(8)
+        .collect()
+        .await;
+    for (i, via, read) in reads {
+        let read = read.unwrap_or_else(|e| panic!("get {} at r=3 through n{via}: {e}", key(i)));
+        assert_eq!(read.values(), vec![value(i)], "{} through n{via}", key(i));
+    }
+
+    // The node that left refuses client requests, saying why.
+    let refusals = [
+        leaver.get(b"drained-0", None).await.err(),
+        leaver.put(b"drained-0", value(0), None, None).await.err(),
+        leaver.delete(b"drained-0", None, None).await.err(),
+    ];
+    for refusal in refusals {
+        let refusal = refusal.expect("a node that left must refuse client requests");
+        assert_eq!(
+            (refusal.status(), refusal.kind()),
+            (Some(503), Some("not_a_member")),
+            "{refusal}"
+        );
+    }
+    let health = leaver.health().await.unwrap_err();
+    assert_eq!(health.status(), Some(503), "{health}");
+    // It can be stopped; the cluster does not miss it.
+    cluster.stop(LEAVER).await;
+    cluster.wait_converged().await;
+    cluster
+        .client(2)
+        .put(b"after-the-leave", Bytes::from("v"), None, Some(3))
+        .await
+        .expect("three nodes take a write at W = 3");
+
+    // Its name is spent: started again, it learns from the others that it left, and exits.
+    match cluster.processes().restart(LEAVER).await {
+        Ok(()) | Err(ProcessError::EarlyExit { .. }) => {}
+        Err(e) => panic!("n4 could not be started again at all: {e}"),
+    }
+    let started = Instant::now();
+    let exit = loop {
+        if let ProcessStatus::Exited(exit) = cluster.status(LEAVER) {
+            break exit;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "n4 still runs 30 s after it was started again; its log:\n{}",
+            cluster.log_tail(LEAVER, 30)
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let log = cluster.log_tail(LEAVER, 40);
+    assert!(
+        exit.code.is_some_and(|c| c != 0) && !exit.requested,
+        "the restarted n4 must exit by itself with a non-zero code, not {exit}; its log:\n{log}"
+    );
+    assert!(log.contains("left the cluster"), "its log says why: {log}");
+    for node in STAYING {
+        let seen = cluster.member_seen_by(node, LEAVER).await.unwrap();
+        assert_eq!(seen.ring, RingStatus::Left, "n{node} about n4");
+    }
+}
