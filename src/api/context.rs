@@ -78,7 +78,7 @@ impl Context {
             return Err(ContextError::Malformed);
         }
         // Every clock we hand out is pruned; a longer one was not made here.
-        if clock.len() > PRUNE_LIMIT {
+        if clock.len() > PRUNE_LIMIT || clock.exact_len() > PRUNE_LIMIT {
             return Err(ContextError::Malformed);
         }
         Ok(Context(clock))

@@ -127,6 +127,10 @@ impl Handoff {
             return false;
         }
         self.handed += 1;
+        // It was counted when scanned: the counts go down as keys leave, rather than wait
+        // for the next full pass (half a minute in steady state).
+        self.seen = self.seen.saturating_sub(1);
+        self.last_pass = self.last_pass.saturating_sub(1);
         true
     }
 
@@ -220,6 +224,7 @@ mod tests {
         );
         assert_eq!(h.remaining(), expected as u64);
         let epochs = store.epoch_changes();
+        let before = h.remaining();
         // One failed, one changed meanwhile, the rest acked.
         let (failed, changed, rest) = (&transfers[0], &transfers[1], &transfers[2..]);
         assert!(!h.finish(&store, failed, false));
@@ -232,6 +237,11 @@ mod tests {
             assert!(h.finish(&store, t, true));
         }
         assert_eq!(h.handed(), rest.len() as u64);
+        assert_eq!(
+            h.remaining(),
+            before - rest.len() as u64,
+            "the count follows the keys handed"
+        );
         assert_eq!(store.len(), 300 - rest.len());
         assert!(
             store.epoch_changes() > epochs,

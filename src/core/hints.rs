@@ -105,6 +105,7 @@ pub struct HintStore {
     count: usize,
     bytes: u64,
     limits: HintLimits,
+    changes: u64,
 }
 
 impl Default for HintStore {
@@ -128,6 +129,7 @@ impl HintStore {
             count: 0,
             bytes: 0,
             limits,
+            changes: 0,
         }
     }
 
@@ -154,6 +156,7 @@ impl HintStore {
             slot.hint.versions = merged;
             self.bytes = total;
             slot.bytes = bytes;
+            self.changes += 1;
             return Ok(id);
         }
         let bytes = hint_bytes(&key, &versions);
@@ -189,6 +192,7 @@ impl HintStore {
         );
         self.count += 1;
         self.bytes += bytes;
+        self.changes += 1;
         Ok(id)
     }
 
@@ -314,7 +318,13 @@ impl HintStore {
         }
         self.count -= 1;
         self.bytes -= slot.bytes;
+        self.changes += 1;
         true
+    }
+
+    /// A counter bumped by every change of what is held (adds and acks).
+    pub fn changes(&self) -> u64 {
+        self.changes
     }
 }
 

@@ -17,6 +17,8 @@ pub mod read;
 pub mod record;
 pub mod replica;
 pub mod ring;
+#[cfg(test)]
+mod sim;
 pub mod store;
 pub mod vclock;
 pub mod version;

@@ -102,7 +102,13 @@ pub fn set_size_bound(set: &VersionSet) -> usize {
                     .context
                     .entries()
                     .map(|(a, _)| actor(a) + 2 * VARINT_MAX)
-                    .sum();
+                    .chain(
+                        v.context
+                            .exact_dots()
+                            .map(|(d, _)| actor(&d.actor) + 2 * VARINT_MAX),
+                    )
+                    .sum::<usize>()
+                    + LEN_MAX;
                 actor(&v.dot.actor)
                     + VARINT_MAX
                     + LEN_MAX

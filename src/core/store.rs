@@ -110,6 +110,11 @@ pub struct Coordinated {
     pub dot: Dot,
     /// The whole set now stored here: what replicas and hints must receive.
     pub versions: VersionSet,
+    /// The context to answer the writer with: its own context plus the new dot. The dot goes
+    /// into the vector part when that claims nothing the writer did not see (no other
+    /// version of this actor survives that the writer's context misses), and as an exact
+    /// dot otherwise (a blind write next to a delete made here, two writers with one context).
+    pub answer: VClock,
 }
 
 /// What a merge did to a key.
@@ -140,6 +145,8 @@ pub struct Store {
     key_bytes: AtomicU64,
     value_bytes: AtomicU64,
     epochs: AtomicU64,
+    // XOR of every segment digest: changes whenever any key's set does.
+    fingerprint: AtomicU64,
 }
 
 impl Store {
@@ -163,6 +170,7 @@ impl Store {
             key_bytes: AtomicU64::new(0),
             value_bytes: AtomicU64::new(0),
             epochs: AtomicU64::new(0),
+            fingerprint: AtomicU64::new(0),
         }
     }
 
@@ -260,7 +268,7 @@ impl Store {
             // before it does, so a write after the drop never reuses the old actor.
             let actor = self.actor();
             let issued = self.issued();
-            let claimed = context.get(&actor);
+            let claimed = context.max_claim(&actor);
             if claimed > issued {
                 return Err(StoreError::ForgedContext {
                     actor,
@@ -272,9 +280,20 @@ impl Store {
             let counter = self.next_counter()?;
             let dot = Dot::new(actor, counter);
             set.write(context, dot.clone(), value, now_ms);
+            let unseen_sibling = set
+                .versions()
+                .iter()
+                .any(|v| v.dot.actor == dot.actor && v.dot != dot && !context.contains(&v.dot));
+            let mut answer = context.clone();
+            if unseen_sibling {
+                answer.add_exact(&dot, now_ms);
+            } else {
+                answer.add_dot(&dot, now_ms);
+            }
             Ok(Coordinated {
                 dot,
                 versions: set.clone(),
+                answer,
             })
         });
         result
@@ -344,6 +363,12 @@ impl Store {
         self.segments
             .get(segment)
             .map_or(0, |d| d.load(Ordering::Acquire))
+    }
+
+    /// The digest of the whole store (XOR of the segment digests): equal on two stores that
+    /// hold the same sets, and changed by any change of a set.
+    pub fn fingerprint(&self) -> u64 {
+        self.fingerprint.load(Ordering::Acquire)
     }
 
     /// All segment digests, in segment order.
@@ -426,7 +451,8 @@ impl Store {
         let actor = self.actor.load();
         let issued = self.issued();
         let forged = incoming.versions().iter().any(|v| {
-            v.context.get(&actor) > issued || (v.dot.actor == **actor && v.dot.counter > issued)
+            v.context.max_claim(&actor) > issued
+                || (v.dot.actor == **actor && v.dot.counter > issued)
         });
         if forged {
             self.new_epoch();
@@ -549,10 +575,9 @@ impl Store {
     }
 
     fn xor_segment(&self, key: &[u8], old: u64, new: u64) {
-        self.segments[Self::segment_of(key)].fetch_xor(
-            Self::key_element(key, old) ^ Self::key_element(key, new),
-            Ordering::AcqRel,
-        );
+        let change = Self::key_element(key, old) ^ Self::key_element(key, new);
+        self.segments[Self::segment_of(key)].fetch_xor(change, Ordering::AcqRel);
+        self.fingerprint.fetch_xor(change, Ordering::AcqRel);
     }
 }
 
@@ -560,7 +585,7 @@ impl Store {
 fn mentions(set: &VersionSet, actor: &ActorId) -> bool {
     set.versions()
         .iter()
-        .any(|v| v.dot.actor == *actor || v.context.get(actor) > 0)
+        .any(|v| v.dot.actor == *actor || v.context.max_claim(actor) > 0)
 }
 
 // A poisoned lock only means a panic elsewhere between two plain-data steps; keep serving.

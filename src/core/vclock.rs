@@ -59,23 +59,35 @@ pub enum ClockOrder {
     Concurrent,
 }
 
-/// A version vector: for each actor, the highest counter seen.
+/// A version vector with exact dots: for each actor, the highest counter seen, plus single
+/// events seen beyond it.
 ///
-/// Entries are kept sorted by actor and never hold a zero counter, so equal histories have
-/// equal representations. Deserializing restores that form whatever the wire held, since
-/// lookups binary-search the entries and a misplaced entry would silently hide.
+/// The vector part reads "every event of this actor up to the counter". That is what a read
+/// of a whole version set has seen, and the store keeps it true (see `version.rs` on why
+/// whole sets travel). A write's answer is different: the writer saw its own new version, not
+/// the other versions its coordinator made of the key meanwhile (a blind write next to a
+/// delete, two clients writing with the same context), so the answer adds the new dot as an
+/// exact dot, which covers that one event and claims nothing about earlier ones. Exact dots
+/// fold into the vector as soon as they are contiguous with it.
+///
+/// Entries are kept sorted by actor and never hold a zero counter, exact dots sorted and
+/// never covered by the vector, so equal histories have equal representations.
+/// Deserializing restores that form whatever the wire held, since lookups binary-search and
+/// a misplaced entry would silently hide.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(from = "WireClock")]
 pub struct VClock {
     entries: Vec<(ActorId, ClockEntry)>,
+    dots: Vec<(Dot, u64)>,
 }
 
 // A clock as it arrives: possibly unsorted, with repeated or zero entries (a garbled or forged
-// context token, a faulty peer). Same shape as `VClock`, so the wire format is unchanged.
+// context token, a faulty peer). Same shape as `VClock`.
 #[derive(Deserialize)]
 #[serde(rename = "VClock")]
 struct WireClock {
     entries: Vec<(ActorId, ClockEntry)>,
+    dots: Vec<(Dot, u64)>,
 }
 
 impl From<WireClock> for VClock {
@@ -85,7 +97,14 @@ impl From<WireClock> for VClock {
         // Per actor, the largest entry first; then keep only that one, as merge would.
         entries.sort_by(|(a, x), (b, y)| a.cmp(b).then_with(|| y.key().cmp(&x.key())));
         entries.dedup_by(|later, kept| later.0 == kept.0);
-        VClock { entries }
+        let mut clock = VClock {
+            entries,
+            dots: Vec::new(),
+        };
+        for (dot, timestamp_ms) in wire.dots {
+            clock.add_exact(&dot, timestamp_ms);
+        }
+        clock
     }
 }
 
@@ -95,26 +114,36 @@ impl VClock {
         VClock::default()
     }
 
-    /// Number of actors in the clock.
+    /// Number of actors in the vector part.
     pub fn len(&self) -> usize {
         self.entries.len()
     }
 
-    /// True when the clock has seen no event.
-    pub fn is_empty(&self) -> bool {
-        self.entries.is_empty()
+    /// Number of exact dots beyond the vector.
+    pub fn exact_len(&self) -> usize {
+        self.dots.len()
     }
 
-    /// The entries, sorted by actor.
+    /// True when the clock has seen no event.
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty() && self.dots.is_empty()
+    }
+
+    /// The vector's entries, sorted by actor.
     pub fn entries(&self) -> impl Iterator<Item = (&ActorId, &ClockEntry)> {
         self.entries.iter().map(|(a, e)| (a, e))
+    }
+
+    /// The exact dots beyond the vector, sorted, with the wall time each was made at.
+    pub fn exact_dots(&self) -> impl Iterator<Item = (&Dot, u64)> {
+        self.dots.iter().map(|(d, t)| (d, *t))
     }
 
     fn position(&self, actor: &ActorId) -> Result<usize, usize> {
         self.entries.binary_search_by(|(a, _)| a.cmp(actor))
     }
 
-    /// The counter of `actor`, 0 when absent.
+    /// The vector's counter of `actor`, 0 when absent.
     pub fn get(&self, actor: &ActorId) -> u64 {
         match self.position(actor) {
             Ok(i) => self.entries[i].1.counter,
@@ -122,9 +151,19 @@ impl VClock {
         }
     }
 
+    /// The highest counter of `actor` the clock claims to have seen, exact dots included.
+    pub fn max_claim(&self, actor: &ActorId) -> u64 {
+        self.dots
+            .iter()
+            .filter(|(d, _)| &d.actor == actor)
+            .map(|(d, _)| d.counter)
+            .fold(self.get(actor), u64::max)
+    }
+
     /// True when the event `dot` is part of this clock's history.
     pub fn contains(&self, dot: &Dot) -> bool {
         dot.counter <= self.get(&dot.actor)
+            || self.dots.binary_search_by(|(d, _)| d.cmp(dot)).is_ok()
     }
 
     /// Advances `actor` by one at wall time `now_ms` and returns the new counter.
@@ -142,7 +181,8 @@ impl VClock {
         next
     }
 
-    /// Adds the event `dot` (made at `timestamp_ms`) to the clock's history.
+    /// Adds the event `dot` (made at `timestamp_ms`) and, as a version vector does, every
+    /// earlier event of its actor: what a reader of a whole version set has seen.
     pub fn add_dot(&mut self, dot: &Dot, timestamp_ms: u64) {
         self.witness(
             &dot.actor,
@@ -153,18 +193,17 @@ impl VClock {
         );
     }
 
-    /// Lowers `actor`'s counter to at most `max` (no entry at 0): strips a claim of events that
-    /// `actor` never made, such as a forged context's claim about the coordinator itself.
-    pub fn cap(&mut self, actor: &ActorId, max: u64) {
-        if let Ok(i) = self.position(actor)
-            && self.entries[i].1.counter > max
-        {
-            if max == 0 {
-                self.entries.remove(i);
-            } else {
-                self.entries[i].1.counter = max;
-            }
+    /// Adds the single event `dot` (made at `timestamp_ms`) and nothing before it: what a
+    /// writer has seen of its own new version.
+    pub fn add_exact(&mut self, dot: &Dot, timestamp_ms: u64) {
+        if dot.counter == 0 {
+            return;
         }
+        match self.dots.binary_search_by(|(d, _)| d.cmp(dot)) {
+            Ok(i) => self.dots[i].1 = self.dots[i].1.max(timestamp_ms),
+            Err(i) => self.dots.insert(i, (dot.clone(), timestamp_ms)),
+        }
+        self.fold_dots();
     }
 
     // Raises the actor's entry to `entry` if that is larger; zero counters carry no history.
@@ -180,6 +219,46 @@ impl VClock {
             }
             Err(i) => self.entries.insert(i, (actor.clone(), entry)),
         }
+        self.fold_dots();
+    }
+
+    // Drops exact dots the vector now covers, and folds those that became contiguous. The
+    // entry of an actor always carries the timestamp of its top event: a dot equal to it
+    // raises it to the later of the two (the same event seen twice), a folded dot brings its
+    // own. So any order of merges ends with the same clock.
+    fn fold_dots(&mut self) {
+        if self.dots.is_empty() {
+            return;
+        }
+        let dots = std::mem::take(&mut self.dots);
+        let mut kept = Vec::with_capacity(dots.len());
+        // Sorted by (actor, counter): a fold can make the next dot of the actor contiguous.
+        for (dot, timestamp_ms) in dots {
+            let at = self.position(&dot.actor);
+            let counter = at.map_or(0, |i| self.entries[i].1.counter);
+            match at {
+                Ok(i) if dot.counter == counter => {
+                    let entry = &mut self.entries[i].1;
+                    entry.timestamp_ms = entry.timestamp_ms.max(timestamp_ms);
+                }
+                _ if dot.counter <= counter => {}
+                Ok(i) if dot.counter == counter + 1 => {
+                    self.entries[i].1 = ClockEntry {
+                        counter: dot.counter,
+                        timestamp_ms,
+                    };
+                }
+                Err(i) if dot.counter == 1 => {
+                    let entry = ClockEntry {
+                        counter: 1,
+                        timestamp_ms,
+                    };
+                    self.entries.insert(i, (dot.actor.clone(), entry));
+                }
+                _ => kept.push((dot, timestamp_ms)),
+            }
+        }
+        self.dots = kept;
     }
 
     /// True when this clock has seen every event of `other`.
@@ -188,6 +267,7 @@ impl VClock {
             .entries
             .iter()
             .all(|(actor, e)| self.get(actor) >= e.counter)
+            && other.dots.iter().all(|(d, _)| self.contains(d))
     }
 
     /// The causal relation of `self` to `other` (timestamps are ignored).
@@ -200,7 +280,8 @@ impl VClock {
         }
     }
 
-    /// The least clock that descends from both: pointwise maximum of the counters.
+    /// The least clock that descends from both: pointwise maximum of the counters, and the
+    /// exact dots of both that the result's vector does not cover.
     pub fn merge(&self, other: &VClock) -> VClock {
         let mut out = Vec::with_capacity(self.entries.len().max(other.entries.len()));
         let (mut i, mut j) = (0, 0);
@@ -226,7 +307,19 @@ impl VClock {
         }
         out.extend_from_slice(&self.entries[i..]);
         out.extend_from_slice(&other.entries[j..]);
-        VClock { entries: out }
+        let mut merged = VClock {
+            entries: out,
+            dots: Vec::new(),
+        };
+        if !self.dots.is_empty() || !other.dots.is_empty() {
+            let mut dots: Vec<(Dot, u64)> = self.dots.iter().chain(&other.dots).cloned().collect();
+            // Per dot, the later timestamp first: a symmetric choice.
+            dots.sort_by(|(x, tx), (y, ty)| x.cmp(y).then_with(|| ty.cmp(tx)));
+            dots.dedup_by(|later, kept| later.0 == kept.0);
+            merged.dots = dots;
+            merged.fold_dots();
+        }
+        merged
     }
 
     /// Merges `other` into `self`.
@@ -236,11 +329,30 @@ impl VClock {
         }
     }
 
-    /// Drops the oldest entries (by timestamp, ties by actor) until at most `max_entries` remain.
+    /// Drops the oldest entries (by timestamp, ties by actor) until at most `max_entries`
+    /// remain, and the oldest exact dots likewise.
     ///
     /// Pruning forgets history, so a pruned clock may see as concurrent what was causally
     /// older: that costs a spurious sibling, never a lost write.
     pub fn prune(&mut self, max_entries: usize) {
+        if self.dots.len() > max_entries {
+            let mut by_age: Vec<usize> = (0..self.dots.len()).collect();
+            by_age.sort_by(|&x, &y| {
+                let (dx, tx) = &self.dots[x];
+                let (dy, ty) = &self.dots[y];
+                tx.cmp(ty).then_with(|| dx.cmp(dy))
+            });
+            let mut drop = vec![false; self.dots.len()];
+            for &i in &by_age[..self.dots.len() - max_entries] {
+                drop[i] = true;
+            }
+            let mut index = 0;
+            self.dots.retain(|_| {
+                let keep = !drop[index];
+                index += 1;
+                keep
+            });
+        }
         if self.entries.len() <= max_entries {
             return;
         }
@@ -338,20 +450,30 @@ pub(crate) mod tests {
                 ])
             })
             .collect();
-        Tok::Seq(vec![Tok::Seq(list)])
+        Tok::Seq(vec![Tok::Seq(list), Tok::Seq(Vec::new())])
     }
 
     pub(crate) fn clock_strategy(max_actors: u8) -> impl Strategy<Value = VClock> {
-        proptest::collection::vec((0..max_actors, 0u64..6, 0u64..100), 0..8).prop_map(|items| {
+        let item = (
+            0..max_actors,
+            0u64..9,
+            0u64..100,
+            proptest::bool::weighted(0.3),
+        );
+        proptest::collection::vec(item, 0..8).prop_map(|items| {
             let mut c = VClock::new();
-            for (a, counter, ts) in items {
-                c.witness(
-                    &actor(a),
-                    ClockEntry {
-                        counter,
-                        timestamp_ms: ts,
-                    },
-                );
+            for (a, counter, ts, exact) in items {
+                if exact {
+                    c.add_exact(&Dot::new(actor(a), counter), ts);
+                } else {
+                    c.witness(
+                        &actor(a),
+                        ClockEntry {
+                            counter,
+                            timestamp_ms: ts,
+                        },
+                    );
+                }
             }
             c
         })
@@ -405,12 +527,22 @@ pub(crate) mod tests {
                 (b.clone(), e(5, 1)),
                 (actor(3), e(0, 0)),
             ],
+            // Covered, contiguous, repeated, zero and unsorted exact dots.
+            dots: vec![
+                (Dot::new(b.clone(), 4), 0),
+                (Dot::new(actor(4), 9), 2),
+                (Dot::new(a.clone(), 2), 3),
+                (Dot::new(actor(4), 9), 2),
+                (Dot::new(actor(4), 0), 2),
+            ],
         };
         let clock = VClock::from(wire);
         let mut expected = VClock::new();
-        expected.add_dot(&Dot::new(a, 1), 0);
+        expected.add_dot(&Dot::new(a, 2), 3);
         expected.add_dot(&Dot::new(b, 5), 1);
+        expected.add_exact(&Dot::new(actor(4), 9), 2);
         assert_eq!(clock, expected);
+        assert_eq!(clock.exact_len(), 1);
     }
 
     #[test]
@@ -476,22 +608,41 @@ pub(crate) mod tests {
     }
 
     #[test]
-    fn cap_lowers_one_actor_only() {
-        let mut c = VClock::new();
-        c.add_dot(&Dot::new(actor(1), 10), 5);
-        c.add_dot(&Dot::new(actor(2), 4), 5);
-        c.cap(&actor(1), 7);
-        assert_eq!((c.get(&actor(1)), c.get(&actor(2))), (7, 4));
-        c.cap(&actor(2), 9);
-        assert_eq!(
-            c.get(&actor(2)),
-            4,
-            "a cap above the counter changes nothing"
-        );
-        c.cap(&actor(1), 0);
-        assert_eq!(c.len(), 1, "a zero counter is no entry");
-        c.cap(&actor(3), 0);
-        assert_eq!(c.len(), 1);
+    fn an_exact_dot_covers_its_event_and_nothing_before_it() {
+        let a = actor(1);
+        let mut answer = VClock::new();
+        answer.add_exact(&Dot::new(a.clone(), 43), 9);
+        assert!(answer.contains(&Dot::new(a.clone(), 43)));
+        assert!(!answer.contains(&Dot::new(a.clone(), 42)), "never seen");
+        assert_eq!(answer.get(&a), 0);
+        assert_eq!(answer.max_claim(&a), 43);
+        assert_eq!(answer.exact_len(), 1);
+        // Contiguous with the vector: folded.
+        let mut contiguous = VClock::new();
+        contiguous.add_dot(&Dot::new(a.clone(), 6), 1);
+        contiguous.add_exact(&Dot::new(a.clone(), 7), 2);
+        assert_eq!((contiguous.get(&a), contiguous.exact_len()), (7, 0));
+        // A vector that catches up swallows (or folds) the exact dots.
+        let mut read = VClock::new();
+        read.add_dot(&Dot::new(a.clone(), 42), 3);
+        let merged = answer.merge(&read);
+        assert_eq!((merged.get(&a), merged.exact_len()), (43, 0));
+        assert_eq!(merged, read.merge(&answer));
+        let mut far = VClock::new();
+        far.add_dot(&Dot::new(a.clone(), 50), 3);
+        assert_eq!(answer.merge(&far), far);
+        // Round trip through the wire, and through a garbled wire.
+        let bytes = postcard::to_stdvec(&answer).unwrap();
+        assert_eq!(postcard::from_bytes::<VClock>(&bytes).unwrap(), answer);
+        // Pruning forgets the oldest exact dots too.
+        let mut many = VClock::new();
+        for i in 0..5u64 {
+            many.add_exact(&Dot::new(actor(2), 10 * (i + 2)), i);
+        }
+        many.prune(2);
+        assert_eq!(many.exact_len(), 2);
+        assert!(many.contains(&Dot::new(actor(2), 60)));
+        assert!(!many.contains(&Dot::new(actor(2), 20)));
     }
 
     proptest! {
@@ -577,7 +728,7 @@ pub(crate) mod tests {
         fn prune_bounds_size_and_only_forgets(x in clock_strategy(8), limit in 0usize..6) {
             let mut p = x.clone();
             p.prune(limit);
-            prop_assert!(p.len() <= limit);
+            prop_assert!(p.len() <= limit && p.exact_len() <= limit);
             prop_assert!(x.descends(&p));
             for (a, e) in p.entries() {
                 prop_assert_eq!(x.get(a), e.counter);

@@ -63,11 +63,13 @@ fn content_order(a: &Version, b: &Version) -> std::cmp::Ordering {
     (a.timestamp_ms, &a.value)
         .cmp(&(b.timestamp_ms, &b.value))
         .then_with(|| clock(a).cmp(clock(b)))
+        .then_with(|| a.context.exact_dots().cmp(b.context.exact_dots()))
 }
 
 // For versions with distinct dots: whether another version's context covers each one's dot.
 // Per actor it keeps the two highest counters over all contexts (and who holds the highest),
-// so "covered by someone else" is one lookup instead of a scan of every other version.
+// so "covered by someone else" is one lookup instead of a scan of every other version; exact
+// dots are looked up by dot, with who holds them.
 fn obsolete_flags<'a>(versions: impl Iterator<Item = &'a Version> + Clone) -> Vec<bool> {
     struct Top2 {
         best: u64,
@@ -75,9 +77,17 @@ fn obsolete_flags<'a>(versions: impl Iterator<Item = &'a Version> + Clone) -> Ve
         second: u64,
     }
     let mut tops: HashMap<&ActorId, Top2> = HashMap::new();
+    // Exact dot -> (first holder, held by more than one).
+    let mut exact: HashMap<&Dot, (usize, bool)> = HashMap::new();
     let mut count = 0;
     for (i, v) in versions.clone().enumerate() {
         count += 1;
+        for (dot, _) in v.context.exact_dots() {
+            exact
+                .entry(dot)
+                .and_modify(|(_, shared)| *shared = true)
+                .or_insert((i, false));
+        }
         for (actor, e) in v.context.entries() {
             let top = tops.entry(actor).or_insert(Top2 {
                 best: 0,
@@ -108,6 +118,9 @@ fn obsolete_flags<'a>(versions: impl Iterator<Item = &'a Version> + Clone) -> Ve
                 }
             });
             v.dot.counter <= covered_up_to
+                || exact
+                    .get(&v.dot)
+                    .is_some_and(|(holder, shared)| *shared || *holder != i)
         })
         .collect()
 }
@@ -318,7 +331,7 @@ impl VersionSet {
                 } else {
                     0
                 };
-                own.max(v.context.get(actor))
+                own.max(v.context.max_claim(actor))
             })
             .max()
             .unwrap_or(0)
@@ -355,6 +368,12 @@ impl VersionSet {
                 actor(&mut hasher, a);
                 hasher.update(&e.counter.to_le_bytes());
                 hasher.update(&e.timestamp_ms.to_le_bytes());
+            }
+            hasher.update(&(v.context.exact_len() as u64).to_le_bytes());
+            for (dot, timestamp_ms) in v.context.exact_dots() {
+                actor(&mut hasher, &dot.actor);
+                hasher.update(&dot.counter.to_le_bytes());
+                hasher.update(&timestamp_ms.to_le_bytes());
             }
         }
         hasher.digest()

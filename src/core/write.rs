@@ -77,8 +77,7 @@ impl WriteRun {
             local
                 .store
                 .coordinate(&request.key, &request.context, request.value, now_ms)?;
-        let mut answer = request.context;
-        answer.add_dot(&coordinated.dot, now_ms);
+        let answer = coordinated.answer;
         let mut tracker = QuorumTracker::new(request.w, targets.iter().map(|t| t.node.clone()))?;
         let mut outgoing = Vec::with_capacity(targets.len());
         for Target {

@@ -171,12 +171,17 @@ impl ForwardedWrite {
     /// An upper bound of the write's encoded size, for keeping batches under the frame limit.
     pub fn size_bound(&self) -> usize {
         let actor = |a: &ActorId| str_size_bound(a.node.as_str()) + VARINT_MAX;
-        let context: usize = self
-            .context
-            .clock()
+        let clock = self.context.clock();
+        let context: usize = clock
             .entries()
             .map(|(a, _)| actor(a) + 2 * VARINT_MAX)
-            .sum();
+            .chain(
+                clock
+                    .exact_dots()
+                    .map(|(d, _)| actor(&d.actor) + 2 * VARINT_MAX),
+            )
+            .sum::<usize>()
+            + LEN_MAX;
         key_size_bound(&self.key)
             + 1
             + self.value.as_ref().map_or(0, |v| LEN_MAX + v.len())

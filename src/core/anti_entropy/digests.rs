@@ -14,23 +14,33 @@ struct Cached {
 }
 
 /// The digests of the keys this node shares with one peer, per segment, kept up to date
-/// cheaply: a segment is recomputed only when its raw digest moved.
+/// cheaply: a segment is recomputed only when its raw digest moved, and a group (and the
+/// root) only when one of its segments did.
 pub struct SharedDigests {
     me: NodeId,
     peer: NodeId,
     scope: Option<Scope>,
     segments: Vec<Option<Cached>>,
+    groups: Vec<u64>,
+    root: u64,
+    // The store's fingerprint at the last refresh: unchanged means no segment moved.
+    fingerprint: Option<u64>,
 }
 
 impl SharedDigests {
     /// An empty cache of what `me` shares with `peer`.
     pub fn new(me: NodeId, peer: NodeId) -> Self {
-        SharedDigests {
+        let mut digests = SharedDigests {
             me,
             peer,
             scope: None,
             segments: vec![None; SEGMENTS],
-        }
+            groups: vec![0; GROUPS],
+            root: 0,
+            fingerprint: None,
+        };
+        digests.rehash((0..GROUPS).collect());
+        digests
     }
 
     /// The peer these digests are for.
@@ -42,6 +52,13 @@ impl SharedDigests {
     /// segments had to be recomputed (0 in steady state).
     pub fn refresh(&mut self, store: &Store, ring: &Ring, n: usize) -> usize {
         let scope = Scope::of(ring, n);
+        // Read before listing, as the segments are: a write in between moves it again.
+        let fingerprint = store.fingerprint();
+        if self.scope == Some(scope) && self.fingerprint == Some(fingerprint) {
+            return 0;
+        }
+        self.fingerprint = Some(fingerprint);
+        let mut stale_groups = Vec::new();
         if self.scope != Some(scope) {
             self.segments.fill(None);
             self.scope = Some(scope);
@@ -63,10 +80,32 @@ impl SharedDigests {
                         acc ^ Store::key_element(key, *digest)
                     })
             };
+            if cached.is_none_or(|c| c.shared != shared) {
+                let group = segment / SEGMENTS_PER_GROUP;
+                if stale_groups.last() != Some(&group) {
+                    stale_groups.push(group);
+                }
+            }
             *cached = Some(Cached { raw, shared });
             recomputed += 1;
         }
+        if !stale_groups.is_empty() {
+            self.rehash(stale_groups);
+        }
         recomputed
+    }
+
+    /// Recomputes the digests of `groups`, then the root.
+    fn rehash(&mut self, groups: Vec<usize>) {
+        for group in groups {
+            let start = group * SEGMENTS_PER_GROUP;
+            let bytes: Vec<u8> = (start..start + SEGMENTS_PER_GROUP)
+                .flat_map(|s| self.segment(s).to_le_bytes())
+                .collect();
+            self.groups[group] = xxh3_64(&bytes);
+        }
+        let bytes: Vec<u8> = self.groups.iter().flat_map(|g| g.to_le_bytes()).collect();
+        self.root = xxh3_64(&bytes);
     }
 
     /// The scope of the last refresh.
@@ -83,23 +122,18 @@ impl SharedDigests {
             .map_or(0, |c| c.shared)
     }
 
-    /// The digest of one group of segments.
+    /// The digest of one group of segments (0 if out of range).
     pub fn group(&self, group: usize) -> u64 {
-        let start = group * SEGMENTS_PER_GROUP;
-        let bytes: Vec<u8> = (start..start + SEGMENTS_PER_GROUP)
-            .flat_map(|s| self.segment(s).to_le_bytes())
-            .collect();
-        xxh3_64(&bytes)
+        self.groups.get(group).copied().unwrap_or(0)
     }
 
     /// Every group digest, in order.
     pub fn groups(&self) -> Vec<u64> {
-        (0..GROUPS).map(|g| self.group(g)).collect()
+        self.groups.clone()
     }
 
     /// The digest of everything shared.
     pub fn root(&self) -> u64 {
-        let bytes: Vec<u8> = self.groups().iter().flat_map(|g| g.to_le_bytes()).collect();
-        xxh3_64(&bytes)
+        self.root
     }
 }
