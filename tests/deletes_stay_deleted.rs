@@ -82,13 +82,8 @@ async fn stays_deleted(cluster: &TestCluster, period: Duration, when: &str) {
 async fn deletes_made_while_an_owner_was_cut_off_past_dead_after_stay_deleted_after_the_heal() {
     let mut cluster = TestCluster::builder()
         .nodes(3)
+        .fast_failure_detection()
         .node_args([
-            "--gossip-interval-ms",
-            "100",
-            "--suspect-after-ms",
-            "1000",
-            "--dead-after-ms",
-            "3000",
             "--anti-entropy-interval-ms",
             "300",
             "--tombstone-grace-ms",

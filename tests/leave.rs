@@ -13,84 +13,34 @@ use bytes::Bytes;
 use dynamo_node::core::membership::RingStatus;
 use dynamo_node::process::{ProcessError, ProcessStatus};
 use dynamo_node::testing::{TestCluster, wait_until};
-use futures::{StreamExt, stream};
 
 const KEYS: usize = 200;
 const LEAVER: usize = 4;
 const STAYING: [usize; 3] = [1, 2, 3];
 
-fn key(i: usize) -> String {
-    format!("drained-{i}")
-}
-
-fn value(i: usize) -> Bytes {
-    Bytes::from(format!("value-{i}"))
-}
-
-/// The keys (by number) that node `node` does not hold a live copy of.
-async fn missing_on(cluster: &TestCluster, node: usize) -> Vec<usize> {
-    let client = cluster.client(node);
-    let held: Vec<(usize, bool)> = stream::iter(0..KEYS)
-        .map(|i| {
-            let client = client.clone();
-            async move {
-                let versions = client.local(key(i).as_bytes()).await;
-                let ok = versions.is_ok_and(|v| v.iter().any(|v| v.value == Some(value(i))));
-                (i, ok)
-            }
-        })
-        .buffer_unordered(16)
+/// The keys written, each with its own value.
+fn keys() -> Vec<(String, Bytes)> {
+    (0..KEYS)
+        .map(|i| (format!("drained-{i}"), Bytes::from(format!("value-{i}"))))
         .collect()
-        .await;
-    let mut missing: Vec<usize> = held
-        .into_iter()
-        .filter(|(_, ok)| !ok)
-        .map(|(i, _)| i)
-        .collect();
-    missing.sort_unstable();
-    missing
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_leaving_node_hands_every_key_to_the_others_before_it_reports_left() {
     let mut cluster = TestCluster::builder()
         .nodes(4)
-        .node_args([
-            "--n",
-            "3",
-            "--gossip-interval-ms",
-            "100",
-            "--suspect-after-ms",
-            "1000",
-            "--dead-after-ms",
-            "3000",
-            "--anti-entropy-interval-ms",
-            "0",
-        ])
+        .fast_failure_detection()
+        .node_args(["--n", "3", "--anti-entropy-interval-ms", "0"])
         .start()
         .await;
-    let writes: Vec<(usize, Result<_, _>)> = stream::iter(0..KEYS)
-        .map(|i| {
-            let client = cluster.client(1 + i % 4);
-            async move {
-                (
-                    i,
-                    client.put(key(i).as_bytes(), value(i), None, Some(3)).await,
-                )
-            }
-        })
-        .buffer_unordered(8)
-        .collect()
-        .await;
-    for (i, written) in writes {
-        written.unwrap_or_else(|e| panic!("put {} at w=3: {e}", key(i)));
-    }
-    let held_by_leaver = KEYS - missing_on(&cluster, LEAVER).await.len();
+    let keys = keys();
+    cluster.put_all(&keys, Some(3)).await;
+    let held_by_leaver = KEYS - cluster.missing_on(LEAVER, &keys).await.len();
     assert!(held_by_leaver > 0, "n4 owns about 3/4 of the keys");
     // Each staying node lacks the keys n4 owned in its place: the handoff must bring them.
     let mut lacking = 0;
     for node in STAYING {
-        lacking += missing_on(&cluster, node).await.len();
+        lacking += cluster.missing_on(node, &keys).await.len();
     }
     assert!(
         lacking > 0,
@@ -150,7 +100,7 @@ async fn a_leaving_node_hands_every_key_to_the_others_before_it_reports_left() {
     })
     .await;
     for node in STAYING {
-        let missing = missing_on(&cluster, node).await;
+        let missing = cluster.missing_on(node, &keys).await;
         assert!(
             missing.is_empty(),
             "n4 reported left, but n{node} lacks {} keys, e.g. {:?}",
@@ -178,7 +128,7 @@ async fn a_leaving_node_hands_every_key_to_the_others_before_it_reports_left() {
         Some(0.0)
     );
     assert_eq!(
-        missing_on(&cluster, LEAVER).await.len(),
+        cluster.missing_on(LEAVER, &keys).await.len(),
         KEYS,
         "n4 dropped its copies"
     );
@@ -199,24 +149,15 @@ async fn a_leaving_node_hands_every_key_to_the_others_before_it_reports_left() {
         )
         .await;
     }
-    let reads: Vec<(usize, usize, Result<_, _>)> = stream::iter(0..KEYS)
-        .map(|i| {
-            let via = STAYING[i % 3];
-            let client = cluster.client(via);
-            async move { (i, via, client.get(key(i).as_bytes(), Some(3)).await) }
-        })
-        .buffer_unordered(8)
-        .collect()
-        .await;
-    for (i, via, read) in reads {
-        let read = read.unwrap_or_else(|e| panic!("get {} at r=3 through n{via}: {e}", key(i)));
-        assert_eq!(read.values(), vec![value(i)], "{} through n{via}", key(i));
-    }
+    cluster.assert_all_read(&keys, &STAYING, Some(3)).await;
 
     // The node that left refuses client requests, saying why.
     let refusals = [
         leaver.get(b"drained-0", None).await.err(),
-        leaver.put(b"drained-0", value(0), None, None).await.err(),
+        leaver
+            .put(b"drained-0", keys[0].1.clone(), None, None)
+            .await
+            .err(),
         leaver.delete(b"drained-0", None, None).await.err(),
     ];
     for refusal in refusals {

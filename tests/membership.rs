@@ -10,15 +10,6 @@ use dynamo_node::core::membership::{RingStatus, Status};
 use dynamo_node::process::ProcessError;
 use dynamo_node::testing::{TestCluster, wait_until};
 
-/// Fast failure detection: suspect after 1 s of silence, dead after 3 s.
-const FAST: [&str; 6] = [
-    "--gossip-interval-ms",
-    "100",
-    "--suspect-after-ms",
-    "1000",
-    "--dead-after-ms",
-    "3000",
-];
 const VIEW_CHANGE: Duration = Duration::from_secs(20);
 
 /// The node names on node `i`'s ring, sorted.
@@ -37,7 +28,7 @@ async fn ring_nodes(cluster: &TestCluster, i: usize) -> Vec<String> {
 async fn a_dead_node_keeps_its_ranges_and_comes_back_valid_after_a_restart() {
     let mut cluster = TestCluster::builder()
         .nodes(3)
-        .node_args(FAST)
+        .fast_failure_detection()
         .node_args(["--anti-entropy-interval-ms", "300"])
         .start()
         .await;
@@ -140,7 +131,7 @@ async fn a_node_started_with_another_n_is_refused_and_says_why() {
     // The cluster runs with the default N = 3; a fourth node comes with --n 2.
     let mut cluster = TestCluster::builder()
         .nodes(3)
-        .node_args(FAST)
+        .fast_failure_detection()
         .start()
         .await;
     let added = cluster.processes().add_node(["--n", "2"]).await;

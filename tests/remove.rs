@@ -8,81 +8,31 @@ use bytes::Bytes;
 use dynamo_node::core::membership::{RingStatus, Status};
 use dynamo_node::process::{ProcessError, ProcessStatus};
 use dynamo_node::testing::{TestCluster, wait_until};
-use futures::{StreamExt, stream};
 
 const KEYS: usize = 200;
 const GONE: usize = 4;
 const STAYING: [usize; 3] = [1, 2, 3];
 
-fn key(i: usize) -> String {
-    format!("rebuilt-{i}")
-}
-
-fn value(i: usize) -> Bytes {
-    Bytes::from(format!("value-{i}"))
-}
-
-/// The keys (by number) that node `node` does not hold a live copy of.
-async fn missing_on(cluster: &TestCluster, node: usize) -> Vec<usize> {
-    let client = cluster.client(node);
-    let held: Vec<(usize, bool)> = stream::iter(0..KEYS)
-        .map(|i| {
-            let client = client.clone();
-            async move {
-                let versions = client.local(key(i).as_bytes()).await;
-                let ok = versions.is_ok_and(|v| v.iter().any(|v| v.value == Some(value(i))));
-                (i, ok)
-            }
-        })
-        .buffer_unordered(16)
+/// The keys written, each with its own value.
+fn keys() -> Vec<(String, Bytes)> {
+    (0..KEYS)
+        .map(|i| (format!("rebuilt-{i}"), Bytes::from(format!("value-{i}"))))
         .collect()
-        .await;
-    let mut missing: Vec<usize> = held
-        .into_iter()
-        .filter(|(_, ok)| !ok)
-        .map(|(i, _)| i)
-        .collect();
-    missing.sort_unstable();
-    missing
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_removed_node_is_rebuilt_on_the_others_and_cannot_come_back() {
     let mut cluster = TestCluster::builder()
         .nodes(4)
-        .node_args([
-            "--n",
-            "3",
-            "--gossip-interval-ms",
-            "100",
-            "--suspect-after-ms",
-            "1000",
-            "--dead-after-ms",
-            "3000",
-            "--anti-entropy-interval-ms",
-            "300",
-        ])
+        .fast_failure_detection()
+        .node_args(["--n", "3", "--anti-entropy-interval-ms", "300"])
         .start()
         .await;
-    let writes: Vec<(usize, Result<_, _>)> = stream::iter(0..KEYS)
-        .map(|i| {
-            let client = cluster.client(1 + i % 4);
-            async move {
-                (
-                    i,
-                    client.put(key(i).as_bytes(), value(i), None, Some(3)).await,
-                )
-            }
-        })
-        .buffer_unordered(8)
-        .collect()
-        .await;
-    for (i, written) in writes {
-        written.unwrap_or_else(|e| panic!("put {} at w=3: {e}", key(i)));
-    }
+    let keys = keys();
+    cluster.put_all(&keys, Some(3)).await;
     let mut lacking = 0;
     for node in STAYING {
-        lacking += missing_on(&cluster, node).await.len();
+        lacking += cluster.missing_on(node, &keys).await.len();
     }
     assert!(
         lacking > 0,
@@ -144,24 +94,12 @@ async fn a_removed_node_is_rebuilt_on_the_others_and_cannot_come_back() {
         wait_until(
             Duration::from_secs(60),
             &format!("n{node} holds every key"),
-            || async { missing_on(&cluster, node).await.is_empty() },
+            || async { cluster.missing_on(node, &keys).await.is_empty() },
         )
         .await;
     }
     println!("rebuilt in {} ms", started.elapsed().as_millis());
-    let reads: Vec<(usize, usize, Result<_, _>)> = stream::iter(0..KEYS)
-        .map(|i| {
-            let via = STAYING[i % 3];
-            let client = cluster.client(via);
-            async move { (i, via, client.get(key(i).as_bytes(), Some(3)).await) }
-        })
-        .buffer_unordered(8)
-        .collect()
-        .await;
-    for (i, via, read) in reads {
-        let read = read.unwrap_or_else(|e| panic!("get {} at r=3 through n{via}: {e}", key(i)));
-        assert_eq!(read.values(), vec![value(i)], "{} through n{via}", key(i));
-    }
+    cluster.assert_all_read(&keys, &STAYING, Some(3)).await;
 
     // The removed name started again (seeded with the others) must refuse to run.
     match cluster.processes().restart(GONE).await {
@@ -200,12 +138,6 @@ async fn a_removed_node_is_rebuilt_on_the_others_and_cannot_come_back() {
             "n{node}: {ring:?}"
         );
     }
-    for i in (0..KEYS).step_by(10) {
-        let read = cluster
-            .client(1)
-            .get(key(i).as_bytes(), Some(3))
-            .await
-            .unwrap();
-        assert_eq!(read.values(), vec![value(i)], "{}", key(i));
-    }
+    let sample: Vec<(String, Bytes)> = keys.iter().step_by(10).cloned().collect();
+    cluster.assert_all_read(&sample, &[1], Some(3)).await;
 }

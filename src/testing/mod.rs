@@ -30,6 +30,9 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
+use bytes::Bytes;
+use futures::{StreamExt, stream};
+
 use crate::api::MemberInfo;
 use crate::core::ids::NodeId;
 use crate::core::membership::Status;
@@ -69,6 +72,19 @@ impl TestClusterBuilder {
     {
         self.args.extend(args.into_iter().map(Into::into));
         self
+    }
+
+    /// Fast failure detection for fault tests: gossip every 100 ms, suspect after 1 s of
+    /// silence, dead after 3 s.
+    pub fn fast_failure_detection(self) -> Self {
+        self.node_args([
+            "--gossip-interval-ms",
+            "100",
+            "--suspect-after-ms",
+            "1000",
+            "--dead-after-ms",
+            "3000",
+        ])
     }
 
     /// The node executable (default: `$DYNAMO_NODE_BIN`, else `dynamo-node` next to the test
@@ -319,6 +335,67 @@ impl TestCluster {
     pub async fn metric(&self, i: usize, name: &str) -> Option<f64> {
         let text = self.quick_client(i).metrics().await.ok()?;
         crate::http::metric_sum(&text, name, |_| true)
+    }
+
+    /// Writes every `(key, value)` of `keys` blind with `?w=`, through the nodes in turn and
+    /// a few at a time; panics on the first write that fails.
+    pub async fn put_all(&self, keys: &[(String, Bytes)], w: Option<usize>) {
+        let writes: Vec<(usize, Result<_, _>)> = stream::iter(keys.iter().enumerate())
+            .map(|(i, (key, value))| {
+                let client = self.client(1 + i % self.len());
+                async move { (i, client.put(key.as_bytes(), value.clone(), None, w).await) }
+            })
+            .buffer_unordered(8)
+            .collect()
+            .await;
+        for (i, written) in writes {
+            written.unwrap_or_else(|e| panic!("put {} at w={w:?}: {e}", keys[i].0));
+        }
+    }
+
+    /// The positions in `keys` of the keys whose value node `i` does not store itself (its
+    /// `/admin/local` lacks a version with that value), sorted.
+    pub async fn missing_on(&self, i: usize, keys: &[(String, Bytes)]) -> Vec<usize> {
+        let client = self.client(i);
+        let held: Vec<(usize, bool)> = stream::iter(keys.iter().enumerate())
+            .map(|(at, (key, value))| {
+                let client = client.clone();
+                async move {
+                    let versions = client.local(key.as_bytes()).await;
+                    let ok =
+                        versions.is_ok_and(|v| v.iter().any(|v| v.value.as_ref() == Some(value)));
+                    (at, ok)
+                }
+            })
+            .buffer_unordered(16)
+            .collect()
+            .await;
+        let mut missing: Vec<usize> = held
+            .into_iter()
+            .filter(|(_, ok)| !ok)
+            .map(|(at, _)| at)
+            .collect();
+        missing.sort_unstable();
+        missing
+    }
+
+    /// Reads every key of `keys` with `?r=`, through the nodes of `via` in turn, and panics
+    /// unless each answers exactly its one value.
+    pub async fn assert_all_read(&self, keys: &[(String, Bytes)], via: &[usize], r: Option<usize>) {
+        let reads: Vec<(usize, usize, Result<_, _>)> = stream::iter(keys.iter().enumerate())
+            .map(|(i, (key, _))| {
+                let node = via[i % via.len()];
+                let client = self.client(node);
+                async move { (i, node, client.get(key.as_bytes(), r).await) }
+            })
+            .buffer_unordered(8)
+            .collect()
+            .await;
+        for (i, node, read) in reads {
+            let (key, value) = &keys[i];
+            let read = read.unwrap_or_else(|e| panic!("get {key} at r={r:?} through n{node}: {e}"));
+            assert_eq!(read.values(), vec![value.clone()], "{key} through n{node}");
+        }
     }
 
     /// A client that gives up soon, for polling views.

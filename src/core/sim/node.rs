@@ -248,6 +248,18 @@ impl SimNode {
         *node == self.name || (self.membership.is_reachable(node) && self.connected.contains(node))
     }
 
+    /// Runs `f` with this node's routing view, as the node's `NodeShared::with_view` does.
+    fn with_view<T>(&self, f: impl FnOnce(&View<'_>) -> T) -> T {
+        let live = |n: &NodeId| self.is_live(n);
+        let view = View {
+            me: &self.name,
+            ring: &self.ring,
+            n: self.config.n,
+            live: &live,
+        };
+        f(&view)
+    }
+
     fn local(&self, now: u64) -> LocalReplica<'_> {
         LocalReplica {
             me: &self.name,
@@ -343,16 +355,7 @@ impl SimNode {
             w: write.w,
         };
         let wall = self.wall(now);
-        let started = {
-            let live = |n: &NodeId| self.is_live(n);
-            let view = View {
-                me: &self.name,
-                ring: &self.ring,
-                n: self.config.n,
-                live: &live,
-            };
-            WriteRun::start(&self.local(now), &view, request, wall)
-        };
+        let started = self.with_view(|view| WriteRun::start(&self.local(now), view, request, wall));
         let (run, outgoing) = match started {
             Ok(started) => started,
             Err(e) => {
@@ -422,16 +425,7 @@ impl SimNode {
     }
 
     fn read(&mut self, op: u64, key: Key, r: usize, now: u64, fx: &mut Vec<Effect>) {
-        let started = {
-            let live = |n: &NodeId| self.is_live(n);
-            let view = View {
-                me: &self.name,
-                ring: &self.ring,
-                n: self.config.n,
-                live: &live,
-            };
-            ReadRun::start(&self.local(now), &view, key, r)
-        };
+        let started = self.with_view(|view| ReadRun::start(&self.local(now), view, key, r));
         let (run, ask) = match started {
             Ok(started) => started,
             Err(e) => {
@@ -727,22 +721,16 @@ impl SimNode {
 
     fn drain_hints(&mut self, _now: u64, fx: &mut Vec<Effect>) {
         let leaving = self.ring_status() == RingStatus::Leaving;
-        let deliveries = {
+        let deliveries = self.with_view(|view| {
             let membership = &self.membership;
             let gone = |n: &NodeId| membership.ring_status_of(n).is_some_and(|s| s.is_final());
-            let live = |n: &NodeId| self.is_live(n);
             let scope = DrainScope {
-                view: View {
-                    me: &self.name,
-                    ring: &self.ring,
-                    n: self.config.n,
-                    live: &live,
-                },
+                view: *view,
                 gone: &gone,
                 leaving,
             };
             drain::plan(&mut self.hints.lock(), &scope, self.config.batch)
-        };
+        });
         for delivery in deliveries {
             let id = self.id();
             let sends = delivery.sends.clone();
@@ -761,19 +749,11 @@ impl SimNode {
     }
 
     fn hand_off(&mut self, fx: &mut Vec<Effect>) {
-        let transfers = {
-            let (name, membership, connected) = (&self.name, &self.membership, &self.connected);
-            let live =
-                |n: &NodeId| *n == *name || (membership.is_reachable(n) && connected.contains(n));
-            let view = View {
-                me: &self.name,
-                ring: &self.ring,
-                n: self.config.n,
-                live: &live,
-            };
-            self.handoff
-                .scan(&self.store, &view, self.ring_version, self.config.batch)
-        };
+        let mut handoff = std::mem::take(&mut self.handoff);
+        let transfers = self.with_view(|view| {
+            handoff.scan(&self.store, view, self.ring_version, self.config.batch)
+        });
+        self.handoff = handoff;
         for transfer in transfers {
             let id = self.id();
             let sends: Vec<Outgoing> = transfer
