@@ -92,7 +92,7 @@ pub enum AeReply {
 /// One side's view of a segment that differs.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum SegmentView {
-    /// The [`BUCKETS`] bucket digests, to narrow the difference down further.
+    /// The [`BUCKETS`](super::BUCKETS) bucket digests, to narrow the difference down further.
     Digests(Vec<u64>),
     /// The shared keys themselves, with their digests, when listing them is no larger than
     /// the bucket digests would be (sparse segments, an empty replica).
