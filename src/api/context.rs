@@ -35,8 +35,11 @@ impl Context {
         Context::default()
     }
 
-    /// Wraps a version vector.
-    pub fn from_clock(clock: VClock) -> Self {
+    /// Wraps a clock, pruned as every stored context is, so that every context handed out
+    /// decodes again (a read of many siblings can merge more entries than the limit; pruning
+    /// costs at most a spurious sibling, never a lost write).
+    pub fn from_clock(mut clock: VClock) -> Self {
+        clock.prune(PRUNE_LIMIT);
         Context(clock)
     }
 
@@ -118,5 +121,19 @@ mod tests {
             Context::decode(&"A".repeat(MAX_CONTEXT_TOKEN + 1)),
             Err(ContextError::TooLong)
         );
+    }
+
+    #[test]
+    fn every_context_handed_out_decodes_again() {
+        // A read merging many writers' contexts, and exact dots, past the limit.
+        let mut clock = VClock::new();
+        for i in 0..80u64 {
+            clock.add_dot(&Dot::new(ActorId::new(format!("n{i}").as_str(), 1), 3), i);
+            clock.add_exact(&Dot::new(ActorId::new("x", 1), 10 * i + 5), i);
+        }
+        let context = Context::from_clock(clock);
+        assert!(context.clock().len() <= PRUNE_LIMIT);
+        assert!(context.clock().exact_len() <= PRUNE_LIMIT);
+        assert_eq!(Context::decode(&context.encode()), Ok(context));
     }
 }
