@@ -380,13 +380,24 @@ impl TestCluster {
     }
 
     /// Reads every key of `keys` with `?r=`, through the nodes of `via` in turn, and panics
-    /// unless each answers exactly its one value.
+    /// unless each answers exactly its one value. A read that fails (a replica missing its
+    /// timeout on busy cores) is tried again for up to 20 s; a wrong answer fails at once.
     pub async fn assert_all_read(&self, keys: &[(String, Bytes)], via: &[usize], r: Option<usize>) {
         let reads: Vec<(usize, usize, Result<_, _>)> = stream::iter(keys.iter().enumerate())
             .map(|(i, (key, _))| {
                 let node = via[i % via.len()];
                 let client = self.client(node);
-                async move { (i, node, client.get(key.as_bytes(), r).await) }
+                async move {
+                    let until = Instant::now() + Duration::from_secs(20);
+                    loop {
+                        match client.get(key.as_bytes(), r).await {
+                            Err(_) if Instant::now() < until => {
+                                tokio::time::sleep(Duration::from_millis(200)).await;
+                            }
+                            answer => return (i, node, answer),
+                        }
+                    }
+                }
             })
             .buffer_unordered(8)
             .collect()
