@@ -196,6 +196,20 @@ impl Default for AntiEntropyConfig {
     }
 }
 
+/// Free bytes below which a node with `--data-dir` refuses writes, by default.
+pub const DEFAULT_MIN_FREE_BYTES: u64 = 64 << 20;
+
+/// When a replica acknowledges a write it keeps on disk.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum Fsync {
+    /// After an fsync that covers it (shared with the writes in flight): survives a power
+    /// loss.
+    #[default]
+    Always,
+    /// Once it reached the OS: survives a crash of the process, not of the machine.
+    Never,
+}
+
 /// Everything a node needs to start.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct NodeConfig {
@@ -219,6 +233,10 @@ pub struct NodeConfig {
     pub anti_entropy: AntiEntropyConfig,
     /// Where data is kept; `None` keeps it in memory (a restart then takes a new incarnation).
     pub data_dir: Option<PathBuf>,
+    /// When a write kept under `data_dir` is acknowledged.
+    pub fsync: Fsync,
+    /// Free bytes on the data directory's file system below which writes are refused.
+    pub min_free_bytes: u64,
     /// How many hints this node keeps for unreachable owners at most.
     pub hints: HintLimits,
 }
@@ -237,6 +255,8 @@ impl NodeConfig {
             gossip: GossipConfig::default(),
             anti_entropy: AntiEntropyConfig::default(),
             data_dir: None,
+            fsync: Fsync::Always,
+            min_free_bytes: DEFAULT_MIN_FREE_BYTES,
             hints: HintLimits {
                 max_hints: DEFAULT_MAX_HINTS,
                 max_bytes: DEFAULT_MAX_HINT_BYTES,

@@ -81,6 +81,9 @@ pub enum ClientError {
     /// after a removal).
     #[error("{0}")]
     Conflict(String),
+    /// This node's disk is full: it takes no writes until space is freed (reads go on).
+    #[error("insufficient storage: {0}")]
+    InsufficientStorage(String),
     /// The node is shutting down or an internal step failed.
     #[error("internal error: {0}")]
     Internal(String),
@@ -122,6 +125,7 @@ impl ClientError {
             ClientError::UnknownMember(_) => "unknown_member",
             ClientError::MemberAlive(_) => "member_alive",
             ClientError::Conflict(_) => "conflict",
+            ClientError::InsufficientStorage(_) => "insufficient_storage",
             ClientError::Internal(_) => "internal",
         }
     }
@@ -143,6 +147,7 @@ impl ClientError {
             | ClientError::ValueTooLarge { .. }
             | ClientError::SetTooLarge { .. }
             | ClientError::TooManySiblings { .. } => 413,
+            ClientError::InsufficientStorage(_) => 507,
             ClientError::Internal(_) => 500,
         }
     }
@@ -163,6 +168,7 @@ impl ClientError {
 
 impl From<crate::core::store::StoreError> for ClientError {
     fn from(e: crate::core::store::StoreError) -> Self {
+        use crate::core::engine::EngineError;
         use crate::core::store::StoreError;
         match e {
             StoreError::ForgedContext { .. } => ClientError::ForgedContext(e.to_string()),
@@ -170,7 +176,12 @@ impl From<crate::core::store::StoreError> for ClientError {
             StoreError::TooManyVersions { versions, max } => {
                 ClientError::TooManySiblings { versions, max }
             }
-            StoreError::CounterExhausted => ClientError::Internal(e.to_string()),
+            StoreError::Engine(EngineError::DiskFull(_)) => {
+                ClientError::InsufficientStorage(e.to_string())
+            }
+            StoreError::CounterExhausted | StoreError::Engine(_) => {
+                ClientError::Internal(e.to_string())
+            }
         }
     }
 }

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use clap::Args;
 
 use super::CliError;
-use crate::config::NodeConfig;
+use crate::config::{DEFAULT_MIN_FREE_BYTES, Fsync, NodeConfig};
 
 /// The tuning flags shared by `start` (applied to the node) and `cluster` (passed to every node).
 #[derive(Args, Clone, Debug, Default, PartialEq, Eq)]
@@ -147,6 +147,13 @@ pub struct StartArgs {
     /// Where data is kept [default: in memory; a restart then takes a new incarnation]
     #[arg(long, value_name = "DIR")]
     pub data_dir: Option<PathBuf>,
+    /// With --data-dir: acknowledge a write after an fsync that covers it (always: survives
+    /// a power loss), or once the OS has it (never: survives a process crash only)
+    #[arg(long, value_enum, value_name = "WHEN", default_value = "always")]
+    pub fsync: Fsync,
+    /// With --data-dir: refuse writes (507) while less than this many MiB are free
+    #[arg(long, value_name = "MIB", default_value_t = DEFAULT_MIN_FREE_BYTES >> 20)]
+    pub min_free_mb: u64,
 }
 
 impl StartArgs {
@@ -159,6 +166,8 @@ impl StartArgs {
         config.http = Some(self.http);
         config.seeds.clone_from(&self.seeds);
         config.data_dir.clone_from(&self.data_dir);
+        config.fsync = self.fsync;
+        config.min_free_bytes = self.min_free_mb.saturating_mul(1 << 20);
         self.flags.apply(&mut config);
         config
             .validate()
@@ -232,6 +241,10 @@ mod tests {
             "65536",
             "--data-dir",
             "/var/lib/dynamo",
+            "--fsync",
+            "never",
+            "--min-free-mb",
+            "10",
         ]);
         let config = start(&argv).unwrap().to_config().unwrap();
         let expected = NodeConfig {
@@ -263,6 +276,8 @@ mod tests {
                 tombstone_grace_ms: 60_000,
             },
             data_dir: Some("/var/lib/dynamo".into()),
+            fsync: Fsync::Never,
+            min_free_bytes: 10 << 20,
             hints: HintLimits {
                 max_hints: 500,
                 max_bytes: 65_536,

@@ -12,6 +12,8 @@ pub async fn run(args: StartArgs) -> Result<(), CliError> {
     let (name, bind, http) = (config.name.clone(), config.bind, config.http);
     let node = Node::start(config).await.map_err(|e| match e {
         NodeError::Config(e) => CliError::Usage(format!("invalid configuration: {e}")),
+        // Exit code 2 like a usage error: the operator must fix the directory or the flag.
+        NodeError::Storage(e) => CliError::Usage(format!("node {name} cannot start: {e}")),
         other => CliError::Failed(format!("node {name} could not start: {other}")),
     })?;
     tracing::info!(node = %name, %bind, http = ?http, "node serving; Ctrl-C or SIGTERM stops it");

@@ -14,6 +14,10 @@
 //! The store is bounded in count and in bytes ([`HintLimits`]): at the limit a new hint is
 //! refused ([`HintsFull`]), and the fallback that refused it does not count as an ack. Hints
 //! are indexed by key too, so a read looks at the hints of its key only.
+//!
+//! A node with a durable engine gives its store a [`HintJournal`]: every hint is written
+//! there before it counts as taken, and forgotten there when acknowledged, so hints outlive
+//! the process like the data does.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::{Mutex, MutexGuard};
@@ -84,6 +88,25 @@ pub fn hint_bytes(key: &[u8], versions: &VersionSet) -> u64 {
     key.len() as u64 + versions.value_bytes() + per_version
 }
 
+/// Where a hint store writes its hints so that they outlive the process.
+pub trait HintJournal: Send {
+    /// Records `hint` (new, or grown by coalescing) under its id; an error refuses the hint.
+    fn record(&self, hint: &Hint) -> Result<(), String>;
+    /// Forgets the hint `id` (acknowledged).
+    fn forget(&self, id: HintId);
+}
+
+/// Why a hint was not taken.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum HintRefused {
+    /// The store is at its limits.
+    #[error(transparent)]
+    Full(#[from] HintsFull),
+    /// The journal could not record it (a full or failed disk).
+    #[error("hint not kept: {0}")]
+    NotRecorded(String),
+}
+
 struct Slot {
     hint: Hint,
     bytes: u64,
@@ -106,6 +129,7 @@ pub struct HintStore {
     bytes: u64,
     limits: HintLimits,
     changes: u64,
+    journal: Option<Box<dyn HintJournal>>,
 }
 
 impl Default for HintStore {
@@ -130,6 +154,20 @@ impl HintStore {
             bytes: 0,
             limits,
             changes: 0,
+            journal: None,
+        }
+    }
+
+    /// This store, writing every hint to `journal` from now on.
+    pub fn with_journal(mut self, journal: Box<dyn HintJournal>) -> Self {
+        self.journal = Some(journal);
+        self
+    }
+
+    fn record(&self, hint: &Hint) -> Result<(), HintRefused> {
+        match &self.journal {
+            Some(journal) => journal.record(hint).map_err(HintRefused::NotRecorded),
+            None => Ok(()),
         }
     }
 
@@ -141,19 +179,27 @@ impl HintStore {
         key: Key,
         versions: VersionSet,
         now_ms: u64,
-    ) -> Result<HintId, HintsFull> {
+    ) -> Result<HintId, HintRefused> {
         let hints = self.owners.entry(owner.clone()).or_default();
         if let Some(id) = hints.waiting.get(&key).copied()
-            && let Some(slot) = hints.slots.get_mut(&id)
+            && let Some(slot) = hints.slots.get(&id)
         {
-            let mut merged = slot.hint.versions.clone();
-            merged.merge(&versions);
-            let bytes = hint_bytes(&key, &merged);
+            let mut grown = slot.hint.clone();
+            grown.versions.merge(&versions);
+            let bytes = hint_bytes(&key, &grown.versions);
             let total = self.bytes - slot.bytes + bytes;
             if bytes > slot.bytes && total > self.limits.max_bytes {
-                return Err(self.full());
+                return Err(self.full().into());
             }
-            slot.hint.versions = merged;
+            self.record(&grown)?;
+            let Some(slot) = self
+                .owners
+                .get_mut(&owner)
+                .and_then(|h| h.slots.get_mut(&id))
+            else {
+                return Err(HintRefused::NotRecorded("the hint vanished".into()));
+            };
+            slot.hint = grown;
             self.bytes = total;
             slot.bytes = bytes;
             self.changes += 1;
@@ -166,22 +212,29 @@ impl HintStore {
             if hints.slots.is_empty() {
                 self.owners.remove(&owner);
             }
-            return Err(self.full());
+            return Err(self.full().into());
+        }
+        let id = HintId(self.next_id + 1);
+        let hint = Hint {
+            id,
+            owner: owner.clone(),
+            key: key.clone(),
+            versions,
+            created_at_ms: now_ms,
+        };
+        if let Err(refused) = self.record(&hint) {
+            if self.owners.get(&owner).is_some_and(|h| h.slots.is_empty()) {
+                self.owners.remove(&owner);
+            }
+            return Err(refused);
         }
         self.next_id += 1;
-        let id = HintId(self.next_id);
+        let hints = self.owners.entry(owner.clone()).or_default();
         hints.waiting.insert(key.clone(), id);
         self.by_key
             .entry(key.clone())
             .or_default()
-            .insert((owner.clone(), id));
-        let hint = Hint {
-            id,
-            owner,
-            key,
-            versions,
-            created_at_ms: now_ms,
-        };
+            .insert((owner, id));
         hints.slots.insert(
             id,
             Slot {
@@ -194,6 +247,39 @@ impl HintStore {
         self.bytes += bytes;
         self.changes += 1;
         Ok(id)
+    }
+
+    /// Takes back a hint its journal recorded before a restart, under its old id, as if it
+    /// had just been added (and was never taken). Over the limits it is kept all the same:
+    /// a hint that was an ack must not be dropped.
+    pub fn restore(&mut self, hint: Hint) {
+        let bytes = hint_bytes(&hint.key, &hint.versions);
+        let hints = self.owners.entry(hint.owner.clone()).or_default();
+        let id = hint.id;
+        // The newest hint of a key is the one new versions coalesce into.
+        if hints.waiting.get(&hint.key).is_none_or(|w| *w < id) {
+            hints.waiting.insert(hint.key.clone(), id);
+        }
+        self.by_key
+            .entry(hint.key.clone())
+            .or_default()
+            .insert((hint.owner.clone(), id));
+        let old = hints.slots.insert(
+            id,
+            Slot {
+                hint,
+                bytes,
+                in_flight: false,
+            },
+        );
+        if let Some(old) = old {
+            self.count -= 1;
+            self.bytes -= old.bytes;
+        }
+        self.count += 1;
+        self.bytes += bytes;
+        self.next_id = self.next_id.max(id.0);
+        self.changes += 1;
     }
 
     fn full(&self) -> HintsFull {
@@ -304,6 +390,9 @@ impl HintStore {
         let Some(slot) = hints.slots.remove(&id) else {
             return false;
         };
+        if let Some(journal) = &self.journal {
+            journal.forget(id);
+        }
         if hints.waiting.get(&slot.hint.key) == Some(&id) {
             hints.waiting.remove(&slot.hint.key);
         }
@@ -336,6 +425,11 @@ impl SharedHints {
     /// An empty store bounded by `limits`.
     pub fn new(limits: HintLimits) -> Self {
         SharedHints(Mutex::new(HintStore::with_limits(limits)))
+    }
+
+    /// Shares `store`.
+    pub fn from_store(store: HintStore) -> Self {
+        SharedHints(Mutex::new(store))
     }
 
     /// The store. A poisoned lock only means a panic elsewhere mid-update of plain data; the
@@ -415,6 +509,9 @@ mod tests {
         let full = hints
             .add(owner.clone(), k3.clone(), blind(&coord, &k3, "v"), 0)
             .unwrap_err();
+        let HintRefused::Full(full) = full else {
+            panic!("refused for another reason: {full}");
+        };
         assert_eq!((full.hints, full.max_hints), (2, 2));
         assert_eq!(hints.len(), 2);
         assert!(!hints.holds(&k3));
@@ -503,11 +600,11 @@ mod tests {
             .coordinate(&k, &ctx, Some(Bytes::from("new")), 1)
             .unwrap();
         let target = Store::new(ActorId::new("o", 1));
-        target.merge(&k, &newer.versions);
+        target.merge(&k, &newer.versions).unwrap();
         let hint = hints.take(&owner, 1).remove(0);
         let first = target.merge(&hint.key, &hint.versions);
         let second = target.merge(&hint.key, &hint.versions);
-        assert!(!first.changed && !second.changed);
+        assert!(!first.unwrap().changed && !second.unwrap().changed);
         assert_eq!(target.get(&k).read().values, vec![Bytes::from("new")]);
     }
 

@@ -5,6 +5,7 @@
 
 pub mod anti_entropy;
 pub mod drain;
+pub mod engine;
 pub mod handoff;
 pub mod hash;
 pub mod hints;

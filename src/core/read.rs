@@ -179,6 +179,7 @@ mod tests {
             hints: &hints,
             member: true,
             now_ms: 0,
+            ack_after_sync: false,
         };
         let live = |_: &NodeId| true;
         let view = View {

@@ -4,9 +4,9 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::hints::{HintsFull, SharedHints};
+use super::hints::{HintRefused, SharedHints};
 use super::ids::{ActorId, Key, NodeId};
-use super::store::Store;
+use super::store::{Store, StoreError};
 use super::version::VersionSet;
 
 /// A replica write: merge `versions` into the key, or hold them as a hint for `hint_for`.
@@ -128,7 +128,10 @@ pub enum PutRefused {
     NotAMember,
     /// The hint store is at its limit.
     #[error(transparent)]
-    HintsFull(#[from] HintsFull),
+    Hint(#[from] HintRefused),
+    /// The store could not take the versions (a full disk, a failed engine).
+    #[error(transparent)]
+    Store(#[from] StoreError),
 }
 
 /// A node's stored data and hints, as the replica side of requests sees them.
@@ -143,6 +146,9 @@ pub struct LocalReplica<'a> {
     pub member: bool,
     /// Local monotonic milliseconds, recorded with new hints.
     pub now_ms: u64,
+    /// True when a write applied here counts as an ack only after an fsync covers it
+    /// (`--fsync always` on a durable engine): the caller syncs, then acks.
+    pub ack_after_sync: bool,
 }
 
 impl LocalReplica<'_> {
@@ -169,7 +175,7 @@ impl LocalReplica<'_> {
                     .add(owner, put.key, put.versions, self.now_ms)?;
             }
             _ => {
-                self.store.merge(&put.key, &put.versions);
+                self.store.merge(&put.key, &put.versions)?;
             }
         }
         Ok(())

@@ -1,20 +1,18 @@
 //! The local storage map: one [`VersionSet`] per key, merged atomically per key.
 //!
-//! The map is shared (`Arc<Store>`) rather than owned by the Storage actor, so that a
+//! The store is shared (`Arc<Store>`) rather than owned by the Storage actor, so that a
 //! restarted actor finds every stored version again, as an ETS table with an heir would.
+//! Where the sets live is the [`Engine`]'s business (in memory, or on disk with
+//! `--data-dir`); every rule about them is the store's.
 //!
 //! Each key keeps the digest of its set, and the key space is cut into [`SEGMENTS`] ranges of
 //! ring positions whose digests (XOR of per-key hashes) are updated on every write. Anti-entropy
 //! compares segment digests first and looks at keys only where they differ, so a cluster in
-//! sync exchanges a few bytes of digests and nothing else.
-//!
-//! The map itself is cut the same way: one set of packed [`Record`]s per segment, under its
-//! own lock, so that listing a segment's keys (anti-entropy) reads just that segment and no
-//! index has to be kept beside the map. Records keep a key's data in one allocation, which is
-//! what holds memory to a small multiple of the raw key and value bytes (see
-//! [`super::record`]). The keys whose set holds only tombstones (the purge candidates) are
-//! indexed apart. Lock order is always the key's segment first, then the candidates' mutex
-//! or the purge memory's; readers of those take their mutex alone.
+//! sync exchanges a few bytes of digests and nothing else. Engines group their records by the
+//! same segments, so listing a segment's keys reads just that segment. The keys whose set
+//! holds only tombstones (the purge candidates) are indexed apart. A durable engine's indexes
+//! are rebuilt by one scan when it opens. Lock order is always the key's segment first, then
+//! the candidates' mutex or the purge memory's; readers of those take their mutex alone.
 //!
 //! # Dots
 //!
@@ -27,9 +25,13 @@
 //! without its earlier ones (see `version.rs` on why whole sets travel); and when a set
 //! arrives whose context claims dots of the current actor that it never made, so that such a
 //! claim can never cover a write made after it.
+//!
+//! On a durable engine the actor id is written before it is used, and the counter is leased
+//! in blocks of [`COUNTER_LEASE`]: a block is written before its first dot is made, and a
+//! reopened store starts past the last block written, so a crash burns the rest of a block
+//! and never issues a dot twice (Riak's kv679).
 
-use std::collections::{BTreeSet, HashSet};
-use std::convert::Infallible;
+use std::collections::BTreeSet;
 use std::ops::Bound;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Mutex, MutexGuard};
@@ -37,10 +39,10 @@ use std::sync::{Mutex, MutexGuard};
 use arc_swap::ArcSwap;
 use bytes::Bytes;
 
+use super::engine::{Engine, EngineError, MemoryEngine, Segment};
 use super::hash::{stable_hash, stable_hash_parts};
 use super::ids::{ActorId, Key};
 use super::purged::PurgedKeys;
-use super::record::Record;
 use super::vclock::{Dot, VClock};
 use super::version::VersionSet;
 
@@ -51,6 +53,14 @@ pub const SEGMENTS: usize = 4096;
 pub const PURGE_MEMORY_TTL_MS: u64 = 10 * 60 * 1000;
 /// Most purges remembered at once.
 pub const PURGE_MEMORY_CAPACITY: usize = 100_000;
+
+/// How many dots a durable store may make per write of its counter lease.
+pub const COUNTER_LEASE: u64 = 10_000;
+
+// Metadata entries a store keeps in its engine.
+const META_NODE: &str = "node";
+const META_ACTOR: &str = "actor";
+const META_LEASE: &str = "counter_lease";
 
 /// How large a key's sibling set may grow by a coordinated write.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -101,6 +111,28 @@ pub enum StoreError {
         /// The limit.
         max: usize,
     },
+    /// The engine could not read or write.
+    #[error(transparent)]
+    Engine(#[from] EngineError),
+}
+
+/// Why a store could not open its engine's data.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum OpenError {
+    /// The data was written by a node of another name.
+    #[error("this data belongs to node {found}, not {expected}")]
+    Foreign {
+        /// The name recorded in the data.
+        found: String,
+        /// The name of the node opening it.
+        expected: String,
+    },
+    /// A metadata entry does not decode.
+    #[error("the stored {0} is corrupt")]
+    CorruptMeta(&'static str),
+    /// The engine failed while the store read it.
+    #[error(transparent)]
+    Engine(#[from] EngineError),
 }
 
 /// The result of a coordinated write.
@@ -128,10 +160,9 @@ pub struct MergeOutcome {
 
 /// A node's stored data: key -> sibling set, with per-key and per-segment digests.
 pub struct Store {
+    engine: Box<dyn Engine>,
     actor: ArcSwap<ActorId>,
     limits: SetLimits,
-    // The records of each segment; a key has a record exactly while its set is non-empty.
-    records: Box<[Mutex<HashSet<Record>>]>,
     segments: Box<[AtomicU64]>,
     // Keys whose set holds only tombstones: the candidates of the purge, in key order.
     tombstones: Mutex<BTreeSet<Key>>,
@@ -140,6 +171,9 @@ pub struct Store {
     purged_len: AtomicUsize,
     // The highest counter issued: one for all keys and epochs, so no dot is ever made twice.
     counter: AtomicU64,
+    // The highest counter the engine holds a lease for; the mutex orders extensions.
+    lease: AtomicU64,
+    leasing: Mutex<()>,
     // Kept in step under the segments' locks, so that a scrape never scans the map.
     keys: AtomicU64,
     key_bytes: AtomicU64,
@@ -147,31 +181,123 @@ pub struct Store {
     epochs: AtomicU64,
     // XOR of every segment digest: changes whenever any key's set does.
     fingerprint: AtomicU64,
+    // The first read failure of the engine: the node should stop serving.
+    failure: Mutex<Option<EngineError>>,
 }
 
 impl Store {
-    /// An empty store whose coordinated writes are made as `actor`, without set limits.
+    /// An empty in-memory store whose coordinated writes are made as `actor`, without set
+    /// limits.
     pub fn new(actor: ActorId) -> Self {
         Store::with_limits(actor, SetLimits::NONE)
     }
 
-    /// An empty store whose coordinated writes are made as `actor` within `limits`.
+    /// An empty in-memory store whose coordinated writes are made as `actor` within `limits`.
     pub fn with_limits(actor: ActorId, limits: SetLimits) -> Self {
+        Store::empty(Box::new(MemoryEngine::default()), actor, limits)
+    }
+
+    /// A store over `engine`'s data: the actor id and the counter are those the data
+    /// recorded (past the last lease), or `actor` and 0 for an engine that holds nothing yet.
+    /// Refuses data written by a node of another name.
+    pub fn open(
+        engine: Box<dyn Engine>,
+        actor: ActorId,
+        limits: SetLimits,
+    ) -> Result<Self, OpenError> {
+        let name = actor.node.as_str().to_string();
+        match engine.meta(META_NODE)? {
+            Some(found) if found.as_ref() != name.as_bytes() => {
+                return Err(OpenError::Foreign {
+                    found: String::from_utf8_lossy(&found).into_owned(),
+                    expected: name,
+                });
+            }
+            Some(_) => {}
+            None => engine.set_meta(META_NODE, name.as_bytes())?,
+        }
+        let actor = match engine.meta(META_ACTOR)? {
+            Some(bytes) => postcard::from_bytes::<ActorId>(&bytes)
+                .ok()
+                .filter(|stored| stored.node == actor.node)
+                .ok_or(OpenError::CorruptMeta("actor id"))?,
+            None => {
+                engine.set_meta(META_ACTOR, &encode_actor(&actor))?;
+                actor
+            }
+        };
+        let leased = match engine.meta(META_LEASE)? {
+            Some(bytes) => <[u8; 8]>::try_from(bytes.as_ref())
+                .map(u64::from_le_bytes)
+                .map_err(|_| OpenError::CorruptMeta("counter lease"))?,
+            None => 0,
+        };
+        let mut store = Store::empty(engine, actor, limits);
+        // Every dot up to the last lease may have been made before the crash: start past it.
+        store.counter = AtomicU64::new(leased);
+        store.lease = AtomicU64::new(if store.engine.durable() {
+            leased
+        } else {
+            u64::MAX
+        });
+        store.rebuild_indexes()?;
+        Ok(store)
+    }
+
+    fn empty(engine: Box<dyn Engine>, actor: ActorId, limits: SetLimits) -> Self {
+        let lease = if engine.durable() { 0 } else { u64::MAX };
         Store {
+            engine,
             actor: ArcSwap::from_pointee(actor),
             limits,
-            records: (0..SEGMENTS).map(|_| Mutex::new(HashSet::new())).collect(),
             segments: (0..SEGMENTS).map(|_| AtomicU64::new(0)).collect(),
             tombstones: Mutex::new(BTreeSet::new()),
             purged: Mutex::new(PurgedKeys::new(PURGE_MEMORY_TTL_MS, PURGE_MEMORY_CAPACITY)),
             purged_len: AtomicUsize::new(0),
             counter: AtomicU64::new(0),
+            lease: AtomicU64::new(lease),
+            leasing: Mutex::new(()),
             keys: AtomicU64::new(0),
             key_bytes: AtomicU64::new(0),
             value_bytes: AtomicU64::new(0),
             epochs: AtomicU64::new(0),
             fingerprint: AtomicU64::new(0),
+            failure: Mutex::new(None),
         }
+    }
+
+    // One scan of the engine: segment digests, the purge candidates and the gauges.
+    fn rebuild_indexes(&self) -> Result<(), EngineError> {
+        let mut tombstones = lock(&self.tombstones);
+        self.engine.scan(&mut |key, summary| {
+            let element = Self::key_element(key, summary.digest);
+            self.segments[Self::segment_of(key)].fetch_xor(element, Ordering::Relaxed);
+            self.fingerprint.fetch_xor(element, Ordering::Relaxed);
+            self.keys.fetch_add(1, Ordering::Relaxed);
+            self.key_bytes
+                .fetch_add(key.len() as u64, Ordering::Relaxed);
+            self.value_bytes
+                .fetch_add(summary.value_bytes, Ordering::Relaxed);
+            if summary.tombstones_only {
+                tombstones.insert(Bytes::copy_from_slice(key));
+            }
+        })
+    }
+
+    /// The engine the sets live in.
+    pub fn engine(&self) -> &dyn Engine {
+        self.engine.as_ref()
+    }
+
+    /// Makes every change made so far durable (a no-op in memory).
+    pub fn sync(&self) -> Result<(), StoreError> {
+        Ok(self.engine.sync()?)
+    }
+
+    /// The first failure of the engine to read, if any: the store's answers can no longer be
+    /// trusted to be complete, and the node should stop serving.
+    pub fn failure(&self) -> Option<EngineError> {
+        lock(&self.failure).clone()
     }
 
     /// The actor id this store writes dots as now.
@@ -214,36 +340,34 @@ impl Store {
         (stable_hash(key) >> (64 - SEGMENTS.trailing_zeros())) as usize
     }
 
-    /// The stored set of `key` (empty when absent).
+    /// The stored set of `key` (empty when absent, or when the engine failed to read it:
+    /// see [`Store::failure`]).
     pub fn get(&self, key: &[u8]) -> VersionSet {
-        self.segment(key)
-            .get(key)
-            .map(Record::versions)
-            .unwrap_or_default()
+        let found = self.read(key, |segment| segment.get(key));
+        found.flatten().map(|(_, set)| set).unwrap_or_default()
     }
 
     /// The digest of `key`'s set (0 when absent).
     pub fn digest(&self, key: &[u8]) -> u64 {
-        self.segment(key).get(key).map_or(0, Record::digest)
+        self.read(key, |segment| segment.digest(key)).unwrap_or(0)
     }
 
     /// Merges versions received from a peer (replication, hint, repair, anti-entropy,
     /// handoff). Versions that a purge here deleted are dropped first.
-    pub fn merge(&self, key: &Key, incoming: &VersionSet) -> MergeOutcome {
+    pub fn merge(&self, key: &Key, incoming: &VersionSet) -> Result<MergeOutcome, StoreError> {
         if incoming.is_empty() {
-            return MergeOutcome {
+            return Ok(MergeOutcome {
                 changed: false,
                 digest: self.digest(key),
-            };
+            });
         }
-        self.guard_actor(incoming);
+        self.guard_actor(incoming)?;
         let (changed, digest) = self.update(key, |set| {
             let stripped = self.strip_purged(key, incoming);
             let incoming = stripped.as_ref().unwrap_or(incoming);
-            Ok::<_, Infallible>(set.merge(incoming))
-        });
-        let Ok(changed) = changed;
-        MergeOutcome { changed, digest }
+            Ok(set.merge(incoming))
+        })?;
+        Ok(MergeOutcome { changed, digest })
     }
 
     /// Coordinates a write: makes a fresh dot and applies it in one step under the key's lock.
@@ -263,7 +387,7 @@ impl Store {
         // set travels on (to replicas, and into hints kept here): a copy of its own keeps
         // that buffer from living as long as a hint.
         let value = value.map(|v| Bytes::copy_from_slice(&v));
-        let (result, _) = self.update(key, |set| {
+        let (coordinated, _) = self.update(key, |set| {
             // Read under the key's lock: a handoff that drops this key takes a new epoch
             // before it does, so a write after the drop never reuses the old actor.
             let actor = self.actor();
@@ -295,57 +419,38 @@ impl Store {
                 versions: set.clone(),
                 answer,
             })
-        });
-        result
+        })?;
+        Ok(coordinated)
     }
 
     /// Removes `key` if its set is still exactly the one with digest `expected`: a handoff
-    /// drops a key once every new owner acknowledged that set. Returns whether it did.
+    /// drops a key once every new owner acknowledged that set. Returns whether it did (not
+    /// when the engine failed: the handoff tries again).
     pub fn remove_handed(&self, key: &Key, expected: u64) -> bool {
-        let mut records = self.segment(key);
-        let Some(record) = records.get(key.as_ref()) else {
-            return false;
-        };
-        if record.digest() != expected {
-            return false;
-        }
-        let set = record.versions();
-        if mentions(&set, &self.actor.load()) {
-            self.new_epoch();
-        }
-        if set.is_all_tombstones() {
-            lock(&self.tombstones).remove(key);
-        }
-        records.remove(key.as_ref());
-        self.xor_segment(key, expected, 0);
-        self.count(key, false, set.value_bytes(), &VersionSet::new());
-        true
+        self.remove_if(key, |set, digest| {
+            if digest != expected {
+                return Ok(false);
+            }
+            if mentions(set, &self.actor.load()) {
+                self.new_epoch()?;
+            }
+            Ok(true)
+        })
     }
 
     /// Removes `key` if its set is still exactly the one with digest `expected` and holds only
     /// tombstones, and remembers the purge. The caller must know that every node that may
     /// hold a copy of the key holds exactly these tombstones (or nothing).
     pub fn purge_tombstones(&self, key: &Key, expected: u64, now_ms: u64) -> bool {
-        let mut records = self.segment(key);
-        let Some(record) = records.get(key.as_ref()) else {
-            return false;
-        };
-        let set = record.versions();
-        if record.digest() != expected || !set.is_all_tombstones() {
-            return false;
-        }
-        // The candidates change under the segment's lock, so a concurrent first write of the
-        // key cannot be listed before this removal and then lost by it.
-        lock(&self.tombstones).remove(key);
-        {
+        self.remove_if(key, |set, digest| {
+            if digest != expected || !set.is_all_tombstones() {
+                return Ok(false);
+            }
             let mut purged = lock(&self.purged);
-            purged.record(key.clone(), &set, now_ms);
+            purged.record(key.clone(), set, now_ms);
             self.purged_len.store(purged.len(), Ordering::Release);
-        }
-        records.remove(key.as_ref());
-        self.xor_segment(key, expected, 0);
-        self.count(key, false, set.value_bytes(), &VersionSet::new());
-        true
+            Ok(true)
+        })
     }
 
     /// True when `key` was purged here, recently, with exactly the set of digest `digest`.
@@ -380,17 +485,12 @@ impl Store {
     }
 
     /// The keys of one segment with their digests, sorted by key (empty for an out-of-range
-    /// segment).
+    /// segment, or when the engine failed to read it: see [`Store::failure`]).
     pub fn keys_in_segment(&self, segment: usize) -> Vec<(Key, u64)> {
-        let Some(records) = self.records.get(segment) else {
-            return Vec::new();
-        };
-        let mut keys: Vec<(Key, u64)> = lock(records)
-            .iter()
-            .map(|r| (Bytes::copy_from_slice(r.key()), r.digest()))
-            .collect();
-        keys.sort_unstable();
-        keys
+        self.engine.keys_in_segment(segment).unwrap_or_else(|e| {
+            self.note_failure(e);
+            Vec::new()
+        })
     }
 
     /// The keys of one segment, sorted (empty for an out-of-range segment).
@@ -431,23 +531,44 @@ impl Store {
     }
 
     fn next_counter(&self) -> Result<u64, StoreError> {
-        self.counter
+        let counter = self
+            .counter
             .fetch_update(Ordering::AcqRel, Ordering::Acquire, |c| c.checked_add(1))
             .map(|previous| previous + 1)
-            .map_err(|_| StoreError::CounterExhausted)
+            .map_err(|_| StoreError::CounterExhausted)?;
+        if counter > self.lease.load(Ordering::Acquire) {
+            self.extend_lease(counter)?;
+        }
+        Ok(counter)
     }
 
-    /// Takes a fresh epoch of the actor id; the counter goes on, so dots stay unique.
-    fn new_epoch(&self) {
-        self.actor
-            .rcu(|actor| ActorId::new(actor.node.clone(), actor.incarnation.saturating_add(1)));
+    // Writes a lease covering `counter` before it is used. A failed write burns the counter.
+    fn extend_lease(&self, counter: u64) -> Result<(), EngineError> {
+        let _leasing = lock(&self.leasing);
+        if counter <= self.lease.load(Ordering::Acquire) {
+            return Ok(());
+        }
+        let lease = counter.saturating_add(COUNTER_LEASE);
+        self.engine.set_meta(META_LEASE, &lease.to_le_bytes())?;
+        self.lease.store(lease, Ordering::Release);
+        Ok(())
+    }
+
+    /// Takes a fresh epoch of the actor id, written before it is used; the counter goes on,
+    /// so dots stay unique.
+    fn new_epoch(&self) -> Result<(), EngineError> {
+        let current = self.actor();
+        let next = ActorId::new(current.node.clone(), current.incarnation.saturating_add(1));
+        self.engine.set_meta(META_ACTOR, &encode_actor(&next))?;
+        self.actor.store(std::sync::Arc::new(next));
         self.epochs.fetch_add(1, Ordering::Relaxed);
+        Ok(())
     }
 
     /// Takes a fresh epoch if `incoming` claims dots of the current actor beyond those issued:
     /// a forged context reached us through another coordinator, and would cover our next
     /// writes of its key.
-    fn guard_actor(&self, incoming: &VersionSet) {
+    fn guard_actor(&self, incoming: &VersionSet) -> Result<(), EngineError> {
         let actor = self.actor.load();
         let issued = self.issued();
         let forged = incoming.versions().iter().any(|v| {
@@ -455,8 +576,14 @@ impl Store {
                 || (v.dot.actor == **actor && v.dot.counter > issued)
         });
         if forged {
-            self.new_epoch();
+            // Under the lease lock, so that two merges seeing one claim take one epoch each
+            // at most, in order.
+            let _leasing = lock(&self.leasing);
+            if ActorId::clone(&self.actor.load()) == **actor {
+                self.new_epoch()?;
+            }
         }
+        Ok(())
     }
 
     fn strip_purged(&self, key: &[u8], incoming: &VersionSet) -> Option<VersionSet> {
@@ -499,44 +626,74 @@ impl Store {
         Ok(())
     }
 
-    // The records of `key`'s segment, locked.
-    fn segment(&self, key: &[u8]) -> MutexGuard<'_, HashSet<Record>> {
-        lock(&self.records[Self::segment_of(key)])
+    fn note_failure(&self, error: EngineError) {
+        lock(&self.failure).get_or_insert(error);
+    }
+
+    // Runs a read on `key`'s segment; a failure is remembered and answered as `None`.
+    fn read<T>(
+        &self,
+        key: &[u8],
+        read: impl Fn(&dyn Segment) -> Result<T, EngineError>,
+    ) -> Option<T> {
+        let mut result = None;
+        self.engine.locked(Self::segment_of(key), &mut |segment| {
+            result = Some(read(segment));
+        });
+        match result? {
+            Ok(found) => Some(found),
+            Err(e) => {
+                self.note_failure(e);
+                None
+            }
+        }
     }
 
     // Runs `change` on the key's set under its segment's lock and stores the result, keeping
     // the digests, the candidates and the gauges in step. A non-empty set never becomes empty
     // (merges and writes only add or replace), so a key gets its record here and loses it
     // only by a purge or a handoff; a failed write on an absent key leaves nothing behind.
-    fn update<T, E>(
+    // Nothing is changed unless the engine took the new set.
+    fn update<T>(
         &self,
         key: &Key,
-        change: impl FnOnce(&mut VersionSet) -> Result<T, E>,
-    ) -> (Result<T, E>, u64) {
-        let mut records = self.segment(key);
-        let stored = records.get(key.as_ref());
-        let old_digest = stored.map_or(0, Record::digest);
-        let mut set = stored.map(Record::versions).unwrap_or_default();
+        change: impl FnOnce(&mut VersionSet) -> Result<T, StoreError>,
+    ) -> Result<(T, u64), StoreError> {
+        let mut change = Some(change);
+        let mut outcome = None;
+        self.engine.locked(Self::segment_of(key), &mut |segment| {
+            if let Some(change) = change.take() {
+                outcome = Some(self.update_locked(segment, key, change));
+            }
+        });
+        outcome.unwrap_or_else(|| {
+            Err(EngineError::Failed("the key's segment does not exist".into()).into())
+        })
+    }
+
+    fn update_locked<T>(
+        &self,
+        segment: &mut dyn Segment,
+        key: &Key,
+        change: impl FnOnce(&mut VersionSet) -> Result<T, StoreError>,
+    ) -> Result<(T, u64), StoreError> {
+        let stored = segment.get(key)?;
+        let old_digest = stored.as_ref().map_or(0, |(d, _)| *d);
+        let mut set = stored.map(|(_, set)| set).unwrap_or_default();
         let was_empty = set.is_empty();
         let was_tombstones = set.is_all_tombstones();
         let old_values = set.value_bytes();
-        let result = change(&mut set);
+        let result = change(&mut set)?;
         let digest = set.digest();
+        if digest == old_digest {
+            return Ok((result, digest));
+        }
         if set.is_empty() {
-            if was_empty {
-                return (result, 0);
-            }
-            records.remove(key.as_ref());
+            segment.remove(key)?;
         } else {
-            let record = Record::new(key, digest, &set);
-            if stored.is_some_and(|old| old.same_as(&record)) {
-                return (result, digest);
-            }
-            records.replace(record);
+            segment.put(key, digest, &set)?;
         }
-        if digest != old_digest {
-            self.xor_segment(key, old_digest, digest);
-        }
+        self.xor_segment(key, old_digest, digest);
         let tombstones = set.is_all_tombstones();
         if tombstones != was_tombstones {
             let mut candidates = lock(&self.tombstones);
@@ -547,7 +704,42 @@ impl Store {
             }
         }
         self.count(key, was_empty, old_values, &set);
-        (result, digest)
+        Ok((result, digest))
+    }
+
+    // Removes `key` when `decide` (given its set and digest) says so, under its segment's
+    // lock, keeping the indexes in step. The candidates change under that lock too, so a
+    // concurrent first write of the key cannot be listed before this removal and then lost
+    // by it.
+    fn remove_if(
+        &self,
+        key: &Key,
+        decide: impl FnOnce(&VersionSet, u64) -> Result<bool, EngineError>,
+    ) -> bool {
+        let mut decide = Some(decide);
+        let mut removed = Ok(false);
+        self.engine.locked(Self::segment_of(key), &mut |segment| {
+            let Some(decide) = decide.take() else { return };
+            removed = (|| {
+                let Some((digest, set)) = segment.get(key)? else {
+                    return Ok(false);
+                };
+                if !decide(&set, digest)? {
+                    return Ok(false);
+                }
+                segment.remove(key)?;
+                if set.is_all_tombstones() {
+                    lock(&self.tombstones).remove(key);
+                }
+                self.xor_segment(key, digest, 0);
+                self.count(key, false, set.value_bytes(), &VersionSet::new());
+                Ok(true)
+            })();
+        });
+        removed.unwrap_or_else(|e| {
+            self.note_failure(e);
+            false
+        })
     }
 
     // Moves the key count and the payload gauges by what one change of `key`'s set did.
@@ -579,6 +771,11 @@ impl Store {
         self.segments[Self::segment_of(key)].fetch_xor(change, Ordering::AcqRel);
         self.fingerprint.fetch_xor(change, Ordering::AcqRel);
     }
+}
+
+fn encode_actor(actor: &ActorId) -> Vec<u8> {
+    // An id of a name and a number always encodes.
+    postcard::to_allocvec(actor).unwrap_or_default()
 }
 
 /// Whether `set` names `actor`, in a dot or in a context.
@@ -645,8 +842,8 @@ mod tests {
         assert!(s.purge_tombstones(&k2, s.digest(&k2), 0));
         assert_eq!((s.key_bytes(), s.value_bytes()), (2, 1));
         let replica = store("r");
-        replica.merge(&k1, &s.get(&k1));
-        replica.merge(&k1, &s.get(&k1));
+        replica.merge(&k1, &s.get(&k1)).unwrap();
+        replica.merge(&k1, &s.get(&k1)).unwrap();
         assert_eq!((replica.key_bytes(), replica.value_bytes()), (2, 1));
         assert_eq!((s.key_bytes(), s.value_bytes()), recount(&s));
     }
@@ -729,7 +926,7 @@ mod tests {
         claim.add_dot(&Dot::new(planted_actor.clone(), u64::MAX - 1), 0);
         let mut planted = VersionSet::new();
         planted.write(&claim, Dot::new(ActorId::new("b", 1), 1), val("p"), 0);
-        s.merge(&k, &planted);
+        s.merge(&k, &planted).unwrap();
         assert_ne!(s.actor(), planted_actor, "a fresh epoch was taken");
         assert_eq!(s.epoch_changes(), 1);
         let next = s.coordinate(&k, &VClock::new(), val("mine"), 0).unwrap();
@@ -801,7 +998,7 @@ mod tests {
                                 s.coordinate(k, &ctx, None, 0).unwrap();
                             }
                             1 => {
-                                s.merge(k, set);
+                                s.merge(k, set).unwrap();
                             }
                             _ => {
                                 s.purge_tombstones(k, s.digest(k), 0);
@@ -920,11 +1117,11 @@ mod tests {
         let ctx = s.get(&k).read().context;
         s.coordinate(&k, &ctx, None, 1).unwrap();
         assert!(s.purge_tombstones(&k, s.digest(&k), 0));
-        assert!(!s.merge(&k, &stale.versions).changed);
+        assert!(!s.merge(&k, &stale.versions).unwrap().changed);
         assert!(s.get(&k).is_empty());
         // The key written again afresh is kept, and the stale copy still cannot join it.
         s.coordinate(&k, &VClock::new(), val("new"), 2).unwrap();
-        s.merge(&k, &stale.versions);
+        s.merge(&k, &stale.versions).unwrap();
         assert_eq!(s.get(&k).read().values, vec![Bytes::from("new")]);
     }
 
@@ -952,7 +1149,7 @@ mod tests {
     #[test]
     fn merge_of_nothing_creates_nothing() {
         let s = store("a");
-        let out = s.merge(&key("k"), &VersionSet::new());
+        let out = s.merge(&key("k"), &VersionSet::new()).unwrap();
         assert!(!out.changed);
         assert!(s.is_empty());
         assert!(s.segment_digests().iter().all(|d| *d == 0));
@@ -1013,7 +1210,7 @@ mod tests {
             }
             let (r1, r2) = (store("r1"), store("r2"));
             for (k, set) in &deliveries {
-                r1.merge(k, set);
+                r1.merge(k, set).unwrap();
             }
             let mut shuffled = deliveries.clone();
             let n = shuffled.len();
@@ -1022,7 +1219,7 @@ mod tests {
                 shuffled.swap(i, j);
             }
             for (k, set) in shuffled.iter().chain(deliveries.iter().take(3)) {
-                r2.merge(k, set);
+                r2.merge(k, set).unwrap();
             }
             prop_assert_eq!(r1.segment_digests(), r2.segment_digests());
             prop_assert_eq!((r1.key_bytes(), r1.value_bytes()), recount(&r1));

@@ -182,7 +182,7 @@ impl VersionSet {
     /// keeps it (sorted by dot, each dot once, none obsolete): for decoding the store's own
     /// records without redoing the merge. Anything from a peer goes through
     /// [`VersionSet::from_versions`].
-    pub(super) fn from_canonical(versions: Vec<Version>) -> Self {
+    pub fn from_canonical(versions: Vec<Version>) -> Self {
         let set = VersionSet { versions };
         debug_assert_eq!(set, VersionSet::from_versions(set.versions.clone()));
         set

@@ -61,6 +61,7 @@ pub struct WriteRun {
     dot: Dot,
     answer: VClock,
     tracker: QuorumTracker<()>,
+    local_sync: bool,
 }
 
 impl WriteRun {
@@ -80,6 +81,7 @@ impl WriteRun {
         let answer = coordinated.answer;
         let mut tracker = QuorumTracker::new(request.w, targets.iter().map(|t| t.node.clone()))?;
         let mut outgoing = Vec::with_capacity(targets.len());
+        let mut local_sync = false;
         for Target {
             node,
             stands_in_for,
@@ -95,22 +97,36 @@ impl WriteRun {
                 continue;
             }
             // Applied above; as a fallback we also keep it as a hint for the absent owner,
-            // and a hint we cannot keep is no ack.
-            match put.hint_for {
-                None => tracker.on_reply(&node, ()),
-                Some(_) => match local.apply(put) {
-                    Ok(()) => tracker.on_reply(&node, ()),
-                    Err(_) => tracker.on_failure(&node, Failure::Error),
-                },
+            // and a hint we cannot keep is no ack. On a store that acks after an fsync, the
+            // caller feeds our own ack once one covered the write.
+            let applied = match put.hint_for {
+                None => Ok(()),
+                Some(_) => local.apply(put),
             };
+            match applied {
+                Ok(()) if local.ack_after_sync => local_sync = true,
+                Ok(()) => {
+                    tracker.on_reply(&node, ());
+                }
+                Err(_) => {
+                    tracker.on_failure(&node, Failure::Error);
+                }
+            }
         }
         let run = WriteRun {
             targets,
             dot: coordinated.dot,
             answer,
             tracker,
+            local_sync,
         };
         Ok((run, outgoing))
+    }
+
+    /// True when this node's own ack waits for an fsync: the caller syncs the store, then
+    /// feeds [`WriteRun::on_ack`] (or [`WriteRun::on_failure`]) for this node.
+    pub fn awaits_local_sync(&self) -> bool {
+        self.local_sync
     }
 
     /// The replicas of the write, this node included when it is one.
@@ -187,6 +203,7 @@ mod tests {
                 hints: &self.hints,
                 member: true,
                 now_ms: 0,
+                ack_after_sync: false,
             }
         }
     }

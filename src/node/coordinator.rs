@@ -300,6 +300,16 @@ async fn coordinate_write(
     tracing::debug!(dot = %run.dot().counter, "coordinating write");
     record_fan_out(&shared.me, run.targets(), w);
     let mut calls: Vec<Call<()>> = Vec::new();
+    if run.awaits_local_sync() {
+        let (shared, me) = (Arc::clone(shared), shared.me.clone());
+        calls.push(Box::pin(async move {
+            let synced = shared.sync_store().await;
+            if let Err(e) = &synced {
+                tracing::warn!(error = %e, "a write applied here could not be made durable");
+            }
+            (me, synced.map_err(|_| Failure::Error))
+        }));
+    }
     for out in outgoing {
         let ack = shared.replicas.put(&out.to, out.put, deadline);
         calls.push(Box::pin(async move { (out.to, ack.await) }));

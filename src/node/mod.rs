@@ -22,6 +22,7 @@ mod client;
 mod client_view;
 mod cluster;
 mod coordinator;
+pub mod disk;
 mod forwarding;
 mod gossip;
 mod metrics;
@@ -52,7 +53,9 @@ pub use native::{NativeClient, NativeConfig, NativeError, NativeService};
 pub use peers::Role;
 
 use crate::config::{ConfigUpdate, NodeConfig, QuorumConfig};
-use crate::core::ids::NodeId;
+use crate::core::hints::HintStore;
+use crate::core::ids::{ActorId, NodeId};
+use crate::core::store::Store;
 use shared::NodeShared;
 
 /// Why a node could not start.
@@ -64,6 +67,10 @@ pub enum NodeError {
     /// A listener or actor could not be started.
     #[error("start failed: {0}")]
     Start(String),
+    /// The data directory cannot be used (held by another process, another node's,
+    /// unreadable, corrupt).
+    #[error("data directory: {0}")]
+    Storage(String),
 }
 
 /// Registered names of a node's actors, so tests and operators can find them.
@@ -140,12 +147,13 @@ impl Node {
         parent: Option<ActorCell>,
     ) -> Result<Node, NodeError> {
         config.validate()?;
-        if config.data_dir.is_some() {
-            return Err(NodeError::Start(
-                "--data-dir: durable storage is not supported yet; nodes keep data in memory"
-                    .into(),
-            ));
-        }
+        // Opened first: a directory another process holds must fail the start before this
+        // node takes any port.
+        let incarnation = NodeShared::wall_ms();
+        let store = match &config.data_dir {
+            Some(dir) => Some(open_store(&config, dir.clone(), incarnation).await?),
+            None => None,
+        };
         // Bound before anything starts, so a taken port fails the start cleanly and peers
         // learn the real address when port 0 was asked for.
         let http_listener = match config.http {
@@ -161,9 +169,15 @@ impl Node {
             }
             None => None,
         };
-        // In-memory data dies with the process, so every start is a new incarnation.
-        let incarnation = NodeShared::wall_ms();
-        let shared = NodeShared::new(config, incarnation)?;
+        // Every start is a new incarnation of the member (gossip tells restarts apart); the
+        // actor id that makes dots is the data's: new with in-memory data, kept on disk.
+        let shared = match store {
+            Some((store, hints)) => NodeShared::with_store(config, incarnation, store, hints)?,
+            None => NodeShared::new(config, incarnation)?,
+        };
+        shared
+            .restore_membership()
+            .map_err(|e| NodeError::Storage(format!("cannot start under this name: {e}")))?;
         let me = shared.me.clone();
         let child = |name: String, spec: fn(String, Arc<NodeShared>) -> ChildSpec| {
             spec(name, Arc::clone(&shared))
@@ -282,6 +296,49 @@ impl Node {
         let _ = self.watcher.await;
         tracing::info!(node = %self.shared.me, "node stopped");
     }
+}
+
+/// Opens the durable engine in `dir` and the store over it, off the runtime's threads (the
+/// open scans every key), and logs how long it took.
+async fn open_store(
+    config: &NodeConfig,
+    dir: std::path::PathBuf,
+    incarnation: u64,
+) -> Result<(Arc<Store>, HintStore), NodeError> {
+    let (fsync, reserve, limits) = (config.fsync, config.min_free_bytes, config.hints);
+    let actor = ActorId::new(
+        NodeId::new(&config.name),
+        NodeShared::first_actor_epoch(incarnation),
+    );
+    let started = std::time::Instant::now();
+    let opened = tokio::task::spawn_blocking(move || {
+        let engine = disk::DiskEngine::open(&dir, fsync, reserve)
+            .map_err(|e| NodeError::Storage(e.to_string()))?;
+        let path = engine.path().display().to_string();
+        let journal = engine.hints();
+        let mut hints = HintStore::with_limits(limits);
+        for hint in journal
+            .load()
+            .map_err(|e| NodeError::Storage(format!("{path}: {e}")))?
+        {
+            hints.restore(hint);
+        }
+        let store = Store::open(Box::new(engine), actor, NodeShared::set_limits())
+            .map_err(|e| NodeError::Storage(format!("{path}: {e}")))?;
+        Ok::<_, NodeError>((store, hints.with_journal(Box::new(journal))))
+    })
+    .await
+    .map_err(|e| NodeError::Storage(format!("opening the data directory failed: {e}")))?;
+    let (opened, hints) = opened?;
+    tracing::info!(
+        keys = opened.len(),
+        hints = hints.len(),
+        actor = %opened.actor(),
+        elapsed_ms = started.elapsed().as_millis() as u64,
+        fsync = ?fsync,
+        "data directory opened"
+    );
+    Ok((Arc::new(opened), hints))
 }
 
 fn error_chain(e: &dyn std::error::Error) -> String {

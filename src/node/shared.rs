@@ -18,14 +18,15 @@ use super::metrics::Metrics;
 use super::peers::Peers;
 use super::replicas::ReplicaLinks;
 use super::ring_actor::RingMsg;
-use crate::config::{MAX_SET_BYTES, MAX_SET_VERSIONS, NodeConfig, QuorumConfig};
+use crate::config::{Fsync, MAX_SET_BYTES, MAX_SET_VERSIONS, NodeConfig, QuorumConfig};
+use crate::core::engine::EngineError;
 use crate::core::handoff::Handoff;
 use crate::core::hints::{HintStore, SharedHints};
 use crate::core::ids::{ActorId, NodeId};
-use crate::core::membership::{Membership, RingChange, RingStatus};
+use crate::core::membership::{MemberDigest, Membership, RingChange, RingStatus};
 use crate::core::replica::LocalReplica;
 use crate::core::ring::Ring;
-use crate::core::store::{SetLimits, Store};
+use crate::core::store::{SetLimits, Store, StoreError};
 use crate::core::view::View;
 
 /// A ring as published to readers, with the number of the rebuild that made it.
@@ -42,6 +43,9 @@ pub struct RingView {
 /// claim it sees) never reach the actor ids of a later life.
 const EPOCH_BITS: u32 = 20;
 
+/// The metadata entry a durable node keeps its membership in.
+const META_MEMBERSHIP: &str = "membership";
+
 /// Everything a node's actors and fronts share.
 pub struct NodeShared {
     /// This node's name.
@@ -52,6 +56,8 @@ pub struct NodeShared {
     pub quorum: ArcSwap<QuorumConfig>,
     /// The stored data.
     pub store: Arc<Store>,
+    /// True when writes applied here are acknowledged only after an fsync covers them.
+    pub ack_after_sync: bool,
     /// Hints held for unreachable owners.
     pub hints: SharedHints,
     /// Where the handoff of keys this node no longer owns stands.
@@ -79,15 +85,28 @@ pub struct NodeShared {
     /// Set when the node is being stopped on purpose: its actors ending then is no failure.
     pub stopping: AtomicBool,
     started: Instant,
+    /// The membership layout last written to a durable engine.
+    persisted_layout: Mutex<Vec<(NodeId, String, String, RingStatus)>>,
 }
 
 impl NodeShared {
-    /// Shared state for a node starting now with `incarnation`.
+    /// Shared state for a node starting now with `incarnation`, its data in memory.
     pub fn new(
         config: NodeConfig,
         incarnation: u64,
     ) -> Result<Arc<Self>, crate::config::ConfigError> {
-        Self::build(config, incarnation, true)
+        Self::build(config, incarnation, true, None)
+    }
+
+    /// Shared state for a node starting now with `incarnation` over an opened `store` and
+    /// the `hints` it kept.
+    pub fn with_store(
+        config: NodeConfig,
+        incarnation: u64,
+        store: Arc<Store>,
+        hints: HintStore,
+    ) -> Result<Arc<Self>, crate::config::ConfigError> {
+        Self::build(config, incarnation, true, Some((store, hints)))
     }
 
     /// Shared state of a native client: the same shape, but nothing stored and no ring place.
@@ -95,13 +114,14 @@ impl NodeShared {
         config: NodeConfig,
         incarnation: u64,
     ) -> Result<Arc<Self>, crate::config::ConfigError> {
-        Self::build(config, incarnation, false)
+        Self::build(config, incarnation, false, None)
     }
 
     fn build(
         config: NodeConfig,
         incarnation: u64,
         storing: bool,
+        opened: Option<(Arc<Store>, HintStore)>,
     ) -> Result<Arc<Self>, crate::config::ConfigError> {
         let me = NodeId::new(&config.name);
         let http = config.http.map(|a| a.to_string()).unwrap_or_default();
@@ -124,16 +144,19 @@ impl NodeShared {
         .with_ring(ring)
         .with_n(u32::try_from(config.quorum.n).unwrap_or(u32::MAX));
         let peers = Arc::new(Peers::default());
-        let limits = SetLimits {
-            max_bytes: MAX_SET_BYTES,
-            max_versions: MAX_SET_VERSIONS,
-        };
-        let actor = ActorId::new(me.clone(), incarnation.saturating_mul(1 << EPOCH_BITS));
+        let limits = Self::set_limits();
+        let (store, hints) = opened.unwrap_or_else(|| {
+            let actor = ActorId::new(me.clone(), Self::first_actor_epoch(incarnation));
+            let store = Arc::new(Store::with_limits(actor, limits));
+            (store, HintStore::with_limits(config.hints))
+        });
+        let ack_after_sync = store.engine().durable() && config.fsync == Fsync::Always;
         let (fatal, _) = watch::channel(None);
         Ok(Arc::new(NodeShared {
-            store: Arc::new(Store::with_limits(actor, limits)),
+            store,
+            ack_after_sync,
             quorum: ArcSwap::from_pointee(config.quorum),
-            hints: SharedHints::new(config.hints),
+            hints: SharedHints::from_store(hints),
             handoff: Mutex::new(Handoff::new()),
             me,
             config,
@@ -149,7 +172,33 @@ impl NodeShared {
             fatal,
             stopping: AtomicBool::new(false),
             started: Instant::now(),
+            persisted_layout: Mutex::new(Vec::new()),
         }))
+    }
+
+    /// The first actor id epoch of a life with `incarnation`.
+    pub fn first_actor_epoch(incarnation: u64) -> u64 {
+        incarnation.saturating_mul(1 << EPOCH_BITS)
+    }
+
+    /// The set limits of a node's store.
+    pub fn set_limits() -> SetLimits {
+        SetLimits {
+            max_bytes: MAX_SET_BYTES,
+            max_versions: MAX_SET_VERSIONS,
+        }
+    }
+
+    /// Makes the store's changes so far durable, off the runtime's threads: what a write
+    /// applied here waits for before it counts as an ack when `ack_after_sync` is set.
+    pub async fn sync_store(&self) -> Result<(), StoreError> {
+        if !self.ack_after_sync {
+            return Ok(());
+        }
+        let store = Arc::clone(&self.store);
+        tokio::task::spawn_blocking(move || store.sync())
+            .await
+            .unwrap_or_else(|e| Err(EngineError::Failed(format!("fsync task: {e}")).into()))
     }
 
     /// Monotonic milliseconds since the node started: the clock of failure detection.
@@ -208,6 +257,7 @@ impl NodeShared {
             hints: &self.hints,
             member: !self.ring_status().is_final(),
             now_ms: self.mono_ms(),
+            ack_after_sync: self.ack_after_sync,
         }
     }
 
@@ -222,6 +272,7 @@ impl NodeShared {
         let version = owner.version();
         let result = change(&mut owner);
         let ring_changed = owner.version() != version;
+        self.persist_membership(&owner);
         self.membership.store(Arc::new(owner.clone()));
         drop(owner);
         if ring_changed {
@@ -234,6 +285,61 @@ impl NodeShared {
             }
         }
         result
+    }
+
+    /// Takes back the membership this node recorded on disk before it stopped: its peers and
+    /// every ring status, its own included. Refuses to go on under a name that left the
+    /// cluster or was removed from it.
+    pub fn restore_membership(&self) -> Result<(), String> {
+        let engine = self.store.engine();
+        if !engine.durable() {
+            return Ok(());
+        }
+        let Some(bytes) = engine.meta(META_MEMBERSHIP).map_err(|e| e.to_string())? else {
+            return Ok(());
+        };
+        let digest: Vec<MemberDigest> = postcard::from_bytes(&bytes)
+            .map_err(|_| "the stored membership is corrupt".to_string())?;
+        let report = self.change_membership(|m| m.merge(&digest, self.mono_ms()));
+        match report.fatal {
+            Some(fatal) => Err(fatal.to_string()),
+            None => Ok(()),
+        }
+    }
+
+    // Writes the membership to a durable engine when who is in it, where, or with which ring
+    // status changed (not for heartbeats: that would be an fsync per gossip message).
+    fn persist_membership(&self, membership: &Membership) {
+        let engine = self.store.engine();
+        if !engine.durable() {
+            return;
+        }
+        let digest = membership.digest();
+        let layout: Vec<(NodeId, String, String, RingStatus)> = digest
+            .iter()
+            .map(|m| {
+                (
+                    m.node.clone(),
+                    m.cluster_addr.clone(),
+                    m.http_addr.clone(),
+                    m.ring,
+                )
+            })
+            .collect();
+        let mut persisted = self
+            .persisted_layout
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        if *persisted == layout {
+            return;
+        }
+        let Ok(bytes) = postcard::to_allocvec(&digest) else {
+            return;
+        };
+        match engine.set_meta(META_MEMBERSHIP, &bytes) {
+            Ok(()) => *persisted = layout,
+            Err(e) => tracing::warn!(error = %e, "could not record the membership on disk"),
+        }
     }
 
     /// Logs ring status changes.

@@ -56,11 +56,39 @@ impl Actor for StorageActor {
                     }
                     replies
                 });
-                let _ = reply.send(Payload(answer));
+                let stored = |replies: &Vec<ReplicaReply>| {
+                    replies.iter().any(|r| matches!(r, ReplicaReply::Stored))
+                };
+                if !shared.ack_after_sync || !answer.as_ref().is_ok_and(stored) {
+                    let _ = reply.send(Payload(answer));
+                    return Ok(());
+                }
+                // Acked once an fsync covers the batch; the next batch is applied meanwhile
+                // and shares the following fsync.
+                let shared = Arc::clone(shared);
+                tokio::spawn(async move {
+                    let synced = shared.sync_store().await;
+                    let answer = answer.map(|replies| match synced {
+                        Ok(()) => replies,
+                        Err(e) => unsynced(replies, &e.to_string()),
+                    });
+                    let _ = reply.send(Payload(answer));
+                });
             }
         }
         Ok(())
     }
+}
+
+/// The replies of a batch whose fsync failed: its writes are no acks.
+fn unsynced(replies: Vec<ReplicaReply>, why: &str) -> Vec<ReplicaReply> {
+    replies
+        .into_iter()
+        .map(|r| match r {
+            ReplicaReply::Stored => ReplicaReply::Refused(format!("not made durable: {why}")),
+            other => other,
+        })
+        .collect()
 }
 
 #[cfg(test)]

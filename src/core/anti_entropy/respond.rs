@@ -49,9 +49,10 @@ impl Replica<'_> {
         shared_keys(self.store, self.ring, self.n, self.me, self.peer(), segment)
     }
 
-    // Merges a set received from the peer; true when it changed something.
+    // Merges a set received from the peer; true when it changed something (not when the
+    // engine failed: the next round tries again).
     pub(super) fn take(&self, key: &Key, set: &VersionSet) -> bool {
-        self.store.merge(key, set).changed
+        self.store.merge(key, set).is_ok_and(|o| o.changed)
     }
 }
 

@@ -61,7 +61,7 @@ impl Sim {
 
     fn copy_to(&self, other: &Sim, k: &str) {
         let k = key(k);
-        other.store.merge(&k, &self.store.get(&k));
+        other.store.merge(&k, &self.store.get(&k)).unwrap();
     }
 
     /// Runs `f` with this node's side of a round with `peer`, digests refreshed.

@@ -267,6 +267,7 @@ impl SimNode {
             hints: &self.hints,
             member: !self.ring_status().is_final(),
             now_ms: now,
+            ack_after_sync: false,
         }
     }
 

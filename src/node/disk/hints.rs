@@ -1,0 +1,71 @@
+//! The hint journal: hints in the `hints` keyspace, keyed by id, beside the data.
+//!
+//! A hint is written when it is taken and removed when its owner acknowledged it. It goes to
+//! the same fjall journal as the data, so the fsync that acknowledges a batch of replica
+//! writes covers the hints among them too.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use bytes::Bytes;
+use fjall::Keyspace;
+
+use crate::core::hints::{Hint, HintId, HintJournal};
+use crate::core::ids::NodeId;
+use crate::core::version::VersionSet;
+
+/// A handle on a durable engine's hints.
+#[derive(Clone)]
+pub struct DiskHints {
+    pub(super) keyspace: Keyspace,
+    pub(super) full: Arc<AtomicBool>,
+}
+
+impl DiskHints {
+    /// Every hint recorded, for the hint store to take back at start. A record that does not
+    /// decode is an error: a hint is an acknowledged write.
+    pub fn load(&self) -> Result<Vec<Hint>, String> {
+        let mut hints = Vec::new();
+        for item in self.keyspace.iter() {
+            let (id, bytes) = item.into_inner().map_err(|e| format!("{e:?}"))?;
+            let id = <[u8; 8]>::try_from(id.as_ref())
+                .map(u64::from_be_bytes)
+                .map_err(|_| "a hint key is not an id".to_string())?;
+            let (owner, key, versions, created_at_ms): (NodeId, Vec<u8>, VersionSet, u64) =
+                postcard::from_bytes(&bytes).map_err(|e| format!("hint {id} is corrupt: {e}"))?;
+            hints.push(Hint {
+                id: HintId(id),
+                owner,
+                key: Bytes::from(key),
+                versions,
+                created_at_ms,
+            });
+        }
+        Ok(hints)
+    }
+}
+
+impl HintJournal for DiskHints {
+    fn record(&self, hint: &Hint) -> Result<(), String> {
+        if self.full.load(Ordering::Relaxed) {
+            return Err("the disk is full".into());
+        }
+        let record = (
+            &hint.owner,
+            hint.key.as_ref(),
+            &hint.versions,
+            hint.created_at_ms,
+        );
+        let bytes = postcard::to_allocvec(&record).map_err(|e| e.to_string())?;
+        self.keyspace
+            .insert(hint.id.0.to_be_bytes(), bytes)
+            .map_err(|e| format!("{e:?}"))
+    }
+
+    fn forget(&self, id: HintId) {
+        // A hint that stays behind is delivered again after a restart: a merge, harmless.
+        if let Err(e) = self.keyspace.remove(id.0.to_be_bytes()) {
+            tracing::warn!(error = ?e, "an acknowledged hint stays on disk");
+        }
+    }
+}

@@ -1,0 +1,320 @@
+//! The durable engine: a node's sets in [fjall](https://docs.rs/fjall), under `--data-dir`.
+//!
+//! fjall is an LSM tree with one journal shared by its keyspaces; every insert reaches the
+//! journal (and the OS) before it returns, so a process kill loses nothing. An fsync of the
+//! journal makes everything before it survive a power loss too: with `--fsync always` a write
+//! is acknowledged only after one, shared with the writes in flight ([`GroupCommit`]).
+//!
+//! Layout: keyspace `data` maps `[segment: u16 BE][key]` to a record (see [`record`]), so one
+//! anti-entropy segment is one prefix scan; keyspace `meta` holds the store's named entries,
+//! keyspace `hints` the hints held for other nodes (see [`hints`]).
+//! Writes are refused with [`EngineError::DiskFull`] while the file system has less than the
+//! reserve free, before the engine itself runs out of space and stops writing for good.
+
+mod group_commit;
+mod hints;
+mod record;
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
+use std::time::Duration;
+
+use bytes::Bytes;
+use fjall::{Database, Keyspace, KeyspaceCreateOptions, PersistMode};
+
+pub use group_commit::GroupCommit;
+pub use hints::DiskHints;
+
+use crate::config::Fsync;
+use crate::core::engine::{Engine, EngineError, Segment, Summary};
+use crate::core::ids::Key;
+use crate::core::store::SEGMENTS;
+use crate::core::version::VersionSet;
+
+/// Why a data directory could not be opened. Each is a start-up failure (exit code 2).
+#[derive(Debug, thiserror::Error)]
+pub enum OpenDiskError {
+    /// Another process holds the directory.
+    #[error("{0} is in use by another process (its lock is held)")]
+    Locked(PathBuf),
+    /// The directory (or a file in it) cannot be read or written.
+    #[error("{path} cannot be used: {source}")]
+    Unusable {
+        /// The directory.
+        path: PathBuf,
+        /// What the OS said.
+        source: std::io::Error,
+    },
+    /// The directory holds data the engine cannot read back.
+    #[error("{path} holds corrupt or foreign data: {why}")]
+    Corrupt {
+        /// The directory.
+        path: PathBuf,
+        /// What the engine said.
+        why: String,
+    },
+}
+
+/// A node's sets and metadata in one fjall database.
+pub struct DiskEngine {
+    db: Database,
+    data: Keyspace,
+    meta: Keyspace,
+    hints: Keyspace,
+    locks: Box<[Mutex<()>]>,
+    fsync: Fsync,
+    group: GroupCommit,
+    full: Arc<AtomicBool>,
+    path: PathBuf,
+}
+
+impl DiskEngine {
+    /// Opens (or creates) the database in `dir`, whose writes are made durable as `fsync`
+    /// says, and which refuses writes while fewer than `reserve` bytes are free.
+    pub fn open(dir: &Path, fsync: Fsync, reserve: u64) -> Result<Self, OpenDiskError> {
+        let unusable = |source| OpenDiskError::Unusable {
+            path: dir.to_path_buf(),
+            source,
+        };
+        std::fs::create_dir_all(dir).map_err(unusable)?;
+        // fjall would take a non-empty directory of other files as a new database beside
+        // them; a directory of someone else's files is not ours to write into.
+        let foreign = std::fs::read_dir(dir)
+            .map_err(unusable)?
+            .filter_map(Result::ok)
+            .any(|entry| !is_fjall_entry(&entry.file_name().to_string_lossy()));
+        if foreign && !dir.join("version").exists() {
+            return Err(OpenDiskError::Corrupt {
+                path: dir.to_path_buf(),
+                why: "the directory holds files that are not a dynamo-node database".into(),
+            });
+        }
+        let db = Database::builder(dir)
+            .open()
+            .map_err(|e| open_error(dir, e))?;
+        let keyspace = |name: &str| {
+            db.keyspace(name, KeyspaceCreateOptions::default)
+                .map_err(|e| open_error(dir, e))
+        };
+        let data = keyspace("data")?;
+        let meta = keyspace("meta")?;
+        let hints = keyspace("hints")?;
+        let low = free_bytes(dir).is_some_and(|free| free < reserve);
+        let full = Arc::new(AtomicBool::new(low));
+        watch_free_space(dir.to_path_buf(), reserve, Arc::downgrade(&full));
+        Ok(DiskEngine {
+            db,
+            data,
+            meta,
+            hints,
+            locks: (0..SEGMENTS).map(|_| Mutex::new(())).collect(),
+            fsync,
+            group: GroupCommit::default(),
+            full,
+            path: dir.to_path_buf(),
+        })
+    }
+
+    /// The engine's hint journal.
+    pub fn hints(&self) -> DiskHints {
+        DiskHints {
+            keyspace: self.hints.clone(),
+            full: Arc::clone(&self.full),
+        }
+    }
+
+    /// The directory.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Number of fsyncs made so far by group commit.
+    pub fn fsyncs(&self) -> u64 {
+        self.group.rounds()
+    }
+
+    /// Bytes the database takes on disk.
+    pub fn disk_bytes(&self) -> u64 {
+        self.db.disk_space().unwrap_or(0)
+    }
+
+    fn persist(&self) -> Result<(), EngineError> {
+        self.group
+            .sync(|| {
+                self.db
+                    .persist(PersistMode::SyncAll)
+                    .map_err(|e| e.to_string())
+            })
+            .map_err(EngineError::Failed)
+    }
+
+    fn check_space(&self) -> Result<(), EngineError> {
+        if self.full.load(Ordering::Relaxed) {
+            return Err(EngineError::DiskFull(format!(
+                "less than the reserve is free under {}",
+                self.path.display()
+            )));
+        }
+        Ok(())
+    }
+}
+
+struct DiskSegment<'a> {
+    engine: &'a DiskEngine,
+    segment: u16,
+    _locked: MutexGuard<'a, ()>,
+}
+
+impl DiskSegment<'_> {
+    fn disk_key(&self, key: &[u8]) -> Vec<u8> {
+        record::disk_key(self.segment, key)
+    }
+
+    fn stored(&self, key: &[u8]) -> Result<Option<fjall::Slice>, EngineError> {
+        self.engine.data.get(self.disk_key(key)).map_err(failed)
+    }
+}
+
+impl Segment for DiskSegment<'_> {
+    fn get(&self, key: &[u8]) -> Result<Option<(u64, VersionSet)>, EngineError> {
+        self.stored(key)?
+            .map(|bytes| record::decode(&bytes))
+            .transpose()
+    }
+
+    fn digest(&self, key: &[u8]) -> Result<u64, EngineError> {
+        Ok(match self.stored(key)? {
+            Some(bytes) => record::summary(&bytes)?.digest,
+            None => 0,
+        })
+    }
+
+    fn put(&mut self, key: &[u8], digest: u64, set: &VersionSet) -> Result<(), EngineError> {
+        self.engine.check_space()?;
+        let encoded = record::encode(digest, set);
+        self.engine
+            .data
+            .insert(self.disk_key(key), encoded)
+            .map_err(failed)
+    }
+
+    fn remove(&mut self, key: &[u8]) -> Result<(), EngineError> {
+        // A removal frees space in the end, but writes a tombstone first.
+        self.engine.check_space()?;
+        self.engine.data.remove(self.disk_key(key)).map_err(failed)
+    }
+}
+
+impl Engine for DiskEngine {
+    fn locked(&self, segment: usize, f: &mut dyn FnMut(&mut dyn Segment)) {
+        let (Some(lock), Ok(number)) = (self.locks.get(segment), u16::try_from(segment)) else {
+            return;
+        };
+        f(&mut DiskSegment {
+            engine: self,
+            segment: number,
+            _locked: lock.lock().unwrap_or_else(|p| p.into_inner()),
+        });
+    }
+
+    fn keys_in_segment(&self, segment: usize) -> Result<Vec<(Key, u64)>, EngineError> {
+        let Ok(number) = u16::try_from(segment) else {
+            return Ok(Vec::new());
+        };
+        let mut keys = Vec::new();
+        for item in self.data.prefix(number.to_be_bytes()) {
+            let (disk_key, bytes) = item.into_inner().map_err(failed)?;
+            let key = record::user_key(&disk_key)?;
+            keys.push((Bytes::copy_from_slice(key), record::summary(&bytes)?.digest));
+        }
+        Ok(keys)
+    }
+
+    fn scan(&self, f: &mut dyn FnMut(&[u8], Summary)) -> Result<(), EngineError> {
+        for item in self.data.iter() {
+            let (disk_key, bytes) = item.into_inner().map_err(failed)?;
+            f(record::user_key(&disk_key)?, record::summary(&bytes)?);
+        }
+        Ok(())
+    }
+
+    fn meta(&self, name: &str) -> Result<Option<Bytes>, EngineError> {
+        let found = self.meta.get(name).map_err(failed)?;
+        Ok(found.map(|v| Bytes::copy_from_slice(&v)))
+    }
+
+    fn set_meta(&self, name: &str, value: &[u8]) -> Result<(), EngineError> {
+        self.meta.insert(name, value).map_err(failed)?;
+        // Metadata (the actor id, the counter's lease) must outlive a power loss whatever the
+        // fsync policy: a lease that went back would reissue dots peers already hold.
+        self.persist()
+    }
+
+    fn sync(&self) -> Result<(), EngineError> {
+        match self.fsync {
+            Fsync::Always => self.persist(),
+            Fsync::Never => Ok(()),
+        }
+    }
+
+    fn durable(&self) -> bool {
+        true
+    }
+}
+
+// The files fjall keeps in its directory.
+fn is_fjall_entry(name: &str) -> bool {
+    matches!(
+        name,
+        "version" | "lock" | "journals" | "keyspaces" | "lsm" | "meta"
+    ) || name.starts_with('.')
+}
+
+fn open_error(dir: &Path, e: fjall::Error) -> OpenDiskError {
+    match e {
+        fjall::Error::Locked => OpenDiskError::Locked(dir.to_path_buf()),
+        fjall::Error::Io(source) => OpenDiskError::Unusable {
+            path: dir.to_path_buf(),
+            source,
+        },
+        other => OpenDiskError::Corrupt {
+            path: dir.to_path_buf(),
+            why: format!("{other:?}"),
+        },
+    }
+}
+
+fn failed(e: fjall::Error) -> EngineError {
+    match e {
+        fjall::Error::Io(io) if io.kind() == std::io::ErrorKind::StorageFull => {
+            EngineError::DiskFull(io.to_string())
+        }
+        fjall::Error::Poisoned => EngineError::Failed(
+            "an earlier write to the disk failed; the node must be restarted".into(),
+        ),
+        other => EngineError::Failed(format!("{other:?}")),
+    }
+}
+
+// Checks the free space under `dir` every quarter second while the engine lives.
+fn watch_free_space(dir: PathBuf, reserve: u64, full: Weak<AtomicBool>) {
+    let check = move || {
+        while let Some(full) = full.upgrade() {
+            if let Some(free) = free_bytes(&dir) {
+                full.store(free < reserve, Ordering::Relaxed);
+            }
+            drop(full);
+            std::thread::sleep(Duration::from_millis(250));
+        }
+    };
+    // Without the watcher writes go on until the engine's own write fails: still refused.
+    let _ = std::thread::Builder::new()
+        .name("disk-space".into())
+        .spawn(check);
+}
+
+fn free_bytes(dir: &Path) -> Option<u64> {
+    let stat = nix::sys::statvfs::statvfs(dir).ok()?;
+    Some(stat.blocks_available().saturating_mul(stat.fragment_size()))
+}
