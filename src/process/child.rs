@@ -176,6 +176,17 @@ impl ManagedProcess {
         Ok(self.record(status))
     }
 
+    /// SIGKILL without waiting for the exit (reap it with [`ManagedProcess::kill`] or
+    /// [`ManagedProcess::status`]), so that several children can die at the same moment.
+    /// A no-op if it has already exited.
+    pub fn start_kill(&mut self) -> Result<(), ProcessError> {
+        if self.poll_exit().is_some() {
+            return Ok(());
+        }
+        self.requested = true;
+        self.signal(Signal::SIGKILL)
+    }
+
     /// SIGSTOP: the process freezes, its sockets stay open (a silent peer, not a dead one).
     pub fn pause(&mut self) -> Result<(), ProcessError> {
         self.ensure_alive()?;

@@ -109,6 +109,19 @@ pub struct LocalClusterBuilder {
     rust_log: Option<String>,
     stop_grace: Duration,
     ready_timeout: Duration,
+    data: DataDirs,
+}
+
+/// Where the nodes of a [`LocalCluster`] keep their data.
+#[derive(Clone, Debug, Default)]
+enum DataDirs {
+    /// In memory (no `--data-dir`): a restarted node comes back empty.
+    #[default]
+    Memory,
+    /// Under this directory, kept after the cluster.
+    Under(PathBuf),
+    /// Under a fresh temporary directory, removed with the cluster.
+    Temporary,
 }
 
 impl Default for LocalClusterBuilder {
@@ -123,6 +136,7 @@ impl Default for LocalClusterBuilder {
             rust_log: None,
             stop_grace: Duration::from_secs(5),
             ready_timeout: Duration::from_secs(30),
+            data: DataDirs::Memory,
         }
     }
 }
@@ -188,6 +202,20 @@ impl LocalClusterBuilder {
         self
     }
 
+    /// Every node keeps its data in `dir/n{i}` (`--data-dir`, created by the node), so that a
+    /// restart finds it again. The directories are never deleted.
+    pub fn data_dirs(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.data = DataDirs::Under(dir.into());
+        self
+    }
+
+    /// Like [`Self::data_dirs`] under a fresh temporary directory, which is removed when the
+    /// cluster is dropped (after its nodes are killed), also when a test fails.
+    pub fn temp_data_dirs(mut self) -> Self {
+        self.data = DataDirs::Temporary;
+        self
+    }
+
     /// Starts node 1, waits until it serves HTTP, then starts the others (seeded with node 1)
     /// and waits until each serves HTTP. Membership convergence is not awaited here.
     pub async fn start(self) -> Result<LocalCluster, ProcessError> {
@@ -201,7 +229,17 @@ impl LocalClusterBuilder {
                     .map_err(|e| ProcessError::io(format!("creating {}", dir.display()), e))?;
                 (dir, false)
             }
-            None => (fresh_temp_dir()?, true),
+            None => (fresh_temp_dir("cluster")?, true),
+        };
+        // Made before the first node starts, so that no node runs without its directory.
+        let (data_root, remove_data_root) = match self.data {
+            DataDirs::Memory => (None, false),
+            DataDirs::Under(dir) => {
+                std::fs::create_dir_all(&dir)
+                    .map_err(|e| ProcessError::io(format!("creating {}", dir.display()), e))?;
+                (Some(dir), false)
+            }
+            DataDirs::Temporary => (Some(fresh_temp_dir("data")?), true),
         };
         let mut cluster = LocalCluster {
             net: self.net,
@@ -220,6 +258,8 @@ impl LocalClusterBuilder {
             procs: Vec::new(),
             starts: Vec::new(),
             own_args: Vec::new(),
+            data_root,
+            remove_data_root,
         };
         for index in 1..=self.nodes {
             let ports = pick_free_ports(self.net.node_ip(index), 2)?;
@@ -256,6 +296,10 @@ pub struct LocalCluster {
     starts: Vec<u32>,
     /// Flags of one node only, after the cluster's (see [`LocalCluster::add_node`]).
     own_args: Vec<Vec<OsString>>,
+    /// Node `n{i}` runs with `--data-dir {data_root}/n{i}` when set.
+    data_root: Option<PathBuf>,
+    /// Whether the data root is ours to delete on drop.
+    remove_data_root: bool,
 }
 
 impl LocalCluster {
@@ -340,6 +384,13 @@ impl LocalCluster {
         &self.log_dir
     }
 
+    /// The directory node `node` keeps its data in (`--data-dir`), if the cluster is durable
+    /// (see [`LocalClusterBuilder::data_dirs`]). It may not exist before the node first ran.
+    pub fn data_dir(&self, node: impl NodeRef) -> Result<Option<PathBuf>, ProcessError> {
+        let pos = self.pos(&node)?;
+        Ok(self.data_dir_of(pos))
+    }
+
     /// Keeps a temporary log directory after drop (e.g. when a test failed).
     pub fn keep_logs(&mut self) {
         self.remove_log_dir = false;
@@ -386,6 +437,24 @@ impl LocalCluster {
         self.proc_mut(pos)?.kill()
     }
 
+    /// SIGKILL to every running or paused node at the same moment (all signals are sent
+    /// before any node is waited for), as when the machine loses power; nodes that already
+    /// exited are left as they are. Restart them with [`LocalCluster::restart_all`].
+    pub fn kill_all(&mut self) -> Result<(), ProcessError> {
+        let mut first_error = None;
+        for proc in self.procs.iter_mut().flatten() {
+            if let Err(e) = proc.start_kill() {
+                first_error.get_or_insert(e);
+            }
+        }
+        for proc in self.procs.iter_mut().flatten() {
+            if let Err(e) = proc.kill() {
+                first_error.get_or_insert(e);
+            }
+        }
+        first_error.map_or(Ok(()), Err)
+    }
+
     /// SIGSTOP: the node freezes with its connections open (a silent, not a dead, peer).
     pub fn pause(&mut self, node: impl NodeRef) -> Result<(), ProcessError> {
         let pos = self.pos(&node)?;
@@ -424,9 +493,10 @@ impl LocalCluster {
         first_error.map_or(Ok(()), Err)
     }
 
-    /// Starts a node again with the same name, addresses and flags (killing it first if it
-    /// runs), seeded with every other node (node 1 first, or node 2 for node 1), and waits until
-    /// it serves HTTP. Its in-memory data is gone, as after a real crash.
+    /// Starts a node again with the same name, addresses, flags and data directory (killing it
+    /// first if it runs), seeded with every other node (node 1 first, or node 2 for node 1), and
+    /// waits until it serves HTTP. Its in-memory data is gone, as after a real crash; what it
+    /// keeps under `--data-dir` it finds again.
     pub async fn restart(&mut self, node: impl NodeRef) -> Result<(), ProcessError> {
         let pos = self.pos(&node)?;
         if let Some(proc) = self.procs[pos].as_mut() {
@@ -435,6 +505,33 @@ impl LocalCluster {
         let seeds = self.restart_seeds(pos);
         self.spawn_at(pos, &seeds)?;
         self.wait_ready_at(pos, self.ready_timeout).await
+    }
+
+    /// Starts every node again at the same time (killing those that run first), each seeded
+    /// with all the others as in [`LocalCluster::restart`], and waits until each serves HTTP.
+    pub async fn restart_all(&mut self) -> Result<(), ProcessError> {
+        self.kill_all()?;
+        for pos in 0..self.len() {
+            let seeds = self.restart_seeds(pos);
+            self.spawn_at(pos, &seeds)?;
+        }
+        for pos in 0..self.len() {
+            self.wait_ready_at(pos, self.ready_timeout).await?;
+        }
+        Ok(())
+    }
+
+    /// Replaces the flags of node `node` alone (those after the cluster's, see
+    /// [`LocalCluster::add_node`]) from its next start on, e.g. to restart it with another
+    /// setting; the running process is not touched.
+    pub fn set_own_args<I, S>(&mut self, node: impl NodeRef, args: I) -> Result<(), ProcessError>
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<OsString>,
+    {
+        let pos = self.pos(&node)?;
+        self.own_args[pos] = args.into_iter().map(Into::into).collect();
+        Ok(())
     }
 
     /// Starts one more node, `n{K+1}` on the next address of the net, seeded with every other
@@ -500,6 +597,11 @@ impl LocalCluster {
         self.log_dir.join(format!("{}.log", self.specs[pos].name))
     }
 
+    fn data_dir_of(&self, pos: usize) -> Option<PathBuf> {
+        let root = self.data_root.as_ref()?;
+        Some(root.join(&self.specs[pos].name))
+    }
+
     /// First start: node 1 alone, every other node through node 1.
     fn boot_seeds(&self, pos: usize) -> Vec<SocketAddr> {
         if pos == 0 {
@@ -532,9 +634,11 @@ impl LocalCluster {
         for seed in seeds {
             cmd.arg("--seed").arg(seed.to_string());
         }
-        cmd.args(&self.node_args)
-            .args(&self.own_args[pos])
-            .env("RUST_LOG", &self.rust_log);
+        cmd.args(&self.node_args).args(&self.own_args[pos]);
+        if let Some(dir) = self.data_dir_of(pos) {
+            cmd.arg("--data-dir").arg(dir);
+        }
+        cmd.env("RUST_LOG", &self.rust_log);
         cmd
     }
 
@@ -613,17 +717,22 @@ impl LocalCluster {
 
 impl Drop for LocalCluster {
     fn drop(&mut self) {
-        for proc in self.procs.iter_mut().flatten() {
-            let _ = proc.kill();
-        }
+        // All at once, then reaped: no node may still write when its directory goes.
+        let _ = self.kill_all();
         if self.remove_log_dir {
             let _ = std::fs::remove_dir_all(&self.log_dir);
+        }
+        if self.remove_data_root
+            && let Some(root) = &self.data_root
+        {
+            let _ = std::fs::remove_dir_all(root);
         }
     }
 }
 
-/// A new directory under the system temp dir, unique across processes and clusters.
-fn fresh_temp_dir() -> Result<PathBuf, ProcessError> {
+/// A new directory `dynamo-{what}-...` under the system temp dir, unique across processes
+/// and clusters.
+fn fresh_temp_dir(what: &str) -> Result<PathBuf, ProcessError> {
     static NEXT: AtomicU64 = AtomicU64::new(0);
     let nanos = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -632,7 +741,7 @@ fn fresh_temp_dir() -> Result<PathBuf, ProcessError> {
     loop {
         let n = NEXT.fetch_add(1, Ordering::Relaxed);
         let dir = std::env::temp_dir().join(format!(
-            "dynamo-cluster-{}-{nanos:08x}-{n}",
+            "dynamo-{what}-{}-{nanos:08x}-{n}",
             std::process::id()
         ));
         match std::fs::create_dir(&dir) {
@@ -801,6 +910,88 @@ mod tests {
         assert!(cluster.statuses().iter().all(|s| !s.is_alive()));
         drop(cluster);
         assert!(dir.join("logs/n1.log").is_file(), "a given log dir is kept");
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[tokio::test]
+    async fn durable_nodes_keep_their_directories_across_kill_all_and_restart_all() {
+        let dir = scratch("durable");
+        let mut cluster = fake_cluster(&dir, 2)
+            .temp_data_dirs()
+            .log_dir(dir.join("logs"))
+            .start()
+            .await
+            .unwrap();
+        let root = cluster
+            .data_dir(1)
+            .unwrap()
+            .unwrap()
+            .parent()
+            .unwrap()
+            .to_path_buf();
+        assert!(root.is_dir(), "the data root exists before any node runs");
+        // The fake node prints its arguments: count its runs with the node's own directory.
+        let runs_with_dir = |cluster: &LocalCluster, i: usize| {
+            let log = std::fs::read_to_string(cluster.log_path(i).unwrap()).unwrap();
+            let flag = format!("--data-dir {}", root.join(format!("n{i}")).display());
+            log.lines()
+                .filter(|l| l.contains("fake node args: ") && l.ends_with(&flag))
+                .count()
+        };
+        for i in 1..=2 {
+            assert_eq!(
+                cluster.data_dir(i).unwrap(),
+                Some(root.join(format!("n{i}")))
+            );
+            let runs = runs_with_dir(&cluster, i);
+            assert_eq!(runs, 1, "{}", cluster.log_tail(i, 20).unwrap());
+        }
+        let pids: Vec<u32> = (1..=2).map(|i| cluster.pid(i).unwrap().unwrap()).collect();
+
+        cluster.kill_all().unwrap();
+        for (i, status) in cluster.statuses().into_iter().enumerate() {
+            match status {
+                ProcessStatus::Exited(exit) => {
+                    assert!(
+                        exit.requested && exit.signal == Some(9),
+                        "n{}: {exit}",
+                        i + 1
+                    )
+                }
+                other => panic!("n{} is {other} after kill_all", i + 1),
+            }
+        }
+        assert!(pids.iter().all(|&pid| !exists(pid)));
+
+        cluster.restart_all().await.unwrap();
+        assert_eq!(cluster.statuses(), vec![ProcessStatus::Running; 2]);
+        for i in 1..=2 {
+            assert_eq!(cluster.starts(i).unwrap(), 2);
+            let runs = runs_with_dir(&cluster, i);
+            assert_eq!(
+                runs,
+                2,
+                "same directory: {}",
+                cluster.log_tail(i, 20).unwrap()
+            );
+        }
+        let n2 = cluster.spec(2).unwrap().cluster_addr;
+        let log = cluster.log_tail(1, 20).unwrap();
+        assert!(
+            log.contains(&format!("--seed {n2}")),
+            "seeded with the others: {log}"
+        );
+
+        cluster.set_own_args(2, ["--vnodes", "7"]).unwrap();
+        cluster.restart(2).await.unwrap();
+        let log = cluster.log_tail(2, 20).unwrap();
+        assert!(log.contains("--vnodes 7 --data-dir"), "{log}");
+
+        drop(cluster);
+        assert!(
+            !root.exists(),
+            "the temporary data root is removed with the cluster"
+        );
         std::fs::remove_dir_all(dir).unwrap();
     }
 

@@ -16,13 +16,22 @@
 //! if the test is panicking, the tail of each node's log is printed to stderr and the log
 //! directory is kept.
 //!
+//! With [`TestClusterBuilder::durable`] every node keeps its data in a directory of its own
+//! (`--data-dir`), which outlives [`TestCluster::restart`], [`TestCluster::kill`] and
+//! [`TestCluster::kill_all`] and is removed with the cluster, also when the test fails.
+//! [`run_node_once`] runs the binary alone, for start-ups that must fail.
+//!
 //! Every cluster lives in a loopback net of its own ([`LoopbackNet::unique`], node `i` on
 //! `127.a.b.(i+1)`), so that [`TestCluster::partition`] in one test never cuts the nodes of
 //! another test running in parallel, in this test binary or in another one.
 
 mod fake;
+mod once;
+mod temp;
 
 pub use fake::FakeNode;
+pub use once::{NodeRun, run_node_once};
+pub use temp::TempDir;
 
 use std::ffi::OsString;
 use std::future::Future;
@@ -103,6 +112,20 @@ impl TestClusterBuilder {
     /// Where node logs go (default: a temporary directory, removed unless the test fails).
     pub fn log_dir(mut self, dir: impl Into<PathBuf>) -> Self {
         self.processes = self.processes.log_dir(dir);
+        self
+    }
+
+    /// Durable nodes: node `i` runs with `--data-dir` on a fresh temporary directory of its
+    /// own (see [`TestCluster::data_dir`]), kept across restarts and removed when the cluster
+    /// is dropped, after its nodes are killed, also on panic.
+    pub fn durable(mut self) -> Self {
+        self.processes = self.processes.temp_data_dirs();
+        self
+    }
+
+    /// Like [`Self::durable`] with the directories under `dir` (`dir/n{i}`), never removed.
+    pub fn data_dirs(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.processes = self.processes.data_dirs(dir);
         self
     }
 
@@ -218,18 +241,55 @@ impl TestCluster {
         expect(killed, "kill", i);
     }
 
+    /// SIGKILL every node at the same moment (a power loss of the whole cluster); they stay
+    /// down until [`Self::restart_all`].
+    pub fn kill_all(&mut self) {
+        if let Err(e) = self.processes.kill_all() {
+            panic!("TestCluster: cannot kill every node: {e}");
+        }
+    }
+
+    /// Starts every node again at once (killing those that run), with their names, addresses,
+    /// flags and data directories; returns once they all see each other alive.
+    pub async fn restart_all(&mut self) {
+        if let Err(e) = self.processes.restart_all().await {
+            panic!("TestCluster: cannot restart every node: {e}");
+        }
+        self.wait_converged().await;
+    }
+
+    /// Node `i`'s data directory; panics unless the cluster is [durable](TestClusterBuilder::durable).
+    pub fn data_dir(&self, i: usize) -> PathBuf {
+        match expect(self.processes.data_dir(i), "find the data directory of", i) {
+            Some(dir) => dir,
+            None => panic!("TestCluster: node {i} keeps no data directory (not durable)"),
+        }
+    }
+
     /// SIGTERM node `i` and wait for it to exit (SIGKILL after 5 s).
     pub async fn stop(&mut self, i: usize) {
         let stopped = self.processes.stop(i).await;
         expect(stopped, "stop", i);
     }
 
-    /// Starts node `i` again (killing it first if it runs), with its name, addresses and
-    /// flags and without its data; returns once the running nodes all see it alive.
+    /// Starts node `i` again (killing it first if it runs), with its name, addresses, flags
+    /// and data directory (without its data unless [durable](TestClusterBuilder::durable));
+    /// returns once the running nodes all see it alive.
     pub async fn restart(&mut self, i: usize) {
         let restarted = self.processes.restart(i).await;
         expect(restarted, "restart", i);
         self.wait_converged().await;
+    }
+
+    /// Like [`Self::restart`] with `args` as node `i`'s own flags (after the cluster's, which
+    /// they must not repeat), from this start on.
+    pub async fn restart_with_args<I, S>(&mut self, i: usize, args: I)
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<OsString>,
+    {
+        expect(self.processes.set_own_args(i, args), "set the flags of", i);
+        self.restart(i).await;
     }
 
     /// SIGSTOP node `i`: it stops answering but keeps its connections (a silent peer).
@@ -377,6 +437,31 @@ impl TestCluster {
             .collect();
         missing.sort_unstable();
         missing
+    }
+
+    /// Waits until node `i` stores every `(key, value)` of `keys` itself (see
+    /// [`Self::missing_on`]), asking again only for what it still missed; panics after
+    /// `timeout`, naming how many it misses and the first of them.
+    pub async fn wait_all_held(&self, i: usize, keys: &[(String, Bytes)], timeout: Duration) {
+        let started = Instant::now();
+        let mut pending: Vec<(String, Bytes)> = keys.to_vec();
+        loop {
+            let missing = self.missing_on(i, &pending).await;
+            pending = missing.into_iter().map(|at| pending[at].clone()).collect();
+            if pending.is_empty() {
+                return;
+            }
+            if started.elapsed() >= timeout {
+                let first: Vec<&str> = pending.iter().take(5).map(|(k, _)| k.as_str()).collect();
+                panic!(
+                    "after {} ms n{i} still misses {} of {} keys, e.g. {first:?}",
+                    started.elapsed().as_millis(),
+                    pending.len(),
+                    keys.len()
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
     }
 
     /// Reads every key of `keys` with `?r=`, through the nodes of `via` in turn, and panics
