@@ -275,12 +275,10 @@ fn journals(dir: &Path) -> Vec<PathBuf> {
     found
 }
 
-/// KNOWN BUG (see the commit that added this test): fjall replays its journal up to the first
-/// batch whose checksum fails and drops the rest without an error (its only recovery mode
-/// takes that for a write torn by a crash), so the node starts serving a part of its keys as
-/// if nothing had happened. Remove the `ignore` once a damaged journal is refused.
+/// fjall replays its journal up to the first batch whose checksum fails and drops the rest
+/// without an error (its only recovery mode takes that for a write torn by a crash); after a
+/// clean stop the node knows what it held, and refuses to start without it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "known bug: a damaged journal is replayed up to the damage and the node starts without the rest"]
 async fn a_damaged_journal_is_refused() {
     let root = TempDir::new("bad-dir-journal");
     let dir = write_and_stop(&root).await;
@@ -294,12 +292,10 @@ async fn a_damaged_journal_is_refused() {
     assert_refused_as_corrupt("a damaged journal", &root).await;
 }
 
-/// KNOWN BUG, as above: a journal cut short loses every write (and the node's actor id and
-/// counter lease, still in it) that no table holds yet, and the node starts empty under a new
-/// actor id. With `--fsync always` an acknowledged write was in the journal on disk, so a
-/// journal shorter than that is damage, not a torn write. Remove the `ignore` once refused.
+/// A journal cut short loses every write that no table holds yet; the node's actor id and
+/// counter lease live in its status file, out of the journal's reach, and the clean-stop
+/// record tells that keys are missing.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "known bug: a truncated journal starts the node empty"]
 async fn a_truncated_journal_is_refused() {
     let root = TempDir::new("bad-dir-journal-cut");
     let dir = write_and_stop(&root).await;

@@ -4,6 +4,8 @@
 //! types own the clocks, and tests can drive time by hand.
 
 pub mod anti_entropy;
+#[cfg(test)]
+mod crash_tests;
 pub mod drain;
 pub mod engine;
 pub mod handoff;

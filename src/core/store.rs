@@ -33,7 +33,7 @@
 
 use std::collections::BTreeSet;
 use std::ops::Bound;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Mutex, MutexGuard};
 
 use arc_swap::ArcSwap;
@@ -61,6 +61,8 @@ pub const COUNTER_LEASE: u64 = 10_000;
 const META_NODE: &str = "node";
 const META_ACTOR: &str = "actor";
 const META_LEASE: &str = "counter_lease";
+// The key count and fingerprint at the last clean close; empty while the store is open.
+const META_CLEAN: &str = "clean";
 
 /// How large a key's sibling set may grow by a coordinated write.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -130,6 +132,17 @@ pub enum OpenError {
     /// A metadata entry does not decode.
     #[error("the stored {0} is corrupt")]
     CorruptMeta(&'static str),
+    /// The data does not match what the store held when it was last closed cleanly: part of
+    /// it was lost or damaged since.
+    #[error(
+        "corrupt data: it changed since the last clean stop ({recorded} keys then, {found} now, or their contents differ)"
+    )]
+    Damaged {
+        /// Keys held at the clean stop.
+        recorded: u64,
+        /// Keys found now.
+        found: u64,
+    },
     /// The engine failed while the store read it.
     #[error(transparent)]
     Engine(#[from] EngineError),
@@ -183,6 +196,10 @@ pub struct Store {
     fingerprint: AtomicU64,
     // The first read failure of the engine: the node should stop serving.
     failure: Mutex<Option<EngineError>>,
+    // Changes under way, and whether the store was closed: a closed store changes nothing,
+    // so that the clean-stop marker describes the data exactly.
+    in_flight: AtomicU64,
+    closed: AtomicBool,
 }
 
 impl Store {
@@ -241,7 +258,50 @@ impl Store {
             u64::MAX
         });
         store.rebuild_indexes()?;
+        if let Some(clean) = store.engine.meta(META_CLEAN)?
+            && !clean.is_empty()
+        {
+            let recorded = <[u8; 16]>::try_from(clean.as_ref())
+                .map_err(|_| OpenError::CorruptMeta("clean-stop marker"))?;
+            let word = |at: usize| {
+                let mut b = [0; 8];
+                b.copy_from_slice(&recorded[at..at + 8]);
+                u64::from_le_bytes(b)
+            };
+            let (keys, fingerprint) = (word(0), word(8));
+            if keys != store.len() as u64 || fingerprint != store.fingerprint() {
+                return Err(OpenError::Damaged {
+                    recorded: keys,
+                    found: store.len() as u64,
+                });
+            }
+        }
+        // Open from now on: a crash leaves no marker, and the next open trusts what it finds.
+        store.engine.set_meta(META_CLEAN, &[])?;
         Ok(store)
+    }
+
+    /// Closes the store: no change is made after this returns, and a durable engine records
+    /// what it holds, so that the next open can tell data lost or damaged since.
+    pub fn close(&self) -> Result<(), StoreError> {
+        self.closed.store(true, Ordering::SeqCst);
+        while self.in_flight.load(Ordering::SeqCst) > 0 {
+            std::thread::yield_now();
+        }
+        let mut marker = Vec::with_capacity(16);
+        marker.extend_from_slice(&(self.len() as u64).to_le_bytes());
+        marker.extend_from_slice(&self.fingerprint().to_le_bytes());
+        Ok(self.engine.set_meta(META_CLEAN, &marker)?)
+    }
+
+    // Counts a change under way; refused once the store is closed.
+    fn begin_change(&self) -> Result<ChangeGuard<'_>, EngineError> {
+        self.in_flight.fetch_add(1, Ordering::SeqCst);
+        let guard = ChangeGuard(&self.in_flight);
+        if self.closed.load(Ordering::SeqCst) {
+            return Err(EngineError::Failed("the store is closed".into()));
+        }
+        Ok(guard)
     }
 
     fn empty(engine: Box<dyn Engine>, actor: ActorId, limits: SetLimits) -> Self {
@@ -263,6 +323,8 @@ impl Store {
             epochs: AtomicU64::new(0),
             fingerprint: AtomicU64::new(0),
             failure: Mutex::new(None),
+            in_flight: AtomicU64::new(0),
+            closed: AtomicBool::new(false),
         }
     }
 
@@ -659,6 +721,7 @@ impl Store {
         key: &Key,
         change: impl FnOnce(&mut VersionSet) -> Result<T, StoreError>,
     ) -> Result<(T, u64), StoreError> {
+        let _change = self.begin_change()?;
         let mut change = Some(change);
         let mut outcome = None;
         self.engine.locked(Self::segment_of(key), &mut |segment| {
@@ -716,6 +779,9 @@ impl Store {
         key: &Key,
         decide: impl FnOnce(&VersionSet, u64) -> Result<bool, EngineError>,
     ) -> bool {
+        let Ok(_change) = self.begin_change() else {
+            return false;
+        };
         let mut decide = Some(decide);
         let mut removed = Ok(false);
         self.engine.locked(Self::segment_of(key), &mut |segment| {
@@ -770,6 +836,15 @@ impl Store {
         let change = Self::key_element(key, old) ^ Self::key_element(key, new);
         self.segments[Self::segment_of(key)].fetch_xor(change, Ordering::AcqRel);
         self.fingerprint.fetch_xor(change, Ordering::AcqRel);
+    }
+}
+
+// Ends a change under way when dropped.
+struct ChangeGuard<'a>(&'a AtomicU64);
+
+impl Drop for ChangeGuard<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
     }
 }
 

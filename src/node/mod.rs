@@ -294,6 +294,13 @@ impl Node {
             .store(true, std::sync::atomic::Ordering::Release);
         self.root.stop(None);
         let _ = self.watcher.await;
+        // The actors are gone; whatever task still writes is refused from here on.
+        let store = Arc::clone(&self.shared.store);
+        match tokio::task::spawn_blocking(move || store.close()).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::warn!(error = %e, "the data directory was not closed cleanly"),
+            Err(e) => tracing::warn!(error = %e, "closing the store failed"),
+        }
         tracing::info!(node = %self.shared.me, "node stopped");
     }
 }

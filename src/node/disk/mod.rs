@@ -5,15 +5,20 @@
 //! journal makes everything before it survive a power loss too: with `--fsync always` a write
 //! is acknowledged only after one, shared with the writes in flight ([`GroupCommit`]).
 //!
-//! Layout: keyspace `data` maps `[segment: u16 BE][key]` to a record (see [`record`]), so one
-//! anti-entropy segment is one prefix scan; keyspace `meta` holds the store's named entries,
-//! keyspace `hints` the hints held for other nodes (see [`hints`]).
+//! Layout: keyspace `data` maps `[segment: u16 BE][key]` to a record (see `record.rs`), so one
+//! anti-entropy segment is one prefix scan; keyspace `hints` holds the hints kept for other
+//! nodes (`hints.rs`). The store's named entries (actor id, counter lease, clean-stop marker,
+//! membership) live in a status file beside the database (`status.rs`), out of reach of what
+//! can go wrong in its journal.
 //! Writes are refused with [`EngineError::DiskFull`] while the file system has less than the
 //! reserve free, before the engine itself runs out of space and stops writing for good.
 
 mod group_commit;
 mod hints;
 mod record;
+mod status;
+#[cfg(test)]
+mod tests;
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -25,6 +30,7 @@ use fjall::{Database, Keyspace, KeyspaceCreateOptions, PersistMode};
 
 pub use group_commit::GroupCommit;
 pub use hints::DiskHints;
+use status::StatusFile;
 
 use crate::config::Fsync;
 use crate::core::engine::{Engine, EngineError, Segment, Summary};
@@ -60,8 +66,8 @@ pub enum OpenDiskError {
 pub struct DiskEngine {
     db: Database,
     data: Keyspace,
-    meta: Keyspace,
     hints: Keyspace,
+    status: Mutex<StatusFile>,
     locks: Box<[Mutex<()>]>,
     fsync: Fsync,
     group: GroupCommit,
@@ -84,21 +90,38 @@ impl DiskEngine {
             .map_err(unusable)?
             .filter_map(Result::ok)
             .any(|entry| !is_fjall_entry(&entry.file_name().to_string_lossy()));
+        let corrupt = |why: String| OpenDiskError::Corrupt {
+            path: dir.to_path_buf(),
+            why,
+        };
         if foreign && !dir.join("version").exists() {
-            return Err(OpenDiskError::Corrupt {
-                path: dir.to_path_buf(),
-                why: "the directory holds files that are not a dynamo-node database".into(),
-            });
+            return Err(corrupt(
+                "the directory holds files that are not a dynamo-node database".into(),
+            ));
         }
-        let db = Database::builder(dir)
-            .open()
-            .map_err(|e| open_error(dir, e))?;
+        let status = match StatusFile::read(dir).map_err(&corrupt)? {
+            Some(status) => status,
+            // A database without its status file lost what keeps its dots unique.
+            None if dir.join("version").exists() => {
+                return Err(corrupt(format!(
+                    "the database's {} file is missing",
+                    status::FILE
+                )));
+            }
+            None => StatusFile::create(dir).map_err(&corrupt)?,
+        };
+        // fjall asserts on some damage it finds while replaying; that is a corrupt directory,
+        // not a reason to take the process down with a backtrace.
+        let opened = std::panic::catch_unwind(|| Database::builder(dir).open());
+        let db = match opened {
+            Ok(db) => db.map_err(|e| open_error(dir, e))?,
+            Err(_) => return Err(corrupt("the engine failed reading its files".into())),
+        };
         let keyspace = |name: &str| {
             db.keyspace(name, KeyspaceCreateOptions::default)
                 .map_err(|e| open_error(dir, e))
         };
         let data = keyspace("data")?;
-        let meta = keyspace("meta")?;
         let hints = keyspace("hints")?;
         let low = free_bytes(dir).is_some_and(|free| free < reserve);
         let full = Arc::new(AtomicBool::new(low));
@@ -106,8 +129,8 @@ impl DiskEngine {
         Ok(DiskEngine {
             db,
             data,
-            meta,
             hints,
+            status: Mutex::new(status),
             locks: (0..SEGMENTS).map(|_| Mutex::new(())).collect(),
             fsync,
             group: GroupCommit::default(),
@@ -147,6 +170,10 @@ impl DiskEngine {
                     .map_err(|e| e.to_string())
             })
             .map_err(EngineError::Failed)
+    }
+
+    fn lock_status(&self) -> MutexGuard<'_, StatusFile> {
+        self.status.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     fn check_space(&self) -> Result<(), EngineError> {
@@ -240,15 +267,19 @@ impl Engine for DiskEngine {
     }
 
     fn meta(&self, name: &str) -> Result<Option<Bytes>, EngineError> {
-        let found = self.meta.get(name).map_err(failed)?;
-        Ok(found.map(|v| Bytes::copy_from_slice(&v)))
+        Ok(self.lock_status().get(name))
     }
 
     fn set_meta(&self, name: &str, value: &[u8]) -> Result<(), EngineError> {
-        self.meta.insert(name, value).map_err(failed)?;
-        // Metadata (the actor id, the counter's lease) must outlive a power loss whatever the
-        // fsync policy: a lease that went back would reissue dots peers already hold.
-        self.persist()
+        // The data written so far first: an entry (a clean-stop marker) may describe it.
+        self.persist()?;
+        // Whatever the fsync policy: a lease that went back would reissue dots.
+        self.lock_status()
+            .set(name, value)
+            .map_err(|e| match e.kind() {
+                std::io::ErrorKind::StorageFull => EngineError::DiskFull(e.to_string()),
+                _ => EngineError::Failed(format!("{}: {e}", status::FILE)),
+            })
     }
 
     fn sync(&self) -> Result<(), EngineError> {

@@ -1,0 +1,227 @@
+//! The durable engine against the in-memory one: the same answers for the same operations,
+//! and a reopened store that gives back exactly what it held.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use bytes::Bytes;
+use proptest::prelude::*;
+
+use super::DiskEngine;
+use crate::config::Fsync;
+use crate::core::ids::{ActorId, Key};
+use crate::core::store::{SEGMENTS, SetLimits, Store};
+use crate::core::vclock::VClock;
+use crate::core::version::VersionSet;
+
+/// A fresh directory under the system's temporary one, removed when dropped.
+struct TempDir(PathBuf);
+
+impl TempDir {
+    fn new() -> Self {
+        static NEXT: AtomicU64 = AtomicU64::new(0);
+        let path = std::env::temp_dir().join(format!(
+            "dynamo-disk-test-{}-{}",
+            std::process::id(),
+            NEXT.fetch_add(1, Ordering::Relaxed)
+        ));
+        let _ = std::fs::remove_dir_all(&path);
+        TempDir(path)
+    }
+
+    fn path(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn actor() -> ActorId {
+    ActorId::new("a", 1 << 20)
+}
+
+fn open_disk(dir: &Path) -> Store {
+    let engine = DiskEngine::open(dir, Fsync::Never, 0).expect("the engine opens");
+    Store::open(Box::new(engine), actor(), SetLimits::NONE).expect("the store opens")
+}
+
+#[derive(Clone, Debug)]
+enum Op {
+    /// A write through this store: blind, or with the context of a read of the key.
+    Write {
+        key: u8,
+        value: Option<u8>,
+        read_first: bool,
+    },
+    /// A set coordinated elsewhere, merged here.
+    Merge { key: u8, value: u8 },
+    /// A purge of the key's tombstones, as a purge round would order it.
+    Purge { key: u8 },
+    /// A handoff dropping the key.
+    Hand { key: u8 },
+}
+
+fn op() -> impl Strategy<Value = Op> {
+    let key = 0u8..12;
+    prop_oneof![
+        4 => (key.clone(), proptest::option::weighted(0.7, any::<u8>()), any::<bool>())
+            .prop_map(|(key, value, read_first)| Op::Write { key, value, read_first }),
+        3 => (key.clone(), any::<u8>()).prop_map(|(key, value)| Op::Merge { key, value }),
+        1 => key.clone().prop_map(|key| Op::Purge { key }),
+        1 => key.prop_map(|key| Op::Hand { key }),
+    ]
+}
+
+fn key(k: u8) -> Key {
+    Bytes::from(format!("key-{k}"))
+}
+
+// Everything a store answers about its data, for comparing two stores: over every segment,
+// or over the segment of one key (a scan of all 4096 is slow on an LSM tree).
+fn observe(store: &Store, only: Option<u8>) -> impl PartialEq + std::fmt::Debug {
+    let segments = match only {
+        Some(k) => {
+            let s = Store::segment_of(&key(k));
+            s..s + 1
+        }
+        None => 0..SEGMENTS,
+    };
+    let keys: Vec<(Key, u64, VersionSet)> = segments
+        .flat_map(|s| store.keys_in_segment(s))
+        .map(|(k, d)| {
+            let set = store.get(&k);
+            (k, d, set)
+        })
+        .collect();
+    (
+        keys,
+        store.segment_digests(),
+        store.fingerprint(),
+        store.tombstone_candidates(None, usize::MAX),
+        (store.len(), store.key_bytes(), store.value_bytes()),
+    )
+}
+
+// Applies `op` to `store`; `peer` coordinates the sets that are merged. Returns what the
+// store answered, for comparing.
+fn apply(store: &Store, peer: &Store, op: &Op, now: u64) -> String {
+    match op {
+        Op::Write {
+            key: k,
+            value,
+            read_first,
+        } => {
+            let context = if *read_first {
+                store.get(&key(*k)).read().context
+            } else {
+                VClock::new()
+            };
+            let value = value.map(|v| Bytes::from(vec![v; 1 + v as usize % 40]));
+            format!("{:?}", store.coordinate(&key(*k), &context, value, now))
+        }
+        Op::Merge { key: k, value } => {
+            let set = peer
+                .coordinate(
+                    &key(*k),
+                    &VClock::new(),
+                    Some(Bytes::from(vec![*value])),
+                    now,
+                )
+                .map(|c| c.versions)
+                .unwrap_or_default();
+            format!("{:?}", store.merge(&key(*k), &set))
+        }
+        Op::Purge { key: k } => {
+            let digest = store.digest(&key(*k));
+            format!("{}", store.purge_tombstones(&key(*k), digest, now))
+        }
+        Op::Hand { key: k } => {
+            let digest = store.digest(&key(*k));
+            format!("{}", store.remove_handed(&key(*k), digest))
+        }
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(48))]
+
+    #[test]
+    fn the_durable_engine_answers_like_the_in_memory_one_and_reopens_to_the_same_data(
+        ops in proptest::collection::vec(op(), 1..60)
+    ) {
+        let dir = TempDir::new();
+        let memory = Store::new(actor());
+        let disk = open_disk(dir.path());
+        let (peer_m, peer_d) = (Store::new(ActorId::new("p", 1)), Store::new(ActorId::new("p", 1)));
+        for (step, op) in ops.iter().enumerate() {
+            let now = step as u64;
+            let answers = (apply(&memory, &peer_m, op, now), apply(&disk, &peer_d, op, now));
+            prop_assert_eq!(&answers.0, &answers.1, "step {}: {:?}", step, op);
+            let k = match op {
+                Op::Write { key, .. } | Op::Merge { key, .. } | Op::Purge { key } | Op::Hand { key } => *key,
+            };
+            prop_assert_eq!(observe(&memory, Some(k)), observe(&disk, Some(k)), "step {}: {:?}", step, op);
+            prop_assert_eq!(memory.actor(), disk.actor());
+        }
+        prop_assert_eq!(observe(&memory, None), observe(&disk, None), "at the end");
+        prop_assert!(disk.failure().is_none());
+        let issued = disk.issued();
+        let actor_before = disk.actor();
+        drop(disk);
+        let reopened = open_disk(dir.path());
+        prop_assert_eq!(observe(&memory, None), observe(&reopened, None), "reopened");
+        prop_assert_eq!(reopened.actor(), actor_before, "the actor id is kept");
+        let next = reopened
+            .coordinate(&key(99), &VClock::new(), Some(Bytes::from("after")), 0)
+            .expect("a write after reopening");
+        prop_assert!(next.dot.counter > issued, "dot {} reissued (issued {})", next.dot.counter, issued);
+    }
+}
+
+#[test]
+fn a_directory_of_another_node_is_refused() {
+    let dir = TempDir::new();
+    drop(open_disk(dir.path()));
+    let engine = DiskEngine::open(dir.path(), Fsync::Never, 0).unwrap();
+    let other = Store::open(Box::new(engine), ActorId::new("b", 1), SetLimits::NONE);
+    assert!(
+        matches!(&other, Err(crate::core::store::OpenError::Foreign { found, .. }) if found == "a"),
+        "{:?}",
+        other.err()
+    );
+}
+
+#[test]
+fn a_directory_in_use_is_refused() {
+    let dir = TempDir::new();
+    let _held = DiskEngine::open(dir.path(), Fsync::Never, 0).unwrap();
+    assert!(matches!(
+        DiskEngine::open(dir.path(), Fsync::Never, 0),
+        Err(super::OpenDiskError::Locked(_))
+    ));
+}
+
+#[test]
+fn below_the_free_space_reserve_writes_fail_as_disk_full_and_reads_go_on() {
+    let dir = TempDir::new();
+    let store = open_disk(dir.path());
+    store
+        .coordinate(&key(1), &VClock::new(), Some(Bytes::from("kept")), 0)
+        .unwrap();
+    drop(store);
+    let engine = DiskEngine::open(dir.path(), Fsync::Always, u64::MAX).unwrap();
+    let store = Store::open(Box::new(engine), actor(), SetLimits::NONE).unwrap();
+    assert_eq!(store.get(&key(1)).read().values, vec![Bytes::from("kept")]);
+    assert!(matches!(
+        store.coordinate(&key(2), &VClock::new(), Some(Bytes::from("x")), 0),
+        Err(crate::core::store::StoreError::Engine(
+            crate::core::engine::EngineError::DiskFull(_)
+        ))
+    ));
+    assert!(store.get(&key(2)).is_empty());
+    assert!(store.failure().is_none(), "a full disk is no read failure");
+}
