@@ -126,7 +126,8 @@ impl Engine for Arc<VolatileDisk> {
             .0
             .meta
             .insert(name.into(), Bytes::copy_from_slice(value));
-        // Like a journal's fsync, it makes everything written before it durable too.
+        // Like the status file beside a journal: the entry is durable at once (and the data
+        // written before it, which the durable engine syncs first).
         state.1 = state.0.clone();
         Ok(())
     }
@@ -134,7 +135,8 @@ impl Engine for Arc<VolatileDisk> {
     fn sync(&self) -> Result<(), EngineError> {
         let mut state = self.lock();
         self.check()?;
-        state.1 = state.0.clone();
+        // The journal's fsync: data only; metadata is durable only through `set_meta`.
+        state.1.data = state.0.data.clone();
         Ok(())
     }
 
