@@ -60,6 +60,9 @@ struct Args {
     /// Directory for the node logs n1.log.. (kept) [default: a temporary one, removed on quit]
     #[arg(long, value_name = "DIR")]
     log_dir: Option<PathBuf>,
+    /// Node i keeps its data in DIR/n{i}, kept across restarts and runs [default: in memory]
+    #[arg(long, value_name = "DIR", conflicts_with = "connect")]
+    data_dir: Option<PathBuf>,
     /// How long the local nodes may take to all see each other alive
     #[arg(long, value_name = "T", default_value_t = 60_000)]
     converge_timeout_ms: u64,
@@ -157,6 +160,7 @@ async fn open(args: &Args) -> Result<Session, String> {
         binary,
         node_args: args.flags.to_args(),
         log_dir: args.log_dir.clone(),
+        data_dir: args.data_dir.clone(),
         converge_timeout: Duration::from_millis(args.converge_timeout_ms),
     };
     let mut progress = |text: &str| {

@@ -21,6 +21,9 @@ pub struct ClusterArgs {
     /// Directory of the node logs n1.log.. [default: a new temporary directory, kept]
     #[arg(long, value_name = "DIR")]
     pub log_dir: Option<PathBuf>,
+    /// Node i keeps its data in DIR/n{i} (kept across restarts and runs) [default: in memory]
+    #[arg(long, value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
     /// Node executable [default: $DYNAMO_NODE_BIN, else this executable]
     #[arg(long, value_name = "PATH")]
     pub binary: Option<PathBuf>,
@@ -96,6 +99,9 @@ pub async fn run(args: ClusterArgs) -> Result<(), CliError> {
     }
     if let Some(dir) = &args.log_dir {
         builder = builder.log_dir(dir);
+    }
+    if let Some(dir) = &args.data_dir {
+        builder = builder.data_dirs(dir);
     }
     let converge = Duration::from_millis(args.converge_timeout_ms);
     let started = async {

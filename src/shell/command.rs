@@ -65,7 +65,7 @@ pub enum Command {
     Use(String),
     /// SIGKILL a node of the local cluster.
     Kill(String),
-    /// Start a node of the local cluster again, with empty memory.
+    /// Start a node of the local cluster again: with empty memory, or on its data directory.
     Restart(String),
     /// SIGSTOP a node of the local cluster.
     Pause(String),
@@ -296,7 +296,7 @@ pub const COMMANDS: &[CommandSpec] = &[
     spec(
         "restart",
         "restart NODE",
-        "start the node again (same addresses, empty memory)",
+        "start the node again (same addresses; empty memory, or its --data-dir)",
         true,
         true,
     ),

@@ -21,6 +21,9 @@ pub struct LocalOptions {
     pub node_args: Vec<String>,
     /// Where the node logs go (kept); `None`: a temporary directory removed at the end.
     pub log_dir: Option<PathBuf>,
+    /// Where node i keeps its data (`DIR/n{i}`, kept across restarts and runs); `None`: in
+    /// memory.
+    pub data_dir: Option<PathBuf>,
     /// How long the nodes may take to all see each other alive.
     pub converge_timeout: Duration,
 }
@@ -33,6 +36,7 @@ impl Default for LocalOptions {
             binary: None,
             node_args: Vec::new(),
             log_dir: None,
+            data_dir: None,
             converge_timeout: Duration::from_secs(60),
         }
     }
@@ -63,6 +67,9 @@ pub async fn start_local(
     }
     if let Some(dir) = &options.log_dir {
         builder = builder.log_dir(dir);
+    }
+    if let Some(dir) = &options.data_dir {
+        builder = builder.data_dirs(dir);
     }
     let booted = async {
         let mut cluster = builder.start().await?;

@@ -358,7 +358,13 @@ impl Session {
                 let cluster = self.cluster_mut("restart")?;
                 cluster.restart(&name).await?;
                 let url = cluster.spec(&name)?.http_url();
-                format!("{name} restarted with empty memory, serving at {url}\n")
+                match cluster.data_dir(&name)? {
+                    Some(dir) => format!(
+                        "{name} restarted on its data in {}, serving at {url}\n",
+                        dir.display()
+                    ),
+                    None => format!("{name} restarted with empty memory, serving at {url}\n"),
+                }
             }
             Command::Pause(name) => {
                 let name = self.local_name("pause", &name)?;
