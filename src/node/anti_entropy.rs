@@ -321,6 +321,14 @@ fn answer(
     }
     let shared = Arc::clone(shared);
     tokio::spawn(async move {
+        // A purge asks which tombstones we hold; what we answer must be on disk, or a power
+        // loss here after everyone purged would bring back the value they covered.
+        if matches!(request.step, Step::Digests { .. })
+            && let Err(e) = shared.sync_store().await
+        {
+            let _ = reply.send(Payload::err(e.to_string()));
+            return;
+        }
         let metrics_shared = Arc::clone(&shared);
         match on_replica(&shared, &from, move |replica| respond(replica, request)).await {
             Ok(answer) => {
@@ -377,6 +385,10 @@ async fn run_purge(shared: &Arc<NodeShared>, cursor: Option<Key>) -> Option<Key>
     };
     let round = PurgeRound::new(&scope, candidates, now, grace, live, hinted_here);
     if round.checks().is_empty() {
+        return next;
+    }
+    // Our own tombstones count as held only once they are on disk (see `answer`).
+    if shared.sync_store().await.is_err() {
         return next;
     }
     let scope = Scope::of(&ring.ring, n);
