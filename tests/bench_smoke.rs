@@ -1,6 +1,6 @@
-//! The CI benchmark smoke runs: the real binary starts its own cluster, loads, runs 400
-//! operations over HTTP or through the native client, and prints a JSON line with the figures;
-//! `bench transport` pings a node it starts.
+//! The CI benchmark smoke runs: the real binary starts its own cluster (in memory or durable),
+//! loads, runs 400 operations over HTTP or through the native client, and prints a JSON line
+//! with the figures; `bench transport` pings a node it starts.
 
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -65,7 +65,73 @@ fn check_workload_a(stdout: &str, json: &serde_json::Value) {
 fn bench_runs_against_a_cluster_it_starts_and_prints_a_json_line() {
     let (stdout, json) = run_bench(&["--records", "200", "--ops", "400", "--concurrency", "4"]);
     assert_eq!(json["bench"], "ycsb-http");
+    assert_eq!(json["storage"], "memory");
+    assert!(stdout.contains("storage: memory"), "{stdout}");
+    // Nodes in memory make no fsyncs and have no disk to report.
+    assert!(
+        json.get("fsyncs").is_none() && json.get("memory").is_none(),
+        "{json}"
+    );
     check_workload_a(&stdout, &json);
+}
+
+#[test]
+fn bench_on_a_durable_cluster_names_its_storage_counts_fsyncs_and_reports_disk_per_key() {
+    let dir = dynamo_node::testing::TempDir::new("bench-smoke-disk");
+    let data = dir.join("data");
+    let data = data.to_str().unwrap();
+    let (stdout, json) = run_bench(&[
+        "--data-dir",
+        data,
+        "--fsync",
+        "always",
+        "--records",
+        "200",
+        "--ops",
+        "400",
+        "--concurrency",
+        "4",
+    ]);
+    check_workload_a(&stdout, &json);
+    assert_eq!(json["storage"], "disk (fsync always)", "{json}");
+    assert!(stdout.contains("storage: disk (fsync always)"), "{stdout}");
+    // Every acknowledged update waited for an fsync on W nodes.
+    assert!(json["fsyncs"].as_u64().unwrap() > 0, "{json}");
+    assert!(json["fsyncs_per_sec"].as_f64().unwrap() > 0.0, "{json}");
+    assert!(stdout.contains("fsyncs/s"), "{stdout}");
+    let nodes = json["memory"]["nodes"].as_array().unwrap();
+    assert_eq!(nodes.len(), 3, "{json}");
+    for node in nodes {
+        assert_eq!(node["durable"], true, "{node}");
+        assert!(node["disk_per_key"].as_f64().unwrap() > 0.0, "{node}");
+        assert!(node["gross_per_key"].as_f64().unwrap() > 0.0, "{node}");
+    }
+    assert_eq!(json["memory"]["baseline"], "raw key+value bytes");
+    assert!(stdout.contains("disk B/key"), "{stdout}");
+    for i in 1..=3 {
+        let node_dir = dir.join(format!("data/n{i}"));
+        assert!(
+            node_dir.join("version").exists(),
+            "no database in {node_dir:?}"
+        );
+    }
+
+    // The data is kept, so a second run on it is refused instead of measuring on top of it.
+    let again = Command::new(env!("CARGO_BIN_EXE_dynamo-node"))
+        .args([
+            "bench",
+            "--data-dir",
+            data,
+            "--records",
+            "10",
+            "--ops",
+            "10",
+        ])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&again.stderr);
+    assert_eq!(again.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("n1 is not empty"), "{stderr}");
 }
 
 #[test]

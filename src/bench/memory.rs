@@ -1,11 +1,16 @@
 //! Memory per key of each node, measured from the outside: the nodes' own `/metrics`
-//! (resident memory, keys, key and value bytes), scraped once empty and once loaded.
+//! (resident memory, keys, key and value bytes, and for a durable node its database's size on
+//! disk), scraped once empty and once loaded.
 //!
-//! The target (issue 6) is a resident set of at most [`TARGET_RATIO`] times the raw key and
-//! value bytes a node holds. It is judged on the gross figure, the whole resident set over
-//! the raw bytes, which is the stricter one: it also charges the runtime, the thread stacks
-//! and the code that an empty node already holds. The net figure subtracts the resident set
-//! the same node had when it was empty, which shows what each stored key costs.
+//! Every figure is compared with the raw bytes a node holds: the lengths of its keys plus
+//! those of its values, siblings included (`dynamo_key_bytes + dynamo_value_bytes`). The
+//! target (issue 6) is a resident set of at most [`TARGET_RATIO`] times the raw bytes for a
+//! node that keeps its data in memory, and of at most [`DURABLE_TARGET_RATIO`] times for one
+//! whose values live on disk (`--data-dir`), where the database's files are reported beside
+//! it. It is judged on the gross figure, the whole resident set over the raw bytes, which is
+//! the stricter one: it also charges the runtime, the thread stacks and the code that an
+//! empty node already holds. The net figure subtracts the resident set the same node had when
+//! it was empty, which shows what each stored key costs.
 
 use std::fmt;
 
@@ -17,11 +22,21 @@ use crate::http::{HttpClient, HttpError, metric_sum};
 /// Most resident memory per node, as a multiple of the raw key and value bytes it holds.
 pub const TARGET_RATIO: f64 = 3.0;
 
+/// Most resident memory per node whose engine is durable, as a multiple of the raw key and
+/// value bytes it holds: the values live on disk, so memory must stay below the data itself.
+pub const DURABLE_TARGET_RATIO: f64 = 1.0;
+
+/// What every ratio of the report is taken against.
+pub const BASELINE: &str = "raw key+value bytes";
+
 /// The series a node exports for this report.
 const RSS: &str = "dynamo_resident_memory_bytes";
 const KEYS: &str = "dynamo_keys";
 const KEY_BYTES: &str = "dynamo_key_bytes";
 const VALUE_BYTES: &str = "dynamo_value_bytes";
+/// Exported by durable nodes only.
+const DISK_BYTES: &str = "dynamo_disk_bytes";
+const FSYNCS: &str = "dynamo_fsyncs_total";
 
 /// Why a node could not be measured.
 #[derive(Debug, thiserror::Error)]
@@ -57,19 +72,24 @@ pub struct NodeSample {
     pub key_bytes: u64,
     /// Sum of the stored values' lengths, siblings included.
     pub value_bytes: u64,
+    /// Bytes the node's database takes on disk; `None` for a node that keeps its data in
+    /// memory (it exports no `dynamo_disk_bytes`).
+    pub disk_bytes: Option<u64>,
+    /// Fsyncs the node's database made so far; `None` in memory.
+    pub fsyncs: Option<u64>,
 }
 
 impl NodeSample {
     /// Reads a sample out of a node's `/metrics` text.
     pub fn from_metrics(url: &str, text: &str) -> Result<Self, MemoryError> {
+        // Gauges and counters of counts and bytes: whole and non-negative.
+        let optional =
+            |series: &'static str| metric_sum(text, series, |_| true).map(|v| v.max(0.0) as u64);
         let read = |series: &'static str| {
-            metric_sum(text, series, |_| true)
-                // Gauges of counts and bytes: whole and non-negative.
-                .map(|v| v.max(0.0) as u64)
-                .ok_or_else(|| MemoryError::Missing {
-                    url: url.to_string(),
-                    series,
-                })
+            optional(series).ok_or_else(|| MemoryError::Missing {
+                url: url.to_string(),
+                series,
+            })
         };
         Ok(NodeSample {
             url: url.to_string(),
@@ -77,7 +97,14 @@ impl NodeSample {
             keys: read(KEYS)?,
             key_bytes: read(KEY_BYTES)?,
             value_bytes: read(VALUE_BYTES)?,
+            disk_bytes: optional(DISK_BYTES),
+            fsyncs: optional(FSYNCS),
         })
+    }
+
+    /// True when the node keeps its data on disk.
+    pub fn durable(&self) -> bool {
+        self.disk_bytes.is_some()
     }
 
     /// Raw payload held: key bytes plus value bytes.
@@ -124,6 +151,17 @@ pub struct NodeMemory {
     pub gross_ratio: f64,
     /// (rss - empty rss) / raw.
     pub net_ratio: Option<f64>,
+    /// True when the node keeps its data on disk (its values are not in `rss_bytes`).
+    pub durable: bool,
+    /// The most resident memory allowed, as a multiple of the raw bytes: [`TARGET_RATIO`] in
+    /// memory, [`DURABLE_TARGET_RATIO`] on disk.
+    pub target_ratio: f64,
+    /// Bytes the database takes on disk (durable nodes only).
+    pub disk_bytes: Option<u64>,
+    /// Bytes on disk per key: disk / keys.
+    pub disk_per_key: Option<f64>,
+    /// disk / raw.
+    pub disk_ratio: Option<f64>,
 }
 
 impl NodeMemory {
@@ -151,20 +189,33 @@ impl NodeMemory {
             net_per_key: added.map(|a| per(a, now.keys)),
             gross_ratio: per(now.rss_bytes as f64, raw),
             net_ratio: added.map(|a| per(a, raw)),
+            durable: now.durable(),
+            target_ratio: if now.durable() {
+                DURABLE_TARGET_RATIO
+            } else {
+                TARGET_RATIO
+            },
+            disk_bytes: now.disk_bytes,
+            disk_per_key: now.disk_bytes.map(|d| per(d as f64, now.keys)),
+            disk_ratio: now.disk_bytes.map(|d| per(d as f64, raw)),
         }
     }
 
-    /// True when the resident set is within the target (judged on gross).
+    /// True when the resident set is within the node's target (judged on gross).
     pub fn meets_target(&self) -> bool {
-        self.gross_ratio <= TARGET_RATIO
+        self.gross_ratio <= self.target_ratio
     }
 }
 
 /// Memory per key of every node, with the target it is judged against.
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct MemoryReport {
-    /// The most resident memory allowed, as a multiple of the raw bytes.
+    /// The most resident memory allowed, as a multiple of the raw bytes:
+    /// [`DURABLE_TARGET_RATIO`] when every node is durable, else [`TARGET_RATIO`] (each node
+    /// is judged on its own target, see [`NodeMemory::target_ratio`]).
     pub target_ratio: f64,
+    /// What the ratios are taken against: always [`BASELINE`].
+    pub baseline: &'static str,
     /// Which figure the target is judged on: always `"gross"`, the stricter.
     pub judged_by: &'static str,
     /// True when every node meets the target.
@@ -180,8 +231,14 @@ impl MemoryReport {
             .iter()
             .map(|n| NodeMemory::new(n, empty.iter().find(|e| e.url == n.url)))
             .collect();
+        let durable = !nodes.is_empty() && nodes.iter().all(|n| n.durable);
         MemoryReport {
-            target_ratio: TARGET_RATIO,
+            target_ratio: if durable {
+                DURABLE_TARGET_RATIO
+            } else {
+                TARGET_RATIO
+            },
+            baseline: BASELINE,
             judged_by: "gross",
             meets_target: !nodes.is_empty() && nodes.iter().all(NodeMemory::meets_target),
             nodes,
@@ -211,12 +268,26 @@ impl fmt::Display for MemoryReport {
         let opt = |v: Option<f64>, scale: f64, digits: usize| {
             v.map_or("-".to_string(), |v| format!("{:.digits$}", v / scale))
         };
-        writeln!(
-            f,
-            "memory per node (target: resident <= {}x the raw key+value bytes, judged on gross)",
-            self.target_ratio
-        )?;
-        writeln!(
+        let times = |v: Option<f64>| v.map_or("-".to_string(), |r| format!("{r:.2}x"));
+        let durable = self.nodes.iter().filter(|n| n.durable).count();
+        match durable {
+            0 => writeln!(
+                f,
+                "memory per node (target: resident <= {TARGET_RATIO}x the {BASELINE}, \
+                 judged on gross)"
+            )?,
+            d if d == self.nodes.len() => writeln!(
+                f,
+                "memory per node, durable engine (values on disk): target resident <= \
+                 {DURABLE_TARGET_RATIO}x the {BASELINE}, judged on gross; disk beside it"
+            )?,
+            _ => writeln!(
+                f,
+                "memory per node (target: resident <= {DURABLE_TARGET_RATIO}x the {BASELINE} \
+                 on disk, {TARGET_RATIO}x in memory, judged on gross)"
+            )?,
+        }
+        write!(
             f,
             "{:<26} {:>9} {:>9} {:>9} {:>9} {:>11} {:>9} {:>9} {:>8}",
             "node",
@@ -229,10 +300,14 @@ impl fmt::Display for MemoryReport {
             "gross/raw",
             "net/raw"
         )?;
+        if durable > 0 {
+            write!(f, " {:>10} {:>8}", "disk B/key", "disk/raw")?;
+        }
+        writeln!(f)?;
         for n in &self.nodes {
-            writeln!(
+            write!(
                 f,
-                "{:<26} {:>9} {:>9.1} {:>9.1} {:>9} {:>11.1} {:>9} {:>8.2}x {:>7}",
+                "{:<26} {:>9} {:>9.1} {:>9.1} {:>9} {:>11.1} {:>9} {:>8.2}x {:>8}",
                 n.url,
                 n.keys,
                 n.raw_per_key,
@@ -241,14 +316,30 @@ impl fmt::Display for MemoryReport {
                 n.gross_per_key,
                 opt(n.net_per_key, 1.0, 1),
                 n.gross_ratio,
-                n.net_ratio.map_or("-".to_string(), |r| format!("{r:.2}x")),
+                times(n.net_ratio),
             )?;
+            if durable > 0 {
+                write!(
+                    f,
+                    " {:>10} {:>8}",
+                    opt(n.disk_per_key, 1.0, 1),
+                    times(n.disk_ratio)
+                )?;
+            }
+            writeln!(f)?;
         }
         let met = self.nodes.iter().filter(|n| n.meets_target()).count();
         write!(
             f,
-            "gross = resident / keys; net = (resident - the empty node's) / keys. \
-             Target met (on gross) by {met} of {} nodes",
+            "raw = key + value bytes held (siblings included); gross = resident / keys; \
+             net = (resident - the empty node's) / keys"
+        )?;
+        if durable > 0 {
+            write!(f, "; disk = the database's files / keys")?;
+        }
+        write!(
+            f,
+            ". Target met (on gross) by {met} of {} nodes",
             self.nodes.len()
         )
     }
@@ -265,7 +356,15 @@ mod tests {
             keys,
             key_bytes,
             value_bytes,
+            disk_bytes: None,
+            fsyncs: None,
         }
+    }
+
+    fn durable(mut sample: NodeSample, disk_bytes: u64) -> NodeSample {
+        sample.disk_bytes = Some(disk_bytes);
+        sample.fsyncs = Some(7);
+        sample
     }
 
     #[test]
@@ -275,6 +374,14 @@ mod tests {
         assert_eq!(
             NodeSample::from_metrics("u", text).unwrap(),
             node("u", 4_096_000, 10, 140, 1000)
+        );
+        let text = format!(
+            "{text}# TYPE dynamo_disk_bytes gauge\ndynamo_disk_bytes 2048\n\
+             # TYPE dynamo_fsyncs counter\ndynamo_fsyncs_total 7\n"
+        );
+        assert_eq!(
+            NodeSample::from_metrics("u", &text).unwrap(),
+            durable(node("u", 4_096_000, 10, 140, 1000), 2048)
         );
         let missing = NodeSample::from_metrics("u", "dynamo_keys 1\n");
         assert!(matches!(
@@ -319,5 +426,63 @@ mod tests {
         assert!(report.nodes[0].gross_per_key.is_nan());
         assert!(!report.meets_target);
         assert!(report.json_line().contains("\"gross_per_key\":null"));
+    }
+
+    #[test]
+    fn durable_nodes_are_judged_on_the_stricter_target_with_disk_beside() {
+        let empty = [durable(node("a", 20_000_000, 0, 0, 0), 4096)];
+        // 100,000 keys of 114 raw bytes: 11.4 MB raw.
+        let now = [durable(
+            node("a", 30_000_000, 100_000, 1_400_000, 10_000_000),
+            15_000_000,
+        )];
+        let report = MemoryReport::new(&now, &empty);
+        let a = &report.nodes[0];
+        assert!(a.durable);
+        assert_eq!(a.target_ratio, DURABLE_TARGET_RATIO);
+        assert_eq!(report.target_ratio, DURABLE_TARGET_RATIO);
+        assert_eq!(a.gross_per_key, 300.0);
+        assert_eq!(a.net_per_key, Some(100.0));
+        assert_eq!(a.disk_per_key, Some(150.0));
+        assert!((a.disk_ratio.unwrap() - 150.0 / 114.0).abs() < 1e-9);
+        assert!(
+            !a.meets_target(),
+            "2.6x the raw bytes is within 3x, not within 1x"
+        );
+        let table = report.to_string();
+        for needle in [
+            "durable engine",
+            "raw key+value bytes",
+            "disk B/key",
+            "150.0",
+        ] {
+            assert!(table.contains(needle), "{needle}: {table}");
+        }
+        let json: serde_json::Value = serde_json::from_str(&report.json_line()).unwrap();
+        assert_eq!(json["memory"]["baseline"], BASELINE);
+        assert_eq!(json["memory"]["nodes"][0]["disk_per_key"], 150.0);
+
+        let lean = [durable(
+            node("a", 10_000_000, 100_000, 1_400_000, 10_000_000),
+            15_000_000,
+        )];
+        assert!(MemoryReport::new(&lean, &empty).meets_target);
+        // A node in memory beside it keeps its own target, and the table says both.
+        let mixed = MemoryReport::new(
+            &[
+                lean[0].clone(),
+                node("b", 30_000_000, 100_000, 1_400_000, 10_000_000),
+            ],
+            &[],
+        );
+        assert_eq!(mixed.nodes[1].target_ratio, TARGET_RATIO);
+        assert_eq!(mixed.target_ratio, TARGET_RATIO);
+        assert!(mixed.meets_target);
+        assert!(mixed.to_string().contains("in memory"));
+        assert!(
+            !MemoryReport::new(&[node("b", 1, 1, 1, 1)], &[])
+                .to_string()
+                .contains("disk")
+        );
     }
 }

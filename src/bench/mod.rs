@@ -2,12 +2,14 @@
 //!
 //! The choice of operations and keys ([`workload`], [`zipf`]) is pure and seeded, so it is
 //! tested without a cluster; [`stats`] turns latencies into the summary; [`run`] drives the
-//! clients; [`memory`] measures each node's resident memory per key.
+//! clients; [`memory`] measures each node's resident memory (and, durable, disk) per key;
+//! [`storage`] names the storage a run was served by and counts its fsyncs.
 
 pub mod memory;
 pub mod recovery;
 pub mod run;
 pub mod stats;
+pub mod storage;
 pub mod target;
 pub mod transport;
 pub mod workload;
@@ -16,6 +18,7 @@ pub mod zipf;
 pub use run::Limit;
 pub use run::{Bench, BenchConfig, BenchError, run_bench, run_with};
 pub use stats::{BenchSummary, OpKind, OpSummary, Setup, Stats};
+pub use storage::{Storage, run_observed};
 pub use target::{BenchClient, ServiceClient};
 pub use transport::{TransportConfig, TransportSummary, run_transport};
 pub use workload::{Distribution, KeyChooser, Workload, key_name};

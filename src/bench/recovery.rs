@@ -1,8 +1,8 @@
 //! `dynamo-node bench --recovery`: latency while a node comes back. Three measured windows of
 //! the same workload: steady state; a node killed (writes meant for it go to fallbacks as
-//! hints, when the cluster has nodes to spare); the node restarted empty, while hints drain to
-//! it and anti-entropy refills it. The report compares the recovery window's p99 with the
-//! steady one's.
+//! hints, when the cluster has nodes to spare); the node restarted empty (with `--data-dir`:
+//! with what its database held), while hints drain to it and anti-entropy refills it. The
+//! report compares the recovery window's p99 with the steady one's.
 
 use serde::Serialize;
 

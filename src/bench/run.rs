@@ -5,6 +5,7 @@
 //! read or write), as an application that keeps its contexts would. Blind updates would turn
 //! every update into a sibling and measure sibling growth instead of the store.
 
+use std::fmt;
 use std::io::IsTerminal;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -165,6 +166,8 @@ impl<C: BenchClient> Bench<C> {
             concurrency: config.concurrency,
             nodes: config.urls.len(),
             client: via.to_string(),
+            // Only the caller knows; see `Bench::set_storage`.
+            storage: "unknown".to_string(),
             load_errors: 0,
         };
         Ok(Bench {
@@ -226,6 +229,11 @@ impl<C: BenchClient> Bench<C> {
         let stats = phase(&self.config, &measured, name, false).await;
         self.next_insert = measured.next_insert.load(Ordering::Relaxed);
         (stats, started.elapsed())
+    }
+
+    /// Names the storage of the nodes in every later report (`memory`, `disk (fsync ..)`).
+    pub fn set_storage(&mut self, storage: impl fmt::Display) {
+        self.setup.storage = storage.to_string();
     }
 
     /// The report of a phase's figures.

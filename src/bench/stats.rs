@@ -7,6 +7,7 @@ use std::time::Duration;
 use hdrhistogram::Histogram;
 use serde::Serialize;
 
+use super::memory::MemoryReport;
 use super::transport::TransportSummary;
 
 /// Highest latency recorded exactly (µs); slower operations count as this (60 s, above
@@ -143,6 +144,7 @@ impl Stats {
             value_size: setup.value_size,
             concurrency: setup.concurrency,
             nodes: setup.nodes,
+            storage: setup.storage.clone(),
             duration_s: round3(secs),
             ops,
             ops_per_sec: if secs > 0.0 {
@@ -164,7 +166,10 @@ impl Stats {
             } else {
                 0.0
             },
+            fsyncs: None,
+            fsyncs_per_sec: None,
             transport: None,
+            memory: None,
         }
     }
 }
@@ -191,6 +196,8 @@ pub struct Setup {
     pub nodes: usize,
     /// How the clients reach the nodes: `http` or `native`.
     pub client: String,
+    /// Where the nodes keep their data (see [`super::storage::Storage`]).
+    pub storage: String,
     /// Failed inserts of the load phase.
     pub load_errors: u64,
 }
@@ -241,6 +248,9 @@ pub struct BenchSummary {
     pub concurrency: usize,
     /// Nodes the clients talk to.
     pub nodes: usize,
+    /// Where the nodes keep their data, e.g. `memory` or `disk (fsync always)`: figures of
+    /// different storage are not comparable.
+    pub storage: String,
     /// Length of the measured phase (s).
     pub duration_s: f64,
     /// Operations of the measured phase, failed ones included.
@@ -259,12 +269,32 @@ pub struct BenchSummary {
     pub load_errors: u64,
     /// Successful writes (updates and inserts) per second: the quorum write rate.
     pub writes_per_sec: f64,
+    /// Fsyncs the nodes made during the measured phase, summed over the nodes (durable nodes
+    /// only: each replica of a write is made durable by its own node).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fsyncs: Option<u64>,
+    /// `fsyncs / duration_s`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fsyncs_per_sec: Option<f64>,
     /// The raw remote-call rate measured before the workload (`--transport-secs`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub transport: Option<TransportSummary>,
+    /// Resident memory and disk per key of each node after the run (durable nodes only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub memory: Option<MemoryReport>,
 }
 
 impl BenchSummary {
+    /// Sets the fsyncs the nodes made during the measured phase (and their rate).
+    pub fn set_fsyncs(&mut self, fsyncs: u64) {
+        self.fsyncs = Some(fsyncs);
+        self.fsyncs_per_sec = Some(if self.duration_s > 0.0 {
+            round3(fsyncs as f64 / self.duration_s)
+        } else {
+            0.0
+        });
+    }
+
     /// The one-line JSON form, starting with `{"bench":`.
     pub fn json_line(&self) -> String {
         serde_json::to_string(self)
@@ -274,19 +304,27 @@ impl BenchSummary {
     /// The human-readable table.
     pub fn table(&self) -> String {
         let mut out = format!(
-            "{}: workload {} ({}), {} records of {} B, {} clients, {} nodes\n",
+            "{}: workload {} ({}), {} records of {} B, {} clients, {} nodes, storage: {}\n",
             self.bench,
             self.workload,
             self.distribution,
             self.records,
             self.value_size,
             self.concurrency,
-            self.nodes
+            self.nodes,
+            self.storage
         );
         out.push_str(&format!(
-            "{} ops in {:.2} s: {:.1} ops/s\n",
+            "{} ops in {:.2} s: {:.1} ops/s",
             self.ops, self.duration_s, self.ops_per_sec
         ));
+        if let (Some(fsyncs), Some(rate)) = (self.fsyncs, self.fsyncs_per_sec) {
+            out.push_str(&format!(
+                ", {rate:.1} fsyncs/s ({fsyncs} fsyncs over the {} nodes)",
+                self.nodes
+            ));
+        }
+        out.push('\n');
         out.push_str(&format!(
             "{:<8} {:>9} {:>10} {:>10} {:>10} {:>10}\n",
             "op", "ok", "p50 µs", "p99 µs", "p99.9 µs", "max µs"
@@ -321,6 +359,9 @@ impl BenchSummary {
                 "quorum writes {:.1}/s = {:.2} x the raw remote-call rate ({:.1} calls/s, p99 {} µs)\n",
                 self.writes_per_sec, ratio, transport.calls_per_sec, transport.p99_us
             ));
+        }
+        if let Some(memory) = &self.memory {
+            out.push_str(&format!("{memory}\n"));
         }
         out
     }
@@ -373,5 +414,34 @@ mod tests {
         let s = Stats::new().summary(&Setup::default(), Duration::ZERO);
         assert_eq!((s.ops, s.ops_per_sec), (0, 0.0));
         assert!(s.latency_us.is_empty());
+    }
+
+    #[test]
+    fn the_storage_and_the_fsync_rate_are_reported_beside_the_throughput() {
+        let mut stats = Stats::new();
+        stats.record(OpKind::Update, Duration::from_millis(1));
+        let setup = Setup {
+            nodes: 3,
+            storage: "disk (fsync always)".into(),
+            ..Setup::default()
+        };
+        let mut s = stats.summary(&setup, Duration::from_secs(4));
+        let plain = s.json_line();
+        assert!(
+            plain.contains("\"storage\":\"disk (fsync always)\""),
+            "{plain}"
+        );
+        assert!(!plain.contains("fsyncs"), "{plain}");
+        s.set_fsyncs(1000);
+        assert_eq!((s.fsyncs, s.fsyncs_per_sec), (Some(1000), Some(250.0)));
+        let table = s.table();
+        assert!(table.contains("storage: disk (fsync always)"), "{table}");
+        assert!(
+            table.contains("ops/s, 250.0 fsyncs/s (1000 fsyncs over the 3 nodes)"),
+            "{table}"
+        );
+        let json: serde_json::Value = serde_json::from_str(&s.json_line()).unwrap();
+        assert_eq!(json["fsyncs_per_sec"], 250.0);
+        assert_eq!(json["storage"], "disk (fsync always)");
     }
 }

@@ -2,6 +2,7 @@
 //! HTTP or through the native client; `dynamo-node bench transport`: the raw remote-call rate.
 
 use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
@@ -12,10 +13,10 @@ use super::{CliError, NodeFlags, shutdown_signal};
 use crate::api::KvService;
 use crate::bench::recovery::{RecoverySummary, RepairWork};
 use crate::bench::{
-    Bench, BenchClient, BenchConfig, Distribution, Limit, ServiceClient, TransportConfig,
-    TransportSummary, Workload, run_bench, run_transport, run_with,
+    Bench, BenchClient, BenchConfig, Distribution, Limit, ServiceClient, Storage, TransportConfig,
+    TransportSummary, Workload, run_observed, run_transport,
 };
-use crate::config::NodeConfig;
+use crate::config::{Fsync, NodeConfig};
 use crate::http::HttpClient;
 use crate::node::{NativeClient, NativeConfig};
 use crate::process::{BINARY_ENV, LocalCluster, LoopbackNet, MAX_NODES};
@@ -112,9 +113,48 @@ pub struct BenchArgs {
         conflicts_with = "nodes_urls"
     )]
     pub nodes: usize,
+    /// Keep the started nodes' data on disk, node i under DIR/n{i} (created; they must be
+    /// absent or empty: a bench does not reuse old data; kept after the run) [default: in
+    /// memory]. Not with --node: those nodes keep the storage they were started with
+    #[arg(long, value_name = "DIR", conflicts_with = "nodes_urls")]
+    pub data_dir: Option<PathBuf>,
+    /// With --data-dir: when the started nodes acknowledge a write: always (after an fsync
+    /// that covers it) or never (once the OS has it) [default: always]
+    #[arg(
+        long,
+        value_enum,
+        value_name = "WHEN",
+        requires = "data_dir",
+        conflicts_with = "nodes_urls"
+    )]
+    pub fsync: Option<Fsync>,
     /// Passed to every node of the started cluster.
     #[command(flatten)]
     pub flags: NodeFlags,
+}
+
+impl BenchArgs {
+    /// The storage of the cluster the bench starts, or `None` for `--node`s (their metrics
+    /// tell); `--data-dir` and `--fsync` are refused where they would change nothing.
+    pub fn storage(&self) -> Result<Option<Storage>, CliError> {
+        if !self.nodes_urls.is_empty() {
+            if self.data_dir.is_some() || self.fsync.is_some() {
+                return Err(CliError::Usage(
+                    "--data-dir and --fsync apply to the cluster the bench starts; the --node \
+                     URLs keep the storage they were started with"
+                        .into(),
+                ));
+            }
+            return Ok(None);
+        }
+        match (&self.data_dir, self.fsync) {
+            (None, None) => Ok(Some(Storage::Memory)),
+            (None, Some(_)) => Err(CliError::Usage(
+                "--fsync needs --data-dir: nodes in memory make no fsyncs".into(),
+            )),
+            (Some(_), fsync) => Ok(Some(Storage::Disk(Some(fsync.unwrap_or_default())))),
+        }
+    }
 }
 
 /// Runs the benchmark and prints the table and the JSON line on stdout.
@@ -127,6 +167,7 @@ pub async fn run(args: BenchArgs) -> Result<(), CliError> {
         (None, secs) => Limit::Duration(seconds("--duration-secs", secs.unwrap_or(10.0))?),
     };
     let transport_time = seconds("--transport-secs", args.transport_secs)?;
+    let storage = args.storage()?;
     let mut config = BenchConfig {
         urls: args.nodes_urls.clone(),
         workload: args.workload,
@@ -153,7 +194,14 @@ pub async fn run(args: BenchArgs) -> Result<(), CliError> {
         config
             .validate()
             .map_err(|e| CliError::Usage(e.to_string()))?;
-        let started = start_cluster(args.nodes, &args.flags).await?;
+        let data = match (&args.data_dir, storage) {
+            (Some(dir), Some(Storage::Disk(fsync))) => {
+                let dir = prepare_data_dir(dir, args.nodes)?;
+                Some((dir, fsync.unwrap_or_default()))
+            }
+            _ => None,
+        };
+        let started = start_cluster(args.nodes, &args.flags, data).await?;
         config.urls = started.specs().iter().map(|s| s.http_url()).collect();
         cluster = Some(started);
     }
@@ -162,8 +210,11 @@ pub async fn run(args: BenchArgs) -> Result<(), CliError> {
         .map_err(|e| CliError::Usage(e.to_string()))?;
 
     let result = match cluster.as_mut() {
-        Some(cluster) if args.recovery => run_recovery(&args, config, cluster).await,
-        _ => run_workload(&args, &config, cluster.as_ref(), transport_time).await,
+        Some(cluster) if args.recovery => {
+            let storage = storage.unwrap_or(Storage::Unknown);
+            run_recovery(&args, config, cluster, storage).await
+        }
+        _ => run_workload(&args, &config, cluster.as_ref(), transport_time, storage).await,
     };
     stop_cluster(cluster).await;
     let output = result?;
@@ -171,13 +222,14 @@ pub async fn run(args: BenchArgs) -> Result<(), CliError> {
     Ok(())
 }
 
-/// The native client (if asked for), the transport phase (if asked for), then the workload;
-/// answers with what to print.
+/// The native client (if asked for), the transport phase (if asked for), then the workload
+/// on nodes of `storage` (`None`: as their metrics say); answers with what to print.
 async fn run_workload(
     args: &BenchArgs,
     config: &BenchConfig,
     cluster: Option<&LocalCluster>,
     transport_time: Duration,
+    storage: Option<Storage>,
 ) -> Result<String, CliError> {
     let stop = stop_on_signal();
     let native = if args.client == ClientKind::Native || !transport_time.is_zero() {
@@ -200,15 +252,13 @@ async fn run_workload(
     }
     let summary = match (&native, args.client) {
         (Some(native), ClientKind::Native) => {
-            run_with(
-                config,
-                vec![ServiceClient(native.service())],
-                "native",
-                stop.clone(),
-            )
-            .await
+            let clients = vec![ServiceClient(native.service())];
+            run_observed(config, clients, "native", stop.clone(), storage).await
         }
-        _ => run_bench(config, stop.clone()).await,
+        _ => {
+            let clients = config.urls.iter().map(HttpClient::new).collect();
+            run_observed(config, clients, "http", stop.clone(), storage).await
+        }
     };
     if let Some(native) = native {
         native.stop().await;
@@ -218,11 +268,12 @@ async fn run_workload(
     Ok(format!("{}{}\n", summary.table(), summary.json_line()))
 }
 
-/// `--recovery`: the three windows, through the client kind asked for.
+/// `--recovery`: the three windows, through the client kind asked for, on nodes of `storage`.
 async fn run_recovery(
     args: &BenchArgs,
     config: BenchConfig,
     cluster: &mut LocalCluster,
+    storage: Storage,
 ) -> Result<String, CliError> {
     let Limit::Duration(window) = config.limit else {
         return Err(CliError::Usage(
@@ -238,7 +289,7 @@ async fn run_recovery(
             let clients = vec![ServiceClient(native.service())];
             let bench = Bench::new(config, clients, "native", stop).map_err(usage);
             let summary = match bench {
-                Ok(bench) => recovery_windows(bench, cluster, window).await,
+                Ok(bench) => recovery_windows(bench, cluster, window, storage).await,
                 Err(e) => Err(e),
             };
             // The client coordinates reads, so the read repairs are counted in its metrics.
@@ -252,7 +303,7 @@ async fn run_recovery(
         ClientKind::Http => {
             let clients = config.urls.iter().map(HttpClient::new).collect();
             let bench = Bench::new(config, clients, "http", stop).map_err(usage)?;
-            recovery_windows(bench, cluster, window).await?
+            recovery_windows(bench, cluster, window, storage).await?
         }
     };
     Ok(format!("{}{}\n", summary.table(), summary.json_line()))
@@ -263,8 +314,10 @@ async fn recovery_windows<C: BenchClient>(
     mut bench: Bench<C>,
     cluster: &mut LocalCluster,
     window: Duration,
+    storage: Storage,
 ) -> Result<RecoverySummary, CliError> {
     let failed = |e: crate::process::ProcessError| CliError::Failed(e.to_string());
+    bench.set_storage(storage);
     bench.load().await;
     let (stats, elapsed) = bench.measure(Limit::Duration(window), "steady").await;
     let steady = bench.summary(&stats, elapsed);
@@ -274,7 +327,13 @@ async fn recovery_windows<C: BenchClient>(
     eprintln!("killed {name}");
     let (stats, elapsed) = bench.measure(Limit::Duration(window), "outage").await;
     let outage = bench.summary(&stats, elapsed);
-    eprintln!("restarting {name} (empty)");
+    // A durable node comes back with what its database held; one in memory, with nothing.
+    let comes_back = if storage.durable() {
+        "with its data"
+    } else {
+        "empty"
+    };
+    eprintln!("restarting {name} ({comes_back})");
     let (restarted, (stats, elapsed)) = tokio::join!(
         cluster.restart(victim),
         bench.measure(Limit::Duration(window), "recovery")
@@ -315,7 +374,7 @@ async fn run_transport_mode(args: &TransportArgs) -> Result<(), CliError> {
         Some(url) => seeds_of(std::slice::from_ref(url)).await?,
         None => {
             args.flags.validate()?;
-            let started = start_cluster(1, &args.flags).await?;
+            let started = start_cluster(1, &args.flags, None).await?;
             let seeds = started.specs().iter().map(|s| s.cluster_addr).collect();
             cluster = Some(started);
             seeds
@@ -422,13 +481,56 @@ async fn stop_cluster(cluster: Option<LocalCluster>) {
     }
 }
 
-/// Starts K nodes on a loopback net of their own (never the hand-made cluster's) and waits
-/// until they all see each other.
-async fn start_cluster(nodes: usize, flags: &NodeFlags) -> Result<LocalCluster, CliError> {
+/// Makes `dir` (the bench's `--data-dir`) and checks that none of the directories the nodes
+/// will use, `dir/n1..n{nodes}`, holds anything: figures measured on top of an earlier run's
+/// data would not be those of the run asked for. Answers with the absolute path, which the
+/// node processes get.
+fn prepare_data_dir(dir: &Path, nodes: usize) -> Result<PathBuf, CliError> {
+    let usage = |what: String| CliError::Usage(format!("--data-dir {}: {what}", dir.display()));
+    std::fs::create_dir_all(dir).map_err(|e| usage(format!("cannot be created: {e}")))?;
+    let dir = std::fs::canonicalize(dir).map_err(|e| usage(e.to_string()))?;
+    for i in 1..=nodes {
+        let node = dir.join(format!("n{i}"));
+        let held = match std::fs::read_dir(&node) {
+            Ok(mut entries) => entries.next().is_some(),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => false,
+            Err(e) => return Err(usage(format!("{}: {e}", node.display()))),
+        };
+        if held {
+            return Err(usage(format!(
+                "{} is not empty (data of an earlier run?); a bench starts from empty nodes: \
+                 remove it or choose another directory",
+                node.display()
+            )));
+        }
+    }
+    Ok(dir)
+}
+
+/// Starts K nodes on a loopback net of their own (never the hand-made cluster's), in memory
+/// or, with `data`, each under `dir/n{i}` with that fsync policy, and waits until they all
+/// see each other.
+async fn start_cluster(
+    nodes: usize,
+    flags: &NodeFlags,
+    data: Option<(PathBuf, Fsync)>,
+) -> Result<LocalCluster, CliError> {
     let mut builder = LocalCluster::builder()
         .nodes(nodes)
         .loopback_net(LoopbackNet::unique())
         .node_args(flags.to_args());
+    if let Some((dir, fsync)) = data {
+        // Named explicitly, so the report's policy is the nodes' whatever their default.
+        let policy = match fsync {
+            Fsync::Always => "always",
+            Fsync::Never => "never",
+        };
+        eprintln!(
+            "data under {}/n1..n{nodes} (fsync {policy}), kept after the run",
+            dir.display()
+        );
+        builder = builder.data_dirs(dir).node_args(["--fsync", policy]);
+    }
     // This executable is a node binary too; `$DYNAMO_NODE_BIN` still wins over it.
     if std::env::var_os(BINARY_ENV).is_none()
         && let Ok(exe) = std::env::current_exe()
@@ -543,6 +645,118 @@ mod tests {
         ]);
         assert!(matches!(
             run(nobody.unwrap()).await,
+            Err(CliError::Usage(_))
+        ));
+    }
+
+    #[test]
+    fn data_dir_and_fsync_choose_the_started_cluster_s_storage() {
+        let memory = parse(&[]).unwrap();
+        assert_eq!((&memory.data_dir, memory.fsync), (&None, None));
+        assert_eq!(memory.storage().unwrap(), Some(Storage::Memory));
+        let disk = parse(&["--data-dir", "/tmp/b", "--fsync", "never"]).unwrap();
+        assert_eq!(disk.data_dir.as_deref(), Some(Path::new("/tmp/b")));
+        assert_eq!(disk.fsync, Some(Fsync::Never));
+        let storage = disk.storage().unwrap();
+        assert_eq!(storage, Some(Storage::Disk(Some(Fsync::Never))));
+        assert_eq!(storage.unwrap().to_string(), "disk (fsync never)");
+        // The nodes' own default, named in the report all the same.
+        let default = parse(&["--data-dir", "/tmp/b"]).unwrap();
+        assert_eq!(
+            default.storage().unwrap(),
+            Some(Storage::Disk(Some(Fsync::Always)))
+        );
+        let recovery = parse(&["--recovery", "--data-dir", "/tmp/b"]).unwrap();
+        assert!(recovery.recovery && recovery.data_dir.is_some());
+        assert_eq!(
+            parse(&["--node", "http://a:1"]).unwrap().storage().unwrap(),
+            None,
+            "nodes the bench did not start: their metrics tell"
+        );
+    }
+
+    #[test]
+    fn data_dir_and_fsync_are_refused_where_they_change_nothing() {
+        use clap::error::ErrorKind;
+        let refused: [&[&str]; 5] = [
+            &["--data-dir", "/tmp/b", "--node", "http://a:1"],
+            &[
+                "--data-dir",
+                "/tmp/b",
+                "--fsync",
+                "always",
+                "--node",
+                "http://a:1",
+            ],
+            &["--fsync", "never"],
+            &["--fsync", "sometimes", "--data-dir", "/tmp/b"],
+            &["transport", "--data-dir", "/tmp/b"],
+        ];
+        for argv in refused {
+            let err = parse(argv).unwrap_err();
+            assert_eq!(err.exit_code(), 2, "{argv:?}: {err}");
+        }
+        let conflict = parse(&["--data-dir", "/tmp/b", "--node", "http://a:1"]).unwrap_err();
+        assert_eq!(conflict.kind(), ErrorKind::ArgumentConflict);
+        let alone = parse(&["--fsync", "never"]).unwrap_err();
+        assert_eq!(alone.kind(), ErrorKind::MissingRequiredArgument);
+
+        // Built without the parser (clap is not the only caller): the same refusals, in words.
+        let mut args = parse(&["--node", "http://127.0.0.1:1"]).unwrap();
+        args.data_dir = Some("/tmp/b".into());
+        let err = args.storage().unwrap_err();
+        assert!(
+            matches!(&err, CliError::Usage(m) if m.contains("--node")),
+            "{err}"
+        );
+        args.data_dir = None;
+        args.fsync = Some(Fsync::Always);
+        assert!(matches!(args.storage(), Err(CliError::Usage(_))));
+        let mut args = parse(&[]).unwrap();
+        args.fsync = Some(Fsync::Never);
+        let err = args.storage().unwrap_err();
+        assert!(
+            matches!(&err, CliError::Usage(m) if m.contains("--fsync needs --data-dir")),
+            "{err}"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_data_dir_holding_an_earlier_run_is_refused_before_any_node_starts() {
+        let dir = crate::testing::TempDir::new("bench-data-dir");
+        // Absent and empty node directories are fine, and an absent root is made.
+        std::fs::create_dir(dir.join("n1")).unwrap();
+        let root = dir.join("new");
+        assert_eq!(
+            prepare_data_dir(&root, 3).unwrap(),
+            std::fs::canonicalize(&root).unwrap()
+        );
+        assert!(prepare_data_dir(dir.path(), 3).unwrap().is_absolute());
+        // n4 is not one of the three nodes' directories.
+        std::fs::create_dir_all(dir.join("n4/journals")).unwrap();
+        assert!(prepare_data_dir(dir.path(), 3).is_ok());
+
+        std::fs::write(dir.join("n2"), b"").unwrap();
+        let err = prepare_data_dir(dir.path(), 3).unwrap_err();
+        assert!(
+            matches!(err, CliError::Usage(_)),
+            "a file where a node's directory goes"
+        );
+        std::fs::remove_file(dir.join("n2")).unwrap();
+        std::fs::create_dir_all(dir.join("n2/journals")).unwrap();
+        let path = dir.path().to_str().unwrap();
+        let args = parse(&["--data-dir", path, "--records", "1", "--ops", "1"]).unwrap();
+        match run(args).await {
+            Err(CliError::Usage(m)) => {
+                assert!(m.contains("n2 is not empty"), "{m}");
+                assert!(m.contains("earlier run"), "{m}");
+            }
+            other => panic!("{other:?}"),
+        }
+        let file = dir.join("file");
+        std::fs::write(&file, b"").unwrap();
+        assert!(matches!(
+            prepare_data_dir(&file, 1),
             Err(CliError::Usage(_))
         ));
     }

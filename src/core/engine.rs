@@ -82,6 +82,14 @@ pub trait Engine: Send + Sync {
     fn sync(&self) -> Result<(), EngineError>;
     /// True when the engine's data outlives the process.
     fn durable(&self) -> bool;
+    /// Bytes the engine's files take on disk; 0 for an engine that keeps nothing there.
+    fn disk_bytes(&self) -> u64 {
+        0
+    }
+    /// Fsyncs made so far to make writes durable; 0 for an engine that makes none.
+    fn fsyncs(&self) -> u64 {
+        0
+    }
 }
 
 /// The in-memory engine: packed [`Record`]s in one hash set per segment.

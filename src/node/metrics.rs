@@ -1,9 +1,13 @@
 //! The node's Prometheus metrics.
 
-use prometheus_client::encoding::EncodeLabelSet;
-use prometheus_client::metrics::counter::Counter;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric};
+use prometheus_client::metrics::counter::{ConstCounter, Counter};
 use prometheus_client::metrics::family::Family;
-use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::gauge::{ConstGauge, Gauge};
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
@@ -39,6 +43,46 @@ pub struct RingLabels {
 pub struct RoundLabels {
     /// in_sync, repaired (something differed), scope_mismatch or failed.
     pub outcome: &'static str,
+}
+
+/// The durable engine's figures, as read at the last scrape.
+#[derive(Debug, Default)]
+struct DiskFigures {
+    durable: AtomicBool,
+    bytes: AtomicU64,
+    fsyncs: AtomicU64,
+}
+
+/// Exports `dynamo_disk_bytes` and `dynamo_fsyncs_total` for a node whose engine is durable,
+/// nothing for one in memory: absent series say "no disk" where a 0 could be misread as an
+/// empty database. A collector, because whether the engine is durable is only known once the
+/// store is observed, after the registry is built.
+#[derive(Debug)]
+struct DiskCollector(Arc<DiskFigures>);
+
+impl Collector for DiskCollector {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let figures = &self.0;
+        if !figures.durable.load(Ordering::Relaxed) {
+            return Ok(());
+        }
+        let bytes = figures.bytes.load(Ordering::Relaxed);
+        let gauge = ConstGauge::new(i64::try_from(bytes).unwrap_or(i64::MAX));
+        gauge.encode(encoder.encode_descriptor(
+            "disk_bytes",
+            "Bytes the node's database takes on disk",
+            None,
+            gauge.metric_type(),
+        )?)?;
+        let counter = ConstCounter::new(figures.fsyncs.load(Ordering::Relaxed));
+        counter.encode(encoder.encode_descriptor(
+            "fsyncs",
+            "Fsyncs made by the database's group commit",
+            None,
+            counter.metric_type(),
+        )?)?;
+        Ok(())
+    }
 }
 
 fn latency_histogram() -> Histogram {
@@ -97,6 +141,8 @@ pub struct Metrics {
     pub anti_entropy_rounds: Family<RoundLabels, Counter>,
     /// Keys whose tombstones this node purged.
     pub tombstones_purged: Counter,
+    /// What the disk collector exports, set by [`Metrics::observe`].
+    disk: Arc<DiskFigures>,
 }
 
 impl Default for Metrics {
@@ -126,6 +172,7 @@ impl Default for Metrics {
             anti_entropy_keys_repaired: Counter::default(),
             anti_entropy_rounds: Family::default(),
             tombstones_purged: Counter::default(),
+            disk: Arc::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -238,13 +285,14 @@ impl Default for Metrics {
             "Keys whose tombstones were purged here",
             m.tombstones_purged.clone(),
         );
+        registry.register_collector(Box::new(DiskCollector(m.disk.clone())));
         Metrics { registry, ..m }
     }
 }
 
 impl Metrics {
-    /// Sets the gauges that are read at scrape time: the store's size, the hints, and the
-    /// process memory.
+    /// Sets the gauges that are read at scrape time: the store's size, the hints, the process
+    /// memory, and for a durable engine its size on disk and its fsyncs.
     pub fn observe(&self, store: &Store, hints: &HintStore) {
         let gauge = |g: &Gauge, v: u64| g.set(i64::try_from(v).unwrap_or(i64::MAX));
         gauge(&self.keys, store.len() as u64);
@@ -256,6 +304,12 @@ impl Metrics {
         if let Some(rss) = resident_bytes() {
             gauge(&self.resident_memory, rss);
         }
+        let engine = store.engine();
+        self.disk
+            .bytes
+            .store(engine.disk_bytes(), Ordering::Relaxed);
+        self.disk.fsyncs.store(engine.fsyncs(), Ordering::Relaxed);
+        self.disk.durable.store(engine.durable(), Ordering::Relaxed);
     }
 
     /// The Prometheus text exposition.
@@ -264,5 +318,46 @@ impl Metrics {
         // Writing into a String cannot fail.
         let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Fsync;
+    use crate::core::ids::ActorId;
+    use crate::core::store::{SetLimits, Store};
+    use crate::http::metric_sum;
+    use crate::node::disk::DiskEngine;
+    use crate::testing::TempDir;
+
+    #[test]
+    fn disk_series_are_exported_for_a_durable_store_only() {
+        let hints = HintStore::new();
+        let memory = Metrics::default();
+        memory.observe(&Store::new(ActorId::new("m", 1)), &hints);
+        let text = memory.render();
+        assert!(
+            metric_sum(&text, "dynamo_keys", |_| true).is_some(),
+            "{text}"
+        );
+        assert!(!text.contains("dynamo_disk_bytes"), "{text}");
+        assert!(!text.contains("dynamo_fsyncs"), "{text}");
+
+        let dir = TempDir::new("metrics-disk");
+        let engine = DiskEngine::open(&dir.join("db"), Fsync::Always, 0).unwrap();
+        let store = Store::open(Box::new(engine), ActorId::new("d", 1), SetLimits::NONE).unwrap();
+        store.sync().unwrap();
+        let disk = Metrics::default();
+        disk.observe(&store, &hints);
+        let text = disk.render();
+        let fsyncs = metric_sum(&text, "dynamo_fsyncs_total", |_| true);
+        // Opening a store writes its actor id and counter lease, each made durable at once.
+        assert!(fsyncs.is_some_and(|n| n >= 1.0), "{text}");
+        assert!(
+            metric_sum(&text, "dynamo_disk_bytes", |_| true).is_some(),
+            "{text}"
+        );
+        assert!(text.contains("# TYPE dynamo_fsyncs counter"), "{text}");
     }
 }
