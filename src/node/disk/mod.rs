@@ -15,6 +15,7 @@
 
 mod group_commit;
 mod hints;
+mod journal_sync;
 mod record;
 mod status;
 #[cfg(test)]
@@ -27,10 +28,11 @@ use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::Duration;
 
 use bytes::Bytes;
-use fjall::{Database, Keyspace, KeyspaceCreateOptions, PersistMode};
+use fjall::{Database, Keyspace, KeyspaceCreateOptions};
 
 pub use group_commit::GroupCommit;
 pub use hints::DiskHints;
+use journal_sync::JournalSync;
 use status::StatusFile;
 
 use crate::config::Fsync;
@@ -69,6 +71,7 @@ pub struct DiskEngine {
     data: Keyspace,
     hints: Keyspace,
     status: Mutex<StatusFile>,
+    journals: JournalSync,
     locks: Box<[Mutex<()>]>,
     fsync: Fsync,
     group: GroupCommit,
@@ -118,12 +121,16 @@ impl DiskEngine {
             Ok(db) => db.map_err(|e| open_error(dir, e))?,
             Err(_) => return Err(corrupt("the engine failed reading its files".into())),
         };
-        let keyspace = |name: &str| {
-            db.keyspace(name, KeyspaceCreateOptions::default)
-                .map_err(|e| open_error(dir, e))
+        // Memtables of 16 MiB (fjall's default is 64): resident memory stays a small fixed
+        // amount beside the block cache, whatever the data's size.
+        let keyspace = |name: &str, memtable: u64| {
+            db.keyspace(name, || {
+                KeyspaceCreateOptions::default().max_memtable_size(memtable)
+            })
+            .map_err(|e| open_error(dir, e))
         };
-        let data = keyspace("data")?;
-        let hints = keyspace("hints")?;
+        let data = keyspace("data", 16 << 20)?;
+        let hints = keyspace("hints", 4 << 20)?;
         let low = free_bytes(dir).is_some_and(|free| free < reserve);
         let full = Arc::new(AtomicBool::new(low));
         watch_free_space(dir.to_path_buf(), reserve, Arc::downgrade(&full));
@@ -132,6 +139,7 @@ impl DiskEngine {
             data,
             hints,
             status: Mutex::new(status),
+            journals: JournalSync::new(dir.to_path_buf()),
             locks: (0..SEGMENTS).map(|_| Mutex::new(())).collect(),
             fsync,
             group: GroupCommit::default(),
@@ -165,11 +173,7 @@ impl DiskEngine {
 
     fn persist(&self) -> Result<(), EngineError> {
         self.group
-            .sync(|| {
-                self.db
-                    .persist(PersistMode::SyncAll)
-                    .map_err(|e| e.to_string())
-            })
+            .sync(|| self.journals.sync())
             .map_err(EngineError::Failed)
     }
 
@@ -325,7 +329,9 @@ fn is_fjall_entry(name: &str) -> bool {
     matches!(
         name,
         "version" | "lock" | "journals" | "keyspaces" | "lsm" | "meta"
-    ) || name.starts_with('.')
+    ) || name.starts_with(status::FILE)
+        || name.ends_with(".jnl")
+        || name.starts_with('.')
 }
 
 fn open_error(dir: &Path, e: fjall::Error) -> OpenDiskError {
