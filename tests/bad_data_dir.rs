@@ -178,6 +178,20 @@ async fn a_directory_of_another_node_is_refused_naming_that_node() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_directory_written_under_another_n_is_refused_naming_the_n() {
+    let root = TempDir::new("bad-dir-other-n");
+    let dir = write_and_stop(&root).await;
+    let (mut args, http) = start_args("n1", &dir);
+    let n = args
+        .iter()
+        .position(|a| a == "--n")
+        .expect("the flags set --n");
+    args[n + 1] = "2".into();
+    let run = run_node_once(args, DEADLINE).await;
+    assert_refused("another n", "n1", &run, http, &["n = 1", "--n 1"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_path_that_cannot_be_a_directory_is_refused() {
     // Permissions would not do: tests may run as root, who reads and writes a mode 000
     // directory. A regular file where the directory should be, or in its path, stops root too.

@@ -296,10 +296,27 @@ impl NodeShared {
             return Ok(());
         }
         let Some(bytes) = engine.meta(META_MEMBERSHIP).map_err(|e| e.to_string())? else {
+            // A first start: record where this node stands (its N, its ring status) now, so
+            // that a restart finds it even if no peer ever changes it.
+            let owner = self
+                .membership_owner
+                .lock()
+                .unwrap_or_else(|p| p.into_inner());
+            self.persist_membership(&owner);
             return Ok(());
         };
         let digest: Vec<MemberDigest> = postcard::from_bytes(&bytes)
             .map_err(|_| "the stored membership is corrupt".to_string())?;
+        // Another N would build other preference lists over the same data.
+        let n = self.quorum.load().n;
+        if let Some(own) = digest.iter().find(|m| m.node == self.me)
+            && usize::try_from(own.n).ok() != Some(n)
+        {
+            return Err(format!(
+                "this data belongs to a cluster with n = {}, the node was started with n = {n}: start it with --n {}",
+                own.n, own.n
+            ));
+        }
         let report = self.change_membership(|m| m.merge(&digest, self.mono_ms()));
         match report.fatal {
             Some(fatal) => Err(fatal.to_string()),
