@@ -85,14 +85,19 @@ fn assert_refused(case: &str, name: &str, run: &NodeRun, http: SocketAddr, words
     }
 }
 
-/// A node `n1` with its data under `root/n1`, given the keys, then stopped gracefully.
-async fn write_and_stop(root: &TempDir) -> PathBuf {
-    let mut cluster = TestCluster::builder()
+/// Node `n1` alone, with its data under `root/n1`.
+async fn lone_node(root: &TempDir) -> TestCluster {
+    TestCluster::builder()
         .nodes(1)
         .data_dirs(root.path())
         .node_args(FLAGS)
         .start()
-        .await;
+        .await
+}
+
+/// A node `n1` with its data under `root/n1`, given the keys, then stopped gracefully.
+async fn write_and_stop(root: &TempDir) -> PathBuf {
+    let mut cluster = lone_node(root).await;
     cluster.put_all(&keys(), None).await;
     cluster.stop(1).await;
     cluster.data_dir(1)
@@ -104,12 +109,7 @@ async fn assert_refused_as_corrupt(case: &str, root: &TempDir) {
     let dir = root.join("n1");
     let (run, http) = start_on("n1", &dir).await;
     if run.exit.is_none() {
-        let cluster = TestCluster::builder()
-            .nodes(1)
-            .data_dirs(root.path())
-            .node_args(FLAGS)
-            .start()
-            .await;
+        let cluster = lone_node(root).await;
         let missing = cluster.missing_on(1, &keys()).await.len();
         panic!(
             "{case}: the node started on the damaged directory instead of refusing it, serving {} of the {KEYS} keys it held",
@@ -242,12 +242,7 @@ async fn a_directory_of_unrelated_files_is_refused_and_left_alone() {
 async fn an_undamaged_directory_starts_again_with_every_key() {
     let root = TempDir::new("bad-dir-control");
     write_and_stop(&root).await;
-    let cluster = TestCluster::builder()
-        .nodes(1)
-        .data_dirs(root.path())
-        .node_args(FLAGS)
-        .start()
-        .await;
+    let cluster = lone_node(&root).await;
     cluster.assert_all_read(&keys(), &[1], None).await;
 }
 

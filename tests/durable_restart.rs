@@ -49,6 +49,26 @@ async fn local_sets(cluster: &TestCluster, i: usize, keys: &[(String, Bytes)]) -
         .await
 }
 
+/// The dot node `i` made for its new write of `value` to `key`: under its actor of before the
+/// kill, and past every counter it had made then.
+async fn new_dot(
+    cluster: &TestCluster,
+    i: usize,
+    key: &str,
+    value: &Bytes,
+    actor: &ActorId,
+    max_before: u64,
+) -> Dot {
+    let dot = stored_version(cluster, i, key, value).await.dot;
+    assert_eq!(&dot.actor, actor, "n{i} wrote {key} under its old actor id");
+    assert!(
+        dot.counter > max_before,
+        "n{i} reissued counter {} (it had made up to {max_before}) for {key}",
+        dot.counter
+    );
+    dot
+}
+
 /// The version of `key` with `value` as node `i` stores it.
 async fn stored_version(
     cluster: &TestCluster,
@@ -149,14 +169,7 @@ async fn a_cluster_killed_at_once_restarts_with_its_data_its_actor_ids_and_fresh
                 GetResult::Value { value: got, .. } => assert_eq!(got, value, "{key}"),
                 other => panic!("{key} after a write with its context: {other:?}"),
             }
-            let dot = stored_version(&cluster, i, key, &value).await.dot;
-            assert_eq!(&dot.actor, actor, "n{i} wrote {key} under its old actor id");
-            assert!(
-                dot.counter > max_before,
-                "n{i} reissued counter {} (it had made up to {max_before}) for {key}",
-                dot.counter
-            );
-            new_dots.push(dot);
+            new_dots.push(new_dot(&cluster, i, key, &value, actor, max_before).await);
         }
         for (key, old) in &keys[start + REWRITES..start + 2 * REWRITES] {
             let value = Bytes::from(format!("{key}-blind-by-n{i}"));
@@ -174,14 +187,7 @@ async fn a_cluster_killed_at_once_restarts_with_its_data_its_actor_ids_and_fresh
                 }
                 other => panic!("{key} after a blind write: {other:?}"),
             }
-            let dot = stored_version(&cluster, i, key, &value).await.dot;
-            assert_eq!(&dot.actor, actor, "n{i} wrote {key} under its old actor id");
-            assert!(
-                dot.counter > max_before,
-                "n{i} reissued counter {} (it had made up to {max_before}) for {key}",
-                dot.counter
-            );
-            new_dots.push(dot);
+            new_dots.push(new_dot(&cluster, i, key, &value, actor, max_before).await);
         }
     }
     let distinct: HashSet<&Dot> = new_dots.iter().collect();

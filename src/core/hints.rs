@@ -218,7 +218,7 @@ impl HintStore {
         let hint = Hint {
             id,
             owner: owner.clone(),
-            key: key.clone(),
+            key,
             versions,
             created_at_ms: now_ms,
         };
@@ -228,24 +228,7 @@ impl HintStore {
             }
             return Err(refused);
         }
-        self.next_id += 1;
-        let hints = self.owners.entry(owner.clone()).or_default();
-        hints.waiting.insert(key.clone(), id);
-        self.by_key
-            .entry(key.clone())
-            .or_default()
-            .insert((owner, id));
-        hints.slots.insert(
-            id,
-            Slot {
-                hint,
-                bytes,
-                in_flight: false,
-            },
-        );
-        self.count += 1;
-        self.bytes += bytes;
-        self.changes += 1;
+        self.insert(hint, bytes);
         Ok(id)
     }
 
@@ -254,8 +237,13 @@ impl HintStore {
     /// a hint that was an ack must not be dropped.
     pub fn restore(&mut self, hint: Hint) {
         let bytes = hint_bytes(&hint.key, &hint.versions);
-        let hints = self.owners.entry(hint.owner.clone()).or_default();
+        self.insert(hint, bytes);
+    }
+
+    // Stores `hint` (of `bytes`) under its id, indexed by owner and key.
+    fn insert(&mut self, hint: Hint, bytes: u64) {
         let id = hint.id;
+        let hints = self.owners.entry(hint.owner.clone()).or_default();
         // The newest hint of a key is the one new versions coalesce into.
         if hints.waiting.get(&hint.key).is_none_or(|w| *w < id) {
             hints.waiting.insert(hint.key.clone(), id);

@@ -211,7 +211,7 @@ impl Store {
 
     /// An empty in-memory store whose coordinated writes are made as `actor` within `limits`.
     pub fn with_limits(actor: ActorId, limits: SetLimits) -> Self {
-        Store::empty(Box::new(MemoryEngine::default()), actor, limits)
+        Store::empty(Box::new(MemoryEngine::default()), actor, limits, 0)
     }
 
     /// A store over `engine`'s data: the actor id and the counter are those the data
@@ -249,14 +249,8 @@ impl Store {
                 .map_err(|_| OpenError::CorruptMeta("counter lease"))?,
             None => 0,
         };
-        let mut store = Store::empty(engine, actor, limits);
         // Every dot up to the last lease may have been made before the crash: start past it.
-        store.counter = AtomicU64::new(leased);
-        store.lease = AtomicU64::new(if store.engine.durable() {
-            leased
-        } else {
-            u64::MAX
-        });
+        let store = Store::empty(engine, actor, limits, leased);
         store.rebuild_indexes()?;
         if let Some(clean) = store.engine.meta(META_CLEAN)?
             && !clean.is_empty()
@@ -304,8 +298,10 @@ impl Store {
         Ok(guard)
     }
 
-    fn empty(engine: Box<dyn Engine>, actor: ActorId, limits: SetLimits) -> Self {
-        let lease = if engine.durable() { 0 } else { u64::MAX };
+    // A store over `engine` whose counter starts at `issued`; an engine that forgets
+    // everything needs no lease.
+    fn empty(engine: Box<dyn Engine>, actor: ActorId, limits: SetLimits, issued: u64) -> Self {
+        let lease = if engine.durable() { issued } else { u64::MAX };
         Store {
             engine,
             actor: ArcSwap::from_pointee(actor),
@@ -314,7 +310,7 @@ impl Store {
             tombstones: Mutex::new(BTreeSet::new()),
             purged: Mutex::new(PurgedKeys::new(PURGE_MEMORY_TTL_MS, PURGE_MEMORY_CAPACITY)),
             purged_len: AtomicUsize::new(0),
-            counter: AtomicU64::new(0),
+            counter: AtomicU64::new(issued),
             lease: AtomicU64::new(lease),
             leasing: Mutex::new(()),
             keys: AtomicU64::new(0),

@@ -67,7 +67,8 @@ pub enum OpenDiskError {
 
 /// A node's sets and metadata in one fjall database.
 pub struct DiskEngine {
-    db: Database,
+    // Held for the engine's life: the database's lock and its flush and compaction workers.
+    _db: Database,
     data: Keyspace,
     hints: Keyspace,
     status: Mutex<StatusFile>,
@@ -135,7 +136,7 @@ impl DiskEngine {
         let full = Arc::new(AtomicBool::new(low));
         watch_free_space(dir.to_path_buf(), reserve, Arc::downgrade(&full));
         Ok(DiskEngine {
-            db,
+            _db: db,
             data,
             hints,
             status: Mutex::new(status),
@@ -164,11 +165,6 @@ impl DiskEngine {
     /// Number of fsyncs made so far by group commit.
     pub fn fsyncs(&self) -> u64 {
         self.group.rounds()
-    }
-
-    /// Bytes the database takes on disk.
-    pub fn disk_bytes(&self) -> u64 {
-        self.db.disk_space().unwrap_or(0)
     }
 
     fn persist(&self) -> Result<(), EngineError> {
@@ -299,7 +295,7 @@ impl Engine for DiskEngine {
     }
 
     fn disk_bytes(&self) -> u64 {
-        // Not fjall's figure (`DiskEngine::disk_bytes`): that counts a journal at its
+        // Not fjall's figure (`Database::disk_space`): that counts a journal at its
         // preallocated length, 64 MiB, while the file stays sparse until written, which would
         // swamp the bytes per key of all but the largest stores. The blocks the files hold are
         // what the disk really gives up.

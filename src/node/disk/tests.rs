@@ -1,8 +1,7 @@
 //! The durable engine against the in-memory one: the same answers for the same operations,
 //! and a reopened store that gives back exactly what it held.
 
-use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::path::Path;
 
 use bytes::Bytes;
 use proptest::prelude::*;
@@ -13,32 +12,7 @@ use crate::core::ids::{ActorId, Key};
 use crate::core::store::{SEGMENTS, SetLimits, Store};
 use crate::core::vclock::VClock;
 use crate::core::version::VersionSet;
-
-/// A fresh directory under the system's temporary one, removed when dropped.
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new() -> Self {
-        static NEXT: AtomicU64 = AtomicU64::new(0);
-        let path = std::env::temp_dir().join(format!(
-            "dynamo-disk-test-{}-{}",
-            std::process::id(),
-            NEXT.fetch_add(1, Ordering::Relaxed)
-        ));
-        let _ = std::fs::remove_dir_all(&path);
-        TempDir(path)
-    }
-
-    fn path(&self) -> &Path {
-        &self.0
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
+use crate::testing::TempDir;
 
 fn actor() -> ActorId {
     ActorId::new("a", 1 << 20)
@@ -153,7 +127,7 @@ proptest! {
     fn the_durable_engine_answers_like_the_in_memory_one_and_reopens_to_the_same_data(
         ops in proptest::collection::vec(op(), 1..60)
     ) {
-        let dir = TempDir::new();
+        let dir = TempDir::new("disk-engine");
         let memory = Store::new(actor());
         let disk = open_disk(dir.path());
         let (peer_m, peer_d) = (Store::new(ActorId::new("p", 1)), Store::new(ActorId::new("p", 1)));
@@ -184,7 +158,7 @@ proptest! {
 
 #[test]
 fn a_directory_of_another_node_is_refused() {
-    let dir = TempDir::new();
+    let dir = TempDir::new("disk-engine");
     drop(open_disk(dir.path()));
     let engine = DiskEngine::open(dir.path(), Fsync::Never, 0).unwrap();
     let other = Store::open(Box::new(engine), ActorId::new("b", 1), SetLimits::NONE);
@@ -197,7 +171,7 @@ fn a_directory_of_another_node_is_refused() {
 
 #[test]
 fn a_directory_in_use_is_refused() {
-    let dir = TempDir::new();
+    let dir = TempDir::new("disk-engine");
     let _held = DiskEngine::open(dir.path(), Fsync::Never, 0).unwrap();
     assert!(matches!(
         DiskEngine::open(dir.path(), Fsync::Never, 0),
@@ -207,7 +181,7 @@ fn a_directory_in_use_is_refused() {
 
 #[test]
 fn below_the_free_space_reserve_writes_fail_as_disk_full_and_reads_go_on() {
-    let dir = TempDir::new();
+    let dir = TempDir::new("disk-engine");
     let store = open_disk(dir.path());
     store
         .coordinate(&key(1), &VClock::new(), Some(Bytes::from("kept")), 0)
