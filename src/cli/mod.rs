@@ -14,6 +14,7 @@ mod bench;
 pub(crate) mod client;
 mod cluster;
 mod demo;
+mod reclaim;
 mod start;
 
 use std::ffi::OsString;
@@ -212,6 +213,10 @@ pub fn main() -> ExitCode {
                 ExitCode::from(EXIT_FAILED)
             }
         };
+    }
+    if let Command::Start(_) = cli.command {
+        // Before any thread exists: arenas are made as threads first allocate.
+        reclaim::limit_arenas();
     }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()

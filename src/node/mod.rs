@@ -31,6 +31,7 @@ mod peers;
 mod replicas;
 mod replicator;
 mod resident;
+pub use resident::resident_bytes;
 mod ring_actor;
 mod shared;
 mod storage_actor;
