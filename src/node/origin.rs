@@ -68,12 +68,15 @@ pub fn on_offer(shared: &Arc<NodeShared>, offer: TokenOffer) {
     let Some(session) = session_of(&target.get_cell()) else {
         return;
     };
-    if shared.sessions.holds(session, &issuer, &offer.token) {
+    if shared.sessions.holds(session, &issuer, &offer.token)
+        || !shared.sessions.begin_confirm(&issuer)
+    {
         return;
     }
     let shared = Arc::clone(shared);
     let token = offer.token;
     tokio::spawn(async move {
+        let _done = ConfirmDone(Arc::clone(&shared), issuer.clone());
         let ask = TokenOffer {
             from: shared.me.clone(),
             token,
@@ -93,6 +96,15 @@ pub fn on_offer(shared: &Arc<NodeShared>, offer: TokenOffer) {
             _ => tracing::debug!(peer = %issuer, "a token offered in its name was not confirmed"),
         }
     });
+}
+
+/// Ends a confirmation when dropped, even if its task panicked.
+struct ConfirmDone(Arc<NodeShared>, NodeId);
+
+impl Drop for ConfirmDone {
+    fn drop(&mut self) {
+        self.0.sessions.end_confirm(&self.1);
+    }
 }
 
 /// Whether this node issued `ask.token` to `ask.from`'s current session.

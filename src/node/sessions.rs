@@ -21,7 +21,7 @@
 //! about other members (that is how gossip works), so a member holding the cookie can still
 //! lie about a third node's entry. Only signed entries would close that.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Mutex;
 
 use serde::{Deserialize, Serialize};
@@ -80,6 +80,9 @@ struct Session {
 #[derive(Debug, Default)]
 pub struct Sessions {
     sessions: Mutex<HashMap<SessionId, Session>>,
+    /// Peers whose token offer is being confirmed: one confirmation at a time each, so a flood
+    /// of forged offers costs their issuer one call at a time, not one per offer.
+    confirming: Mutex<HashSet<NodeId>>,
 }
 
 impl Sessions {
@@ -175,6 +178,18 @@ impl Sessions {
             .values()
             .filter(|s| s.ready && s.peer == *peer)
             .find_map(|s| s.held)
+    }
+
+    /// Starts confirming an offer of `peer`; false while another one is being confirmed.
+    pub fn begin_confirm(&self, peer: &NodeId) -> bool {
+        let mut confirming = self.confirming.lock().unwrap_or_else(|p| p.into_inner());
+        confirming.insert(peer.clone())
+    }
+
+    /// Ends the confirmation [`Sessions::begin_confirm`] started.
+    pub fn end_confirm(&self, peer: &NodeId) {
+        let mut confirming = self.confirming.lock().unwrap_or_else(|p| p.into_inner());
+        confirming.remove(peer);
     }
 
     /// Whether `token` is already held for `peer` on session `id` (a repeated offer).
@@ -282,5 +297,15 @@ mod tests {
             !sessions.hold(1, &n("n2"), token),
             "the old session is gone"
         );
+    }
+
+    #[test]
+    fn one_confirmation_at_a_time_per_peer() {
+        let sessions = Sessions::default();
+        assert!(sessions.begin_confirm(&n("n2")));
+        assert!(!sessions.begin_confirm(&n("n2")));
+        assert!(sessions.begin_confirm(&n("n3")));
+        sessions.end_confirm(&n("n2"));
+        assert!(sessions.begin_confirm(&n("n2")));
     }
 }
