@@ -147,3 +147,54 @@ pub fn vouched(
     tracing::debug!(kind, claimed = %from, token = token.is_some(), "dropped a message its session does not vouch for");
     false
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::NodeConfig;
+
+    fn forged(shared: &NodeShared, kind: &'static str) -> u64 {
+        shared
+            .metrics
+            .forged
+            .get_or_create(&super::super::metrics::ForgedLabels { kind })
+            .get()
+    }
+
+    #[test]
+    fn a_claim_is_believed_only_with_the_token_of_the_claimed_senders_session() {
+        let config = NodeConfig::new("n1", "127.0.0.1:1".parse().unwrap());
+        let shared = NodeShared::new(config, 1).unwrap();
+        shared.sessions.ready(1, NodeId::new("n2"));
+        shared.sessions.ready(2, NodeId::new("evil"));
+        let to_n2 = shared.sessions.issued(1, &NodeId::new("n2")).unwrap();
+        let to_evil = shared.sessions.issued(2, &NodeId::new("evil")).unwrap();
+        let n2 = NodeId::new("n2");
+        assert!(vouched(&shared, "gossip", &n2, Some(&to_n2)));
+        assert_eq!(forged(&shared, "gossip"), 0);
+        assert!(!vouched(&shared, "gossip", &n2, Some(&to_evil)));
+        assert!(!vouched(&shared, "gossip", &n2, None));
+        assert!(!vouched(&shared, "purge", &NodeId::new("n1"), Some(&to_n2)));
+        assert_eq!(forged(&shared, "gossip"), 2);
+        assert_eq!(forged(&shared, "purge"), 1);
+        let metrics = shared.metrics.render();
+        assert!(
+            metrics.contains("dynamo_forged_messages_total{kind=\"gossip\"} 2"),
+            "{metrics}"
+        );
+        assert!(on_confirm(
+            &shared,
+            &TokenOffer {
+                from: n2.clone(),
+                token: to_n2
+            }
+        ));
+        assert!(!on_confirm(
+            &shared,
+            &TokenOffer {
+                from: n2,
+                token: to_evil
+            }
+        ));
+    }
+}
