@@ -19,9 +19,10 @@ use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort, pg};
 use serde::Serialize;
 
 use super::metrics::RoundLabels;
+use super::origin;
 use super::peers::Role;
 use super::shared::NodeShared;
-use super::wire::{AntiEntropyMsg, Payload};
+use super::wire::{AntiEntropyMsg, Payload, Vouched};
 use crate::core::anti_entropy::{
     AeReply, AeRequest, Initiator, Replica, RoundStats, Scope, SharedDigests, Step, pick_peer,
     respond,
@@ -246,10 +247,19 @@ async fn call(shared: &NodeShared, peer: &NodeId, request: AeRequest) -> Result<
         .peers
         .anti_entropy(peer)
         .ok_or_else(|| format!("{peer} has no anti-entropy actor connected"))?;
+    // Without the peer's token it would refuse the request; the next round or pass retries.
+    let token = shared
+        .sessions
+        .held(peer)
+        .ok_or_else(|| format!("{peer} has not given this session a token yet"))?;
+    let request = Vouched {
+        token: Some(token),
+        body: request,
+    };
     shared
         .metrics
         .anti_entropy_bytes
-        .inc_by(wire_size(&request));
+        .inc_by(wire_size(&request.body));
     match remote
         .call(
             |reply| AntiEntropyMsg::Request(Payload::ok(request), reply),
@@ -300,15 +310,27 @@ fn count_repaired(shared: &NodeShared, repaired: usize) {
         .inc_by(repaired as u64);
 }
 
-/// Answers a peer's request off the handler; a request from a node outside the ring (or
-/// from ourselves) is refused, so no one can make this node keep caches for made-up peers.
+/// Answers a peer's request off the handler. A request its sender's session does not vouch
+/// for is dropped (its `from` decides whose shared keys are compared, pushed and purged); one
+/// from a node outside the ring (or from ourselves) is refused, so no one can make this node
+/// keep caches for made-up peers.
 fn answer(
     shared: &Arc<NodeShared>,
-    request: Result<AeRequest, String>,
+    request: Result<Vouched<AeRequest>, String>,
     reply: RpcReplyPort<Payload<AeReply>>,
 ) {
     let request = match request {
-        Ok(request) => request,
+        Ok(Vouched { token, body }) => {
+            let kind = match body.step {
+                Step::Digests { .. } | Step::Purge { .. } => "purge",
+                _ => "anti_entropy",
+            };
+            if !origin::vouched(shared, kind, &body.from, token.as_ref()) {
+                let _ = reply.send(Payload::err("sender not vouched for by its session"));
+                return;
+            }
+            body
+        }
         Err(e) => {
             let _ = reply.send(Payload::err(e));
             return;

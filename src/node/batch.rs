@@ -20,6 +20,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
+use prometheus_client::metrics::counter::Counter;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::core::ids::NodeId;
@@ -32,6 +33,9 @@ pub struct BatchLimits {
     pub max_requests: usize,
     /// Sum of the requests' size bounds per batch. A single request above it still goes, alone.
     pub max_bytes: usize,
+    /// Requests waiting in one link's queue: one more fails at once (a peer that does not keep
+    /// up costs failed requests, never memory).
+    pub max_queued: usize,
 }
 
 /// Why a whole batch went unanswered.
@@ -101,14 +105,17 @@ struct Waiter<R> {
 pub struct PeerLinks<S: BatchSender> {
     links: RwLock<HashMap<NodeId, Arc<Link<S>>>>,
     limits: BatchLimits,
+    full: Counter,
 }
 
 impl<S: BatchSender> PeerLinks<S> {
-    /// No links yet; each one made will batch within `limits`.
-    pub fn new(limits: BatchLimits) -> Self {
+    /// No links yet; each one made will batch within `limits`, and count in `full` every
+    /// request its full queue refused.
+    pub fn new(limits: BatchLimits, full: Counter) -> Self {
         PeerLinks {
             links: RwLock::new(HashMap::new()),
             limits,
+            full,
         }
     }
 
@@ -129,7 +136,7 @@ impl<S: BatchSender> PeerLinks<S> {
         if let Some(link) = links.get(node).filter(|link| !link.is_closed()) {
             return Arc::clone(link);
         }
-        let link = Arc::new(Link::spawn(make(), self.limits));
+        let link = Arc::new(Link::spawn(make(), self.limits, self.full.clone()));
         links.insert(node.clone(), Arc::clone(&link));
         link
     }
@@ -151,14 +158,16 @@ impl<S: BatchSender> PeerLinks<S> {
 
 /// The batching channel to one peer: cheap to share, its task ends when it is dropped.
 pub struct Link<S: BatchSender> {
-    queue: mpsc::UnboundedSender<Queued<S::Request, S::Reply>>,
+    queue: mpsc::Sender<Queued<S::Request, S::Reply>>,
     stats: Arc<LinkStats>,
+    full: Counter,
 }
 
 impl<S: BatchSender> Link<S> {
-    /// Starts the link's task (on the current tokio runtime).
-    pub fn spawn(sender: S, limits: BatchLimits) -> Self {
-        let (queue, rx) = mpsc::unbounded_channel();
+    /// Starts the link's task (on the current tokio runtime); `full` counts the requests its
+    /// full queue refused.
+    pub fn spawn(sender: S, limits: BatchLimits, full: Counter) -> Self {
+        let (queue, rx) = mpsc::channel(limits.max_queued.max(1));
         let stats = Arc::new(LinkStats::default());
         tokio::spawn(run(
             sender,
@@ -166,8 +175,9 @@ impl<S: BatchSender> Link<S> {
             rx,
             queue.downgrade(),
             Arc::clone(&stats),
+            full.clone(),
         ));
-        Link { queue, stats }
+        Link { queue, stats, full }
     }
 
     /// Queues `request` (whose encoded size is at most `size`) at once, and gives the future of
@@ -186,7 +196,15 @@ impl<S: BatchSender> Link<S> {
             deadline,
             reply,
         };
-        let sent = Instant::now() < deadline && self.queue.send(queued).is_ok();
+        let sent = Instant::now() < deadline
+            && match self.queue.try_send(queued) {
+                Ok(()) => true,
+                Err(mpsc::error::TrySendError::Full(_)) => {
+                    self.full.inc();
+                    false
+                }
+                Err(mpsc::error::TrySendError::Closed(_)) => false,
+            };
         async move {
             if !sent {
                 return Err(if Instant::now() >= deadline {
@@ -218,9 +236,10 @@ impl<S: BatchSender> Link<S> {
 async fn run<S: BatchSender>(
     mut sender: S,
     limits: BatchLimits,
-    mut rx: mpsc::UnboundedReceiver<Queued<S::Request, S::Reply>>,
-    requeue: mpsc::WeakUnboundedSender<Queued<S::Request, S::Reply>>,
+    mut rx: mpsc::Receiver<Queued<S::Request, S::Reply>>,
+    requeue: mpsc::WeakSender<Queued<S::Request, S::Reply>>,
     stats: Arc<LinkStats>,
+    full: Counter,
 ) {
     let mut carried = None;
     loop {
@@ -264,9 +283,9 @@ async fn run<S: BatchSender>(
             .fetch_add(requests.len() as u64, Ordering::Relaxed);
         // The RPC may take as long as its most patient caller; the others time out on their own.
         let answer = sender.send(&requests, latest.saturating_duration_since(now));
-        let requeue = requeue.clone();
+        let (requeue, full) = (requeue.clone(), full.clone());
         tokio::spawn(async move {
-            settle(requests, waiters, answer.await, &requeue);
+            settle(requests, waiters, answer.await, &requeue, &full);
         });
     }
 }
@@ -276,7 +295,8 @@ fn settle<Q, R>(
     requests: Vec<Q>,
     waiters: Vec<Waiter<R>>,
     answer: Result<Vec<R>, BatchError>,
-    requeue: &mpsc::WeakUnboundedSender<Queued<Q, R>>,
+    requeue: &mpsc::WeakSender<Queued<Q, R>>,
+    full: &Counter,
 ) {
     let replies = match answer {
         Ok(replies) if !replies.is_empty() && replies.len() <= waiters.len() => replies,
@@ -309,9 +329,19 @@ fn settle<Q, R>(
                     deadline: waiter.deadline,
                     reply: waiter.reply,
                 };
+                // Sent again behind what is queued now; a full queue fails it as it would
+                // fail a new request.
                 match &queue {
                     Some(queue) => {
-                        if let Err(mpsc::error::SendError(lost)) = queue.send(again) {
+                        let lost = match queue.try_send(again) {
+                            Ok(()) => None,
+                            Err(mpsc::error::TrySendError::Full(lost)) => {
+                                full.inc();
+                                Some(lost)
+                            }
+                            Err(mpsc::error::TrySendError::Closed(lost)) => Some(lost),
+                        };
+                        if let Some(lost) = lost {
                             let _ = lost.reply.send(Err(Failure::Error));
                         }
                     }

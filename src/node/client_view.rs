@@ -14,7 +14,7 @@ use ractor_cluster::RactorMessage;
 use rand::seq::IndexedRandom;
 
 use super::shared::{NodeShared, RingView};
-use super::wire::{GossipMsg, Payload};
+use super::wire::{GossipDigest, GossipMsg, Payload, Vouched};
 use crate::core::ids::NodeId;
 use crate::core::membership::{Fatal, MemberDigest, Membership};
 use crate::core::ring::Ring;
@@ -117,10 +117,18 @@ impl ViewState {
             return;
         };
         let timeout = Duration::from_millis(self.shared.config.gossip.interval_ms.max(500));
+        // An empty digest only asks: no token is needed for it.
+        let ask = Vouched {
+            token: None,
+            body: GossipDigest {
+                from: self.shared.me.clone(),
+                members: Vec::new(),
+            },
+        };
         tokio::spawn(async move {
             let answer = gossip
                 .call(
-                    |reply| GossipMsg::Exchange(Payload::ok(Vec::new()), reply),
+                    |reply| GossipMsg::Exchange(Payload::ok(ask), reply),
                     Some(timeout),
                 )
                 .await;

@@ -16,9 +16,11 @@ use ractor_cluster::node::{NodeConnectionMode, NodeServerSessionInformation};
 use ractor_cluster::{NodeEventSubscription, NodeServer, NodeServerMessage, RactorMessage};
 use tokio::net::TcpSocket;
 
+use super::origin;
 use super::peers::Role;
 use super::shared::NodeShared;
 use crate::config::MAX_FRAME_BYTES;
+use crate::core::ids::NodeId;
 
 const CONNECT_TICK: Duration = Duration::from_millis(250);
 const FIRST_BACKOFF: Duration = Duration::from_millis(250);
@@ -79,19 +81,17 @@ impl Actor for ClusterActor {
         )
         .with_listen_addr(bind.ip())
         .with_max_inbound_frame_size(MAX_FRAME_BYTES as u64);
+        // A new node server has no sessions: whatever the last one had is gone.
+        shared.sessions.clear();
         let (server, _) = Actor::spawn_linked(None, server, (), myself.get_cell()).await?;
         let _ = server.cast(NodeServerMessage::SubscribeToEvents {
             id: format!("dynamo.cluster@{}", shared.me),
-            subscription: Box::new(SessionEvents(myself.clone())),
+            subscription: Box::new(SessionEvents(myself.clone(), Arc::clone(&shared))),
         });
         for role in Role::ALL {
             pg::monitor(role.group().to_string(), myself.get_cell());
-            for cell in pg::get_members(&role.group().to_string()) {
-                if !cell.get_id().is_local() {
-                    shared.peers.insert(cell);
-                }
-            }
         }
+        admit_remote_actors(&shared);
         myself.send_interval(CONNECT_TICK, || ClusterMsg::ConnectTick);
         Ok(ClusterState {
             shared,
@@ -126,7 +126,11 @@ impl Actor for ClusterActor {
                     tracing::debug!(%addr, error = %e, "dial failed");
                 }
             }
-            ClusterMsg::SessionUp(peer) => tracing::info!(peer = %peer, "cluster session up"),
+            ClusterMsg::SessionUp(peer) => {
+                tracing::info!(peer = %peer, "cluster session up");
+                // Its actors may have synced before the session was known to be ready.
+                admit_remote_actors(&state.shared);
+            }
             ClusterMsg::SessionDown(peer) => tracing::info!(peer = %peer, "cluster session down"),
         }
         Ok(())
@@ -142,9 +146,7 @@ impl Actor for ClusterActor {
             SupervisionEvent::ProcessGroupChanged(change) => match change {
                 pg::GroupChangeMessage::Join(_, _, cells) => {
                     for cell in cells.into_iter().filter(|c| !c.get_id().is_local()) {
-                        if let Some(node) = state.shared.peers.insert(cell) {
-                            tracing::debug!(node = %node, "peer actor joined");
-                        }
+                        origin::admit(&state.shared, cell);
                     }
                 }
                 pg::GroupChangeMessage::Leave(_, _, cells) => {
@@ -257,8 +259,27 @@ async fn dial(
         .map_err(|e| std::io::Error::other(e.to_string()))
 }
 
-/// Forwards session events of the node server to the Cluster actor.
-struct SessionEvents(ActorRef<ClusterMsg>);
+/// Takes every remote actor of our process groups its session vouches for into the registry.
+fn admit_remote_actors(shared: &NodeShared) {
+    for role in Role::ALL {
+        for cell in pg::get_members(&role.group().to_string()) {
+            if !cell.get_id().is_local() {
+                origin::admit(shared, cell);
+            }
+        }
+    }
+}
+
+/// Forwards session events of the node server to the Cluster actor, and records which
+/// session carries which peer.
+struct SessionEvents(ActorRef<ClusterMsg>, Arc<NodeShared>);
+
+/// The node name a session announced (`name@host`).
+fn announced_node(ses: &NodeServerSessionInformation) -> Option<NodeId> {
+    let name = &ses.peer_name.as_ref()?.name;
+    let node = name.split_once('@').map_or(name.as_str(), |(node, _)| node);
+    (!node.is_empty()).then(|| NodeId::new(node))
+}
 
 fn peer_label(ses: &NodeServerSessionInformation) -> String {
     ses.peer_name
@@ -271,12 +292,20 @@ impl NodeEventSubscription for SessionEvents {
     fn node_session_opened(&self, _ses: NodeServerSessionInformation) {}
 
     fn node_session_disconnected(&self, ses: NodeServerSessionInformation) {
+        self.1.sessions.disconnected(ses.node_id);
         let _ = self.0.cast(ClusterMsg::SessionDown(peer_label(&ses)));
     }
 
-    fn node_session_authenticated(&self, _ses: NodeServerSessionInformation) {}
+    fn node_session_authenticated(&self, ses: NodeServerSessionInformation) {
+        if let Some(node) = announced_node(&ses) {
+            self.1.sessions.authenticated(ses.node_id, node);
+        }
+    }
 
     fn node_session_ready(&self, ses: NodeServerSessionInformation) {
+        if let Some(node) = announced_node(&ses) {
+            self.1.sessions.ready(ses.node_id, node);
+        }
         let _ = self.0.cast(ClusterMsg::SessionUp(peer_label(&ses)));
     }
 }

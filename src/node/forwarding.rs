@@ -8,9 +8,11 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use prometheus_client::metrics::counter::Counter;
+
 use super::batch::{BatchAnswer, BatchLimits, BatchSender, PeerLinks};
 use super::peers::Peers;
-use super::replicas::send_batch;
+use super::replicas::{LINK_QUEUE, send_batch};
 use super::wire::{CoordinatorMsg, ForwardedWrite, Payload};
 use crate::api::{ClientError, Context};
 use crate::config::MAX_FRAME_BYTES;
@@ -21,6 +23,7 @@ use crate::core::quorum::Failure;
 pub const FORWARD_BATCH: BatchLimits = BatchLimits {
     max_requests: 128,
     max_bytes: MAX_FRAME_BYTES / 4,
+    max_queued: LINK_QUEUE,
 };
 
 /// The batching links to every peer's Coordinator, made on first use.
@@ -30,11 +33,12 @@ pub struct ForwardLinks {
 }
 
 impl ForwardLinks {
-    /// Links that find each peer's Coordinator in `peers` when they send.
-    pub fn new(peers: Arc<Peers>) -> Self {
+    /// Links that find each peer's Coordinator in `peers` when they send; `full` counts the
+    /// writes a full link queue refused.
+    pub fn new(peers: Arc<Peers>, full: Counter) -> Self {
         ForwardLinks {
             peers,
-            links: PeerLinks::new(FORWARD_BATCH),
+            links: PeerLinks::new(FORWARD_BATCH, full),
         }
     }
 

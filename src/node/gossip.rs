@@ -12,9 +12,10 @@ use std::time::Duration;
 
 use ractor::{Actor, ActorProcessingErr, ActorRef, pg};
 
+use super::origin;
 use super::peers::Role;
 use super::shared::NodeShared;
-use super::wire::{GossipMsg, Payload};
+use super::wire::{GossipDigest, GossipMsg, Payload, Vouched};
 use crate::core::ids::NodeId;
 use crate::core::membership::{
     HandoffProgress, MemberDigest, Membership, MergeReport, RingStatus, Status,
@@ -53,11 +54,34 @@ impl Actor for GossipActor {
     ) -> Result<(), ActorProcessingErr> {
         match msg {
             GossipMsg::Tick(_) => round(shared, myself),
-            GossipMsg::Exchange(Payload(digest), reply) => {
-                if let Ok(digest) = digest {
-                    merge(shared, &digest);
+            GossipMsg::Exchange(Payload(exchange), reply) => {
+                // An empty digest only asks for ours (native clients do): nothing to vouch for.
+                // A digest is believed only from the session of the sender it names; its
+                // entries about other members are relayed on that sender's word.
+                if let Ok(Vouched { token, body }) = exchange
+                    && !body.members.is_empty()
+                {
+                    if !origin::vouched(shared, "gossip", &body.from, token.as_ref()) {
+                        let _ = reply.send(Payload::err("sender not vouched for by its session"));
+                        return Ok(());
+                    }
+                    merge(shared, &body.members);
                 }
                 let _ = reply.send(Payload::ok(shared.membership.load().digest()));
+            }
+            GossipMsg::Offer(Payload(offer)) => {
+                if let Ok(offer) = offer {
+                    origin::on_offer(shared, offer);
+                }
+            }
+            GossipMsg::Confirm(Payload(ask), reply) => {
+                let issued = ask.is_ok_and(|ask| origin::on_confirm(shared, &ask));
+                let _ = reply.send(Payload::ok(issued));
+            }
+            GossipMsg::Resend(Payload(peer)) => {
+                if let Ok(peer) = peer {
+                    origin::on_resend(shared, &peer);
+                }
             }
         }
         Ok(())
@@ -65,7 +89,7 @@ impl Actor for GossipActor {
 }
 
 /// One round: heartbeat, failure detection, the end of a drain, and an exchange with a peer.
-fn round(shared: &Arc<NodeShared>, myself: ActorRef<GossipMsg>) {
+fn round(shared: &Arc<NodeShared>, _myself: ActorRef<GossipMsg>) {
     let now = shared.mono_ms();
     let progress = handoff_progress(shared);
     let drained = drained(shared);
@@ -88,24 +112,36 @@ fn round(shared: &Arc<NodeShared>, myself: ActorRef<GossipMsg>) {
         tracing::info!(node = %shared.me, "every key handed off: this node has left the cluster and can be stopped");
     }
     observe(shared);
+    origin::ask_missing_tokens(shared);
     let membership = shared.membership.load();
     let Some(peer) = membership.pick_gossip_peer(&shared.peers.nodes(), &mut rand::rng()) else {
         return;
     };
-    let Some(target) = shared.peers.gossip(&peer) else {
+    let (Some(target), Some(token)) = (shared.peers.gossip(&peer), shared.sessions.held(&peer))
+    else {
+        // No token from that peer yet: it would refuse our digest; a later round sends it.
         return;
     };
     let timeout = Duration::from_millis(shared.config.gossip.interval_ms.max(100));
-    // The exchange runs off the handler; its answer comes back as a message.
+    let exchange = Vouched {
+        token: Some(token),
+        body: GossipDigest {
+            from: shared.me.clone(),
+            members: digest,
+        },
+    };
+    // The exchange runs off the handler. The answer comes from the peer's own session (the
+    // registry is checked), so it is merged as it is.
+    let shared = Arc::clone(shared);
     tokio::spawn(async move {
         let answer = target
             .call(
-                |reply| GossipMsg::Exchange(Payload::ok(digest), reply),
+                |reply| GossipMsg::Exchange(Payload::ok(exchange), reply),
                 Some(timeout),
             )
             .await;
         if let Ok(ractor::rpc::CallResult::Success(Payload(Ok(theirs)))) = answer {
-            let _ = myself.cast(GossipMsg::Exchange(Payload::ok(theirs), dropped_port()));
+            merge(&shared, &theirs);
         }
     });
 }
@@ -222,10 +258,4 @@ fn ring_label(ring: RingStatus) -> &'static str {
         RingStatus::Left => "left",
         RingStatus::Removed => "removed",
     }
-}
-
-/// A reply port whose answer nobody awaits: a pushed digest needs no answer.
-fn dropped_port() -> ractor::RpcReplyPort<Payload<Vec<MemberDigest>>> {
-    let (tx, _rx) = ractor::concurrency::oneshot();
-    tx.into()
 }

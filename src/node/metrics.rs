@@ -45,6 +45,23 @@ pub struct RoundLabels {
     pub outcome: &'static str,
 }
 
+/// Labels of a message dropped because it claimed a sender its session does not carry.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ForgedLabels {
+    /// actor (a remote actor named for another node), gossip, anti_entropy or purge.
+    pub kind: &'static str,
+}
+
+/// The kinds of [`ForgedLabels`], all exported from the start.
+pub const FORGED_KINDS: [&str; 4] = ["actor", "gossip", "anti_entropy", "purge"];
+
+/// Labels naming a per-peer link.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct LinkLabels {
+    /// storage (replica reads and writes) or coordinator (forwarded writes).
+    pub link: &'static str,
+}
+
 /// The durable engine's figures, as read at the last scrape.
 #[derive(Debug, Default)]
 struct DiskFigures {
@@ -141,6 +158,11 @@ pub struct Metrics {
     pub anti_entropy_rounds: Family<RoundLabels, Counter>,
     /// Keys whose tombstones this node purged.
     pub tombstones_purged: Counter,
+    /// Messages and remote actors dropped because they claimed another sender than their
+    /// session's peer, by kind.
+    pub forged: Family<ForgedLabels, Counter>,
+    /// Requests refused at once because a per-peer link's queue was full, by link.
+    pub link_queue_full: Family<LinkLabels, Counter>,
     /// What the disk collector exports, set by [`Metrics::observe`].
     disk: Arc<DiskFigures>,
 }
@@ -172,6 +194,8 @@ impl Default for Metrics {
             anti_entropy_keys_repaired: Counter::default(),
             anti_entropy_rounds: Family::default(),
             tombstones_purged: Counter::default(),
+            forged: Family::default(),
+            link_queue_full: Family::default(),
             disk: Arc::default(),
             registry: Registry::default(),
         };
@@ -285,12 +309,40 @@ impl Default for Metrics {
             "Keys whose tombstones were purged here",
             m.tombstones_purged.clone(),
         );
+        for kind in FORGED_KINDS {
+            let _ = m.forged.get_or_create(&ForgedLabels { kind });
+        }
+        registry.register(
+            "forged_messages",
+            "Messages and remote actors dropped for claiming another sender than their session's peer",
+            m.forged.clone(),
+        );
+        for link in ["storage", "coordinator"] {
+            let _ = m.link_queue_full.get_or_create(&LinkLabels { link });
+        }
+        registry.register(
+            "link_queue_full",
+            "Requests refused at once because a per-peer link's queue was full",
+            m.link_queue_full.clone(),
+        );
         registry.register_collector(Box::new(DiskCollector(m.disk.clone())));
         Metrics { registry, ..m }
     }
 }
 
 impl Metrics {
+    /// Counts one forged message or actor of `kind` (one of [`FORGED_KINDS`]).
+    pub fn forged(&self, kind: &'static str) {
+        self.forged.get_or_create(&ForgedLabels { kind }).inc();
+    }
+
+    /// The counter of requests refused by full queues of the `link` links.
+    pub fn link_queue_full(&self, link: &'static str) -> Counter {
+        self.link_queue_full
+            .get_or_create(&LinkLabels { link })
+            .clone()
+    }
+
     /// Sets the gauges that are read at scrape time: the store's size, the hints, the process
     /// memory, and for a durable engine its size on disk and its fsyncs.
     pub fn observe(&self, store: &Store, hints: &HintStore) {

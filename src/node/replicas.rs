@@ -7,6 +7,7 @@ use std::future::{Future, ready};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use prometheus_client::metrics::counter::Counter;
 use ractor::{ActorRef, RpcReplyPort};
 
 use super::batch::{BatchAnswer, BatchError, BatchLimits, BatchSender, Link, PeerLinks};
@@ -23,7 +24,13 @@ use crate::core::version::VersionSet;
 pub const STORAGE_BATCH: BatchLimits = BatchLimits {
     max_requests: 128,
     max_bytes: MAX_FRAME_BYTES / 4,
+    max_queued: LINK_QUEUE,
 };
+
+/// Requests one per-peer link holds waiting to be sent; more fail at once. The link's task
+/// sends without waiting for answers, so a queue this long means a peer far behind (32 full
+/// batches): a failed replica then costs less than memory that grows until the node dies.
+pub const LINK_QUEUE: usize = 4096;
 
 /// Largest answer a Storage actor puts into one reply (by the replies' size bounds); it
 /// leaves the rest of a batch out, for the sender to ask again.
@@ -36,11 +43,12 @@ pub struct ReplicaLinks {
 }
 
 impl ReplicaLinks {
-    /// Links that find each peer's Storage actor in `peers` when they send.
-    pub fn new(peers: Arc<Peers>) -> Self {
+    /// Links that find each peer's Storage actor in `peers` when they send; `full` counts the
+    /// requests a full link queue refused.
+    pub fn new(peers: Arc<Peers>, full: Counter) -> Self {
         ReplicaLinks {
             peers,
-            links: PeerLinks::new(STORAGE_BATCH),
+            links: PeerLinks::new(STORAGE_BATCH, full),
         }
     }
 

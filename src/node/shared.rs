@@ -18,6 +18,7 @@ use super::metrics::Metrics;
 use super::peers::Peers;
 use super::replicas::ReplicaLinks;
 use super::ring_actor::RingMsg;
+use super::sessions::Sessions;
 use crate::config::{Fsync, MAX_SET_BYTES, MAX_SET_VERSIONS, NodeConfig, QuorumConfig};
 use crate::core::engine::EngineError;
 use crate::core::handoff::Handoff;
@@ -70,6 +71,8 @@ pub struct NodeShared {
     pub membership: ArcSwap<Membership>,
     /// Connected peers' actors.
     pub peers: Arc<Peers>,
+    /// Which session carries which peer, and the tokens that vouch for senders.
+    pub sessions: Sessions,
     /// Batched reads and writes to peers' Storage actors.
     pub replicas: ReplicaLinks,
     /// Batching links to peers' coordinators, for forwarded writes.
@@ -152,6 +155,7 @@ impl NodeShared {
         });
         let ack_after_sync = store.engine().durable() && config.fsync == Fsync::Always;
         let (fatal, _) = watch::channel(None);
+        let metrics = Metrics::default();
         Ok(Arc::new(NodeShared {
             store,
             ack_after_sync,
@@ -163,10 +167,11 @@ impl NodeShared {
             ring: ArcSwap::from_pointee(RingView::default()),
             membership: ArcSwap::from_pointee(membership.clone()),
             membership_owner: Mutex::new(membership),
-            replicas: ReplicaLinks::new(Arc::clone(&peers)),
-            forwards: ForwardLinks::new(Arc::clone(&peers)),
+            replicas: ReplicaLinks::new(Arc::clone(&peers), metrics.link_queue_full("storage")),
+            forwards: ForwardLinks::new(Arc::clone(&peers), metrics.link_queue_full("coordinator")),
             peers,
-            metrics: Metrics::default(),
+            sessions: Sessions::default(),
+            metrics,
             anti_entropy: AntiEntropyShared::default(),
             storing,
             fatal,

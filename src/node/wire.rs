@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::api::{ClientError, Context};
 use crate::core::anti_entropy::{AeReply, AeRequest};
-use crate::core::ids::{ActorId, Key};
+use crate::core::ids::{ActorId, Key, NodeId};
 use crate::core::membership::MemberDigest;
 use crate::core::version::VersionSet;
 
@@ -139,17 +139,55 @@ pub enum StorageMsg {
     ),
 }
 
+pub use super::sessions::SessionToken;
+
+/// A message that claims a sender, with the token the receiver issued to that sender's
+/// session (see `node::sessions`): without the right one, the claim is not believed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Vouched<T> {
+    /// The token the receiver issued to the claimed sender's current session.
+    pub token: Option<SessionToken>,
+    /// The message, naming its sender.
+    pub body: T,
+}
+
+/// A gossip exchange: the sender and its membership digest.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GossipDigest {
+    /// The claimed sender.
+    pub from: NodeId,
+    /// Its digest; empty when it only asks for ours (a native client), which needs no token.
+    pub members: Vec<MemberDigest>,
+}
+
+/// A session token: issued by `from` to the receiver (an offer), or shown back to the node
+/// that issued it by `from` (a confirmation).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TokenOffer {
+    /// The node that issued the token (an offer) or holds it (a confirmation).
+    pub from: NodeId,
+    /// The token.
+    pub token: SessionToken,
+}
+
 /// Messages of a node's Gossip actor.
 #[derive(RactorClusterMessage)]
 pub enum GossipMsg {
     /// A peer's membership digest; the reply is ours.
     #[rpc]
     Exchange(
-        Payload<Vec<MemberDigest>>,
+        Payload<Vouched<GossipDigest>>,
         RpcReplyPort<Payload<Vec<MemberDigest>>>,
     ),
     /// Time for a gossip round (sent by the actor's own timer).
     Tick(Payload<()>),
+    /// A peer's token for this node's session with it, to be confirmed before use.
+    Offer(Payload<TokenOffer>),
+    /// A peer asks whether this node issued it this token; the reply says.
+    #[rpc]
+    Confirm(Payload<TokenOffer>, RpcReplyPort<Payload<bool>>),
+    /// A peer holds no token of this node yet and asks for it to be offered again.
+    Resend(Payload<NodeId>),
 }
 
 /// A write forwarded to a node that may coordinate it.
@@ -225,7 +263,7 @@ pub enum CoordinatorMsg {
 pub enum AntiEntropyMsg {
     /// A step of a peer's anti-entropy round or tombstone purge; the reply is this node's.
     #[rpc]
-    Request(Payload<AeRequest>, RpcReplyPort<Payload<AeReply>>),
+    Request(Payload<Vouched<AeRequest>>, RpcReplyPort<Payload<AeReply>>),
     /// Time for a round and a purge pass (sent by the actor's own timer).
     Tick(Payload<()>),
     /// This node's round ended (sent by the task that ran it).

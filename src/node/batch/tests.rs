@@ -1,6 +1,7 @@
 use std::time::{Duration, Instant};
 
 use futures::future::join_all;
+use prometheus_client::metrics::counter::Counter;
 use tokio::sync::{mpsc, oneshot};
 
 use super::*;
@@ -29,12 +30,16 @@ impl BatchSender for FakePeer {
 
 fn link(limits: BatchLimits) -> (Link<FakePeer>, mpsc::UnboundedReceiver<(Vec<u32>, Answer)>) {
     let (batches, rx) = mpsc::unbounded_channel();
-    (Link::spawn(FakePeer { batches }, limits), rx)
+    (
+        Link::spawn(FakePeer { batches }, limits, Counter::default()),
+        rx,
+    )
 }
 
 const ROOMY: BatchLimits = BatchLimits {
     max_requests: 100,
     max_bytes: 1 << 20,
+    max_queued: 1000,
 };
 
 fn soon() -> Instant {
@@ -78,8 +83,8 @@ async fn queued_requests_are_cut_into_batches_by_count_and_each_caller_gets_its_
 #[tokio::test]
 async fn batches_are_cut_by_bytes_and_an_oversized_request_goes_alone() {
     let (link, rx) = link(BatchLimits {
-        max_requests: 100,
         max_bytes: 25,
+        ..ROOMY
     });
     let sizes = [10, 10, 10, 100, 10, 10];
     let calls: Vec<_> = sizes
@@ -236,4 +241,32 @@ fn a_link_whose_runtime_ended_says_so() {
         second.block_on(link.call(1, 1, soon())),
         Err(Failure::Error)
     );
+}
+
+#[tokio::test]
+async fn a_full_queue_fails_the_request_at_once_and_counts_it() {
+    let (batches, mut rx) = mpsc::unbounded_channel();
+    let full = Counter::default();
+    let limits = BatchLimits {
+        max_requests: 1,
+        max_queued: 2,
+        ..ROOMY
+    };
+    let link = Link::spawn(FakePeer { batches }, limits, full.clone());
+    // The first request is taken by the link's task and held unanswered by the peer.
+    let first = link.call(1, 1, soon());
+    let (sent, answer) = rx.recv().await.unwrap();
+    assert_eq!(sent, vec![1]);
+    // While the link's task is busy, two requests fill the queue: the third one fails.
+    let queued: Vec<_> = (2..=3).map(|r| link.call(r, 1, soon())).collect();
+    let started = Instant::now();
+    assert_eq!(link.call(4, 1, soon()).await, Err(Failure::Error));
+    assert!(started.elapsed() < Duration::from_secs(1), "failed at once");
+    assert_eq!(full.get(), 1);
+    let _ = answer.send(Ok(vec![10]));
+    assert_eq!(first.await, Ok(10));
+    let answers = answer_all(rx);
+    assert_eq!(join_all(queued).await, vec![Ok(20), Ok(30)]);
+    drop(link);
+    answers.await.unwrap();
 }
