@@ -140,7 +140,12 @@ impl Default for FuzzService {
 }
 
 impl FuzzService {
-    fn write(&self, key: Key, value: Option<Bytes>, context: Option<Context>) -> Result<Context, ClientError> {
+    fn write(
+        &self,
+        key: Key,
+        value: Option<Bytes>,
+        context: Option<Context>,
+    ) -> Result<Context, ClientError> {
         let context = context.unwrap_or_default();
         let written = self.store.coordinate(&key, context.clock(), value, 1)?;
         Ok(Context::from_clock(written.answer))

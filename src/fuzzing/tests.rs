@@ -107,13 +107,16 @@ fn key_strategy() -> impl Strategy<Value = Key> {
 fn batch_strategy() -> impl Strategy<Value = Vec<ReplicaRequest>> {
     let request = prop_oneof![
         key_strategy().prop_map(ReplicaRequest::Get),
-        (key_strategy(), set_strategy(), proptest::option::of("fz-[a-c]")).prop_map(
-            |(key, versions, hint_for)| ReplicaRequest::Put(ReplicaPut {
+        (
+            key_strategy(),
+            set_strategy(),
+            proptest::option::of("fz-[a-c]")
+        )
+            .prop_map(|(key, versions, hint_for)| ReplicaRequest::Put(ReplicaPut {
                 key,
                 versions,
                 hint_for: hint_for.map(NodeId::new),
-            })
-        ),
+            })),
     ];
     proptest::collection::vec(request, 0..4)
 }
@@ -125,7 +128,11 @@ fn member_strategy() -> impl Strategy<Value = MemberDigest> {
         0u64..5,
         0u64..3,
         0usize..5,
-        prop_oneof![Just(Status::Alive), Just(Status::Suspect), Just(Status::Dead)],
+        prop_oneof![
+            Just(Status::Alive),
+            Just(Status::Suspect),
+            Just(Status::Dead)
+        ],
         1u32..5,
     )
         .prop_map(|(node, vnodes, heartbeat, incarnation, ring, status, n)| {
@@ -171,7 +178,10 @@ fn round_messages() -> (Vec<AeRequest>, Vec<AeReply>) {
             _ => break,
         }
     }
-    assert!(replies.len() >= 3, "the round went past its root: {replies:?}");
+    assert!(
+        replies.len() >= 3,
+        "the round went past its root: {replies:?}"
+    );
     (requests, replies)
 }
 

@@ -74,7 +74,10 @@ pub fn replica_batch(data: &[u8]) {
         let replies = replica.serve(requests.clone(), 1 << 20);
         assert!(!replies.is_empty() || requests.is_empty());
         let frame = Payload::ok(replies.clone()).into_bytes();
-        assert_eq!(Payload::<Vec<ReplicaReply>>::from_bytes(frame).0, Ok(replies));
+        assert_eq!(
+            Payload::<Vec<ReplicaReply>>::from_bytes(frame).0,
+            Ok(replies)
+        );
     }
 }
 
