@@ -772,6 +772,10 @@ pub(crate) mod tests {
         let started = std::time::Instant::now();
         let decoded: VClock = postcard::from_bytes(&bytes).unwrap();
         assert_eq!(decoded.exact_len(), 200_000);
-        assert!(started.elapsed() < std::time::Duration::from_secs(5), "{:?}", started.elapsed());
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(5),
+            "{:?}",
+            started.elapsed()
+        );
     }
 }

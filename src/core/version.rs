@@ -196,8 +196,7 @@ impl VersionSet {
         if !sorted {
             return None;
         }
-        if versions.len() > 1 && VersionSet::from_versions(versions.clone()).versions != versions
-        {
+        if versions.len() > 1 && VersionSet::from_versions(versions.clone()).versions != versions {
             return None;
         }
         Some(VersionSet { versions })
