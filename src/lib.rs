@@ -8,6 +8,8 @@ pub mod bench;
 pub mod cli;
 pub mod config;
 pub mod core;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod http;
 pub mod node;
 pub mod process;

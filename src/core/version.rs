@@ -188,6 +188,26 @@ impl VersionSet {
         set
     }
 
+    /// A set of `versions` read back from storage: `None` unless they are exactly a set as
+    /// this type keeps it (a damaged record that still matches its checksum must not pass
+    /// as one). A lone version is always such a set; siblings are checked by a merge.
+    pub fn from_stored(versions: Vec<Version>) -> Option<Self> {
+        let sorted = versions.windows(2).all(|pair| pair[0].dot < pair[1].dot);
+        if !sorted {
+            return None;
+        }
+        if versions.len() > 1 && VersionSet::from_versions(versions.clone()).versions != versions {
+            return None;
+        }
+        Some(VersionSet { versions })
+    }
+
+    /// A "set" of exactly `versions`, invariants unchecked: for tests that need a damaged one.
+    #[cfg(test)]
+    pub(crate) fn unchecked_for_tests(versions: Vec<Version>) -> Self {
+        VersionSet { versions }
+    }
+
     /// The surviving versions, sorted by dot.
     pub fn versions(&self) -> &[Version] {
         &self.versions

@@ -28,21 +28,38 @@ impl DiskHints {
         let mut hints = Vec::new();
         for item in self.keyspace.iter() {
             let (id, bytes) = item.into_inner().map_err(|e| format!("{e:?}"))?;
-            let id = <[u8; 8]>::try_from(id.as_ref())
-                .map(u64::from_be_bytes)
-                .map_err(|_| "a hint key is not an id".to_string())?;
-            let (owner, key, versions, created_at_ms): (NodeId, Vec<u8>, VersionSet, u64) =
-                postcard::from_bytes(&bytes).map_err(|e| format!("hint {id} is corrupt: {e}"))?;
-            hints.push(Hint {
-                id: HintId(id),
-                owner,
-                key: Bytes::from(key),
-                versions,
-                created_at_ms,
-            });
+            hints.push(decode(&id, &bytes)?);
         }
         Ok(hints)
     }
+}
+
+/// A hint from its journal key and record.
+pub(crate) fn decode(id: &[u8], bytes: &[u8]) -> Result<Hint, String> {
+    let id = <[u8; 8]>::try_from(id)
+        .map(u64::from_be_bytes)
+        .map_err(|_| "a hint key is not an id".to_string())?;
+    let (owner, key, versions, created_at_ms): (NodeId, Vec<u8>, VersionSet, u64) =
+        postcard::from_bytes(bytes).map_err(|e| format!("hint {id} is corrupt: {e}"))?;
+    Ok(Hint {
+        id: HintId(id),
+        owner,
+        key: Bytes::from(key),
+        versions,
+        created_at_ms,
+    })
+}
+
+/// The journal key and record of `hint`.
+pub(crate) fn encode(hint: &Hint) -> Result<([u8; 8], Vec<u8>), String> {
+    let record = (
+        &hint.owner,
+        hint.key.as_ref(),
+        &hint.versions,
+        hint.created_at_ms,
+    );
+    let bytes = postcard::to_allocvec(&record).map_err(|e| e.to_string())?;
+    Ok((hint.id.0.to_be_bytes(), bytes))
 }
 
 impl HintJournal for DiskHints {
@@ -50,15 +67,9 @@ impl HintJournal for DiskHints {
         if self.full.load(Ordering::Relaxed) {
             return Err("the disk is full".into());
         }
-        let record = (
-            &hint.owner,
-            hint.key.as_ref(),
-            &hint.versions,
-            hint.created_at_ms,
-        );
-        let bytes = postcard::to_allocvec(&record).map_err(|e| e.to_string())?;
+        let (id, bytes) = encode(hint)?;
         self.keyspace
-            .insert(hint.id.0.to_be_bytes(), bytes)
+            .insert(id, bytes)
             .map_err(|e| format!("{e:?}"))
     }
 

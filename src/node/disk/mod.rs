@@ -14,10 +14,10 @@
 //! reserve free, before the engine itself runs out of space and stops writing for good.
 
 mod group_commit;
-mod hints;
+pub(crate) mod hints;
 mod journal_sync;
-mod record;
-mod status;
+pub(crate) mod record;
+pub(crate) mod status;
 #[cfg(test)]
 mod tests;
 

@@ -58,7 +58,8 @@ pub fn decode(bytes: &[u8]) -> Result<(u64, VersionSet), EngineError> {
     let summary = summary(bytes)?;
     let versions: Vec<Version> =
         postcard::from_bytes(&bytes[HEADER..]).map_err(|e| corrupt(&e.to_string()))?;
-    let set = VersionSet::from_canonical(versions);
+    let set = VersionSet::from_stored(versions)
+        .ok_or_else(|| corrupt("versions that are not a stored set"))?;
     if set.is_empty() || set.digest() != summary.digest {
         return Err(corrupt("a record whose set does not match its digest"));
     }

@@ -86,7 +86,7 @@ impl StatusFile {
 }
 
 // `[magic][checksum of the body: u64 LE][body: postcard of the entries]`.
-fn encode(entries: &BTreeMap<String, Bytes>) -> Vec<u8> {
+pub(crate) fn encode(entries: &BTreeMap<String, Bytes>) -> Vec<u8> {
     // Strings and byte strings: no failure case.
     let body = postcard::to_allocvec(entries).unwrap_or_default();
     let mut out = Vec::with_capacity(16 + body.len());
@@ -96,7 +96,8 @@ fn encode(entries: &BTreeMap<String, Bytes>) -> Vec<u8> {
     out
 }
 
-fn decode(bytes: &[u8]) -> Option<BTreeMap<String, Bytes>> {
+/// The entries of a status file's bytes; `None` when they are damaged.
+pub(crate) fn decode(bytes: &[u8]) -> Option<BTreeMap<String, Bytes>> {
     let (magic, rest) = bytes.split_at_checked(MAGIC.len())?;
     let (checksum, body) = rest.split_at_checked(8)?;
     if magic != MAGIC || xxh3_64(body).to_le_bytes() != checksum {
