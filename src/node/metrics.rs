@@ -141,6 +141,9 @@ pub struct Metrics {
     pub anti_entropy_rounds: Family<RoundLabels, Counter>,
     /// Keys whose tombstones this node purged.
     pub tombstones_purged: Counter,
+    /// Cluster sessions closed because the peer's TLS certificate is not for the node name
+    /// it announced.
+    pub tls_name_mismatches: Counter,
     /// What the disk collector exports, set by [`Metrics::observe`].
     disk: Arc<DiskFigures>,
 }
@@ -172,6 +175,7 @@ impl Default for Metrics {
             anti_entropy_keys_repaired: Counter::default(),
             anti_entropy_rounds: Family::default(),
             tombstones_purged: Counter::default(),
+            tls_name_mismatches: Counter::default(),
             disk: Arc::default(),
             registry: Registry::default(),
         };
@@ -284,6 +288,11 @@ impl Default for Metrics {
             "tombstones_purged",
             "Keys whose tombstones were purged here",
             m.tombstones_purged.clone(),
+        );
+        registry.register(
+            "tls_name_mismatches",
+            "Cluster sessions closed because the peer's certificate is not for the name it announced",
+            m.tls_name_mismatches.clone(),
         );
         registry.register_collector(Box::new(DiskCollector(m.disk.clone())));
         Metrics { registry, ..m }
