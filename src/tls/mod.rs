@@ -18,6 +18,8 @@ use std::time::Duration;
 
 use tokio::net::TcpStream;
 use tokio_rustls::rustls::pki_types::ServerName;
+#[cfg(test)]
+use tokio_rustls::rustls::pki_types::{CertificateDer, pem::PemObject};
 use tokio_rustls::rustls::{ClientConfig, ServerConfig};
 use tokio_rustls::{TlsAcceptor, TlsConnector, client, server};
 
@@ -193,3 +195,6 @@ fn install_provider() {
         let _ = tokio_rustls::rustls::crypto::aws_lc_rs::default_provider().install_default();
     });
 }
+
+#[cfg(test)]
+mod tests;
