@@ -33,7 +33,10 @@ impl TestCa {
         let key = KeyPair::generate().expect("CA key");
         let mut params = CertificateParams::new(Vec::<String>::new()).expect("CA params");
         params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::DigitalSignature];
+        params.key_usages = vec![
+            KeyUsagePurpose::KeyCertSign,
+            KeyUsagePurpose::DigitalSignature,
+        ];
         params
             .distinguished_name
             .push(rcgen::DnType::CommonName, common_name);
@@ -53,7 +56,9 @@ impl TestCa {
             ExtendedKeyUsagePurpose::ServerAuth,
             ExtendedKeyUsagePurpose::ClientAuth,
         ];
-        let cert = params.signed_by(&key, &self.issuer).expect("node certificate");
+        let cert = params
+            .signed_by(&key, &self.issuer)
+            .expect("node certificate");
         let write = |name: String, text: &str| -> PathBuf {
             let path = dir.join(name);
             std::fs::write(&path, text).expect("write a PEM file");
@@ -96,7 +101,11 @@ async fn a_tls_cluster_serves_and_heals_and_keeps_impostors_and_plaintext_nodes_
         .await
         .expect("a write at W = 3");
     for i in 1..=3 {
-        let read = cluster.client(i).get(b"tls-key", Some(3)).await.expect("a read at R = 3");
+        let read = cluster
+            .client(i)
+            .get(b"tls-key", Some(3))
+            .await
+            .expect("a read at R = 3");
         assert!(
             matches!(&read, dynamo_node::api::GetResult::Value { value: v, .. } if *v == value),
             "n{i}: {read:?}"
@@ -105,18 +114,32 @@ async fn a_tls_cluster_serves_and_heals_and_keeps_impostors_and_plaintext_nodes_
 
     // (a) A partition is detected and heals: the sessions come back through TLS.
     cluster.partition(&[&[1], &[2, 3]]);
-    cluster.wait_status(&[2, 3], 1, Status::Suspect, VIEW_CHANGE).await;
+    cluster
+        .wait_status(&[2, 3], 1, Status::Suspect, VIEW_CHANGE)
+        .await;
     cluster.heal();
-    cluster.processes().wait_converged(REJOIN).await.expect("rejoin after the heal");
+    cluster
+        .processes()
+        .wait_converged(REJOIN)
+        .await
+        .expect("rejoin after the heal");
 
     // (b) A certificate of another CA, (c) a valid certificate for another node's name,
     // (d) no TLS at all: each intruder is seeded with every member and keeps dialling.
     let other_ca = TestCa::new("another CA");
     let foreign = other_ca.issue(dir.path(), "n4", "n4");
-    cluster.processes().add_node(foreign).await.expect("n4 starts");
+    cluster
+        .processes()
+        .add_node(foreign)
+        .await
+        .expect("n4 starts");
     let mut impostor = ca.issue(dir.path(), "n5-as-n1", "n1");
     impostor.push("--tls-impostor".into());
-    cluster.processes().add_node(impostor).await.expect("n5 starts");
+    cluster
+        .processes()
+        .add_node(impostor)
+        .await
+        .expect("n5 starts");
     cluster
         .processes()
         .add_node(Vec::<String>::new())
@@ -124,13 +147,20 @@ async fn a_tls_cluster_serves_and_heals_and_keeps_impostors_and_plaintext_nodes_
         .expect("n6 starts");
 
     // The impostor's sessions are refused by name once they authenticate.
-    wait_until(VIEW_CHANGE, "a member refused the impostor by name", || async {
-        let mut refused = 0.0;
-        for i in 1..=3 {
-            refused += cluster.metric(i, "dynamo_tls_name_mismatches_total").await.unwrap_or(0.0);
-        }
-        refused > 0.0
-    })
+    wait_until(
+        VIEW_CHANGE,
+        "a member refused the impostor by name",
+        || async {
+            let mut refused = 0.0;
+            for i in 1..=3 {
+                refused += cluster
+                    .metric(i, "dynamo_tls_name_mismatches_total")
+                    .await
+                    .unwrap_or(0.0);
+            }
+            refused > 0.0
+        },
+    )
     .await;
     let honest = vec!["n1".to_string(), "n2".to_string(), "n3".to_string()];
     let started = std::time::Instant::now();
@@ -139,12 +169,18 @@ async fn a_tls_cluster_serves_and_heals_and_keeps_impostors_and_plaintext_nodes_
             let members = cluster.client(i).members().await.expect("members");
             assert_eq!(member_names(&members), honest, "n{i} lists an intruder");
             assert!(
-                members.iter().all(|m| m.status == Status::Alive && m.connected),
+                members
+                    .iter()
+                    .all(|m| m.status == Status::Alive && m.connected),
                 "n{i}: {members:?}"
             );
         }
         for i in 4..=6 {
-            let members = cluster.client(i).members().await.expect("intruder's members");
+            let members = cluster
+                .client(i)
+                .members()
+                .await
+                .expect("intruder's members");
             let own = format!("n{i}");
             assert!(
                 members.iter().all(|m| m.node == own || !m.connected),

@@ -411,10 +411,25 @@ mod tests {
     #[test]
     fn seeds_are_ip_or_dns_name_with_a_port() {
         let mut argv = BASE.to_vec();
-        argv.extend(["--seed", "dynamo-0.dynamo.default.svc:7000", "--seed", "[::1]:7000"]);
+        argv.extend([
+            "--seed",
+            "dynamo-0.dynamo.default.svc:7000",
+            "--seed",
+            "[::1]:7000",
+        ]);
         let config = start(&argv).unwrap().to_config().unwrap();
-        assert_eq!(config.seeds, ["dynamo-0.dynamo.default.svc:7000", "[::1]:7000"]);
-        for bad in ["dynamo-0", "host:0", ":7000", "host:port", "a b:7000", "h/x:1"] {
+        assert_eq!(
+            config.seeds,
+            ["dynamo-0.dynamo.default.svc:7000", "[::1]:7000"]
+        );
+        for bad in [
+            "dynamo-0",
+            "host:0",
+            ":7000",
+            "host:port",
+            "a b:7000",
+            "h/x:1",
+        ] {
             let mut argv = BASE.to_vec();
             argv.extend(["--seed", bad]);
             let err = start(&argv).unwrap_err();
@@ -430,10 +445,19 @@ mod tests {
         let err = start(&argv).unwrap().to_config().unwrap_err();
         assert_eq!(err.exit_code(), 2);
         assert!(err.to_string().contains("--tls-key is missing"), "{err}");
-        argv.extend(["--tls-key", "/nonexistent/n1.key", "--tls-ca", "/nonexistent/ca.crt"]);
+        argv.extend([
+            "--tls-key",
+            "/nonexistent/n1.key",
+            "--tls-ca",
+            "/nonexistent/ca.crt",
+        ]);
         let err = start(&argv).unwrap().to_config().unwrap_err();
         assert_eq!(err.exit_code(), 2);
-        assert!(err.to_string().starts_with("--tls-cert /nonexistent/n1.crt"), "{err}");
+        assert!(
+            err.to_string()
+                .starts_with("--tls-cert /nonexistent/n1.crt"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -139,7 +139,9 @@ impl Actor for ClusterActor {
         });
         // Started after the subscription, so that no session authenticates unchecked.
         let listener = match (&tls, our_listener) {
-            (Some(t), Some(listener)) => Some(tokio::spawn(t.clone().serve(listener, server.clone()))),
+            (Some(t), Some(listener)) => {
+                Some(tokio::spawn(t.clone().serve(listener, server.clone())))
+            }
             _ => None,
         };
         for role in Role::ALL {
@@ -266,7 +268,8 @@ impl ClusterState {
         }
         for (target, first) in wanted {
             let key = target.key();
-            let is_me = matches!(&target, Target::Member { addr, .. } if *addr == self.shared.config.bind);
+            let is_me =
+                matches!(&target, Target::Member { addr, .. } if *addr == self.shared.config.bind);
             if is_me || self.dialing.contains(&key) {
                 continue;
             }
@@ -311,7 +314,9 @@ impl Dialer {
         let addrs = tokio::time::timeout(DIAL_TIMEOUT, tokio::net::lookup_host(seed.as_str()))
             .await
             .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "lookup timed out"))??;
-        let mut last = Err(std::io::Error::other(format!("{seed} resolves to no address")));
+        let mut last = Err(std::io::Error::other(format!(
+            "{seed} resolves to no address"
+        )));
         for addr in addrs.filter(|a| *a != self.bind) {
             last = self.dial_addr(addr, name).await;
         }
@@ -339,7 +344,10 @@ impl Dialer {
 }
 
 /// Opens a TCP connection to `addr` from `local_ip`.
-async fn connect_from(local_ip: IpAddr, addr: SocketAddr) -> std::io::Result<tokio::net::TcpStream> {
+async fn connect_from(
+    local_ip: IpAddr,
+    addr: SocketAddr,
+) -> std::io::Result<tokio::net::TcpStream> {
     let socket = if addr.is_ipv4() {
         TcpSocket::new_v4()?
     } else {

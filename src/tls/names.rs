@@ -45,7 +45,9 @@ impl PeerCert {
 
 /// The node name in a session's announced name, `"{node_name}@{host}"`.
 pub fn announced_node_name(announced: &str) -> &str {
-    announced.split_once('@').map_or(announced, |(name, _)| name)
+    announced
+        .split_once('@')
+        .map_or(announced, |(name, _)| name)
 }
 
 /// Whether a session that announced `announced` may go on: its connection's certificate

@@ -18,7 +18,10 @@ fn ca() -> Ca {
     let key = KeyPair::generate().unwrap();
     let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
     params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::DigitalSignature];
+    params.key_usages = vec![
+        KeyUsagePurpose::KeyCertSign,
+        KeyUsagePurpose::DigitalSignature,
+    ];
     let pem = params.self_signed(&key).unwrap().pem();
     Ca {
         issuer: Issuer::new(params, key),
@@ -124,7 +127,10 @@ fn the_certificate_must_be_for_the_node_name_which_must_be_a_dns_name() {
     let dir = TempDir::new("tls-names");
     let paths = issue(&ca(), dir.path(), "n1", "n1");
     let err = load_error(&paths, "n2");
-    assert!(err.contains("--tls-cert is not for node name \"n2\""), "{err}");
+    assert!(
+        err.contains("--tls-cert is not for node name \"n2\""),
+        "{err}"
+    );
     for bad in ["n1@host", "has space", "127.0.0.1"] {
         assert!(load_error(&paths, bad).contains("--name"), "{bad}");
     }
@@ -140,9 +146,15 @@ fn the_announced_node_name_must_be_a_name_of_the_certificate() {
     let dir = TempDir::new("tls-check");
     let paths = issue(&ca(), dir.path(), "n1", "n1.dynamo.svc");
     let pem = std::fs::read(&paths.cert).unwrap();
-    let der = CertificateDer::pem_slice_iter(&pem).next().unwrap().unwrap();
+    let der = CertificateDer::pem_slice_iter(&pem)
+        .next()
+        .unwrap()
+        .unwrap();
     let cert = PeerCert::from_der(der);
-    assert_eq!(announced_node_name("n1.dynamo.svc@10.0.0.1"), "n1.dynamo.svc");
+    assert_eq!(
+        announced_node_name("n1.dynamo.svc@10.0.0.1"),
+        "n1.dynamo.svc"
+    );
     assert!(check_node_name("n1.dynamo.svc@10.0.0.1", Some(&cert)));
     assert!(check_node_name("n1.dynamo.svc", Some(&cert)));
     assert!(!check_node_name("n2@10.0.0.1", Some(&cert)));
@@ -158,7 +170,11 @@ fn the_announced_node_name_must_be_a_name_of_the_certificate() {
 }
 
 /// One handshake over loopback; the client side's result.
-async fn handshake(server: &NodeTls, client: &NodeTls, expected: Option<&str>) -> Result<String, String> {
+async fn handshake(
+    server: &NodeTls,
+    client: &NodeTls,
+    expected: Option<&str>,
+) -> Result<String, String> {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let server = server.clone();
