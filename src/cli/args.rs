@@ -139,9 +139,9 @@ pub struct StartArgs {
     /// HTTP API address
     #[arg(long, value_name = "IP:PORT")]
     pub http: SocketAddr,
-    /// Cluster address of a node to join through, IP:PORT or HOST:PORT (a DNS name is
-    /// resolved again at each dial) (repeatable)
-    #[arg(long = "seed", value_name = "HOST:PORT", value_parser = parse_seed)]
+    /// Cluster address of a node to join through; HOST:PORT with a DNS name works too,
+    /// resolved again at each dial (repeatable)
+    #[arg(long = "seed", value_name = "IP:PORT", value_parser = parse_seed)]
     pub seeds: Vec<String>,
     /// Tuning.
     #[command(flatten)]
