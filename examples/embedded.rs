@@ -164,7 +164,7 @@ async fn main() -> Result<(), Box<dyn Error>> {
     let (events_tx, mut events) = mpsc::unbounded_channel();
     let (supervisor, supervisor_task) = Actor::spawn(None, AppSupervisor, events_tx).await?;
     let mut config = NodeConfig::new(NAME, bind);
-    config.seeds = seeds.clone();
+    config.seeds = seeds.iter().map(SocketAddr::to_string).collect();
     (config.quorum.n, config.quorum.w, config.quorum.r) = (n, w, r);
     config.gossip.interval_ms = GOSSIP_INTERVAL_MS;
     let node = Node::start_linked(config, supervisor.get_cell()).await?;

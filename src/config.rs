@@ -219,8 +219,9 @@ pub struct NodeConfig {
     pub bind: SocketAddr,
     /// Address of the HTTP API, if any.
     pub http: Option<SocketAddr>,
-    /// Cluster addresses of nodes to join through.
-    pub seeds: Vec<SocketAddr>,
+    /// Cluster addresses of nodes to join through, `ip:port` or `host:port` (a DNS name is
+    /// resolved again at each dial).
+    pub seeds: Vec<String>,
     /// Shared secret of the cluster handshake.
     pub cookie: String,
     /// Quorum settings at start.
@@ -239,6 +240,8 @@ pub struct NodeConfig {
     pub min_free_bytes: u64,
     /// How many hints this node keeps for unreachable owners at most.
     pub hints: HintLimits,
+    /// Mutual TLS between nodes (`--tls-cert`, `--tls-key`, `--tls-ca`); `None`: plain TCP.
+    pub tls: Option<crate::tls::TlsPaths>,
 }
 
 impl NodeConfig {
@@ -261,6 +264,7 @@ impl NodeConfig {
                 max_hints: DEFAULT_MAX_HINTS,
                 max_bytes: DEFAULT_MAX_HINT_BYTES,
             },
+            tls: None,
         }
     }
 

@@ -16,3 +16,4 @@ pub mod process;
 pub mod shell;
 #[cfg(feature = "test-cluster")]
 pub mod testing;
+pub mod tls;

@@ -7,6 +7,7 @@ use clap::Args;
 
 use super::CliError;
 use crate::config::{DEFAULT_MIN_FREE_BYTES, Fsync, NodeConfig};
+use crate::tls::{NodeTls, TlsPaths};
 
 /// The tuning flags shared by `start` (applied to the node) and `cluster` (passed to every node).
 #[derive(Args, Clone, Debug, Default, PartialEq, Eq)]
@@ -138,9 +139,10 @@ pub struct StartArgs {
     /// HTTP API address
     #[arg(long, value_name = "IP:PORT")]
     pub http: SocketAddr,
-    /// Cluster address of a node to join through (repeatable)
-    #[arg(long = "seed", value_name = "IP:PORT")]
-    pub seeds: Vec<SocketAddr>,
+    /// Cluster address of a node to join through; HOST:PORT with a DNS name works too,
+    /// resolved again at each dial (repeatable)
+    #[arg(long = "seed", value_name = "IP:PORT", value_parser = parse_seed)]
+    pub seeds: Vec<String>,
     /// Tuning.
     #[command(flatten)]
     pub flags: NodeFlags,
@@ -154,6 +156,71 @@ pub struct StartArgs {
     /// With --data-dir: refuse writes (507) while less than this many MiB are free
     #[arg(long, value_name = "MIB", default_value_t = DEFAULT_MIN_FREE_BYTES >> 20)]
     pub min_free_mb: u64,
+    /// Mutual TLS between nodes.
+    #[command(flatten)]
+    pub tls: TlsFlags,
+}
+
+/// Mutual TLS between cluster members: all three or none.
+#[derive(Args, Clone, Debug, Default, PartialEq, Eq)]
+pub struct TlsFlags {
+    /// PEM certificate (chain) whose DNS name (SAN) is this node's (or client's) name; with
+    /// --tls-key and --tls-ca, cluster connections are mutual TLS only
+    #[arg(long, value_name = "PEM")]
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key of --tls-cert
+    #[arg(long, value_name = "PEM")]
+    pub tls_key: Option<PathBuf>,
+    /// PEM certificate(s) of the CA every member's certificate must chain to
+    #[arg(long, value_name = "PEM")]
+    pub tls_ca: Option<PathBuf>,
+    /// Tests only: start even though --tls-cert is not for the node's name, to play a node
+    /// that poses as another (its peers must refuse it)
+    #[arg(long, hide = true, requires = "tls_cert")]
+    pub tls_impostor: bool,
+}
+
+impl TlsFlags {
+    /// The paths, checked by loading them for `name`; a bad file or a missing flag is a
+    /// usage error naming the flag.
+    pub fn paths(&self, name: &str) -> Result<Option<TlsPaths>, CliError> {
+        let usage = |e: crate::tls::TlsError| CliError::Usage(e.to_string());
+        let paths = TlsPaths::from_flags(
+            self.tls_cert.clone(),
+            self.tls_key.clone(),
+            self.tls_ca.clone(),
+        )
+        .map_err(usage)?
+        .map(|paths| TlsPaths {
+            impostor: self.tls_impostor,
+            ..paths
+        });
+        if let Some(paths) = &paths {
+            NodeTls::load(paths, name).map_err(usage)?;
+        }
+        Ok(paths)
+    }
+}
+
+/// A seed: `ip:port`, or `host:port` with a DNS name resolved at each dial.
+pub fn parse_seed(seed: &str) -> Result<String, String> {
+    if seed.parse::<SocketAddr>().is_ok() {
+        return Ok(seed.to_string());
+    }
+    let valid = seed.rsplit_once(':').is_some_and(|(host, port)| {
+        port.parse::<u16>().is_ok_and(|p| p != 0)
+            && !host.is_empty()
+            && host
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.')
+    });
+    if valid {
+        Ok(seed.to_string())
+    } else {
+        Err(format!(
+            "{seed:?} is neither IP:PORT nor HOST:PORT (a DNS name and a port)"
+        ))
+    }
 }
 
 impl StartArgs {
@@ -165,6 +232,7 @@ impl StartArgs {
         let mut config = NodeConfig::new(self.name.clone(), self.bind);
         config.http = Some(self.http);
         config.seeds.clone_from(&self.seeds);
+        config.tls = self.tls.paths(&self.name)?;
         config.data_dir.clone_from(&self.data_dir);
         config.fsync = self.fsync;
         config.min_free_bytes = self.min_free_mb.saturating_mul(1 << 20);
@@ -251,10 +319,7 @@ mod tests {
             name: "n1".into(),
             bind: "127.0.0.2:7001".parse().unwrap(),
             http: Some("127.0.0.2:8001".parse().unwrap()),
-            seeds: vec![
-                "127.0.0.3:7002".parse().unwrap(),
-                "127.0.0.4:7003".parse().unwrap(),
-            ],
+            seeds: vec!["127.0.0.3:7002".into(), "127.0.0.4:7003".into()],
             cookie: "s3cret".into(),
             quorum: QuorumConfig {
                 n: 5,
@@ -282,6 +347,7 @@ mod tests {
                 max_hints: 500,
                 max_bytes: 65_536,
             },
+            tls: None,
         };
         assert_eq!(config, expected);
     }
@@ -340,6 +406,58 @@ mod tests {
         let mut argv = BASE.to_vec();
         argv[1] = " ";
         assert!(start(&argv).unwrap().to_config().is_err());
+    }
+
+    #[test]
+    fn seeds_are_ip_or_dns_name_with_a_port() {
+        let mut argv = BASE.to_vec();
+        argv.extend([
+            "--seed",
+            "dynamo-0.dynamo.default.svc:7000",
+            "--seed",
+            "[::1]:7000",
+        ]);
+        let config = start(&argv).unwrap().to_config().unwrap();
+        assert_eq!(
+            config.seeds,
+            ["dynamo-0.dynamo.default.svc:7000", "[::1]:7000"]
+        );
+        for bad in [
+            "dynamo-0",
+            "host:0",
+            ":7000",
+            "host:port",
+            "a b:7000",
+            "h/x:1",
+        ] {
+            let mut argv = BASE.to_vec();
+            argv.extend(["--seed", bad]);
+            let err = start(&argv).unwrap_err();
+            assert_eq!(err.exit_code(), 2, "{bad}");
+            assert!(err.to_string().contains("HOST:PORT"), "{bad}: {err}");
+        }
+    }
+
+    #[test]
+    fn tls_flags_come_together_and_their_files_are_checked_at_start() {
+        let mut argv = BASE.to_vec();
+        argv.extend(["--tls-cert", "/nonexistent/n1.crt"]);
+        let err = start(&argv).unwrap().to_config().unwrap_err();
+        assert_eq!(err.exit_code(), 2);
+        assert!(err.to_string().contains("--tls-key is missing"), "{err}");
+        argv.extend([
+            "--tls-key",
+            "/nonexistent/n1.key",
+            "--tls-ca",
+            "/nonexistent/ca.crt",
+        ]);
+        let err = start(&argv).unwrap().to_config().unwrap_err();
+        assert_eq!(err.exit_code(), 2);
+        assert!(
+            err.to_string()
+                .starts_with("--tls-cert /nonexistent/n1.crt"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use clap::{Args, Subcommand, ValueEnum};
 
-use super::{CliError, NodeFlags, shutdown_signal};
+use super::{CliError, NodeFlags, TlsFlags, shutdown_signal};
 use crate::api::KvService;
 use crate::bench::recovery::{RecoverySummary, RepairWork};
 use crate::bench::{
@@ -55,6 +55,21 @@ pub struct TransportArgs {
     /// Passed to the started node (and --cookie to the handshake).
     #[command(flatten)]
     pub flags: NodeFlags,
+    /// The native client's TLS, with --node.
+    #[command(flatten)]
+    pub tls: NativeTlsArgs,
+}
+
+/// The native client's TLS, for a cluster whose nodes run with `--tls-*` (reached with
+/// `--node`; a cluster the bench starts runs without TLS).
+#[derive(Args, Clone, Debug, Default, PartialEq, Eq)]
+pub struct NativeTlsArgs {
+    /// The client's certificate, key and the cluster's CA.
+    #[command(flatten)]
+    pub files: TlsFlags,
+    /// The native client's name in the mesh: the DNS name of its --tls-cert
+    #[arg(long, value_name = "NAME", requires = "tls_cert")]
+    pub client_name: Option<String>,
 }
 
 /// `dynamo-node bench`.
@@ -131,6 +146,9 @@ pub struct BenchArgs {
     /// Passed to every node of the started cluster.
     #[command(flatten)]
     pub flags: NodeFlags,
+    /// The native client's TLS, with --node.
+    #[command(flatten)]
+    pub tls: NativeTlsArgs,
 }
 
 impl BenchArgs {
@@ -237,7 +255,7 @@ async fn run_workload(
             Some(cluster) => cluster.specs().iter().map(|s| s.cluster_addr).collect(),
             None => seeds_of(&config.urls).await?,
         };
-        Some(connect_native(seeds, &args.flags).await?)
+        Some(connect_native(seeds, &args.flags, &args.tls, cluster.is_some()).await?)
     } else {
         None
     };
@@ -285,7 +303,7 @@ async fn run_recovery(
     let summary = match args.client {
         ClientKind::Native => {
             let seeds = cluster.specs().iter().map(|s| s.cluster_addr).collect();
-            let native = connect_native(seeds, &args.flags).await?;
+            let native = connect_native(seeds, &args.flags, &args.tls, true).await?;
             let clients = vec![ServiceClient(native.service())];
             let bench = Bench::new(config, clients, "native", stop).map_err(usage);
             let summary = match bench {
@@ -381,7 +399,7 @@ async fn run_transport_mode(args: &TransportArgs) -> Result<(), CliError> {
         }
     };
     let result = async {
-        let native = connect_native(seeds, &args.flags).await?;
+        let native = connect_native(seeds, &args.flags, &args.tls, cluster.is_some()).await?;
         let summary = transport_phase(&native, args.concurrency, duration, stop_on_signal()).await;
         native.stop().await;
         summary
@@ -419,7 +437,25 @@ async fn transport_phase(
 async fn connect_native(
     seeds: Vec<SocketAddr>,
     flags: &NodeFlags,
+    tls: &NativeTlsArgs,
+    started_here: bool,
 ) -> Result<NativeClient, CliError> {
+    let tls_given = tls.files != TlsFlags::default();
+    if tls_given && started_here {
+        return Err(CliError::Usage(
+            "--tls-cert/--tls-key/--tls-ca need --node: a cluster the bench starts runs without TLS"
+                .into(),
+        ));
+    }
+    let tls_paths = match (&tls.client_name, tls_given) {
+        (Some(name), _) => tls.files.paths(name)?,
+        (None, false) => None,
+        (None, true) => {
+            return Err(CliError::Usage(
+                "--tls-cert needs --client-name, the DNS name of the certificate".into(),
+            ));
+        }
+    };
     // The client reads with the nodes' N and R, so it takes the same flags.
     let mut node = NodeConfig::new("bench", SocketAddr::from(([127, 0, 0, 1], 0)));
     flags.apply(&mut node);
@@ -427,6 +463,8 @@ async fn connect_native(
     config.cookie = node.cookie;
     config.quorum = node.quorum;
     config.gossip = node.gossip;
+    config.name.clone_from(&tls.client_name);
+    config.tls = tls_paths;
     NativeClient::connect(config)
         .await
         .map_err(|e| CliError::Failed(e.to_string()))

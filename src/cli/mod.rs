@@ -23,7 +23,7 @@ use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand};
 
-pub use args::{NodeFlags, StartArgs};
+pub use args::{NodeFlags, StartArgs, TlsFlags, parse_seed};
 pub use bench::BenchArgs;
 pub use client::{format_get, format_leave, format_remove, format_status};
 pub use cluster::{ClusterArgs, RestartBackoff};

@@ -5,6 +5,10 @@
 //! member it has no session with, with exponential backoff per address. Outgoing connections
 //! are bound to this node's own `--bind` IP, so a firewall rule between two loopback addresses
 //! separates exactly those two nodes (that is how tests make partitions).
+//!
+//! With TLS (see [`super::cluster_tls`]) the cluster port is our own listener and every dial
+//! runs a handshake before the stream is handed to the `NodeServer`. Seeds may be DNS names,
+//! resolved again at each dial (a Kubernetes headless service changes its addresses).
 
 use std::collections::{HashMap, HashSet};
 use std::net::{IpAddr, SocketAddr};
@@ -13,14 +17,19 @@ use std::time::{Duration, Instant};
 
 use ractor::{Actor, ActorProcessingErr, ActorRef, SupervisionEvent, pg};
 use ractor_cluster::node::{NodeConnectionMode, NodeServerSessionInformation};
-use ractor_cluster::{NodeEventSubscription, NodeServer, NodeServerMessage, RactorMessage};
-use tokio::net::TcpSocket;
+use ractor_cluster::{
+    IncomingEncryptionMode, NetworkStream, NodeEventSubscription, NodeServer, NodeServerMessage,
+    RactorMessage,
+};
+use tokio::net::{TcpListener, TcpSocket};
 
+use super::cluster_tls::{ClusterTls, internal_listen_ip};
 use super::origin;
 use super::peers::Role;
 use super::shared::NodeShared;
 use crate::config::MAX_FRAME_BYTES;
 use crate::core::ids::NodeId;
+use crate::tls::NodeTls;
 
 const CONNECT_TICK: Duration = Duration::from_millis(250);
 const FIRST_BACKOFF: Duration = Duration::from_millis(250);
@@ -35,8 +44,8 @@ const DIAL_GRACE: Duration = Duration::from_secs(1);
 pub enum ClusterMsg {
     /// Time to dial members without a session.
     ConnectTick,
-    /// A dial finished.
-    Dialed(SocketAddr, Result<(), String>),
+    /// A dial (to a member's address or to a seed) finished.
+    Dialed(String, Result<(), String>),
     /// A session was authenticated and synchronized.
     SessionUp(String),
     /// A session ended.
@@ -56,8 +65,30 @@ struct Backoff {
 pub struct ClusterState {
     shared: Arc<NodeShared>,
     server: ActorRef<NodeServerMessage>,
-    dialing: HashSet<SocketAddr>,
-    backoff: HashMap<SocketAddr, Backoff>,
+    /// Dials in flight and backoffs, by target (a member's address or a seed as given).
+    dialing: HashSet<String>,
+    backoff: HashMap<String, Backoff>,
+    tls: Option<ClusterTls>,
+    /// Our TLS listener on `--bind`, when TLS is on.
+    listener: Option<tokio::task::JoinHandle<()>>,
+}
+
+/// Where a dial goes.
+#[derive(Clone, Debug)]
+enum Target {
+    /// A member at a known address: under TLS its certificate must be for its name.
+    Member { addr: SocketAddr, name: String },
+    /// A seed as given (`ip:port` or `host:port`), resolved at each dial.
+    Seed(String),
+}
+
+impl Target {
+    fn key(&self) -> String {
+        match self {
+            Target::Member { addr, .. } => addr.to_string(),
+            Target::Seed(seed) => seed.clone(),
+        }
+    }
 }
 
 impl Actor for ClusterActor {
@@ -71,23 +102,52 @@ impl Actor for ClusterActor {
         shared: Arc<NodeShared>,
     ) -> Result<ClusterState, ActorProcessingErr> {
         let bind = shared.config.bind;
+        let tls = match &shared.config.tls {
+            Some(paths) => Some(ClusterTls::new(NodeTls::load(paths, &shared.config.name)?)),
+            None => None,
+        };
+        // Under TLS the NodeServer's own listener is moved out of the way (see
+        // `internal_listen_ip`) and ours takes `--bind`; a native client listens on nothing.
+        let (port, listen_ip, incoming) = match &tls {
+            Some(t) => (
+                0,
+                internal_listen_ip(bind.ip()),
+                IncomingEncryptionMode::Tls(t.tls.acceptor()),
+            ),
+            None => (bind.port(), bind.ip(), IncomingEncryptionMode::Raw),
+        };
+        let our_listener = match &tls {
+            Some(_) if shared.storing => Some(TcpListener::bind(bind).await?),
+            _ => None,
+        };
         let server = NodeServer::new(
-            bind.port(),
+            port,
             shared.config.cookie.clone(),
             shared.me.to_string(),
             bind.ip().to_string(),
-            None,
+            Some(incoming),
             Some(NodeConnectionMode::Isolated),
         )
-        .with_listen_addr(bind.ip())
+        .with_listen_addr(listen_ip)
         .with_max_inbound_frame_size(MAX_FRAME_BYTES as u64);
         // A new node server has no sessions: whatever the last one had is gone.
         shared.sessions.clear();
         let (server, _) = Actor::spawn_linked(None, server, (), myself.get_cell()).await?;
         let _ = server.cast(NodeServerMessage::SubscribeToEvents {
             id: format!("dynamo.cluster@{}", shared.me),
-            subscription: Box::new(SessionEvents(myself.clone(), Arc::clone(&shared))),
+            subscription: Box::new(SessionEvents {
+                cluster: myself.clone(),
+                tls: tls.clone(),
+                shared: Arc::clone(&shared),
+            }),
         });
+        // Started after the subscription, so that no session authenticates unchecked.
+        let listener = match (&tls, our_listener) {
+            (Some(t), Some(listener)) => {
+                Some(tokio::spawn(t.clone().serve(listener, server.clone())))
+            }
+            _ => None,
+        };
         for role in Role::ALL {
             pg::monitor(role.group().to_string(), myself.get_cell());
         }
@@ -98,16 +158,23 @@ impl Actor for ClusterActor {
             server,
             dialing: HashSet::new(),
             backoff: HashMap::new(),
+            tls,
+            listener,
         })
     }
 
     async fn post_stop(
         &self,
         myself: ActorRef<ClusterMsg>,
-        _state: &mut ClusterState,
+        state: &mut ClusterState,
     ) -> Result<(), ActorProcessingErr> {
         for role in Role::ALL {
             pg::demonitor(role.group().to_string(), myself.get_id());
+        }
+        // Awaited, so that the port is free again when a restarted actor binds it.
+        if let Some(listener) = state.listener.take() {
+            listener.abort();
+            let _ = listener.await;
         }
         Ok(())
     }
@@ -120,10 +187,10 @@ impl Actor for ClusterActor {
     ) -> Result<(), ActorProcessingErr> {
         match msg {
             ClusterMsg::ConnectTick => state.dial_missing(&myself),
-            ClusterMsg::Dialed(addr, result) => {
-                state.dialing.remove(&addr);
+            ClusterMsg::Dialed(target, result) => {
+                state.dialing.remove(&target);
                 if let Err(e) = result {
-                    tracing::debug!(%addr, error = %e, "dial failed");
+                    tracing::debug!(%target, error = %e, "dial failed");
                 }
             }
             ClusterMsg::SessionUp(peer) => {
@@ -175,7 +242,7 @@ impl ClusterState {
     fn dial_missing(&mut self, myself: &ActorRef<ClusterMsg>) {
         let membership = self.shared.membership.load();
         let now = Instant::now();
-        let mut wanted: Vec<(SocketAddr, Instant)> = Vec::new();
+        let mut wanted: Vec<(Target, Instant)> = Vec::new();
         // Members that left or were removed are never dialled again.
         let wanted_members = membership
             .members()
@@ -185,7 +252,7 @@ impl ClusterState {
                 continue;
             };
             if self.shared.peers.connected(&member.node) {
-                self.backoff.remove(&addr);
+                self.backoff.remove(&addr.to_string());
             } else {
                 // Nodes never dial a client (it is not a member), so a client dials at once.
                 let first = if self.shared.me < member.node || !self.shared.storing {
@@ -193,17 +260,22 @@ impl ClusterState {
                 } else {
                     now + DIAL_GRACE
                 };
-                wanted.push((addr, first));
+                let name = member.node.to_string();
+                wanted.push((Target::Member { addr, name }, first));
             }
         }
         if self.shared.peers.nodes().is_empty() {
-            wanted.extend(self.shared.config.seeds.iter().map(|seed| (*seed, now)));
+            let seeds = self.shared.config.seeds.iter();
+            wanted.extend(seeds.map(|seed| (Target::Seed(seed.clone()), now)));
         }
-        for (addr, first) in wanted {
-            if addr == self.shared.config.bind || self.dialing.contains(&addr) {
+        for (target, first) in wanted {
+            let key = target.key();
+            let is_me =
+                matches!(&target, Target::Member { addr, .. } if *addr == self.shared.config.bind);
+            if is_me || self.dialing.contains(&key) {
                 continue;
             }
-            let backoff = self.backoff.entry(addr).or_insert(Backoff {
+            let backoff = self.backoff.entry(key.clone()).or_insert(Backoff {
                 next_attempt: first,
                 delay: FIRST_BACKOFF,
             });
@@ -212,28 +284,72 @@ impl ClusterState {
             }
             backoff.next_attempt = now + backoff.delay;
             backoff.delay = (backoff.delay * 2).min(MAX_BACKOFF);
-            self.dialing.insert(addr);
-            let (server, me, local_ip) = (
-                self.server.clone(),
-                myself.clone(),
-                self.shared.config.bind.ip(),
-            );
+            self.dialing.insert(key.clone());
+            let dialer = Dialer {
+                server: self.server.clone(),
+                bind: self.shared.config.bind,
+                tls: self.tls.clone(),
+            };
+            let me = myself.clone();
             tokio::spawn(async move {
-                let result = dial(&server, local_ip, addr)
-                    .await
-                    .map_err(|e| e.to_string());
-                let _ = me.cast(ClusterMsg::Dialed(addr, result));
+                let result = dialer.dial(&target).await.map_err(|e| e.to_string());
+                let _ = me.cast(ClusterMsg::Dialed(key, result));
             });
         }
     }
 }
 
-/// Opens a TCP connection to `addr` from `local_ip` and hands it to the node server.
-async fn dial(
-    server: &ActorRef<NodeServerMessage>,
+/// What a dial task needs.
+struct Dialer {
+    server: ActorRef<NodeServerMessage>,
+    bind: SocketAddr,
+    tls: Option<ClusterTls>,
+}
+
+impl Dialer {
+    /// Dials a member, or every address a seed resolves to now (but our own).
+    async fn dial(&self, target: &Target) -> std::io::Result<()> {
+        let (seed, name) = match target {
+            Target::Member { addr, name } => return self.dial_addr(*addr, Some(name)).await,
+            Target::Seed(seed) => (seed, None),
+        };
+        let addrs = tokio::time::timeout(DIAL_TIMEOUT, tokio::net::lookup_host(seed.as_str()))
+            .await
+            .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "lookup timed out"))??;
+        let mut last = Err(std::io::Error::other(format!(
+            "{seed} resolves to no address"
+        )));
+        for addr in addrs.filter(|a| *a != self.bind) {
+            last = self.dial_addr(addr, name).await;
+        }
+        last
+    }
+
+    /// Opens a connection to `addr` from our IP (TLS when on) and hands it to the server.
+    async fn dial_addr(&self, addr: SocketAddr, name: Option<&String>) -> std::io::Result<()> {
+        let stream = connect_from(self.bind.ip(), addr).await?;
+        let stream = match &self.tls {
+            Some(tls) => tls.dialled(stream, name.map(String::as_str)).await?,
+            None => NetworkStream::Raw {
+                peer_addr: stream.peer_addr()?,
+                local_addr: stream.local_addr()?,
+                stream,
+            },
+        };
+        self.server
+            .cast(NodeServerMessage::ConnectionOpened {
+                stream: Box::new(stream),
+                is_server: false,
+            })
+            .map_err(|e| std::io::Error::other(e.to_string()))
+    }
+}
+
+/// Opens a TCP connection to `addr` from `local_ip`.
+async fn connect_from(
     local_ip: IpAddr,
     addr: SocketAddr,
-) -> std::io::Result<()> {
+) -> std::io::Result<tokio::net::TcpStream> {
     let socket = if addr.is_ipv4() {
         TcpSocket::new_v4()?
     } else {
@@ -246,17 +362,7 @@ async fn dial(
         .await
         .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "connect timed out"))??;
     stream.set_nodelay(true)?;
-    let (local_addr, peer_addr) = (stream.local_addr()?, stream.peer_addr()?);
-    server
-        .cast(NodeServerMessage::ConnectionOpened {
-            stream: Box::new(ractor_cluster::NetworkStream::Raw {
-                peer_addr,
-                local_addr,
-                stream,
-            }),
-            is_server: false,
-        })
-        .map_err(|e| std::io::Error::other(e.to_string()))
+    Ok(stream)
 }
 
 /// Takes every remote actor of our process groups its session vouches for into the registry.
@@ -270,15 +376,20 @@ fn admit_remote_actors(shared: &NodeShared) {
     }
 }
 
-/// Forwards session events of the node server to the Cluster actor, and records which
-/// session carries which peer.
-struct SessionEvents(ActorRef<ClusterMsg>, Arc<NodeShared>);
-
 /// The node name a session announced (`name@host`).
 fn announced_node(ses: &NodeServerSessionInformation) -> Option<NodeId> {
     let name = &ses.peer_name.as_ref()?.name;
     let node = name.split_once('@').map_or(name.as_str(), |(node, _)| node);
     (!node.is_empty()).then(|| NodeId::new(node))
+}
+
+/// Forwards session events of the node server to the Cluster actor, records which session
+/// carries which peer, and under TLS checks each session's certificate against the name it
+/// announced.
+struct SessionEvents {
+    cluster: ActorRef<ClusterMsg>,
+    tls: Option<ClusterTls>,
+    shared: Arc<NodeShared>,
 }
 
 fn peer_label(ses: &NodeServerSessionInformation) -> String {
@@ -292,20 +403,30 @@ impl NodeEventSubscription for SessionEvents {
     fn node_session_opened(&self, _ses: NodeServerSessionInformation) {}
 
     fn node_session_disconnected(&self, ses: NodeServerSessionInformation) {
-        self.1.sessions.disconnected(ses.node_id);
-        let _ = self.0.cast(ClusterMsg::SessionDown(peer_label(&ses)));
+        self.shared.sessions.disconnected(ses.node_id);
+        if let Some(tls) = &self.tls {
+            tls.forget(&ses);
+        }
+        let _ = self.cluster.cast(ClusterMsg::SessionDown(peer_label(&ses)));
     }
 
     fn node_session_authenticated(&self, ses: NodeServerSessionInformation) {
+        // Runs before the session syncs anything: a session killed here never did, and is
+        // never recorded as its claimed peer's.
+        if let Some(tls) = &self.tls
+            && !tls.check_session(&ses, &self.shared.metrics)
+        {
+            return;
+        }
         if let Some(node) = announced_node(&ses) {
-            self.1.sessions.authenticated(ses.node_id, node);
+            self.shared.sessions.authenticated(ses.node_id, node);
         }
     }
 
     fn node_session_ready(&self, ses: NodeServerSessionInformation) {
         if let Some(node) = announced_node(&ses) {
-            self.1.sessions.ready(ses.node_id, node);
+            self.shared.sessions.ready(ses.node_id, node);
         }
-        let _ = self.0.cast(ClusterMsg::SessionUp(peer_label(&ses)));
+        let _ = self.cluster.cast(ClusterMsg::SessionUp(peer_label(&ses)));
     }
 }

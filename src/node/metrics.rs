@@ -163,6 +163,9 @@ pub struct Metrics {
     pub forged: Family<ForgedLabels, Counter>,
     /// Requests refused at once because a per-peer link's queue was full, by link.
     pub link_queue_full: Family<LinkLabels, Counter>,
+    /// Cluster sessions closed because the peer's TLS certificate is not for the node name
+    /// it announced.
+    pub tls_name_mismatches: Counter,
     /// What the disk collector exports, set by [`Metrics::observe`].
     disk: Arc<DiskFigures>,
 }
@@ -196,6 +199,7 @@ impl Default for Metrics {
             tombstones_purged: Counter::default(),
             forged: Family::default(),
             link_queue_full: Family::default(),
+            tls_name_mismatches: Counter::default(),
             disk: Arc::default(),
             registry: Registry::default(),
         };
@@ -324,6 +328,11 @@ impl Default for Metrics {
             "link_queue_full",
             "Requests refused at once because a per-peer link's queue was full",
             m.link_queue_full.clone(),
+        );
+        registry.register(
+            "tls_name_mismatches",
+            "Cluster sessions closed because the peer's certificate is not for the name it announced",
+            m.tls_name_mismatches.clone(),
         );
         registry.register_collector(Box::new(DiskCollector(m.disk.clone())));
         Metrics { registry, ..m }

@@ -21,6 +21,7 @@ mod batch;
 mod client;
 mod client_view;
 mod cluster;
+mod cluster_tls;
 mod coordinator;
 pub mod disk;
 mod forwarding;
@@ -150,6 +151,10 @@ impl Node {
         parent: Option<ActorCell>,
     ) -> Result<Node, NodeError> {
         config.validate()?;
+        if let Some(paths) = &config.tls {
+            crate::tls::NodeTls::load(paths, &config.name)
+                .map_err(|e| NodeError::Start(e.to_string()))?;
+        }
         // Opened first: a directory another process holds must fail the start before this
         // node takes any port.
         let incarnation = NodeShared::wall_ms();

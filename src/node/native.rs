@@ -60,6 +60,9 @@ pub struct NativeConfig {
     pub gossip: GossipConfig,
     /// How long [`NativeClient::connect`] waits for a ring and sessions to its nodes.
     pub connect_timeout: Duration,
+    /// The cluster's TLS (its nodes run with `--tls-*`): the client's own certificate, key
+    /// and the CA. The certificate must be for the client's `name`, which is then required.
+    pub tls: Option<crate::tls::TlsPaths>,
 }
 
 impl NativeConfig {
@@ -73,6 +76,7 @@ impl NativeConfig {
             quorum: QuorumConfig::default(),
             gossip: GossipConfig::default(),
             connect_timeout: Duration::from_secs(10),
+            tls: None,
         }
     }
 }
@@ -86,6 +90,12 @@ pub enum NativeError {
     /// A setting was refused.
     #[error(transparent)]
     Config(#[from] crate::config::ConfigError),
+    /// With TLS the client's name must be given: it is the name in its certificate.
+    #[error("a native client with TLS needs its name, the DNS name of its certificate")]
+    TlsNeedsName,
+    /// The TLS material cannot be used.
+    #[error("{0}")]
+    Tls(String),
     /// The client's actors could not start.
     #[error("native client start failed: {0}")]
     Start(String),
@@ -113,10 +123,14 @@ impl NativeClient {
         let Some(first_seed) = config.seeds.first().copied() else {
             return Err(NativeError::NoSeeds);
         };
-        let name = config
-            .name
-            .clone()
-            .unwrap_or_else(|| format!("client-{:016x}", rand::random::<u64>()));
+        let name = match (&config.name, &config.tls) {
+            (Some(name), _) => name.clone(),
+            (None, None) => format!("client-{:016x}", rand::random::<u64>()),
+            (None, Some(_)) => return Err(NativeError::TlsNeedsName),
+        };
+        if let Some(paths) = &config.tls {
+            crate::tls::NodeTls::load(paths, &name).map_err(|e| NativeError::Tls(e.to_string()))?;
+        }
         let bind_ip = config.bind_ip.unwrap_or_else(|| {
             if config.seeds.iter().all(|s| s.ip().is_loopback()) {
                 first_seed.ip()
@@ -125,7 +139,8 @@ impl NativeClient {
             }
         });
         let mut node_config = NodeConfig::new(name, SocketAddr::new(bind_ip, 0));
-        node_config.seeds = config.seeds.clone();
+        node_config.seeds = config.seeds.iter().map(SocketAddr::to_string).collect();
+        node_config.tls.clone_from(&config.tls);
         node_config.cookie = config.cookie.clone();
         node_config.quorum = config.quorum;
         node_config.gossip = config.gossip;

@@ -110,6 +110,7 @@ pub struct LocalClusterBuilder {
     stop_grace: Duration,
     ready_timeout: Duration,
     data: DataDirs,
+    own_args: Vec<(usize, Vec<OsString>)>,
 }
 
 /// Where the nodes of a [`LocalCluster`] keep their data.
@@ -137,6 +138,7 @@ impl Default for LocalClusterBuilder {
             stop_grace: Duration::from_secs(5),
             ready_timeout: Duration::from_secs(30),
             data: DataDirs::Memory,
+            own_args: Vec::new(),
         }
     }
 }
@@ -162,6 +164,18 @@ impl LocalClusterBuilder {
         S: Into<OsString>,
     {
         self.node_args.extend(args.into_iter().map(Into::into));
+        self
+    }
+
+    /// Flags of node `index` (1-based) alone, after the cluster's (which they must not
+    /// repeat), from its first start on; e.g. each node's own certificate.
+    pub fn own_node_args<I, S>(mut self, index: usize, args: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<OsString>,
+    {
+        self.own_args
+            .push((index, args.into_iter().map(Into::into).collect()));
         self
     }
 
@@ -266,7 +280,10 @@ impl LocalClusterBuilder {
             cluster.specs.push(NodeSpec::new(self.net, index, &ports));
             cluster.procs.push(None);
             cluster.starts.push(0);
-            cluster.own_args.push(Vec::new());
+            let own = self.own_args.iter().filter(|(i, _)| *i == index);
+            cluster
+                .own_args
+                .push(own.flat_map(|(_, args)| args.clone()).collect());
         }
         let booted = cluster.boot().await;
         if booted.is_err() && owned {

@@ -83,6 +83,17 @@ impl TestClusterBuilder {
         self
     }
 
+    /// Flags of node `i` alone, after the cluster's (which they must not repeat), from its
+    /// first start on; e.g. each node's own TLS certificate.
+    pub fn own_node_args<I, S>(mut self, i: usize, args: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<OsString>,
+    {
+        self.processes = self.processes.own_node_args(i, args);
+        self
+    }
+
     /// Fast failure detection for fault tests: gossip every 100 ms, suspect after 1 s of
     /// silence, dead after 3 s.
     pub fn fast_failure_detection(self) -> Self {
