@@ -239,6 +239,8 @@ pub struct NodeConfig {
     pub min_free_bytes: u64,
     /// How many hints this node keeps for unreachable owners at most.
     pub hints: HintLimits,
+    /// Who may call the HTTP API, what it holds at most, and HTTPS.
+    pub http_guard: crate::http::HttpGuard,
 }
 
 impl NodeConfig {
@@ -261,6 +263,7 @@ impl NodeConfig {
                 max_hints: DEFAULT_MAX_HINTS,
                 max_bytes: DEFAULT_MAX_HINT_BYTES,
             },
+            http_guard: crate::http::HttpGuard::default(),
         }
     }
 

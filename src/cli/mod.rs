@@ -12,8 +12,10 @@
 mod args;
 mod bench;
 pub(crate) mod client;
+mod client_auth;
 mod cluster;
 mod demo;
+mod security;
 mod start;
 
 use std::ffi::OsString;
@@ -25,7 +27,11 @@ use clap::{Args, Parser, Subcommand};
 pub use args::{NodeFlags, StartArgs};
 pub use bench::BenchArgs;
 pub use client::{format_get, format_leave, format_remove, format_status};
+pub use client_auth::{ADMIN_TOKEN_ENV, API_TOKEN_ENV, CA_ENV, ClientAuthArgs, env_client};
 pub use cluster::{ClusterArgs, RestartBackoff};
+pub use security::{
+    COOKIE_ENV, CookieSource, DEFAULT_COOKIE, SecurityFlags, protected_mode, read_secret,
+};
 
 /// Exit code of a success.
 pub const EXIT_OK: u8 = 0;
@@ -86,12 +92,20 @@ pub struct Target {
     /// Node HTTP URL [default: $DYNAMO_NODE, else http://127.0.0.1:8098]
     #[arg(long, value_name = "URL")]
     pub node: Option<String>,
+    /// Tokens and CA.
+    #[command(flatten)]
+    pub auth: ClientAuthArgs,
 }
 
 impl Target {
     /// The URL: the flag, else the environment, else the default.
     pub fn url(&self) -> String {
         self.url_with(std::env::var(NODE_ENV).ok())
+    }
+
+    /// A client of the node, with the tokens and CA of the flags or the environment.
+    pub fn client(&self) -> Result<crate::http::HttpClient, CliError> {
+        self.auth.client(self.url(), crate::http::DEFAULT_TIMEOUT)
     }
 
     fn url_with(&self, env: Option<String>) -> String {
@@ -160,6 +174,9 @@ pub struct LeaveArgs {
     /// never sent to $DYNAMO_NODE or the default node by accident)
     #[arg(long, value_name = "URL")]
     pub node: String,
+    /// Tokens and CA.
+    #[command(flatten)]
+    pub auth: ClientAuthArgs,
 }
 
 /// `dynamo-node remove`.
@@ -380,6 +397,7 @@ mod tests {
     fn the_node_comes_from_the_flag_then_the_environment_then_the_default() {
         let flag = Target {
             node: Some("http://a:1".into()),
+            ..Default::default()
         };
         assert_eq!(flag.url_with(Some("http://b:2".into())), "http://a:1");
         let none = Target::default();

@@ -189,7 +189,11 @@ where
 
     fn call(&mut self, request: Request) -> Self::Future {
         let authorization = request.headers().get(header::AUTHORIZATION);
-        if self.layer.access.allows(request.uri().path(), authorization) {
+        if self
+            .layer
+            .access
+            .allows(request.uri().path(), authorization)
+        {
             Either::Right(self.inner.call(request))
         } else {
             self.layer.counters.unauthorized.inc();

@@ -248,12 +248,7 @@ pub struct ReadBody<F> {
 impl<F> ReadBody<F> {
     /// Bodies of at most `limit` bytes, fully received within `timeout`; `too_large` makes
     /// the 413.
-    pub fn new(
-        limit: usize,
-        timeout: Duration,
-        too_large: F,
-        counters: Arc<HttpCounters>,
-    ) -> Self {
+    pub fn new(limit: usize, timeout: Duration, too_large: F, counters: Arc<HttpCounters>) -> Self {
         ReadBody {
             limit,
             timeout,

@@ -11,9 +11,9 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{any, get, post};
 use axum::{Json, Router};
 
+use super::access::{HttpAccess, RequireTokens};
 use super::escape::{decode, query_values};
 use super::failure::Failure;
-use super::access::{HttpAccess, RequireTokens};
 use super::layers::{RefuseOversize, TraceRequests};
 use super::limits::{HttpCounters, HttpLimits, LimitInFlight, ReadBody};
 use super::listen::{ServeOptions, accept_loop};
