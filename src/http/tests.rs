@@ -1,6 +1,7 @@
 //! End-to-end tests over real sockets: a fake service behind the real router, driven by
 //! [`HttpClient`] and, where the raw shape matters, by plain reqwest.
 
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -1303,5 +1304,77 @@ async fn excess_connections_are_closed_and_slow_clients_cut_off() {
         assert!(limit_hits(&text, limit) >= 1.0, "{limit}: {text}");
     }
     assert!(s.service.store.get(b"a").versions().is_empty());
+    s.stop().await;
+}
+
+// ---- HTTPS ----
+
+/// A CA, and a certificate for 127.0.0.1 signed by it; PEM files in `dir`: (ca, cert, key).
+fn make_certificates(dir: &std::path::Path) -> (PathBuf, PathBuf, PathBuf) {
+    use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
+    let ca_key = KeyPair::generate().unwrap();
+    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let ca = ca_params.self_signed(&ca_key).unwrap();
+    let issuer = Issuer::new(ca_params, ca_key);
+    let key = KeyPair::generate().unwrap();
+    let cert = CertificateParams::new(vec!["127.0.0.1".to_string()])
+        .unwrap()
+        .signed_by(&key, &issuer)
+        .unwrap();
+    let write = |name: &str, text: String| {
+        let path = dir.join(name);
+        std::fs::write(&path, text).unwrap();
+        path
+    };
+    (
+        write("ca.pem", ca.pem()),
+        write("cert.pem", cert.pem()),
+        write("key.pem", key.serialize_pem()),
+    )
+}
+
+#[tokio::test]
+async fn https_serves_clients_that_trust_its_ca_only() {
+    let dir = crate::testing::TempDir::new("https");
+    let (ca, cert, key) = make_certificates(dir.path());
+    let guard = HttpGuard {
+        tls: Some(TlsFiles { cert, key }),
+        access: guarded().access,
+        ..Default::default()
+    };
+    let s = Served::start_with(guard.serve_options().unwrap()).await;
+    let addr = s.base.trim_start_matches("http://").to_owned();
+    let auth = ClientAuth {
+        api_token: Token::new("api-token"),
+        admin_token: Token::new("admin-token"),
+        ca: Some(ca),
+    };
+    // A bare address with a CA means https.
+    let client = HttpClient::with_auth(addr.clone(), DEFAULT_TIMEOUT, auth.clone()).unwrap();
+    assert!(client.base_url().starts_with("https://"));
+    client
+        .put(b"k", Bytes::from("v"), None, None)
+        .await
+        .unwrap();
+    assert_eq!(
+        client.get(b"k", None).await.unwrap().values(),
+        [Bytes::from("v")]
+    );
+    assert_eq!(client.health().await.unwrap().status, "ok");
+    // Another CA is not trusted; plain HTTP gets no answer.
+    let stranger = crate::testing::TempDir::new("https-other");
+    let (other, _, _) = make_certificates(stranger.path());
+    let doubtful = ClientAuth {
+        ca: Some(other),
+        ..auth
+    };
+    let client = HttpClient::with_auth(addr.clone(), DEFAULT_TIMEOUT, doubtful).unwrap();
+    assert!(matches!(
+        client.health().await,
+        Err(HttpError::Transport(_))
+    ));
+    let plain = HttpClient::with_timeout(addr, Duration::from_secs(5));
+    assert!(plain.health().await.is_err());
     s.stop().await;
 }
