@@ -199,7 +199,7 @@ mod tests {
     fn start(args: &[&str]) -> Result<StartArgs, clap::Error> {
         let argv = ["dynamo-node", "start"].iter().chain(args);
         match Cli::try_parse_from(argv)?.command {
-            Command::Start(args) => Ok(args),
+            Command::Start(args) => Ok(*args),
             other => panic!("parsed as {other:?}"),
         }
     }

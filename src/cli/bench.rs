@@ -446,7 +446,7 @@ async fn connect_native(
 async fn seeds_of(urls: &[String]) -> Result<Vec<SocketAddr>, CliError> {
     let mut seeds = Vec::new();
     for url in urls {
-        let members = super::env_client(&url, crate::http::DEFAULT_TIMEOUT)
+        let members = super::env_client(url, crate::http::DEFAULT_TIMEOUT)
             .members()
             .await
             .map_err(|e| CliError::Failed(format!("{url}: {e}")))?;

@@ -64,7 +64,7 @@ pub struct Cli {
 #[derive(Subcommand, Debug)]
 pub enum Command {
     /// Run one node in the foreground (logs through RUST_LOG, default info)
-    Start(StartArgs),
+    Start(Box<StartArgs>),
     /// Run a local cluster of K node processes, restarted when they crash; Ctrl-C stops them
     Cluster(ClusterArgs),
     /// Read a key: prints the value (or numbered siblings) and the context
@@ -253,7 +253,7 @@ pub fn main() -> ExitCode {
 /// Runs one parsed command.
 pub async fn run(command: Command) -> Result<(), CliError> {
     match command {
-        Command::Start(args) => start::run(args).await,
+        Command::Start(args) => start::run(*args).await,
         Command::Cluster(args) => cluster::run(args).await,
         Command::Get(args) => client::get(args).await,
         Command::Put(args) => client::put(args).await,

@@ -214,7 +214,7 @@ impl Session {
     /// address becomes a node of the session, the one at `url` current. A node that cannot
     /// serve (it left, say) still lists the members, so the shell attaches through it too.
     pub async fn connect(url: &str) -> Result<Session, ShellError> {
-        let entry = crate::cli::env_client(&url, crate::http::DEFAULT_TIMEOUT);
+        let entry = crate::cli::env_client(url, crate::http::DEFAULT_TIMEOUT);
         let failed = |source| ShellError::Connect {
             url: url.to_string(),
             source,
