@@ -242,6 +242,8 @@ pub struct NodeConfig {
     pub hints: HintLimits,
     /// Mutual TLS between nodes (`--tls-cert`, `--tls-key`, `--tls-ca`); `None`: plain TCP.
     pub tls: Option<crate::tls::TlsPaths>,
+    /// Who may call the HTTP API, what it holds at most, and HTTPS.
+    pub http_guard: crate::http::HttpGuard,
 }
 
 impl NodeConfig {
@@ -265,6 +267,7 @@ impl NodeConfig {
                 max_bytes: DEFAULT_MAX_HINT_BYTES,
             },
             tls: None,
+            http_guard: crate::http::HttpGuard::default(),
         }
     }
 

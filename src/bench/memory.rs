@@ -17,7 +17,7 @@ use std::fmt;
 use futures::future::try_join_all;
 use serde::Serialize;
 
-use crate::http::{HttpClient, HttpError, metric_sum};
+use crate::http::{HttpError, metric_sum};
 
 /// Most resident memory per node, as a multiple of the raw key and value bytes it holds.
 pub const TARGET_RATIO: f64 = 3.0;
@@ -116,7 +116,7 @@ impl NodeSample {
 /// Scrapes every node, concurrently, in the order given.
 pub async fn sample(urls: &[String]) -> Result<Vec<NodeSample>, MemoryError> {
     try_join_all(urls.iter().map(|url| async move {
-        let text = HttpClient::new(url.as_str())
+        let text = crate::cli::env_client(url.as_str(), crate::http::DEFAULT_TIMEOUT)
             .metrics()
             .await
             .map_err(|source| MemoryError::Scrape {

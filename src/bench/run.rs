@@ -114,7 +114,11 @@ pub async fn run_bench(
     stop: Arc<AtomicBool>,
 ) -> Result<BenchSummary, BenchError> {
     config.validate()?;
-    let clients: Vec<HttpClient> = config.urls.iter().map(HttpClient::new).collect();
+    let clients: Vec<HttpClient> = config
+        .urls
+        .iter()
+        .map(|u| crate::cli::env_client(u, crate::http::DEFAULT_TIMEOUT))
+        .collect();
     run_with(config, clients, "http", stop).await
 }
 

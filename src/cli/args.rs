@@ -6,13 +6,15 @@ use std::path::PathBuf;
 use clap::Args;
 
 use super::CliError;
+use super::security::{COOKIE_ENV, SecurityFlags};
 use crate::config::{DEFAULT_MIN_FREE_BYTES, Fsync, NodeConfig};
 use crate::tls::{NodeTls, TlsPaths};
 
 /// The tuning flags shared by `start` (applied to the node) and `cluster` (passed to every node).
 #[derive(Args, Clone, Debug, Default, PartialEq, Eq)]
 pub struct NodeFlags {
-    /// Shared secret of the cluster handshake [default: dynamo]
+    /// Shared secret of the cluster handshake, for loopback nodes (a command line shows in
+    /// `ps`: elsewhere use --cookie-file or $DYNAMO_COOKIE) [default: dynamo]
     #[arg(long, value_name = "SECRET")]
     pub cookie: Option<String>,
     /// Replicas per key [default: 3]
@@ -82,7 +84,8 @@ impl NodeFlags {
         set(&mut config.hints.max_bytes, self.max_hint_bytes);
     }
 
-    /// The same flags as command-line arguments, for a child `dynamo-node start`.
+    /// The same flags as command-line arguments, for a child `dynamo-node start`; the cookie
+    /// is not among them (a child gets it through its environment).
     pub fn to_args(&self) -> Vec<String> {
         let numbers = [
             ("--n", self.n.map(|v| v as u64)),
@@ -100,9 +103,6 @@ impl NodeFlags {
             ("--max-hint-bytes", self.max_hint_bytes),
         ];
         let mut args = Vec::new();
-        if let Some(cookie) = &self.cookie {
-            args.extend(["--cookie".to_string(), cookie.clone()]);
-        }
         for (flag, value) in numbers {
             if let Some(value) = value {
                 args.extend([flag.to_string(), value.to_string()]);
@@ -159,6 +159,9 @@ pub struct StartArgs {
     /// Mutual TLS between nodes.
     #[command(flatten)]
     pub tls: TlsFlags,
+    /// Secrets, HTTPS and HTTP bounds.
+    #[command(flatten)]
+    pub security: SecurityFlags,
 }
 
 /// Mutual TLS between cluster members: all three or none.
@@ -226,6 +229,11 @@ pub fn parse_seed(seed: &str) -> Result<String, String> {
 impl StartArgs {
     /// The node's configuration, validated; a bad value is a usage error.
     pub fn to_config(&self) -> Result<NodeConfig, CliError> {
+        self.to_config_with_env(std::env::var(COOKIE_ENV).ok())
+    }
+
+    /// [`StartArgs::to_config`] with `env_cookie` as the value of `$DYNAMO_COOKIE`.
+    pub fn to_config_with_env(&self, env_cookie: Option<String>) -> Result<NodeConfig, CliError> {
         if self.name.trim().is_empty() {
             return Err(CliError::Usage("--name must not be empty".into()));
         }
@@ -240,6 +248,8 @@ impl StartArgs {
         config
             .validate()
             .map_err(|e| CliError::Usage(format!("invalid configuration: {e}")))?;
+        self.security
+            .apply(&mut config, self.flags.cookie.as_deref(), env_cookie)?;
         Ok(config)
     }
 }
@@ -257,7 +267,7 @@ mod tests {
     fn start(args: &[&str]) -> Result<StartArgs, clap::Error> {
         let argv = ["dynamo-node", "start"].iter().chain(args);
         match Cli::try_parse_from(argv)?.command {
-            Command::Start(args) => Ok(args),
+            Command::Start(args) => Ok(*args),
             other => panic!("parsed as {other:?}"),
         }
     }
@@ -314,7 +324,7 @@ mod tests {
             "--min-free-mb",
             "10",
         ]);
-        let config = start(&argv).unwrap().to_config().unwrap();
+        let config = start(&argv).unwrap().to_config_with_env(None).unwrap();
         let expected = NodeConfig {
             name: "n1".into(),
             bind: "127.0.0.2:7001".parse().unwrap(),
@@ -348,13 +358,14 @@ mod tests {
                 max_bytes: 65_536,
             },
             tls: None,
+            http_guard: crate::http::HttpGuard::default(),
         };
         assert_eq!(config, expected);
     }
 
     #[test]
     fn omitted_flags_keep_the_documented_defaults() {
-        let config = start(&BASE).unwrap().to_config().unwrap();
+        let config = start(&BASE).unwrap().to_config_with_env(None).unwrap();
         let mut expected = NodeConfig::new("n1", "127.0.0.2:7001".parse().unwrap());
         expected.http = Some("127.0.0.2:8001".parse().unwrap());
         assert_eq!(config, expected);
@@ -463,7 +474,7 @@ mod tests {
     #[test]
     fn flags_round_trip_through_child_arguments() {
         let flags = NodeFlags {
-            cookie: Some("c".into()),
+            cookie: None,
             n: Some(4),
             w: Some(3),
             r: Some(1),
@@ -483,6 +494,17 @@ mod tests {
         let refs: Vec<&str> = argv.iter().map(String::as_str).collect();
         assert_eq!(start(&refs).unwrap().flags, flags);
         assert!(NodeFlags::default().to_args().is_empty());
+        // The cookie never goes on a child's command line.
+        let secret = NodeFlags {
+            cookie: Some("s3cret".into()),
+            ..Default::default()
+        };
+        assert!(
+            secret
+                .to_args()
+                .iter()
+                .all(|a| !a.contains("cookie") && a != "s3cret")
+        );
     }
 
     #[test]

@@ -17,7 +17,6 @@ use crate::bench::{
     TransportSummary, Workload, run_observed, run_transport,
 };
 use crate::config::{Fsync, NodeConfig};
-use crate::http::HttpClient;
 use crate::node::{NativeClient, NativeConfig};
 use crate::process::{BINARY_ENV, LocalCluster, LoopbackNet, MAX_NODES};
 
@@ -274,7 +273,11 @@ async fn run_workload(
             run_observed(config, clients, "native", stop.clone(), storage).await
         }
         _ => {
-            let clients = config.urls.iter().map(HttpClient::new).collect();
+            let clients = config
+                .urls
+                .iter()
+                .map(|u| super::env_client(u, crate::http::DEFAULT_TIMEOUT))
+                .collect();
             run_observed(config, clients, "http", stop.clone(), storage).await
         }
     };
@@ -319,7 +322,11 @@ async fn run_recovery(
             summary
         }
         ClientKind::Http => {
-            let clients = config.urls.iter().map(HttpClient::new).collect();
+            let clients = config
+                .urls
+                .iter()
+                .map(|u| super::env_client(u, crate::http::DEFAULT_TIMEOUT))
+                .collect();
             let bench = Bench::new(config, clients, "http", stop).map_err(usage)?;
             recovery_windows(bench, cluster, window, storage).await?
         }
@@ -366,7 +373,10 @@ async fn recovery_windows<C: BenchClient>(
 async fn repair_work(cluster: &LocalCluster, restarted: usize) -> RepairWork {
     let mut work = RepairWork::default();
     for spec in cluster.specs() {
-        let Ok(text) = HttpClient::new(spec.http_url()).metrics().await else {
+        let Ok(text) = super::env_client(&spec.http_url(), crate::http::DEFAULT_TIMEOUT)
+            .metrics()
+            .await
+        else {
             continue;
         };
         let sum = |name: &str| crate::http::metric_sum(&text, name, |_| true).unwrap_or(0.0);
@@ -474,7 +484,7 @@ async fn connect_native(
 async fn seeds_of(urls: &[String]) -> Result<Vec<SocketAddr>, CliError> {
     let mut seeds = Vec::new();
     for url in urls {
-        let members = HttpClient::new(url)
+        let members = super::env_client(url, crate::http::DEFAULT_TIMEOUT)
             .members()
             .await
             .map_err(|e| CliError::Failed(format!("{url}: {e}")))?;

@@ -12,12 +12,12 @@ use bytes::Bytes;
 use super::{CliError, DeleteArgs, GetArgs, LeaveArgs, PutArgs, RemoveArgs, Target};
 use crate::api::{Context, GetResult, Health, MemberInfo, RingInfo, validate_key, validate_value};
 use crate::core::membership::{HandoffProgress, RingStatus, Status};
-use crate::http::{HttpClient, HttpError, metric_sum};
+use crate::http::{DEFAULT_TIMEOUT, HttpClient, HttpError, metric_sum};
 
 /// `dynamo-node get`: prints the value or the numbered siblings, then the context.
 pub async fn get(args: GetArgs) -> Result<(), CliError> {
     let key = key_bytes(args.key)?;
-    let client = HttpClient::new(args.target.url());
+    let client = args.target.client()?;
     let result = client
         .get(&key, args.r)
         .await
@@ -38,7 +38,7 @@ pub async fn put(args: PutArgs) -> Result<(), CliError> {
     };
     validate_value(&value).map_err(|e| CliError::Usage(e.to_string()))?;
     let context = parse_context(args.context.as_deref())?;
-    let client = HttpClient::new(args.target.url());
+    let client = args.target.client()?;
     let context = client
         .put(&key, Bytes::from(value), context.as_ref(), args.w)
         .await
@@ -51,7 +51,7 @@ pub async fn put(args: PutArgs) -> Result<(), CliError> {
 pub async fn delete(args: DeleteArgs) -> Result<(), CliError> {
     let key = key_bytes(args.key)?;
     let context = parse_context(args.context.as_deref())?;
-    let client = HttpClient::new(args.target.url());
+    let client = args.target.client()?;
     client
         .delete(&key, context.as_ref(), args.w)
         .await
@@ -62,7 +62,7 @@ pub async fn delete(args: DeleteArgs) -> Result<(), CliError> {
 
 /// `dynamo-node status`: health, members and ring of one node, as tables.
 pub async fn status(target: Target) -> Result<(), CliError> {
-    let client = HttpClient::new(target.url());
+    let client = target.client()?;
     let (health, members, ring) = tokio::join!(health_of(&client), client.members(), client.ring());
     let health = health.map_err(|e| failed(&client, e))?;
     let members = members.map_err(|e| failed(&client, e))?;
@@ -71,9 +71,13 @@ pub async fn status(target: Target) -> Result<(), CliError> {
     let reachable = members.iter().filter(|m| {
         m.status != Status::Dead && m.ring != RingStatus::Removed && !m.http_addr.is_empty()
     });
+    let this = &client;
     let activity = futures::future::join_all(reachable.map(|m| async move {
-        let node = HttpClient::with_timeout(m.http_addr.clone(), Duration::from_secs(2));
-        (m.node.clone(), node.metrics().await.ok())
+        let metrics = match this.peer(&m.http_addr, Duration::from_secs(2)) {
+            Ok(node) => node.metrics().await.ok(),
+            Err(_) => None,
+        };
+        (m.node.clone(), metrics)
     }))
     .await;
     let mut out = format_status(client.base_url(), &health, &members, &ring);
@@ -103,7 +107,7 @@ pub async fn leave(args: LeaveArgs) -> Result<(), CliError> {
             "--node must name the node that leaves".into(),
         ));
     }
-    let client = HttpClient::new(args.node);
+    let client = args.auth.client(args.node, DEFAULT_TIMEOUT)?;
     let member = client.leave().await.map_err(|e| match e.kind() {
         // A removed node cannot leave, and a node that is no member refuses.
         Some("conflict" | "not_a_member") => CliError::Failed(format!(
@@ -125,7 +129,7 @@ pub async fn remove(args: RemoveArgs) -> Result<(), CliError> {
             "NAME must name a member (`dynamo-node status` lists them)".into(),
         ));
     }
-    let client = HttpClient::new(args.target.url());
+    let client = args.target.client()?;
     let url = client.base_url().to_string();
     let member = client.remove(name).await.map_err(|e| {
         let refused = |hint: String| {

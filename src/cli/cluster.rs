@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use clap::Args;
 
 use super::{CliError, NodeFlags, force_exit_on_second_signal, init_tracing, shutdown_signal};
-use crate::process::{BINARY_ENV, LocalCluster, MAX_NODES, ProcessStatus};
+use crate::process::{BINARY_ENV, LocalCluster, MAX_NODES, ProcessStatus, random_cookie};
 
 /// `dynamo-node cluster`.
 #[derive(Args, Clone, Debug, PartialEq, Eq)]
@@ -83,9 +83,18 @@ pub async fn run(args: ClusterArgs) -> Result<(), CliError> {
     init_tracing();
     let mut stop = pin!(shutdown_signal());
 
+    // The nodes get the cookie through their environment: the one given, else a fresh one.
+    let cookie = args
+        .flags
+        .cookie
+        .clone()
+        .or_else(|| std::env::var(super::COOKIE_ENV).ok())
+        .filter(|c| !c.trim().is_empty())
+        .unwrap_or_else(random_cookie);
     let mut builder = LocalCluster::builder()
         .nodes(args.nodes)
         .node_args(args.flags.to_args())
+        .cookie(cookie)
         .keep_logs(true);
     // This executable is a node binary too; `$DYNAMO_NODE_BIN` still wins over it.
     let binary = args.binary.clone().or_else(|| {

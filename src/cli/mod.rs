@@ -12,9 +12,11 @@
 mod args;
 mod bench;
 pub(crate) mod client;
+mod client_auth;
 mod cluster;
 mod demo;
 mod reclaim;
+mod security;
 mod start;
 
 use std::ffi::OsString;
@@ -26,7 +28,11 @@ use clap::{Args, Parser, Subcommand};
 pub use args::{NodeFlags, StartArgs, TlsFlags, parse_seed};
 pub use bench::BenchArgs;
 pub use client::{format_get, format_leave, format_remove, format_status};
+pub use client_auth::{ADMIN_TOKEN_ENV, API_TOKEN_ENV, CA_ENV, ClientAuthArgs, env_client};
 pub use cluster::{ClusterArgs, RestartBackoff};
+pub use security::{
+    COOKIE_ENV, CookieSource, DEFAULT_COOKIE, SecurityFlags, protected_mode, read_secret,
+};
 
 /// Exit code of a success.
 pub const EXIT_OK: u8 = 0;
@@ -59,7 +65,7 @@ pub struct Cli {
 #[derive(Subcommand, Debug)]
 pub enum Command {
     /// Run one node in the foreground (logs through RUST_LOG, default info)
-    Start(StartArgs),
+    Start(Box<StartArgs>),
     /// Run a local cluster of K node processes, restarted when they crash; Ctrl-C stops them
     Cluster(ClusterArgs),
     /// Read a key: prints the value (or numbered siblings) and the context
@@ -87,12 +93,20 @@ pub struct Target {
     /// Node HTTP URL [default: $DYNAMO_NODE, else http://127.0.0.1:8098]
     #[arg(long, value_name = "URL")]
     pub node: Option<String>,
+    /// Tokens and CA.
+    #[command(flatten)]
+    pub auth: ClientAuthArgs,
 }
 
 impl Target {
     /// The URL: the flag, else the environment, else the default.
     pub fn url(&self) -> String {
         self.url_with(std::env::var(NODE_ENV).ok())
+    }
+
+    /// A client of the node, with the tokens and CA of the flags or the environment.
+    pub fn client(&self) -> Result<crate::http::HttpClient, CliError> {
+        self.auth.client(self.url(), crate::http::DEFAULT_TIMEOUT)
     }
 
     fn url_with(&self, env: Option<String>) -> String {
@@ -161,6 +175,9 @@ pub struct LeaveArgs {
     /// never sent to $DYNAMO_NODE or the default node by accident)
     #[arg(long, value_name = "URL")]
     pub node: String,
+    /// Tokens and CA.
+    #[command(flatten)]
+    pub auth: ClientAuthArgs,
 }
 
 /// `dynamo-node remove`.
@@ -241,7 +258,7 @@ pub fn main() -> ExitCode {
 /// Runs one parsed command.
 pub async fn run(command: Command) -> Result<(), CliError> {
     match command {
-        Command::Start(args) => start::run(args).await,
+        Command::Start(args) => start::run(*args).await,
         Command::Cluster(args) => cluster::run(args).await,
         Command::Get(args) => client::get(args).await,
         Command::Put(args) => client::put(args).await,
@@ -385,6 +402,7 @@ mod tests {
     fn the_node_comes_from_the_flag_then_the_environment_then_the_default() {
         let flag = Target {
             node: Some("http://a:1".into()),
+            ..Default::default()
         };
         assert_eq!(flag.url_with(Some("http://b:2".into())), "http://a:1");
         let none = Target::default();

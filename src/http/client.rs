@@ -1,12 +1,15 @@
 //! A typed client of the HTTP API, for the CLI, the test cluster and the shell.
 
+use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use reqwest::header::HeaderMap;
+use reqwest::header::{AUTHORIZATION, HeaderMap, HeaderValue};
 use reqwest::{Method, RequestBuilder};
 use serde::de::DeserializeOwned;
 
+use super::access::{Scope, Token};
 use super::escape::{encode_path, encode_segment};
 use super::wire::{
     CONTEXT_HEADER, ContextBody, LocalBody, LocalVersionView, SiblingsBody, decode_base64,
@@ -62,11 +65,34 @@ impl HttpError {
     }
 }
 
+/// What a client presents and trusts: the tokens of a guarded node, the CA of an HTTPS one.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ClientAuth {
+    /// Sent on `/kv/*`.
+    pub api_token: Option<Token>,
+    /// Sent on `/admin/*`, `/metrics` and `/health`.
+    pub admin_token: Option<Token>,
+    /// PEM file of the CA whose certificates an HTTPS node presents (the only CA trusted).
+    pub ca: Option<PathBuf>,
+}
+
+impl ClientAuth {
+    /// The token to present on `path`, if any.
+    fn token_for(&self, path: &str) -> Option<&Token> {
+        match Scope::of(path) {
+            Scope::Data => self.api_token.as_ref(),
+            Scope::Admin | Scope::Open => self.admin_token.as_ref(),
+        }
+    }
+}
+
 /// A client of one node's HTTP API; cheap to clone (the connection pool is shared).
 #[derive(Clone, Debug)]
 pub struct HttpClient {
     base: String,
     http: reqwest::Client,
+    auth: Arc<ClientAuth>,
+    timeout: Duration,
 }
 
 /// What one request brought back.
@@ -84,25 +110,56 @@ impl HttpClient {
 
     /// Like [`HttpClient::new`] with another per-request timeout.
     pub fn with_timeout(base_url: impl Into<String>, timeout: Duration) -> Self {
-        let mut base: String = base_url.into().trim().to_owned();
-        if !base.contains("://") {
-            base.insert_str(0, "http://");
+        let base = normalize(base_url.into(), false);
+        HttpClient {
+            http: reqwest_client(timeout, None)
+                // Building fails only for TLS or resolver setup, neither used here; the
+                // default client is the same minus the settings.
+                .unwrap_or_default(),
+            base,
+            auth: Arc::default(),
+            timeout,
         }
-        while base.ends_with('/') {
-            base.pop();
-        }
-        let http = reqwest::Client::builder()
-            .timeout(timeout)
-            .connect_timeout(timeout.min(Duration::from_secs(5)))
-            // Nodes are addressed directly: no proxy from the environment, and a 300 is an
-            // answer (siblings), never something to follow.
-            .no_proxy()
-            .redirect(reqwest::redirect::Policy::none())
-            .build()
-            // Building fails only for TLS or resolver setup, neither used here; the default
-            // client is the same minus the settings.
-            .unwrap_or_default();
-        HttpClient { base, http }
+    }
+
+    /// A client presenting the tokens of `auth` and trusting its CA (a bare address then means
+    /// `https://`); the error says what is wrong with the CA file.
+    pub fn with_auth(
+        base_url: impl Into<String>,
+        timeout: Duration,
+        auth: ClientAuth,
+    ) -> Result<Self, String> {
+        let tls = match &auth.ca {
+            Some(ca) => {
+                super::tls::install_crypto_provider();
+                Some(super::tls::client_config(ca)?)
+            }
+            None => None,
+        };
+        let base = normalize(base_url.into(), tls.is_some());
+        let http = reqwest_client(timeout, tls).map_err(|e| e.to_string())?;
+        Ok(HttpClient {
+            base,
+            http,
+            auth: Arc::new(auth),
+            timeout,
+        })
+    }
+
+    /// A client of another node at `addr` (`IP:PORT`, as members list it), with the same
+    /// scheme, tokens and CA and the given timeout.
+    pub fn peer(&self, addr: &str, timeout: Duration) -> Result<HttpClient, String> {
+        let scheme = self.base.split_once("://").map_or("http", |(s, _)| s);
+        HttpClient::with_auth(
+            format!("{scheme}://{addr}"),
+            timeout,
+            ClientAuth::clone(&self.auth),
+        )
+    }
+
+    /// The per-request timeout.
+    pub fn timeout(&self) -> Duration {
+        self.timeout
     }
 
     /// The node's base URL, normalized (scheme, no trailing slash).
@@ -249,7 +306,15 @@ impl HttpClient {
     }
 
     async fn send(&self, request: RequestBuilder) -> Result<Answer, HttpError> {
-        let response = request.send().await.map_err(transport)?;
+        let mut request = request.build().map_err(transport)?;
+        if let Some(token) = self.auth.token_for(request.url().path()) {
+            let value =
+                HeaderValue::from_str(&format!("Bearer {}", token.expose())).map_err(|_| {
+                    HttpError::Transport("the token is not a valid header value".into())
+                })?;
+            request.headers_mut().insert(AUTHORIZATION, value);
+        }
+        let response = self.http.execute(request).await.map_err(transport)?;
         let status = response.status().as_u16();
         let headers = response.headers().clone();
         let body = response.bytes().await.map_err(transport)?;
@@ -289,6 +354,37 @@ fn accepted_json<T: DeserializeOwned>(answer: Answer) -> Result<T, HttpError> {
 
 /// The path form of a key. Keys with a `.` or `..` segment get their `/` escaped too, since
 /// URL parsing would otherwise resolve those segments away; a key that is exactly `.` or
+/// `base_url` with a scheme (`https://` when `tls`, else `http://`) and no trailing slash.
+fn normalize(base_url: String, tls: bool) -> String {
+    let mut base = base_url.trim().to_owned();
+    if !base.contains("://") {
+        base.insert_str(0, if tls { "https://" } else { "http://" });
+    }
+    while base.ends_with('/') {
+        base.pop();
+    }
+    base
+}
+
+fn reqwest_client(
+    timeout: Duration,
+    tls: Option<tokio_rustls::rustls::ClientConfig>,
+) -> reqwest::Result<reqwest::Client> {
+    // reqwest takes the process's rustls provider (and would panic without one).
+    super::tls::install_crypto_provider();
+    let mut builder = reqwest::Client::builder()
+        .timeout(timeout)
+        .connect_timeout(timeout.min(Duration::from_secs(5)))
+        // Nodes are addressed directly: no proxy from the environment, and a 300 is an
+        // answer (siblings), never something to follow.
+        .no_proxy()
+        .redirect(reqwest::redirect::Policy::none());
+    if let Some(tls) = tls {
+        builder = builder.tls_backend_preconfigured(tls);
+    }
+    builder.build()
+}
+
 /// `..` has no URL at all.
 fn key_path(key: &[u8]) -> Result<String, HttpError> {
     let is_dot = |segment: &[u8]| segment == b"." || segment == b"..";

@@ -1,6 +1,7 @@
 //! The axum server: routes, handlers, and how service results become statuses and bodies.
 
 use std::future::Future;
+use std::sync::Arc;
 
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
@@ -8,12 +9,14 @@ use axum::extract::{DefaultBodyLimit, Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{any, get, post};
-use axum::serve::ListenerExt;
 use axum::{Json, Router};
 
+use super::access::{HttpAccess, RequireTokens};
 use super::escape::{decode, query_values};
 use super::failure::Failure;
 use super::layers::{RefuseOversize, TraceRequests};
+use super::limits::{HttpCounters, HttpLimits, LimitInFlight, ReadBody};
+use super::listen::{ServeOptions, accept_loop};
 use super::wire::{
     CONTEXT_HEADER, ContextBody, DeletedBody, LocalBody, LocalVersionWire, SiblingsBody,
     encode_base64,
@@ -35,8 +38,26 @@ const KV_PREFIX: &str = "/kv/";
 const LOCAL_PREFIX: &str = "/admin/local/";
 const REMOVE_PREFIX: &str = "/admin/remove/";
 
-/// The HTTP API of `service` as an axum router.
+/// The HTTP API of `service` as an axum router, open to all and with the default limits.
 pub fn router<S: KvService>(service: S) -> Router {
+    router_with(
+        service,
+        HttpAccess::default(),
+        HttpLimits::default(),
+        Arc::new(HttpCounters::default()),
+    )
+}
+
+/// The HTTP API of `service`, guarded by `access` and `limits`, counting refusals in
+/// `counters` (which `GET /metrics` shows after the node's own metrics).
+pub fn router_with<S: KvService>(
+    service: S,
+    access: HttpAccess,
+    limits: HttpLimits,
+    counters: Arc<HttpCounters>,
+) -> Router {
+    let scrape = Arc::clone(&counters);
+    let refusal_counters = Arc::clone(&counters);
     Router::new()
         .route(KV_PREFIX, any(empty_key))
         .route(
@@ -51,35 +72,62 @@ pub fn router<S: KvService>(service: S) -> Router {
         .route("/admin/leave", post(leave::<S>))
         .route(REMOVE_PREFIX, post(empty_member))
         .route("/admin/remove/{*name}", post(remove::<S>))
-        .route("/metrics", get(metrics::<S>))
+        .route(
+            "/metrics",
+            get(move |State(svc): State<S>| metrics(svc, scrape)),
+        )
         .route("/health", get(health::<S>))
         // After every route: it is attached to the routes that exist when it is called.
         .method_not_allowed_fallback(method_not_allowed)
         .route_layer(TraceRequests::new(route_of))
         .fallback(unknown_route)
+        // Layers run from the last added to the first: a request is counted against the
+        // in-flight bound, then its token checked, then its declared size, and only then is
+        // its body read (within the body deadline).
+        .layer(ReadBody::new(
+            BODY_LIMIT,
+            limits.body_timeout,
+            || too_large().into_response(),
+            Arc::clone(&counters),
+        ))
         // Answers 413 at once to a body declared larger than [`BODY_LIMIT`], without reading
-        // it; bodies of unknown length are cut off by the extractor's limit instead.
-        .layer(RefuseOversize::new(BODY_LIMIT, || {
+        // it; bodies of unknown length are cut off by `ReadBody` instead.
+        .layer(RefuseOversize::new(BODY_LIMIT, move || {
+            refusal_counters.hit("body_size");
             too_large().into_response()
         }))
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
+        .layer(RequireTokens::new(access, Arc::clone(&counters)))
+        .layer(LimitInFlight::new(limits.max_requests, counters))
         .with_state(service)
 }
 
 /// Serves the API of `service` on `listener` until `shutdown` completes, then lets the
-/// requests in flight finish.
+/// requests in flight finish. Open to all, plain HTTP, default limits.
 pub async fn serve<S: KvService>(
     listener: tokio::net::TcpListener,
     service: S,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    // Small answers should leave at once rather than wait for Nagle.
-    let listener = listener.tap_io(|tcp| {
-        let _ = tcp.set_nodelay(true);
-    });
-    axum::serve(listener, router(service))
-        .with_graceful_shutdown(shutdown)
-        .await
+    serve_with(listener, service, ServeOptions::default(), shutdown).await
+}
+
+/// Like [`serve`], guarded by `options`: tokens, limits, and HTTPS when it has a TLS acceptor.
+pub async fn serve_with<S: KvService>(
+    listener: tokio::net::TcpListener,
+    service: S,
+    options: ServeOptions,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let counters = Arc::new(HttpCounters::default());
+    let app = router_with(
+        service,
+        options.access.clone(),
+        options.limits,
+        Arc::clone(&counters),
+    );
+    accept_loop(listener, app, &options, counters, shutdown).await;
+    Ok(())
 }
 
 /// The route template of a routed path: keys are not logged, only their route.
@@ -214,10 +262,10 @@ async fn update_config<S: KvService>(
     Ok(Json(svc.update_config(update)?).into_response())
 }
 
-async fn metrics<S: KvService>(State(svc): State<S>) -> Response {
+async fn metrics<S: KvService>(svc: S, counters: Arc<HttpCounters>) -> Response {
     (
         [(header::CONTENT_TYPE, METRICS_CONTENT_TYPE)],
-        svc.metrics(),
+        counters.append_to(svc.metrics()),
     )
         .into_response()
 }

@@ -1,6 +1,7 @@
 //! End-to-end tests over real sockets: a fake service behind the real router, driven by
 //! [`HttpClient`] and, where the raw shape matters, by plain reqwest.
 
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -228,11 +229,15 @@ struct Served {
 
 impl Served {
     async fn start() -> Served {
+        Served::start_with(ServeOptions::default()).await
+    }
+
+    async fn start_with(options: ServeOptions) -> Served {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let (stop, stopped) = oneshot::channel::<()>();
         let service = FakeService::new();
-        let task = tokio::spawn(serve(listener, service.clone(), async move {
+        let task = tokio::spawn(serve_with(listener, service.clone(), options, async move {
             let _ = stopped.await;
         }));
         Served {
@@ -1134,4 +1139,242 @@ async fn transport_errors_and_graceful_shutdown() {
         Err(HttpError::Transport(text)) => assert!(text.contains("timed out"), "{text}"),
         other => panic!("expected a timeout, got {other:?}"),
     }
+}
+
+// ---- tokens and bounds ----
+
+fn guarded() -> ServeOptions {
+    ServeOptions {
+        access: HttpAccess {
+            api: Token::new("api-token"),
+            admin: Token::new("admin-token"),
+        },
+        ..Default::default()
+    }
+}
+
+async fn with_bearer(
+    s: &Served,
+    method: reqwest::Method,
+    path: &str,
+    token: Option<&str>,
+) -> reqwest::Response {
+    let mut request = s.raw.request(method, s.url(path));
+    if let Some(token) = token {
+        request = request.bearer_auth(token);
+    }
+    request.send().await.unwrap()
+}
+
+fn limit_hits(text: &str, limit: &str) -> f64 {
+    metric_sum(text, "dynamo_http_limit_hits_total", |l| {
+        l.contains(&format!("limit=\"{limit}\""))
+    })
+    .unwrap_or(0.0)
+}
+
+#[tokio::test]
+async fn tokens_guard_their_routes_with_401_and_the_scheme() {
+    let s = Served::start_with(guarded()).await;
+    use reqwest::Method;
+    for (method, path) in [
+        (Method::GET, "/kv/k"),
+        (Method::PUT, "/kv/k"),
+        (Method::GET, "/admin/members"),
+        (Method::GET, "/metrics"),
+        (Method::POST, "/admin/leave"),
+    ] {
+        for token in [None, Some("wrong"), Some("")] {
+            let answer = with_bearer(&s, method.clone(), path, token).await;
+            assert_eq!(answer.headers()["www-authenticate"], "Bearer", "{path}");
+            expect_error(answer, 401, "unauthorized").await;
+        }
+    }
+    // Each token opens its own routes only.
+    let answer = with_bearer(&s, Method::GET, "/admin/ring", Some("api-token")).await;
+    expect_error(answer, 401, "unauthorized").await;
+    let answer = with_bearer(&s, Method::GET, "/kv/k", Some("admin-token")).await;
+    expect_error(answer, 401, "unauthorized").await;
+    let answer = with_bearer(&s, Method::GET, "/kv/k", Some("api-token")).await;
+    expect_error(answer, 404, "not_found").await;
+    let answer = with_bearer(&s, Method::GET, "/admin/ring", Some("admin-token")).await;
+    assert_eq!(answer.status(), 200);
+    assert_eq!(
+        with_bearer(&s, Method::GET, "/health", None).await.status(),
+        200
+    );
+    // A body sent without the token is refused before it is read.
+    let answer = s.raw.put(s.url("/kv/k")).body("v").send().await.unwrap();
+    expect_error(answer, 401, "unauthorized").await;
+    assert!(s.service.store.get(b"k").versions().is_empty());
+
+    // The typed client presents the token of each route.
+    let auth = ClientAuth {
+        api_token: Token::new("api-token"),
+        admin_token: Token::new("admin-token"),
+        ca: None,
+    };
+    let client = HttpClient::with_auth(s.base.clone(), DEFAULT_TIMEOUT, auth).unwrap();
+    client
+        .put(b"k", Bytes::from("v"), None, None)
+        .await
+        .unwrap();
+    assert_eq!(
+        client.get(b"k", None).await.unwrap().values(),
+        [Bytes::from("v")]
+    );
+    assert!(!client.members().await.unwrap().is_empty());
+    let text = client.metrics().await.unwrap();
+    // 5 routes x 3 bad tokens, 2 tokens on the other scope, 1 body.
+    assert_eq!(
+        metric_sum(&text, "dynamo_http_unauthorized_total", |_| true),
+        Some(18.0),
+        "{text}"
+    );
+    assert_eq!(
+        api_kind(s.client.get(b"k", None).await),
+        (401, "unauthorized".into())
+    );
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn excess_requests_get_503_at_once_and_later_ones_are_served() {
+    let mut options = ServeOptions::default();
+    options.limits.max_requests = 1;
+    let s = Served::start_with(options).await;
+    s.client
+        .put(b"slow-k", Bytes::from("v"), None, None)
+        .await
+        .unwrap();
+    let c = s.client.clone();
+    let slow = tokio::spawn(async move { c.get(b"slow-k", None).await });
+    // While the slow read holds the only slot, another request is refused, not queued.
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        let answer = s.raw(reqwest::Method::GET, "/kv/other").await;
+        if answer.status() == 503 {
+            expect_error(answer, 503, "overloaded").await;
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "never refused");
+    }
+    assert_eq!(slow.await.unwrap().unwrap().values(), [Bytes::from("v")]);
+    let text = s.client.metrics().await.unwrap();
+    assert!(limit_hits(&text, "requests") >= 1.0, "{text}");
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn excess_connections_are_closed_and_slow_clients_cut_off() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut options = ServeOptions::default();
+    options.limits.max_connections = 1;
+    options.limits.header_timeout = Duration::from_millis(300);
+    options.limits.body_timeout = Duration::from_millis(300);
+    let s = Served::start_with(options).await;
+    let addr = s.base.trim_start_matches("http://").to_owned();
+    let read_to_end = |mut tcp: tokio::net::TcpStream| async move {
+        let mut answer = Vec::new();
+        let read = tokio::time::timeout(Duration::from_secs(5), tcp.read_to_end(&mut answer)).await;
+        assert!(read.is_ok(), "the server kept the connection open");
+        String::from_utf8_lossy(&answer).into_owned()
+    };
+    // A client that never finishes its headers holds the only connection until the deadline...
+    let mut slow = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    slow.write_all(b"GET /health HTTP/1.1\r\nHost: x\r\n")
+        .await
+        .unwrap();
+    // ...meanwhile a second connection is closed unanswered...
+    let second = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    assert_eq!(read_to_end(second).await, "");
+    // ...and then the slow one is cut off, which frees the slot.
+    let _ = read_to_end(slow).await;
+    // A body that trickles is answered 408 once its deadline passes.
+    let mut trickle = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    trickle
+        .write_all(b"PUT /kv/a HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\nabc")
+        .await
+        .unwrap();
+    let answer = read_to_end(trickle).await;
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    assert!(answer.contains("body_timeout"), "{answer}");
+    let text = s.client.metrics().await.unwrap();
+    for limit in ["connections", "header_timeout", "body_timeout"] {
+        assert!(limit_hits(&text, limit) >= 1.0, "{limit}: {text}");
+    }
+    assert!(s.service.store.get(b"a").versions().is_empty());
+    s.stop().await;
+}
+
+// ---- HTTPS ----
+
+/// A CA, and a certificate for 127.0.0.1 signed by it; PEM files in `dir`: (ca, cert, key).
+fn make_certificates(dir: &std::path::Path) -> (PathBuf, PathBuf, PathBuf) {
+    use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
+    let ca_key = KeyPair::generate().unwrap();
+    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let ca = ca_params.self_signed(&ca_key).unwrap();
+    let issuer = Issuer::new(ca_params, ca_key);
+    let key = KeyPair::generate().unwrap();
+    let cert = CertificateParams::new(vec!["127.0.0.1".to_string()])
+        .unwrap()
+        .signed_by(&key, &issuer)
+        .unwrap();
+    let write = |name: &str, text: String| {
+        let path = dir.join(name);
+        std::fs::write(&path, text).unwrap();
+        path
+    };
+    (
+        write("ca.pem", ca.pem()),
+        write("cert.pem", cert.pem()),
+        write("key.pem", key.serialize_pem()),
+    )
+}
+
+#[tokio::test]
+async fn https_serves_clients_that_trust_its_ca_only() {
+    let dir = crate::testing::TempDir::new("https");
+    let (ca, cert, key) = make_certificates(dir.path());
+    let guard = HttpGuard {
+        tls: Some(TlsFiles { cert, key }),
+        access: guarded().access,
+        ..Default::default()
+    };
+    let s = Served::start_with(guard.serve_options().unwrap()).await;
+    let addr = s.base.trim_start_matches("http://").to_owned();
+    let auth = ClientAuth {
+        api_token: Token::new("api-token"),
+        admin_token: Token::new("admin-token"),
+        ca: Some(ca),
+    };
+    // A bare address with a CA means https.
+    let client = HttpClient::with_auth(addr.clone(), DEFAULT_TIMEOUT, auth.clone()).unwrap();
+    assert!(client.base_url().starts_with("https://"));
+    client
+        .put(b"k", Bytes::from("v"), None, None)
+        .await
+        .unwrap();
+    assert_eq!(
+        client.get(b"k", None).await.unwrap().values(),
+        [Bytes::from("v")]
+    );
+    assert_eq!(client.health().await.unwrap().status, "ok");
+    // Another CA is not trusted; plain HTTP gets no answer.
+    let stranger = crate::testing::TempDir::new("https-other");
+    let (other, _, _) = make_certificates(stranger.path());
+    let doubtful = ClientAuth {
+        ca: Some(other),
+        ..auth
+    };
+    let client = HttpClient::with_auth(addr.clone(), DEFAULT_TIMEOUT, doubtful).unwrap();
+    assert!(matches!(
+        client.health().await,
+        Err(HttpError::Transport(_))
+    ));
+    let plain = HttpClient::with_timeout(addr, Duration::from_secs(5));
+    assert!(plain.health().await.is_err());
+    s.stop().await;
 }

@@ -162,6 +162,16 @@ impl Node {
             Some(dir) => Some(open_store(&config, dir.clone(), incarnation).await?),
             None => None,
         };
+        // TLS files are read before any port is taken: a bad one fails the start cleanly.
+        let http_options = match config.http {
+            Some(_) => Some(
+                config
+                    .http_guard
+                    .serve_options()
+                    .map_err(|e| NodeError::Start(format!("HTTPS: {e}")))?,
+            ),
+            None => None,
+        };
         // Bound before anything starts, so a taken port fails the start cleanly and peers
         // learn the real address when port 0 was asked for.
         let http_listener = match config.http {
@@ -229,16 +239,21 @@ impl Node {
                 }
             })
         };
-        let http = http_listener.map(|listener| {
+        let http = http_listener.zip(http_options).map(|(listener, options)| {
             let addr = shared
                 .config
                 .http
                 .unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 0)));
             let (shutdown, stop) = oneshot::channel::<()>();
             let service = NodeClient::new(Arc::clone(&shared));
-            let task = tokio::spawn(crate::http::serve(listener, service, async move {
-                let _ = stop.await;
-            }));
+            let task = tokio::spawn(crate::http::serve_with(
+                listener,
+                service,
+                options,
+                async move {
+                    let _ = stop.await;
+                },
+            ));
             HttpServer {
                 addr,
                 shutdown,

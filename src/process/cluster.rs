@@ -111,6 +111,24 @@ pub struct LocalClusterBuilder {
     ready_timeout: Duration,
     data: DataDirs,
     own_args: Vec<(usize, Vec<OsString>)>,
+    cookie: Option<ChildCookie>,
+}
+
+/// The cluster cookie handed to every node through its environment, never on its command
+/// line (which every local user can read); not printed by `Debug`.
+#[derive(Clone)]
+struct ChildCookie(String);
+
+impl std::fmt::Debug for ChildCookie {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ChildCookie(***)")
+    }
+}
+
+/// A fresh random cluster cookie (128 bits, hex) for a local cluster.
+pub fn random_cookie() -> String {
+    let bits: u128 = rand::random();
+    format!("{bits:032x}")
 }
 
 /// Where the nodes of a [`LocalCluster`] keep their data.
@@ -139,6 +157,7 @@ impl Default for LocalClusterBuilder {
             ready_timeout: Duration::from_secs(30),
             data: DataDirs::Memory,
             own_args: Vec::new(),
+            cookie: None,
         }
     }
 }
@@ -195,6 +214,12 @@ impl LocalClusterBuilder {
     /// Keeps the temporary log directory after drop.
     pub fn keep_logs(mut self, keep: bool) -> Self {
         self.keep_logs = keep;
+        self
+    }
+
+    /// The cluster cookie, handed to every node in `$DYNAMO_COOKIE` (never as an argument).
+    pub fn cookie(mut self, cookie: impl Into<String>) -> Self {
+        self.cookie = Some(ChildCookie(cookie.into()));
         self
     }
 
@@ -274,6 +299,7 @@ impl LocalClusterBuilder {
             own_args: Vec::new(),
             data_root,
             remove_data_root,
+            cookie: self.cookie,
         };
         for index in 1..=self.nodes {
             let ports = pick_free_ports(self.net.node_ip(index), 2)?;
@@ -313,6 +339,8 @@ pub struct LocalCluster {
     starts: Vec<u32>,
     /// Flags of one node only, after the cluster's (see [`LocalCluster::add_node`]).
     own_args: Vec<Vec<OsString>>,
+    /// Given to every node as `$DYNAMO_COOKIE`; unset, the nodes inherit this process's.
+    cookie: Option<ChildCookie>,
     /// Node `n{i}` runs with `--data-dir {data_root}/n{i}` when set.
     data_root: Option<PathBuf>,
     /// Whether the data root is ours to delete on drop.
@@ -656,6 +684,9 @@ impl LocalCluster {
             cmd.arg("--data-dir").arg(dir);
         }
         cmd.env("RUST_LOG", &self.rust_log);
+        if let Some(ChildCookie(cookie)) = &self.cookie {
+            cmd.env(crate::cli::COOKIE_ENV, cookie);
+        }
         cmd
     }
 

@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 
 use super::format::secs;
 use super::session::{Session, ShellError};
-use crate::process::{LocalCluster, LoopbackNet, MAX_NODES, ProcessError};
+use crate::process::{LocalCluster, LoopbackNet, MAX_NODES, ProcessError, random_cookie};
 
 /// How to start the local cluster of a shell.
 #[derive(Clone, Debug)]
@@ -58,10 +58,13 @@ pub async fn start_local(
     };
     progress(&format!("starting {names} ... "));
     let started = Instant::now();
+    // A cookie of its own, handed to the nodes through their environment (a `--cookie` among
+    // the node arguments still wins).
     let mut builder = LocalCluster::builder()
         .nodes(options.nodes)
         .loopback_net(options.net)
-        .node_args(&options.node_args);
+        .node_args(&options.node_args)
+        .cookie(random_cookie());
     if let Some(binary) = &options.binary {
         builder = builder.binary(binary);
     }

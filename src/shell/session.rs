@@ -142,8 +142,8 @@ impl ShellNode {
     fn new(name: String, url: &str) -> ShellNode {
         ShellNode {
             name,
-            client: HttpClient::new(url),
-            probe: HttpClient::with_timeout(url, PROBE_TIMEOUT),
+            client: crate::cli::env_client(url, crate::http::DEFAULT_TIMEOUT),
+            probe: crate::cli::env_client(url, PROBE_TIMEOUT),
         }
     }
 }
@@ -214,7 +214,7 @@ impl Session {
     /// address becomes a node of the session, the one at `url` current. A node that cannot
     /// serve (it left, say) still lists the members, so the shell attaches through it too.
     pub async fn connect(url: &str) -> Result<Session, ShellError> {
-        let entry = HttpClient::new(url);
+        let entry = crate::cli::env_client(url, crate::http::DEFAULT_TIMEOUT);
         let failed = |source| ShellError::Connect {
             url: url.to_string(),
             source,
@@ -462,7 +462,10 @@ impl Session {
                 Ok(i) => (self.nodes[i].name.clone(), self.nodes[i].client.clone()),
                 Err(_) => {
                     let url = self.member_url(at, name).await?;
-                    (name.to_string(), HttpClient::new(url))
+                    (
+                        name.to_string(),
+                        crate::cli::env_client(&url, crate::http::DEFAULT_TIMEOUT),
+                    )
                 }
             },
         };
