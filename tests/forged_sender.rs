@@ -107,6 +107,16 @@ async fn anti_entropy(target: &ActorRef<AntiEntropyMsg>, step: Step) -> Result<A
     }
 }
 
+/// Anti-entropy rounds node `i` started and completed (in sync or repaired): each needs the
+/// peer's token, so they also show the genuine sessions still work.
+async fn rounds(cluster: &TestCluster, i: usize) -> f64 {
+    let text = cluster.client(i).metrics().await.expect("metrics");
+    dynamo_node::http::metric_sum(&text, "dynamo_anti_entropy_rounds_total", |labels| {
+        labels.contains("outcome=\"in_sync\"") || labels.contains("outcome=\"repaired\"")
+    })
+    .unwrap_or(0.0)
+}
+
 async fn forged(cluster: &TestCluster, i: usize, kind: &str) -> f64 {
     let text = cluster.client(i).metrics().await.expect("metrics");
     dynamo_node::http::metric_sum(&text, "dynamo_forged_messages_total", |labels| {
@@ -245,8 +255,18 @@ async fn a_peer_that_claims_another_nodes_name_changes_nothing() {
     assert!(forged(&cluster, 1, "purge").await >= 2.0);
     assert!(forged(&cluster, 1, "anti_entropy").await >= 1.0);
 
-    // Several gossip rounds later, n2 is still a valid member everywhere, and the data stands.
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // Several gossip rounds later (anti-entropy runs every 200 ms, gossip every 100 ms), n2 is
+    // still a valid member everywhere, and the data stands.
+    let before = [rounds(&cluster, 1).await, rounds(&cluster, 2).await];
+    wait_until(
+        Duration::from_secs(10),
+        "both nodes completed three more anti-entropy rounds",
+        || async {
+            rounds(&cluster, 1).await >= before[0] + 3.0
+                && rounds(&cluster, 2).await >= before[1] + 3.0
+        },
+    )
+    .await;
     for observer in [1, 2] {
         let n2 = cluster
             .member_seen_by(observer, 2)
