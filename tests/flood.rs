@@ -1,67 +1,18 @@
 //! A node under a flood of malformed requests, slow-header connections and oversized bodies
 //! stays up, keeps serving good requests, and its resident memory stays bounded.
 
-use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use dynamo_node::bench::flood::{KINDS, flood};
 use dynamo_node::testing::TestCluster;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
 
 /// How long the flood lasts.
 const FLOOD: Duration = Duration::from_secs(4);
 /// Growth of the node's resident memory allowed over the flood.
 const MEMORY_SLACK: f64 = 128.0 * 1024.0 * 1024.0;
-
-/// Sends `request` on a fresh connection and reads until the node answers or closes.
-async fn exchange(addr: SocketAddr, request: &[u8]) {
-    let Ok(mut tcp) = TcpStream::connect(addr).await else {
-        return;
-    };
-    let _ = tcp.write_all(request).await;
-    let mut buf = [0u8; 1024];
-    let _ = tokio::time::timeout(Duration::from_secs(2), tcp.read(&mut buf)).await;
-}
-
-/// One kind of abuse, repeated until `end`; returns how many it sent.
-async fn abuse(addr: SocketAddr, end: Instant, kind: usize) -> u64 {
-    let oversized = format!(
-        "PUT /kv/big HTTP/1.1\r\nHost: x\r\nContent-Length: {}\r\n\r\n",
-        64 << 20
-    );
-    let mut chunked =
-        b"PUT /kv/big HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n".to_vec();
-    let chunk = vec![b'x'; 256 * 1024];
-    for _ in 0..8 {
-        chunked.extend_from_slice(format!("{:x}\r\n", chunk.len()).as_bytes());
-        chunked.extend_from_slice(&chunk);
-        chunked.extend_from_slice(b"\r\n");
-    }
-    let mut sent = 0;
-    while Instant::now() < end {
-        match kind {
-            0 => exchange(addr, b"GARBAGE \x00\xff nonsense\r\n\r\n").await,
-            1 => {
-                exchange(
-                    addr,
-                    b"GET /kv/%zz?r=abc HTTP/1.1\r\nHost: x\r\nX-Dynamo-Context: !!\r\n\r\n",
-                )
-                .await
-            }
-            2 => exchange(addr, oversized.as_bytes()).await,
-            3 => exchange(addr, &chunked).await,
-            _ => {
-                // Headers that never end: held until the node cuts the connection off.
-                exchange(addr, b"GET /health HTTP/1.1\r\nHost: x\r\nX-Slow: ").await
-            }
-        }
-        sent += 1;
-    }
-    sent
-}
 
 #[tokio::test]
 async fn good_requests_keep_succeeding_under_a_flood_and_memory_stays_bounded() {
@@ -91,6 +42,9 @@ async fn good_requests_keep_succeeding_under_a_flood_and_memory_stays_bounded() 
         .expect("the node exports its resident memory");
 
     let end = Instant::now() + FLOOD;
+    let stop = Arc::new(AtomicBool::new(false));
+    // 4 connections of each kind at a time.
+    let flood = tokio::spawn(flood(vec![addr], 4 * KINDS, Arc::clone(&stop)));
     let good = Arc::new(AtomicU64::new(0));
     let workload = {
         let (client, good) = (client.clone(), Arc::clone(&good));
@@ -107,17 +61,12 @@ async fn good_requests_keep_succeeding_under_a_flood_and_memory_stays_bounded() 
             Ok::<_, dynamo_node::http::HttpError>(())
         })
     };
-    // 4 connections of each kind at a time.
-    let flood = (0..20).map(|i| tokio::spawn(abuse(addr, end, i % 5)));
-    let sent: u64 = futures::future::join_all(flood)
-        .await
-        .into_iter()
-        .map(|r| r.unwrap())
-        .sum();
     workload
         .await
         .unwrap()
         .expect("every good request succeeded during the flood");
+    stop.store(true, Ordering::Relaxed);
+    let sent = flood.await.unwrap();
 
     let served = good.load(Ordering::Relaxed);
     assert!(served >= 100, "only {served} good requests in {FLOOD:?}");

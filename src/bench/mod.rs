@@ -3,8 +3,10 @@
 //! The choice of operations and keys ([`workload`], [`zipf`]) is pure and seeded, so it is
 //! tested without a cluster; [`stats`] turns latencies into the summary; [`run`] drives the
 //! clients; [`memory`] measures each node's resident memory (and, durable, disk) per key;
-//! [`storage`] names the storage a run was served by and counts its fsyncs.
+//! [`storage`] names the storage a run was served by and counts its fsyncs; [`flood`] abuses
+//! the nodes' HTTP ports beside a workload.
 
+pub mod flood;
 pub mod memory;
 pub mod recovery;
 pub mod run;

@@ -89,6 +89,11 @@ pub struct BenchArgs {
     /// empty (hints drain, anti-entropy refills it); compares the p99s
     #[arg(long, conflicts_with_all = ["nodes_urls", "ops"])]
     pub recovery: bool,
+    /// While the workload runs, C connections abuse the nodes' HTTP ports (malformed
+    /// requests, bad keys, oversized bodies, headers that never end); compare its p99s with
+    /// a run without
+    #[arg(long, value_name = "C", conflicts_with = "recovery")]
+    pub flood: Option<usize>,
     /// a: 50% read 50% update; b: 95/5; c: read only; w: insert only
     #[arg(long, value_name = "a|b|c|w", default_value = "a")]
     pub workload: Workload,
@@ -267,6 +272,12 @@ async fn run_workload(
         eprint!("{}", summary.table());
         transport = Some(summary);
     }
+    let flood = args.flood.map(|connections| {
+        let addrs: Vec<SocketAddr> = config.urls.iter().filter_map(|u| http_addr(u)).collect();
+        let done = Arc::new(AtomicBool::new(false));
+        let task = tokio::spawn(crate::bench::flood::flood(addrs, connections, done.clone()));
+        (connections, done, task)
+    });
     let summary = match (&native, args.client) {
         (Some(native), ClientKind::Native) => {
             let clients = vec![ServiceClient(native.service())];
@@ -281,6 +292,11 @@ async fn run_workload(
             run_observed(config, clients, "http", stop.clone(), storage).await
         }
     };
+    if let Some((connections, done, task)) = flood {
+        done.store(true, Ordering::Relaxed);
+        let sent = task.await.unwrap_or(0);
+        eprintln!("flood: {sent} abusive requests over {connections} connections");
+    }
     if let Some(native) = native {
         native.stop().await;
     }
@@ -509,6 +525,12 @@ fn seconds(flag: &str, secs: f64) -> Result<Duration, CliError> {
 }
 
 /// A flag that Ctrl-C (or SIGTERM) sets, ending the run early; it is still reported.
+/// The address of a node's HTTP URL (`http://IP:PORT`), for the flood's raw connections.
+fn http_addr(url: &str) -> Option<SocketAddr> {
+    let rest = url.split_once("://").map_or(url, |(_, rest)| rest);
+    rest.trim_end_matches('/').parse().ok()
+}
+
 fn stop_on_signal() -> Arc<AtomicBool> {
     let stop = Arc::new(AtomicBool::new(false));
     let flag = stop.clone();
