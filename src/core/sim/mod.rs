@@ -780,12 +780,12 @@ pub fn run_seed(seed: u64) -> RunReport {
 mod tests {
     use super::*;
 
-    /// Seeds per shard: `DYNAMO_SIM_SEEDS` in all (2000 by default), spread over the shards.
+    /// Seeds per shard: `DYNAMO_SIM_SEEDS` in all (1500 by default), spread over the shards.
     fn seeds_per_shard() -> u64 {
         let total = std::env::var("DYNAMO_SIM_SEEDS")
             .ok()
             .and_then(|s| s.parse().ok())
-            .unwrap_or(2_000);
+            .unwrap_or(1_500);
         u64::div_ceil(total, SHARDS)
     }
 
