@@ -1,5 +1,5 @@
 //! Mutual TLS between nodes (`--tls-cert`, `--tls-key`, `--tls-ca`): a TLS cluster reads,
-//! writes and heals a partition; a node with a certificate of another CA, one whose
+//! writes (also through a native client with its own certificate) and heals a partition; a node with a certificate of another CA, one whose
 //! certificate is for another name, and a plaintext node never join it.
 //!
 //! One cluster serves every assertion (CI time). The partition needs iptables and root;
@@ -9,8 +9,11 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use bytes::Bytes;
+use dynamo_node::api::{KvService, ReadOptions, WriteOptions};
 use dynamo_node::core::membership::Status;
+use dynamo_node::node::{NativeClient, NativeConfig};
 use dynamo_node::testing::{TempDir, TestCluster, wait_until};
+use dynamo_node::tls::TlsPaths;
 use rcgen::{
     BasicConstraints, CertificateParams, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
     KeyUsagePurpose,
@@ -111,6 +114,36 @@ async fn a_tls_cluster_serves_and_heals_and_keeps_impostors_and_plaintext_nodes_
             "n{i}: {read:?}"
         );
     }
+
+    // (a) The native client joins the TLS mesh with a certificate for its own name, and
+    // reads back at R = 3 what it wrote at W = 3.
+    let client_flags = ca.issue(dir.path(), "bench-1", "bench-1");
+    let mut config = NativeConfig::new([cluster.cluster_addr(1)]);
+    config.name = Some("bench-1".into());
+    config.tls = Some(TlsPaths {
+        cert: PathBuf::from(&client_flags[1]),
+        key: PathBuf::from(&client_flags[3]),
+        ca: PathBuf::from(&client_flags[5]),
+        impostor: false,
+    });
+    let native = NativeClient::connect(config)
+        .await
+        .expect("a native client with a certificate of the CA joins");
+    let kv = native.service();
+    kv.put(
+        "native-tls".into(),
+        value.clone(),
+        None,
+        WriteOptions { w: Some(3) },
+    )
+    .await
+    .expect("a native write at W = 3");
+    let read = kv
+        .get("native-tls".into(), ReadOptions { r: Some(3) })
+        .await
+        .expect("a native read at R = 3");
+    assert_eq!(read.values(), std::slice::from_ref(&value), "{read:?}");
+    native.stop().await;
 
     // (a) A partition is detected and heals: the sessions come back through TLS.
     cluster.partition(&[&[1], &[2, 3]]);
