@@ -430,3 +430,67 @@ impl NodeEventSubscription for SessionEvents {
         let _ = self.cluster.cast(ClusterMsg::SessionUp(peer_label(&ses)));
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use ractor::{Actor, ActorProcessingErr, ActorRef};
+    use tokio::sync::mpsc;
+
+    use super::*;
+
+    /// Stands in for the NodeServer: reports the peer address of every stream handed to it.
+    struct Handover(mpsc::UnboundedSender<String>);
+
+    impl Actor for Handover {
+        type Msg = NodeServerMessage;
+        type State = ();
+        type Arguments = ();
+
+        async fn pre_start(
+            &self,
+            _: ActorRef<NodeServerMessage>,
+            _: (),
+        ) -> Result<(), ActorProcessingErr> {
+            Ok(())
+        }
+
+        async fn handle(
+            &self,
+            _: ActorRef<NodeServerMessage>,
+            msg: NodeServerMessage,
+            _: &mut (),
+        ) -> Result<(), ActorProcessingErr> {
+            if let NodeServerMessage::ConnectionOpened { stream, .. } = msg
+                && let NetworkStream::Raw { peer_addr, .. } = *stream
+            {
+                let _ = self.0.send(peer_addr.to_string());
+            }
+            Ok(())
+        }
+    }
+
+    #[tokio::test]
+    async fn a_seed_given_by_dns_name_is_resolved_and_dialled() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("listen");
+        let port = listener.local_addr().expect("bound").port();
+        let (tx, mut handed) = mpsc::unbounded_channel();
+        let (server, _) = Actor::spawn(None, Handover(tx), ()).await.expect("spawn");
+        let dialer = Dialer {
+            server: server.clone(),
+            bind: "127.0.0.1:0".parse().expect("an address"),
+            tls: None,
+        };
+        let seed = Target::Seed(format!("localhost:{port}"));
+        let (dialled, accepted) = tokio::join!(dialer.dial(&seed), listener.accept());
+        dialled.expect("the name resolves and is dialled");
+        accepted.expect("the seed's listener got the connection");
+        let peer = tokio::time::timeout(Duration::from_secs(5), handed.recv())
+            .await
+            .expect("handed over in time")
+            .expect("handed over");
+        assert!(peer.ends_with(&format!(":{port}")), "{peer}");
+        let unknown = Target::Seed("no-such-host.invalid:7000".into());
+        assert!(dialer.dial(&unknown).await.is_err());
+        server.stop(None);
+    }
+}
