@@ -131,7 +131,7 @@ impl HttpClient {
     ) -> Result<Self, String> {
         let tls = match &auth.ca {
             Some(ca) => {
-                super::tls::install_crypto_provider();
+                crate::tls::install_provider();
                 Some(super::tls::client_config(ca)?)
             }
             None => None,
@@ -371,7 +371,7 @@ fn reqwest_client(
     tls: Option<tokio_rustls::rustls::ClientConfig>,
 ) -> reqwest::Result<reqwest::Client> {
     // reqwest takes the process's rustls provider (and would panic without one).
-    super::tls::install_crypto_provider();
+    crate::tls::install_provider();
     let mut builder = reqwest::Client::builder()
         .timeout(timeout)
         .connect_timeout(timeout.min(Duration::from_secs(5)))

@@ -30,5 +30,5 @@ pub use limits::{
 pub use listen::ServeOptions;
 pub use metrics_text::metric_sum;
 pub use server::{BODY_LIMIT, METRICS_CONTENT_TYPE, router, router_with, serve, serve_with};
-pub use tls::{TlsFiles, client_config, install_crypto_provider};
+pub use tls::{TlsFiles, client_config};
 pub use wire::{CONTEXT_HEADER, LocalVersionView, WireError};

@@ -18,25 +18,13 @@ pub struct TlsFiles {
     pub key: PathBuf,
 }
 
-/// Installs aws-lc-rs as the process's rustls provider, once; later calls change nothing.
-pub fn install_crypto_provider() {
-    // Fails only when a provider is already installed, which is what we want.
-    let _ = crypto::aws_lc_rs::default_provider().install_default();
-}
-
 fn provider() -> Arc<crypto::CryptoProvider> {
     Arc::new(crypto::aws_lc_rs::default_provider())
 }
 
 fn certificates(path: &Path) -> Result<Vec<CertificateDer<'static>>, String> {
     let pem = std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-    let certs = CertificateDer::pem_slice_iter(&pem)
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| format!("{}: not PEM certificates: {e}", path.display()))?;
-    if certs.is_empty() {
-        return Err(format!("{} holds no PEM certificate", path.display()));
-    }
-    Ok(certs)
+    crate::tls::pem_certificates(&pem).map_err(|e| format!("{}: {e}", path.display()))
 }
 
 /// The acceptor of a server with the certificate and key in `files`; the error names the

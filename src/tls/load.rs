@@ -58,16 +58,21 @@ fn read(flag: &'static str, path: &Path) -> Result<Vec<u8>, TlsError> {
 /// Every certificate of a PEM file; at least one.
 fn certificates(flag: &'static str, path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
     let pem = read(flag, path)?;
-    let error = |reason: String| TlsError::File {
+    pem_certificates(&pem).map_err(|reason| TlsError::File {
         flag,
         path: path.to_path_buf(),
         reason,
-    };
-    let certs = CertificateDer::pem_slice_iter(&pem)
+    })
+}
+
+/// Every certificate in PEM text; at least one (the node's TLS flags and HTTPS both read
+/// theirs through this).
+pub(crate) fn pem_certificates(pem: &[u8]) -> Result<Vec<CertificateDer<'static>>, String> {
+    let certs = CertificateDer::pem_slice_iter(pem)
         .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| error(format!("invalid PEM ({e})")))?;
+        .map_err(|e| format!("invalid PEM ({e})"))?;
     if certs.is_empty() {
-        return Err(error("no PEM certificate in it".into()));
+        return Err("no PEM certificate in it".into());
     }
     Ok(certs)
 }

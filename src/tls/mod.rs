@@ -23,6 +23,7 @@ use tokio_rustls::rustls::pki_types::{CertificateDer, pem::PemObject};
 use tokio_rustls::rustls::{ClientConfig, ServerConfig};
 use tokio_rustls::{TlsAcceptor, TlsConnector, client, server};
 
+pub(crate) use load::pem_certificates;
 pub use names::{PeerCert, PendingCerts, announced_node_name, check_node_name};
 
 /// How long a TLS handshake may take, in either direction.
@@ -186,9 +187,9 @@ fn timed_out() -> std::io::Error {
     std::io::Error::new(std::io::ErrorKind::TimedOut, "TLS handshake timed out")
 }
 
-/// rustls chooses a provider by itself only when exactly one is built in; this installs
-/// aws-lc-rs (the one ractor_cluster's tokio-rustls enables) whatever else a build brings.
-fn install_provider() {
+/// Installs aws-lc-rs (the one ractor_cluster's tokio-rustls enables) as the process's rustls
+/// provider, once: rustls chooses one by itself only when exactly one is built in.
+pub fn install_provider() {
     static INSTALL: Once = Once::new();
     INSTALL.call_once(|| {
         // Err only when a provider is installed already, which is as good.
