@@ -15,7 +15,6 @@ pub(crate) mod client;
 mod client_auth;
 mod cluster;
 mod demo;
-mod reclaim;
 mod security;
 mod start;
 
@@ -230,10 +229,6 @@ pub fn main() -> ExitCode {
                 ExitCode::from(EXIT_FAILED)
             }
         };
-    }
-    if let Command::Start(_) = cli.command {
-        // Before any thread exists: arenas are made as threads first allocate.
-        reclaim::limit_arenas();
     }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()

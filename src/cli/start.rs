@@ -17,7 +17,6 @@ pub async fn run(args: StartArgs) -> Result<(), CliError> {
         other => CliError::Failed(format!("node {name} could not start: {other}")),
     })?;
     tracing::info!(node = %name, %bind, http = ?http, "node serving; Ctrl-C or SIGTERM stops it");
-    super::reclaim::spawn();
     let failure = tokio::select! {
         signal = stop => {
             tracing::info!(node = %name, signal, "stopping");
