@@ -38,6 +38,7 @@ mod ring_actor;
 mod sessions;
 mod shared;
 mod storage_actor;
+mod syncer;
 pub mod wire;
 
 use std::net::SocketAddr;

@@ -19,8 +19,8 @@ use super::peers::Peers;
 use super::replicas::ReplicaLinks;
 use super::ring_actor::RingMsg;
 use super::sessions::Sessions;
+use super::syncer::Syncer;
 use crate::config::{Fsync, MAX_SET_BYTES, MAX_SET_VERSIONS, NodeConfig, QuorumConfig};
-use crate::core::engine::EngineError;
 use crate::core::handoff::Handoff;
 use crate::core::hints::{HintStore, SharedHints};
 use crate::core::ids::{ActorId, NodeId};
@@ -59,6 +59,8 @@ pub struct NodeShared {
     pub store: Arc<Store>,
     /// True when writes applied here are acknowledged only after an fsync covers them.
     pub ack_after_sync: bool,
+    /// Shares the fsyncs those writes wait for (set when `ack_after_sync` is).
+    syncer: Option<Arc<Syncer>>,
     /// Hints held for unreachable owners.
     pub hints: SharedHints,
     /// Where the handoff of keys this node no longer owns stands.
@@ -154,11 +156,16 @@ impl NodeShared {
             (store, HintStore::with_limits(config.hints))
         });
         let ack_after_sync = store.engine().durable() && config.fsync == Fsync::Always;
+        let syncer = ack_after_sync.then(|| {
+            let store = Arc::clone(&store);
+            Syncer::new(Arc::new(move || store.engine().sync()))
+        });
         let (fatal, _) = watch::channel(None);
         let metrics = Metrics::default();
         Ok(Arc::new(NodeShared {
             store,
             ack_after_sync,
+            syncer,
             quorum: ArcSwap::from_pointee(config.quorum),
             hints: SharedHints::from_store(hints),
             handoff: Mutex::new(Handoff::new()),
@@ -194,16 +201,14 @@ impl NodeShared {
         }
     }
 
-    /// Makes the store's changes so far durable, off the runtime's threads: what a write
-    /// applied here waits for before it counts as an ack when `ack_after_sync` is set.
+    /// Makes the store's changes so far durable, sharing the fsync with every write waiting
+    /// at the same time: what a write applied here waits for before it counts as an ack when
+    /// `ack_after_sync` is set.
     pub async fn sync_store(&self) -> Result<(), StoreError> {
-        if !self.ack_after_sync {
-            return Ok(());
+        match &self.syncer {
+            Some(syncer) => Ok(syncer.sync().await?),
+            None => Ok(()),
         }
-        let store = Arc::clone(&self.store);
-        tokio::task::spawn_blocking(move || store.sync())
-            .await
-            .unwrap_or_else(|e| Err(EngineError::Failed(format!("fsync task: {e}")).into()))
     }
 
     /// Monotonic milliseconds since the node started: the clock of failure detection.
