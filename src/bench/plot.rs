@@ -100,7 +100,8 @@ fn throughput_panel(
         .y_desc("ops/s")
         .axis_desc_style((FONT, 15))
         .label_style((FONT, 12))
-        .x_label_formatter(&|v| format!("{v:.0}"))
+        .light_line_style(WHITE)
+        .x_label_formatter(&|v| seconds_label(*v))
         .y_label_formatter(&|v| format!("{v:.0}"))
         .draw()
         .map_err(draw_error)?;
@@ -125,7 +126,8 @@ fn throughput_panel(
             .label("errors/s")
             .legend(|(x, y)| PathElement::new([(x, y), (x + 20, y)], ERRORS_COLOUR));
     }
-    for mark in &series.marks {
+    let rows = label_rows(series, span);
+    for (mark, row) in series.marks.iter().zip(rows) {
         let colour = mark_colour(mark.kind);
         chart
             .draw_series(std::iter::once(PathElement::new(
@@ -133,12 +135,9 @@ fn throughput_panel(
                 colour.stroke_width(1),
             )))
             .map_err(draw_error)?;
-        // Labels sit just right of their line, at the top of the panel; a fault's lower
-        // than a phase's, so that a fault made as a phase begins does not hide it.
-        let height = match mark.kind {
-            MarkKind::Phase => 0.97,
-            MarkKind::Fault => 0.88,
-        };
+        // Labels sit just right of their line, near the top of the panel, one row lower
+        // for each label that would otherwise run into it.
+        let height = 0.97 - 0.08 * row as f64;
         let style = (FONT, 14).into_font().color(&colour);
         let label = EmptyElement::at((mark.at_s, top * height))
             + Text::new(mark.label.clone(), (4, 0), style);
@@ -162,7 +161,8 @@ fn latency_panel(
     series: &Series,
     span: f64,
 ) -> Result<(), PlotError> {
-    // Milliseconds, on a log axis from a tenth of the fastest second's p99 up.
+    // Milliseconds, on a log axis from the decade below the fastest second's p99 to the one
+    // above the slowest's: the axis is labelled at whole decades.
     let all_ms = || {
         series
             .points
@@ -172,8 +172,11 @@ fn latency_panel(
     };
     let low = all_ms().fold(f64::INFINITY, f64::min);
     let high = all_ms().fold(0.0, f64::max);
-    let (low, high) = if low.is_finite() && high > 0.0 {
-        (low / 2.0, high * 2.0)
+    let (low, high) = if low.is_finite() && low > 0.0 && high > 0.0 {
+        (
+            10f64.powf((low / 1.2).log10().floor()),
+            10f64.powf((high * 1.2).log10().ceil()),
+        )
     } else {
         (0.1, 10.0)
     };
@@ -189,7 +192,8 @@ fn latency_panel(
         .y_desc("p99 latency (ms)")
         .axis_desc_style((FONT, 15))
         .label_style((FONT, 12))
-        .x_label_formatter(&|v| format!("{v:.0}"))
+        .light_line_style(WHITE)
+        .x_label_formatter(&|v| seconds_label(*v))
         .y_label_formatter(&|v| short(*v))
         .draw()
         .map_err(draw_error)?;
@@ -229,6 +233,37 @@ fn latency_panel(
         .draw()
         .map_err(draw_error)?;
     Ok(())
+}
+
+/// The row (0 at the top) of each mark's label: the first row where the label before it
+/// ends far enough to its left; a label is taken to be as wide as a tenth of the span.
+fn label_rows(series: &Series, span: f64) -> Vec<usize> {
+    let width = span / 10.0;
+    let mut row_ends: Vec<f64> = Vec::new();
+    series
+        .marks
+        .iter()
+        .map(|mark| {
+            let row = row_ends
+                .iter()
+                .position(|&end| end <= mark.at_s)
+                .unwrap_or(row_ends.len());
+            if row == row_ends.len() {
+                row_ends.push(0.0);
+            }
+            row_ends[row] = mark.at_s + width;
+            row
+        })
+        .collect()
+}
+
+/// A time label: whole seconds bare, others to a tenth.
+fn seconds_label(s: f64) -> String {
+    if (s - s.round()).abs() < 1e-9 {
+        format!("{s:.0}")
+    } else {
+        format!("{s:.1}")
+    }
 }
 
 /// A latency label without trailing noise: `0.25`, `2.5`, `40`.
@@ -328,6 +363,16 @@ mod tests {
         // Faults in red, phases in grey.
         assert!(text.contains("#D62728"), "no red fault line");
         assert!(text.contains("#787878"), "no grey phase line");
+    }
+
+    #[test]
+    fn labels_of_marks_close_together_go_to_rows_of_their_own() {
+        let mut s = series();
+        // load 0, steady 2, kill 5, restart 8 over 12 s: each 1.2 s wide, none overlaps.
+        assert_eq!(label_rows(&s, 12.0), [0, 0, 0, 0]);
+        s.marks[1].at_s = 0.5;
+        s.marks[2].at_s = 1.0;
+        assert_eq!(label_rows(&s, 12.0), [0, 1, 2, 0]);
     }
 
     #[test]

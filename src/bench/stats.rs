@@ -331,21 +331,21 @@ impl BenchSummary {
 
     /// The CPU line of the table: per operation, and as cores kept busy.
     fn cpu_line(&self) -> String {
-        let per_op = |us: Option<f64>| match us {
+        let per_op = |us: Option<f64>, whose: &str| match us {
             Some(us) => {
                 let cores = if self.duration_s > 0.0 {
                     us * self.ops as f64 / 1e6 / self.duration_s
                 } else {
                     0.0
                 };
-                format!("{us:.1} µs ({cores:.2} cores)")
+                format!("{us:.1} µs ({whose}{cores:.2} cores busy)")
             }
             None => "n/a".to_string(),
         };
         format!(
-            "node CPU/op {} (summed over the node processes), bench CPU/op {}\n",
-            per_op(self.node_cpu_us_per_op),
-            per_op(self.bench_cpu_us_per_op)
+            "node CPU/op {}, bench CPU/op {}\n",
+            per_op(self.node_cpu_us_per_op, "all nodes, "),
+            per_op(self.bench_cpu_us_per_op, "")
         )
     }
 
@@ -485,11 +485,11 @@ mod tests {
         assert_eq!(s.bench_cpu_us_per_op, Some(18.0));
         let table = s.table();
         assert!(
-            table.contains("node CPU/op 42.0 µs (0.02 cores)"),
+            table.contains("node CPU/op 42.0 µs (all nodes, 0.02 cores busy)"),
             "{table}"
         );
         assert!(
-            table.contains("bench CPU/op 18.0 µs (0.01 cores)"),
+            table.contains("bench CPU/op 18.0 µs (0.01 cores busy)"),
             "{table}"
         );
         let json: serde_json::Value = serde_json::from_str(&s.json_line()).unwrap();
