@@ -1,6 +1,8 @@
 //! Resident memory per key of real node processes: scrape the empty nodes, load records
 //! through the HTTP API (the bench's load phase), wait until every replica holds them, and
-//! print the memory report (a table, then one JSON line).
+//! print the memory report (a table, then one JSON line). On a cluster it started, it then
+//! leaves the nodes alone for `--idle-secs` and reports the CPU each used at rest, in percent
+//! of one core.
 //!
 //! ```text
 //! cargo run --release --example memory -- --records 1000000
@@ -16,7 +18,7 @@ use std::sync::atomic::AtomicBool;
 use std::time::{Duration, Instant};
 
 use clap::Parser;
-use dynamo_node::bench::memory::{MemoryReport, sample};
+use dynamo_node::bench::memory::{IdleCpu, MemoryReport, sample};
 use dynamo_node::bench::{BenchConfig, Distribution, Limit, Workload, run_bench};
 use dynamo_node::process::{LocalCluster, LoopbackNet};
 
@@ -43,12 +45,21 @@ struct Args {
     /// Only scrape the nodes as they are (no empty baseline, so no net figures)
     #[arg(long, requires = "urls")]
     no_load: bool,
+    /// After the load, once the replicas hold every record, watch the started nodes' CPU for
+    /// this long while nothing is asked of them (0: skip; not with --node, whose processes
+    /// are not known)
+    #[arg(long, value_name = "S", default_value_t = 10.0)]
+    idle_secs: f64,
 }
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() -> Result<(), Box<dyn Error>> {
     let args = Args::parse();
+    let idle = Duration::try_from_secs_f64(args.idle_secs)
+        .map_err(|e| format!("--idle-secs {}: {e}", args.idle_secs))?;
     let mut cluster = None;
+    // (url, pid) of each node process, when this example started them.
+    let mut processes = Vec::new();
     let urls = if args.urls.is_empty() {
         let mut started = LocalCluster::builder()
             .nodes(args.nodes)
@@ -56,13 +67,26 @@ async fn main() -> Result<(), Box<dyn Error>> {
             .start()
             .await?;
         started.wait_converged(Duration::from_secs(60)).await?;
-        let urls = started.specs().iter().map(|s| s.http_url()).collect();
+        let urls: Vec<String> = started.specs().iter().map(|s| s.http_url()).collect();
+        for (i, url) in urls.iter().enumerate() {
+            if let Some(pid) = started.pid(i + 1)? {
+                processes.push((url.clone(), pid));
+            }
+        }
         cluster = Some(started);
         urls
     } else {
         args.urls.clone()
     };
-    let outcome = measure(&args, urls).await;
+    let outcome = async {
+        let mut report = measure(&args, urls).await?;
+        if !idle.is_zero() && !processes.is_empty() {
+            eprintln!("watching the idle nodes' CPU for {idle:?}...");
+            report.idle_cpu = IdleCpu::measure(&processes, idle).await;
+        }
+        Ok::<_, Box<dyn Error>>(report)
+    }
+    .await;
     if let Some(mut cluster) = cluster {
         cluster.stop_all().await?;
     }

@@ -73,6 +73,11 @@ fn bench_runs_against_a_cluster_it_starts_and_prints_a_json_line() {
         "{json}"
     );
     check_workload_a(&stdout, &json);
+    // It started the nodes, so it knows their pids and counts their CPU time.
+    for field in ["node_cpu_us_per_op", "bench_cpu_us_per_op"] {
+        assert!(json[field].as_f64().unwrap() > 0.0, "{field}: {json}");
+    }
+    assert!(stdout.contains("node CPU/op "), "{stdout}");
 }
 
 #[test]
@@ -171,7 +176,11 @@ fn bench_transport_pings_a_node_it_starts() {
 
 #[test]
 fn bench_recovery_kills_and_restarts_a_node_and_compares_the_windows() {
+    let dir = dynamo_node::testing::TempDir::new("bench-smoke-plot");
+    let plot = dir.join("recovery.svg");
     let (stdout, json) = run_bench(&[
+        "--plot",
+        plot.to_str().unwrap(),
         "--recovery",
         "--client",
         "native",
@@ -200,4 +209,17 @@ fn bench_recovery_kills_and_restarts_a_node_and_compares_the_windows() {
         "{json}"
     );
     assert!(stdout.contains("x steady p99"), "{stdout}");
+    // The picture marks the three windows and the two faults between them.
+    let svg = std::fs::read_to_string(&plot).unwrap();
+    for label in ["steady", "outage", "recovery", "kill n4", "restart n4"] {
+        assert!(
+            svg.contains(&format!("\n{label}\n")),
+            "no {label:?} in {}",
+            plot.display()
+        );
+    }
+    assert!(
+        json["recovery"]["node_cpu_us_per_op"].as_f64().unwrap() > 0.0,
+        "{json}"
+    );
 }

@@ -169,7 +169,7 @@ fn embedded_node_joins_two_processes_and_its_writes_land_on_them() {
 fn memory_reports_every_node_of_a_cluster_it_loads() {
     let out = run_with_args(
         "memory",
-        &["--records", "300", "--concurrency", "8"],
+        &["--records", "300", "--concurrency", "8", "--idle-secs", "1"],
         Duration::from_secs(120),
     );
     assert!(out.stdout.contains("judged on gross"), "{}", out.stdout);
@@ -185,4 +185,12 @@ fn memory_reports_every_node_of_a_cluster_it_loads() {
         assert!(node["empty_rss_bytes"].as_u64().unwrap() > 0, "{line}");
         assert!(node["net_per_key"].is_number(), "{line}");
     }
+    // The nodes it started were watched at rest: a share of one core each.
+    let idle = &json["memory"]["idle_cpu"];
+    assert_eq!(idle["nodes"].as_array().map(Vec::len), Some(3), "{line}");
+    for node in idle["nodes"].as_array().unwrap() {
+        let share = node["percent_of_core"].as_f64().unwrap();
+        assert!((0.0..=100.0 * 2.0).contains(&share), "{line}");
+    }
+    assert!(out.stdout.contains("% of a core"), "{}", out.stdout);
 }

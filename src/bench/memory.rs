@@ -11,13 +11,22 @@
 //! the stricter one: it also charges the runtime, the thread stacks and the code that an
 //! empty node already holds. The net figure subtracts the resident set the same node had when
 //! it was empty, which shows what each stored key costs.
+//!
+//! Beside memory, the report can carry the CPU each node uses at rest ([`IdleCpu`]): once
+//! the load is in and the replicas agree, an idle cluster should cost next to nothing, however
+//! many keys it holds (at most [`IDLE_CPU_TARGET_PERCENT`] of a core per node).
 
 use std::fmt;
+use std::time::Duration;
 
 use futures::future::try_join_all;
 use serde::Serialize;
 
+use super::cpu::{CpuMeter, CpuUsed};
 use crate::http::{HttpError, metric_sum};
+
+/// Most CPU an idle node holding its keys in sync may use, in percent of one core.
+pub const IDLE_CPU_TARGET_PERCENT: f64 = 2.0;
 
 /// Most resident memory per node, as a multiple of the raw key and value bytes it holds.
 pub const TARGET_RATIO: f64 = 3.0;
@@ -222,6 +231,89 @@ pub struct MemoryReport {
     pub meets_target: bool,
     /// Per node, in the order scraped.
     pub nodes: Vec<NodeMemory>,
+    /// The CPU each node used at rest after the load, when it was measured.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub idle_cpu: Option<IdleCpu>,
+}
+
+/// The CPU of one node over an idle window.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct NodeIdleCpu {
+    /// The node's HTTP base URL.
+    pub url: String,
+    /// CPU time over the window's length, in percent of one core.
+    pub percent_of_core: f64,
+}
+
+/// The CPU every node used over a window in which no client asked anything of it.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct IdleCpu {
+    /// Length of the window (s).
+    pub window_s: f64,
+    /// Always [`IDLE_CPU_TARGET_PERCENT`].
+    pub target_percent_of_core: f64,
+    /// True when every node stayed under the target.
+    pub meets_target: bool,
+    /// The busiest node's figure.
+    pub max_percent_of_core: f64,
+    /// Per node, in the order given.
+    pub nodes: Vec<NodeIdleCpu>,
+}
+
+impl IdleCpu {
+    /// The figures of the node processes at `urls` from what their clocks advanced by
+    /// (`used.per_node`, in the same order); `None` if those could not be read.
+    pub fn new(urls: &[String], used: &CpuUsed) -> Option<IdleCpu> {
+        let shares = used.percent_of_core()?;
+        let nodes: Vec<NodeIdleCpu> = urls
+            .iter()
+            .zip(shares)
+            .map(|(url, share)| NodeIdleCpu {
+                url: url.clone(),
+                percent_of_core: round2(share),
+            })
+            .collect();
+        let max = nodes.iter().map(|n| n.percent_of_core).fold(0.0, f64::max);
+        Some(IdleCpu {
+            window_s: round2(used.wall.as_secs_f64()),
+            target_percent_of_core: IDLE_CPU_TARGET_PERCENT,
+            meets_target: !nodes.is_empty() && max < IDLE_CPU_TARGET_PERCENT,
+            max_percent_of_core: max,
+            nodes,
+        })
+    }
+
+    /// Watches the node processes `(url, pid)` for `window`, doing nothing else meanwhile.
+    pub async fn measure(nodes: &[(String, u32)], window: Duration) -> Option<IdleCpu> {
+        let pids: Vec<u32> = nodes.iter().map(|(_, pid)| *pid).collect();
+        let urls: Vec<String> = nodes.iter().map(|(url, _)| url.clone()).collect();
+        let meter = CpuMeter::start(Some(&pids));
+        tokio::time::sleep(window).await;
+        IdleCpu::new(&urls, &meter.stop())
+    }
+}
+
+fn round2(x: f64) -> f64 {
+    (x * 100.0).round() / 100.0
+}
+
+impl fmt::Display for IdleCpu {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(
+            f,
+            "idle CPU over {:.1} s at rest, in sync (target: under {}% of one core per node)",
+            self.window_s, self.target_percent_of_core
+        )?;
+        for n in &self.nodes {
+            writeln!(f, "{:<26} {:>7.2}% of a core", n.url, n.percent_of_core)?;
+        }
+        let met = self
+            .nodes
+            .iter()
+            .filter(|n| n.percent_of_core < self.target_percent_of_core)
+            .count();
+        write!(f, "Idle target met by {met} of {} nodes", self.nodes.len())
+    }
 }
 
 impl MemoryReport {
@@ -242,6 +334,7 @@ impl MemoryReport {
             judged_by: "gross",
             meets_target: !nodes.is_empty() && nodes.iter().all(NodeMemory::meets_target),
             nodes,
+            idle_cpu: None,
         }
     }
 
@@ -341,7 +434,11 @@ impl fmt::Display for MemoryReport {
             f,
             ". Target met (on gross) by {met} of {} nodes",
             self.nodes.len()
-        )
+        )?;
+        if let Some(idle) = &self.idle_cpu {
+            write!(f, "\n{idle}")?;
+        }
+        Ok(())
     }
 }
 
@@ -418,6 +515,39 @@ mod tests {
         let json: serde_json::Value = serde_json::from_str(&report.json_line()).unwrap();
         assert_eq!(json["memory"]["nodes"][0]["net_per_key"], 300.0);
         assert_eq!(json["memory"]["judged_by"], "gross");
+    }
+
+    #[test]
+    fn idle_cpu_is_a_share_of_one_core_per_node_against_the_target() {
+        let urls = ["http://a".to_string(), "http://b".to_string()];
+        let used = CpuUsed {
+            wall: Duration::from_secs(10),
+            per_node: Some(vec![Duration::from_millis(80), Duration::from_millis(250)]),
+            own: None,
+        };
+        let idle = IdleCpu::new(&urls, &used).unwrap();
+        assert_eq!(idle.nodes[0].percent_of_core, 0.8);
+        assert_eq!(idle.nodes[1].percent_of_core, 2.5);
+        assert_eq!((idle.max_percent_of_core, idle.window_s), (2.5, 10.0));
+        assert!(!idle.meets_target, "b is over 2%");
+        let mut report = MemoryReport::new(&[node("http://a", 100, 1, 1, 1)], &[]);
+        assert!(!report.json_line().contains("idle_cpu"), "not measured");
+        report.idle_cpu = Some(idle);
+        let table = report.to_string();
+        assert!(table.contains("idle CPU over 10.0 s"), "{table}");
+        assert!(table.contains("   2.50% of a core"), "{table}");
+        assert!(table.contains("Idle target met by 1 of 2 nodes"), "{table}");
+        let json: serde_json::Value = serde_json::from_str(&report.json_line()).unwrap();
+        assert_eq!(
+            json["memory"]["idle_cpu"]["nodes"][1]["percent_of_core"],
+            2.5
+        );
+        assert_eq!(json["memory"]["idle_cpu"]["target_percent_of_core"], 2.0);
+        let unknown = CpuUsed {
+            per_node: None,
+            ..used
+        };
+        assert_eq!(IdleCpu::new(&urls, &unknown), None);
     }
 
     #[test]

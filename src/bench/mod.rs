@@ -4,23 +4,27 @@
 //! tested without a cluster; [`stats`] turns latencies into the summary; [`run`] drives the
 //! clients; [`memory`] measures each node's resident memory (and, durable, disk) per key;
 //! [`storage`] names the storage a run was served by and counts its fsyncs; [`flood`] abuses
-//! the nodes' HTTP ports beside a workload.
+//! the nodes' HTTP ports beside a workload; [`cpu`] reads the CPU time of the node processes
+//! and of the bench; [`timeline`] keeps the run second by second and [`plot`] draws it.
 
+pub mod cpu;
 pub mod flood;
 pub mod memory;
+pub mod plot;
 pub mod recovery;
 pub mod run;
 pub mod stats;
 pub mod storage;
 pub mod target;
+pub mod timeline;
 pub mod transport;
 pub mod workload;
 pub mod zipf;
 
 pub use run::Limit;
-pub use run::{Bench, BenchConfig, BenchError, run_bench, run_with};
+pub use run::{Bench, BenchConfig, BenchError, Measured, run_bench, run_with};
 pub use stats::{BenchSummary, OpKind, OpSummary, Setup, Stats};
-pub use storage::{Storage, run_observed};
+pub use storage::{Storage, observe, run_observed};
 pub use target::{BenchClient, ServiceClient};
 pub use transport::{TransportConfig, TransportSummary, run_transport};
 pub use workload::{Distribution, KeyChooser, Workload, key_name};

@@ -16,8 +16,10 @@ use dashmap::DashMap;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
+use super::cpu::{CpuMeter, CpuUsed};
 use super::stats::{BenchSummary, OpKind, Setup, Stats};
 use super::target::BenchClient;
+use super::timeline::{MarkKind, Recorder, Series, Timeline};
 use super::workload::{Distribution, KeyChooser, Workload, key_name};
 use crate::api::{Context, GetResult};
 use crate::http::HttpClient;
@@ -105,6 +107,7 @@ struct Shared<C> {
     stop: Arc<AtomicBool>,
     done: AtomicU64,
     failed: AtomicU64,
+    timeline: Arc<Timeline>,
 }
 
 /// Runs the load phase (unless skipped) and the measured phase over HTTP against
@@ -131,8 +134,19 @@ pub async fn run_with<C: BenchClient>(
 ) -> Result<BenchSummary, BenchError> {
     let mut bench = Bench::new(config.clone(), clients, via, stop)?;
     bench.load().await;
-    let (stats, elapsed) = bench.measure(config.limit, "run").await;
-    Ok(bench.summary(&stats, elapsed))
+    let measured = bench.measure(config.limit, "run").await;
+    Ok(bench.summary(&measured))
+}
+
+/// What one measured phase gave.
+#[derive(Clone, Debug)]
+pub struct Measured {
+    /// Latencies, errors and the rest, over all clients.
+    pub stats: Stats,
+    /// How long the phase took.
+    pub elapsed: Duration,
+    /// The CPU time the node processes (if their pids are known) and the bench used in it.
+    pub cpu: CpuUsed,
 }
 
 /// A benchmark that runs its measured phases one after another on the same records and
@@ -148,6 +162,9 @@ pub struct Bench<C> {
     next_insert: u64,
     setup: Setup,
     stop: Arc<AtomicBool>,
+    /// Whose CPU time the measured phases count; `None`: nodes this process did not start.
+    node_pids: Option<Vec<u32>>,
+    timeline: Arc<Timeline>,
 }
 
 impl<C: BenchClient> Bench<C> {
@@ -183,6 +200,8 @@ impl<C: BenchClient> Bench<C> {
             setup,
             stop,
             config,
+            node_pids: None,
+            timeline: Timeline::new(),
         })
     }
 
@@ -200,6 +219,7 @@ impl<C: BenchClient> Bench<C> {
             stop: self.stop.clone(),
             done: AtomicU64::new(0),
             failed: AtomicU64::new(0),
+            timeline: self.timeline.clone(),
         })
     }
 
@@ -209,6 +229,7 @@ impl<C: BenchClient> Bench<C> {
             return;
         }
         let load = self.shared(None, u64::MAX);
+        self.timeline.mark(MarkKind::Phase, "load");
         let started = Instant::now();
         let stats = phase(&self.config, &load, "load", true).await;
         self.setup.load_errors = stats.error_ops();
@@ -222,8 +243,11 @@ impl<C: BenchClient> Bench<C> {
         }
     }
 
-    /// One measured phase until `limit`; `name` labels its progress lines.
-    pub async fn measure(&mut self, limit: Limit, name: &'static str) -> (Stats, Duration) {
+    /// One measured phase until `limit`; `name` labels its progress lines and its mark on
+    /// the timeline.
+    pub async fn measure(&mut self, limit: Limit, name: &'static str) -> Measured {
+        self.timeline.mark(MarkKind::Phase, name);
+        let meter = CpuMeter::start(self.node_pids.as_deref());
         let started = Instant::now();
         let (deadline, remaining) = match limit {
             Limit::Duration(d) => (Some(started + d), u64::MAX),
@@ -231,8 +255,36 @@ impl<C: BenchClient> Bench<C> {
         };
         let measured = self.shared(deadline, remaining);
         let stats = phase(&self.config, &measured, name, false).await;
+        let elapsed = started.elapsed();
+        let cpu = meter.stop();
         self.next_insert = measured.next_insert.load(Ordering::Relaxed);
-        (stats, started.elapsed())
+        Measured {
+            stats,
+            elapsed,
+            cpu,
+        }
+    }
+
+    /// The node processes whose CPU time the next measured phases count (`None`: not known,
+    /// and the reports say so). A process that exits during a phase leaves that phase's
+    /// figure unknown.
+    pub fn set_node_pids(&mut self, pids: Option<Vec<u32>>) {
+        self.node_pids = pids;
+    }
+
+    /// Marks something done to the cluster, e.g. `kill n3`, on the timeline.
+    pub fn mark_fault(&self, label: impl Into<String>) {
+        self.timeline.mark(MarkKind::Fault, label);
+    }
+
+    /// The run so far, second by second, with its phases and faults.
+    pub fn series(&self) -> Series {
+        self.timeline.series()
+    }
+
+    /// The configuration it runs.
+    pub fn config(&self) -> &BenchConfig {
+        &self.config
     }
 
     /// Names the storage of the nodes in every later report (`memory`, `disk (fsync ..)`).
@@ -241,8 +293,10 @@ impl<C: BenchClient> Bench<C> {
     }
 
     /// The report of a phase's figures.
-    pub fn summary(&self, stats: &Stats, elapsed: Duration) -> BenchSummary {
-        stats.summary(&self.setup, elapsed)
+    pub fn summary(&self, measured: &Measured) -> BenchSummary {
+        let mut summary = measured.stats.summary(&self.setup, measured.elapsed);
+        summary.set_cpu(&measured.cpu);
+        summary
     }
 }
 
@@ -288,6 +342,7 @@ async fn phase<C: BenchClient>(
 /// Inserts records until the load phase has inserted them all.
 async fn load_client<C: BenchClient>(id: usize, shared: &Shared<C>) -> Stats {
     let mut stats = Stats::new();
+    let mut seconds = shared.timeline.recorder();
     let mut turn = id;
     loop {
         let index = shared.next_insert.fetch_add(1, Ordering::Relaxed);
@@ -303,13 +358,21 @@ async fn load_client<C: BenchClient>(id: usize, shared: &Shared<C>) -> Stats {
             .map(|context| {
                 shared.contexts.insert(index, context);
             });
-        count(shared, &mut stats, OpKind::Insert, started, outcome);
+        count(
+            shared,
+            &mut stats,
+            &mut seconds,
+            OpKind::Insert,
+            started,
+            outcome,
+        );
     }
 }
 
 /// One client of the measured phase.
 async fn client<C: BenchClient>(id: usize, shared: &Shared<C>, mut rng: StdRng) -> Stats {
     let mut stats = Stats::new();
+    let mut seconds = shared.timeline.recorder();
     let mut turn = id;
     loop {
         if shared.stop.load(Ordering::Relaxed)
@@ -346,7 +409,7 @@ async fn client<C: BenchClient>(id: usize, shared: &Shared<C>, mut rng: StdRng) 
                     .map(|context| shared.remember(index, &context))
             }
         };
-        count(shared, &mut stats, op, started, outcome);
+        count(shared, &mut stats, &mut seconds, op, started, outcome);
     }
 }
 
@@ -363,14 +426,21 @@ impl<C> Shared<C> {
 fn count<C>(
     shared: &Shared<C>,
     stats: &mut Stats,
+    seconds: &mut Recorder,
     op: OpKind,
     started: Instant,
     outcome: Result<(), String>,
 ) {
+    let now = Instant::now();
     match outcome {
-        Ok(()) => stats.record(op, started.elapsed()),
+        Ok(()) => {
+            let took = now.saturating_duration_since(started);
+            stats.record(op, took);
+            seconds.ok(op, took, now);
+        }
         Err(kind) => {
             stats.error(&kind);
+            seconds.error(now);
             shared.failed.fetch_add(1, Ordering::Relaxed);
         }
     }

@@ -7,6 +7,7 @@ use std::time::Duration;
 use hdrhistogram::Histogram;
 use serde::Serialize;
 
+use super::cpu::CpuUsed;
 use super::memory::MemoryReport;
 use super::transport::TransportSummary;
 
@@ -45,7 +46,8 @@ impl OpKind {
         }
     }
 
-    fn index(self) -> usize {
+    /// Its place in [`OpKind::ALL`].
+    pub(crate) fn index(self) -> usize {
         self as usize
     }
 }
@@ -166,6 +168,8 @@ impl Stats {
             } else {
                 0.0
             },
+            node_cpu_us_per_op: None,
+            bench_cpu_us_per_op: None,
             fsyncs: None,
             fsyncs_per_sec: None,
             transport: None,
@@ -269,6 +273,13 @@ pub struct BenchSummary {
     pub load_errors: u64,
     /// Successful writes (updates and inserts) per second: the quorum write rate.
     pub writes_per_sec: f64,
+    /// CPU time (user + system) the node processes used during the measured phase, summed
+    /// over the nodes, per operation (µs); `null` when their pids are not known (nodes the
+    /// bench did not start) or not readable (not Linux).
+    pub node_cpu_us_per_op: Option<f64>,
+    /// CPU time the bench process (clients included) used during the measured phase, per
+    /// operation (µs); `null` when not readable.
+    pub bench_cpu_us_per_op: Option<f64>,
     /// Fsyncs the nodes made during the measured phase, summed over the nodes (durable nodes
     /// only: each replica of a write is made durable by its own node).
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -293,6 +304,49 @@ impl BenchSummary {
         } else {
             0.0
         });
+    }
+
+    /// Sets the CPU per operation from the CPU time the nodes and the bench used during the
+    /// measured phase.
+    pub fn set_cpu(&mut self, cpu: &CpuUsed) {
+        self.node_cpu_us_per_op = cpu.nodes().map(|d| self.per_op_us(d));
+        self.bench_cpu_us_per_op = cpu.own.map(|d| self.per_op_us(d));
+    }
+
+    /// Adds `cpu` to the nodes' CPU per operation: a node started during the phase, whose
+    /// whole CPU time belongs to it. A no-op when the nodes' CPU is not known.
+    pub fn add_node_cpu(&mut self, cpu: Duration) {
+        let extra = self.per_op_us(cpu);
+        if let Some(per_op) = self.node_cpu_us_per_op.as_mut() {
+            *per_op = round3(*per_op + extra);
+        }
+    }
+
+    fn per_op_us(&self, cpu: Duration) -> f64 {
+        if self.ops == 0 {
+            return 0.0;
+        }
+        round3(cpu.as_secs_f64() * 1e6 / self.ops as f64)
+    }
+
+    /// The CPU line of the table: per operation, and as cores kept busy.
+    fn cpu_line(&self) -> String {
+        let per_op = |us: Option<f64>, whose: &str| match us {
+            Some(us) => {
+                let cores = if self.duration_s > 0.0 {
+                    us * self.ops as f64 / 1e6 / self.duration_s
+                } else {
+                    0.0
+                };
+                format!("{us:.1} µs ({whose}{cores:.2} cores busy)")
+            }
+            None => "n/a".to_string(),
+        };
+        format!(
+            "node CPU/op {}, bench CPU/op {}\n",
+            per_op(self.node_cpu_us_per_op, "all nodes, "),
+            per_op(self.bench_cpu_us_per_op, "")
+        )
     }
 
     /// The one-line JSON form, starting with `{"bench":`.
@@ -325,6 +379,7 @@ impl BenchSummary {
             ));
         }
         out.push('\n');
+        out.push_str(&self.cpu_line());
         out.push_str(&format!(
             "{:<8} {:>9} {:>10} {:>10} {:>10} {:>10}\n",
             "op", "ok", "p50 µs", "p99 µs", "p99.9 µs", "max µs"
@@ -407,6 +462,54 @@ mod tests {
         let parsed: serde_json::Value = serde_json::from_str(&line).unwrap();
         assert_eq!(parsed["latency_us"]["update"]["ops"], 1);
         assert!(s.table().contains("transport 2"));
+    }
+
+    #[test]
+    fn cpu_per_operation_is_reported_beside_the_throughput_or_said_to_be_unknown() {
+        let mut stats = Stats::new();
+        for _ in 0..1000 {
+            stats.record(OpKind::Read, Duration::from_millis(1));
+        }
+        let setup = Setup {
+            nodes: 3,
+            ..Setup::default()
+        };
+        let mut s = stats.summary(&setup, Duration::from_secs(2));
+        let used = CpuUsed {
+            wall: Duration::from_secs(2),
+            per_node: Some(vec![Duration::from_millis(30), Duration::from_millis(12)]),
+            own: Some(Duration::from_millis(18)),
+        };
+        s.set_cpu(&used);
+        assert_eq!(s.node_cpu_us_per_op, Some(42.0));
+        assert_eq!(s.bench_cpu_us_per_op, Some(18.0));
+        let table = s.table();
+        assert!(
+            table.contains("node CPU/op 42.0 µs (all nodes, 0.02 cores busy)"),
+            "{table}"
+        );
+        assert!(
+            table.contains("bench CPU/op 18.0 µs (0.01 cores busy)"),
+            "{table}"
+        );
+        let json: serde_json::Value = serde_json::from_str(&s.json_line()).unwrap();
+        assert_eq!(json["node_cpu_us_per_op"], 42.0);
+        assert_eq!(json["bench_cpu_us_per_op"], 18.0);
+        // A node started during the phase adds all of its CPU time.
+        s.add_node_cpu(Duration::from_millis(8));
+        assert_eq!(s.node_cpu_us_per_op, Some(50.0));
+
+        // Nodes the bench did not start: unknown, and said so in both forms.
+        s.set_cpu(&CpuUsed {
+            per_node: None,
+            ..used
+        });
+        s.add_node_cpu(Duration::from_millis(8));
+        assert_eq!(s.node_cpu_us_per_op, None);
+        assert!(s.table().contains("node CPU/op n/a"), "{}", s.table());
+        let json: serde_json::Value = serde_json::from_str(&s.json_line()).unwrap();
+        assert!(json["node_cpu_us_per_op"].is_null(), "{json}");
+        assert_eq!(json["bench_cpu_us_per_op"], 18.0);
     }
 
     #[test]

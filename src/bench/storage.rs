@@ -88,18 +88,29 @@ pub async fn run_observed<C: BenchClient>(
     storage: Option<Storage>,
 ) -> Result<BenchSummary, BenchError> {
     let mut bench = Bench::new(config.clone(), clients, via, stop)?;
-    let empty = scrape(&config.urls, "before the load").await;
+    Ok(observe(&mut bench, storage).await)
+}
+
+/// [`run_observed`] on a benchmark already made, so that the caller can give it the node
+/// processes' pids first and draw its timeline after.
+pub async fn observe<C: BenchClient>(
+    bench: &mut Bench<C>,
+    storage: Option<Storage>,
+) -> BenchSummary {
+    let urls = bench.config().urls.clone();
+    let limit = bench.config().limit;
+    let empty = scrape(&urls, "before the load").await;
     bench.load().await;
-    let before = scrape(&config.urls, "before the run").await;
+    let before = scrape(&urls, "before the run").await;
     let storage = storage.unwrap_or_else(|| {
         before
             .as_deref()
             .map_or(Storage::Unknown, Storage::of_samples)
     });
     bench.set_storage(storage);
-    let (stats, elapsed) = bench.measure(config.limit, "run").await;
-    let after = scrape(&config.urls, "after the run").await;
-    let mut summary = bench.summary(&stats, elapsed);
+    let measured = bench.measure(limit, "run").await;
+    let after = scrape(&urls, "after the run").await;
+    let mut summary = bench.summary(&measured);
     if storage.durable()
         && let Some(after) = after
     {
@@ -108,7 +119,7 @@ pub async fn run_observed<C: BenchClient>(
         }
         summary.memory = Some(MemoryReport::new(&after, empty.as_deref().unwrap_or(&[])));
     }
-    Ok(summary)
+    summary
 }
 
 /// Every node's sample, or `None` (with a warning) if one could not be taken.

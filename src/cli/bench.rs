@@ -12,9 +12,10 @@ use clap::{Args, Subcommand, ValueEnum};
 use super::{CliError, NodeFlags, TlsFlags, shutdown_signal};
 use crate::api::KvService;
 use crate::bench::recovery::{RecoverySummary, RepairWork};
+use crate::bench::timeline::Series;
 use crate::bench::{
-    Bench, BenchClient, BenchConfig, Distribution, Limit, ServiceClient, Storage, TransportConfig,
-    TransportSummary, Workload, run_observed, run_transport,
+    Bench, BenchClient, BenchConfig, BenchError, BenchSummary, Distribution, Limit, ServiceClient,
+    Storage, TransportConfig, TransportSummary, Workload, observe, run_transport,
 };
 use crate::config::{Fsync, NodeConfig};
 use crate::node::{NativeClient, NativeConfig};
@@ -153,6 +154,10 @@ pub struct BenchArgs {
     /// The native client's TLS, with --node.
     #[command(flatten)]
     pub tls: NativeTlsArgs,
+    /// Draw ops/s and p99 per second over the whole run, with its phases and faults, into
+    /// this SVG file
+    #[arg(long, value_name = "FILE.svg")]
+    pub plot: Option<PathBuf>,
 }
 
 impl BenchArgs {
@@ -190,6 +195,9 @@ pub async fn run(args: BenchArgs) -> Result<(), CliError> {
     };
     let transport_time = seconds("--transport-secs", args.transport_secs)?;
     let storage = args.storage()?;
+    if let Some(plot) = &args.plot {
+        check_plot_path(plot)?;
+    }
     let mut config = BenchConfig {
         urls: args.nodes_urls.clone(),
         workload: args.workload,
@@ -236,23 +244,105 @@ pub async fn run(args: BenchArgs) -> Result<(), CliError> {
             let storage = storage.unwrap_or(Storage::Unknown);
             run_recovery(&args, config, cluster, storage).await
         }
-        _ => run_workload(&args, &config, cluster.as_ref(), transport_time, storage).await,
+        _ => {
+            let pids = cluster.as_mut().and_then(node_pids);
+            run_workload(
+                &args,
+                &config,
+                cluster.as_ref(),
+                transport_time,
+                storage,
+                pids,
+            )
+            .await
+        }
     };
     stop_cluster(cluster).await;
-    let output = result?;
-    super::emit(&output);
+    let report = result?;
+    super::emit(&report.text);
+    if let Some(path) = &args.plot {
+        crate::bench::plot::write_svg(path, &report.series, &report.title)
+            .map_err(|e| CliError::Failed(format!("--plot: {e}")))?;
+        eprintln!("plot written to {}", path.display());
+    }
     Ok(())
 }
 
+/// What a run prints, and what `--plot` draws.
+struct Report {
+    /// The tables and the JSON line.
+    text: String,
+    /// The run second by second.
+    series: Series,
+    /// The picture's title.
+    title: String,
+}
+
+/// The title of a run's picture.
+fn plot_title(summary: &BenchSummary) -> String {
+    format!(
+        "{}: workload {} ({}), {} records, {} clients, {} nodes, {}",
+        summary.bench,
+        summary.workload,
+        summary.distribution,
+        summary.records,
+        summary.concurrency,
+        summary.nodes,
+        summary.storage
+    )
+}
+
+/// `--plot FILE`: refused before any node starts if FILE's directory does not exist.
+fn check_plot_path(path: &Path) -> Result<(), CliError> {
+    let dir = match path.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() => dir,
+        _ => Path::new("."),
+    };
+    if path.file_name().is_none() || !dir.is_dir() {
+        return Err(CliError::Usage(format!(
+            "--plot {}: not a file in an existing directory",
+            path.display()
+        )));
+    }
+    Ok(())
+}
+
+/// The pids of the cluster's live node processes, whose CPU time the bench counts; `None`
+/// if none is alive.
+fn node_pids(cluster: &mut LocalCluster) -> Option<Vec<u32>> {
+    let pids: Vec<u32> = (1..=cluster.len())
+        .filter_map(|i| cluster.pid(i).ok().flatten())
+        .collect();
+    (!pids.is_empty()).then_some(pids)
+}
+
+/// The workload with the storage observed (see [`observe`]), counting the CPU time of
+/// `pids`; answers with the summary and the timeline.
+async fn observed<C: BenchClient>(
+    config: &BenchConfig,
+    clients: Vec<C>,
+    via: &str,
+    stop: Arc<AtomicBool>,
+    storage: Option<Storage>,
+    pids: Option<Vec<u32>>,
+) -> Result<(BenchSummary, Series), BenchError> {
+    let mut bench = Bench::new(config.clone(), clients, via, stop)?;
+    bench.set_node_pids(pids);
+    let summary = observe(&mut bench, storage).await;
+    Ok((summary, bench.series()))
+}
+
 /// The native client (if asked for), the transport phase (if asked for), then the workload
-/// on nodes of `storage` (`None`: as their metrics say); answers with what to print.
+/// on nodes of `storage` (`None`: as their metrics say), counting the CPU time of the node
+/// processes `pids` (`None`: not known); answers with what to print.
 async fn run_workload(
     args: &BenchArgs,
     config: &BenchConfig,
     cluster: Option<&LocalCluster>,
     transport_time: Duration,
     storage: Option<Storage>,
-) -> Result<String, CliError> {
+    pids: Option<Vec<u32>>,
+) -> Result<Report, CliError> {
     let stop = stop_on_signal();
     let native = if args.client == ClientKind::Native || !transport_time.is_zero() {
         let seeds = match cluster {
@@ -281,7 +371,7 @@ async fn run_workload(
     let summary = match (&native, args.client) {
         (Some(native), ClientKind::Native) => {
             let clients = vec![ServiceClient(native.service())];
-            run_observed(config, clients, "native", stop.clone(), storage).await
+            observed(config, clients, "native", stop.clone(), storage, pids).await
         }
         _ => {
             let clients = config
@@ -289,7 +379,7 @@ async fn run_workload(
                 .iter()
                 .map(|u| super::env_client(u, crate::http::DEFAULT_TIMEOUT))
                 .collect();
-            run_observed(config, clients, "http", stop.clone(), storage).await
+            observed(config, clients, "http", stop.clone(), storage, pids).await
         }
     };
     if let Some((connections, done, task)) = flood {
@@ -300,9 +390,13 @@ async fn run_workload(
     if let Some(native) = native {
         native.stop().await;
     }
-    let mut summary = summary.map_err(|e| CliError::Usage(e.to_string()))?;
+    let (mut summary, series) = summary.map_err(|e| CliError::Usage(e.to_string()))?;
     summary.transport = transport;
-    Ok(format!("{}{}\n", summary.table(), summary.json_line()))
+    Ok(Report {
+        text: format!("{}{}\n", summary.table(), summary.json_line()),
+        title: plot_title(&summary),
+        series,
+    })
 }
 
 /// `--recovery`: the three windows, through the client kind asked for, on nodes of `storage`.
@@ -311,7 +405,7 @@ async fn run_recovery(
     config: BenchConfig,
     cluster: &mut LocalCluster,
     storage: Storage,
-) -> Result<String, CliError> {
+) -> Result<Report, CliError> {
     let Limit::Duration(window) = config.limit else {
         return Err(CliError::Usage(
             "--recovery measures windows of --duration-secs".into(),
@@ -319,7 +413,7 @@ async fn run_recovery(
     };
     let stop = stop_on_signal();
     let usage = |e: crate::bench::BenchError| CliError::Usage(e.to_string());
-    let summary = match args.client {
+    let (summary, series) = match args.client {
         ClientKind::Native => {
             let seeds = cluster.specs().iter().map(|s| s.cluster_addr).collect();
             let native = connect_native(seeds, &args.flags, &args.tls, true).await?;
@@ -332,10 +426,10 @@ async fn run_recovery(
             // The client coordinates reads, so the read repairs are counted in its metrics.
             let own = native.service().metrics();
             native.stop().await;
-            let mut summary = summary?;
+            let (mut summary, series) = summary?;
             summary.repair.read_repairs +=
                 crate::http::metric_sum(&own, "dynamo_read_repairs_total", |_| true).unwrap_or(0.0);
-            summary
+            (summary, series)
         }
         ClientKind::Http => {
             let clients = config
@@ -347,27 +441,39 @@ async fn run_recovery(
             recovery_windows(bench, cluster, window, storage).await?
         }
     };
-    Ok(format!("{}{}\n", summary.table(), summary.json_line()))
+    Ok(Report {
+        text: format!("{}{}\n", summary.table(), summary.json_line()),
+        title: format!(
+            "recovery of {}, {}",
+            summary.node,
+            plot_title(&summary.steady)
+        ),
+        series,
+    })
 }
 
-/// Steady window, the last node killed, the node restarted while the load goes on.
+/// Steady window, the last node killed, the node restarted while the load goes on; with
+/// the run's timeline.
 async fn recovery_windows<C: BenchClient>(
     mut bench: Bench<C>,
     cluster: &mut LocalCluster,
     window: Duration,
     storage: Storage,
-) -> Result<RecoverySummary, CliError> {
+) -> Result<(RecoverySummary, Series), CliError> {
     let failed = |e: crate::process::ProcessError| CliError::Failed(e.to_string());
     bench.set_storage(storage);
     bench.load().await;
-    let (stats, elapsed) = bench.measure(Limit::Duration(window), "steady").await;
-    let steady = bench.summary(&stats, elapsed);
+    bench.set_node_pids(node_pids(cluster));
+    let measured = bench.measure(Limit::Duration(window), "steady").await;
+    let steady = bench.summary(&measured);
     let victim = cluster.specs().len();
     let name = cluster.spec(victim).map_err(failed)?.name.clone();
+    bench.mark_fault(format!("kill {name}"));
     cluster.kill(victim).map_err(failed)?;
     eprintln!("killed {name}");
-    let (stats, elapsed) = bench.measure(Limit::Duration(window), "outage").await;
-    let outage = bench.summary(&stats, elapsed);
+    bench.set_node_pids(node_pids(cluster));
+    let measured = bench.measure(Limit::Duration(window), "outage").await;
+    let outage = bench.summary(&measured);
     // A durable node comes back with what its database held; one in memory, with nothing.
     let comes_back = if storage.durable() {
         "with its data"
@@ -375,14 +481,25 @@ async fn recovery_windows<C: BenchClient>(
         "empty"
     };
     eprintln!("restarting {name} ({comes_back})");
-    let (restarted, (stats, elapsed)) = tokio::join!(
+    bench.mark_fault(format!("restart {name}"));
+    let (restarted, measured) = tokio::join!(
         cluster.restart(victim),
         bench.measure(Limit::Duration(window), "recovery")
     );
     restarted.map_err(failed)?;
-    let recovery = bench.summary(&stats, elapsed);
+    let mut recovery = bench.summary(&measured);
+    // The restarted process began within the window: all of its CPU time belongs to it.
+    if let Some(cpu) = cluster
+        .pid(victim)
+        .ok()
+        .flatten()
+        .and_then(crate::bench::cpu::process_cpu)
+    {
+        recovery.add_node_cpu(cpu);
+    }
     let repair = repair_work(cluster, victim).await;
-    Ok(RecoverySummary::new(name, steady, outage, recovery, repair))
+    let summary = RecoverySummary::new(name, steady, outage, recovery, repair);
+    Ok((summary, bench.series()))
 }
 
 /// The repair counters, summed over the nodes (a node that does not answer adds nothing).
