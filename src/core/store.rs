@@ -9,10 +9,16 @@
 //! ring positions whose digests (XOR of per-key hashes) are updated on every write. Anti-entropy
 //! compares segment digests first and looks at keys only where they differ, so a cluster in
 //! sync exchanges a few bytes of digests and nothing else. Engines group their records by the
-//! same segments, so listing a segment's keys reads just that segment. The keys whose set
-//! holds only tombstones (the purge candidates) are indexed apart. A durable engine's indexes
-//! are rebuilt by one scan when it opens. Lock order is always the key's segment first, then
-//! the candidates' mutex or the purge memory's; readers of those take their mutex alone.
+//! same segments, so listing a segment's keys reads just that segment. The same digests are
+//! kept finer, per [`CELLS`] (16 per segment, the buckets of anti-entropy), and per piece of a
+//! cell that a ring token cuts ([`super::pieces`]), so that the digest of any union of ring
+//! ranges (what two nodes both own, what this node no longer owns) is a XOR of a few of them,
+//! never a listing of keys. Segments, cells and ring positions all come from one
+//! `stable_hash` of the key, so a cell is a contiguous range of ring positions. The keys whose
+//! set holds only tombstones (the purge candidates) are indexed apart. A durable engine's
+//! indexes are rebuilt by one scan when it opens. Lock order is always the key's segment
+//! first, then the candidates' mutex or the purge memory's; readers of those take their mutex
+//! alone.
 //!
 //! # Dots
 //!
@@ -34,7 +40,7 @@
 use std::collections::BTreeSet;
 use std::ops::Bound;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use arc_swap::ArcSwap;
 use bytes::Bytes;
@@ -42,12 +48,15 @@ use bytes::Bytes;
 use super::engine::{Engine, EngineError, MemoryEngine, Segment};
 use super::hash::{stable_hash, stable_hash_parts};
 use super::ids::{ActorId, Key};
+use super::pieces::Pieces;
 use super::purged::PurgedKeys;
 use super::vclock::{Dot, VClock};
 use super::version::VersionSet;
 
 /// Number of digest segments the key space is divided into (by the top bits of ring position).
 pub const SEGMENTS: usize = 4096;
+/// Number of digest cells: the segments cut finer, by the next 4 bits of ring position.
+pub const CELLS: usize = SEGMENTS * 16;
 
 /// How long a purge is remembered, and how many at most (see [`super::purged`]).
 pub const PURGE_MEMORY_TTL_MS: u64 = 10 * 60 * 1000;
@@ -177,6 +186,12 @@ pub struct Store {
     actor: ArcSwap<ActorId>,
     limits: SetLimits,
     segments: Box<[AtomicU64]>,
+    cells: Box<[AtomicU64]>,
+    // The digests of the cells' pieces for the current ring's tokens; `cutting` orders the
+    // replacements, `generations` numbers them.
+    pieces: ArcSwap<Pieces>,
+    cutting: Mutex<()>,
+    generations: AtomicU64,
     // Keys whose set holds only tombstones: the candidates of the purge, in key order.
     tombstones: Mutex<BTreeSet<Key>>,
     // Recent purges, consulted by every merge; `purged_len` spares the lock while it is empty.
@@ -307,6 +322,10 @@ impl Store {
             actor: ArcSwap::from_pointee(actor),
             limits,
             segments: (0..SEGMENTS).map(|_| AtomicU64::new(0)).collect(),
+            cells: (0..CELLS).map(|_| AtomicU64::new(0)).collect(),
+            pieces: ArcSwap::from_pointee(Pieces::none()),
+            cutting: Mutex::new(()),
+            generations: AtomicU64::new(0),
             tombstones: Mutex::new(BTreeSet::new()),
             purged: Mutex::new(PurgedKeys::new(PURGE_MEMORY_TTL_MS, PURGE_MEMORY_CAPACITY)),
             purged_len: AtomicUsize::new(0),
@@ -324,12 +343,15 @@ impl Store {
         }
     }
 
-    // One scan of the engine: segment digests, the purge candidates and the gauges.
+    // One scan of the engine: segment and cell digests, the purge candidates and the gauges.
+    // (No ring is known yet, so there are no pieces to fill.)
     fn rebuild_indexes(&self) -> Result<(), EngineError> {
         let mut tombstones = lock(&self.tombstones);
         self.engine.scan(&mut |key, summary| {
             let element = Self::key_element(key, summary.digest);
-            self.segments[Self::segment_of(key)].fetch_xor(element, Ordering::Relaxed);
+            let position = stable_hash(key);
+            self.cells[Self::cell_at(position)].fetch_xor(element, Ordering::Relaxed);
+            self.segments[Self::segment_at(position)].fetch_xor(element, Ordering::Relaxed);
             self.fingerprint.fetch_xor(element, Ordering::Relaxed);
             self.keys.fetch_add(1, Ordering::Relaxed);
             self.key_bytes
@@ -395,7 +417,18 @@ impl Store {
 
     /// The segment holding `key`: the top bits of its ring position.
     pub fn segment_of(key: &[u8]) -> usize {
-        (stable_hash(key) >> (64 - SEGMENTS.trailing_zeros())) as usize
+        Self::segment_at(stable_hash(key))
+    }
+
+    /// The segment holding ring position `position`: its top 12 bits.
+    pub fn segment_at(position: u64) -> usize {
+        (position >> (64 - SEGMENTS.trailing_zeros())) as usize
+    }
+
+    /// The cell holding ring position `position`: its top 16 bits (so the cells of segment
+    /// `s` are `16 s .. 16 s + 16`).
+    pub fn cell_at(position: u64) -> usize {
+        (position >> (64 - CELLS.trailing_zeros())) as usize
     }
 
     /// The stored set of `key` (empty when absent, or when the engine failed to read it:
@@ -532,6 +565,77 @@ impl Store {
     /// hold the same sets, and changed by any change of a set.
     pub fn fingerprint(&self) -> u64 {
         self.fingerprint.load(Ordering::Acquire)
+    }
+
+    /// The digest of one cell (XOR over its keys; 0 if out of range).
+    pub fn cell_digest(&self, cell: usize) -> u64 {
+        self.cells
+            .get(cell)
+            .map_or(0, |d| d.load(Ordering::Acquire))
+    }
+
+    /// The piece digests for the split points `points` (distinct, ascending: a ring's token
+    /// values), complete. The store keeps one table: when it is for other points (the ring
+    /// changed), a new one replaces it, filled by listing, once, each segment holding a point,
+    /// under that segment's lock, so that no write is counted twice or missed. A table the
+    /// store replaced is no longer updated: callers compare [`Pieces::generation`] with
+    /// [`Store::pieces_generation`] after using one.
+    pub fn pieces_at(&self, points: &Arc<[u64]>) -> Arc<Pieces> {
+        let current = self.pieces.load_full();
+        if current.is_complete() && current.points() == points {
+            return current;
+        }
+        let _cutting = lock(&self.cutting);
+        let current = self.pieces.load_full();
+        if current.is_complete() && current.points() == points {
+            return current;
+        }
+        let generation = self.generations.fetch_add(1, Ordering::AcqRel) + 1;
+        let pieces = Arc::new(Pieces::new(Arc::clone(points), generation));
+        // Published first: a write from now on moves the new pieces too, and one before a
+        // segment's fill is in that fill's listing, which overwrites what it moved.
+        self.pieces.store(Arc::clone(&pieces));
+        let mut complete = true;
+        let mut segment = 0;
+        while segment < SEGMENTS {
+            let range = pieces.in_segment(segment);
+            if range.is_empty() {
+                // Jump to the segment of the next point.
+                segment = pieces
+                    .points()
+                    .get(range.end)
+                    .map_or(SEGMENTS, |&p| Self::segment_at(p));
+                continue;
+            }
+            let mut sums = vec![0u64; range.len()];
+            let mut listed = Ok(());
+            self.engine.locked(segment, &mut |locked| {
+                sums.fill(0);
+                listed = locked.for_each_key(&mut |key, digest| {
+                    if let Some(point) = pieces.piece_at(stable_hash(key)) {
+                        sums[point - range.start] ^= Self::key_element(key, digest);
+                    }
+                });
+                if listed.is_ok() {
+                    for (i, sum) in sums.iter().enumerate() {
+                        pieces.set(range.start + i, *sum);
+                    }
+                }
+            });
+            if let Err(e) = std::mem::replace(&mut listed, Ok(())) {
+                // The pieces of this segment are unknown: the next call makes a new table.
+                self.note_failure(e);
+                complete = false;
+            }
+            segment += 1;
+        }
+        pieces.set_complete(complete);
+        pieces
+    }
+
+    /// The generation of the piece table the store keeps up to date now.
+    pub fn pieces_generation(&self) -> u64 {
+        self.pieces.load().generation()
     }
 
     /// All segment digests, in segment order.
@@ -828,9 +932,14 @@ impl Store {
         }
     }
 
+    // Called under the key's segment lock. The finer digests move first: a reader that sees
+    // the segment's (or the fingerprint's) new value then sees them moved too.
     fn xor_segment(&self, key: &[u8], old: u64, new: u64) {
         let change = Self::key_element(key, old) ^ Self::key_element(key, new);
-        self.segments[Self::segment_of(key)].fetch_xor(change, Ordering::AcqRel);
+        let position = stable_hash(key);
+        self.pieces.load().xor(position, change);
+        self.cells[Self::cell_at(position)].fetch_xor(change, Ordering::AcqRel);
+        self.segments[Self::segment_at(position)].fetch_xor(change, Ordering::AcqRel);
         self.fingerprint.fetch_xor(change, Ordering::AcqRel);
     }
 }
