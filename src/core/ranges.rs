@@ -241,7 +241,6 @@ mod tests {
     use super::*;
     use crate::core::hash::stable_hash;
     use crate::core::ids::{ActorId, Key, NodeId};
-    use crate::core::vclock::VClock;
 
     fn ring(vnodes: u32) -> Ring {
         Ring::build(["a", "b", "c", "d"].map(|n| (NodeId::new(n), vnodes))).unwrap()
@@ -302,47 +301,56 @@ mod tests {
         let (before, after) = (ring(8), ring(13));
         let mut keys = keys_near(&before, 150);
         keys.extend(keys_near(&after, 150));
+        keys.sort();
+        keys.dedup();
         let keys = Arc::new(keys);
         let store = Arc::new(Store::new(ActorId::new("a", 1)));
-        let stop = Arc::new(AtomicBool::new(false));
-        let writers: Vec<_> = (0..2)
-            .map(|t| {
-                let (store, keys, stop) =
-                    (Arc::clone(&store), Arc::clone(&keys), Arc::clone(&stop));
-                std::thread::spawn(move || {
-                    let mut i = t;
-                    while !stop.load(Ordering::Relaxed) {
-                        let k = &keys[i % keys.len()];
-                        let ctx = store.get(k).read().context;
-                        let value = (i % 5 != 0).then(|| Bytes::from("v"));
-                        store.coordinate(k, &ctx, value, 0).unwrap();
-                        if i % 7 == 0 {
-                            store.purge_tombstones(k, store.digest(k), 0);
-                        }
-                        i += 3;
-                    }
-                })
-            })
-            .collect();
         let (points_before, points_after): (Arc<[u64]>, Arc<[u64]>) =
             (before.token_values().into(), after.token_values().into());
-        for _ in 0..30 {
-            assert!(store.pieces_at(&points_before).is_complete());
-            assert!(store.pieces_at(&points_after).is_complete());
+        // Rounds of: writers running while the pieces are made again and again; then, the
+        // writers stopped, the last table (filled while they wrote) against the listing.
+        for round in 0..20 {
+            let stop = Arc::new(AtomicBool::new(false));
+            let writers: Vec<_> = (0..2)
+                .map(|t| {
+                    let (store, keys, stop) =
+                        (Arc::clone(&store), Arc::clone(&keys), Arc::clone(&stop));
+                    std::thread::spawn(move || {
+                        let mut i = t + round;
+                        while !stop.load(Ordering::Relaxed) {
+                            let k = &keys[i % keys.len()];
+                            let ctx = store.get(k).read().context;
+                            let value = (i % 5 != 0).then(|| Bytes::from("v"));
+                            store.coordinate(k, &ctx, value, 0).unwrap();
+                            if i % 7 == 0 {
+                                store.purge_tombstones(k, store.digest(k), 0);
+                            }
+                            i += 3;
+                        }
+                    })
+                })
+                .collect();
+            for _ in 0..10 {
+                assert!(store.pieces_at(&points_before).is_complete());
+                assert!(store.pieces_at(&points_after).is_complete());
+            }
+            stop.store(true, Ordering::Relaxed);
+            for w in writers {
+                w.join().unwrap();
+            }
+            let generation = store.pieces_generation();
+            let pieces = store.pieces_at(&points_after);
+            assert_eq!(pieces.generation(), generation, "no new fill for the check");
+            let digests: Vec<u64> = (0..pieces.points().len())
+                .map(|p| pieces.digest(p))
+                .collect();
+            assert_eq!(
+                digests,
+                listed_pieces(&store, &pieces, &keys),
+                "round {round}"
+            );
+            assert!(digests.iter().any(|&d| d != 0), "the keys fell in pieces");
         }
-        stop.store(true, Ordering::Relaxed);
-        for w in writers {
-            w.join().unwrap();
-        }
-        // The table filled while writes went on, without another fill.
-        let generation = store.pieces_generation();
-        let pieces = store.pieces_at(&points_after);
-        assert_eq!(pieces.generation(), generation);
-        let digests: Vec<u64> = (0..pieces.points().len())
-            .map(|p| pieces.digest(p))
-            .collect();
-        assert_eq!(digests, listed_pieces(&store, &pieces, &keys));
-        assert!(digests.iter().any(|&d| d != 0), "the keys fell in pieces");
     }
 
     #[test]
