@@ -532,16 +532,58 @@ impl Store {
     /// Removes `key` if its set is still exactly the one with digest `expected` and holds only
     /// tombstones, and remembers the purge. The caller must know that every node that may
     /// hold a copy of the key holds exactly these tombstones (or nothing).
+    ///
+    /// When the set is now those tombstones plus versions written since the agreement (a
+    /// write that did not see the delete, taken between the purge check and this order), only
+    /// the tombstones go, and the purge is remembered: the set becomes exactly what a node
+    /// that purged first holds once that write reaches it (its memory of the purge strips
+    /// the tombstones from the incoming set). Otherwise the owners would never agree again:
+    /// the ones that purged strip the tombstones from every copy they are sent, forever.
     pub fn purge_tombstones(&self, key: &Key, expected: u64, now_ms: u64) -> bool {
-        self.remove_if(key, |set, digest| {
+        let removed = self.remove_if(key, |set, digest| {
             if digest != expected || !set.is_all_tombstones() {
                 return Ok(false);
             }
-            let mut purged = lock(&self.purged);
-            purged.record(key.clone(), set, now_ms);
-            self.purged_len.store(purged.len(), Ordering::Release);
+            self.remember_purge(key, set, now_ms);
             Ok(true)
-        })
+        });
+        removed || self.purge_tombstones_beside_writes(key, expected, now_ms)
+    }
+
+    // The second case of `purge_tombstones`: strips the set's tombstones when exactly they
+    // were agreed on.
+    fn purge_tombstones_beside_writes(&self, key: &Key, expected: u64, now_ms: u64) -> bool {
+        let stripped = self.update(key, |set| {
+            let (tombstones, rest) = split_tombstones(set);
+            if tombstones.is_empty() || rest.is_empty() || tombstones.digest() != expected {
+                return Ok(false);
+            }
+            self.remember_purge(key, &tombstones, now_ms);
+            *set = rest;
+            Ok(true)
+        });
+        stripped.is_ok_and(|(stripped, _)| stripped)
+    }
+
+    fn remember_purge(&self, key: &Key, set: &VersionSet, now_ms: u64) {
+        let mut purged = lock(&self.purged);
+        purged.record(key.clone(), set, now_ms);
+        self.purged_len.store(purged.len(), Ordering::Release);
+    }
+
+    /// When `set` holds, beside other versions, exactly the tombstones of a purge remembered
+    /// here, their digest: its holder missed the purge order (or took a write before it came),
+    /// and should purge them too (see [`Store::purge_tombstones`]).
+    pub fn purged_tombstones_in(&self, key: &[u8], set: &VersionSet) -> Option<u64> {
+        if self.purged_len.load(Ordering::Acquire) == 0 {
+            return None;
+        }
+        let (tombstones, rest) = split_tombstones(set);
+        if tombstones.is_empty() || rest.is_empty() {
+            return None;
+        }
+        let digest = tombstones.digest();
+        self.purged_as(key, digest).then_some(digest)
     }
 
     /// True when `key` was purged here, recently, with exactly the set of digest `digest`.
@@ -956,6 +998,16 @@ impl Drop for ChangeGuard<'_> {
 fn encode_actor(actor: &ActorId) -> Vec<u8> {
     // An id of a name and a number always encodes.
     postcard::to_allocvec(actor).unwrap_or_default()
+}
+
+// The tombstones of `set`, and its other versions.
+fn split_tombstones(set: &VersionSet) -> (VersionSet, VersionSet) {
+    let (tombstones, rest): (Vec<_>, Vec<_>) =
+        set.versions().iter().cloned().partition(|v| v.is_tombstone());
+    (
+        VersionSet::from_versions(tombstones),
+        VersionSet::from_versions(rest),
+    )
 }
 
 /// Whether `set` names `actor`, in a dot or in a context.

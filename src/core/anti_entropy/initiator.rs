@@ -215,7 +215,13 @@ impl Initiator {
                     let digest = set.digest();
                     if replica.store.digest(key) == 0 && replica.store.purged_as(key, digest) {
                         plan.purge.push((key.clone(), digest));
-                    } else if replica.take(key, set) {
+                        continue;
+                    }
+                    if let Some(purged) = replica.store.purged_tombstones_in(key, set) {
+                        // Purged here, but the peer holds them beside a later write.
+                        plan.purge.push((key.clone(), purged));
+                    }
+                    if replica.take(key, set) {
                         self.stats.repaired += 1;
                     }
                 }

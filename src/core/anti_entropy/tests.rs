@@ -475,6 +475,63 @@ fn a_rewritten_key_is_not_purged_by_a_stale_order() {
     assert_eq!(b.store.purges_remembered(), 0);
 }
 
+/// A write at `sim` that did not see the key's delete (its writer's context is empty).
+fn blind_write(sim: &Sim, k: &str, v: &str) {
+    sim.store
+        .coordinate(&key(k), &VClock::new(), val(v), sim.now_ms)
+        .unwrap();
+}
+
+#[test]
+fn a_write_taken_between_the_purge_check_and_the_order_leaves_the_owners_equal() {
+    // a and b agreed on the tombstones; b (the checker) takes a write that did not see the
+    // delete before it purges its own copy; a purges, then gets b's new set.
+    let (mut a, mut b) = (Sim::new("a", 3), Sim::new("b", 3));
+    let k = "k";
+    a.write(k, "old");
+    let old = a.store.get(&key(k));
+    delete_everywhere(&[&a, &b], k);
+    let agreed = b.store.digest(&key(k));
+    blind_write(&b, k, "new");
+    assert!(a.store.purge_tombstones(&key(k), agreed, a.now_ms));
+    b.copy_to(&a, k);
+    assert!(
+        b.store.purge_tombstones(&key(k), agreed, b.now_ms),
+        "the tombstones go, the write stays"
+    );
+    assert_eq!(a.store.get(&key(k)), b.store.get(&key(k)));
+    assert_eq!(b.store.get(&key(k)).read().values, vec![Bytes::from("new")]);
+    assert!(round(&mut a, &mut b).unwrap().stats.in_sync);
+    // The old value the tombstones deleted does not come back to either.
+    for sim in [&a, &b] {
+        sim.store.merge(&key(k), &old).unwrap();
+        assert_eq!(sim.store.get(&key(k)).read().values, vec![Bytes::from("new")]);
+    }
+}
+
+#[test]
+fn an_owner_that_missed_the_order_and_took_a_write_drops_the_purged_tombstones_by_anti_entropy() {
+    for a_starts in [true, false] {
+        let (mut a, mut b) = (Sim::new("a", 3), Sim::new("b", 3));
+        let k = "k";
+        delete_everywhere(&[&a, &b], k);
+        let agreed = a.store.digest(&key(k));
+        assert!(a.store.purge_tombstones(&key(k), agreed, a.now_ms));
+        // b missed the order, then took a write that did not see the delete.
+        blind_write(&b, k, "new");
+        let run = if a_starts {
+            round(&mut a, &mut b)
+        } else {
+            round(&mut b, &mut a)
+        }
+        .unwrap();
+        assert_eq!(a.store.get(&key(k)), b.store.get(&key(k)), "{run:?}");
+        assert_eq!(a.store.get(&key(k)).read().values, vec![Bytes::from("new")]);
+        assert_eq!(b.store.purges_remembered(), 1, "b remembers the purge too");
+        assert!(round(&mut a, &mut b).unwrap().stats.in_sync);
+    }
+}
+
 #[test]
 fn a_late_copy_of_a_purged_value_is_dropped_by_anti_entropy() {
     // b still holds the value (it missed the delete); a purged the tombstones. A round from
