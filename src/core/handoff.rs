@@ -19,13 +19,13 @@
 //! scan keeps instead, per segment, the digest of the keys held here that this node does not
 //! own ([`RangeDigests`] over the ring ranges it does not own, made from the store's cell
 //! digests, which every write moves): a segment whose digest is 0 holds no such key and is
-//! skipped without a listing; one a write moved is looked at again on the next call. Every call
-//! still visits every segment (a read of its raw digest, 4096 in all), so a key that lands
-//! outside this node's ranges at any time is picked up by the next call, and a key that could
-//! not move yet keeps its segment listed on every pass until it goes (at most the budget of
-//! segments per call). In sync, with nothing misplaced, no key is listed at all. (A digest of
-//! 0 over keys that exist would take a 64-bit hash collision, the same bet every digest
-//! comparison of anti-entropy makes.)
+//! skipped without a listing. Every call brings those digests up to date (one read of the
+//! store's fingerprint when no write came; otherwise a read of each segment's raw digest and 16
+//! reads for each segment a write moved), so a key that lands outside this node's ranges at
+//! any time is picked up by the next call, and a key that could not move yet keeps its segment
+//! listed on every pass until it goes (at most the budget of segments per call). In sync, with
+//! nothing misplaced, no key is listed at all. (A digest of 0 over keys that exist would take
+//! a 64-bit hash collision, the same bet every digest comparison of anti-entropy makes.)
 //!
 //! A leaving node owns nothing, so the same scan drains it completely. Only a node that is
 //! valid or leaving hands off: a joining node does not know its place yet, and a node that
@@ -71,10 +71,53 @@ pub struct Handoff {
     // Keys seen not owned here in the pass under way, and in the last complete pass.
     seen: u64,
     last_pass: u64,
-    // Per segment, the digest of the keys held here that this node does not own, under the
-    // scope (ring and N) it was planned for.
-    elsewhere: Option<(Scope, RangeDigests)>,
+    misplaced: Option<Misplaced>,
     listed: u64,
+}
+
+// The segments holding keys this node does not own, known from the digests of those keys.
+struct Misplaced {
+    // The ring and N the digests are for.
+    scope: Scope,
+    digests: RangeDigests,
+    // A bit per segment whose digest is not 0.
+    segments: [u64; SEGMENTS / 64],
+}
+
+impl Misplaced {
+    fn new(scope: Scope, view: &View<'_>) -> Misplaced {
+        let plan = RangePlan::new(view.ring, |position| !view.owns_at(position));
+        Misplaced {
+            scope,
+            digests: RangeDigests::new(plan),
+            segments: [0; SEGMENTS / 64],
+        }
+    }
+
+    fn refresh(&mut self, store: &Store) {
+        let segments = &mut self.segments;
+        self.digests.refresh(store, |segment, digest| {
+            let bit = 1u64 << (segment % 64);
+            if digest == 0 {
+                segments[segment / 64] &= !bit;
+            } else {
+                segments[segment / 64] |= bit;
+            }
+        });
+    }
+
+    // The first segment from `from` on that holds keys not owned here.
+    fn next_from(&self, from: usize) -> Option<usize> {
+        let mut word = from / 64;
+        let mut bits = self.segments.get(word)? & (u64::MAX << (from % 64));
+        loop {
+            if bits != 0 {
+                return Some(word * 64 + bits.trailing_zeros() as usize);
+            }
+            word += 1;
+            bits = *self.segments.get(word)?;
+        }
+    }
 }
 
 impl fmt::Debug for Handoff {
@@ -120,54 +163,60 @@ impl Handoff {
             return transfers;
         }
         let scope = Scope::of(view.ring, view.n);
-        let elsewhere = match &mut self.elsewhere {
-            Some((planned, digests)) if *planned == scope => digests,
-            _ => {
-                let plan = RangePlan::new(view.ring, |position| !view.owns_at(position));
-                &mut self.elsewhere.insert((scope, RangeDigests::new(plan))).1
-            }
+        let misplaced = match &mut self.misplaced {
+            Some(misplaced) if misplaced.scope == scope => misplaced,
+            _ => self.misplaced.insert(Misplaced::new(scope, view)),
         };
-        elsewhere.refresh(store, |_| {});
+        misplaced.refresh(store);
         let budget = if self.urgent {
             URGENT_SEGMENTS
         } else {
             STEADY_SEGMENTS
         };
+        // From the cursor to the end of the pass, then round to where this call started.
+        let start = self.cursor;
+        let mut wrapped = false;
         let mut listed = 0;
-        for _ in 0..SEGMENTS {
-            if listed >= budget || transfers.len() >= max {
-                break;
-            }
-            let segment = self.cursor;
-            if elsewhere.segment(segment) != 0 {
-                listed += 1;
-                for (key, digest) in store.keys_in_segment(segment) {
-                    if digest == 0 || view.owns(&key) {
-                        continue;
+        while listed < budget && transfers.len() < max {
+            let next = misplaced
+                .next_from(self.cursor)
+                .filter(|&segment| !wrapped || segment < start);
+            match next {
+                Some(segment) => {
+                    listed += 1;
+                    for (key, digest) in store.keys_in_segment(segment) {
+                        if digest == 0 || view.owns(&key) {
+                            continue;
+                        }
+                        self.seen += 1;
+                        if self.in_flight.contains(&key) || transfers.len() >= max {
+                            continue;
+                        }
+                        let Some(targets) = view.targets_elsewhere(&key) else {
+                            continue;
+                        };
+                        let versions = store.get(&key);
+                        let digest = versions.digest();
+                        self.in_flight.insert(key.clone());
+                        transfers.push(Transfer {
+                            key,
+                            versions,
+                            digest,
+                            targets,
+                        });
                     }
-                    self.seen += 1;
-                    if self.in_flight.contains(&key) || transfers.len() >= max {
-                        continue;
-                    }
-                    let Some(targets) = view.targets_elsewhere(&key) else {
-                        continue;
-                    };
-                    let versions = store.get(&key);
-                    let digest = versions.digest();
-                    self.in_flight.insert(key.clone());
-                    transfers.push(Transfer {
-                        key,
-                        versions,
-                        digest,
-                        targets,
-                    });
+                    self.cursor = segment + 1;
                 }
+                None if wrapped => break,
+                // Nothing more to hand off in this pass.
+                None => self.cursor = SEGMENTS,
             }
-            self.cursor = (segment + 1) % SEGMENTS;
-            if self.cursor == 0 {
+            if self.cursor == SEGMENTS {
+                self.cursor = 0;
                 self.urgent = false;
                 self.last_pass = self.seen;
                 self.seen = 0;
+                wrapped = true;
             }
         }
         self.listed += listed as u64;

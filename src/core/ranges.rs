@@ -20,8 +20,6 @@ use super::store::{CELLS, SEGMENTS, Store};
 const CELLS_PER_SEGMENT: usize = CELLS / SEGMENTS;
 // A segment's cells are one `u16` of the plan.
 const _: () = assert!(CELLS_PER_SEGMENT == 16);
-// Ring positions per cell.
-const CELL_SPAN: u64 = 1 << (64 - CELLS.trailing_zeros());
 
 /// Which ring positions are in, cell by cell and piece by piece, for one ring.
 pub struct RangePlan {
@@ -32,6 +30,20 @@ pub struct RangePlan {
     // grouped by segment: those of segment `s` are `flips[flip_start[s]..flip_start[s + 1]]`.
     flips: Box<[u32]>,
     flip_start: Box<[u32]>,
+    empty: bool,
+}
+
+// Sets the bits of cells `from..to`.
+fn set_cells(cells: &mut [u16], from: usize, to: usize) {
+    let mut cell = from;
+    while cell < to {
+        let segment = cell / CELLS_PER_SEGMENT;
+        let bit = cell % CELLS_PER_SEGMENT;
+        let end = (to - segment * CELLS_PER_SEGMENT).min(CELLS_PER_SEGMENT);
+        let width = end - bit;
+        cells[segment] |= (((1u32 << width) - 1) << bit) as u16;
+        cell = segment * CELLS_PER_SEGMENT + end;
+    }
 }
 
 impl RangePlan {
@@ -41,42 +53,55 @@ impl RangePlan {
     pub fn new(ring: &Ring, within: impl Fn(u64) -> bool) -> RangePlan {
         let points: Arc<[u64]> = ring.token_values().into();
         let flags: Vec<bool> = points.iter().map(|&p| within(p)).collect();
-        // Without tokens every position is alike.
-        let lone = points.is_empty() && within(0);
         let mut cells = vec![0u16; SEGMENTS].into_boxed_slice();
-        let mut flips = Vec::new();
-        let mut flip_start = vec![0u32; SEGMENTS + 1].into_boxed_slice();
-        let mut next = 0;
-        for cell in 0..CELLS {
-            let last = (cell as u64) * CELL_SPAN + (CELL_SPAN - 1);
-            let first = next;
-            while next < points.len() && points[next] <= last {
-                next += 1;
+        // The rest of a cell (after its last point) walks from the first point after the
+        // cell, wrapping to the first point: cells from one point's cell up to the next
+        // point's share that. Work in whole segments where they can: O(segments + points).
+        let Some(&first) = points.first() else {
+            // Without tokens every position is alike.
+            if within(0) {
+                set_cells(&mut cells, 0, CELLS);
             }
-            // The rest of the cell walks from the first point after it, wrapping to the first.
-            let tail = if points.is_empty() {
-                lone
-            } else {
-                flags[if next == points.len() { 0 } else { next }]
-            };
-            let segment = cell / CELLS_PER_SEGMENT;
-            if tail {
-                cells[segment] |= 1 << (cell % CELLS_PER_SEGMENT);
-            }
-            flips.extend(
-                (first..next)
-                    .filter(|&p| flags[p] != tail)
-                    .map(|p| u32::try_from(p).unwrap_or(u32::MAX)),
-            );
-            if cell % CELLS_PER_SEGMENT == CELLS_PER_SEGMENT - 1 {
-                flip_start[segment + 1] = u32::try_from(flips.len()).unwrap_or(u32::MAX);
+            return RangePlan::of(points, cells, Vec::new());
+        };
+        if flags[0] {
+            set_cells(&mut cells, 0, Store::cell_at(first));
+            set_cells(&mut cells, Store::cell_at(points[points.len() - 1]), CELLS);
+        }
+        for (i, pair) in points.windows(2).enumerate() {
+            if flags[i + 1] {
+                set_cells(&mut cells, Store::cell_at(pair[0]), Store::cell_at(pair[1]));
             }
         }
+        // A point's own piece flips when it differs from the rest of its cell.
+        let mut flips = Vec::new();
+        let mut i = 0;
+        while i < points.len() {
+            let cell = Store::cell_at(points[i]);
+            let end = i + points[i..].partition_point(|&p| Store::cell_at(p) == cell);
+            let rest = flags[if end == points.len() { 0 } else { end }];
+            flips.extend((i..end).filter(|&p| flags[p] != rest));
+            i = end;
+        }
+        RangePlan::of(points, cells, flips)
+    }
+
+    fn of(points: Arc<[u64]>, cells: Box<[u16]>, flips: Vec<usize>) -> RangePlan {
+        let mut flip_start = vec![0u32; SEGMENTS + 1].into_boxed_slice();
+        for &point in &flips {
+            flip_start[Store::segment_at(points[point]) + 1] += 1;
+        }
+        for segment in 0..SEGMENTS {
+            flip_start[segment + 1] += flip_start[segment];
+        }
+        let empty = flips.is_empty() && cells.iter().all(|&c| c == 0);
         RangePlan {
             points,
             cells,
-            flips: flips.into_boxed_slice(),
+            // Below `MAX_TOKENS`, so they fit.
+            flips: flips.iter().map(|&p| p as u32).collect(),
             flip_start,
+            empty,
         }
     }
 
@@ -88,7 +113,7 @@ impl RangePlan {
 
     /// True when no position is in.
     pub fn is_empty(&self) -> bool {
-        self.flips.is_empty() && self.cells.iter().all(|&c| c == 0)
+        self.empty
     }
 
     fn flips_of(&self, segment: usize) -> &[u32] {
@@ -154,6 +179,8 @@ pub struct RangeDigests {
     // The generation of the store's pieces the digests were computed from; `None` when they
     // may be stale.
     generation: Option<u64>,
+    // The store's fingerprint at the last refresh: unchanged means no segment moved.
+    fingerprint: Option<u64>,
     segments: Vec<Option<Cached>>,
 }
 
@@ -163,6 +190,7 @@ impl RangeDigests {
         RangeDigests {
             plan,
             generation: None,
+            fingerprint: None,
             segments: vec![None; SEGMENTS],
         }
     }
@@ -173,9 +201,16 @@ impl RangeDigests {
     }
 
     /// Brings every segment up to date with `store`; `moved` hears of every segment whose
-    /// digest changed (or was computed for the first time). Returns how many segments were
-    /// recomputed: those a write moved since the last refresh.
-    pub fn refresh(&mut self, store: &Store, mut moved: impl FnMut(usize)) -> usize {
+    /// digest changed (or was computed for the first time), with its new digest. Returns how
+    /// many segments were recomputed: those a write moved since the last refresh (none, at
+    /// the cost of one read, when no write came at all).
+    pub fn refresh(&mut self, store: &Store, mut moved: impl FnMut(usize, u64)) -> usize {
+        // Read before the segments: a write in between moves it again, so the next refresh
+        // looks.
+        let fingerprint = store.fingerprint();
+        if self.generation.is_some() && self.fingerprint == Some(fingerprint) {
+            return 0;
+        }
         let pieces = store.pieces_at(self.plan.points());
         if self.generation != Some(pieces.generation()) {
             self.segments.fill(None);
@@ -195,11 +230,12 @@ impl RangeDigests {
                 self.plan.segment_digest(store, &pieces, segment)
             };
             if cached.is_none_or(|c| c.digest != digest) {
-                moved(segment);
+                moved(segment, digest);
             }
             *cached = Some(Cached { raw, digest });
             recomputed += 1;
         }
+        self.fingerprint = Some(fingerprint);
         if store.pieces_generation() != pieces.generation() {
             // Another ring's pieces replaced these meanwhile: writes may have missed them.
             self.segments.fill(None);
@@ -240,7 +276,11 @@ mod tests {
 
     use super::*;
     use crate::core::hash::stable_hash;
+
+    // Ring positions per cell.
+    const CELL_SPAN: u64 = 1 << (64 - CELLS.trailing_zeros());
     use crate::core::ids::{ActorId, Key, NodeId};
+    use crate::core::vclock::VClock;
 
     fn ring(vnodes: u32) -> Ring {
         Ring::build(["a", "b", "c", "d"].map(|n| (NodeId::new(n), vnodes))).unwrap()
@@ -286,6 +326,51 @@ mod tests {
         }
     }
 
+    // Whether `plan` counts ring position `position` in: the rest of its cell's bit, flipped
+    // when the position lies in the piece of a point the plan flips.
+    fn plan_says(plan: &RangePlan, position: u64) -> bool {
+        let cell = Store::cell_at(position);
+        let rest = plan.cells[cell / CELLS_PER_SEGMENT] & (1 << (cell % CELLS_PER_SEGMENT)) != 0;
+        let point = plan.points.partition_point(|&p| p < position);
+        let in_cell = plan
+            .points
+            .get(point)
+            .is_some_and(|&p| Store::cell_at(p) == cell);
+        let flipped = in_cell && plan.flips.contains(&(point as u32));
+        rest != flipped
+    }
+
+    #[test]
+    fn a_plan_counts_in_exactly_the_positions_its_question_does() {
+        for (vnodes, n) in [(1, 1), (3, 2), (8, 2), (40, 3)] {
+            let ring = ring(vnodes);
+            let a = NodeId::new("a");
+            let within = |p: u64| {
+                ring.preference_list_at(p)
+                    .is_ok_and(|l| l.take(n).any(|node| *node == a))
+            };
+            let plan = RangePlan::new(&ring, within);
+            let mut positions: Vec<u64> = vec![0, 1, u64::MAX, u64::MAX - 1];
+            for &t in ring.token_values().iter() {
+                positions.extend([t.wrapping_sub(1), t, t.wrapping_add(1)]);
+                let cell_start = t & !(CELL_SPAN - 1);
+                positions.extend([
+                    cell_start,
+                    cell_start.wrapping_sub(1),
+                    cell_start + CELL_SPAN - 1,
+                ]);
+            }
+            positions.extend((0..2_000u64).map(|i| stable_hash(&i.to_le_bytes())));
+            for p in positions {
+                assert_eq!(
+                    plan_says(&plan, p),
+                    within(p),
+                    "position {p:#x}, {vnodes} vnodes, N={n}"
+                );
+            }
+        }
+    }
+
     #[test]
     fn a_plan_of_everything_or_nothing_reads_whole_cells() {
         let ring = ring(8);
@@ -305,6 +390,11 @@ mod tests {
         keys.dedup();
         let keys = Arc::new(keys);
         let store = Arc::new(Store::new(ActorId::new("a", 1)));
+        for k in keys.iter() {
+            store
+                .coordinate(k, &VClock::new(), Some(Bytes::from("v")), 0)
+                .unwrap();
+        }
         let (points_before, points_after): (Arc<[u64]>, Arc<[u64]>) =
             (before.token_values().into(), after.token_values().into());
         // Rounds of: writers running while the pieces are made again and again; then, the
@@ -349,7 +439,7 @@ mod tests {
                 listed_pieces(&store, &pieces, &keys),
                 "round {round}"
             );
-            assert!(digests.iter().any(|&d| d != 0), "the keys fell in pieces");
+            assert!(digests.iter().any(|&d| d != 0), "keys fell in pieces");
         }
     }
 
@@ -375,7 +465,7 @@ mod tests {
             }
         };
         let mut digests = RangeDigests::new(RangePlan::new(&first, owned(&first)));
-        digests.refresh(&store, |_| {});
+        digests.refresh(&store, |_, _| {});
         assert!(digests.is_settled());
         let kept: Vec<u64> = (0..SEGMENTS).map(|s| digests.segment(s)).collect();
         // Another ring's pieces replace these; writes then miss the old table.
@@ -383,11 +473,11 @@ mod tests {
         store.pieces_at(&points);
         keys.iter().for_each(write);
         let mut moved = 0;
-        digests.refresh(&store, |_| moved += 1);
+        digests.refresh(&store, |_, _| moved += 1);
         assert!(digests.is_settled(), "its own pieces were made again");
         assert!(moved > 0);
         let mut fresh = RangeDigests::new(RangePlan::new(&first, owned(&first)));
-        fresh.refresh(&store, |_| {});
+        fresh.refresh(&store, |_, _| {});
         let now: Vec<u64> = (0..SEGMENTS).map(|s| digests.segment(s)).collect();
         let expected: Vec<u64> = (0..SEGMENTS).map(|s| fresh.segment(s)).collect();
         assert_eq!(now, expected);

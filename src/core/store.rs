@@ -56,7 +56,8 @@ use super::version::VersionSet;
 /// Number of digest segments the key space is divided into (by the top bits of ring position).
 pub const SEGMENTS: usize = 4096;
 /// Number of digest cells: the segments cut finer, by the next 4 bits of ring position.
-pub const CELLS: usize = SEGMENTS * 16;
+pub const CELLS: usize = SEGMENTS * CELLS_PER_SEGMENT;
+const CELLS_PER_SEGMENT: usize = 16;
 
 /// How long a purge is remembered, and how many at most (see [`super::purged`]).
 pub const PURGE_MEMORY_TTL_MS: u64 = 10 * 60 * 1000;
@@ -186,7 +187,8 @@ pub struct Store {
     actor: ArcSwap<ActorId>,
     limits: SetLimits,
     segments: Box<[AtomicU64]>,
-    cells: Box<[AtomicU64]>,
+    // Per segment, its cells' digests (an array each: 4096 allocations steps, not 65,536).
+    cells: Box<[[AtomicU64; CELLS_PER_SEGMENT]]>,
     // The digests of the cells' pieces for the current ring's tokens; `cutting` orders the
     // replacements, `generations` numbers them.
     pieces: ArcSwap<Pieces>,
@@ -322,7 +324,9 @@ impl Store {
             actor: ArcSwap::from_pointee(actor),
             limits,
             segments: (0..SEGMENTS).map(|_| AtomicU64::new(0)).collect(),
-            cells: (0..CELLS).map(|_| AtomicU64::new(0)).collect(),
+            cells: (0..SEGMENTS)
+                .map(|_| [const { AtomicU64::new(0) }; CELLS_PER_SEGMENT])
+                .collect(),
             pieces: ArcSwap::from_pointee(Pieces::none()),
             cutting: Mutex::new(()),
             generations: AtomicU64::new(0),
@@ -350,7 +354,8 @@ impl Store {
         self.engine.scan(&mut |key, summary| {
             let element = Self::key_element(key, summary.digest);
             let position = stable_hash(key);
-            self.cells[Self::cell_at(position)].fetch_xor(element, Ordering::Relaxed);
+            self.cell(Self::cell_at(position))
+                .fetch_xor(element, Ordering::Relaxed);
             self.segments[Self::segment_at(position)].fetch_xor(element, Ordering::Relaxed);
             self.fingerprint.fetch_xor(element, Ordering::Relaxed);
             self.keys.fetch_add(1, Ordering::Relaxed);
@@ -611,9 +616,14 @@ impl Store {
 
     /// The digest of one cell (XOR over its keys; 0 if out of range).
     pub fn cell_digest(&self, cell: usize) -> u64 {
-        self.cells
-            .get(cell)
-            .map_or(0, |d| d.load(Ordering::Acquire))
+        self.cells.get(cell / CELLS_PER_SEGMENT).map_or(0, |cells| {
+            cells[cell % CELLS_PER_SEGMENT].load(Ordering::Acquire)
+        })
+    }
+
+    // The digest of a cell that exists.
+    fn cell(&self, cell: usize) -> &AtomicU64 {
+        &self.cells[cell / CELLS_PER_SEGMENT][cell % CELLS_PER_SEGMENT]
     }
 
     /// The piece digests for the split points `points` (distinct, ascending: a ring's token
@@ -980,7 +990,8 @@ impl Store {
         let change = Self::key_element(key, old) ^ Self::key_element(key, new);
         let position = stable_hash(key);
         self.pieces.load().xor(position, change);
-        self.cells[Self::cell_at(position)].fetch_xor(change, Ordering::AcqRel);
+        self.cell(Self::cell_at(position))
+            .fetch_xor(change, Ordering::AcqRel);
         self.segments[Self::segment_at(position)].fetch_xor(change, Ordering::AcqRel);
         self.fingerprint.fetch_xor(change, Ordering::AcqRel);
     }
@@ -1002,8 +1013,11 @@ fn encode_actor(actor: &ActorId) -> Vec<u8> {
 
 // The tombstones of `set`, and its other versions.
 fn split_tombstones(set: &VersionSet) -> (VersionSet, VersionSet) {
-    let (tombstones, rest): (Vec<_>, Vec<_>) =
-        set.versions().iter().cloned().partition(|v| v.is_tombstone());
+    let (tombstones, rest): (Vec<_>, Vec<_>) = set
+        .versions()
+        .iter()
+        .cloned()
+        .partition(|v| v.is_tombstone());
     (
         VersionSet::from_versions(tombstones),
         VersionSet::from_versions(rest),

@@ -19,8 +19,6 @@ pub struct SharedDigests {
     shared: Option<RangeDigests>,
     groups: Vec<u64>,
     root: u64,
-    // The store's fingerprint at the last refresh: unchanged means no segment moved.
-    fingerprint: Option<u64>,
 }
 
 impl SharedDigests {
@@ -33,7 +31,6 @@ impl SharedDigests {
             shared: None,
             groups: vec![0; GROUPS],
             root: 0,
-            fingerprint: None,
         };
         digests.rehash((0..GROUPS).collect());
         digests
@@ -48,12 +45,6 @@ impl SharedDigests {
     /// segments had to be recomputed (0 in steady state).
     pub fn refresh(&mut self, store: &Store, ring: &Ring, n: usize) -> usize {
         let scope = Scope::of(ring, n);
-        // Read before the segments, as they are read before the cells: a write in between
-        // moves it again, so the next refresh looks.
-        let fingerprint = store.fingerprint();
-        if self.scope == Some(scope) && self.fingerprint == Some(fingerprint) {
-            return 0;
-        }
         let shared = match &mut self.shared {
             Some(shared) if self.scope == Some(scope) => shared,
             _ => {
@@ -64,13 +55,12 @@ impl SharedDigests {
             }
         };
         let mut stale_groups = Vec::new();
-        let recomputed = shared.refresh(store, |segment| {
+        let recomputed = shared.refresh(store, |segment, _| {
             let group = segment / SEGMENTS_PER_GROUP;
             if stale_groups.last() != Some(&group) {
                 stale_groups.push(group);
             }
         });
-        self.fingerprint = shared.is_settled().then_some(fingerprint);
         if !stale_groups.is_empty() {
             self.rehash(stale_groups);
         }

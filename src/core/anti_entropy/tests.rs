@@ -505,7 +505,10 @@ fn a_write_taken_between_the_purge_check_and_the_order_leaves_the_owners_equal()
     // The old value the tombstones deleted does not come back to either.
     for sim in [&a, &b] {
         sim.store.merge(&key(k), &old).unwrap();
-        assert_eq!(sim.store.get(&key(k)).read().values, vec![Bytes::from("new")]);
+        assert_eq!(
+            sim.store.get(&key(k)).read().values,
+            vec![Bytes::from("new")]
+        );
     }
 }
 
@@ -657,7 +660,7 @@ fn check_against_listing(
     };
     let plan = crate::core::ranges::RangePlan::new(ring, |p| !view.owns_at(p));
     let mut elsewhere = crate::core::ranges::RangeDigests::new(plan);
-    elsewhere.refresh(store, |_| {});
+    elsewhere.refresh(store, |_, _| {});
     let expected = listed_digests(store, keys, |k| !view.owns(k));
     for (segment, digest) in expected.iter().enumerate() {
         prop_assert_eq!(
