@@ -18,7 +18,7 @@
 //! set holds only tombstones (the purge candidates) are indexed apart. A durable engine's
 //! indexes are rebuilt by one scan when it opens. Lock order is always the key's segment
 //! first, then the candidates' mutex or the purge memory's; readers of those take their mutex
-//! alone.
+//! alone. Filling the pieces for a new ring takes its own mutex, then one segment at a time.
 //!
 //! # Dots
 //!
@@ -187,7 +187,7 @@ pub struct Store {
     actor: ArcSwap<ActorId>,
     limits: SetLimits,
     segments: Box<[AtomicU64]>,
-    // Per segment, its cells' digests (an array each: 4096 allocations steps, not 65,536).
+    // Per segment, its cells' digests (an array per segment: 4096 steps to make, not 65,536).
     cells: Box<[[AtomicU64; CELLS_PER_SEGMENT]]>,
     // The digests of the cells' pieces for the current ring's tokens; `cutting` orders the
     // replacements, `generations` numbers them.
