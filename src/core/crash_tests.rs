@@ -61,6 +61,7 @@ impl VolatileDisk {
 
 struct VolatileSegment<'a> {
     disk: &'a VolatileDisk,
+    segment: usize,
     _locked: MutexGuard<'a, ()>,
 }
 
@@ -86,13 +87,24 @@ impl Segment for VolatileSegment<'_> {
         state.0.data.remove(key);
         Ok(())
     }
+
+    fn for_each_key(&self, f: &mut dyn FnMut(&[u8], u64)) -> Result<(), EngineError> {
+        let state = self.disk.lock();
+        for (key, (digest, _)) in &state.0.data {
+            if Store::segment_of(key) == self.segment {
+                f(key, *digest);
+            }
+        }
+        Ok(())
+    }
 }
 
 impl Engine for Arc<VolatileDisk> {
-    fn locked(&self, _segment: usize, f: &mut dyn FnMut(&mut dyn Segment)) {
+    fn locked(&self, segment: usize, f: &mut dyn FnMut(&mut dyn Segment)) {
         let segments = self.segments.lock().unwrap_or_else(|p| p.into_inner());
         f(&mut VolatileSegment {
             disk: self,
+            segment,
             _locked: segments,
         });
     }

@@ -64,6 +64,9 @@ pub trait Segment {
     fn put(&mut self, key: &[u8], digest: u64, set: &VersionSet) -> Result<(), EngineError>;
     /// Removes `key`.
     fn remove(&mut self, key: &[u8]) -> Result<(), EngineError>;
+    /// Calls `f` for every key of the segment with its digest, in no particular order: a
+    /// listing no change can interleave with, since the segment is locked.
+    fn for_each_key(&self, f: &mut dyn FnMut(&[u8], u64)) -> Result<(), EngineError>;
 }
 
 /// Where a store keeps its records and metadata.
@@ -125,6 +128,13 @@ impl Segment for MemorySegment<'_> {
 
     fn remove(&mut self, key: &[u8]) -> Result<(), EngineError> {
         self.0.remove(key);
+        Ok(())
+    }
+
+    fn for_each_key(&self, f: &mut dyn FnMut(&[u8], u64)) -> Result<(), EngineError> {
+        for record in self.0.iter() {
+            f(record.key(), record.digest());
+        }
         Ok(())
     }
 }

@@ -1,29 +1,50 @@
 //! Ownership handoff: moving the keys this node holds but no longer owns to their owners.
 //!
 //! When the ring changes (a node joins, leaves or is removed), keys move between owners. The
-//! scan walks the store segment by segment (all of it soon after a ring change, slowly
-//! otherwise) and yields every key whose current owners exclude this node, with the replicas
-//! that should take it: the owners, or for an owner that is down a fallback holding a hint,
-//! as any write would. Once every one of them acknowledged the set, this node drops its copy,
-//! provided the set did not change meanwhile ([`Store::remove_handed`]); a copy changed by a
-//! late write is handed again on a later pass. Dropping is what keeps a delete deleted: a
-//! former owner that kept an old value would send it back to the owners after their purge.
+//! scan walks the store segment by segment and yields every key whose current owners exclude
+//! this node, with the replicas that should take it: the owners, or for an owner that is down
+//! a fallback holding a hint, as any write would. Once every one of them acknowledged the set,
+//! this node drops its copy, provided the set did not change meanwhile
+//! ([`Store::remove_handed`]); a copy changed by a late write is handed again on a later
+//! pass. Dropping is what keeps a delete deleted: a former owner that kept an old value would
+//! send it back to the owners after their purge.
+//!
+//! # Listing only what holds something to hand off
+//!
+//! Keys not owned here arrive not only with a ring change: a replica write or a read repair
+//! sent by a node whose ring was not yet this one, a handoff from another node's view, a
+//! transfer that failed or whose key changed meanwhile, a key whose owners had no live stand-in.
+//! So the scan cannot stop after the pass a ring change starts; but walking every key forever
+//! (as it once did, a pass every half minute) costs O(data) while nothing is misplaced. The
+//! scan keeps instead, per segment, the digest of the keys held here that this node does not
+//! own ([`RangeDigests`] over the ring ranges it does not own, made from the store's cell
+//! digests, which every write moves): a segment whose digest is 0 holds no such key and is
+//! skipped without a listing. Every call brings those digests up to date (one read of the
+//! store's fingerprint when no write came; otherwise a read of each segment's raw digest and 16
+//! reads for each segment a write moved), so a key that lands outside this node's ranges at
+//! any time is picked up by the next call, and a key that could not move yet keeps its segment
+//! listed on every pass until it goes (at most the budget of segments per call). In sync, with
+//! nothing misplaced, no key is listed at all. (A digest of 0 over keys that exist would take
+//! a 64-bit hash collision, the same bet every digest comparison of anti-entropy makes.)
 //!
 //! A leaving node owns nothing, so the same scan drains it completely. Only a node that is
 //! valid or leaving hands off: a joining node does not know its place yet, and a node that
 //! left or was removed must not push old data back into the cluster.
 
 use std::collections::HashSet;
+use std::fmt;
 
+use super::anti_entropy::Scope;
 use super::ids::Key;
 use super::quorum::Target;
+use super::ranges::{RangeDigests, RangePlan};
 use super::store::{SEGMENTS, Store};
 use super::version::VersionSet;
 use super::view::View;
 
-/// Segments scanned per call right after a ring change.
+/// Segments listed per call while the pass a ring change started is under way.
 pub const URGENT_SEGMENTS: usize = 512;
-/// Segments scanned per call otherwise (a full pass every `SEGMENTS / 64` calls).
+/// Segments listed per call otherwise (segments holding nothing to hand off are not listed).
 pub const STEADY_SEGMENTS: usize = 64;
 
 /// A key to hand to the replicas that should hold it.
@@ -40,7 +61,7 @@ pub struct Transfer {
 }
 
 /// Progress of the handoff scan, kept beside the store so that it outlives any one actor.
-#[derive(Debug, Default)]
+#[derive(Default)]
 pub struct Handoff {
     cursor: usize,
     ring_version: u64,
@@ -50,6 +71,67 @@ pub struct Handoff {
     // Keys seen not owned here in the pass under way, and in the last complete pass.
     seen: u64,
     last_pass: u64,
+    misplaced: Option<Misplaced>,
+    listed: u64,
+}
+
+// The segments holding keys this node does not own, known from the digests of those keys.
+struct Misplaced {
+    // The ring and N the digests are for.
+    scope: Scope,
+    digests: RangeDigests,
+    // A bit per segment whose digest is not 0.
+    segments: [u64; SEGMENTS / 64],
+}
+
+impl Misplaced {
+    fn new(scope: Scope, view: &View<'_>) -> Misplaced {
+        let plan = RangePlan::new(view.ring, |position| !view.owns_at(position));
+        Misplaced {
+            scope,
+            digests: RangeDigests::new(plan),
+            segments: [0; SEGMENTS / 64],
+        }
+    }
+
+    fn refresh(&mut self, store: &Store) {
+        let segments = &mut self.segments;
+        self.digests.refresh(store, |segment, digest| {
+            let bit = 1u64 << (segment % 64);
+            if digest == 0 {
+                segments[segment / 64] &= !bit;
+            } else {
+                segments[segment / 64] |= bit;
+            }
+        });
+    }
+
+    // The first segment from `from` on that holds keys not owned here.
+    fn next_from(&self, from: usize) -> Option<usize> {
+        let mut word = from / 64;
+        let mut bits = self.segments.get(word)? & (u64::MAX << (from % 64));
+        loop {
+            if bits != 0 {
+                return Some(word * 64 + bits.trailing_zeros() as usize);
+            }
+            word += 1;
+            bits = *self.segments.get(word)?;
+        }
+    }
+}
+
+impl fmt::Debug for Handoff {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Handoff")
+            .field("cursor", &self.cursor)
+            .field("ring_version", &self.ring_version)
+            .field("urgent", &self.urgent)
+            .field("in_flight", &self.in_flight.len())
+            .field("handed", &self.handed)
+            .field("remaining", &self.remaining())
+            .field("listed", &self.listed)
+            .finish()
+    }
 }
 
 impl Handoff {
@@ -61,7 +143,8 @@ impl Handoff {
     /// Scans the next segments and returns up to about `max` keys to hand off: held here, not
     /// owned by this node on `view`'s ring, and not in flight. A new `ring_version` restarts
     /// the scan from the first segment. Keys whose replicas cannot all be reached now are left
-    /// for a later pass.
+    /// for a later pass. Only segments holding keys not owned here are listed (see the module
+    /// doc).
     pub fn scan(
         &mut self,
         store: &Store,
@@ -79,43 +162,64 @@ impl Handoff {
         if view.ring.is_empty() {
             return transfers;
         }
+        let scope = Scope::of(view.ring, view.n);
+        let misplaced = match &mut self.misplaced {
+            Some(misplaced) if misplaced.scope == scope => misplaced,
+            _ => self.misplaced.insert(Misplaced::new(scope, view)),
+        };
+        misplaced.refresh(store);
         let budget = if self.urgent {
             URGENT_SEGMENTS
         } else {
             STEADY_SEGMENTS
         };
-        for _ in 0..budget {
-            for (key, digest) in store.keys_in_segment(self.cursor) {
-                if digest == 0 || view.owns(&key) {
-                    continue;
+        // From the cursor to the end of the pass, then round to where this call started.
+        let start = self.cursor;
+        let mut wrapped = false;
+        let mut listed = 0;
+        while listed < budget && transfers.len() < max {
+            let next = misplaced
+                .next_from(self.cursor)
+                .filter(|&segment| !wrapped || segment < start);
+            match next {
+                Some(segment) => {
+                    listed += 1;
+                    for (key, digest) in store.keys_in_segment(segment) {
+                        if digest == 0 || view.owns(&key) {
+                            continue;
+                        }
+                        self.seen += 1;
+                        if self.in_flight.contains(&key) || transfers.len() >= max {
+                            continue;
+                        }
+                        let Some(targets) = view.targets_elsewhere(&key) else {
+                            continue;
+                        };
+                        let versions = store.get(&key);
+                        let digest = versions.digest();
+                        self.in_flight.insert(key.clone());
+                        transfers.push(Transfer {
+                            key,
+                            versions,
+                            digest,
+                            targets,
+                        });
+                    }
+                    self.cursor = segment + 1;
                 }
-                self.seen += 1;
-                if self.in_flight.contains(&key) || transfers.len() >= max {
-                    continue;
-                }
-                let Some(targets) = view.targets_elsewhere(&key) else {
-                    continue;
-                };
-                let versions = store.get(&key);
-                let digest = versions.digest();
-                self.in_flight.insert(key.clone());
-                transfers.push(Transfer {
-                    key,
-                    versions,
-                    digest,
-                    targets,
-                });
+                None if wrapped => break,
+                // Nothing more to hand off in this pass.
+                None => self.cursor = SEGMENTS,
             }
-            self.cursor = (self.cursor + 1) % SEGMENTS;
-            if self.cursor == 0 {
+            if self.cursor == SEGMENTS {
+                self.cursor = 0;
                 self.urgent = false;
                 self.last_pass = self.seen;
                 self.seen = 0;
-            }
-            if transfers.len() >= max {
-                break;
+                wrapped = true;
             }
         }
+        self.listed += listed as u64;
         transfers
     }
 
@@ -148,6 +252,12 @@ impl Handoff {
     /// Keys whose handoff is under way.
     pub fn in_flight(&self) -> usize {
         self.in_flight.len()
+    }
+
+    /// Segments whose keys the scan listed so far (segments holding nothing to hand off are
+    /// never listed).
+    pub fn segments_listed(&self) -> u64 {
+        self.listed
     }
 
     /// True while a pass started by a ring change has not finished.
@@ -293,9 +403,10 @@ mod tests {
 
     #[test]
     fn a_ring_change_restarts_the_scan_urgently() {
+        // n1 is off the ring: every key it holds goes, over more segments than one call lists.
         let me = NodeId::new("n1");
-        let store = store_with("n1", 10);
-        let ring = Ring::with_default_vnodes(nodes(&["n1", "n2", "n3", "n4"])).unwrap();
+        let store = store_with("n1", 3_000);
+        let ring = Ring::with_default_vnodes(nodes(&["n2", "n3", "n4"])).unwrap();
         let live = |_: &NodeId| true;
         let view = View {
             me: &me,
@@ -306,11 +417,105 @@ mod tests {
         let mut h = Handoff::new();
         h.scan(&store, &view, 1, usize::MAX);
         assert!(h.is_urgent());
+        assert_eq!(h.segments_listed(), URGENT_SEGMENTS as u64);
         for _ in 0..SEGMENTS / URGENT_SEGMENTS {
             h.scan(&store, &view, 1, usize::MAX);
         }
         assert!(!h.is_urgent(), "a full pass ends the urgency");
         h.scan(&store, &view, 2, usize::MAX);
         assert!(h.is_urgent());
+    }
+
+    #[test]
+    fn in_sync_no_key_is_listed_and_a_misplaced_write_is_found_by_the_next_call() {
+        let me = NodeId::new("n1");
+        let ring = Ring::with_default_vnodes(nodes(&["n1", "n2", "n3", "n4", "n5"])).unwrap();
+        let live = |_: &NodeId| true;
+        let view = View {
+            me: &me,
+            ring: &ring,
+            n: 3,
+            live: &live,
+        };
+        // n1 holds exactly what it owns.
+        let store = Store::new(ActorId::new("n1", 1));
+        let owned: Vec<Key> = (0..2_000)
+            .map(|i| Bytes::from(format!("k{i}")))
+            .filter(|k| view.owns(k))
+            .collect();
+        for k in &owned {
+            store
+                .coordinate(k, &VClock::new(), Some(Bytes::from("v")), 0)
+                .unwrap();
+        }
+        let mut h = Handoff::new();
+        for _ in 0..3 * SEGMENTS / STEADY_SEGMENTS {
+            assert!(h.scan(&store, &view, 1, usize::MAX).is_empty());
+        }
+        assert!(!h.is_urgent(), "the passes went by");
+        assert_eq!(h.segments_listed(), 0, "nothing misplaced: nothing listed");
+        assert_eq!(h.remaining(), 0);
+        // Writes go on to owned keys: still nothing listed.
+        for k in owned.iter().take(100) {
+            let ctx = store.get(k).read().context;
+            store
+                .coordinate(k, &ctx, Some(Bytes::from("w")), 1)
+                .unwrap();
+        }
+        assert!(h.scan(&store, &view, 1, usize::MAX).is_empty());
+        assert_eq!(h.segments_listed(), 0);
+        // A replica write sent under an older ring lands here: the next call hands it off,
+        // listing its segment alone.
+        let stray = (0..)
+            .map(|i| Bytes::from(format!("stray{i}")))
+            .find(|k| !view.owns(k))
+            .unwrap();
+        let elsewhere = store_with("n2", 0);
+        let set = elsewhere
+            .coordinate(&stray, &VClock::new(), Some(Bytes::from("s")), 0)
+            .unwrap()
+            .versions;
+        store.merge(&stray, &set).unwrap();
+        let transfers = h.scan(&store, &view, 1, usize::MAX);
+        assert_eq!(transfers.len(), 1);
+        assert_eq!(transfers[0].key, stray);
+        assert_eq!(h.segments_listed(), 1);
+        // Acknowledged and dropped: its segment is not listed again.
+        assert!(h.finish(&store, &transfers[0], true));
+        for _ in 0..3 {
+            assert!(h.scan(&store, &view, 1, usize::MAX).is_empty());
+        }
+        assert_eq!(h.segments_listed(), 1);
+    }
+
+    #[test]
+    fn a_key_that_cannot_move_yet_is_retried_every_pass_until_it_can() {
+        let me = NodeId::new("n1");
+        let store = store_with("n1", 1);
+        let ring = Ring::with_default_vnodes(nodes(&["n2", "n3", "n4"])).unwrap();
+        let n4_down = |n: &NodeId| n.as_str() != "n4";
+        let down = View {
+            me: &me,
+            ring: &ring,
+            n: 3,
+            live: &n4_down,
+        };
+        let mut h = Handoff::new();
+        for _ in 0..3 {
+            assert!(h.scan(&store, &down, 1, usize::MAX).is_empty());
+        }
+        assert_eq!(
+            h.segments_listed(),
+            3,
+            "its segment is listed on every pass"
+        );
+        assert_eq!(h.remaining(), 1);
+        let live = |_: &NodeId| true;
+        let up = View {
+            live: &live,
+            ..down
+        };
+        let transfers = h.scan(&store, &up, 1, usize::MAX);
+        assert_eq!(transfers.len(), 1, "n4 is back: the key moves");
     }
 }

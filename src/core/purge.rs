@@ -12,7 +12,9 @@
 //! The first owner of the key checks: it asks every other member for the digest of what it
 //! holds of the key (stored and hinted; [`PurgeRound`]), and if all agree it tells each holder
 //! of the set to purge, which each does only if its own set is still that one
-//! ([`crate::core::store::Store::purge_tombstones`]). The grace is never sufficient alone.
+//! ([`crate::core::store::Store::purge_tombstones`]), or is those tombstones beside a write
+//! taken since that did not see them: then only the tombstones go, as they do from that write's
+//! set on a holder that purged before it arrived. The grace is never sufficient alone.
 //!
 //! What the agreement cannot see are copies in flight (a replica write, a hint or a handoff
 //! sent before the purge and delivered after it). Each node that purged remembers the purged

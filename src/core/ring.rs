@@ -205,6 +205,13 @@ impl Ring {
         self.tokens.len()
     }
 
+    /// The distinct token values, ascending: where the owners of a ring position may change.
+    pub fn token_values(&self) -> Vec<u64> {
+        let mut values = self.tokens.clone();
+        values.dedup();
+        values
+    }
+
     /// Whether `node` is a member of this ring.
     pub fn contains(&self, node: &NodeId) -> bool {
         self.nodes.binary_search(node).is_ok()

@@ -9,10 +9,16 @@
 //! ring positions whose digests (XOR of per-key hashes) are updated on every write. Anti-entropy
 //! compares segment digests first and looks at keys only where they differ, so a cluster in
 //! sync exchanges a few bytes of digests and nothing else. Engines group their records by the
-//! same segments, so listing a segment's keys reads just that segment. The keys whose set
-//! holds only tombstones (the purge candidates) are indexed apart. A durable engine's indexes
-//! are rebuilt by one scan when it opens. Lock order is always the key's segment first, then
-//! the candidates' mutex or the purge memory's; readers of those take their mutex alone.
+//! same segments, so listing a segment's keys reads just that segment. The same digests are
+//! kept finer, per [`CELLS`] (16 per segment, the buckets of anti-entropy), and per piece of a
+//! cell that a ring token cuts ([`super::pieces`]), so that the digest of any union of ring
+//! ranges (what two nodes both own, what this node no longer owns) is a XOR of a few of them,
+//! never a listing of keys. Segments, cells and ring positions all come from one
+//! `stable_hash` of the key, so a cell is a contiguous range of ring positions. The keys whose
+//! set holds only tombstones (the purge candidates) are indexed apart. A durable engine's
+//! indexes are rebuilt by one scan when it opens. Lock order is always the key's segment
+//! first, then the candidates' mutex or the purge memory's; readers of those take their mutex
+//! alone. Filling the pieces for a new ring takes its own mutex, then one segment at a time.
 //!
 //! # Dots
 //!
@@ -34,7 +40,7 @@
 use std::collections::BTreeSet;
 use std::ops::Bound;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use arc_swap::ArcSwap;
 use bytes::Bytes;
@@ -42,12 +48,16 @@ use bytes::Bytes;
 use super::engine::{Engine, EngineError, MemoryEngine, Segment};
 use super::hash::{stable_hash, stable_hash_parts};
 use super::ids::{ActorId, Key};
+use super::pieces::Pieces;
 use super::purged::PurgedKeys;
 use super::vclock::{Dot, VClock};
 use super::version::VersionSet;
 
 /// Number of digest segments the key space is divided into (by the top bits of ring position).
 pub const SEGMENTS: usize = 4096;
+/// Number of digest cells: the segments cut finer, by the next 4 bits of ring position.
+pub const CELLS: usize = SEGMENTS * CELLS_PER_SEGMENT;
+const CELLS_PER_SEGMENT: usize = 16;
 
 /// How long a purge is remembered, and how many at most (see [`super::purged`]).
 pub const PURGE_MEMORY_TTL_MS: u64 = 10 * 60 * 1000;
@@ -177,6 +187,13 @@ pub struct Store {
     actor: ArcSwap<ActorId>,
     limits: SetLimits,
     segments: Box<[AtomicU64]>,
+    // Per segment, its cells' digests (an array per segment: 4096 steps to make, not 65,536).
+    cells: Box<[[AtomicU64; CELLS_PER_SEGMENT]]>,
+    // The digests of the cells' pieces for the current ring's tokens; `cutting` orders the
+    // replacements, `generations` numbers them.
+    pieces: ArcSwap<Pieces>,
+    cutting: Mutex<()>,
+    generations: AtomicU64,
     // Keys whose set holds only tombstones: the candidates of the purge, in key order.
     tombstones: Mutex<BTreeSet<Key>>,
     // Recent purges, consulted by every merge; `purged_len` spares the lock while it is empty.
@@ -307,6 +324,12 @@ impl Store {
             actor: ArcSwap::from_pointee(actor),
             limits,
             segments: (0..SEGMENTS).map(|_| AtomicU64::new(0)).collect(),
+            cells: (0..SEGMENTS)
+                .map(|_| [const { AtomicU64::new(0) }; CELLS_PER_SEGMENT])
+                .collect(),
+            pieces: ArcSwap::from_pointee(Pieces::none()),
+            cutting: Mutex::new(()),
+            generations: AtomicU64::new(0),
             tombstones: Mutex::new(BTreeSet::new()),
             purged: Mutex::new(PurgedKeys::new(PURGE_MEMORY_TTL_MS, PURGE_MEMORY_CAPACITY)),
             purged_len: AtomicUsize::new(0),
@@ -324,12 +347,16 @@ impl Store {
         }
     }
 
-    // One scan of the engine: segment digests, the purge candidates and the gauges.
+    // One scan of the engine: segment and cell digests, the purge candidates and the gauges.
+    // (No ring is known yet, so there are no pieces to fill.)
     fn rebuild_indexes(&self) -> Result<(), EngineError> {
         let mut tombstones = lock(&self.tombstones);
         self.engine.scan(&mut |key, summary| {
             let element = Self::key_element(key, summary.digest);
-            self.segments[Self::segment_of(key)].fetch_xor(element, Ordering::Relaxed);
+            let position = stable_hash(key);
+            self.cell(Self::cell_at(position))
+                .fetch_xor(element, Ordering::Relaxed);
+            self.segments[Self::segment_at(position)].fetch_xor(element, Ordering::Relaxed);
             self.fingerprint.fetch_xor(element, Ordering::Relaxed);
             self.keys.fetch_add(1, Ordering::Relaxed);
             self.key_bytes
@@ -395,7 +422,18 @@ impl Store {
 
     /// The segment holding `key`: the top bits of its ring position.
     pub fn segment_of(key: &[u8]) -> usize {
-        (stable_hash(key) >> (64 - SEGMENTS.trailing_zeros())) as usize
+        Self::segment_at(stable_hash(key))
+    }
+
+    /// The segment holding ring position `position`: its top 12 bits.
+    pub fn segment_at(position: u64) -> usize {
+        (position >> (64 - SEGMENTS.trailing_zeros())) as usize
+    }
+
+    /// The cell holding ring position `position`: its top 16 bits (so the cells of segment
+    /// `s` are `16 s .. 16 s + 16`).
+    pub fn cell_at(position: u64) -> usize {
+        (position >> (64 - CELLS.trailing_zeros())) as usize
     }
 
     /// The stored set of `key` (empty when absent, or when the engine failed to read it:
@@ -499,16 +537,58 @@ impl Store {
     /// Removes `key` if its set is still exactly the one with digest `expected` and holds only
     /// tombstones, and remembers the purge. The caller must know that every node that may
     /// hold a copy of the key holds exactly these tombstones (or nothing).
+    ///
+    /// When the set is now those tombstones plus versions written since the agreement (a
+    /// write that did not see the delete, taken between the purge check and this order), only
+    /// the tombstones go, and the purge is remembered: the set becomes exactly what a node
+    /// that purged first holds once that write reaches it (its memory of the purge strips
+    /// the tombstones from the incoming set). Otherwise the owners would never agree again:
+    /// the ones that purged strip the tombstones from every copy they are sent, forever.
     pub fn purge_tombstones(&self, key: &Key, expected: u64, now_ms: u64) -> bool {
-        self.remove_if(key, |set, digest| {
+        let removed = self.remove_if(key, |set, digest| {
             if digest != expected || !set.is_all_tombstones() {
                 return Ok(false);
             }
-            let mut purged = lock(&self.purged);
-            purged.record(key.clone(), set, now_ms);
-            self.purged_len.store(purged.len(), Ordering::Release);
+            self.remember_purge(key, set, now_ms);
             Ok(true)
-        })
+        });
+        removed || self.purge_tombstones_beside_writes(key, expected, now_ms)
+    }
+
+    // The second case of `purge_tombstones`: strips the set's tombstones when exactly they
+    // were agreed on.
+    fn purge_tombstones_beside_writes(&self, key: &Key, expected: u64, now_ms: u64) -> bool {
+        let stripped = self.update(key, |set| {
+            let (tombstones, rest) = split_tombstones(set);
+            if tombstones.is_empty() || rest.is_empty() || tombstones.digest() != expected {
+                return Ok(false);
+            }
+            self.remember_purge(key, &tombstones, now_ms);
+            *set = rest;
+            Ok(true)
+        });
+        stripped.is_ok_and(|(stripped, _)| stripped)
+    }
+
+    fn remember_purge(&self, key: &Key, set: &VersionSet, now_ms: u64) {
+        let mut purged = lock(&self.purged);
+        purged.record(key.clone(), set, now_ms);
+        self.purged_len.store(purged.len(), Ordering::Release);
+    }
+
+    /// When `set` holds, beside other versions, exactly the tombstones of a purge remembered
+    /// here, their digest: its holder missed the purge order (or took a write before it came),
+    /// and should purge them too (see [`Store::purge_tombstones`]).
+    pub fn purged_tombstones_in(&self, key: &[u8], set: &VersionSet) -> Option<u64> {
+        if self.purged_len.load(Ordering::Acquire) == 0 {
+            return None;
+        }
+        let (tombstones, rest) = split_tombstones(set);
+        if tombstones.is_empty() || rest.is_empty() {
+            return None;
+        }
+        let digest = tombstones.digest();
+        self.purged_as(key, digest).then_some(digest)
     }
 
     /// True when `key` was purged here, recently, with exactly the set of digest `digest`.
@@ -532,6 +612,82 @@ impl Store {
     /// hold the same sets, and changed by any change of a set.
     pub fn fingerprint(&self) -> u64 {
         self.fingerprint.load(Ordering::Acquire)
+    }
+
+    /// The digest of one cell (XOR over its keys; 0 if out of range).
+    pub fn cell_digest(&self, cell: usize) -> u64 {
+        self.cells.get(cell / CELLS_PER_SEGMENT).map_or(0, |cells| {
+            cells[cell % CELLS_PER_SEGMENT].load(Ordering::Acquire)
+        })
+    }
+
+    // The digest of a cell that exists.
+    fn cell(&self, cell: usize) -> &AtomicU64 {
+        &self.cells[cell / CELLS_PER_SEGMENT][cell % CELLS_PER_SEGMENT]
+    }
+
+    /// The piece digests for the split points `points` (distinct, ascending: a ring's token
+    /// values), complete. The store keeps one table: when it is for other points (the ring
+    /// changed), a new one replaces it, filled by listing, once, each segment holding a point,
+    /// under that segment's lock, so that no write is counted twice or missed. A table the
+    /// store replaced is no longer updated: callers compare [`Pieces::generation`] with
+    /// [`Store::pieces_generation`] after using one.
+    pub fn pieces_at(&self, points: &Arc<[u64]>) -> Arc<Pieces> {
+        let current = self.pieces.load_full();
+        if current.is_complete() && current.points() == points {
+            return current;
+        }
+        let _cutting = lock(&self.cutting);
+        let current = self.pieces.load_full();
+        if current.is_complete() && current.points() == points {
+            return current;
+        }
+        let generation = self.generations.fetch_add(1, Ordering::AcqRel) + 1;
+        let pieces = Arc::new(Pieces::new(Arc::clone(points), generation));
+        // Published first: a write from now on moves the new pieces too, and one before a
+        // segment's fill is in that fill's listing, which overwrites what it moved.
+        self.pieces.store(Arc::clone(&pieces));
+        let mut complete = true;
+        let mut segment = 0;
+        while segment < SEGMENTS {
+            let range = pieces.in_segment(segment);
+            if range.is_empty() {
+                // Jump to the segment of the next point.
+                segment = pieces
+                    .points()
+                    .get(range.end)
+                    .map_or(SEGMENTS, |&p| Self::segment_at(p));
+                continue;
+            }
+            let mut sums = vec![0u64; range.len()];
+            let mut listed = Ok(());
+            self.engine.locked(segment, &mut |locked| {
+                sums.fill(0);
+                listed = locked.for_each_key(&mut |key, digest| {
+                    if let Some(point) = pieces.piece_at(stable_hash(key)) {
+                        sums[point - range.start] ^= Self::key_element(key, digest);
+                    }
+                });
+                if listed.is_ok() {
+                    for (i, sum) in sums.iter().enumerate() {
+                        pieces.set(range.start + i, *sum);
+                    }
+                }
+            });
+            if let Err(e) = std::mem::replace(&mut listed, Ok(())) {
+                // The pieces of this segment are unknown: the next call makes a new table.
+                self.note_failure(e);
+                complete = false;
+            }
+            segment += 1;
+        }
+        pieces.set_complete(complete);
+        pieces
+    }
+
+    /// The generation of the piece table the store keeps up to date now.
+    pub fn pieces_generation(&self) -> u64 {
+        self.pieces.load().generation()
     }
 
     /// All segment digests, in segment order.
@@ -828,9 +984,15 @@ impl Store {
         }
     }
 
+    // Called under the key's segment lock. The finer digests move first: a reader that sees
+    // the segment's (or the fingerprint's) new value then sees them moved too.
     fn xor_segment(&self, key: &[u8], old: u64, new: u64) {
         let change = Self::key_element(key, old) ^ Self::key_element(key, new);
-        self.segments[Self::segment_of(key)].fetch_xor(change, Ordering::AcqRel);
+        let position = stable_hash(key);
+        self.pieces.load().xor(position, change);
+        self.cell(Self::cell_at(position))
+            .fetch_xor(change, Ordering::AcqRel);
+        self.segments[Self::segment_at(position)].fetch_xor(change, Ordering::AcqRel);
         self.fingerprint.fetch_xor(change, Ordering::AcqRel);
     }
 }
@@ -847,6 +1009,19 @@ impl Drop for ChangeGuard<'_> {
 fn encode_actor(actor: &ActorId) -> Vec<u8> {
     // An id of a name and a number always encodes.
     postcard::to_allocvec(actor).unwrap_or_default()
+}
+
+// The tombstones of `set`, and its other versions.
+fn split_tombstones(set: &VersionSet) -> (VersionSet, VersionSet) {
+    let (tombstones, rest): (Vec<_>, Vec<_>) = set
+        .versions()
+        .iter()
+        .cloned()
+        .partition(|v| v.is_tombstone());
+    (
+        VersionSet::from_versions(tombstones),
+        VersionSet::from_versions(rest),
+    )
 }
 
 /// Whether `set` names `actor`, in a dot or in a context.

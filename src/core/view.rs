@@ -30,8 +30,14 @@ impl View<'_> {
 
     /// Whether this node is among the key's owners.
     pub fn owns(&self, key: &[u8]) -> bool {
-        self.owners(key)
-            .is_ok_and(|owners| owners.contains(self.me))
+        self.owns_at(Ring::key_position(key))
+    }
+
+    /// Whether this node is among the owners of ring position `position`.
+    pub fn owns_at(&self, position: u64) -> bool {
+        self.ring
+            .preference_list_at(position)
+            .is_ok_and(|list| list.take(self.n).any(|node| node == self.me))
     }
 
     /// The replicas a request for `key` goes to under the sloppy quorum (see

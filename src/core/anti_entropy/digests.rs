@@ -2,29 +2,23 @@
 
 use xxhash_rust::xxh3::xxh3_64;
 
-use super::{GROUPS, SEGMENTS_PER_GROUP, Scope, shared_keys};
+use super::{GROUPS, SEGMENTS_PER_GROUP, Scope, shares_at};
 use crate::core::ids::NodeId;
+use crate::core::ranges::{RangeDigests, RangePlan};
 use crate::core::ring::Ring;
-use crate::core::store::{SEGMENTS, Store};
-
-#[derive(Clone, Copy)]
-struct Cached {
-    raw: u64,
-    shared: u64,
-}
+use crate::core::store::Store;
 
 /// The digests of the keys this node shares with one peer, per segment, kept up to date
-/// cheaply: a segment is recomputed only when its raw digest moved, and a group (and the
-/// root) only when one of its segments did.
+/// cheaply: a segment is recomputed only when its raw digest moved, from the store's cell
+/// digests (O(16) reads, see [`crate::core::ranges`]), and a group (and the root) only when
+/// one of its segments moved. The plan of which cells are shared is made once per scope.
 pub struct SharedDigests {
     me: NodeId,
     peer: NodeId,
     scope: Option<Scope>,
-    segments: Vec<Option<Cached>>,
+    shared: Option<RangeDigests>,
     groups: Vec<u64>,
     root: u64,
-    // The store's fingerprint at the last refresh: unchanged means no segment moved.
-    fingerprint: Option<u64>,
 }
 
 impl SharedDigests {
@@ -34,10 +28,9 @@ impl SharedDigests {
             me,
             peer,
             scope: None,
-            segments: vec![None; SEGMENTS],
+            shared: None,
             groups: vec![0; GROUPS],
             root: 0,
-            fingerprint: None,
         };
         digests.rehash((0..GROUPS).collect());
         digests
@@ -52,47 +45,36 @@ impl SharedDigests {
     /// segments had to be recomputed (0 in steady state).
     pub fn refresh(&mut self, store: &Store, ring: &Ring, n: usize) -> usize {
         let scope = Scope::of(ring, n);
-        // Read before listing, as the segments are: a write in between moves it again.
-        let fingerprint = store.fingerprint();
-        if self.scope == Some(scope) && self.fingerprint == Some(fingerprint) {
-            return 0;
-        }
-        self.fingerprint = Some(fingerprint);
+        let shared = match &mut self.shared {
+            Some(shared) if self.scope == Some(scope) => shared,
+            _ => {
+                let (me, peer) = (&self.me, &self.peer);
+                let plan = RangePlan::new(ring, |position| shares_at(ring, n, me, peer, position));
+                self.scope = Some(scope);
+                self.shared.insert(RangeDigests::new(plan))
+            }
+        };
         let mut stale_groups = Vec::new();
-        if self.scope != Some(scope) {
-            self.segments.fill(None);
-            self.scope = Some(scope);
-        }
-        let mut recomputed = 0;
-        for (segment, cached) in self.segments.iter_mut().enumerate() {
-            // Read before listing: the listing is then at least as new as `raw`, and a write
-            // in between leaves `raw` behind the store, so the next refresh recomputes.
-            let raw = store.segment_digest(segment);
-            if cached.is_some_and(|c| c.raw == raw) {
-                continue;
+        let recomputed = shared.refresh(store, |segment, _| {
+            let group = segment / SEGMENTS_PER_GROUP;
+            if stale_groups.last() != Some(&group) {
+                stale_groups.push(group);
             }
-            let shared = if raw == 0 {
-                0
-            } else {
-                shared_keys(store, ring, n, &self.me, &self.peer, segment)
-                    .iter()
-                    .fold(0, |acc, (key, digest)| {
-                        acc ^ Store::key_element(key, *digest)
-                    })
-            };
-            if cached.is_none_or(|c| c.shared != shared) {
-                let group = segment / SEGMENTS_PER_GROUP;
-                if stale_groups.last() != Some(&group) {
-                    stale_groups.push(group);
-                }
-            }
-            *cached = Some(Cached { raw, shared });
-            recomputed += 1;
-        }
+        });
         if !stale_groups.is_empty() {
             self.rehash(stale_groups);
         }
         recomputed
+    }
+
+    /// The shared digests of the buckets of `segment`, read from `store` now (all 0 before
+    /// the first refresh; empty out of range).
+    pub fn buckets(&self, store: &Store, segment: usize) -> Vec<u64> {
+        match &self.shared {
+            Some(shared) => shared.cell_digests(store, segment),
+            None if segment < crate::core::store::SEGMENTS => vec![0; super::BUCKETS],
+            None => Vec::new(),
+        }
     }
 
     /// Recomputes the digests of `groups`, then the root.
@@ -115,11 +97,7 @@ impl SharedDigests {
 
     /// The shared digest of one segment (0 if out of range or never refreshed).
     pub fn segment(&self, segment: usize) -> u64 {
-        self.segments
-            .get(segment)
-            .copied()
-            .flatten()
-            .map_or(0, |c| c.shared)
+        self.shared.as_ref().map_or(0, |s| s.segment(segment))
     }
 
     /// The digest of one group of segments (0 if out of range).

@@ -6,7 +6,7 @@ use rand::Rng;
 
 use super::{
     AeError, AeReply, AeRequest, BUCKETS, GROUPS, Replica, SEGMENTS_PER_GROUP, SETS_BUDGET, Scope,
-    SegmentView, Step, approx_bytes, bucket_digests, bucket_of,
+    SegmentView, Step, approx_bytes, bucket_of,
 };
 use crate::core::ids::{Key, NodeId};
 use crate::core::store::Store;
@@ -157,7 +157,7 @@ impl Initiator {
                     self.stats.differing_segments += 1;
                     match view {
                         SegmentView::Digests(digests) if digests.len() == BUCKETS => {
-                            let mine = bucket_digests(&replica.shared_keys(segment.into()));
+                            let mine = replica.digests.buckets(replica.store, segment.into());
                             buckets.extend(
                                 (0..BUCKETS)
                                     .filter(|&b| mine[b] != digests[b])
@@ -215,7 +215,13 @@ impl Initiator {
                     let digest = set.digest();
                     if replica.store.digest(key) == 0 && replica.store.purged_as(key, digest) {
                         plan.purge.push((key.clone(), digest));
-                    } else if replica.take(key, set) {
+                        continue;
+                    }
+                    if let Some(purged) = replica.store.purged_tombstones_in(key, set) {
+                        // Purged here, but the peer holds them beside a later write.
+                        plan.purge.push((key.clone(), purged));
+                    }
+                    if replica.take(key, set) {
                         self.stats.repaired += 1;
                     }
                 }

@@ -38,7 +38,10 @@
 //! that purged a key remembers it ([`crate::core::purged`]): anti-entropy never takes that
 //! exact set back from a peer; instead it asks the peer to purge it too (the peer does so only
 //! if it still holds exactly that all-tombstone set), so owners that missed the purge order
-//! catch up instead of spreading the tombstone again.
+//! catch up instead of spreading the tombstone again. A peer that holds those tombstones
+//! beside a later write (one that did not see the delete, taken before the order reached it)
+//! is asked the same, and drops just the tombstones, which is what the owners that purged hold
+//! once that write reached them; without it the owners would differ forever.
 
 mod digests;
 mod initiator;
@@ -51,7 +54,7 @@ use xxhash_rust::xxh3::xxh3_64;
 use super::hash::stable_hash;
 use super::ids::{Key, NodeId};
 use super::ring::Ring;
-use super::store::{SEGMENTS, Store};
+use super::store::{CELLS, SEGMENTS, Store};
 use super::version::VersionSet;
 
 pub use digests::SharedDigests;
@@ -63,8 +66,8 @@ pub use respond::{Answer, Replica, respond};
 pub const GROUPS: usize = 64;
 /// Segments per group.
 pub const SEGMENTS_PER_GROUP: usize = SEGMENTS / GROUPS;
-/// Buckets per segment, in the lowest level of the digest tree.
-pub const BUCKETS: usize = 16;
+/// Buckets per segment, in the lowest level of the digest tree: the store's cells.
+pub const BUCKETS: usize = CELLS / SEGMENTS;
 /// Most bytes of keys one answer with key digests carries (at least one bucket always goes).
 pub const KEYS_BUDGET: usize = 1 << 20;
 /// Most bytes of version sets one message carries (at least one set always goes). With the
@@ -116,7 +119,12 @@ impl Scope {
 
 /// True when both `a` and `b` are among the first `n` owners of `key`.
 pub fn shares(ring: &Ring, n: usize, a: &NodeId, b: &NodeId, key: &[u8]) -> bool {
-    let Ok(list) = ring.preference_list(key) else {
+    shares_at(ring, n, a, b, Ring::key_position(key))
+}
+
+/// True when both `a` and `b` are among the first `n` owners of ring position `position`.
+pub fn shares_at(ring: &Ring, n: usize, a: &NodeId, b: &NodeId, position: u64) -> bool {
+    let Ok(list) = ring.preference_list_at(position) else {
         return false;
     };
     let (mut has_a, mut has_b) = (false, false);
@@ -143,11 +151,10 @@ pub fn shared_keys(
         .collect()
 }
 
-/// The bucket of `key` within its segment: the 4 bits of its ring position after the segment's.
+/// The bucket of `key` within its segment: the 4 bits of its ring position after the
+/// segment's, which make its cell in the store.
 pub fn bucket_of(key: &[u8]) -> usize {
-    let segment_bits = SEGMENTS.trailing_zeros();
-    let bucket_bits = BUCKETS.trailing_zeros();
-    ((stable_hash(key) >> (64 - segment_bits - bucket_bits)) as usize) & (BUCKETS - 1)
+    Store::cell_at(stable_hash(key)) % BUCKETS
 }
 
 /// The bucket digests of one segment's `keys` (with their key digests).

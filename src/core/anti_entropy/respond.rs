@@ -170,6 +170,10 @@ fn answer_exchange(
             purge_back.push((key, digest));
             continue;
         }
+        if let Some(purged) = replica.store.purged_tombstones_in(&key, &set) {
+            // Purged here, but the sender holds them beside a later write.
+            purge_back.push((key.clone(), purged));
+        }
         if replica.take(&key, &set) {
             repaired += 1;
         }

@@ -5,6 +5,7 @@ use std::collections::HashMap;
 
 use super::*;
 use crate::core::ids::ActorId;
+use crate::core::vclock::VClock;
 
 fn key(s: &str) -> Key {
     Bytes::copy_from_slice(s.as_bytes())
@@ -474,6 +475,66 @@ fn a_rewritten_key_is_not_purged_by_a_stale_order() {
     assert_eq!(b.store.purges_remembered(), 0);
 }
 
+/// A write at `sim` that did not see the key's delete (its writer's context is empty).
+fn blind_write(sim: &Sim, k: &str, v: &str) {
+    sim.store
+        .coordinate(&key(k), &VClock::new(), val(v), sim.now_ms)
+        .unwrap();
+}
+
+#[test]
+fn a_write_taken_between_the_purge_check_and_the_order_leaves_the_owners_equal() {
+    // a and b agreed on the tombstones; b (the checker) takes a write that did not see the
+    // delete before it purges its own copy; a purges, then gets b's new set.
+    let (mut a, mut b) = (Sim::new("a", 3), Sim::new("b", 3));
+    let k = "k";
+    a.write(k, "old");
+    let old = a.store.get(&key(k));
+    delete_everywhere(&[&a, &b], k);
+    let agreed = b.store.digest(&key(k));
+    blind_write(&b, k, "new");
+    assert!(a.store.purge_tombstones(&key(k), agreed, a.now_ms));
+    b.copy_to(&a, k);
+    assert!(
+        b.store.purge_tombstones(&key(k), agreed, b.now_ms),
+        "the tombstones go, the write stays"
+    );
+    assert_eq!(a.store.get(&key(k)), b.store.get(&key(k)));
+    assert_eq!(b.store.get(&key(k)).read().values, vec![Bytes::from("new")]);
+    assert!(round(&mut a, &mut b).unwrap().stats.in_sync);
+    // The old value the tombstones deleted does not come back to either.
+    for sim in [&a, &b] {
+        sim.store.merge(&key(k), &old).unwrap();
+        assert_eq!(
+            sim.store.get(&key(k)).read().values,
+            vec![Bytes::from("new")]
+        );
+    }
+}
+
+#[test]
+fn an_owner_that_missed_the_order_and_took_a_write_drops_the_purged_tombstones_by_anti_entropy() {
+    for a_starts in [true, false] {
+        let (mut a, mut b) = (Sim::new("a", 3), Sim::new("b", 3));
+        let k = "k";
+        delete_everywhere(&[&a, &b], k);
+        let agreed = a.store.digest(&key(k));
+        assert!(a.store.purge_tombstones(&key(k), agreed, a.now_ms));
+        // b missed the order, then took a write that did not see the delete.
+        blind_write(&b, k, "new");
+        let run = if a_starts {
+            round(&mut a, &mut b)
+        } else {
+            round(&mut b, &mut a)
+        }
+        .unwrap();
+        assert_eq!(a.store.get(&key(k)), b.store.get(&key(k)), "{run:?}");
+        assert_eq!(a.store.get(&key(k)).read().values, vec![Bytes::from("new")]);
+        assert_eq!(b.store.purges_remembered(), 1, "b remembers the purge too");
+        assert!(round(&mut a, &mut b).unwrap().stats.in_sync);
+    }
+}
+
 #[test]
 fn a_late_copy_of_a_purged_value_is_dropped_by_anti_entropy() {
     // b still holds the value (it missed the delete); a purged the tombstones. A round from
@@ -490,4 +551,157 @@ fn a_late_copy_of_a_purged_value_is_dropped_by_anti_entropy() {
         a.store.get(&key("k")).read().values.is_empty(),
         "not undone on a"
     );
+}
+
+// ---- shared digests kept on write equal the listing ----
+
+/// Keys whose ring position falls in a cell that holds a token of `ring` (where the pieces
+/// matter), `count` of them, found by trying names in order.
+fn keys_near_tokens(ring: &Ring, count: usize, tag: &str) -> Vec<Key> {
+    let split: std::collections::HashSet<usize> = ring
+        .token_values()
+        .iter()
+        .map(|&t| Store::cell_at(t))
+        .collect();
+    (0u64..)
+        .map(|i| key(&format!("{tag}{i}")))
+        .filter(|k| split.contains(&Store::cell_at(Ring::key_position(k))))
+        .take(count)
+        .collect()
+}
+
+/// Per segment, the XOR of the elements of the stored keys among `keys` that `keep` keeps:
+/// what a listing of every segment would give.
+fn listed_digests(store: &Store, keys: &[Key], keep: impl Fn(&Key) -> bool) -> Vec<u64> {
+    let mut digests = vec![0u64; SEGMENTS];
+    for k in keys {
+        let digest = store.digest(k);
+        if digest != 0 && keep(k) {
+            digests[Store::segment_of(k)] ^= Store::key_element(k, digest);
+        }
+    }
+    digests
+}
+
+fn ring_of_layout(vnodes: &[u32]) -> Ring {
+    Ring::build(
+        vnodes
+            .iter()
+            .enumerate()
+            .map(|(i, v)| (NodeId::new(format!("n{i}")), *v)),
+    )
+    .unwrap()
+}
+
+/// Applies one operation to `key` on `store`: write, delete, purge, merge of another
+/// node's version, or the drop of a handed-off copy.
+fn apply(store: &Store, other: &Store, k: &Key, op: u8) {
+    match op {
+        0 => {
+            let ctx = store.get(k).read().context;
+            store.coordinate(k, &ctx, val("v"), 1).unwrap();
+        }
+        1 => {
+            let ctx = store.get(k).read().context;
+            store.coordinate(k, &ctx, None, 1).unwrap();
+        }
+        2 => {
+            store.purge_tombstones(k, store.digest(k), 1);
+        }
+        3 => {
+            let theirs = other.coordinate(k, &VClock::new(), val("w"), 1).unwrap();
+            store.merge(k, &theirs.versions).unwrap();
+        }
+        _ => {
+            store.remove_handed(k, store.digest(k));
+        }
+    }
+}
+
+/// Checks every peer's shared digests, and the digests of what `me` does not own, against
+/// the listing, segment by segment (and bucket by bucket where a segment holds keys).
+fn check_against_listing(
+    store: &Store,
+    ring: &Ring,
+    n: usize,
+    me: &NodeId,
+    caches: &mut HashMap<NodeId, SharedDigests>,
+    keys: &[Key],
+) -> Result<(), TestCaseError> {
+    for peer in ring.nodes().iter().filter(|p| *p != me) {
+        let cache = caches
+            .entry(peer.clone())
+            .or_insert_with(|| SharedDigests::new(me.clone(), peer.clone()));
+        cache.refresh(store, ring, n);
+        let expected = listed_digests(store, keys, |k| shares(ring, n, me, peer, k));
+        for (segment, digest) in expected.iter().enumerate() {
+            prop_assert_eq!(
+                cache.segment(segment),
+                *digest,
+                "peer {} segment {}",
+                peer,
+                segment
+            );
+            if *digest != 0 {
+                let listing = shared_keys(store, ring, n, me, peer, segment);
+                prop_assert_eq!(cache.buckets(store, segment), bucket_digests(&listing));
+            }
+        }
+        let mut fresh = SharedDigests::new(me.clone(), peer.clone());
+        fresh.refresh(store, ring, n);
+        prop_assert_eq!(cache.root(), fresh.root());
+    }
+    let live = |_: &NodeId| true;
+    let view = crate::core::view::View {
+        me,
+        ring,
+        n,
+        live: &live,
+    };
+    let plan = crate::core::ranges::RangePlan::new(ring, |p| !view.owns_at(p));
+    let mut elsewhere = crate::core::ranges::RangeDigests::new(plan);
+    elsewhere.refresh(store, |_, _| {});
+    let expected = listed_digests(store, keys, |k| !view.owns(k));
+    for (segment, digest) in expected.iter().enumerate() {
+        prop_assert_eq!(
+            elsewhere.segment(segment),
+            *digest,
+            "not owned, segment {}",
+            segment
+        );
+    }
+    Ok(())
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(16))]
+
+    #[test]
+    fn shared_digests_kept_on_write_equal_the_listing(
+        before in proptest::collection::vec(1u32..20, 2..6),
+        after in proptest::collection::vec(1u32..20, 2..6),
+        n in 1usize..4,
+        ops in proptest::collection::vec((0usize..240, 0u8..5), 1..240),
+    ) {
+        let (ring, changed) = (ring_of_layout(&before), ring_of_layout(&after));
+        let me = NodeId::new("n0");
+        let store = Store::new(ActorId::new("n0", 1));
+        let other = Store::new(ActorId::new("x", 1));
+        // Keys in cells a token of either ring cuts, and keys anywhere.
+        let mut keys = keys_near_tokens(&ring, 80, "a");
+        keys.extend(keys_near_tokens(&changed, 80, "b"));
+        keys.extend((0..80).map(|i| key(&format!("c{i}"))));
+        let mut caches = HashMap::new();
+        // The caches see the store often while the first ring holds, then the ring changes
+        // under data already stored, and the writes go on.
+        for (step, (k, op)) in ops.iter().enumerate() {
+            let on = if step < ops.len() / 2 { &ring } else { &changed };
+            apply(&store, &other, &keys[*k], *op);
+            if step % 40 == 39 {
+                check_against_listing(&store, on, n, &me, &mut caches, &keys)?;
+            }
+        }
+        check_against_listing(&store, &changed, n, &me, &mut caches, &keys)?;
+        check_against_listing(&store, &ring, n, &me, &mut caches, &keys)?;
+    }
 }

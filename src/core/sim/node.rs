@@ -27,6 +27,7 @@ use crate::core::replica::{LocalReplica, ReplicaPut, ReplicaReply, ReplicaReques
 use crate::core::ring::Ring;
 use crate::core::store::{SetLimits, Store};
 use crate::core::vclock::VClock;
+use crate::core::version::VersionSet;
 use crate::core::view::View;
 use crate::core::write::{Outgoing, WriteRequest, WriteRun};
 
@@ -946,14 +947,20 @@ impl SimNode {
                 return;
             };
             for agreed in pass.round.agreed(&pass.answers) {
-                let set = self.store.get(&agreed.key);
+                // What a purge deletes: the set's tombstones (the whole set, or the agreed
+                // tombstones beside a write taken since the check).
+                let tombstones = VersionSet::from_versions(
+                    (self.store.get(&agreed.key).versions().iter())
+                        .filter(|v| v.is_tombstone())
+                        .cloned(),
+                );
                 if self
                     .store
                     .purge_tombstones(&agreed.key, agreed.digest, pass.now_wall)
                 {
                     fx.push(Effect::Purged {
                         key: agreed.key.clone(),
-                        context: set.context(),
+                        context: tombstones.context(),
                     });
                 }
             }

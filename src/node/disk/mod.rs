@@ -177,6 +177,22 @@ impl DiskEngine {
         self.status.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    // Every key of one segment with its digest, in key order: one prefix scan.
+    fn each_in_segment(
+        &self,
+        segment: u16,
+        f: &mut dyn FnMut(&[u8], u64),
+    ) -> Result<(), EngineError> {
+        for item in self.data.prefix(segment.to_be_bytes()) {
+            let (disk_key, bytes) = item.into_inner().map_err(failed)?;
+            f(
+                record::user_key(&disk_key)?,
+                record::summary(&bytes)?.digest,
+            );
+        }
+        Ok(())
+    }
+
     fn check_space(&self) -> Result<(), EngineError> {
         if self.full.load(Ordering::Relaxed) {
             return Err(EngineError::DiskFull(format!(
@@ -232,6 +248,10 @@ impl Segment for DiskSegment<'_> {
         self.engine.check_space()?;
         self.engine.data.remove(self.disk_key(key)).map_err(failed)
     }
+
+    fn for_each_key(&self, f: &mut dyn FnMut(&[u8], u64)) -> Result<(), EngineError> {
+        self.engine.each_in_segment(self.segment, f)
+    }
 }
 
 impl Engine for DiskEngine {
@@ -251,11 +271,9 @@ impl Engine for DiskEngine {
             return Ok(Vec::new());
         };
         let mut keys = Vec::new();
-        for item in self.data.prefix(number.to_be_bytes()) {
-            let (disk_key, bytes) = item.into_inner().map_err(failed)?;
-            let key = record::user_key(&disk_key)?;
-            keys.push((Bytes::copy_from_slice(key), record::summary(&bytes)?.digest));
-        }
+        self.each_in_segment(number, &mut |key, digest| {
+            keys.push((Bytes::copy_from_slice(key), digest));
+        })?;
         Ok(keys)
     }
 

@@ -2,14 +2,17 @@
 //! and a reopened store that gives back exactly what it held.
 
 use std::path::Path;
+use std::sync::Arc;
 
 use bytes::Bytes;
 use proptest::prelude::*;
 
 use super::DiskEngine;
 use crate::config::Fsync;
+use crate::core::ids::NodeId;
 use crate::core::ids::{ActorId, Key};
-use crate::core::store::{SEGMENTS, SetLimits, Store};
+use crate::core::ring::Ring;
+use crate::core::store::{CELLS, SEGMENTS, SetLimits, Store};
 use crate::core::vclock::VClock;
 use crate::core::version::VersionSet;
 use crate::testing::TempDir;
@@ -71,8 +74,16 @@ fn observe(store: &Store, only: Option<u8>) -> impl PartialEq + std::fmt::Debug 
             (k, d, set)
         })
         .collect();
+    let cells: Vec<u64> = match only {
+        Some(k) => {
+            let first = Store::cell_at(Ring::key_position(&key(k))) / 16 * 16;
+            (first..first + 16).map(|c| store.cell_digest(c)).collect()
+        }
+        None => (0..CELLS).map(|c| store.cell_digest(c)).collect(),
+    };
     (
         keys,
+        cells,
         store.segment_digests(),
         store.fingerprint(),
         store.tombstone_candidates(None, usize::MAX),
@@ -198,4 +209,86 @@ fn below_the_free_space_reserve_writes_fail_as_disk_full_and_reads_go_on() {
     ));
     assert!(store.get(&key(2)).is_empty());
     assert!(store.failure().is_none(), "a full disk is no read failure");
+}
+
+// Per cell and per piece, the XOR of the elements of the stored keys among `keys`, as a
+// listing finds them.
+fn listed_cells_and_pieces(
+    store: &Store,
+    keys: &[Key],
+    pieces: &crate::core::pieces::Pieces,
+) -> (Vec<u64>, Vec<u64>) {
+    let mut cells = vec![0u64; CELLS];
+    let mut by_piece = vec![0u64; pieces.points().len()];
+    for k in keys {
+        let element = Store::key_element(k, store.digest(k));
+        let position = Ring::key_position(k);
+        cells[Store::cell_at(position)] ^= element;
+        if let Some(point) = pieces.piece_at(position) {
+            by_piece[point] ^= element;
+        }
+    }
+    (cells, by_piece)
+}
+
+fn kept_cells_and_pieces(
+    store: &Store,
+    pieces: &crate::core::pieces::Pieces,
+) -> (Vec<u64>, Vec<u64>) {
+    (
+        (0..CELLS).map(|c| store.cell_digest(c)).collect(),
+        (0..pieces.points().len())
+            .map(|p| pieces.digest(p))
+            .collect(),
+    )
+}
+
+#[test]
+fn cell_and_piece_digests_follow_writes_and_are_rebuilt_when_the_store_reopens() {
+    let dir = TempDir::new("disk-engine");
+    let ring = Ring::build(["a", "b", "c"].map(|n| (NodeId::new(n), 16))).unwrap();
+    let points: Arc<[u64]> = ring.token_values().into();
+    let cut: std::collections::HashSet<usize> = points.iter().map(|&p| Store::cell_at(p)).collect();
+    // Keys in cells a token cuts (where the pieces are), and keys anywhere.
+    let mut keys: Vec<Key> = (0u64..)
+        .map(|i| Bytes::from(format!("near-{i}")))
+        .filter(|k| cut.contains(&Store::cell_at(Ring::key_position(k))))
+        .take(150)
+        .collect();
+    keys.extend((0..150).map(|i| Bytes::from(format!("any-{i}"))));
+    let store = open_disk(dir.path());
+    let write = |store: &Store, k: &Key, value: Option<&str>| {
+        let ctx = store.get(k).read().context;
+        store
+            .coordinate(k, &ctx, value.map(|v| Bytes::from(v.to_string())), 0)
+            .unwrap();
+    };
+    for k in &keys {
+        write(&store, k, Some("v"));
+    }
+    // Filled by listing the disk's segments.
+    let pieces = store.pieces_at(&points);
+    assert!(pieces.is_complete());
+    assert_eq!(
+        kept_cells_and_pieces(&store, &pieces),
+        listed_cells_and_pieces(&store, &keys, &pieces)
+    );
+    // Moved by writes, deletes and drops.
+    for (i, k) in keys.iter().enumerate() {
+        match i % 3 {
+            0 => write(&store, k, Some("w")),
+            1 => write(&store, k, None),
+            _ => {
+                store.remove_handed(k, store.digest(k));
+            }
+        }
+    }
+    let listed = listed_cells_and_pieces(&store, &keys, &pieces);
+    assert_eq!(kept_cells_and_pieces(&store, &pieces), listed);
+    assert!(listed.1.iter().any(|&d| d != 0), "keys fell in pieces");
+    drop(pieces);
+    drop(store);
+    let reopened = open_disk(dir.path());
+    let pieces = reopened.pieces_at(&points);
+    assert_eq!(kept_cells_and_pieces(&reopened, &pieces), listed);
 }
