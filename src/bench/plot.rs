@@ -126,15 +126,10 @@ fn throughput_panel(
             .label("errors/s")
             .legend(|(x, y)| PathElement::new([(x, y), (x + 20, y)], ERRORS_COLOUR));
     }
+    draw_mark_lines(&mut chart, series, 0.0, top)?;
     let rows = label_rows(series, span);
     for (mark, row) in series.marks.iter().zip(rows) {
         let colour = mark_colour(mark.kind);
-        chart
-            .draw_series(std::iter::once(PathElement::new(
-                [(mark.at_s, 0.0), (mark.at_s, top)],
-                colour.stroke_width(1),
-            )))
-            .map_err(draw_error)?;
         // Labels sit just right of their line, near the top of the panel, one row lower
         // for each label that would otherwise run into it.
         let height = 0.97 - 0.08 * row as f64;
@@ -145,15 +140,7 @@ fn throughput_panel(
             .draw_series(std::iter::once(label))
             .map_err(draw_error)?;
     }
-    chart
-        .configure_series_labels()
-        .position(SeriesLabelPosition::LowerRight)
-        .background_style(WHITE.mix(0.85))
-        .border_style(BLACK)
-        .label_font((FONT, 13))
-        .draw()
-        .map_err(draw_error)?;
-    Ok(())
+    draw_legend(&mut chart, SeriesLabelPosition::LowerRight)
 }
 
 fn latency_panel(
@@ -216,6 +203,17 @@ fn latency_panel(
             .label(format!("{} p99", op.name()))
             .legend(move |(x, y)| PathElement::new([(x, y), (x + 20, y)], colour.stroke_width(2)));
     }
+    draw_mark_lines(&mut chart, series, low, high)?;
+    draw_legend(&mut chart, SeriesLabelPosition::UpperRight)
+}
+
+/// A vertical line at each phase or fault mark, from `low` to `high` on the value axis.
+fn draw_mark_lines<CT: CoordTranslate<From = (f64, f64)>>(
+    chart: &mut ChartContext<'_, SVGBackend<'_>, CT>,
+    series: &Series,
+    low: f64,
+    high: f64,
+) -> Result<(), PlotError> {
     for mark in &series.marks {
         chart
             .draw_series(std::iter::once(PathElement::new(
@@ -224,15 +222,22 @@ fn latency_panel(
             )))
             .map_err(draw_error)?;
     }
+    Ok(())
+}
+
+/// The panel's legend box at `position`.
+fn draw_legend<'a, CT: CoordTranslate>(
+    chart: &mut ChartContext<'a, SVGBackend<'a>, CT>,
+    position: SeriesLabelPosition,
+) -> Result<(), PlotError> {
     chart
         .configure_series_labels()
-        .position(SeriesLabelPosition::UpperRight)
+        .position(position)
         .background_style(WHITE.mix(0.85))
         .border_style(BLACK)
         .label_font((FONT, 13))
         .draw()
-        .map_err(draw_error)?;
-    Ok(())
+        .map_err(draw_error)
 }
 
 /// The row (0 at the top) of each mark's label: the first row where the label before it
