@@ -57,9 +57,7 @@ pub struct NodeShared {
     pub quorum: ArcSwap<QuorumConfig>,
     /// The stored data.
     pub store: Arc<Store>,
-    /// True when writes applied here are acknowledged only after an fsync covers them.
-    pub ack_after_sync: bool,
-    /// Shares the fsyncs those writes wait for (set when `ack_after_sync` is).
+    /// Shares the fsyncs that writes applied here wait for; none when they need none.
     syncer: Option<Arc<Syncer>>,
     /// Hints held for unreachable owners.
     pub hints: SharedHints,
@@ -164,7 +162,6 @@ impl NodeShared {
         let metrics = Metrics::default();
         Ok(Arc::new(NodeShared {
             store,
-            ack_after_sync,
             syncer,
             quorum: ArcSwap::from_pointee(config.quorum),
             hints: SharedHints::from_store(hints),
@@ -199,6 +196,11 @@ impl NodeShared {
             max_bytes: MAX_SET_BYTES,
             max_versions: MAX_SET_VERSIONS,
         }
+    }
+
+    /// True when writes applied here are acknowledged only after an fsync covers them.
+    pub fn ack_after_sync(&self) -> bool {
+        self.syncer.is_some()
     }
 
     /// Makes the store's changes so far durable, sharing the fsync with every write waiting
@@ -267,7 +269,7 @@ impl NodeShared {
             hints: &self.hints,
             member: !self.ring_status().is_final(),
             now_ms: self.mono_ms(),
-            ack_after_sync: self.ack_after_sync,
+            ack_after_sync: self.ack_after_sync(),
         }
     }
 

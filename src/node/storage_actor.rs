@@ -59,7 +59,7 @@ impl Actor for StorageActor {
                 let stored = |replies: &Vec<ReplicaReply>| {
                     replies.iter().any(|r| matches!(r, ReplicaReply::Stored))
                 };
-                if !shared.ack_after_sync || !answer.as_ref().is_ok_and(stored) {
+                if !shared.ack_after_sync() || !answer.as_ref().is_ok_and(stored) {
                     let _ = reply.send(Payload(answer));
                     return Ok(());
                 }
