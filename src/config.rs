@@ -9,6 +9,10 @@ use crate::core::hints::HintLimits;
 use crate::core::membership::FailureTimeouts;
 use crate::core::ring::{DEFAULT_VNODES, PREFIX};
 
+/// Environment variable from which the binary reads the cluster cookie, so that it is never
+/// on a command line (local clusters hand theirs to their nodes through it).
+pub const COOKIE_ENV: &str = "DYNAMO_COOKIE";
+
 /// Largest key accepted, in bytes.
 pub const MAX_KEY_BYTES: usize = 1024;
 /// Largest value accepted, in bytes.
@@ -217,7 +221,8 @@ pub struct NodeConfig {
     pub name: String,
     /// Address of the cluster (ractor_cluster) endpoint; outgoing connections bind its IP too.
     pub bind: SocketAddr,
-    /// Address of the HTTP API, if any.
+    /// Address of the HTTP API this node announces to peers and clients, if any. The node
+    /// does not serve it: whoever starts the node does (`http::HttpListener`).
     pub http: Option<SocketAddr>,
     /// Cluster addresses of nodes to join through, `ip:port` or `host:port` (a DNS name is
     /// resolved again at each dial).
@@ -242,8 +247,6 @@ pub struct NodeConfig {
     pub hints: HintLimits,
     /// Mutual TLS between nodes (`--tls-cert`, `--tls-key`, `--tls-ca`); `None`: plain TCP.
     pub tls: Option<crate::tls::TlsPaths>,
-    /// Who may call the HTTP API, what it holds at most, and HTTPS.
-    pub http_guard: crate::http::HttpGuard,
 }
 
 impl NodeConfig {
@@ -267,7 +270,6 @@ impl NodeConfig {
                 max_bytes: DEFAULT_MAX_HINT_BYTES,
             },
             tls: None,
-            http_guard: crate::http::HttpGuard::default(),
         }
     }
 

@@ -3,7 +3,6 @@
 //! Layers, bottom up: the pure [`core`], the actors of a [`node`], and the fronts: the Rust
 //! [`api`], [`http`], and the [`cli`].
 
-pub mod api;
 pub mod bench;
 pub mod cli;
 pub mod config;
@@ -11,6 +10,7 @@ pub mod core;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod http;
+pub mod model;
 pub mod node;
 pub mod process;
 pub mod shell;

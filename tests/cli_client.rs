@@ -6,15 +6,15 @@ use std::process::{Command, Output, Stdio};
 use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
-use dynamo_node::api::{
-    ClientError, Context, GetResult, Health, KvService, MemberInfo, ReadOptions, RingInfo,
-    RingNodeInfo, WriteOptions,
-};
 use dynamo_node::config::{ConfigUpdate, QuorumConfig};
 use dynamo_node::core::ids::{ActorId, Key};
 use dynamo_node::core::membership::{HandoffProgress, RingStatus, Status};
 use dynamo_node::core::store::Store;
 use dynamo_node::core::version::VersionSet;
+use dynamo_node::model::{
+    ClientError, Context, GetResult, Health, KvService, MemberInfo, ReadOptions, RingInfo,
+    RingNodeInfo, WriteOptions,
+};
 
 /// One replica n1 among members n1 (alive), n2 (suspect, leaving, handing keys off) and n3
 /// (alive): every write is coordinated here; `unavailable-*` keys answer 503. A first `leave`

@@ -4,8 +4,8 @@
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use dynamo_node::api::{ClientError, GetResult, WriteOptions};
 use dynamo_node::config::{ConfigUpdate, MAX_VALUE_BYTES, NodeConfig};
+use dynamo_node::model::{ClientError, GetResult, WriteOptions};
 use dynamo_node::node::{Node, names};
 
 async fn start(name: &str) -> Node {

@@ -9,6 +9,7 @@
 
 pub mod cpu;
 pub mod flood;
+pub mod latency;
 pub mod memory;
 pub mod plot;
 pub mod recovery;
@@ -21,9 +22,10 @@ pub mod transport;
 pub mod workload;
 pub mod zipf;
 
+pub use latency::OpSummary;
 pub use run::Limit;
 pub use run::{Bench, BenchConfig, BenchError, Measured, run_bench, run_with};
-pub use stats::{BenchSummary, OpKind, OpSummary, Setup, Stats};
+pub use stats::{BenchSummary, OpKind, Setup, Stats};
 pub use storage::{Storage, observe, run_observed};
 pub use target::{BenchClient, ServiceClient};
 pub use transport::{TransportConfig, TransportSummary, run_transport};

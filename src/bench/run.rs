@@ -21,8 +21,8 @@ use super::stats::{BenchSummary, OpKind, Setup, Stats};
 use super::target::BenchClient;
 use super::timeline::{MarkKind, Recorder, Series, Timeline};
 use super::workload::{Distribution, KeyChooser, Workload, key_name};
-use crate::api::{Context, GetResult};
 use crate::http::HttpClient;
+use crate::model::{Context, GetResult};
 
 /// When the measured phase ends.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -120,7 +120,7 @@ pub async fn run_bench(
     let clients: Vec<HttpClient> = config
         .urls
         .iter()
-        .map(|u| crate::cli::env_client(u, crate::http::DEFAULT_TIMEOUT))
+        .map(|u| crate::http::env_client(u, crate::http::DEFAULT_TIMEOUT))
         .collect();
     run_with(config, clients, "http", stop).await
 }

@@ -10,7 +10,6 @@ use std::time::Duration;
 use clap::{Args, Subcommand, ValueEnum};
 
 use super::{CliError, NodeFlags, TlsFlags, shutdown_signal};
-use crate::api::KvService;
 use crate::bench::recovery::{RecoverySummary, RepairWork};
 use crate::bench::timeline::Series;
 use crate::bench::{
@@ -18,6 +17,7 @@ use crate::bench::{
     Storage, TransportConfig, TransportSummary, Workload, observe, run_transport,
 };
 use crate::config::{Fsync, NodeConfig};
+use crate::model::KvService;
 use crate::node::{NativeClient, NativeConfig};
 use crate::process::{BINARY_ENV, LocalCluster, LoopbackNet, MAX_NODES};
 
@@ -377,7 +377,7 @@ async fn run_workload(
             let clients = config
                 .urls
                 .iter()
-                .map(|u| super::env_client(u, crate::http::DEFAULT_TIMEOUT))
+                .map(|u| crate::http::env_client(u, crate::http::DEFAULT_TIMEOUT))
                 .collect();
             observed(config, clients, "http", stop.clone(), storage, pids).await
         }
@@ -435,7 +435,7 @@ async fn run_recovery(
             let clients = config
                 .urls
                 .iter()
-                .map(|u| super::env_client(u, crate::http::DEFAULT_TIMEOUT))
+                .map(|u| crate::http::env_client(u, crate::http::DEFAULT_TIMEOUT))
                 .collect();
             let bench = Bench::new(config, clients, "http", stop).map_err(usage)?;
             recovery_windows(bench, cluster, window, storage).await?
@@ -506,7 +506,7 @@ async fn recovery_windows<C: BenchClient>(
 async fn repair_work(cluster: &LocalCluster, restarted: usize) -> RepairWork {
     let mut work = RepairWork::default();
     for spec in cluster.specs() {
-        let Ok(text) = super::env_client(&spec.http_url(), crate::http::DEFAULT_TIMEOUT)
+        let Ok(text) = crate::http::env_client(&spec.http_url(), crate::http::DEFAULT_TIMEOUT)
             .metrics()
             .await
         else {
@@ -617,7 +617,7 @@ async fn connect_native(
 async fn seeds_of(urls: &[String]) -> Result<Vec<SocketAddr>, CliError> {
     let mut seeds = Vec::new();
     for url in urls {
-        let members = super::env_client(url, crate::http::DEFAULT_TIMEOUT)
+        let members = crate::http::env_client(url, crate::http::DEFAULT_TIMEOUT)
             .members()
             .await
             .map_err(|e| CliError::Failed(format!("{url}: {e}")))?;

@@ -27,7 +27,7 @@ use clap::{Args, Parser, Subcommand};
 pub use args::{NodeFlags, StartArgs, TlsFlags, parse_seed};
 pub use bench::BenchArgs;
 pub use client::{format_get, format_leave, format_remove, format_status};
-pub use client_auth::{ADMIN_TOKEN_ENV, API_TOKEN_ENV, CA_ENV, ClientAuthArgs, env_client};
+pub use client_auth::ClientAuthArgs;
 pub use cluster::{ClusterArgs, RestartBackoff};
 pub use security::{
     COOKIE_ENV, CookieSource, DEFAULT_COOKIE, SecurityFlags, protected_mode, read_secret,

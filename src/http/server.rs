@@ -21,11 +21,11 @@ use super::wire::{
     CONTEXT_HEADER, ContextBody, DeletedBody, LocalBody, LocalVersionWire, SiblingsBody,
     encode_base64,
 };
-use crate::api::{
+use crate::config::{ConfigUpdate, MAX_VALUE_BYTES};
+use crate::model::{
     ClientError, Context, ContextError, GetResult, KvService, ReadOptions, WriteOptions,
     validate_key, validate_value,
 };
-use crate::config::{ConfigUpdate, MAX_VALUE_BYTES};
 
 /// Largest request body read at all: a little above the value limit, so that a value just
 /// over it gets the precise `value_too_large` answer from validation.

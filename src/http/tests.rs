@@ -10,16 +10,16 @@ use serde_json::Value;
 use tokio::sync::oneshot;
 
 use super::*;
-use crate::api::{
-    ClientError, Context, GetResult, Health, KvService, MemberInfo, ReadOptions, RingInfo,
-    RingNodeInfo, WriteOptions, validate_key, validate_value,
-};
 use crate::config::{ConfigUpdate, MAX_KEY_BYTES, MAX_VALUE_BYTES, QuorumConfig};
 use crate::core::ids::{ActorId, Key};
 use crate::core::membership::{RingStatus, Status};
 use crate::core::quorum::Shortfall;
 use crate::core::store::Store;
 use crate::core::version::VersionSet;
+use crate::model::{
+    ClientError, Context, GetResult, Health, KvService, MemberInfo, ReadOptions, RingInfo,
+    RingNodeInfo, WriteOptions, validate_key, validate_value,
+};
 
 const SHORTFALL: Shortfall = Shortfall {
     required: 2,

@@ -11,15 +11,15 @@ use tracing::{Instrument, Span};
 use super::coordinator;
 use super::metrics::RequestLabels;
 use super::shared::NodeShared;
-use crate::api::{
-    ClientError, Context, GetResult, Health, KvService, MemberInfo, ReadOptions, RingInfo,
-    RingNodeInfo, WriteOptions,
-};
 use crate::config::{ConfigUpdate, QuorumConfig};
 use crate::core::hash::stable_hash;
 use crate::core::ids::{Key, NodeId};
 use crate::core::membership::Status;
 use crate::core::version::VersionSet;
+use crate::model::{
+    ClientError, Context, GetResult, Health, KvService, MemberInfo, ReadOptions, RingInfo,
+    RingNodeInfo, WriteOptions,
+};
 
 /// Reads and writes through the node it came from (`Node::client`); cheap to clone.
 #[derive(Clone)]

@@ -24,13 +24,13 @@ use tracing::{Instrument, Span};
 use super::peers::Role;
 use super::shared::NodeShared;
 use super::wire::{CoordinatorMsg, ForwardedWrite, Payload};
-use crate::api::{ClientError, Context, GetResult, validate_key, validate_value};
 use crate::core::hash::stable_hash;
 use crate::core::ids::{Key, NodeId};
 use crate::core::quorum::{Failure, Route, Shortfall, Target, route};
 use crate::core::read::{ReadError, ReadRun};
 use crate::core::version::VersionSet;
 use crate::core::write::{WriteError, WriteRequest, WriteRun};
+use crate::model::{ClientError, Context, GetResult, validate_key, validate_value};
 
 // A forwarded write gets this much beyond its budget, for the answer's trip back.
 const FORWARD_MARGIN: Duration = Duration::from_millis(250);

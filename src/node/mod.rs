@@ -23,6 +23,7 @@ mod client_view;
 mod cluster;
 mod cluster_tls;
 mod coordinator;
+mod digest_caches;
 pub mod disk;
 mod forwarding;
 mod gossip;
@@ -41,12 +42,8 @@ mod storage_actor;
 mod syncer;
 pub mod wire;
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
-
-use tokio::net::TcpListener;
-use tokio::sync::oneshot;
 
 use ractor::{ActorCell, ActorRef};
 use supervisors::{
@@ -122,14 +119,6 @@ pub struct Node {
     root: ActorRef<SupervisorMsg>,
     /// Awaits the root supervisor; reports a failure if it ends while nobody stops it.
     watcher: tokio::task::JoinHandle<()>,
-    http: Option<HttpServer>,
-}
-
-/// The node's HTTP API task.
-struct HttpServer {
-    addr: SocketAddr,
-    shutdown: oneshot::Sender<()>,
-    task: tokio::task::JoinHandle<std::io::Result<()>>,
 }
 
 impl Node {
@@ -147,10 +136,7 @@ impl Node {
         Self::start_under(config, Some(supervisor)).await
     }
 
-    async fn start_under(
-        mut config: NodeConfig,
-        parent: Option<ActorCell>,
-    ) -> Result<Node, NodeError> {
+    async fn start_under(config: NodeConfig, parent: Option<ActorCell>) -> Result<Node, NodeError> {
         config.validate()?;
         if let Some(paths) = &config.tls {
             crate::tls::NodeTls::load(paths, &config.name)
@@ -161,31 +147,6 @@ impl Node {
         let incarnation = NodeShared::wall_ms();
         let store = match &config.data_dir {
             Some(dir) => Some(open_store(&config, dir.clone(), incarnation).await?),
-            None => None,
-        };
-        // TLS files are read before any port is taken: a bad one fails the start cleanly.
-        let http_options = match config.http {
-            Some(_) => Some(
-                config
-                    .http_guard
-                    .serve_options()
-                    .map_err(|e| NodeError::Start(format!("HTTPS: {e}")))?,
-            ),
-            None => None,
-        };
-        // Bound before anything starts, so a taken port fails the start cleanly and peers
-        // learn the real address when port 0 was asked for.
-        let http_listener = match config.http {
-            Some(addr) => {
-                let listener = TcpListener::bind(addr)
-                    .await
-                    .map_err(|e| NodeError::Start(format!("HTTP address {addr}: {e}")))?;
-                let bound = listener
-                    .local_addr()
-                    .map_err(|e| NodeError::Start(e.to_string()))?;
-                config.http = Some(bound);
-                Some(listener)
-            }
             None => None,
         };
         // Every start is a new incarnation of the member (gossip tells restarts apart); the
@@ -240,39 +201,12 @@ impl Node {
                 }
             })
         };
-        let http = http_listener.zip(http_options).map(|(listener, options)| {
-            let addr = shared
-                .config
-                .http
-                .unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 0)));
-            let (shutdown, stop) = oneshot::channel::<()>();
-            let service = NodeClient::new(Arc::clone(&shared));
-            let task = tokio::spawn(crate::http::serve_with(
-                listener,
-                service,
-                options,
-                async move {
-                    let _ = stop.await;
-                },
-            ));
-            HttpServer {
-                addr,
-                shutdown,
-                task,
-            }
-        });
         tracing::info!(node = %me, bind = %shared.config.bind, http = ?shared.config.http, incarnation, "node started");
         Ok(Node {
             shared,
             root,
             watcher,
-            http,
         })
-    }
-
-    /// Where the HTTP API listens, if it was asked for.
-    pub fn http_addr(&self) -> Option<SocketAddr> {
-        self.http.as_ref().map(|h| h.addr)
     }
 
     /// The node's name.
@@ -289,7 +223,7 @@ impl Node {
     pub fn update_config(
         &self,
         update: &ConfigUpdate,
-    ) -> Result<QuorumConfig, crate::api::ClientError> {
+    ) -> Result<QuorumConfig, crate::model::ClientError> {
         self.client().update_config(update)
     }
 
@@ -305,14 +239,9 @@ impl Node {
         self.shared.failed().await
     }
 
-    /// Stops the HTTP API (finishing requests in flight), then every actor, children first.
+    /// Stops every actor, children first, then closes the store. Stop the fronts serving
+    /// this node (its HTTP API) before, so that their requests in flight finish.
     pub async fn stop(self) {
-        if let Some(http) = self.http {
-            let _ = http.shutdown.send(());
-            if let Ok(Err(e)) = http.task.await {
-                tracing::warn!(error = %e, "HTTP server ended with an error");
-            }
-        }
         self.shared
             .stopping
             .store(true, std::sync::atomic::Ordering::Release);

@@ -30,14 +30,14 @@ use super::cluster::ClusterActor;
 use super::coordinator;
 use super::shared::NodeShared;
 use super::wire::{CoordinatorMsg, ForwardedRead, ForwardedWrite, Payload, StorageMsg};
-use crate::api::{
-    ClientError, Context, GetResult, Health, KvService, MemberInfo, ReadOptions, RingInfo,
-    WriteOptions,
-};
 use crate::config::{ConfigUpdate, GossipConfig, NodeConfig, QuorumConfig};
 use crate::core::ids::{Key, NodeId};
 use crate::core::quorum::{Route, route};
 use crate::core::version::VersionSet;
+use crate::model::{
+    ClientError, Context, GetResult, Health, KvService, MemberInfo, ReadOptions, RingInfo,
+    WriteOptions,
+};
 
 // A request handed to a node gets this much beyond its own timeout, for the trip back.
 const FALLBACK_MARGIN: Duration = Duration::from_millis(250);

@@ -3,17 +3,9 @@
 use std::sync::Arc;
 
 use ractor::{Actor, ActorProcessingErr, ActorRef};
-use ractor_cluster::RactorMessage;
 
-use super::shared::{NodeShared, RingView};
+use super::shared::{NodeShared, RingMsg, RingView};
 use crate::core::ring::Ring;
-
-/// Messages of the Ring actor.
-#[derive(RactorMessage, Debug)]
-pub enum RingMsg {
-    /// The ring members changed: rebuild from the published membership.
-    Rebuild,
-}
 
 /// Owns the ring snapshot readers use.
 #[derive(Clone)]

@@ -12,11 +12,11 @@ use ractor_cluster::RactorClusterMessage;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
-use crate::api::{ClientError, Context};
 use crate::core::anti_entropy::{AeReply, AeRequest};
 use crate::core::ids::{ActorId, Key, NodeId};
 use crate::core::membership::MemberDigest;
 use crate::core::version::VersionSet;
+use crate::model::{ClientError, Context};
 
 const OK: u8 = 0;
 const ERR: u8 = 1;

@@ -5,16 +5,16 @@ use bytes::Bytes;
 use std::sync::{Arc, Mutex};
 
 use super::*;
-use crate::api::{
-    ClientError, Context, GetResult, Health, KvService, MemberInfo, ReadOptions, RingInfo,
-    RingNodeInfo, WriteOptions,
-};
 use crate::config::{ConfigUpdate, QuorumConfig};
 use crate::core::ids::{ActorId, Key};
 use crate::core::membership::{HandoffProgress, RingStatus, Status};
 use crate::core::quorum::Shortfall;
 use crate::core::store::Store;
 use crate::core::version::VersionSet;
+use crate::model::{
+    ClientError, Context, GetResult, Health, KvService, MemberInfo, ReadOptions, RingInfo,
+    RingNodeInfo, WriteOptions,
+};
 
 /// What every stand-in shares: the data, the member list, and a log of the writes.
 #[derive(Default)]

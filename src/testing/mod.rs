@@ -42,11 +42,11 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use futures::{StreamExt, stream};
 
-use crate::api::MemberInfo;
 use crate::core::ids::NodeId;
 use crate::core::membership::Status;
 use crate::core::ring::Ring;
 use crate::http::HttpClient;
+use crate::model::MemberInfo;
 use crate::process::{LocalCluster, LocalClusterBuilder, LoopbackNet, ProcessError, ProcessStatus};
 
 /// Gossip interval of test nodes unless the test sets `--gossip-interval-ms` itself: fast
