@@ -204,7 +204,8 @@ impl Default for AntiEntropyConfig {
 pub const DEFAULT_MIN_FREE_BYTES: u64 = 64 << 20;
 
 /// When a replica acknowledges a write it keeps on disk.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[cfg_attr(feature = "cli", derive(clap::ValueEnum))]
 pub enum Fsync {
     /// After an fsync that covers it (shared with the writes in flight): survives a power
     /// loss.

@@ -16,7 +16,7 @@ use super::origin;
 use super::peers::Role;
 use super::shared::NodeShared;
 use super::wire::{GossipDigest, GossipMsg, Payload, Vouched};
-use crate::core::ids::NodeId;
+
 use crate::core::membership::{
     HandoffProgress, MemberDigest, Membership, MergeReport, RingStatus, Status,
 };
@@ -24,11 +24,6 @@ use crate::core::membership::{
 /// Runs gossip rounds.
 #[derive(Clone)]
 pub struct GossipActor;
-
-/// The registered name of the Ring actor of `node`.
-pub fn ring_actor_name(node: &NodeId) -> String {
-    format!("dynamo.ring@{node}")
-}
 
 impl Actor for GossipActor {
     type Msg = GossipMsg;

@@ -85,7 +85,7 @@ pub mod names {
     }
     /// The Ring actor.
     pub fn ring(node: &NodeId) -> String {
-        super::gossip::ring_actor_name(node)
+        format!("dynamo.ring@{node}")
     }
     /// The Storage actor.
     pub fn storage(node: &NodeId) -> String {
