@@ -5,8 +5,8 @@ use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
-use crate::core::hints::HintLimits;
-use crate::core::membership::FailureTimeouts;
+pub use crate::core::hints::HintLimits;
+pub use crate::core::membership::FailureTimeouts;
 use crate::core::ring::{DEFAULT_VNODES, PREFIX};
 
 /// Environment variable from which the binary reads the cluster cookie, so that it is never

@@ -44,7 +44,8 @@ impl ReadRun {
         r: usize,
     ) -> Result<(ReadRun, Vec<NodeId>), ReadError> {
         let targets = view.targets(&key)?;
-        let mut tracker = QuorumTracker::new(r, targets.iter().map(|t| t.node.clone()))?;
+        let mut tracker =
+            QuorumTracker::new(view.quorum(r), targets.iter().map(|t| t.node.clone()))?;
         let owners = targets
             .iter()
             .filter(|t| !t.is_hinted())

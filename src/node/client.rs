@@ -17,8 +17,8 @@ use crate::core::ids::{Key, NodeId};
 use crate::core::membership::Status;
 use crate::core::version::VersionSet;
 use crate::model::{
-    ClientError, Context, GetResult, Health, KvService, MemberInfo, ReadOptions, RingInfo,
-    RingNodeInfo, WriteOptions,
+    ClientError, Context, GetResult, Health, IntoBytes, KvService, MemberInfo, ReadOptions,
+    RingInfo, RingNodeInfo, WriteOptions,
 };
 
 /// Reads and writes through the node it came from (`Node::client`); cheap to clone.
@@ -33,17 +33,17 @@ impl NodeClient {
     }
 
     /// Reads `key` with the configured R.
-    pub async fn get(&self, key: impl Into<Key>) -> Result<GetResult, ClientError> {
+    pub async fn get(&self, key: impl IntoBytes) -> Result<GetResult, ClientError> {
         self.get_with(key, ReadOptions::default()).await
     }
 
     /// Reads `key` with per-request options.
     pub async fn get_with(
         &self,
-        key: impl Into<Key>,
+        key: impl IntoBytes,
         opts: ReadOptions,
     ) -> Result<GetResult, ClientError> {
-        let key = key.into();
+        let key = key.into_bytes();
         let span = self.request_span("get", &key);
         self.timed(
             "get",
@@ -61,8 +61,8 @@ impl NodeClient {
     /// Writes `value` with the context of an earlier read (`None`: a blind write).
     pub async fn put(
         &self,
-        key: impl Into<Key>,
-        value: impl Into<Bytes>,
+        key: impl IntoBytes,
+        value: impl IntoBytes,
         context: Option<&Context>,
     ) -> Result<Context, ClientError> {
         self.put_with(key, value, context, WriteOptions::default())
@@ -72,17 +72,17 @@ impl NodeClient {
     /// Writes with per-request options.
     pub async fn put_with(
         &self,
-        key: impl Into<Key>,
-        value: impl Into<Bytes>,
+        key: impl IntoBytes,
+        value: impl IntoBytes,
         context: Option<&Context>,
         opts: WriteOptions,
     ) -> Result<Context, ClientError> {
-        let key = key.into();
+        let key = key.into_bytes();
         let span = self.request_span("put", &key);
         let write = coordinator::write(
             &self.shared,
             key,
-            Some(value.into()),
+            Some(value.into_bytes()),
             context.cloned().unwrap_or_default(),
             opts.w,
         );
@@ -93,7 +93,7 @@ impl NodeClient {
     /// and everything visible now is deleted.
     pub async fn delete(
         &self,
-        key: impl Into<Key>,
+        key: impl IntoBytes,
         context: Option<&Context>,
     ) -> Result<(), ClientError> {
         self.delete_with(key, context, WriteOptions::default())
@@ -103,11 +103,11 @@ impl NodeClient {
     /// Deletes with per-request options.
     pub async fn delete_with(
         &self,
-        key: impl Into<Key>,
+        key: impl IntoBytes,
         context: Option<&Context>,
         opts: WriteOptions,
     ) -> Result<(), ClientError> {
-        let key = key.into();
+        let key = key.into_bytes();
         let span = self.request_span("delete", &key);
         let delete = coordinator::delete(
             &self.shared,

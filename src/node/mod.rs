@@ -29,6 +29,7 @@ mod forwarding;
 mod gossip;
 mod metrics;
 mod native;
+mod one_per_process;
 mod origin;
 mod peers;
 mod replicas;
@@ -73,6 +74,12 @@ pub enum NodeError {
     /// unreadable, corrupt).
     #[error("data directory: {0}")]
     Storage(String),
+    /// A node already runs in this process (named here): one process runs one node.
+    #[error(
+        "node {0} already runs in this process; one process runs one node (ractor's registry \
+         and process groups are global to a process)"
+    )]
+    AlreadyRunning(String),
 }
 
 /// Registered names of a node's actors, so tests and operators can find them.
@@ -119,6 +126,9 @@ pub struct Node {
     root: ActorRef<SupervisorMsg>,
     /// Awaits the root supervisor; reports a failure if it ends while nobody stops it.
     watcher: tokio::task::JoinHandle<()>,
+    /// This process's place for a node, given back by `stop` only: a `Node` dropped without
+    /// a stop leaves its actors running, so it keeps the place.
+    slot: std::mem::ManuallyDrop<one_per_process::NodeSlot>,
 }
 
 impl Node {
@@ -138,6 +148,8 @@ impl Node {
 
     async fn start_under(config: NodeConfig, parent: Option<ActorCell>) -> Result<Node, NodeError> {
         config.validate()?;
+        let slot =
+            one_per_process::NodeSlot::claim(&config.name).map_err(NodeError::AlreadyRunning)?;
         if let Some(paths) = &config.tls {
             crate::tls::NodeTls::load(paths, &config.name)
                 .map_err(|e| NodeError::Start(e.to_string()))?;
@@ -206,6 +218,7 @@ impl Node {
             shared,
             root,
             watcher,
+            slot: std::mem::ManuallyDrop::new(slot),
         })
     }
 
@@ -254,6 +267,7 @@ impl Node {
             Ok(Err(e)) => tracing::warn!(error = %e, "the data directory was not closed cleanly"),
             Err(e) => tracing::warn!(error = %e, "closing the store failed"),
         }
+        std::mem::ManuallyDrop::into_inner(self.slot).release();
         tracing::info!(node = %self.shared.me, "node stopped");
     }
 }
