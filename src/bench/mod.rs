@@ -14,6 +14,7 @@ pub mod memory;
 pub mod plot;
 pub mod recovery;
 pub mod run;
+pub mod sparkline;
 pub mod stats;
 pub mod storage;
 pub mod target;

@@ -155,7 +155,7 @@ pub struct BenchArgs {
     #[command(flatten)]
     pub tls: NativeTlsArgs,
     /// Draw ops/s and p99 per second over the whole run, with its phases and faults, into
-    /// this SVG file
+    /// this SVG file (and as text on stderr)
     #[arg(long, value_name = "FILE.svg")]
     pub plot: Option<PathBuf>,
 }
@@ -264,6 +264,10 @@ pub async fn run(args: BenchArgs) -> Result<(), CliError> {
         crate::bench::plot::write_svg(path, &report.series, &report.title)
             .map_err(|e| CliError::Failed(format!("--plot: {e}")))?;
         eprintln!("plot written to {}", path.display());
+        // The same run as text, for a terminal or a Markdown file.
+        for line in crate::bench::sparkline::sparkline(&report.series) {
+            eprintln!("{line}");
+        }
     }
     Ok(())
 }
