@@ -209,7 +209,7 @@ pub fn observe(shared: &NodeShared) {
             .filter(|m| m.status == status && !m.ring.is_final())
             .count();
         let label = super::metrics::StatusLabels {
-            status: status_label(status),
+            status: status.as_str(),
         };
         shared
             .metrics
@@ -226,7 +226,7 @@ pub fn observe(shared: &NodeShared) {
     ] {
         let count = membership.members().filter(|m| m.ring == ring).count();
         let label = super::metrics::RingLabels {
-            ring: ring_label(ring),
+            ring: ring.as_str(),
         };
         shared
             .metrics
@@ -240,22 +240,4 @@ pub fn observe(shared: &NodeShared) {
         .metrics
         .handoff_remaining
         .set(gauge(progress.remaining));
-}
-
-fn status_label(status: Status) -> &'static str {
-    match status {
-        Status::Alive => "alive",
-        Status::Suspect => "suspect",
-        Status::Dead => "dead",
-    }
-}
-
-fn ring_label(ring: RingStatus) -> &'static str {
-    match ring {
-        RingStatus::Joining => "joining",
-        RingStatus::Valid => "valid",
-        RingStatus::Leaving => "leaving",
-        RingStatus::Left => "left",
-        RingStatus::Removed => "removed",
-    }
 }
