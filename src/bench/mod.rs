@@ -27,7 +27,7 @@ pub use latency::OpSummary;
 pub use run::Limit;
 pub use run::{Bench, BenchConfig, BenchError, Measured, run_bench, run_with};
 pub use stats::{BenchSummary, OpKind, Setup, Stats};
-pub use storage::{Storage, observe, run_observed};
+pub use storage::{Storage, observe};
 pub use target::{BenchClient, ServiceClient};
 pub use transport::{TransportConfig, TransportSummary, run_transport};
 pub use workload::{Distribution, KeyChooser, Workload, key_name};

@@ -539,10 +539,8 @@ mod tests {
                 _ => 0,
             };
             let mut clock = crate::core::vclock::VClock::new();
-            clock.increment(
-                &crate::core::ids::ActorId::new(crate::core::ids::NodeId::new("n1"), 1),
-                0,
-            );
+            let n1 = crate::core::ids::ActorId::new(crate::core::ids::NodeId::new("n1"), 1);
+            clock.add_dot(&crate::core::vclock::Dot::new(n1, 1), 0);
             let next = Context::from_clock(clock);
             self.handed_out.insert(key.to_vec(), next.clone());
             Ok(next)

@@ -326,7 +326,7 @@ pub fn format_status(
         .map(|m| {
             vec![
                 m.node.clone(),
-                status_name(m.status).to_string(),
+                m.status.to_string(),
                 m.ring.to_string(),
                 m.heartbeat.to_string(),
                 m.incarnation.to_string(),
@@ -382,14 +382,6 @@ pub fn format_status(
         ring.n,
         table(&["NODE", "VNODES", "PRIMARY", "REPLICA", "KEYS"], ring_rows),
     )
-}
-
-fn status_name(status: Status) -> &'static str {
-    match status {
-        Status::Alive => "alive",
-        Status::Suspect => "suspect",
-        Status::Dead => "dead",
-    }
 }
 
 /// Left-aligned columns separated by two spaces, without trailing blanks.

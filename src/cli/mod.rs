@@ -223,7 +223,7 @@ pub fn main() -> ExitCode {
     };
     if let Command::Demo = cli.command {
         return match demo::run() {
-            Ok(()) => ExitCode::SUCCESS,
+            Ok(()) => ExitCode::from(EXIT_OK),
             Err(e) => {
                 eprintln!("error: {e}");
                 ExitCode::from(EXIT_FAILED)
@@ -241,7 +241,7 @@ pub fn main() -> ExitCode {
         }
     };
     match runtime.block_on(run(cli.command)) {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(()) => ExitCode::from(EXIT_OK),
         Err(CliError::NotFound) => ExitCode::from(EXIT_NOT_FOUND),
         Err(e) => {
             eprintln!("error: {e}");

@@ -200,7 +200,7 @@ fn a_crash_loses_nothing_acknowledged_after_a_sync_and_no_dot_is_ever_made_twice
                         };
                         writes.fetch_add(1, Ordering::SeqCst);
                         // Acknowledged only once a sync covered it.
-                        if store.sync().is_err() {
+                        if store.engine().sync().is_err() {
                             break;
                         }
                         acked.push((key, dot));
@@ -223,7 +223,7 @@ fn a_crash_loses_nothing_acknowledged_after_a_sync_and_no_dot_is_ever_made_twice
         let reopened = open(&disk);
         let lost: Vec<_> = acked
             .iter()
-            .filter(|(key, dot)| !reopened.get(key).has_seen(dot))
+            .filter(|(key, dot)| !reopened.get(key).context().contains(dot))
             .collect();
         assert!(
             lost.is_empty(),

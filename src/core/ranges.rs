@@ -30,7 +30,6 @@ pub struct RangePlan {
     // grouped by segment: those of segment `s` are `flips[flip_start[s]..flip_start[s + 1]]`.
     flips: Box<[u32]>,
     flip_start: Box<[u32]>,
-    empty: bool,
 }
 
 // Sets the bits of cells `from..to`.
@@ -94,14 +93,12 @@ impl RangePlan {
         for segment in 0..SEGMENTS {
             flip_start[segment + 1] += flip_start[segment];
         }
-        let empty = flips.is_empty() && cells.iter().all(|&c| c == 0);
         RangePlan {
             points,
             cells,
             // Below `MAX_TOKENS`, so they fit.
             flips: flips.iter().map(|&p| p as u32).collect(),
             flip_start,
-            empty,
         }
     }
 
@@ -109,11 +106,6 @@ impl RangePlan {
     /// reads.
     pub fn points(&self) -> &Arc<[u64]> {
         &self.points
-    }
-
-    /// True when no position is in.
-    pub fn is_empty(&self) -> bool {
-        self.empty
     }
 
     fn flips_of(&self, segment: usize) -> &[u32] {
@@ -195,11 +187,6 @@ impl RangeDigests {
         }
     }
 
-    /// The plan.
-    pub fn plan(&self) -> &RangePlan {
-        &self.plan
-    }
-
     /// Brings every segment up to date with `store`; `moved` hears of every segment whose
     /// digest changed (or was computed for the first time), with its new digest. Returns how
     /// many segments were recomputed: those a write moved since the last refresh (none, at
@@ -242,12 +229,6 @@ impl RangeDigests {
             self.generation = None;
         }
         recomputed
-    }
-
-    /// False when the last refresh may have read pieces the store stopped updating (a
-    /// refresh for another ring ran meanwhile); the next refresh recomputes every segment.
-    pub fn is_settled(&self) -> bool {
-        self.generation.is_some()
     }
 
     /// The digest of one segment as of the last refresh (0 if out of range or never
@@ -376,9 +357,11 @@ mod tests {
         let ring = ring(8);
         let all = RangePlan::new(&ring, |_| true);
         assert!(all.flips.is_empty() && all.cells.iter().all(|&c| c == u16::MAX));
-        assert!(RangePlan::new(&ring, |_| false).is_empty());
-        let empty = RangePlan::new(&Ring::empty(), |_| true);
-        assert!(!empty.is_empty() && empty.points().is_empty());
+        let none = RangePlan::new(&ring, |_| false);
+        assert!(none.flips.is_empty() && none.cells.iter().all(|&c| c == 0));
+        let empty = RangePlan::new(&Ring::default(), |_| true);
+        assert!(empty.points().is_empty());
+        assert!(empty.flips.is_empty() && empty.cells.iter().all(|&c| c == u16::MAX));
     }
 
     #[test]
@@ -466,7 +449,7 @@ mod tests {
         };
         let mut digests = RangeDigests::new(RangePlan::new(&first, owned(&first)));
         digests.refresh(&store, |_, _| {});
-        assert!(digests.is_settled());
+        assert!(digests.generation.is_some(), "settled");
         let kept: Vec<u64> = (0..SEGMENTS).map(|s| digests.segment(s)).collect();
         // Another ring's pieces replace these; writes then miss the old table.
         let points: Arc<[u64]> = second.token_values().into();
@@ -474,7 +457,10 @@ mod tests {
         keys.iter().for_each(write);
         let mut moved = 0;
         digests.refresh(&store, |_, _| moved += 1);
-        assert!(digests.is_settled(), "its own pieces were made again");
+        assert!(
+            digests.generation.is_some(),
+            "settled: its own pieces were made again"
+        );
         assert!(moved > 0);
         let mut fresh = RangeDigests::new(RangePlan::new(&first, owned(&first)));
         fresh.refresh(&store, |_, _| {});

@@ -31,11 +31,6 @@ impl View<'_> {
         wanted.min(self.ring.len().max(1))
     }
 
-    /// The key's owners on the ring: the first N distinct nodes of its walk.
-    pub fn owners(&self, key: &[u8]) -> Result<Vec<NodeId>, RingError> {
-        self.ring.owners(key, self.n)
-    }
-
     /// Whether this node is among the key's owners.
     pub fn owns(&self, key: &[u8]) -> bool {
         self.owns_at(Ring::key_position(key))

@@ -150,11 +150,6 @@ impl WriteRun {
         self.tracker.on_failure(from, kind)
     }
 
-    /// Where the quorum stands.
-    pub fn progress(&self) -> Progress {
-        self.tracker.progress()
-    }
-
     /// The answer once settled: the context covering the new version, or the shortfall.
     pub fn outcome(&self) -> Option<Result<VClock, Shortfall>> {
         match self.tracker.progress() {

@@ -48,7 +48,7 @@ impl NodeClient {
         self.timed(
             "get",
             span,
-            coordinator::read(&self.shared, key, opts.r),
+            coordinator::read(&self.shared, key, opts),
             |r| match r {
                 GetResult::Value { .. } => "ok",
                 GetResult::Siblings { .. } => "siblings",
@@ -84,7 +84,7 @@ impl NodeClient {
             key,
             Some(value.into_bytes()),
             context.cloned().unwrap_or_default(),
-            opts.w,
+            opts,
         );
         self.timed("put", span, write, |_| "ok").await
     }
@@ -113,7 +113,7 @@ impl NodeClient {
             &self.shared,
             key,
             context.cloned().unwrap_or_default(),
-            opts.w,
+            opts,
         );
         self.timed("delete", span, delete, |_| "ok").await
     }

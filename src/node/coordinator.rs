@@ -30,7 +30,9 @@ use crate::core::quorum::{Failure, Route, Shortfall, Target, route};
 use crate::core::read::{ReadError, ReadRun};
 use crate::core::version::VersionSet;
 use crate::core::write::{WriteError, WriteRequest, WriteRun};
-use crate::model::{ClientError, Context, GetResult, validate_key, validate_value};
+use crate::model::{
+    ClientError, Context, GetResult, ReadOptions, WriteOptions, validate_key, validate_value,
+};
 
 // A forwarded write gets this much beyond its budget, for the answer's trip back.
 const FORWARD_MARGIN: Duration = Duration::from_millis(250);
@@ -83,7 +85,7 @@ impl Actor for CoordinatorActor {
                 let shared = Arc::clone(shared);
                 tokio::spawn(async move {
                     let answer = match read {
-                        Ok(read) => read_set(&shared, read.key, read.r).await,
+                        Ok(read) => read_set(&shared, read.key, ReadOptions { r: read.r }).await,
                         Err(e) => Err(ClientError::Internal(e)),
                     };
                     let _ = reply.send(Payload::ok(answer));
@@ -100,7 +102,7 @@ pub async fn write(
     key: Key,
     value: Option<Bytes>,
     context: Context,
-    w: Option<usize>,
+    opts: WriteOptions,
 ) -> Result<Context, ClientError> {
     validate_key(&key)?;
     if let Some(value) = &value {
@@ -108,7 +110,7 @@ pub async fn write(
     }
     check_member(shared)?;
     let quorum = **shared.quorum.load();
-    let w = quorum_size(w, quorum.w, quorum.n, "w")?;
+    let w = opts.acks(quorum.w, quorum.n)?;
     let deadline = Instant::now() + Duration::from_millis(quorum.put_timeout_ms);
     let mut excluded: Vec<NodeId> = Vec::new();
     loop {
@@ -149,33 +151,48 @@ pub async fn write(
     }
 }
 
-/// Deletes `key` by writing a tombstone over what `context` covers. Without a context the
-/// key is read first (as Riak's clients do), so the tombstone covers what is visible now; a
-/// write concurrent with the delete still survives as a sibling.
+/// Deletes `key` by writing a tombstone over what `context` covers (see [`delete_context`]
+/// for a delete without one).
 pub async fn delete(
     shared: &Arc<NodeShared>,
     key: Key,
     context: Context,
-    w: Option<usize>,
+    opts: WriteOptions,
 ) -> Result<(), ClientError> {
-    let context = if context.is_empty() {
-        match read(shared, key.clone(), None).await? {
-            GetResult::NotFound { context } if context.is_empty() => return Ok(()),
-            found => found.context().clone(),
-        }
-    } else {
-        context
+    let read = read(shared, key.clone(), ReadOptions::default());
+    let Some(context) = delete_context(context, opts, shared.quorum.load().n, read).await? else {
+        return Ok(());
     };
-    write(shared, key, None, context, w).await.map(|_| ())
+    write(shared, key, None, context, opts).await.map(|_| ())
+}
+
+/// What a delete's tombstone covers: `context`, or without one what `read` sees now (as
+/// Riak's clients do), so that a write concurrent with the delete still survives as a
+/// sibling; `None` when nothing is there to delete. Nodes and native clients delete alike,
+/// each reading its own way. A bad `w` is refused before anything is read.
+pub async fn delete_context(
+    context: Context,
+    opts: WriteOptions,
+    n: usize,
+    read: impl Future<Output = Result<GetResult, ClientError>>,
+) -> Result<Option<Context>, ClientError> {
+    opts.check(n)?;
+    if !context.is_empty() {
+        return Ok(Some(context));
+    }
+    Ok(match read.await? {
+        GetResult::NotFound { context } if context.is_empty() => None,
+        found => Some(found.context().clone()),
+    })
 }
 
 /// Reads `key` from R replicas (or `r`), merging their sets, and repairs stale replicas.
 pub async fn read(
     shared: &Arc<NodeShared>,
     key: Key,
-    r: Option<usize>,
+    opts: ReadOptions,
 ) -> Result<GetResult, ClientError> {
-    read_set(shared, key, r)
+    read_set(shared, key, opts)
         .await
         .map(|set| GetResult::from_set(&set))
 }
@@ -184,12 +201,12 @@ pub async fn read(
 pub async fn read_set(
     shared: &Arc<NodeShared>,
     key: Key,
-    r: Option<usize>,
+    opts: ReadOptions,
 ) -> Result<VersionSet, ClientError> {
     validate_key(&key)?;
     check_member(shared)?;
     let quorum = **shared.quorum.load();
-    let r = quorum_size(r, quorum.r, quorum.n, "r")?;
+    let r = opts.replies(quorum.r, quorum.n)?;
     let deadline = Instant::now() + Duration::from_millis(quorum.get_timeout_ms);
     let local = shared.local();
     let (run, ask) = shared
@@ -261,7 +278,7 @@ async fn coordinate_forwarded(
     }
     check_member(shared)?;
     let quorum = **shared.quorum.load();
-    let w = quorum_size(write.w, quorum.w, quorum.n, "w")?;
+    let w = WriteOptions { w: write.w }.acks(quorum.w, quorum.n)?;
     let deadline = Instant::now() + Duration::from_millis(write.budget_ms);
     coordinate_write(shared, write.key, write.value, &write.context, w, deadline).await
 }
@@ -501,22 +518,6 @@ fn read_repair(shared: &Arc<NodeShared>, run: &ReadRun) {
     for out in repairs {
         // Awaited by a task of its own: a request nobody waits for is never sent.
         tokio::spawn(shared.replicas.put(&out.to, out.put, deadline));
-    }
-}
-
-/// The quorum size for a request: the override if valid, else the configured one.
-fn quorum_size(
-    requested: Option<usize>,
-    configured: usize,
-    n: usize,
-    which: &str,
-) -> Result<usize, ClientError> {
-    match requested {
-        None => Ok(configured),
-        Some(q) if (1..=n).contains(&q) => Ok(q),
-        Some(q) => Err(ClientError::InvalidOption(format!(
-            "{which} must be between 1 and n = {n}, got {q}"
-        ))),
     }
 }
 

@@ -204,7 +204,7 @@ pub fn observe(shared: &NodeShared) {
             .filter(|m| m.status == status && !m.ring.is_final())
             .count();
         let label = super::metrics::StatusLabels {
-            status: status_label(status),
+            status: status.as_str(),
         };
         shared
             .metrics
@@ -221,7 +221,7 @@ pub fn observe(shared: &NodeShared) {
     ] {
         let count = membership.members().filter(|m| m.ring == ring).count();
         let label = super::metrics::RingLabels {
-            ring: ring_label(ring),
+            ring: ring.as_str(),
         };
         shared
             .metrics
@@ -235,22 +235,4 @@ pub fn observe(shared: &NodeShared) {
         .metrics
         .handoff_remaining
         .set(gauge(progress.remaining));
-}
-
-fn status_label(status: Status) -> &'static str {
-    match status {
-        Status::Alive => "alive",
-        Status::Suspect => "suspect",
-        Status::Dead => "dead",
-    }
-}
-
-fn ring_label(ring: RingStatus) -> &'static str {
-    match ring {
-        RingStatus::Joining => "joining",
-        RingStatus::Valid => "valid",
-        RingStatus::Leaving => "leaving",
-        RingStatus::Left => "left",
-        RingStatus::Removed => "removed",
-    }
 }

@@ -251,13 +251,13 @@ impl NativeService {
     }
 
     /// Reads through any connected node.
-    async fn read_via_node(&self, key: Key, r: Option<usize>) -> Result<VersionSet, ClientError> {
+    async fn read_via_node(&self, key: Key, opts: ReadOptions) -> Result<VersionSet, ClientError> {
         let Some((node, coordinator)) = self.any_coordinator() else {
             return Err(ClientError::Unavailable("not connected to any node".into()));
         };
         let timeout =
             Duration::from_millis(self.shared.quorum.load().get_timeout_ms) + FALLBACK_MARGIN;
-        let read = ForwardedRead { key, r };
+        let read = ForwardedRead { key, r: opts.r };
         match coordinator
             .call(
                 |reply| CoordinatorMsg::Read(Payload::ok(read), reply),
@@ -279,7 +279,7 @@ impl NativeService {
         key: Key,
         value: Option<Bytes>,
         context: Context,
-        w: Option<usize>,
+        opts: WriteOptions,
     ) -> Result<Context, ClientError> {
         let Some((node, _)) = self.any_coordinator() else {
             return Err(ClientError::Unavailable("not connected to any node".into()));
@@ -290,7 +290,7 @@ impl NativeService {
             key,
             value,
             context,
-            w,
+            w: opts.w,
             budget_ms: quorum.put_timeout_ms,
         };
         coordinator::forward(&self.shared, &node, write, deadline)
@@ -307,12 +307,12 @@ impl NativeService {
         key: Key,
         value: Option<Bytes>,
         context: Context,
-        w: Option<usize>,
+        opts: WriteOptions,
     ) -> Result<Context, ClientError> {
         if self.can_route_write(&key) {
-            coordinator::write(&self.shared, key, value, context, w).await
+            coordinator::write(&self.shared, key, value, context, opts).await
         } else {
-            self.write_via_node(key, value, context, w).await
+            self.write_via_node(key, value, context, opts).await
         }
     }
 
@@ -350,10 +350,10 @@ impl NativeService {
 
 impl KvService for NativeService {
     async fn get(&self, key: Key, opts: ReadOptions) -> Result<GetResult, ClientError> {
-        let set = match coordinator::read_set(&self.shared, key.clone(), opts.r).await {
+        let set = match coordinator::read_set(&self.shared, key.clone(), opts).await {
             // Reads change nothing, so asking again through a node is always safe.
             Err(ClientError::Unavailable(_) | ClientError::InsufficientReplies(_)) => {
-                self.read_via_node(key, opts.r).await?
+                self.read_via_node(key, opts).await?
             }
             other => other?,
         };
@@ -367,7 +367,7 @@ impl KvService for NativeService {
         context: Option<Context>,
         opts: WriteOptions,
     ) -> Result<Context, ClientError> {
-        self.write(key, Some(value), context.unwrap_or_default(), opts.w)
+        self.write(key, Some(value), context.unwrap_or_default(), opts)
             .await
     }
 
@@ -377,15 +377,13 @@ impl KvService for NativeService {
         context: Option<Context>,
         opts: WriteOptions,
     ) -> Result<(), ClientError> {
-        // As a node does: without a context, delete what is visible now.
-        let context = match context {
-            Some(context) if !context.is_empty() => context,
-            _ => match self.get(key.clone(), ReadOptions::default()).await? {
-                GetResult::NotFound { context } if context.is_empty() => return Ok(()),
-                found => found.context().clone(),
-            },
+        let read = self.get(key.clone(), ReadOptions::default());
+        let n = self.shared.quorum.load().n;
+        let context = context.unwrap_or_default();
+        let Some(context) = coordinator::delete_context(context, opts, n, read).await? else {
+            return Ok(());
         };
-        self.write(key, None, context, opts.w).await.map(drop)
+        self.write(key, None, context, opts).await.map(drop)
     }
 
     fn node_name(&self) -> String {

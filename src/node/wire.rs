@@ -95,16 +95,6 @@ impl<T: DeserializeOwned> Encoded<T> {
     pub fn decode(&self) -> Result<T, String> {
         postcard::from_bytes(&self.bytes).map_err(|e| format!("undecodable payload: {e}"))
     }
-
-    /// Encoded length in bytes.
-    pub fn len(&self) -> usize {
-        self.bytes.len()
-    }
-
-    /// True when nothing was encoded (never for a value made by [`Encoded::encode`]).
-    pub fn is_empty(&self) -> bool {
-        self.bytes.is_empty()
-    }
 }
 
 impl<T> BytesConvertable for Encoded<T> {
@@ -301,7 +291,10 @@ mod tests {
         {
             let store = Store::new(ActorId::new(writer, u64::MAX - i as u64));
             let mut context = VClock::new();
-            context.increment(&ActorId::new("n9", 7), u64::MAX);
+            context.add_dot(
+                &crate::core::vclock::Dot::new(ActorId::new("n9", 7), 1),
+                u64::MAX,
+            );
             let value = (i != 1).then(|| Bytes::from(vec![7u8; 300 * i]));
             let written = store.coordinate(&key, &context, value, u64::MAX).unwrap();
             set.merge(&written.versions);

@@ -26,10 +26,12 @@
 //! another test running in parallel, in this test binary or in another one.
 
 mod fake;
+mod lone;
 mod once;
 mod temp;
 
 pub use fake::FakeNode;
+pub use lone::LoneReplica;
 pub use once::{NodeRun, run_node_once};
 pub use temp::TempDir;
 

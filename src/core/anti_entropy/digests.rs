@@ -90,11 +90,6 @@ impl SharedDigests {
         self.root = xxh3_64(&bytes);
     }
 
-    /// The scope of the last refresh.
-    pub fn scope(&self) -> Option<Scope> {
-        self.scope
-    }
-
     /// The shared digest of one segment (0 if out of range or never refreshed).
     pub fn segment(&self, segment: usize) -> u64 {
         self.shared.as_ref().map_or(0, |s| s.segment(segment))

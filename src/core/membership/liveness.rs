@@ -22,13 +22,20 @@ pub enum Status {
     Dead,
 }
 
-impl fmt::Display for Status {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
+impl Status {
+    /// The status's name, as shown and as metric labels carry it.
+    pub fn as_str(self) -> &'static str {
+        match self {
             Status::Alive => "alive",
             Status::Suspect => "suspect",
             Status::Dead => "dead",
-        })
+        }
+    }
+}
+
+impl fmt::Display for Status {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
     }
 }
 

@@ -200,17 +200,6 @@ pub struct MergeReport {
     pub fatal: Option<Fatal>,
 }
 
-impl MergeReport {
-    /// Whether anything in the table changed.
-    pub fn changed(&self) -> bool {
-        !self.added.is_empty()
-            || !self.revived.is_empty()
-            || self.updated > 0
-            || !self.ring.is_empty()
-            || self.refuted
-    }
-}
-
 /// Why an operator's membership change was refused.
 #[derive(Clone, Debug, PartialEq, Eq, Error)]
 pub enum ChangeError {
@@ -291,26 +280,9 @@ impl Membership {
         self
     }
 
-    /// This node's name.
-    pub fn me(&self) -> &NodeId {
-        &self.own.node
-    }
-
     /// This node's own entry.
     pub fn own(&self) -> &Member {
         &self.own
-    }
-
-    /// The failure-detection timeouts in force.
-    pub fn timeouts(&self) -> FailureTimeouts {
-        self.timeouts
-    }
-
-    /// Replaces the timeouts at runtime; invalid ones are refused and the old ones kept.
-    pub fn set_timeouts(&mut self, timeouts: FailureTimeouts) -> Result<(), TimeoutsError> {
-        timeouts.validate()?;
-        self.timeouts = timeouts;
-        Ok(())
     }
 
     /// Starts a new gossip round: our heartbeat is what tells peers we are still here.
@@ -563,23 +535,12 @@ impl Membership {
         before.chain(std::iter::once(&self.own)).chain(after)
     }
 
-    /// Other nodes that are Alive and not gone for good: the first candidates for the next
-    /// gossip exchange.
-    pub fn alive_peers(&self) -> impl Iterator<Item = &Member> {
-        self.peers.values().filter(|member| member.is_reachable())
-    }
-
     /// Other nodes that may still hold data (neither left nor removed), whatever their
     /// liveness: the nodes a tombstone purge must hear from.
     pub fn data_holders(&self) -> impl Iterator<Item = &Member> {
         self.peers
             .values()
             .filter(|member| member.ring.may_hold_data())
-    }
-
-    /// The nodes that own vnodes (valid ones, ours included), in name order.
-    pub fn ring_members(&self) -> Vec<NodeId> {
-        self.layout.iter().map(|(node, _)| node.clone()).collect()
     }
 
     /// The ring members with the vnode counts they asked for: the input of `Ring::build`.
@@ -597,11 +558,6 @@ impl Membership {
             self.layout = layout;
             self.version += 1;
         }
-    }
-
-    /// The status of `node`, or `None` if it was never heard of.
-    pub fn status_of(&self, node: &NodeId) -> Option<Status> {
-        self.get(node).map(|member| member.status)
     }
 
     /// The ring status of `node`, or `None` if it was never heard of.

@@ -84,7 +84,9 @@ fn observe(store: &Store, only: Option<u8>) -> impl PartialEq + std::fmt::Debug 
     (
         keys,
         cells,
-        store.segment_digests(),
+        (0..SEGMENTS)
+            .map(|s| store.segment_digest(s))
+            .collect::<Vec<_>>(),
         store.fingerprint(),
         store.tombstone_candidates(None, usize::MAX),
         (store.len(), store.key_bytes(), store.value_bytes()),
