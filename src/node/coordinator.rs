@@ -110,7 +110,8 @@ pub async fn write(
     }
     check_member(shared)?;
     let quorum = **shared.quorum.load();
-    let w = opts.acks(quorum.w, quorum.n)?;
+    opts.check(quorum.n)?;
+    let w = opts.w.unwrap_or(quorum.w);
     let deadline = Instant::now() + Duration::from_millis(quorum.put_timeout_ms);
     let mut excluded: Vec<NodeId> = Vec::new();
     loop {
@@ -206,7 +207,8 @@ pub async fn read_set(
     validate_key(&key)?;
     check_member(shared)?;
     let quorum = **shared.quorum.load();
-    let r = opts.replies(quorum.r, quorum.n)?;
+    opts.check(quorum.n)?;
+    let r = opts.r.unwrap_or(quorum.r);
     let deadline = Instant::now() + Duration::from_millis(quorum.get_timeout_ms);
     let local = shared.local();
     let (run, ask) = shared
@@ -278,7 +280,9 @@ async fn coordinate_forwarded(
     }
     check_member(shared)?;
     let quorum = **shared.quorum.load();
-    let w = WriteOptions { w: write.w }.acks(quorum.w, quorum.n)?;
+    let opts = WriteOptions { w: write.w };
+    opts.check(quorum.n)?;
+    let w = opts.w.unwrap_or(quorum.w);
     let deadline = Instant::now() + Duration::from_millis(write.budget_ms);
     coordinate_write(shared, write.key, write.value, &write.context, w, deadline).await
 }
