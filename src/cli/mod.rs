@@ -214,6 +214,20 @@ impl CliError {
     }
 }
 
+/// The multi-threaded runtime commands run on; `None`, said on stderr, when it cannot start.
+pub fn runtime() -> Option<tokio::runtime::Runtime> {
+    match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => Some(runtime),
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            None
+        }
+    }
+}
+
 /// Entry point of the binary: parses the arguments, runs the command, maps the exit code.
 pub fn main() -> ExitCode {
     let cli = match Cli::try_parse() {
@@ -230,15 +244,8 @@ pub fn main() -> ExitCode {
             }
         };
     }
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(runtime) => runtime,
-        Err(e) => {
-            eprintln!("error: cannot start the async runtime: {e}");
-            return ExitCode::from(EXIT_FAILED);
-        }
+    let Some(runtime) = runtime() else {
+        return ExitCode::from(EXIT_FAILED);
     };
     match runtime.block_on(run(cli.command)) {
         Ok(()) => ExitCode::from(EXIT_OK),

@@ -76,16 +76,10 @@ pub struct ReadOptions {
 }
 
 impl ReadOptions {
-    /// Refuses ([`ClientError::InvalidOption`]) a requested `r` outside `1..=n`: the one rule
-    /// the coordinator and the HTTP server both apply.
+    /// Refuses ([`ClientError::InvalidOption`]) a requested `r` outside `1..=n`: the rule the
+    /// coordinator and the HTTP server both apply (without one, the configured R holds).
     pub fn check(&self, n: usize) -> Result<(), ClientError> {
         check_quorum(self.r, n, "r")
-    }
-
-    /// The replies to wait for: the requested `r` once checked, else `configured`.
-    pub fn replies(&self, configured: usize, n: usize) -> Result<usize, ClientError> {
-        self.check(n)?;
-        Ok(self.r.unwrap_or(configured))
     }
 }
 
@@ -97,16 +91,10 @@ pub struct WriteOptions {
 }
 
 impl WriteOptions {
-    /// Refuses ([`ClientError::InvalidOption`]) a requested `w` outside `1..=n`: the one rule
-    /// the coordinator and the HTTP server both apply.
+    /// Refuses ([`ClientError::InvalidOption`]) a requested `w` outside `1..=n`: the rule the
+    /// coordinator and the HTTP server both apply (without one, the configured W holds).
     pub fn check(&self, n: usize) -> Result<(), ClientError> {
         check_quorum(self.w, n, "w")
-    }
-
-    /// The acks to wait for: the requested `w` once checked, else `configured`.
-    pub fn acks(&self, configured: usize, n: usize) -> Result<usize, ClientError> {
-        self.check(n)?;
-        Ok(self.w.unwrap_or(configured))
     }
 }
 

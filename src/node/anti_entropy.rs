@@ -13,7 +13,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures::future::join_all;
-use ractor::rpc::CallResult;
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort, pg};
 use serde::Serialize;
 
@@ -21,7 +20,7 @@ use super::metrics::RoundLabels;
 use super::origin;
 use super::peers::Role;
 use super::shared::NodeShared;
-use super::wire::{AntiEntropyMsg, Payload, Vouched};
+use super::wire::{self, AntiEntropyMsg, CallFailed, Payload, Vouched};
 use crate::core::anti_entropy::{
     AeReply, AeRequest, Initiator, Replica, RoundStats, Scope, Step, pick_peer, respond,
 };
@@ -242,20 +241,13 @@ async fn call(shared: &NodeShared, peer: &NodeId, request: AeRequest) -> Result<
         .metrics
         .anti_entropy_bytes
         .inc_by(wire_size(&request.body));
-    match remote
-        .call(
-            |reply| AntiEntropyMsg::Request(Payload::ok(request), reply),
-            Some(CALL_TIMEOUT),
-        )
+    let ask = |reply| AntiEntropyMsg::Request(Payload::ok(request), reply);
+    wire::call(&remote, ask, CALL_TIMEOUT)
         .await
-    {
-        Ok(CallResult::Success(Payload(Ok(reply)))) => Ok(reply),
-        Ok(CallResult::Success(Payload(Err(e)))) => Err(format!("{peer} refused: {e}")),
-        // Timeout and SenderError alike: no answer.
-        Ok(CallResult::Timeout) | Ok(CallResult::SenderError) | Err(_) => {
-            Err(format!("{peer} did not answer"))
-        }
-    }
+        .map_err(|e| match e {
+            CallFailed::Refused(e) => format!("{peer} refused: {e}"),
+            CallFailed::NoAnswer => format!("{peer} did not answer"),
+        })
 }
 
 /// One round with `peer`, this node initiating.

@@ -8,14 +8,13 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use ractor::rpc::CallResult;
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 use ractor_cluster::RactorMessage;
 use rand::seq::IndexedRandom;
 
 use super::ring_actor::publish_ring;
 use super::shared::NodeShared;
-use super::wire::{GossipDigest, GossipMsg, Payload, Vouched};
+use super::wire::{GossipDigest, GossipMsg, Payload, Vouched, call};
 use crate::core::ids::NodeId;
 use crate::core::membership::{Fatal, MemberDigest, Membership};
 
@@ -126,13 +125,8 @@ impl ViewState {
             },
         };
         tokio::spawn(async move {
-            let answer = gossip
-                .call(
-                    |reply| GossipMsg::Exchange(Payload::ok(ask), reply),
-                    Some(timeout),
-                )
-                .await;
-            if let Ok(CallResult::Success(Payload(Ok(digest)))) = answer {
+            let exchange = |reply| GossipMsg::Exchange(Payload::ok(ask), reply);
+            if let Ok(digest) = call(&gossip, exchange, timeout).await {
                 let _ = myself.cast(ViewMsg::Digest(digest));
             }
         });

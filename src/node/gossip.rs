@@ -15,8 +15,7 @@ use ractor::{Actor, ActorProcessingErr, ActorRef, pg};
 use super::origin;
 use super::peers::Role;
 use super::shared::NodeShared;
-use super::wire::{GossipDigest, GossipMsg, Payload, Vouched};
-
+use super::wire::{self, GossipDigest, GossipMsg, Payload, Vouched};
 use crate::core::membership::{
     HandoffProgress, MemberDigest, Membership, MergeReport, RingStatus, Status,
 };
@@ -129,13 +128,8 @@ fn round(shared: &Arc<NodeShared>, _myself: ActorRef<GossipMsg>) {
     // registry is checked), so it is merged as it is.
     let shared = Arc::clone(shared);
     tokio::spawn(async move {
-        let answer = target
-            .call(
-                |reply| GossipMsg::Exchange(Payload::ok(exchange), reply),
-                Some(timeout),
-            )
-            .await;
-        if let Ok(ractor::rpc::CallResult::Success(Payload(Ok(theirs)))) = answer {
+        let ask = |reply| GossipMsg::Exchange(Payload::ok(exchange), reply);
+        if let Ok(theirs) = wire::call(&target, ask, timeout).await {
             merge(&shared, &theirs);
         }
     });

@@ -18,7 +18,6 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use ractor::ActorRef;
-use ractor::rpc::CallResult;
 use rand::seq::IndexedRandom;
 use supervisors::{
     ChildSpec, Intensity, Restart, Strategy, Supervisor, SupervisorArgs, SupervisorMsg,
@@ -29,7 +28,9 @@ use super::client_view::ClientViewActor;
 use super::cluster::ClusterActor;
 use super::coordinator;
 use super::shared::NodeShared;
-use super::wire::{CoordinatorMsg, ForwardedRead, ForwardedWrite, Payload, StorageMsg};
+use super::wire::{
+    CallFailed, CoordinatorMsg, ForwardedRead, ForwardedWrite, Payload, StorageMsg, call,
+};
 use crate::config::{ConfigUpdate, GossipConfig, NodeConfig, QuorumConfig};
 use crate::core::ids::{Key, NodeId};
 use crate::core::quorum::{Route, route};
@@ -258,16 +259,11 @@ impl NativeService {
         let timeout =
             Duration::from_millis(self.shared.quorum.load().get_timeout_ms) + FALLBACK_MARGIN;
         let read = ForwardedRead { key, r: opts.r };
-        match coordinator
-            .call(
-                |reply| CoordinatorMsg::Read(Payload::ok(read), reply),
-                Some(timeout),
-            )
-            .await
-        {
-            Ok(CallResult::Success(Payload(Ok(answer)))) => answer,
-            Ok(CallResult::Success(Payload(Err(e)))) => Err(ClientError::Internal(e)),
-            _ => Err(ClientError::Unavailable(format!(
+        let ask = |reply| CoordinatorMsg::Read(Payload::ok(read), reply);
+        match call(&coordinator, ask, timeout).await {
+            Ok(answer) => answer,
+            Err(CallFailed::Refused(e)) => Err(ClientError::Internal(e)),
+            Err(CallFailed::NoAnswer) => Err(ClientError::Unavailable(format!(
                 "node {node} did not answer in time"
             ))),
         }
@@ -327,19 +323,13 @@ impl NativeService {
         let Some(storage) = self.shared.peers.storage(node) else {
             return Err(ClientError::Unavailable(format!("not connected to {node}")));
         };
-        match storage
-            .call(
-                |reply| StorageMsg::Ping(Payload::ok(payload), reply),
-                Some(timeout),
-            )
-            .await
-        {
-            Ok(CallResult::Success(Payload(Ok(echo)))) => Ok(echo),
-            Ok(CallResult::Success(Payload(Err(e)))) => Err(ClientError::Internal(e)),
-            _ => Err(ClientError::Unavailable(format!(
-                "{node} did not answer in time"
-            ))),
-        }
+        let ping = |reply| StorageMsg::Ping(Payload::ok(payload), reply);
+        call(&storage, ping, timeout).await.map_err(|e| match e {
+            CallFailed::Refused(e) => ClientError::Internal(e),
+            CallFailed::NoAnswer => {
+                ClientError::Unavailable(format!("{node} did not answer in time"))
+            }
+        })
     }
 
     /// The nodes the client has sessions with.

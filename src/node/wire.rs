@@ -5,9 +5,11 @@
 //! version mismatch, a corrupted frame) arrives as `Err` instead of panicking inside an actor.
 
 use std::marker::PhantomData;
+use std::time::Duration;
 
 use bytes::Bytes;
-use ractor::{BytesConvertable, RpcReplyPort};
+use ractor::rpc::CallResult;
+use ractor::{ActorRef, BytesConvertable, RpcReplyPort};
 use ractor_cluster::RactorClusterMessage;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
@@ -34,6 +36,34 @@ impl<T> Payload<T> {
     /// A payload carrying an error.
     pub fn err(reason: impl Into<String>) -> Self {
         Payload(Err(reason.into()))
+    }
+}
+
+/// Why a call answered with a [`Payload`] gave no value.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CallFailed {
+    /// The peer answered with an error: it refused the request, or could not decode it.
+    Refused(String),
+    /// No answer came: the call timed out, or its reply port was dropped on the way.
+    NoAnswer,
+}
+
+/// Calls `actor` with the message `request` makes of the reply port and waits `timeout` at
+/// most for the [`Payload`] it answers with.
+pub async fn call<M, T>(
+    actor: &ActorRef<M>,
+    request: impl FnOnce(RpcReplyPort<Payload<T>>) -> M,
+    timeout: Duration,
+) -> Result<T, CallFailed>
+where
+    M: ractor::Message,
+    T: Send + 'static,
+{
+    match actor.call(request, Some(timeout)).await {
+        Ok(CallResult::Success(Payload(Ok(answer)))) => Ok(answer),
+        Ok(CallResult::Success(Payload(Err(e)))) => Err(CallFailed::Refused(e)),
+        // Timeout and SenderError alike: no answer.
+        Ok(CallResult::Timeout | CallResult::SenderError) | Err(_) => Err(CallFailed::NoAnswer),
     }
 }
 
