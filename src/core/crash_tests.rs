@@ -91,7 +91,7 @@ impl Segment for VolatileSegment<'_> {
     fn for_each_key(&self, f: &mut dyn FnMut(&[u8], u64)) -> Result<(), EngineError> {
         let state = self.disk.lock();
         for (key, (digest, _)) in &state.0.data {
-            if Store::segment_of(key) == self.segment {
+            if crate::core::segments::segment_of(key) == self.segment {
                 f(key, *digest);
             }
         }
@@ -115,7 +115,7 @@ impl Engine for Arc<VolatileDisk> {
             .0
             .data
             .iter()
-            .filter(|(k, _)| Store::segment_of(k) == segment)
+            .filter(|(k, _)| crate::core::segments::segment_of(k) == segment)
             .map(|(k, (d, _))| (Bytes::copy_from_slice(k), *d))
             .collect())
     }

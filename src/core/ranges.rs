@@ -15,7 +15,8 @@ use std::sync::Arc;
 
 use super::pieces::Pieces;
 use super::ring::Ring;
-use super::store::{CELLS, SEGMENTS, Store};
+use super::segments::{CELLS, SEGMENTS};
+use super::store::Store;
 
 const CELLS_PER_SEGMENT: usize = CELLS / SEGMENTS;
 // A segment's cells are one `u16` of the plan.
@@ -64,20 +65,29 @@ impl RangePlan {
             return RangePlan::of(points, cells, Vec::new());
         };
         if flags[0] {
-            set_cells(&mut cells, 0, Store::cell_at(first));
-            set_cells(&mut cells, Store::cell_at(points[points.len() - 1]), CELLS);
+            set_cells(&mut cells, 0, crate::core::segments::cell_at(first));
+            set_cells(
+                &mut cells,
+                crate::core::segments::cell_at(points[points.len() - 1]),
+                CELLS,
+            );
         }
         for (i, pair) in points.windows(2).enumerate() {
             if flags[i + 1] {
-                set_cells(&mut cells, Store::cell_at(pair[0]), Store::cell_at(pair[1]));
+                set_cells(
+                    &mut cells,
+                    crate::core::segments::cell_at(pair[0]),
+                    crate::core::segments::cell_at(pair[1]),
+                );
             }
         }
         // A point's own piece flips when it differs from the rest of its cell.
         let mut flips = Vec::new();
         let mut i = 0;
         while i < points.len() {
-            let cell = Store::cell_at(points[i]);
-            let end = i + points[i..].partition_point(|&p| Store::cell_at(p) == cell);
+            let cell = crate::core::segments::cell_at(points[i]);
+            let end =
+                i + points[i..].partition_point(|&p| crate::core::segments::cell_at(p) == cell);
             let rest = flags[if end == points.len() { 0 } else { end }];
             flips.extend((i..end).filter(|&p| flags[p] != rest));
             i = end;
@@ -88,7 +98,7 @@ impl RangePlan {
     fn of(points: Arc<[u64]>, cells: Box<[u16]>, flips: Vec<usize>) -> RangePlan {
         let mut flip_start = vec![0u32; SEGMENTS + 1].into_boxed_slice();
         for &point in &flips {
-            flip_start[Store::segment_at(points[point]) + 1] += 1;
+            flip_start[crate::core::segments::segment_at(points[point]) + 1] += 1;
         }
         for segment in 0..SEGMENTS {
             flip_start[segment + 1] += flip_start[segment];
@@ -152,7 +162,7 @@ impl RangePlan {
         for &point in self.flips_of(segment) {
             let point = point as usize;
             if let Some(&position) = self.points.get(point) {
-                digests[Store::cell_at(position) - first] ^= pieces.digest(point);
+                digests[crate::core::segments::cell_at(position) - first] ^= pieces.digest(point);
             }
         }
         digests
@@ -272,11 +282,11 @@ mod tests {
         let cut: std::collections::HashSet<usize> = ring
             .token_values()
             .iter()
-            .map(|&t| Store::cell_at(t))
+            .map(|&t| crate::core::segments::cell_at(t))
             .collect();
         (0u64..)
             .map(|i| Bytes::from(format!("k{i}")))
-            .filter(|k| cut.contains(&Store::cell_at(stable_hash(k))))
+            .filter(|k| cut.contains(&crate::core::segments::cell_at(stable_hash(k))))
             .take(count)
             .collect()
     }
@@ -297,8 +307,11 @@ mod tests {
         for i in 0..1_000 {
             let k = format!("key{i}");
             let position = Ring::key_position(k.as_bytes());
-            let cell = Store::cell_at(position);
-            assert_eq!(cell / CELLS_PER_SEGMENT, Store::segment_of(k.as_bytes()));
+            let cell = crate::core::segments::cell_at(position);
+            assert_eq!(
+                cell / CELLS_PER_SEGMENT,
+                crate::core::segments::segment_of(k.as_bytes())
+            );
             assert_eq!(
                 cell % CELLS_PER_SEGMENT,
                 crate::core::anti_entropy::bucket_of(k.as_bytes())
@@ -310,13 +323,13 @@ mod tests {
     // Whether `plan` counts ring position `position` in: the rest of its cell's bit, flipped
     // when the position lies in the piece of a point the plan flips.
     fn plan_says(plan: &RangePlan, position: u64) -> bool {
-        let cell = Store::cell_at(position);
+        let cell = crate::core::segments::cell_at(position);
         let rest = plan.cells[cell / CELLS_PER_SEGMENT] & (1 << (cell % CELLS_PER_SEGMENT)) != 0;
         let point = plan.points.partition_point(|&p| p < position);
         let in_cell = plan
             .points
             .get(point)
-            .is_some_and(|&p| Store::cell_at(p) == cell);
+            .is_some_and(|&p| crate::core::segments::cell_at(p) == cell);
         let flipped = in_cell && plan.flips.contains(&(point as u32));
         rest != flipped
     }

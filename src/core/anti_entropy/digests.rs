@@ -72,7 +72,7 @@ impl SharedDigests {
     pub fn buckets(&self, store: &Store, segment: usize) -> Vec<u64> {
         match &self.shared {
             Some(shared) => shared.cell_digests(store, segment),
-            None if segment < crate::core::store::SEGMENTS => vec![0; super::BUCKETS],
+            None if segment < crate::core::segments::SEGMENTS => vec![0; super::BUCKETS],
             None => Vec::new(),
         }
     }

@@ -201,7 +201,7 @@ fn one_differing_key_costs_a_path_down_the_tree_not_a_listing() {
         .map(name)
         .find(|k| {
             a.store
-                .keys_in_segment(Store::segment_of(k.as_bytes()))
+                .keys_in_segment(crate::core::segments::segment_of(k.as_bytes()))
                 .len()
                 >= 4
         })
@@ -293,7 +293,7 @@ fn malformed_answers_are_errors_not_panics() {
     ));
     // Bucket digests of a segment that was not asked, or of the wrong count: only the
     // group of "k" differs, so only its segments are asked.
-    let k_segment = Store::segment_of(b"k");
+    let k_segment = crate::core::segments::segment_of(b"k");
     let k_group = k_segment / SEGMENTS_PER_GROUP;
     let mut theirs = cache.groups();
     theirs[k_group] ^= 1;
@@ -572,11 +572,11 @@ fn keys_near_tokens(ring: &Ring, count: usize, tag: &str) -> Vec<Key> {
     let split: std::collections::HashSet<usize> = ring
         .token_values()
         .iter()
-        .map(|&t| Store::cell_at(t))
+        .map(|&t| crate::core::segments::cell_at(t))
         .collect();
     (0u64..)
         .map(|i| key(&format!("{tag}{i}")))
-        .filter(|k| split.contains(&Store::cell_at(Ring::key_position(k))))
+        .filter(|k| split.contains(&crate::core::segments::cell_at(Ring::key_position(k))))
         .take(count)
         .collect()
 }
@@ -588,7 +588,7 @@ fn listed_digests(store: &Store, keys: &[Key], keep: impl Fn(&Key) -> bool) -> V
     for k in keys {
         let digest = store.digest(k);
         if digest != 0 && keep(k) {
-            digests[Store::segment_of(k)] ^= Store::key_element(k, digest);
+            digests[crate::core::segments::segment_of(k)] ^= Store::key_element(k, digest);
         }
     }
     digests

@@ -37,9 +37,10 @@ impl Store {
         read: impl Fn(&dyn Segment) -> Result<T, EngineError>,
     ) -> Option<T> {
         let mut result = None;
-        self.engine.locked(Self::segment_of(key), &mut |segment| {
-            result = Some(read(segment));
-        });
+        self.engine
+            .locked(crate::core::segments::segment_of(key), &mut |segment| {
+                result = Some(read(segment));
+            });
         match result? {
             Ok(found) => Some(found),
             Err(e) => {
@@ -62,11 +63,12 @@ impl Store {
         let _change = self.begin_change()?;
         let mut change = Some(change);
         let mut outcome = None;
-        self.engine.locked(Self::segment_of(key), &mut |segment| {
-            if let Some(change) = change.take() {
-                outcome = Some(self.update_locked(segment, key, change));
-            }
-        });
+        self.engine
+            .locked(crate::core::segments::segment_of(key), &mut |segment| {
+                if let Some(change) = change.take() {
+                    outcome = Some(self.update_locked(segment, key, change));
+                }
+            });
         outcome.unwrap_or_else(|| {
             Err(EngineError::Failed("the key's segment does not exist".into()).into())
         })
@@ -122,24 +124,25 @@ impl Store {
         };
         let mut decide = Some(decide);
         let mut removed = Ok(false);
-        self.engine.locked(Self::segment_of(key), &mut |segment| {
-            let Some(decide) = decide.take() else { return };
-            removed = (|| {
-                let Some((digest, set)) = segment.get(key)? else {
-                    return Ok(false);
-                };
-                if !decide(&set, digest)? {
-                    return Ok(false);
-                }
-                segment.remove(key)?;
-                if set.is_all_tombstones() {
-                    lock(&self.tombstones).remove(key);
-                }
-                self.xor_segment(key, digest, 0);
-                self.count(key, false, set.value_bytes(), &VersionSet::new());
-                Ok(true)
-            })();
-        });
+        self.engine
+            .locked(crate::core::segments::segment_of(key), &mut |segment| {
+                let Some(decide) = decide.take() else { return };
+                removed = (|| {
+                    let Some((digest, set)) = segment.get(key)? else {
+                        return Ok(false);
+                    };
+                    if !decide(&set, digest)? {
+                        return Ok(false);
+                    }
+                    segment.remove(key)?;
+                    if set.is_all_tombstones() {
+                        lock(&self.tombstones).remove(key);
+                    }
+                    self.xor_segment(key, digest, 0);
+                    self.count(key, false, set.value_bytes(), &VersionSet::new());
+                    Ok(true)
+                })();
+            });
         removed.unwrap_or_else(|e| {
             self.note_failure(e);
             false

@@ -18,7 +18,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use bytes::Bytes;
 
-use super::{CELLS, CELLS_PER_SEGMENT, SEGMENTS, Store, lock};
+use super::{CELLS_PER_SEGMENT, SEGMENTS, Store, lock};
 use crate::core::engine::EngineError;
 use crate::core::hash::{stable_hash, stable_hash_parts};
 use crate::core::ids::Key;
@@ -26,22 +26,6 @@ use crate::core::pieces::Pieces;
 use crate::core::version::VersionSet;
 
 impl Store {
-    /// The segment holding `key`: the top bits of its ring position.
-    pub fn segment_of(key: &[u8]) -> usize {
-        Self::segment_at(stable_hash(key))
-    }
-
-    /// The segment holding ring position `position`: its top 12 bits.
-    pub fn segment_at(position: u64) -> usize {
-        (position >> (64 - SEGMENTS.trailing_zeros())) as usize
-    }
-
-    /// The cell holding ring position `position`: its top 16 bits (so the cells of segment
-    /// `s` are `16 s .. 16 s + 16`).
-    pub fn cell_at(position: u64) -> usize {
-        (position >> (64 - CELLS.trailing_zeros())) as usize
-    }
-
     /// The digest of one segment (XOR over its keys).
     pub fn segment_digest(&self, segment: usize) -> u64 {
         self.segments
@@ -97,7 +81,7 @@ impl Store {
                 segment = pieces
                     .points()
                     .get(range.end)
-                    .map_or(SEGMENTS, |&p| Self::segment_at(p));
+                    .map_or(SEGMENTS, |&p| crate::core::segments::segment_at(p));
                 continue;
             }
             let mut sums = vec![0u64; range.len()];
@@ -156,9 +140,10 @@ impl Store {
         self.engine.scan(&mut |key, summary| {
             let element = Self::key_element(key, summary.digest);
             let position = stable_hash(key);
-            self.cell(Self::cell_at(position))
+            self.cell(crate::core::segments::cell_at(position))
                 .fetch_xor(element, Ordering::Relaxed);
-            self.segments[Self::segment_at(position)].fetch_xor(element, Ordering::Relaxed);
+            self.segments[crate::core::segments::segment_at(position)]
+                .fetch_xor(element, Ordering::Relaxed);
             self.fingerprint.fetch_xor(element, Ordering::Relaxed);
             self.keys.fetch_add(1, Ordering::Relaxed);
             self.key_bytes
@@ -177,9 +162,10 @@ impl Store {
         let change = Self::key_element(key, old) ^ Self::key_element(key, new);
         let position = stable_hash(key);
         self.pieces.load().xor(position, change);
-        self.cell(Self::cell_at(position))
+        self.cell(crate::core::segments::cell_at(position))
             .fetch_xor(change, Ordering::AcqRel);
-        self.segments[Self::segment_at(position)].fetch_xor(change, Ordering::AcqRel);
+        self.segments[crate::core::segments::segment_at(position)]
+            .fetch_xor(change, Ordering::AcqRel);
         self.fingerprint.fetch_xor(change, Ordering::AcqRel);
     }
 

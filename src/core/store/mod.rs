@@ -40,11 +40,8 @@ use super::purged::PurgedKeys;
 use super::vclock::{Dot, VClock};
 use super::version::VersionSet;
 
-/// Number of digest segments the key space is divided into (by the top bits of ring position).
-pub const SEGMENTS: usize = 4096;
-/// Number of digest cells: the segments cut finer, by the next 4 bits of ring position.
-pub const CELLS: usize = SEGMENTS * CELLS_PER_SEGMENT;
-const CELLS_PER_SEGMENT: usize = 16;
+use super::segments::CELLS_PER_SEGMENT;
+pub use super::segments::{CELLS, SEGMENTS};
 
 // Metadata entries a store keeps in its engine.
 const META_NODE: &str = "node";

@@ -240,7 +240,7 @@ fn segment_digests_stay_exact_under_concurrent_writes_merges_and_purges() {
     // are exactly the deleted keys.
     for segment in 0..SEGMENTS {
         for k in segment_keys(&s, segment) {
-            assert_eq!(Store::segment_of(&k), segment);
+            assert_eq!(crate::core::segments::segment_of(&k), segment);
             assert!(!s.get(&k).is_empty());
         }
     }
@@ -282,8 +282,15 @@ fn tombstone_candidates_follow_deletes_writes_and_purges() {
     s.coordinate(&k1, &ctx, val("back"), 2).unwrap();
     assert!(s.purge_tombstones(&k2, s.digest(&k2), 0));
     assert!(s.tombstone_candidates(None, 10).is_empty());
-    assert_eq!(segment_keys(&s, Store::segment_of(&k2)), Vec::<Key>::new());
-    assert_eq!(s.keys_in_segment(Store::segment_of(&k1)).len(), 1);
+    assert_eq!(
+        segment_keys(&s, crate::core::segments::segment_of(&k2)),
+        Vec::<Key>::new()
+    );
+    assert_eq!(
+        s.keys_in_segment(crate::core::segments::segment_of(&k1))
+            .len(),
+        1
+    );
 }
 
 #[test]
@@ -390,14 +397,14 @@ fn purge_removes_only_unchanged_all_tombstone_sets() {
     assert!(!s.purge_tombstones(&k, stale_digest, 0));
     assert!(s.purge_tombstones(&k, s.digest(&k), 0));
     assert!(s.is_empty());
-    assert_eq!(s.segment_digest(Store::segment_of(&k)), 0);
+    assert_eq!(s.segment_digest(crate::core::segments::segment_of(&k)), 0);
 }
 
 #[test]
 fn segments_follow_ring_position() {
     let k = key("some key");
     let expected = (stable_hash(&k) >> 52) as usize;
-    assert_eq!(Store::segment_of(&k), expected);
+    assert_eq!(crate::core::segments::segment_of(&k), expected);
     let s = store("a");
     s.coordinate(&k, &VClock::new(), val("v"), 0).unwrap();
     assert_eq!(s.keys_in_segment(expected), vec![(k.clone(), s.digest(&k))]);
@@ -451,7 +458,7 @@ proptest! {
         // A key one replica lacks shows in its segment digest.
         let extra = key("extra");
         r2.coordinate(&extra, &VClock::new(), val("x"), 0).unwrap();
-        let seg = Store::segment_of(&extra);
+        let seg = crate::core::segments::segment_of(&extra);
         prop_assert_ne!(r1.segment_digest(seg), r2.segment_digest(seg));
     }
 }

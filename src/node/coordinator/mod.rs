@@ -13,6 +13,7 @@
 
 mod fanout;
 mod forward;
+mod forwarded;
 mod read;
 mod repair;
 mod spans;
@@ -67,7 +68,7 @@ impl Actor for CoordinatorActor {
                         Ok(writes) => Ok(futures::future::join_all(
                             writes
                                 .into_iter()
-                                .map(|write| forward::serve(&shared, write)),
+                                .map(|write| forwarded::serve(&shared, write)),
                         )
                         .await),
                         Err(e) => Err(e),
