@@ -34,7 +34,8 @@ impl Dot {
 pub struct ClockEntry {
     /// Highest counter of the actor that the clock has seen.
     pub counter: u64,
-    /// Wall time (ms) at which that counter was made; used for pruning only.
+    /// Wall time (ms) at which that counter was made: pruning drops the oldest entries
+    /// first. It never orders events; the counter does.
     pub timestamp_ms: u64,
 }
 

@@ -35,7 +35,11 @@ pub struct Version {
     pub context: VClock,
     /// The value, or `None` for a tombstone (a delete).
     pub value: Option<Bytes>,
-    /// Coordinator wall time at the write; used only to prune clocks.
+    /// Coordinator wall time (ms) at the write. It dates the version's dot in every clock
+    /// that records it, which is what pruning drops first; it starts a tombstone's purge
+    /// grace (`purge::grace_passed`); and it is part of the version's content (the digest,
+    /// and the order between two versions a reused dot made). It never orders writes: the
+    /// dots and contexts do.
     pub timestamp_ms: u64,
 }
 

@@ -84,6 +84,7 @@ impl Actor for GossipActor {
 
 /// One round: heartbeat, failure detection, the end of a drain, and an exchange with a peer.
 fn round(shared: &Arc<NodeShared>, _myself: ActorRef<GossipMsg>) {
+    check_store(shared);
     let now = shared.mono_ms();
     let progress = handoff_progress(shared);
     let drained = drained(shared);
@@ -163,6 +164,14 @@ pub fn handoff_progress(shared: &NodeShared) -> HandoffProgress {
     }
 }
 
+/// Stops the node from serving once its store failed to read its data: the store answers such
+/// reads as if the keys were absent, so its answers can no longer be trusted to be complete.
+fn check_store(shared: &NodeShared) {
+    if let Some(e) = shared.store.failure() {
+        shared.fail(format!("the store could not read its data: {e}"));
+    }
+}
+
 fn merge(shared: &NodeShared, digest: &[MemberDigest]) {
     let now = shared.mono_ms();
     let report = shared.change_membership(|m| m.merge(digest, now));
@@ -229,4 +238,58 @@ pub fn observe(shared: &NodeShared) {
         .metrics
         .handoff_remaining
         .set(gauge(progress.remaining));
+}
+
+#[cfg(test)]
+mod tests {
+    use bytes::Bytes;
+
+    use super::*;
+    use crate::config::NodeConfig;
+    use crate::core::engine::{Engine, EngineError, MemoryEngine, Segment, Summary};
+    use crate::core::hints::HintStore;
+    use crate::core::ids::{ActorId, Key};
+    use crate::core::store::{SetLimits, Store};
+
+    /// The in-memory engine, except that listing a segment fails (a bad sector).
+    struct Unreadable(MemoryEngine);
+
+    impl Engine for Unreadable {
+        fn locked(&self, segment: usize, f: &mut dyn FnMut(&mut dyn Segment)) {
+            self.0.locked(segment, f);
+        }
+        fn keys_in_segment(&self, _: usize) -> Result<Vec<(Key, u64)>, EngineError> {
+            Err(EngineError::Failed("bad sector".into()))
+        }
+        fn scan(&self, f: &mut dyn FnMut(&[u8], Summary)) -> Result<(), EngineError> {
+            self.0.scan(f)
+        }
+        fn meta(&self, name: &str) -> Result<Option<Bytes>, EngineError> {
+            self.0.meta(name)
+        }
+        fn set_meta(&self, name: &str, value: &[u8]) -> Result<(), EngineError> {
+            self.0.set_meta(name, value)
+        }
+        fn sync(&self) -> Result<(), EngineError> {
+            self.0.sync()
+        }
+        fn durable(&self) -> bool {
+            false
+        }
+    }
+
+    #[test]
+    fn a_store_that_failed_to_read_stops_the_node() {
+        let config = NodeConfig::new("unreadable", "127.0.0.1:0".parse().unwrap());
+        let engine = Box::new(Unreadable(MemoryEngine::default()));
+        let store = Store::open(engine, ActorId::new("unreadable", 1), SetLimits::NONE).unwrap();
+        let shared =
+            NodeShared::with_store(config, 1, Arc::new(store), HintStore::default()).unwrap();
+        check_store(&shared);
+        assert_eq!(shared.failure(), None, "nothing failed yet");
+        assert!(shared.store.keys_in_segment(0).is_empty());
+        check_store(&shared);
+        let reason = shared.failure().expect("the node no longer serves");
+        assert!(reason.contains("bad sector"), "{reason}");
+    }
 }

@@ -12,8 +12,12 @@
 //! └── dynamo.anti_entropy@NAME  AntiEntropy: digest rounds, tombstone purges (remote)
 //! ```
 //!
-//! Every actor keeps its state in a shared `NodeShared`, so a restarted actor loses nothing:
-//! the storage map, the hints, the published ring and membership all outlive it. ractor's
+//! What must outlive an actor lives in the shared `NodeShared`: the storage map, the hints,
+//! the handoff's progress, the published ring and membership, anti-entropy's digest caches.
+//! A restarted actor finds them again and loses only its own bookkeeping of work under way:
+//! the Cluster actor its dial backoffs and, with its NodeServer, the sessions; AntiEntropy
+//! its place in the purge pass (it starts again from the first candidate). Deliveries the
+//! Replicator started go on in tasks of their own and report to `NodeShared`. ractor's
 //! registry and process groups are global to the OS process, so one process runs one node.
 
 mod anti_entropy;
