@@ -1,6 +1,6 @@
 //! The HTTP API (axum), served beside a node by whoever starts it, and a typed client of it.
 //!
-//! Routes, statuses and JSON shapes are those of DESIGN.md "Interfaces"; every error is a
+//! Routes, statuses and JSON shapes are those README's "HTTP API" lists; every error is a
 //! JSON object with at least `error` (a stable kind) and `message`.
 
 mod access;
