@@ -63,11 +63,10 @@ impl Actor for StorageActor {
                     let _ = reply.send(Payload(answer));
                     return Ok(());
                 }
-                // Acked once an fsync covers the batch; the next batch is applied meanwhile
-                // and shares the following fsync.
-                let shared = Arc::clone(shared);
-                tokio::spawn(async move {
-                    let synced = shared.sync_store().await;
+                // Answered by the fsync thread once an fsync that started after the batch was
+                // applied has finished; the actor goes on with the next batch meanwhile, which
+                // shares that fsync or the following one.
+                shared.after_sync(move |synced| {
                     let answer = answer.map(|replies| match synced {
                         Ok(()) => replies,
                         Err(e) => unsynced(replies, &e.to_string()),

@@ -3,7 +3,8 @@
 //! fjall is an LSM tree with one journal shared by its keyspaces; every insert reaches the
 //! journal (and the OS) before it returns, so a process kill loses nothing. An fsync of the
 //! journal makes everything before it survive a power loss too: with `--fsync always` a write
-//! is acknowledged only after one, shared with the writes in flight ([`GroupCommit`]).
+//! is acknowledged only after one, shared with the writes in flight by the node's group
+//! commit (`crate::node::syncer`), which calls [`Engine::sync`] here.
 //!
 //! Layout: keyspace `data` maps `[segment: u16 BE][key]` to a record (see `record.rs`), so one
 //! anti-entropy segment is one prefix scan; keyspace `hints` holds the hints kept for other
@@ -13,7 +14,6 @@
 //! Writes are refused with [`EngineError::DiskFull`] while the file system has less than the
 //! reserve free, before the engine itself runs out of space and stops writing for good.
 
-mod group_commit;
 pub(crate) mod hints;
 mod journal_sync;
 pub(crate) mod record;
@@ -30,7 +30,6 @@ use std::time::Duration;
 use bytes::Bytes;
 use fjall::{Database, Keyspace, KeyspaceCreateOptions};
 
-pub use group_commit::GroupCommit;
 pub use hints::DiskHints;
 use journal_sync::JournalSync;
 use status::StatusFile;
@@ -75,7 +74,6 @@ pub struct DiskEngine {
     journals: JournalSync,
     locks: Box<[Mutex<()>]>,
     fsync: Fsync,
-    group: GroupCommit,
     full: Arc<AtomicBool>,
     path: PathBuf,
 }
@@ -143,7 +141,6 @@ impl DiskEngine {
             journals: JournalSync::new(dir.to_path_buf()),
             locks: (0..SEGMENTS).map(|_| Mutex::new(())).collect(),
             fsync,
-            group: GroupCommit::default(),
             full,
             path: dir.to_path_buf(),
         })
@@ -162,15 +159,15 @@ impl DiskEngine {
         &self.path
     }
 
-    /// Number of fsyncs made so far by group commit.
+    /// Number of fsyncs of the journal made so far.
     pub fn fsyncs(&self) -> u64 {
-        self.group.rounds()
+        self.journals.syncs()
     }
 
+    // One fsync of the journal; sharing it between writers is the caller's (the node's group
+    // commit), and concurrent calls queue behind each other, each covering what came before.
     fn persist(&self) -> Result<(), EngineError> {
-        self.group
-            .sync(|| self.journals.sync())
-            .map_err(EngineError::Failed)
+        self.journals.sync().map_err(EngineError::Failed)
     }
 
     fn lock_status(&self) -> MutexGuard<'_, StatusFile> {
