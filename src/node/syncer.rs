@@ -264,9 +264,15 @@ mod tests {
         drop(tx);
         let answers: Vec<bool> = rx.iter().collect();
         assert_eq!(answers.len(), 200, "every waiter is answered");
-        assert!(answers.iter().all(|&covered| covered), "acked before durable");
+        assert!(
+            answers.iter().all(|&covered| covered),
+            "acked before durable"
+        );
         let rounds = syncer.rounds();
-        assert!((2..200).contains(&rounds), "{rounds} fsyncs for 200 waiters");
+        assert!(
+            (2..200).contains(&rounds),
+            "{rounds} fsyncs for 200 waiters"
+        );
     }
 
     #[tokio::test]
@@ -325,7 +331,11 @@ mod tests {
             vec![("first", failed.clone()), ("second", failed)],
             "answered in order, and the overlapping round is no success"
         );
-        assert_eq!(calls.load(Ordering::SeqCst), 2, "the second ran beside the first");
+        assert_eq!(
+            calls.load(Ordering::SeqCst),
+            2,
+            "the second ran beside the first"
+        );
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
