@@ -2,12 +2,12 @@
 //!
 //! fjall's `persist` holds its journal lock during the fsync, so every write of the node
 //! waits for every fsync: group commit would still share fsyncs, but writers could not queue
-//! behind one. fjall hands each write to the OS as it is made (`manual_journal_persist` off),
-//! and an fsync makes a file's written pages durable whoever wrote them, so syncing the
-//! journal files through descriptors opened here lets writes go on during the fsync. A write
-//! that returned before a sync began sits in a journal file that exists when the sync lists
-//! them; a journal file that appeared since it was last synced has its directory entry synced
-//! too before a sync that covers it returns.
+//! behind one. The engine hands fjall's journal buffer to the OS before each sync (see
+//! `disk/mod.rs`), and an fsync makes a file's written pages durable whoever wrote them, so
+//! syncing the journal files through descriptors opened here lets writes go on during the
+//! fsync. A write that returned before a sync began sits in a journal file that exists when
+//! the sync lists them; a journal file that appeared since it was last synced has its
+//! directory entry synced too before a sync that covers it returns.
 //!
 //! Two syncs may run at once, each on descriptors of its own lane, so that a sync for writes
 //! made while one runs need not wait for it to end. The lanes matter for errors: the kernel
