@@ -1,21 +1,19 @@
 //! Group commit: the one place where writes applied on this node wait for an fsync.
 //!
 //! A write that must be durable before it counts registers *after* it was applied, with a
-//! callback ([`Syncer::after_sync`]) or by awaiting [`Syncer::sync`]. Each fsync round takes
-//! every waiter registered before it starts and answers exactly those, so every
-//! acknowledgement follows an fsync that started after the write it covers.
+//! callback ([`Syncer::after_sync`]) or by awaiting [`Syncer::sync`]. A thread of the node's
+//! own makes the fsyncs, back to back while anyone waits: each round takes every waiter
+//! registered before it starts, fsyncs, then answers exactly those. A waiter that registers
+//! while a round runs is taken by the next one, since the running fsync may have started
+//! before its write; so every acknowledgement follows an fsync that started after the write
+//! it covers.
 //!
-//! The rounds run on threads of the node's own, [`IN_FLIGHT`] at most at once: a write that
-//! arrives while a round runs gets a round of its own at once instead of waiting for the
-//! running one (which may have started before it) to end first, and the next round starts
-//! the moment a thread is free, without waiting for a task to be woken on a busy runtime. A
-//! waiter is woken once, by the round that covers it. Rounds are answered in the order they
-//! started, and once one failed every later one fails too (the disk engine's fsync failure
-//! is final, see `disk/journal_sync.rs`): a round that overlapped a failed one is never taken
-//! for a success. Callbacks run on these threads, so they must be short (send a reply or a
-//! oneshot).
+//! Why a thread of its own: the next round starts the moment the last one ends, without
+//! waiting for a task to be woken and polled on a busy runtime, and a waiter is woken once, by
+//! the round that covers it. Callbacks run on this thread, so they must be short (send a
+//! reply or a oneshot). Once a round failed every later one fails too: after a failed fsync
+//! the kernel may report the next one clean although the pages it could not write are gone.
 
-use std::collections::BTreeMap;
 use std::panic::AssertUnwindSafe;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
@@ -24,10 +22,7 @@ use tokio::sync::oneshot;
 
 use crate::core::engine::EngineError;
 
-/// Rounds that may run at once (the disk engine syncs on as many descriptor lanes).
-pub const IN_FLIGHT: usize = 2;
-
-/// What makes the writes so far durable (the store's fsync); called from several threads.
+/// What makes the writes so far durable (the store's fsync).
 pub type Persist = dyn Fn() -> Result<(), EngineError> + Send + Sync;
 
 /// What a waiter runs once an fsync covering its write finished, with that fsync's outcome.
@@ -35,12 +30,9 @@ type Done = Box<dyn FnOnce(Result<(), EngineError>) + Send>;
 
 #[derive(Default)]
 struct State {
-    // Registered since the last round started: the next round's to answer.
+    // Registered since the running round (if any) started: the next round's to answer.
     waiting: Vec<Done>,
-    started: u64,
-    answered: u64,
-    // Rounds finished, not yet answered (one that started before them still runs).
-    finished: BTreeMap<u64, (Vec<Done>, Result<(), EngineError>)>,
+    rounds: u64,
     failed: Option<EngineError>,
     closed: bool,
 }
@@ -54,38 +46,38 @@ struct Inner {
 /// Shares fsyncs between the writes waiting for one at the same time.
 pub struct Syncer {
     inner: Arc<Inner>,
-    // Empty when no thread could be started: each waiter then fsyncs for itself.
-    threads: Vec<JoinHandle<()>>,
+    // None when the thread could not be started: each waiter then fsyncs for itself.
+    thread: Option<JoinHandle<()>>,
 }
 
 impl Syncer {
-    /// A syncer that makes writes durable with `persist`, on threads of its own.
+    /// A syncer that makes writes durable with `persist`, on a thread of its own.
     pub fn new(persist: Arc<Persist>) -> Self {
         let inner = Arc::new(Inner {
             state: Mutex::new(State::default()),
             wake: Condvar::new(),
             persist,
         });
-        let mut threads = Vec::with_capacity(IN_FLIGHT);
-        for _ in 0..IN_FLIGHT {
-            let runner = Arc::clone(&inner);
-            match std::thread::Builder::new()
-                .name("fsync".into())
-                .spawn(move || runner.run())
-            {
-                Ok(thread) => threads.push(thread),
-                Err(e) => tracing::warn!(error = %e, "an fsync thread could not be started"),
+        let runner = Arc::clone(&inner);
+        let thread = std::thread::Builder::new()
+            .name("fsync".into())
+            .spawn(move || runner.run());
+        let thread = match thread {
+            Ok(thread) => Some(thread),
+            Err(e) => {
+                tracing::warn!(error = %e, "no fsync thread: each write waits for an fsync of its own");
+                None
             }
-        }
-        Syncer { inner, threads }
+        };
+        Syncer { inner, thread }
     }
 
     /// Calls `done` once an fsync that started after this call has finished, with its
     /// outcome: everything written before the call is durable when `done` gets `Ok`. `done`
-    /// runs on an fsync thread: it must only hand the outcome on.
+    /// runs on the fsync thread: it must only hand the outcome on.
     pub fn after_sync(&self, done: impl FnOnce(Result<(), EngineError>) + Send + 'static) {
-        if self.threads.is_empty() {
-            done((self.inner.persist)());
+        if self.thread.is_none() {
+            done(self.inner.round());
             return;
         }
         let mut state = self.inner.lock();
@@ -93,7 +85,7 @@ impl Syncer {
         state.waiting.push(Box::new(done));
         drop(state);
         if first {
-            // A thread waits only when nobody does; a busy one finds us after its round.
+            // The thread waits only when nobody does; a busy one finds us after its round.
             self.inner.wake.notify_one();
         }
     }
@@ -109,25 +101,24 @@ impl Syncer {
             .unwrap_or_else(|_| Err(EngineError::Failed("the fsync thread went away".into())))
     }
 
-    /// Number of fsync rounds answered so far.
+    /// Number of fsync rounds finished so far.
     #[cfg(test)]
     fn rounds(&self) -> u64 {
-        self.inner.lock().answered
+        self.inner.lock().rounds
     }
 }
 
 impl Drop for Syncer {
     fn drop(&mut self) {
         self.inner.lock().closed = true;
-        self.inner.wake.notify_all();
-        // Waited for, so that the store the fsyncs hold is released when the node is gone
-        // (a node reopened on the same directory finds it unlocked); never from one of the
-        // threads itself, should a callback drop the last owner.
-        let me = std::thread::current().id();
-        for thread in self.threads.drain(..) {
-            if thread.thread().id() != me {
-                let _ = thread.join();
-            }
+        self.inner.wake.notify_one();
+        // Waited for, so that the store the fsync holds is released when the node is gone
+        // (a node reopened on the same directory finds it unlocked); never from the thread
+        // itself, should a callback drop the last owner.
+        if let Some(thread) = self.thread.take()
+            && thread.thread().id() != std::thread::current().id()
+        {
+            let _ = thread.join();
         }
     }
 }
@@ -137,7 +128,7 @@ impl Inner {
         let mut state = self.lock();
         loop {
             if state.waiting.is_empty() {
-                // Closed only once every waiter was taken by a round.
+                // Closed only once every waiter was answered.
                 if state.closed {
                     return;
                 }
@@ -145,48 +136,36 @@ impl Inner {
                 continue;
             }
             let covered = std::mem::take(&mut state.waiting);
-            let round = state.started;
-            state.started += 1;
             drop(state);
-            let outcome = (self.persist)();
-            state = self.lock();
-            state.finished.insert(round, (covered, outcome));
-            let answers = state.answerable();
-            drop(state);
-            for (covered, outcome) in answers {
-                for done in covered {
-                    let outcome = outcome.clone();
-                    // A callback that panics must not take the thread, and every later ack,
-                    // with it.
-                    let _ = std::panic::catch_unwind(AssertUnwindSafe(move || done(outcome)));
-                }
+            let outcome = self.round();
+            for done in covered {
+                let outcome = outcome.clone();
+                // A callback that panics must not take the thread, and every later ack, with it.
+                let _ = std::panic::catch_unwind(AssertUnwindSafe(move || done(outcome)));
             }
             state = self.lock();
         }
     }
 
+    // One fsync, or the failure of an earlier one.
+    fn round(&self) -> Result<(), EngineError> {
+        if let Some(why) = &self.lock().failed {
+            return Err(why.clone());
+        }
+        let outcome = (self.persist)();
+        let mut state = self.lock();
+        state.rounds += 1;
+        if let Err(why) = &outcome {
+            state.failed.get_or_insert_with(|| why.clone());
+        }
+        match &state.failed {
+            Some(why) => Err(why.clone()),
+            None => Ok(()),
+        }
+    }
+
     fn lock(&self) -> MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
-    }
-}
-
-impl State {
-    // The finished rounds whose turn it is, in order, each with what its waiters are told.
-    fn answerable(&mut self) -> Vec<(Vec<Done>, Result<(), EngineError>)> {
-        let mut answers = Vec::new();
-        while let Some((covered, outcome)) = self.finished.remove(&self.answered) {
-            self.answered += 1;
-            let outcome = match (&self.failed, outcome) {
-                (Some(first), _) => Err(first.clone()),
-                (None, Err(why)) => {
-                    self.failed = Some(why.clone());
-                    Err(why)
-                }
-                (None, Ok(())) => Ok(()),
-            };
-            answers.push((covered, outcome));
-        }
-        answers
     }
 }
 
@@ -292,50 +271,12 @@ mod tests {
         let gone = Err(EngineError::Failed("disk gone".into()));
         assert_eq!(syncer.sync().await, gone);
         assert_eq!(syncer.sync().await, gone, "a failure is final");
-        assert_eq!(syncer.rounds(), 2);
-    }
-
-    #[test]
-    fn a_round_that_ends_first_waits_for_the_one_that_started_before_it() {
-        // The first fsync is slow and fails; the second, started while it runs, succeeds
-        // at once. Its waiter must not be told before the first is known, nor be told Ok.
-        let calls = Arc::new(AtomicU64::new(0));
-        let syncer = {
-            let calls = Arc::clone(&calls);
-            Syncer::new(Arc::new(move || {
-                if calls.fetch_add(1, Ordering::SeqCst) == 0 {
-                    std::thread::sleep(Duration::from_millis(100));
-                    Err(EngineError::Failed("write-back failed".into()))
-                } else {
-                    Ok(())
-                }
-            }))
-        };
-        let (tx, rx) = std::sync::mpsc::channel();
-        let first = tx.clone();
-        syncer.after_sync(move |outcome| {
-            let _ = first.send(("first", outcome));
-        });
-        let deadline = std::time::Instant::now() + Duration::from_secs(5);
-        while calls.load(Ordering::SeqCst) == 0 {
-            assert!(std::time::Instant::now() < deadline, "no round started");
-            std::thread::yield_now();
-        }
-        syncer.after_sync(move |outcome| {
-            let _ = tx.send(("second", outcome));
-        });
-        let answers: Vec<_> = rx.iter().take(2).collect();
-        let failed = Err(EngineError::Failed("write-back failed".into()));
-        assert_eq!(
-            answers,
-            vec![("first", failed.clone()), ("second", failed)],
-            "answered in order, and the overlapping round is no success"
-        );
         assert_eq!(
             calls.load(Ordering::SeqCst),
-            2,
-            "the second ran beside the first"
+            1,
+            "no fsync is trusted after it"
         );
+        assert_eq!(syncer.rounds(), 1);
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -1,4 +1,4 @@
-//! Fsyncs fjall's journal files from descriptors of our own, up to [`LANES`] at a time.
+//! Fsyncs fjall's journal files from descriptors of our own.
 //!
 //! fjall's `persist` holds its journal lock during the fsync, so every write of the node
 //! waits for every fsync: group commit would still share fsyncs, but writers could not queue
@@ -9,13 +9,12 @@
 //! the sync lists them; a journal file that appeared since it was last synced has its
 //! directory entry synced too before a sync that covers it returns.
 //!
-//! Two syncs may run at once, each on descriptors of its own lane, so that a sync for writes
-//! made while one runs need not wait for it to end. The lanes matter for errors: the kernel
-//! reports a failed write-back once per open file description, to the first fsync through it
-//! that checks, so two fsyncs through one descriptor could see a failure that concerns the
-//! other's writes and leave that one believing it succeeded. Every lane opens a file at the
-//! same moment and only one sync at a time uses a lane's descriptors, so each sync hears of
-//! every failure since its lane's last sync.
+//! One sync runs at a time. Two overlapping fsyncs of the journal were tried: the second
+//! locks the journal's last page and waits, holding it, for the first one's write of it, and
+//! every writer of that page (fjall's, under its journal lock) waits behind them. A sync also
+//! runs alone because the kernel reports a failed write-back once per open file, to the first
+//! fsync through it that checks: an fsync beside another could miss a failure that concerns
+//! its own writes.
 //!
 //! Listing the directory on every sync would cost more system calls than the fsync itself.
 //! fjall numbers its journals and names the next one `{n + 1}.jnl` when it seals `{n}.jnl`
@@ -23,37 +22,31 @@
 //! afterwards. A sync therefore lists the directory only when the next journal's name exists
 //! (or at the first sync, or when a name is not a number: then always), and a sealed journal
 //! is synced until one sync that began after it was sealed succeeded; then it is durable for
-//! good and its descriptors are closed. In steady state a sync is one `stat` and one fsync.
+//! good and its descriptor is closed. In steady state a sync is one `stat` and one fsync.
 //!
 //! After a failed fsync the kernel may have dropped the dirty pages it could not write and
 //! report the next fsync clean (PostgreSQL's "fsyncgate"), so a failure is final here: every
-//! later sync fails too, a sync that ends after another failed fails as well, and no write is
-//! acknowledged again until a restart.
+//! later sync fails too and no write is acknowledged again until a restart.
 
 use std::collections::BTreeMap;
 use std::ffi::OsString;
 use std::fs::File;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, TryLockError};
-
-/// Syncs that can run at once, each through descriptors of its own.
-pub const LANES: usize = 2;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Mutex, MutexGuard};
 
 /// The journal files of one fjall database, opened for fsync.
 pub struct JournalSync {
     dir: PathBuf,
+    // Held for a whole sync.
     files: Mutex<Files>,
-    // Held by the sync using the lane's descriptors.
-    lanes: [Mutex<()>; LANES],
-    next_lane: AtomicUsize,
     syncs: AtomicU64,
 }
 
 #[derive(Default)]
 struct Files {
     // The journals that may hold writes not yet known durable, by file name.
-    open: BTreeMap<OsString, Arc<Journal>>,
+    open: BTreeMap<OsString, Journal>,
     // Set while every journal is named by its number.
     numbered: Option<Numbered>,
     failed: Option<String>,
@@ -68,12 +61,12 @@ struct Numbered {
     clean_below: u64,
 }
 
-/// One journal file, opened once per lane.
+/// One journal file, opened for fsync.
 struct Journal {
     number: Option<u64>,
-    lanes: [File; LANES],
+    file: File,
     // Whether its directory entry is known to be durable.
-    listed: AtomicBool,
+    listed: bool,
 }
 
 impl JournalSync {
@@ -82,27 +75,24 @@ impl JournalSync {
         JournalSync {
             dir,
             files: Mutex::new(Files::default()),
-            lanes: std::array::from_fn(|_| Mutex::new(())),
-            next_lane: AtomicUsize::new(0),
             syncs: AtomicU64::new(0),
         }
     }
 
     /// Makes every write handed to the OS before this call durable.
     pub fn sync(&self) -> Result<(), String> {
-        let (lane, _held) = self.take_lane();
-        let outcome = self.sync_lane(lane);
         let mut files = self.lock_files();
-        match (&files.failed, outcome) {
-            (Some(why), _) => Err(why.clone()),
-            (None, Err(why)) => {
-                files.failed = Some(format!("an fsync failed earlier: {why}"));
-                Err(why)
-            }
-            (None, Ok(synced)) => {
-                files.forget_sealed(&synced);
+        if let Some(why) = &files.failed {
+            return Err(why.clone());
+        }
+        match self.sync_files(&mut files) {
+            Ok(()) => {
                 self.syncs.fetch_add(1, Ordering::Relaxed);
                 Ok(())
+            }
+            Err(why) => {
+                files.failed = Some(format!("an fsync failed earlier: {why}"));
+                Err(why)
             }
         }
     }
@@ -112,65 +102,38 @@ impl JournalSync {
         self.syncs.load(Ordering::Relaxed)
     }
 
-    // A free lane if there is one, else the next in turn once it is free.
-    fn take_lane(&self) -> (usize, MutexGuard<'_, ()>) {
-        for (lane, lock) in self.lanes.iter().enumerate() {
-            match lock.try_lock() {
-                Ok(held) => return (lane, held),
-                Err(TryLockError::Poisoned(p)) => return (lane, p.into_inner()),
-                Err(TryLockError::WouldBlock) => {}
-            }
-        }
-        let lane = self.next_lane.fetch_add(1, Ordering::Relaxed) % LANES;
-        (
-            lane,
-            self.lanes[lane].lock().unwrap_or_else(|p| p.into_inner()),
-        )
-    }
-
-    // Syncs every journal that may hold a write made before the call; returns what it synced.
-    fn sync_lane(&self, lane: usize) -> Result<Synced, String> {
-        let synced = self.current()?;
-        for journal in &synced.journals {
-            journal.lanes[lane].sync_data().map_err(|e| e.to_string())?;
-        }
-        if synced
-            .journals
-            .iter()
-            .any(|j| !j.listed.load(Ordering::Acquire))
-        {
-            File::open(&self.dir)
-                .and_then(|dir| dir.sync_all())
-                .map_err(|e| e.to_string())?;
-            for journal in &synced.journals {
-                journal.listed.store(true, Ordering::Release);
-            }
-        }
-        Ok(synced)
-    }
-
-    // The journals that may hold writes not yet durable, listing the directory when one may
-    // have appeared since the last listing.
-    fn current(&self) -> Result<Synced, String> {
-        let mut files = self.lock_files();
-        if let Some(why) = &files.failed {
-            return Err(why.clone());
-        }
+    fn sync_files(&self, files: &mut Files) -> Result<(), String> {
         let unchanged = files.numbered.as_ref().is_some_and(|numbered| {
             matches!(std::fs::symlink_metadata(&numbered.next),
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound)
         });
         if !unchanged {
-            self.list(&mut files)?;
+            self.list(files)?;
         }
-        Ok(Synced {
-            journals: files.open.values().cloned().collect(),
-            newest: files.numbered.as_ref().map(|n| n.newest),
-        })
+        for journal in files.open.values() {
+            journal.file.sync_data().map_err(|e| e.to_string())?;
+        }
+        if files.open.values().any(|j| !j.listed) {
+            File::open(&self.dir)
+                .and_then(|dir| dir.sync_all())
+                .map_err(|e| e.to_string())?;
+            for journal in files.open.values_mut() {
+                journal.listed = true;
+            }
+        }
+        // The journals sealed before this sync began hold no write that is not durable now,
+        // and never will.
+        if let Some(numbered) = files.numbered.as_mut() {
+            let newest = numbered.newest;
+            numbered.clean_below = numbered.clean_below.max(newest);
+            files
+                .open
+                .retain(|_, journal| journal.number.is_none_or(|n| n >= newest));
+        }
+        Ok(())
     }
 
-    // Lists the directory: opens (for every lane) the journals that appeared, forgets those
-    // that are gone.
+    // Lists the directory: opens the journals that appeared, forgets those that are gone.
     fn list(&self, files: &mut Files) -> Result<(), String> {
         let clean_below = files.numbered.as_ref().map_or(0, |n| n.clean_below);
         let listed = std::fs::read_dir(&self.dir).map_err(|e| e.to_string())?;
@@ -191,21 +154,18 @@ impl JournalSync {
                 continue;
             }
             if !files.open.contains_key(&name) {
-                let opened: std::io::Result<Vec<File>> =
-                    (0..LANES).map(|_| File::open(entry.path())).collect();
-                let lanes = match opened.map(<[File; LANES]>::try_from) {
-                    Ok(Ok(lanes)) => lanes,
+                let file = match File::open(entry.path()) {
+                    Ok(file) => file,
                     // Deleted since the listing: fjall flushed it into tables first.
                     Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
                     Err(e) => return Err(e.to_string()),
-                    Ok(Err(_)) => return Err("a journal file could not be opened".into()),
                 };
                 let journal = Journal {
                     number,
-                    lanes,
-                    listed: AtomicBool::new(false),
+                    file,
+                    listed: false,
                 };
-                files.open.insert(name.clone(), Arc::new(journal));
+                files.open.insert(name.clone(), journal);
             }
             present.push(name);
         }
@@ -224,31 +184,6 @@ impl JournalSync {
 
     fn lock_files(&self) -> MutexGuard<'_, Files> {
         self.files.lock().unwrap_or_else(|p| p.into_inner())
-    }
-}
-
-/// What one sync covered.
-struct Synced {
-    journals: Vec<Arc<Journal>>,
-    // The newest journal's number when the sync began, if journals are numbered.
-    newest: Option<u64>,
-}
-
-impl Files {
-    // After `synced` succeeded: the journals it synced that were sealed before it began (an
-    // older number than the newest) hold no write that is not durable, and never will.
-    fn forget_sealed(&mut self, synced: &Synced) {
-        let (Some(newest), Some(numbered)) = (synced.newest, self.numbered.as_mut()) else {
-            return;
-        };
-        numbered.clean_below = numbered.clean_below.max(newest);
-        let sealed: Vec<&Arc<Journal>> = synced
-            .journals
-            .iter()
-            .filter(|j| j.number.is_some_and(|n| n < newest))
-            .collect();
-        self.open
-            .retain(|_, journal| !sealed.iter().any(|s| Arc::ptr_eq(s, journal)));
     }
 }
 

@@ -175,8 +175,8 @@ impl DiskEngine {
     }
 
     // The journal buffer handed to the OS, then one fsync of the journal; sharing it between
-    // writers is the caller's (the node's group commit). Calls may overlap (see
-    // `journal_sync.rs`), each covering what was written before it began.
+    // writers is the caller's (the node's group commit). Concurrent calls queue behind each
+    // other, each covering what was written before it began.
     fn persist(&self) -> Result<(), EngineError> {
         self.db.persist(PersistMode::Buffer).map_err(failed)?;
         self.journals.sync().map_err(EngineError::Failed)
