@@ -13,8 +13,8 @@ use std::collections::BTreeSet;
 use std::error::Error;
 
 use bytes::Bytes;
-use dynamo_node::api::{Context, GetResult};
 use dynamo_node::config::NodeConfig;
+use dynamo_node::model::{Context, GetResult};
 use dynamo_node::node::{Node, NodeClient};
 
 /// The cart's key.

@@ -17,10 +17,10 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::{Duration, Instant};
 
 use clap::Parser;
-use dynamo_node::api::{GetResult, KvService, MemberInfo};
 use dynamo_node::config::NodeConfig;
 use dynamo_node::core::membership::Status;
 use dynamo_node::http::HttpClient;
+use dynamo_node::model::{GetResult, KvService, MemberInfo};
 use dynamo_node::node::{Node, NodeClient, names};
 use dynamo_node::process::{LocalCluster, LoopbackNet, pick_free_port};
 use ractor::{Actor, ActorProcessingErr, ActorRef, SupervisionEvent};

@@ -80,15 +80,8 @@ fn main() -> ExitCode {
         return dynamo_node::cli::main();
     }
     let args = Args::parse();
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(runtime) => runtime,
-        Err(e) => {
-            eprintln!("error: cannot start the async runtime: {e}");
-            return ExitCode::FAILURE;
-        }
+    let Some(runtime) = dynamo_node::cli::runtime() else {
+        return ExitCode::FAILURE;
     };
     runtime.block_on(run(args))
 }

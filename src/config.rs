@@ -5,9 +5,13 @@ use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
-use crate::core::hints::HintLimits;
-use crate::core::membership::FailureTimeouts;
+pub use crate::core::hints::HintLimits;
+pub use crate::core::membership::FailureTimeouts;
 use crate::core::ring::{DEFAULT_VNODES, PREFIX};
+
+/// Environment variable from which the binary reads the cluster cookie, so that it is never
+/// on a command line (local clusters hand theirs to their nodes through it).
+pub const COOKIE_ENV: &str = "DYNAMO_COOKIE";
 
 /// Largest key accepted, in bytes.
 pub const MAX_KEY_BYTES: usize = 1024;
@@ -200,7 +204,8 @@ impl Default for AntiEntropyConfig {
 pub const DEFAULT_MIN_FREE_BYTES: u64 = 64 << 20;
 
 /// When a replica acknowledges a write it keeps on disk.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[cfg_attr(feature = "cli", derive(clap::ValueEnum))]
 pub enum Fsync {
     /// After an fsync that covers it (shared with the writes in flight): survives a power
     /// loss.
@@ -217,7 +222,8 @@ pub struct NodeConfig {
     pub name: String,
     /// Address of the cluster (ractor_cluster) endpoint; outgoing connections bind its IP too.
     pub bind: SocketAddr,
-    /// Address of the HTTP API, if any.
+    /// Address of the HTTP API this node announces to peers and clients, if any. The node
+    /// does not serve it: whoever starts the node does (`http::HttpListener`).
     pub http: Option<SocketAddr>,
     /// Cluster addresses of nodes to join through, `ip:port` or `host:port` (a DNS name is
     /// resolved again at each dial).
@@ -242,8 +248,6 @@ pub struct NodeConfig {
     pub hints: HintLimits,
     /// Mutual TLS between nodes (`--tls-cert`, `--tls-key`, `--tls-ca`); `None`: plain TCP.
     pub tls: Option<crate::tls::TlsPaths>,
-    /// Who may call the HTTP API, what it holds at most, and HTTPS.
-    pub http_guard: crate::http::HttpGuard,
 }
 
 impl NodeConfig {
@@ -267,7 +271,6 @@ impl NodeConfig {
                 max_bytes: DEFAULT_MAX_HINT_BYTES,
             },
             tls: None,
-            http_guard: crate::http::HttpGuard::default(),
         }
     }
 

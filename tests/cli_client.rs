@@ -6,22 +6,22 @@ use std::process::{Command, Output, Stdio};
 use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
-use dynamo_node::api::{
+use dynamo_node::config::{ConfigUpdate, QuorumConfig};
+use dynamo_node::core::ids::Key;
+use dynamo_node::core::membership::{HandoffProgress, RingStatus, Status};
+use dynamo_node::core::version::VersionSet;
+use dynamo_node::model::{
     ClientError, Context, GetResult, Health, KvService, MemberInfo, ReadOptions, RingInfo,
     RingNodeInfo, WriteOptions,
 };
-use dynamo_node::config::{ConfigUpdate, QuorumConfig};
-use dynamo_node::core::ids::{ActorId, Key};
-use dynamo_node::core::membership::{HandoffProgress, RingStatus, Status};
-use dynamo_node::core::store::Store;
-use dynamo_node::core::version::VersionSet;
+use dynamo_node::testing::LoneReplica;
 
 /// One replica n1 among members n1 (alive), n2 (suspect, leaving, handing keys off) and n3
 /// (alive): every write is coordinated here; `unavailable-*` keys answer 503. A first `leave`
 /// makes n1 leaving, a second one finds it left: then it refuses writes and /health is 503.
 #[derive(Clone)]
 struct OneReplica {
-    store: Arc<Store>,
+    replica: LoneReplica,
     ring: Arc<Mutex<RingStatus>>,
     removed: Arc<Mutex<Vec<String>>>,
 }
@@ -41,18 +41,13 @@ impl OneReplica {
                 "this node has left the cluster: it serves nothing".into(),
             ));
         }
-        let context = context.unwrap_or_default();
-        let done = self
-            .store
-            .coordinate(&key, context.clock(), value, 0)
-            .map_err(|e| ClientError::Internal(e.to_string()))?;
-        Ok(Context::from_clock(done.versions.context()))
+        self.replica.write(&key, value, context)
     }
 }
 
 impl KvService for OneReplica {
     async fn get(&self, key: Key, _: ReadOptions) -> Result<GetResult, ClientError> {
-        Ok(GetResult::from_set(&self.store.get(&key)))
+        Ok(self.replica.get(&key))
     }
 
     async fn put(
@@ -123,13 +118,13 @@ impl KvService for OneReplica {
                 vnodes: 128,
                 primary_share: 0.5,
                 replica_share: 1.0,
-                keys: Some(self.store.len()),
+                keys: Some(self.replica.len()),
             }],
         }
     }
 
     fn local(&self, key: &[u8]) -> VersionSet {
-        self.store.get(key)
+        self.replica.local(key)
     }
 
     fn update_config(&self, _: ConfigUpdate) -> Result<QuorumConfig, ClientError> {
@@ -193,7 +188,7 @@ async fn serve() -> String {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());
     let service = OneReplica {
-        store: Arc::new(Store::new(ActorId::new("n1", 1))),
+        replica: LoneReplica::new("n1"),
         ring: Arc::new(Mutex::new(RingStatus::Valid)),
         removed: Arc::default(),
     };

@@ -3,11 +3,11 @@
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use dynamo_node::api::GetResult;
 use dynamo_node::config::MAX_VALUE_BYTES;
 use dynamo_node::core::ids::NodeId;
 use dynamo_node::core::ring::Ring;
 use dynamo_node::http::{CONTEXT_HEADER, HttpClient};
+use dynamo_node::model::GetResult;
 use dynamo_node::process::{ManagedProcess, locate_node_binary, pick_free_port};
 use dynamo_node::testing::{TestCluster, wait_until};
 
@@ -78,7 +78,7 @@ async fn every_node_answers_the_same_and_one_write_reads_as_one_value() {
 
     // Every node built the same ring.
     let rings: Vec<_> = futures::future::join_all(clients.iter().map(|c| c.ring())).await;
-    let names = |r: &dynamo_node::api::RingInfo| -> Vec<(String, u32)> {
+    let names = |r: &dynamo_node::model::RingInfo| -> Vec<(String, u32)> {
         r.nodes.iter().map(|n| (n.node.clone(), n.vnodes)).collect()
     };
     let first = names(rings[0].as_ref().unwrap());

@@ -8,8 +8,8 @@
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use dynamo_node::api::Context;
 use dynamo_node::core::membership::{RingStatus, Status};
+use dynamo_node::model::Context;
 use dynamo_node::testing::{TestCluster, wait_until};
 
 const KEYS: usize = 20;

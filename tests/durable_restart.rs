@@ -5,10 +5,10 @@ use std::collections::{BTreeMap, HashSet};
 use std::time::Duration;
 
 use bytes::Bytes;
-use dynamo_node::api::GetResult;
 use dynamo_node::core::ids::ActorId;
 use dynamo_node::core::vclock::Dot;
 use dynamo_node::http::LocalVersionView;
+use dynamo_node::model::GetResult;
 use dynamo_node::testing::TestCluster;
 use futures::{StreamExt, stream};
 

@@ -115,6 +115,12 @@ impl Run {
 }
 
 #[test]
+fn a_lone_node_with_default_settings_writes_reads_and_stops() {
+    let out = run("lone_node", Duration::from_secs(60));
+    assert_eq!(out.line("alice:"), "alice: milk, eggs", "{}", out.stderr);
+}
+
+#[test]
 fn cart_shows_siblings_their_merge_and_an_add_surviving_a_delete() {
     let out = run("cart", Duration::from_secs(60));
     assert_eq!(

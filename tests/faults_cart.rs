@@ -6,9 +6,9 @@ use std::collections::BTreeSet;
 use std::time::Duration;
 
 use bytes::Bytes;
-use dynamo_node::api::{Context, GetResult};
 use dynamo_node::core::membership::Status;
 use dynamo_node::http::HttpClient;
+use dynamo_node::model::{Context, GetResult};
 use dynamo_node::testing::{TestCluster, wait_until};
 
 const VIEW_CHANGE: Duration = Duration::from_secs(20);

@@ -9,15 +9,6 @@ use bytes::Bytes;
 use dynamo_node::core::membership::Status;
 use dynamo_node::testing::{TestCluster, wait_until};
 
-/// Fast failure detection: suspect after 1 s of silence (10 gossip rounds), dead after 3 s.
-const FAST_DETECTION: [&str; 6] = [
-    "--gossip-interval-ms",
-    "100",
-    "--suspect-after-ms",
-    "1000",
-    "--dead-after-ms",
-    "3000",
-];
 /// Bound of every wait for a view to change; detection itself takes 1 s to 3 s.
 const VIEW_CHANGE: Duration = Duration::from_secs(20);
 /// Bound of the wait until a healed cluster is whole again. A partition does not break the
@@ -29,7 +20,8 @@ const REJOIN: Duration = Duration::from_secs(60);
 async fn a_cut_off_node_is_suspect_then_dead_on_both_sides_and_alive_again_after_the_heal() {
     let mut cluster = TestCluster::builder()
         .nodes(3)
-        .node_args(FAST_DETECTION)
+        // Suspect after 1 s of silence (10 gossip rounds), dead after 3 s.
+        .fast_failure_detection()
         .start()
         .await;
     cluster.partition(&[&[1], &[2, 3]]);

@@ -176,14 +176,7 @@ async fn a_cluster_whose_nodes_all_stall_at_once_finds_itself_again() {
     // `dynamo-node cluster` sleeps: on waking, each node has heard nobody for too long.
     let mut cluster = TestCluster::builder()
         .nodes(3)
-        .node_args([
-            "--gossip-interval-ms",
-            "100",
-            "--suspect-after-ms",
-            "1000",
-            "--dead-after-ms",
-            "3000",
-        ])
+        .fast_failure_detection()
         .start()
         .await;
     for i in 1..=3 {

@@ -11,9 +11,9 @@
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use dynamo_node::api::Context;
 use dynamo_node::core::ids::ActorId;
 use dynamo_node::core::vclock::{Dot, VClock};
+use dynamo_node::model::Context;
 use dynamo_node::testing::{TestCluster, wait_until};
 
 /// The actor of node `node` in a context it handed out.

@@ -13,10 +13,10 @@
 use std::time::Duration;
 
 use bytes::Bytes;
-use dynamo_node::api::GetResult;
 use dynamo_node::core::anti_entropy::{AeReply, AeRequest, Scope, Step};
 use dynamo_node::core::ids::{Key, NodeId};
 use dynamo_node::core::membership::{MemberDigest, RingStatus};
+use dynamo_node::model::GetResult;
 use dynamo_node::node::wire::{
     AntiEntropyMsg, GossipDigest, GossipMsg, Payload, SessionToken, Vouched,
 };

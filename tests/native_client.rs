@@ -6,7 +6,7 @@ use std::net::{IpAddr, Ipv4Addr};
 use std::time::Duration;
 
 use bytes::Bytes;
-use dynamo_node::api::{GetResult, KvService, ReadOptions, WriteOptions};
+use dynamo_node::model::{GetResult, KvService, ReadOptions, WriteOptions};
 use dynamo_node::node::{NativeClient, NativeConfig};
 use dynamo_node::process::Firewall;
 use dynamo_node::testing::TestCluster;

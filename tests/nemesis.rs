@@ -20,12 +20,12 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use dynamo_node::api::GetResult;
 use dynamo_node::core::ids::NodeId;
 use dynamo_node::core::membership::{RingStatus, Status};
 use dynamo_node::core::ring::Ring;
 use dynamo_node::core::vclock::VClock;
 use dynamo_node::http::HttpClient;
+use dynamo_node::model::GetResult;
 use dynamo_node::testing::{TestCluster, wait_until};
 use rand::Rng;
 

@@ -8,9 +8,9 @@ use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 use std::sync::{Arc, Mutex};
 
-use dynamo_node::api::GetResult;
 use dynamo_node::config::NodeConfig;
 use dynamo_node::core::hash::stable_hash;
+use dynamo_node::model::GetResult;
 use dynamo_node::node::Node;
 use tracing::field::{Field, Visit};
 use tracing::span::{Attributes, Id, Record};

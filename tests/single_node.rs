@@ -4,15 +4,22 @@
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use dynamo_node::api::{ClientError, GetResult, WriteOptions};
 use dynamo_node::config::{ConfigUpdate, MAX_VALUE_BYTES, NodeConfig};
-use dynamo_node::node::{Node, names};
+use dynamo_node::model::{ClientError, GetResult, WriteOptions};
+use dynamo_node::node::{Node, NodeError, names};
 
-async fn start(name: &str) -> Node {
+/// One node per process: the tests of this file take turns.
+static ONE_NODE: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+/// This process's turn to run a node.
+type Turn = tokio::sync::MutexGuard<'static, ()>;
+
+async fn start(name: &str) -> (Turn, Node) {
+    let turn = ONE_NODE.lock().await;
     let mut config = NodeConfig::new(name, "127.0.0.1:0".parse().unwrap());
     config.quorum.w = 1;
     config.quorum.r = 1;
-    Node::start(config).await.expect("node starts")
+    (turn, Node::start(config).await.expect("node starts"))
 }
 
 fn text(b: &Bytes) -> String {
@@ -21,7 +28,7 @@ fn text(b: &Bytes) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn seed_walk_through_with_w_r_one() {
-    let node = start("walk").await;
+    let (_turn, node) = start("walk").await;
     let client = node.client();
 
     // Causal overwrite.
@@ -30,10 +37,18 @@ async fn seed_walk_through_with_w_r_one() {
     match client.get("cart").await.unwrap() {
         GetResult::Value { value, context } => {
             assert_eq!(text(&value), "milk,eggs");
-            assert_eq!(
-                context.clock().compare(ctx2.clock()),
-                dynamo_node::core::vclock::ClockOrder::Equal
-            );
+            // The read saw exactly what the second write made: equal histories have equal
+            // representations.
+            let events = |c: &dynamo_node::model::Context| {
+                let clock = c.clock();
+                let vector: Vec<_> = clock
+                    .entries()
+                    .map(|(a, e)| (a.clone(), e.counter))
+                    .collect();
+                let dots: Vec<_> = clock.exact_dots().map(|(d, _)| d.clone()).collect();
+                (vector, dots)
+            };
+            assert_eq!(events(&context), events(&ctx2));
         }
         other => panic!("expected one value, got {other:?}"),
     }
@@ -69,8 +84,38 @@ async fn seed_walk_through_with_w_r_one() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lone_node_with_default_settings_serves_and_refuses_a_second_node() {
+    let _turn = ONE_NODE.lock().await;
+    let config = NodeConfig::new("lone", "127.0.0.1:0".parse().unwrap());
+    assert_eq!((config.quorum.n, config.quorum.w), (3, 2), "the defaults");
+    let node = Node::start(config).await.expect("node starts");
+    let client = node.client();
+    let key = String::from("cart");
+    client
+        .put(&key, "milk", None)
+        .await
+        .expect("W is capped by the one member");
+    assert_eq!(
+        client.get(key.as_str()).await.unwrap().values(),
+        vec![Bytes::from("milk")]
+    );
+    let second = NodeConfig::new("other", "127.0.0.1:0".parse().unwrap());
+    match Node::start(second).await {
+        Err(NodeError::AlreadyRunning(holder)) => assert_eq!(holder, "lone"),
+        Err(other) => panic!("a second node must be refused as such, got {other}"),
+        Ok(_) => panic!("a second node started in the same process"),
+    }
+    node.stop().await;
+    let again = NodeConfig::new("again", "127.0.0.1:0".parse().unwrap());
+    let node = Node::start(again)
+        .await
+        .expect("the place is free once the node stopped");
+    node.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_input_is_a_typed_error_and_the_node_stays_up() {
-    let node = start("bad-input").await;
+    let (_turn, node) = start("bad-input").await;
     let client = node.client();
     assert!(matches!(
         client.put("", "v", None).await,
@@ -104,7 +149,7 @@ async fn bad_input_is_a_typed_error_and_the_node_stays_up() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn killed_ring_and_storage_actors_restart_without_losing_anything() {
-    let node = start("crashy").await;
+    let (_turn, node) = start("crashy").await;
     let client = node.client();
     for i in 0..50 {
         client
@@ -188,6 +233,7 @@ mod embedding {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_node_runs_as_a_child_of_the_users_supervisor() {
+        let _turn = super::ONE_NODE.lock().await;
         let events = Arc::new(Mutex::new(Vec::new()));
         let (user, user_task) = Actor::spawn(None, UserSupervisor, Arc::clone(&events))
             .await

@@ -9,8 +9,8 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use bytes::Bytes;
-use dynamo_node::api::{KvService, ReadOptions, WriteOptions};
 use dynamo_node::core::membership::Status;
+use dynamo_node::model::{KvService, ReadOptions, WriteOptions};
 use dynamo_node::node::{NativeClient, NativeConfig};
 use dynamo_node::testing::{TempDir, TestCluster, wait_until};
 use dynamo_node::tls::TlsPaths;
@@ -79,7 +79,7 @@ impl TestCa {
     }
 }
 
-fn member_names(members: &[dynamo_node::api::MemberInfo]) -> Vec<String> {
+fn member_names(members: &[dynamo_node::model::MemberInfo]) -> Vec<String> {
     let mut names: Vec<String> = members.iter().map(|m| m.node.clone()).collect();
     names.sort();
     names
@@ -110,7 +110,7 @@ async fn a_tls_cluster_serves_and_heals_and_keeps_impostors_and_plaintext_nodes_
             .await
             .expect("a read at R = 3");
         assert!(
-            matches!(&read, dynamo_node::api::GetResult::Value { value: v, .. } if *v == value),
+            matches!(&read, dynamo_node::model::GetResult::Value { value: v, .. } if *v == value),
             "n{i}: {read:?}"
         );
     }

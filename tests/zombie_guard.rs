@@ -4,9 +4,9 @@
 
 use std::time::{Duration, Instant};
 
-use dynamo_node::api::KvService;
 use dynamo_node::config::NodeConfig;
-use dynamo_node::http::HttpClient;
+use dynamo_node::http::{HttpClient, HttpGuard, HttpListener};
+use dynamo_node::model::KvService;
 use dynamo_node::node::{Node, names};
 use ractor::ActorCell;
 
@@ -26,10 +26,14 @@ async fn ring_actor(node: &Node, deadline: Instant) -> Option<ActorCell> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_tree_that_gives_up_fails_the_node_and_its_health() {
+    let listener = HttpListener::bind("127.0.0.1:0".parse().unwrap(), &HttpGuard::default())
+        .await
+        .expect("a free port");
     let mut config = NodeConfig::new("zombie", "127.0.0.1:0".parse().unwrap());
-    config.http = Some("127.0.0.1:0".parse().unwrap());
+    config.http = Some(listener.local_addr());
     let node = Node::start(config).await.expect("node starts");
-    let http = HttpClient::new(format!("http://{}", node.http_addr().unwrap()));
+    let server = listener.serve(node.client());
+    let http = HttpClient::new(format!("http://{}", server.addr()));
     assert_eq!(http.health().await.unwrap().status, "ok");
 
     // The root supervisor restarts a crashed child 10 times in 10 s, then gives up.
@@ -64,5 +68,6 @@ async fn a_tree_that_gives_up_fails_the_node_and_its_health() {
         .await
         .expect_err("/health must not answer 200");
     assert_eq!(answer.status(), Some(503), "{answer}");
+    server.stop().await;
     node.stop().await;
 }

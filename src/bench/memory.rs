@@ -125,7 +125,7 @@ impl NodeSample {
 /// Scrapes every node, concurrently, in the order given.
 pub async fn sample(urls: &[String]) -> Result<Vec<NodeSample>, MemoryError> {
     try_join_all(urls.iter().map(|url| async move {
-        let text = crate::cli::env_client(url.as_str(), crate::http::DEFAULT_TIMEOUT)
+        let text = crate::http::env_client(url.as_str(), crate::http::DEFAULT_TIMEOUT)
             .metrics()
             .await
             .map_err(|source| MemoryError::Scrape {

@@ -9,10 +9,12 @@
 
 pub mod cpu;
 pub mod flood;
+pub mod latency;
 pub mod memory;
 pub mod plot;
 pub mod recovery;
 pub mod run;
+pub mod sparkline;
 pub mod stats;
 pub mod storage;
 pub mod target;
@@ -21,10 +23,11 @@ pub mod transport;
 pub mod workload;
 pub mod zipf;
 
+pub use latency::OpSummary;
 pub use run::Limit;
 pub use run::{Bench, BenchConfig, BenchError, Measured, run_bench, run_with};
-pub use stats::{BenchSummary, OpKind, OpSummary, Setup, Stats};
-pub use storage::{Storage, observe, run_observed};
+pub use stats::{BenchSummary, OpKind, Setup, Stats};
+pub use storage::{Storage, observe};
 pub use target::{BenchClient, ServiceClient};
 pub use transport::{TransportConfig, TransportSummary, run_transport};
 pub use workload::{Distribution, KeyChooser, Workload, key_name};

@@ -8,6 +8,8 @@
 use std::path::Path;
 
 use plotters::coord::Shift;
+use plotters::coord::ranged1d::ValueFormatter;
+use plotters::coord::types::RangedCoordf64;
 use plotters::prelude::*;
 
 use super::stats::OpKind;
@@ -94,17 +96,7 @@ fn throughput_panel(
         .y_label_area_size(70)
         .build_cartesian_2d(0.0..span, 0.0..top)
         .map_err(draw_error)?;
-    chart
-        .configure_mesh()
-        .x_desc("seconds")
-        .y_desc("ops/s")
-        .axis_desc_style((FONT, 15))
-        .label_style((FONT, 12))
-        .light_line_style(WHITE)
-        .x_label_formatter(&|v| seconds_label(*v))
-        .y_label_formatter(&|v| format!("{v:.0}"))
-        .draw()
-        .map_err(draw_error)?;
+    draw_mesh(&mut chart, "ops/s", &|v| format!("{v:.0}"))?;
     chart
         .draw_series(LineSeries::new(
             series.points.iter().map(|p| (mid(p.second), p.ops as f64)),
@@ -173,17 +165,7 @@ fn latency_panel(
         .y_label_area_size(70)
         .build_cartesian_2d(0.0..span, (low..high).log_scale())
         .map_err(draw_error)?;
-    chart
-        .configure_mesh()
-        .x_desc("seconds")
-        .y_desc("p99 latency (ms)")
-        .axis_desc_style((FONT, 15))
-        .label_style((FONT, 12))
-        .light_line_style(WHITE)
-        .x_label_formatter(&|v| seconds_label(*v))
-        .y_label_formatter(&|v| short(*v))
-        .draw()
-        .map_err(draw_error)?;
+    draw_mesh(&mut chart, "p99 latency (ms)", &|v| short(*v))?;
     for op in OpKind::ALL {
         let points: Vec<(f64, f64)> = series
             .points
@@ -223,6 +205,25 @@ fn draw_mark_lines<CT: CoordTranslate<From = (f64, f64)>>(
             .map_err(draw_error)?;
     }
     Ok(())
+}
+
+/// The panel's grid and axes: seconds across, `y_desc` up with values labelled by `y_label`.
+fn draw_mesh<Y: Ranged<ValueType = f64> + ValueFormatter<f64>>(
+    chart: &mut ChartContext<'_, SVGBackend<'_>, Cartesian2d<RangedCoordf64, Y>>,
+    y_desc: &str,
+    y_label: &dyn Fn(&f64) -> String,
+) -> Result<(), PlotError> {
+    chart
+        .configure_mesh()
+        .x_desc("seconds")
+        .y_desc(y_desc)
+        .axis_desc_style((FONT, 15))
+        .label_style((FONT, 12))
+        .light_line_style(WHITE)
+        .x_label_formatter(&|v| seconds_label(*v))
+        .y_label_formatter(y_label)
+        .draw()
+        .map_err(draw_error)
 }
 
 /// The panel's legend box at `position`.

@@ -21,8 +21,8 @@ use super::stats::{BenchSummary, OpKind, Setup, Stats};
 use super::target::BenchClient;
 use super::timeline::{MarkKind, Recorder, Series, Timeline};
 use super::workload::{Distribution, KeyChooser, Workload, key_name};
-use crate::api::{Context, GetResult};
 use crate::http::HttpClient;
+use crate::model::{Context, GetResult};
 
 /// When the measured phase ends.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -120,7 +120,7 @@ pub async fn run_bench(
     let clients: Vec<HttpClient> = config
         .urls
         .iter()
-        .map(|u| crate::cli::env_client(u, crate::http::DEFAULT_TIMEOUT))
+        .map(|u| crate::http::env_client(u, crate::http::DEFAULT_TIMEOUT))
         .collect();
     run_with(config, clients, "http", stop).await
 }
@@ -539,10 +539,8 @@ mod tests {
                 _ => 0,
             };
             let mut clock = crate::core::vclock::VClock::new();
-            clock.increment(
-                &crate::core::ids::ActorId::new(crate::core::ids::NodeId::new("n1"), 1),
-                0,
-            );
+            let n1 = crate::core::ids::ActorId::new(crate::core::ids::NodeId::new("n1"), 1);
+            clock.add_dot(&crate::core::vclock::Dot::new(n1, 1), 0);
             let next = Context::from_clock(clock);
             self.handed_out.insert(key.to_vec(), next.clone());
             Ok(next)

@@ -5,11 +5,9 @@
 //! memory and bytes on disk per key.
 
 use std::fmt;
-use std::sync::Arc;
-use std::sync::atomic::AtomicBool;
 
 use super::memory::{MemoryReport, NodeSample, sample};
-use super::run::{Bench, BenchConfig, BenchError};
+use super::run::Bench;
 use super::stats::BenchSummary;
 use super::target::BenchClient;
 use crate::config::Fsync;
@@ -75,24 +73,12 @@ pub fn fsyncs_between(before: &[NodeSample], after: &[NodeSample]) -> Option<u64
     total
 }
 
-/// Runs the benchmark like [`super::run_with`], and scrapes the nodes' `/metrics` (at
-/// `config.urls`) before the load and around the measured phase: the summary names the
-/// storage (`storage`, or else as the nodes report it) and, for durable nodes, gives the
-/// fsyncs of the measured phase and the memory report after it. A node that cannot be
-/// scraped only leaves those figures out.
-pub async fn run_observed<C: BenchClient>(
-    config: &BenchConfig,
-    clients: Vec<C>,
-    via: &str,
-    stop: Arc<AtomicBool>,
-    storage: Option<Storage>,
-) -> Result<BenchSummary, BenchError> {
-    let mut bench = Bench::new(config.clone(), clients, via, stop)?;
-    Ok(observe(&mut bench, storage).await)
-}
-
-/// [`run_observed`] on a benchmark already made, so that the caller can give it the node
-/// processes' pids first and draw its timeline after.
+/// Runs a benchmark already made (so that the caller can give it the node processes' pids
+/// first and draw its timeline after), and scrapes the nodes' `/metrics` (at `config.urls`)
+/// before the load and around the measured phase: the summary names the storage (`storage`,
+/// or else as the nodes report it) and, for durable nodes, gives the fsyncs of the measured
+/// phase and the memory report after it. A node that cannot be scraped only leaves those
+/// figures out.
 pub async fn observe<C: BenchClient>(
     bench: &mut Bench<C>,
     storage: Option<Storage>,

@@ -4,9 +4,9 @@ use std::future::Future;
 
 use bytes::Bytes;
 
-use crate::api::{ClientError, Context, GetResult, KvService, ReadOptions, WriteOptions};
 use crate::core::ids::Key;
 use crate::http::{HttpClient, HttpError};
+use crate::model::{ClientError, Context, GetResult, KvService, ReadOptions, WriteOptions};
 
 /// One way of reaching the store; the error is the kind the report counts it under.
 pub trait BenchClient: Clone + Send + Sync + 'static {

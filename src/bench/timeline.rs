@@ -9,7 +9,8 @@ use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
 
-use super::stats::{MAX_LATENCY_US, OpKind};
+use super::latency::MAX_LATENCY_US;
+use super::stats::OpKind;
 
 /// What a mark on the timeline stands for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

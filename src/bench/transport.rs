@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use serde::Serialize;
 
-use super::stats::{MAX_LATENCY_US, OpSummary, latency_histogram, round3};
+use super::latency::{MAX_LATENCY_US, OpSummary, latency_histogram, round3};
 
 use crate::core::ids::NodeId;
 use crate::node::NativeService;

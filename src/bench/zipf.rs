@@ -39,11 +39,6 @@ impl ZipfianGenerator {
         }
     }
 
-    /// Number of items.
-    pub fn items(&self) -> u64 {
-        self.n
-    }
-
     /// The rank drawn for a uniform `u` in [0, 1): 0 is the most popular.
     pub fn rank(&self, u: f64) -> u64 {
         let uz = u * self.zetan;
@@ -130,7 +125,9 @@ mod tests {
         let zipf = ZipfianGenerator::new(1);
         assert_eq!(zipf.rank(0.999), 0);
         assert_eq!(zipf.scrambled(0.5), 0);
-        assert_eq!(ZipfianGenerator::new(0).items(), 1);
+        // Zero items is taken as one.
+        let none = ZipfianGenerator::new(0);
+        assert_eq!((none.rank(0.999), none.scrambled(0.5)), (0, 0));
     }
 
     proptest! {

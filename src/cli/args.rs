@@ -8,6 +8,7 @@ use clap::Args;
 use super::CliError;
 use super::security::{COOKIE_ENV, SecurityFlags};
 use crate::config::{DEFAULT_MIN_FREE_BYTES, Fsync, NodeConfig};
+use crate::http::HttpGuard;
 use crate::tls::{NodeTls, TlsPaths};
 
 /// The tuning flags shared by `start` (applied to the node) and `cluster` (passed to every node).
@@ -227,13 +228,17 @@ pub fn parse_seed(seed: &str) -> Result<String, String> {
 }
 
 impl StartArgs {
-    /// The node's configuration, validated; a bad value is a usage error.
-    pub fn to_config(&self) -> Result<NodeConfig, CliError> {
+    /// The node's configuration and its HTTP API's guard, validated; a bad value is a usage
+    /// error.
+    pub fn to_config(&self) -> Result<(NodeConfig, HttpGuard), CliError> {
         self.to_config_with_env(std::env::var(COOKIE_ENV).ok())
     }
 
     /// [`StartArgs::to_config`] with `env_cookie` as the value of `$DYNAMO_COOKIE`.
-    pub fn to_config_with_env(&self, env_cookie: Option<String>) -> Result<NodeConfig, CliError> {
+    pub fn to_config_with_env(
+        &self,
+        env_cookie: Option<String>,
+    ) -> Result<(NodeConfig, HttpGuard), CliError> {
         if self.name.trim().is_empty() {
             return Err(CliError::Usage("--name must not be empty".into()));
         }
@@ -248,9 +253,10 @@ impl StartArgs {
         config
             .validate()
             .map_err(|e| CliError::Usage(format!("invalid configuration: {e}")))?;
-        self.security
+        let guard = self
+            .security
             .apply(&mut config, self.flags.cookie.as_deref(), env_cookie)?;
-        Ok(config)
+        Ok((config, guard))
     }
 }
 
@@ -324,7 +330,7 @@ mod tests {
             "--min-free-mb",
             "10",
         ]);
-        let config = start(&argv).unwrap().to_config_with_env(None).unwrap();
+        let config = start(&argv).unwrap().to_config_with_env(None).unwrap().0;
         let expected = NodeConfig {
             name: "n1".into(),
             bind: "127.0.0.2:7001".parse().unwrap(),
@@ -358,14 +364,13 @@ mod tests {
                 max_bytes: 65_536,
             },
             tls: None,
-            http_guard: crate::http::HttpGuard::default(),
         };
         assert_eq!(config, expected);
     }
 
     #[test]
     fn omitted_flags_keep_the_documented_defaults() {
-        let config = start(&BASE).unwrap().to_config_with_env(None).unwrap();
+        let config = start(&BASE).unwrap().to_config_with_env(None).unwrap().0;
         let mut expected = NodeConfig::new("n1", "127.0.0.2:7001".parse().unwrap());
         expected.http = Some("127.0.0.2:8001".parse().unwrap());
         assert_eq!(config, expected);
@@ -428,7 +433,7 @@ mod tests {
             "--seed",
             "[::1]:7000",
         ]);
-        let config = start(&argv).unwrap().to_config().unwrap();
+        let config = start(&argv).unwrap().to_config().unwrap().0;
         assert_eq!(
             config.seeds,
             ["dynamo-0.dynamo.default.svc:7000", "[::1]:7000"]

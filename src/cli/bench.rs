@@ -10,7 +10,6 @@ use std::time::Duration;
 use clap::{Args, Subcommand, ValueEnum};
 
 use super::{CliError, NodeFlags, TlsFlags, shutdown_signal};
-use crate::api::KvService;
 use crate::bench::recovery::{RecoverySummary, RepairWork};
 use crate::bench::timeline::Series;
 use crate::bench::{
@@ -18,6 +17,7 @@ use crate::bench::{
     Storage, TransportConfig, TransportSummary, Workload, observe, run_transport,
 };
 use crate::config::{Fsync, NodeConfig};
+use crate::model::KvService;
 use crate::node::{NativeClient, NativeConfig};
 use crate::process::{BINARY_ENV, LocalCluster, LoopbackNet, MAX_NODES};
 
@@ -155,7 +155,7 @@ pub struct BenchArgs {
     #[command(flatten)]
     pub tls: NativeTlsArgs,
     /// Draw ops/s and p99 per second over the whole run, with its phases and faults, into
-    /// this SVG file
+    /// this SVG file (and as text on stderr)
     #[arg(long, value_name = "FILE.svg")]
     pub plot: Option<PathBuf>,
 }
@@ -264,6 +264,10 @@ pub async fn run(args: BenchArgs) -> Result<(), CliError> {
         crate::bench::plot::write_svg(path, &report.series, &report.title)
             .map_err(|e| CliError::Failed(format!("--plot: {e}")))?;
         eprintln!("plot written to {}", path.display());
+        // The same run as text, for a terminal or a Markdown file.
+        for line in crate::bench::sparkline::sparkline(&report.series) {
+            eprintln!("{line}");
+        }
     }
     Ok(())
 }
@@ -377,7 +381,7 @@ async fn run_workload(
             let clients = config
                 .urls
                 .iter()
-                .map(|u| super::env_client(u, crate::http::DEFAULT_TIMEOUT))
+                .map(|u| crate::http::env_client(u, crate::http::DEFAULT_TIMEOUT))
                 .collect();
             observed(config, clients, "http", stop.clone(), storage, pids).await
         }
@@ -435,7 +439,7 @@ async fn run_recovery(
             let clients = config
                 .urls
                 .iter()
-                .map(|u| super::env_client(u, crate::http::DEFAULT_TIMEOUT))
+                .map(|u| crate::http::env_client(u, crate::http::DEFAULT_TIMEOUT))
                 .collect();
             let bench = Bench::new(config, clients, "http", stop).map_err(usage)?;
             recovery_windows(bench, cluster, window, storage).await?
@@ -506,7 +510,7 @@ async fn recovery_windows<C: BenchClient>(
 async fn repair_work(cluster: &LocalCluster, restarted: usize) -> RepairWork {
     let mut work = RepairWork::default();
     for spec in cluster.specs() {
-        let Ok(text) = super::env_client(&spec.http_url(), crate::http::DEFAULT_TIMEOUT)
+        let Ok(text) = crate::http::env_client(&spec.http_url(), crate::http::DEFAULT_TIMEOUT)
             .metrics()
             .await
         else {
@@ -617,7 +621,7 @@ async fn connect_native(
 async fn seeds_of(urls: &[String]) -> Result<Vec<SocketAddr>, CliError> {
     let mut seeds = Vec::new();
     for url in urls {
-        let members = super::env_client(url, crate::http::DEFAULT_TIMEOUT)
+        let members = crate::http::env_client(url, crate::http::DEFAULT_TIMEOUT)
             .members()
             .await
             .map_err(|e| CliError::Failed(format!("{url}: {e}")))?;

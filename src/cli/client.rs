@@ -10,9 +10,11 @@ use std::time::Duration;
 use bytes::Bytes;
 
 use super::{CliError, DeleteArgs, GetArgs, LeaveArgs, PutArgs, RemoveArgs, Target};
-use crate::api::{Context, GetResult, Health, MemberInfo, RingInfo, validate_key, validate_value};
 use crate::core::membership::{HandoffProgress, RingStatus, Status};
 use crate::http::{DEFAULT_TIMEOUT, HttpClient, HttpError, metric_sum};
+use crate::model::{
+    Context, GetResult, Health, MemberInfo, RingInfo, validate_key, validate_value,
+};
 
 /// `dynamo-node get`: prints the value or the numbered siblings, then the context.
 pub async fn get(args: GetArgs) -> Result<(), CliError> {
@@ -324,7 +326,7 @@ pub fn format_status(
         .map(|m| {
             vec![
                 m.node.clone(),
-                status_name(m.status).to_string(),
+                m.status.to_string(),
                 m.ring.to_string(),
                 m.heartbeat.to_string(),
                 m.incarnation.to_string(),
@@ -380,14 +382,6 @@ pub fn format_status(
         ring.n,
         table(&["NODE", "VNODES", "PRIMARY", "REPLICA", "KEYS"], ring_rows),
     )
-}
-
-fn status_name(status: Status) -> &'static str {
-    match status {
-        Status::Alive => "alive",
-        Status::Suspect => "suspect",
-        Status::Dead => "dead",
-    }
 }
 
 /// Left-aligned columns separated by two spaces, without trailing blanks.
@@ -477,9 +471,9 @@ mod tests {
         let n2 = out.lines().find(|l| l.starts_with("n2")).unwrap();
         assert!(n2.split_whitespace().skip(1).all(|c| c == "-"), "{n2}");
     }
-    use crate::api::RingNodeInfo;
     use crate::core::ids::ActorId;
     use crate::core::vclock::{Dot, VClock};
+    use crate::model::RingNodeInfo;
 
     fn ctx() -> Context {
         let mut clock = VClock::new();

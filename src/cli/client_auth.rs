@@ -7,14 +7,9 @@ use std::time::Duration;
 use clap::Args;
 
 use super::CliError;
+#[cfg(test)]
+use crate::http::{ADMIN_TOKEN_ENV, API_TOKEN_ENV};
 use crate::http::{ClientAuth, HttpClient, Token};
-
-/// Environment variable holding the API token (for `/kv`).
-pub const API_TOKEN_ENV: &str = "DYNAMO_API_TOKEN";
-/// Environment variable holding the admin token (for `/admin`, `/metrics`).
-pub const ADMIN_TOKEN_ENV: &str = "DYNAMO_ADMIN_TOKEN";
-/// Environment variable naming the PEM file of the CA an HTTPS node's certificate chains to.
-pub const CA_ENV: &str = "DYNAMO_CA";
 
 /// How a client command authenticates and what it trusts.
 #[derive(Args, Clone, Debug, Default, PartialEq, Eq)]
@@ -41,44 +36,26 @@ impl ClientAuthArgs {
         &self,
         env: impl Fn(&str) -> Option<String>,
     ) -> Result<ClientAuth, CliError> {
-        let token = |file: &Option<PathBuf>, flag: &str, var: &str| match file {
-            Some(path) => Token::from_file(path)
-                .map(Some)
-                .map_err(|e| CliError::Usage(format!("{flag}: {e}"))),
-            None => Ok(env(var).and_then(|text| Token::new(&text))),
+        let token = |path: &PathBuf, flag: &str| {
+            Token::from_file(path).map_err(|e| CliError::Usage(format!("{flag}: {e}")))
         };
-        Ok(ClientAuth {
-            api_token: token(&self.api_token_file, "--api-token-file", API_TOKEN_ENV)?,
-            admin_token: token(
-                &self.admin_token_file,
-                "--admin-token-file",
-                ADMIN_TOKEN_ENV,
-            )?,
-            ca: self.ca.clone().or_else(|| {
-                env(CA_ENV)
-                    .filter(|v| !v.trim().is_empty())
-                    .map(PathBuf::from)
-            }),
-        })
+        let mut auth = ClientAuth::from_env_with(env);
+        if let Some(path) = &self.api_token_file {
+            auth.api_token = Some(token(path, "--api-token-file")?);
+        }
+        if let Some(path) = &self.admin_token_file {
+            auth.admin_token = Some(token(path, "--admin-token-file")?);
+        }
+        if let Some(ca) = &self.ca {
+            auth.ca = Some(ca.clone());
+        }
+        Ok(auth)
     }
 
     /// A client of `url` with these credentials.
     pub fn client(&self, url: String, timeout: Duration) -> Result<HttpClient, CliError> {
         let auth = self.resolve()?;
         HttpClient::with_auth(url, timeout, auth).map_err(|e| CliError::Usage(format!("--ca: {e}")))
-    }
-}
-
-/// A client of `url` with the tokens and CA of the environment (`$DYNAMO_API_TOKEN`,
-/// `$DYNAMO_ADMIN_TOKEN`, `$DYNAMO_CA`), for the shell and `bench`; a CA file that cannot be
-/// used is reported on stderr and the client then trusts no HTTPS node.
-pub fn env_client(url: &str, timeout: Duration) -> HttpClient {
-    match ClientAuthArgs::default().client(url.to_owned(), timeout) {
-        Ok(client) => client,
-        Err(e) => {
-            eprintln!("warning: {e}");
-            HttpClient::with_timeout(url, timeout)
-        }
     }
 }
 

@@ -27,7 +27,7 @@ use clap::{Args, Parser, Subcommand};
 pub use args::{NodeFlags, StartArgs, TlsFlags, parse_seed};
 pub use bench::BenchArgs;
 pub use client::{format_get, format_leave, format_remove, format_status};
-pub use client_auth::{ADMIN_TOKEN_ENV, API_TOKEN_ENV, CA_ENV, ClientAuthArgs, env_client};
+pub use client_auth::ClientAuthArgs;
 pub use cluster::{ClusterArgs, RestartBackoff};
 pub use security::{
     COOKIE_ENV, CookieSource, DEFAULT_COOKIE, SecurityFlags, protected_mode, read_secret,
@@ -214,6 +214,20 @@ impl CliError {
     }
 }
 
+/// The multi-threaded runtime commands run on; `None`, said on stderr, when it cannot start.
+pub fn runtime() -> Option<tokio::runtime::Runtime> {
+    match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => Some(runtime),
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            None
+        }
+    }
+}
+
 /// Entry point of the binary: parses the arguments, runs the command, maps the exit code.
 pub fn main() -> ExitCode {
     let cli = match Cli::try_parse() {
@@ -223,25 +237,18 @@ pub fn main() -> ExitCode {
     };
     if let Command::Demo = cli.command {
         return match demo::run() {
-            Ok(()) => ExitCode::SUCCESS,
+            Ok(()) => ExitCode::from(EXIT_OK),
             Err(e) => {
                 eprintln!("error: {e}");
                 ExitCode::from(EXIT_FAILED)
             }
         };
     }
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(runtime) => runtime,
-        Err(e) => {
-            eprintln!("error: cannot start the async runtime: {e}");
-            return ExitCode::from(EXIT_FAILED);
-        }
+    let Some(runtime) = runtime() else {
+        return ExitCode::from(EXIT_FAILED);
     };
     match runtime.block_on(run(cli.command)) {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(()) => ExitCode::from(EXIT_OK),
         Err(CliError::NotFound) => ExitCode::from(EXIT_NOT_FOUND),
         Err(e) => {
             eprintln!("error: {e}");

@@ -9,14 +9,13 @@ use std::time::Duration;
 use clap::Args;
 
 use super::CliError;
+pub use crate::config::COOKIE_ENV;
 use crate::config::NodeConfig;
 use crate::http::{
     DEFAULT_BODY_TIMEOUT, DEFAULT_HEADER_TIMEOUT, DEFAULT_MAX_CONNECTIONS, DEFAULT_MAX_REQUESTS,
-    HttpGuard, HttpLimits, TlsFiles, Token,
+    HttpAccess, HttpGuard, HttpLimits, TlsFiles, Token,
 };
 
-/// Environment variable holding the cluster cookie (never on a command line).
-pub const COOKIE_ENV: &str = "DYNAMO_COOKIE";
 /// The cookie of a node given none: fine on loopback, refused elsewhere.
 pub const DEFAULT_COOKIE: &str = "dynamo";
 
@@ -70,14 +69,15 @@ pub enum CookieSource {
 }
 
 impl SecurityFlags {
-    /// Sets the cookie (from `--cookie-file`, else `cookie_flag`, else `env_cookie`), the
-    /// tokens, HTTPS and the bounds on `config`, then applies protected mode.
+    /// Sets the cookie (from `--cookie-file`, else `cookie_flag`, else `env_cookie`) on
+    /// `config`, applies protected mode, and returns the HTTP API's guard (tokens, HTTPS,
+    /// bounds).
     pub fn apply(
         &self,
         config: &mut NodeConfig,
         cookie_flag: Option<&str>,
         env_cookie: Option<String>,
-    ) -> Result<(), CliError> {
+    ) -> Result<HttpGuard, CliError> {
         let source = if let Some(path) = &self.cookie_file {
             config.cookie = read_secret(path, "--cookie-file")?;
             CookieSource::File
@@ -90,8 +90,9 @@ impl SecurityFlags {
         } else {
             CookieSource::Default
         };
-        config.http_guard = self.guard()?;
-        protected_mode(config, source, self.insecure).map_err(CliError::Usage)
+        let guard = self.guard()?;
+        protected_mode(config, &guard.access, source, self.insecure).map_err(CliError::Usage)?;
+        Ok(guard)
     }
 
     fn guard(&self) -> Result<HttpGuard, CliError> {
@@ -150,6 +151,7 @@ fn is_loopback(addr: SocketAddr) -> bool {
 /// The message names every flag to add.
 pub fn protected_mode(
     config: &NodeConfig,
+    access: &HttpAccess,
     cookie: CookieSource,
     insecure: bool,
 ) -> Result<(), String> {
@@ -184,7 +186,6 @@ pub fn protected_mode(
         CookieSource::File | CookieSource::Env => {}
     }
     if http_public && !insecure {
-        let access = &config.http_guard.access;
         if access.api.is_none() {
             missing.push("--api-token-file FILE (or --insecure)".into());
         }
@@ -213,53 +214,65 @@ mod tests {
         c
     }
 
-    fn with_tokens(mut c: NodeConfig) -> NodeConfig {
-        c.http_guard.access.api = Token::new("a");
-        c.http_guard.access.admin = Token::new("b");
-        c
+    fn tokens() -> HttpAccess {
+        HttpAccess {
+            api: Token::new("a"),
+            admin: Token::new("b"),
+        }
     }
 
     #[test]
     fn loopback_needs_nothing() {
         let c = config("127.0.0.1:7000", "127.0.0.1:8000", DEFAULT_COOKIE);
-        assert!(protected_mode(&c, CookieSource::Default, false).is_ok());
-        assert!(protected_mode(&c, CookieSource::Flag, false).is_ok());
+        assert!(protected_mode(&c, &HttpAccess::default(), CookieSource::Default, false).is_ok());
+        assert!(protected_mode(&c, &HttpAccess::default(), CookieSource::Flag, false).is_ok());
         let v6 = config("[::1]:7000", "127.0.0.5:8000", "x");
-        assert!(protected_mode(&v6, CookieSource::Flag, false).is_ok());
+        assert!(protected_mode(&v6, &HttpAccess::default(), CookieSource::Flag, false).is_ok());
     }
 
     #[test]
     fn a_public_cluster_address_needs_a_cookie_of_its_own_off_the_command_line() {
         let default = config("10.0.0.1:7000", "127.0.0.1:8000", DEFAULT_COOKIE);
-        let err = protected_mode(&default, CookieSource::Default, false).unwrap_err();
+        let err = protected_mode(
+            &default,
+            &HttpAccess::default(),
+            CookieSource::Default,
+            false,
+        )
+        .unwrap_err();
         assert!(err.contains("--bind 10.0.0.1:7000"), "{err}");
         assert!(err.contains("--cookie-file") && err.contains("DYNAMO_COOKIE"));
         assert!(!err.contains("token"), "HTTP is loopback: {err}");
         let flag = config("10.0.0.1:7000", "127.0.0.1:8000", "s3cret");
-        let err = protected_mode(&flag, CookieSource::Flag, false).unwrap_err();
+        let err =
+            protected_mode(&flag, &HttpAccess::default(), CookieSource::Flag, false).unwrap_err();
         assert!(err.contains("instead of --cookie"), "{err}");
-        let err = protected_mode(&default, CookieSource::File, false).unwrap_err();
+        let err = protected_mode(&default, &HttpAccess::default(), CookieSource::File, false)
+            .unwrap_err();
         assert!(err.contains("other than"), "{err}");
         for source in [CookieSource::File, CookieSource::Env] {
-            assert!(protected_mode(&flag, source, false).is_ok());
+            assert!(protected_mode(&flag, &HttpAccess::default(), source, false).is_ok());
         }
     }
 
     #[test]
     fn a_public_http_address_needs_both_tokens_or_insecure() {
         let c = config("127.0.0.1:7000", "0.0.0.0:8000", "s3cret");
-        let err = protected_mode(&c, CookieSource::Env, false).unwrap_err();
+        let err = protected_mode(&c, &HttpAccess::default(), CookieSource::Env, false).unwrap_err();
         assert!(err.contains("--http 0.0.0.0:8000"), "{err}");
         assert!(err.contains("--api-token-file") && err.contains("--admin-token-file"));
-        assert!(protected_mode(&c, CookieSource::Env, true).is_ok());
-        assert!(protected_mode(&with_tokens(c.clone()), CookieSource::Env, false).is_ok());
-        let mut one = c;
-        one.http_guard.access.api = Token::new("a");
-        let err = protected_mode(&one, CookieSource::Env, false).unwrap_err();
+        assert!(protected_mode(&c, &HttpAccess::default(), CookieSource::Env, true).is_ok());
+        assert!(protected_mode(&c, &tokens(), CookieSource::Env, false).is_ok());
+        let one = HttpAccess {
+            api: Token::new("a"),
+            admin: None,
+        };
+        let err = protected_mode(&c, &one, CookieSource::Env, false).unwrap_err();
         assert!(!err.contains("--api-token-file") && err.contains("--admin-token-file"));
         // --insecure opens HTTP only: the cookie is still required.
         let open = config("0.0.0.0:7000", "0.0.0.0:8000", DEFAULT_COOKIE);
-        let err = protected_mode(&open, CookieSource::Default, true).unwrap_err();
+        let err =
+            protected_mode(&open, &HttpAccess::default(), CookieSource::Default, true).unwrap_err();
         assert!(
             err.contains("--cookie-file") && !err.contains("token"),
             "{err}"

@@ -91,7 +91,7 @@ impl Segment for VolatileSegment<'_> {
     fn for_each_key(&self, f: &mut dyn FnMut(&[u8], u64)) -> Result<(), EngineError> {
         let state = self.disk.lock();
         for (key, (digest, _)) in &state.0.data {
-            if Store::segment_of(key) == self.segment {
+            if crate::core::segments::segment_of(key) == self.segment {
                 f(key, *digest);
             }
         }
@@ -115,7 +115,7 @@ impl Engine for Arc<VolatileDisk> {
             .0
             .data
             .iter()
-            .filter(|(k, _)| Store::segment_of(k) == segment)
+            .filter(|(k, _)| crate::core::segments::segment_of(k) == segment)
             .map(|(k, (d, _))| (Bytes::copy_from_slice(k), *d))
             .collect())
     }
@@ -200,7 +200,7 @@ fn a_crash_loses_nothing_acknowledged_after_a_sync_and_no_dot_is_ever_made_twice
                         };
                         writes.fetch_add(1, Ordering::SeqCst);
                         // Acknowledged only once a sync covered it.
-                        if store.sync().is_err() {
+                        if store.engine().sync().is_err() {
                             break;
                         }
                         acked.push((key, dot));
@@ -223,7 +223,7 @@ fn a_crash_loses_nothing_acknowledged_after_a_sync_and_no_dot_is_ever_made_twice
         let reopened = open(&disk);
         let lost: Vec<_> = acked
             .iter()
-            .filter(|(key, dot)| !reopened.get(key).has_seen(dot))
+            .filter(|(key, dot)| !reopened.get(key).context().contains(dot))
             .collect();
         assert!(
             lost.is_empty(),

@@ -107,7 +107,7 @@ mod tests {
 
     fn hinted(owner: &str, count: usize) -> HintStore {
         let coord = Store::new(ActorId::new("c", 1));
-        let mut hints = HintStore::new();
+        let mut hints = HintStore::default();
         for i in 0..count {
             let key = Key::from(format!("k{i}"));
             let set = coord

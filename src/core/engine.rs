@@ -9,7 +9,7 @@
 //! The in-memory engine lives here; the durable one (`crate::node::disk`) does I/O, so it
 //! lives above `core`.
 //!
-//! [`SEGMENTS`]: super::store::SEGMENTS
+//! [`SEGMENTS`]: super::segments::SEGMENTS
 
 use std::collections::{BTreeMap, HashSet};
 use std::sync::{Mutex, MutexGuard};
@@ -18,7 +18,7 @@ use bytes::Bytes;
 
 use super::ids::Key;
 use super::record::Record;
-use super::store::SEGMENTS;
+use super::segments::SEGMENTS;
 use super::version::VersionSet;
 
 /// Why an engine could not read or write.

@@ -72,7 +72,6 @@ pub struct Handoff {
     seen: u64,
     last_pass: u64,
     misplaced: Option<Misplaced>,
-    listed: u64,
 }
 
 // The segments holding keys this node does not own, known from the digests of those keys.
@@ -129,7 +128,6 @@ impl fmt::Debug for Handoff {
             .field("in_flight", &self.in_flight.len())
             .field("handed", &self.handed)
             .field("remaining", &self.remaining())
-            .field("listed", &self.listed)
             .finish()
     }
 }
@@ -219,7 +217,6 @@ impl Handoff {
                 wrapped = true;
             }
         }
-        self.listed += listed as u64;
         transfers
     }
 
@@ -253,42 +250,86 @@ impl Handoff {
     pub fn in_flight(&self) -> usize {
         self.in_flight.len()
     }
-
-    /// Segments whose keys the scan listed so far (segments holding nothing to hand off are
-    /// never listed).
-    pub fn segments_listed(&self) -> u64 {
-        self.listed
-    }
-
-    /// True while a pass started by a ring change has not finished.
-    pub fn is_urgent(&self) -> bool {
-        self.urgent
-    }
 }
 
 #[cfg(test)]
 mod tests {
+    use std::sync::Arc;
+    use std::sync::atomic::AtomicU64;
+
     use bytes::Bytes;
 
     use super::*;
+    use crate::core::engine::{Engine, EngineError, MemoryEngine, Segment, Summary};
     use crate::core::ids::{ActorId, NodeId};
     use crate::core::ring::Ring;
+    use crate::core::store::SetLimits;
     use crate::core::vclock::VClock;
 
     fn nodes(names: &[&str]) -> Vec<NodeId> {
         names.iter().map(|n| NodeId::new(*n)).collect()
     }
 
+    /// The in-memory engine, counting the segments listed through it: what a scan costs.
+    struct Listings {
+        engine: MemoryEngine,
+        listed: Arc<AtomicU64>,
+    }
+
+    impl Engine for Listings {
+        fn locked(&self, segment: usize, f: &mut dyn FnMut(&mut dyn Segment)) {
+            self.engine.locked(segment, f);
+        }
+        fn keys_in_segment(&self, segment: usize) -> Result<Vec<(Key, u64)>, EngineError> {
+            self.listed
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            self.engine.keys_in_segment(segment)
+        }
+        fn scan(&self, f: &mut dyn FnMut(&[u8], Summary)) -> Result<(), EngineError> {
+            self.engine.scan(f)
+        }
+        fn meta(&self, name: &str) -> Result<Option<Bytes>, EngineError> {
+            self.engine.meta(name)
+        }
+        fn set_meta(&self, name: &str, value: &[u8]) -> Result<(), EngineError> {
+            self.engine.set_meta(name, value)
+        }
+        fn sync(&self) -> Result<(), EngineError> {
+            self.engine.sync()
+        }
+        fn durable(&self) -> bool {
+            self.engine.durable()
+        }
+    }
+
+    /// A store of node `me` whose engine counts the segments listed; reads the count.
+    fn counted_store(me: &str) -> (Store, impl Fn() -> u64) {
+        let listed = Arc::new(AtomicU64::new(0));
+        let engine = Listings {
+            engine: MemoryEngine::default(),
+            listed: Arc::clone(&listed),
+        };
+        let store = Store::open(Box::new(engine), ActorId::new(me, 1), SetLimits::NONE).unwrap();
+        (store, move || {
+            listed.load(std::sync::atomic::Ordering::Relaxed)
+        })
+    }
+
     /// Writes `count` keys into a store of node `me`.
     fn store_with(me: &str, count: usize) -> Store {
-        let store = Store::new(ActorId::new(me, 1));
+        store_with_counted(me, count).0
+    }
+
+    /// Writes `count` keys into a store of node `me` that counts the segments listed.
+    fn store_with_counted(me: &str, count: usize) -> (Store, impl Fn() -> u64) {
+        let (store, listed) = counted_store(me);
         for i in 0..count {
             let key = Bytes::from(format!("k{i}"));
             store
                 .coordinate(&key, &VClock::new(), Some(Bytes::from("v")), 0)
                 .unwrap();
         }
-        store
+        (store, listed)
     }
 
     fn full_pass(h: &mut Handoff, store: &Store, view: &View<'_>, version: u64) -> Vec<Transfer> {
@@ -391,7 +432,7 @@ mod tests {
             live: &n5_down,
         };
         assert!(full_pass(&mut Handoff::new(), &store, &view, 1).is_empty());
-        let empty = Ring::empty();
+        let empty = Ring::default();
         let view = View {
             me: &me,
             ring: &empty,
@@ -405,7 +446,7 @@ mod tests {
     fn a_ring_change_restarts_the_scan_urgently() {
         // n1 is off the ring: every key it holds goes, over more segments than one call lists.
         let me = NodeId::new("n1");
-        let store = store_with("n1", 3_000);
+        let (store, listed) = store_with_counted("n1", 3_000);
         let ring = Ring::with_default_vnodes(nodes(&["n2", "n3", "n4"])).unwrap();
         let live = |_: &NodeId| true;
         let view = View {
@@ -414,16 +455,23 @@ mod tests {
             n: 3,
             live: &live,
         };
+        // Listed by one call, while nothing is handed off (the keys stay in flight).
         let mut h = Handoff::new();
-        h.scan(&store, &view, 1, usize::MAX);
-        assert!(h.is_urgent());
-        assert_eq!(h.segments_listed(), URGENT_SEGMENTS as u64);
+        let call = |h: &mut Handoff, ring_version| {
+            let before = listed();
+            h.scan(&store, &view, ring_version, usize::MAX);
+            listed() - before
+        };
+        assert_eq!(call(&mut h, 1), URGENT_SEGMENTS as u64, "urgent");
         for _ in 0..SEGMENTS / URGENT_SEGMENTS {
-            h.scan(&store, &view, 1, usize::MAX);
+            call(&mut h, 1);
         }
-        assert!(!h.is_urgent(), "a full pass ends the urgency");
-        h.scan(&store, &view, 2, usize::MAX);
-        assert!(h.is_urgent());
+        assert_eq!(
+            call(&mut h, 1),
+            STEADY_SEGMENTS as u64,
+            "a full pass ends the urgency"
+        );
+        assert_eq!(call(&mut h, 2), URGENT_SEGMENTS as u64, "a new ring");
     }
 
     #[test]
@@ -438,7 +486,7 @@ mod tests {
             live: &live,
         };
         // n1 holds exactly what it owns.
-        let store = Store::new(ActorId::new("n1", 1));
+        let (store, listed) = counted_store("n1");
         let owned: Vec<Key> = (0..2_000)
             .map(|i| Bytes::from(format!("k{i}")))
             .filter(|k| view.owns(k))
@@ -452,8 +500,7 @@ mod tests {
         for _ in 0..3 * SEGMENTS / STEADY_SEGMENTS {
             assert!(h.scan(&store, &view, 1, usize::MAX).is_empty());
         }
-        assert!(!h.is_urgent(), "the passes went by");
-        assert_eq!(h.segments_listed(), 0, "nothing misplaced: nothing listed");
+        assert_eq!(listed(), 0, "nothing misplaced: nothing listed");
         assert_eq!(h.remaining(), 0);
         // Writes go on to owned keys: still nothing listed.
         for k in owned.iter().take(100) {
@@ -463,7 +510,7 @@ mod tests {
                 .unwrap();
         }
         assert!(h.scan(&store, &view, 1, usize::MAX).is_empty());
-        assert_eq!(h.segments_listed(), 0);
+        assert_eq!(listed(), 0);
         // A replica write sent under an older ring lands here: the next call hands it off,
         // listing its segment alone.
         let stray = (0..)
@@ -479,19 +526,19 @@ mod tests {
         let transfers = h.scan(&store, &view, 1, usize::MAX);
         assert_eq!(transfers.len(), 1);
         assert_eq!(transfers[0].key, stray);
-        assert_eq!(h.segments_listed(), 1);
+        assert_eq!(listed(), 1);
         // Acknowledged and dropped: its segment is not listed again.
         assert!(h.finish(&store, &transfers[0], true));
         for _ in 0..3 {
             assert!(h.scan(&store, &view, 1, usize::MAX).is_empty());
         }
-        assert_eq!(h.segments_listed(), 1);
+        assert_eq!(listed(), 1);
     }
 
     #[test]
     fn a_key_that_cannot_move_yet_is_retried_every_pass_until_it_can() {
         let me = NodeId::new("n1");
-        let store = store_with("n1", 1);
+        let (store, listed) = store_with_counted("n1", 1);
         let ring = Ring::with_default_vnodes(nodes(&["n2", "n3", "n4"])).unwrap();
         let n4_down = |n: &NodeId| n.as_str() != "n4";
         let down = View {
@@ -504,11 +551,7 @@ mod tests {
         for _ in 0..3 {
             assert!(h.scan(&store, &down, 1, usize::MAX).is_empty());
         }
-        assert_eq!(
-            h.segments_listed(),
-            3,
-            "its segment is listed on every pass"
-        );
+        assert_eq!(listed(), 3, "its segment is listed on every pass");
         assert_eq!(h.remaining(), 1);
         let live = |_: &NodeId| true;
         let up = View {

@@ -128,7 +128,6 @@ pub struct HintStore {
     count: usize,
     bytes: u64,
     limits: HintLimits,
-    changes: u64,
     journal: Option<Box<dyn HintJournal>>,
 }
 
@@ -139,11 +138,6 @@ impl Default for HintStore {
 }
 
 impl HintStore {
-    /// An empty hint store without limits.
-    pub fn new() -> Self {
-        HintStore::default()
-    }
-
     /// An empty hint store bounded by `limits`.
     pub fn with_limits(limits: HintLimits) -> Self {
         HintStore {
@@ -153,7 +147,6 @@ impl HintStore {
             count: 0,
             bytes: 0,
             limits,
-            changes: 0,
             journal: None,
         }
     }
@@ -202,7 +195,6 @@ impl HintStore {
             slot.hint = grown;
             self.bytes = total;
             slot.bytes = bytes;
-            self.changes += 1;
             return Ok(id);
         }
         let bytes = hint_bytes(&key, &versions);
@@ -267,7 +259,6 @@ impl HintStore {
         self.count += 1;
         self.bytes += bytes;
         self.next_id = self.next_id.max(id.0);
-        self.changes += 1;
     }
 
     fn full(&self) -> HintsFull {
@@ -282,19 +273,6 @@ impl HintStore {
     /// Owners that have hints stored (waiting or in flight).
     pub fn owners(&self) -> Vec<NodeId> {
         self.owners.keys().cloned().collect()
-    }
-
-    /// Every hint held for `owner`, oldest first.
-    pub fn list<'a>(&'a self, owner: &NodeId) -> impl Iterator<Item = &'a Hint> + 'a {
-        self.owners
-            .get(owner)
-            .into_iter()
-            .flat_map(|h| h.slots.values().map(|s| &s.hint))
-    }
-
-    /// Number of hints held for `owner`.
-    pub fn pending_for(&self, owner: &NodeId) -> usize {
-        self.owners.get(owner).map_or(0, |h| h.slots.len())
     }
 
     /// Number of hints held in all.
@@ -395,13 +373,7 @@ impl HintStore {
         }
         self.count -= 1;
         self.bytes -= slot.bytes;
-        self.changes += 1;
         true
-    }
-
-    /// A counter bumped by every change of what is held (adds and acks).
-    pub fn changes(&self) -> u64 {
-        self.changes
     }
 }
 
@@ -458,11 +430,12 @@ mod tests {
     fn add_take_ack_round_trip() {
         let coord = Store::new(ActorId::new("c", 1));
         let (owner, k) = (NodeId::new("o"), key("k"));
-        let mut hints = HintStore::new();
+        let mut hints = HintStore::default();
         let id = hints
             .add(owner.clone(), k.clone(), blind(&coord, &k, "v"), 5)
             .unwrap();
-        assert_eq!(hints.pending_for(&owner), 1);
+        assert_eq!(hints.owners(), vec![owner.clone()]);
+        assert_eq!(hints.len(), 1);
         let taken = hints.take(&owner, 10);
         assert_eq!(taken.len(), 1);
         assert_eq!((taken[0].id, taken[0].created_at_ms), (id, 5));
@@ -521,12 +494,16 @@ mod tests {
             .add(owner.clone(), k3.clone(), blind(&coord, &k3, "v"), 0)
             .unwrap();
         assert_eq!(hints.len(), 2);
+        let bytes = hints.bytes();
+        let held: Vec<Hint> = hints
+            .owners()
+            .iter()
+            .flat_map(|o| hints.take(o, usize::MAX))
+            .collect();
+        assert_eq!(held.len(), 2, "nothing was in flight");
         assert_eq!(
-            hints.bytes(),
-            hints
-                .owners()
-                .iter()
-                .flat_map(|o| hints.list(o))
+            bytes,
+            held.iter()
                 .map(|h| hint_bytes(&h.key, &h.versions))
                 .sum::<u64>()
         );
@@ -536,7 +513,7 @@ mod tests {
     fn released_hints_are_taken_again() {
         let coord = Store::new(ActorId::new("c", 1));
         let owner = NodeId::new("o");
-        let mut hints = HintStore::new();
+        let mut hints = HintStore::default();
         for i in 0..3 {
             let k = key(&format!("k{i}"));
             hints
@@ -554,7 +531,7 @@ mod tests {
     fn waiting_hints_coalesce_but_in_flight_ones_do_not_change() {
         let coord = Store::new(ActorId::new("c", 1));
         let (owner, k) = (NodeId::new("o"), key("cart"));
-        let mut hints = HintStore::new();
+        let mut hints = HintStore::default();
         let a = hints
             .add(owner.clone(), k.clone(), blind(&coord, &k, "x"), 0)
             .unwrap();
@@ -579,7 +556,7 @@ mod tests {
         let coord = Store::new(ActorId::new("c", 1));
         let k = key("k");
         let old = blind(&coord, &k, "old");
-        let mut hints = HintStore::new();
+        let mut hints = HintStore::default();
         let owner = NodeId::new("o");
         hints.add(owner.clone(), k.clone(), old.clone(), 0).unwrap();
         // The owner meanwhile got a newer version that supersedes the hinted one.
@@ -601,7 +578,7 @@ mod tests {
         // Delivery times out (release) but did land on the owner; its ack arrives late.
         let coord = Store::new(ActorId::new("c", 1));
         let (owner, k) = (NodeId::new("o"), key("cart"));
-        let mut hints = HintStore::new();
+        let mut hints = HintStore::default();
         let id = hints
             .add(owner.clone(), k.clone(), blind(&coord, &k, "x"), 0)
             .unwrap();
@@ -616,9 +593,12 @@ mod tests {
             .unwrap();
         hints.add(owner.clone(), k.clone(), newer, 1).unwrap();
         hints.ack(&owner, delivered.id);
-        assert!(!delivered.versions.has_seen(&newest));
+        assert!(!delivered.versions.context().contains(&newest));
         assert!(
-            hints.list(&owner).any(|h| h.versions.has_seen(&newest)),
+            hints
+                .take(&owner, 10)
+                .iter()
+                .any(|h| h.versions.context().contains(&newest)),
             "a write hinted after the delivered snapshot must still be held"
         );
     }
@@ -646,7 +626,7 @@ mod tests {
         #[test]
         fn nothing_leaves_without_an_ack(ops in proptest::collection::vec(op(), 0..40)) {
             let coord = Store::new(ActorId::new("c", 1));
-            let mut hints = HintStore::new();
+            let mut hints = HintStore::default();
             let mut in_flight: BTreeMap<u8, Vec<Hint>> = BTreeMap::new();
             let mut added: Vec<(NodeId, Key, Dot)> = Vec::new();
             let mut acked: Vec<Hint> = Vec::new();
@@ -697,10 +677,21 @@ mod tests {
                     }
                 }
             }
-            // Every hinted version is still held, or was in a hint its owner acknowledged.
+            // Every hinted version is still held, or was in a hint its owner acknowledged. Once
+            // every delivery under way is released, taking an owner's hints lists all it holds.
+            for (o, list) in &in_flight {
+                let ids: Vec<HintId> = list.iter().map(|h| h.id).collect();
+                hints.release(&NodeId::new(format!("o{o}")), &ids);
+            }
+            let mut held_for: BTreeMap<NodeId, Vec<Hint>> = BTreeMap::new();
+            for owner in hints.owners() {
+                let all = hints.take(&owner, usize::MAX);
+                held_for.insert(owner, all);
+            }
             for (owner, k, dot) in &added {
-                let held = hints.list(owner).any(|h| h.key == *k && h.versions.has_seen(dot));
-                let delivered = acked.iter().any(|h| &h.owner == owner && h.key == *k && h.versions.has_seen(dot));
+                let held = held_for.get(owner).into_iter().flatten()
+                    .any(|h| h.key == *k && h.versions.context().contains(dot));
+                let delivered = acked.iter().any(|h| &h.owner == owner && h.key == *k && h.versions.context().contains(dot));
                 prop_assert!(held || delivered, "{:?} for {} lost", dot, owner);
             }
         }

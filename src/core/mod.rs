@@ -22,6 +22,7 @@ pub mod read;
 pub mod record;
 pub mod replica;
 pub mod ring;
+pub mod segments;
 #[cfg(test)]
 mod sim;
 pub mod store;

@@ -1,7 +1,7 @@
 //! The store's digests of the pieces of its cells that ring tokens cut off.
 //!
 //! The store keeps the XOR digest of every cell (a fixed range of ring positions, see
-//! [`crate::core::store::CELLS`]). A question about a ring range (the keys two nodes both
+//! [`crate::core::segments::CELLS`]). A question about a ring range (the keys two nodes both
 //! own, the keys this node does not own) is answered from whole cells, except where a vnode
 //! token falls inside a cell: its positions on either side of the token start their walk at
 //! different tokens, so may have different owners. For those cells the store keeps, per
@@ -18,7 +18,7 @@ use std::ops::Range;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
-use super::store::{CELLS, SEGMENTS, Store};
+use super::segments::{CELLS, SEGMENTS};
 
 /// The piece digests for one set of split points.
 pub struct Pieces {
@@ -37,7 +37,7 @@ impl Pieces {
         debug_assert!(points.windows(2).all(|w| w[0] < w[1]));
         let mut split = vec![0u64; CELLS / 64].into_boxed_slice();
         for &point in points.iter() {
-            let cell = Store::cell_at(point);
+            let cell = crate::core::segments::cell_at(point);
             split[cell / 64] |= 1 << (cell % 64);
         }
         Pieces {
@@ -78,12 +78,13 @@ impl Pieces {
     /// The piece `position` falls in, as the index of the point that ends it; `None` when its
     /// cell holds no point, or when it lies after the cell's last point.
     pub fn piece_at(&self, position: u64) -> Option<usize> {
-        let cell = Store::cell_at(position);
+        let cell = crate::core::segments::cell_at(position);
         if self.split[cell / 64] & (1 << (cell % 64)) == 0 {
             return None;
         }
         let point = self.points.partition_point(|&p| p < position);
-        (point < self.points.len() && Store::cell_at(self.points[point]) == cell).then_some(point)
+        (point < self.points.len() && crate::core::segments::cell_at(self.points[point]) == cell)
+            .then_some(point)
     }
 
     /// The points lying in `segment`.

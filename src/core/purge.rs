@@ -111,10 +111,9 @@ impl PurgeRound {
         }
         let mut checks = Vec::new();
         for key in candidates {
-            let Ok(list) = scope.ring.preference_list(&key) else {
+            let Ok(owners) = scope.ring.owners(&key, scope.n) else {
                 continue;
             };
-            let owners: Vec<NodeId> = list.take(scope.n).cloned().collect();
             if owners.first() != Some(scope.me) || hinted_here(&key) {
                 continue;
             }

@@ -23,11 +23,6 @@ pub struct Target {
 }
 
 impl Target {
-    /// The owner whose replica this target holds: itself, or the owner named by its hint.
-    pub fn replica_of(&self) -> &NodeId {
-        self.stands_in_for.as_ref().unwrap_or(&self.node)
-    }
-
     /// Whether the write must be stored as a hint for another node.
     pub fn is_hinted(&self) -> bool {
         self.stands_in_for.is_some()
@@ -74,17 +69,6 @@ pub fn select_targets<'a>(
     targets
 }
 
-/// The node that should coordinate a request: the first live owner, else the first live fallback.
-///
-/// Both cases reduce to "the first live node in walk order" (a live owner always comes before
-/// every fallback), which is why this takes no `n`. `None` when nobody in the list is live.
-pub fn coordinator<'a>(
-    preference: impl IntoIterator<Item = &'a NodeId>,
-    is_live: impl Fn(&NodeId) -> bool,
-) -> Option<NodeId> {
-    preference.into_iter().find(|node| is_live(node)).cloned()
-}
-
 /// What a node that received a request should do with it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Route {
@@ -96,7 +80,9 @@ pub enum Route {
     Unavailable,
 }
 
-/// Routes a request that reached `local`: any owner coordinates, others forward to [`coordinator`].
+/// Routes a request that reached `local`: any owner coordinates; any other node forwards it to
+/// the first live owner, else the first live fallback (both are "the first live node in walk
+/// order": a live owner always comes before every fallback).
 ///
 /// `local` is treated as live whatever `is_live` says of it, since it is the node running this
 /// code. Letting every owner coordinate (not only the first) spares a network hop, as in Dynamo.
@@ -195,15 +181,13 @@ enum Slot {
 /// Counts replies from a fixed set of targets until `required` succeed or that becomes impossible.
 ///
 /// Each target counts at most once: a second event from a target, or any event from a node that
-/// is not a target, is ignored (and counted in [`ignored`](Self::ignored)). The outcome is
-/// sticky, but events after it are still recorded, because late replies feed read repair.
+/// is not a target, is ignored. The outcome is sticky, but events after it are still recorded, because late replies feed read repair.
 #[derive(Clone, Debug)]
 pub struct QuorumTracker<T> {
     required: usize,
     slots: HashMap<NodeId, Slot>,
     replies: Vec<(NodeId, T)>,
-    failures: Vec<(NodeId, Failure)>,
-    ignored: usize,
+    failures: Vec<Failure>,
     progress: Progress,
 }
 
@@ -230,7 +214,6 @@ impl<T> QuorumTracker<T> {
             slots,
             replies: Vec::new(),
             failures: Vec::new(),
-            ignored: 0,
             progress: Progress::Pending,
         };
         tracker.settle();
@@ -249,30 +232,15 @@ impl<T> QuorumTracker<T> {
     /// Records that `from` will not ack, for the given reason; never counts as a success.
     pub fn on_failure(&mut self, from: &NodeId, kind: Failure) -> Progress {
         if self.claim(from) {
-            self.failures.push((from.clone(), kind));
+            self.failures.push(kind);
             self.settle();
         }
         self.progress
     }
 
-    /// Records an error reply (or an undeliverable RPC) from `from`.
-    pub fn on_error(&mut self, from: &NodeId) -> Progress {
-        self.on_failure(from, Failure::Error)
-    }
-
-    /// Records that `from` did not answer in time.
-    pub fn on_timeout(&mut self, from: &NodeId) -> Progress {
-        self.on_failure(from, Failure::Timeout)
-    }
-
     /// The current outcome.
     pub fn progress(&self) -> Progress {
         self.progress
-    }
-
-    /// Successes needed.
-    pub fn required(&self) -> usize {
-        self.required
     }
 
     /// Number of targets.
@@ -285,24 +253,9 @@ impl<T> QuorumTracker<T> {
         &self.replies
     }
 
-    /// The successful replies, in arrival order.
-    pub fn into_replies(self) -> Vec<(NodeId, T)> {
-        self.replies
-    }
-
-    /// Failed targets and why, in arrival order.
-    pub fn failed_targets(&self) -> &[(NodeId, Failure)] {
-        &self.failures
-    }
-
     /// Number of targets that replied successfully.
     pub fn successes(&self) -> usize {
         self.replies.len()
-    }
-
-    /// Number of targets that failed, errors and timeouts alike.
-    pub fn failures(&self) -> usize {
-        self.failures.len()
     }
 
     /// Number of targets not heard from yet.
@@ -310,25 +263,12 @@ impl<T> QuorumTracker<T> {
         self.slots.len() - self.replies.len() - self.failures.len()
     }
 
-    /// Targets not heard from yet, in no particular order.
-    pub fn outstanding_targets(&self) -> impl Iterator<Item = &NodeId> {
-        self.slots
-            .iter()
-            .filter(|(_, slot)| **slot == Slot::Outstanding)
-            .map(|(node, _)| node)
-    }
-
-    /// Number of events ignored: from non-targets, or repeated from a target.
-    pub fn ignored(&self) -> usize {
-        self.ignored
-    }
-
     /// The counts behind the outcome, for reporting a quorum that fell short.
     pub fn shortfall(&self) -> Shortfall {
         let timed_out = self
             .failures
             .iter()
-            .filter(|(_, kind)| *kind == Failure::Timeout)
+            .filter(|kind| **kind == Failure::Timeout)
             .count();
         Shortfall {
             required: self.required,
@@ -339,17 +279,15 @@ impl<T> QuorumTracker<T> {
         }
     }
 
-    /// Marks `from` as answered if it is a still-outstanding target; otherwise counts it ignored.
+    /// Marks `from` as answered if it is a still-outstanding target; false if the event is to
+    /// be ignored.
     fn claim(&mut self, from: &NodeId) -> bool {
         match self.slots.get_mut(from) {
             Some(slot @ Slot::Outstanding) => {
                 *slot = Slot::Answered;
                 true
             }
-            _ => {
-                self.ignored += 1;
-                false
-            }
+            _ => false,
         }
     }
 
@@ -404,7 +342,6 @@ mod tests {
         let pref = ids(&["o1", "o2", "o3", "f1", "f2"]);
         let targets = select_targets(&pref, 3, live_except(&["o2"]));
         assert_eq!(targets, vec![owner("o1"), hinted("f1", "o2"), owner("o3")]);
-        assert_eq!(targets[1].replica_of(), &NodeId::new("o2"));
         assert!(targets[1].is_hinted() && !targets[0].is_hinted());
     }
 
@@ -473,29 +410,39 @@ mod tests {
     // ---- coordinator and routing ----
 
     #[test]
-    fn coordinator_is_first_live_owner() {
+    fn a_stranger_forwards_to_the_first_live_owner() {
         let pref = ids(&["o1", "o2", "o3", "f1"]);
-        assert_eq!(coordinator(&pref, |_| true), Some(NodeId::new("o1")));
+        let x = NodeId::new("x");
         assert_eq!(
-            coordinator(&pref, live_except(&["o1"])),
-            Some(NodeId::new("o2"))
+            route(&x, &pref, 3, |_| true),
+            Route::Forward(NodeId::new("o1"))
+        );
+        assert_eq!(
+            route(&x, &pref, 3, live_except(&["o1"])),
+            Route::Forward(NodeId::new("o2"))
         );
     }
 
     #[test]
-    fn coordinator_falls_back_when_all_owners_are_dead() {
+    fn a_stranger_forwards_to_a_fallback_when_all_owners_are_dead() {
         let pref = ids(&["o1", "o2", "o3", "f1", "f2"]);
         assert_eq!(
-            coordinator(&pref, live_except(&["o1", "o2", "o3", "f1"])),
-            Some(NodeId::new("f2"))
+            route(
+                &NodeId::new("x"),
+                &pref,
+                3,
+                live_except(&["o1", "o2", "o3", "f1"])
+            ),
+            Route::Forward(NodeId::new("f2"))
         );
     }
 
     #[test]
-    fn coordinator_is_none_when_nobody_is_live() {
+    fn a_stranger_has_nowhere_to_go_when_nobody_is_live() {
         let pref = ids(&["o1", "o2", "o3", "f1"]);
-        assert_eq!(coordinator(&pref, |_| false), None);
-        assert_eq!(coordinator(&[], |_| true), None);
+        let x = NodeId::new("x");
+        assert_eq!(route(&x, &pref, 3, |_| false), Route::Unavailable);
+        assert_eq!(route(&x, &[], 3, |_| true), Route::Unavailable);
     }
 
     #[test]
@@ -533,26 +480,31 @@ mod tests {
         QuorumTracker::new(required, ids(targets)).unwrap()
     }
 
+    /// Targets that failed, errors and timeouts alike, as the shortfall reports them.
+    fn failures<T>(t: &QuorumTracker<T>) -> usize {
+        let short = t.shortfall();
+        short.failed + short.timed_out
+    }
+
     #[test]
     fn done_exactly_at_the_wth_success() {
         let (a, b, c) = (NodeId::new("a"), NodeId::new("b"), NodeId::new("c"));
         let mut t = tracker(2, &["a", "b", "c"]);
         assert_eq!(t.progress(), Progress::Pending);
         assert_eq!(t.on_reply(&a, 1), Progress::Pending);
-        assert_eq!(t.on_error(&b), Progress::Pending);
+        assert_eq!(t.on_failure(&b, Failure::Error), Progress::Pending);
         assert_eq!(t.on_reply(&c, 3), Progress::Done);
-        assert_eq!((t.successes(), t.failures(), t.outstanding()), (2, 1, 0));
-        assert_eq!(t.into_replies(), vec![(a, 1), (c, 3)]);
+        assert_eq!((t.successes(), failures(&t), t.outstanding()), (2, 1, 0));
+        assert_eq!(t.replies(), &[(a, 1), (c, 3)]);
     }
 
     #[test]
     fn failed_as_soon_as_quorum_is_unreachable() {
         let (a, b, c) = (NodeId::new("a"), NodeId::new("b"), NodeId::new("c"));
         let mut t = tracker(2, &["a", "b", "c"]);
-        assert_eq!(t.on_timeout(&a), Progress::Pending);
-        assert_eq!(t.on_error(&b), Progress::Failed);
+        assert_eq!(t.on_failure(&a, Failure::Timeout), Progress::Pending);
+        assert_eq!(t.on_failure(&b, Failure::Error), Progress::Failed);
         assert_eq!(t.outstanding(), 1);
-        assert_eq!(t.outstanding_targets().collect::<Vec<_>>(), vec![&c]);
         let short = t.shortfall();
         assert_eq!(
             short,
@@ -568,6 +520,9 @@ mod tests {
             short.to_string(),
             "0 of 2 required replies from 3 targets (1 failed, 1 timed out)"
         );
+        // The one still outstanding is c: its late reply is recorded.
+        assert_eq!(t.on_reply(&c, 3), Progress::Failed);
+        assert_eq!((t.replies(), t.outstanding()), (&[(c, 3)][..], 0));
     }
 
     #[test]
@@ -591,16 +546,15 @@ mod tests {
         assert_eq!(t.on_reply(&a, 1), Progress::Pending);
         assert_eq!(t.on_reply(&a, 2), Progress::Pending);
         assert_eq!(t.on_reply(&x, 3), Progress::Pending);
-        assert_eq!(t.on_error(&a), Progress::Pending);
+        assert_eq!(t.on_failure(&a, Failure::Error), Progress::Pending);
         assert_eq!(t.successes(), 1);
-        assert_eq!(t.failures(), 0);
-        assert_eq!(t.ignored(), 3);
+        assert_eq!(failures(&t), 0);
+        assert_eq!(t.outstanding(), 2);
         assert_eq!(t.replies(), &[(a.clone(), 1)]);
         // A failed target cannot later turn into a success.
-        assert_eq!(t.on_error(&b), Progress::Pending);
+        assert_eq!(t.on_failure(&b, Failure::Error), Progress::Pending);
         assert_eq!(t.on_reply(&b, 4), Progress::Pending);
-        assert_eq!(t.successes(), 1);
-        assert_eq!(t.ignored(), 4);
+        assert_eq!((t.successes(), failures(&t), t.outstanding()), (1, 1, 1));
     }
 
     #[test]
@@ -608,13 +562,14 @@ mod tests {
         let (a, b, c) = (NodeId::new("a"), NodeId::new("b"), NodeId::new("c"));
         let mut done = tracker(1, &["a", "b", "c"]);
         assert_eq!(done.on_reply(&a, 1), Progress::Done);
-        assert_eq!(done.on_error(&b), Progress::Done);
+        assert_eq!(done.on_failure(&b, Failure::Error), Progress::Done);
         assert_eq!(done.on_reply(&c, 3), Progress::Done);
         assert_eq!(done.replies(), &[(a.clone(), 1), (c.clone(), 3)]);
-        assert_eq!(done.failed_targets(), &[(b.clone(), Failure::Error)]);
+        let short = done.shortfall();
+        assert_eq!((short.failed, short.timed_out), (1, 0), "b's error");
 
         let mut failed = tracker(3, &["a", "b", "c"]);
-        assert_eq!(failed.on_timeout(&a), Progress::Failed);
+        assert_eq!(failed.on_failure(&a, Failure::Timeout), Progress::Failed);
         assert_eq!(failed.on_reply(&b, 2), Progress::Failed);
         assert_eq!(failed.on_reply(&c, 3), Progress::Failed);
         assert_eq!(failed.successes(), 2);
@@ -666,7 +621,8 @@ mod tests {
                         prop_assert!(!owners.contains(&target.node), "stand-ins are never owners");
                     }
                 }
-                served.push(owners.iter().position(|o| o == target.replica_of()).unwrap());
+                let replica_of = target.stands_in_for.as_ref().unwrap_or(&target.node);
+                served.push(owners.iter().position(|o| o == replica_of).unwrap());
             }
             // Strictly increasing owner slots: walk order, and one stand-in per dead owner at most.
             prop_assert!(served.windows(2).all(|w| w[0] < w[1]));
@@ -684,13 +640,14 @@ mod tests {
             let expected: Vec<(&NodeId, &NodeId)> = dead_owners.zip(live_fallbacks).collect();
             prop_assert_eq!(hinted, expected);
 
-            // Coordinator: first live of the top N, else first live fallback.
-            let expected_coordinator = owners
+            // A node off the list forwards to the first live of the top N, else to the first
+            // live fallback.
+            let expected_route = owners
                 .iter()
                 .find(|o| is_live(o))
                 .or_else(|| fallbacks.iter().find(|f| is_live(f)))
-                .cloned();
-            prop_assert_eq!(coordinator(&pref, is_live), expected_coordinator);
+                .map_or(Route::Unavailable, |node| Route::Forward(node.clone()));
+            prop_assert_eq!(route(&NodeId::new("stranger"), &pref, n, is_live), expected_route);
         }
 
         #[test]
@@ -740,8 +697,8 @@ mod tests {
                 let before = (tracker.progress(), tracker.successes(), tracker.outstanding());
                 let got = match kind {
                     0 => tracker.on_reply(&from, k),
-                    1 => tracker.on_error(&from),
-                    _ => tracker.on_timeout(&from),
+                    1 => tracker.on_failure(&from, Failure::Error),
+                    _ => tracker.on_failure(&from, Failure::Timeout),
                 };
                 prop_assert_eq!(got, tracker.progress());
                 prop_assert_eq!(got, outcome_after(k + 1));
@@ -764,7 +721,7 @@ mod tests {
                     prop_assert_eq!(tracker.successes(), required);
                 }
                 prop_assert_eq!(
-                    tracker.successes() + tracker.failures() + tracker.outstanding(),
+                    tracker.successes() + failures(&tracker) + tracker.outstanding(),
                     target_count
                 );
             }
@@ -781,12 +738,11 @@ mod tests {
                 .filter(|e| e.1 == 0)
                 .map(|e| (name(e.0), e.2))
                 .collect();
-            prop_assert_eq!(tracker.ignored(), events.len() - first_events.len());
             let short = tracker.shortfall();
             prop_assert_eq!(short.succeeded, expected_replies.len());
             prop_assert_eq!(short.failed, first_events.iter().filter(|e| e.1 == 1).count());
             prop_assert_eq!(short.timed_out, first_events.iter().filter(|e| e.1 == 2).count());
-            prop_assert_eq!(tracker.into_replies(), expected_replies);
+            prop_assert_eq!(tracker.replies(), expected_replies.as_slice());
         }
     }
 }

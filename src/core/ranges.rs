@@ -15,7 +15,8 @@ use std::sync::Arc;
 
 use super::pieces::Pieces;
 use super::ring::Ring;
-use super::store::{CELLS, SEGMENTS, Store};
+use super::segments::{CELLS, SEGMENTS};
+use super::store::Store;
 
 const CELLS_PER_SEGMENT: usize = CELLS / SEGMENTS;
 // A segment's cells are one `u16` of the plan.
@@ -30,7 +31,6 @@ pub struct RangePlan {
     // grouped by segment: those of segment `s` are `flips[flip_start[s]..flip_start[s + 1]]`.
     flips: Box<[u32]>,
     flip_start: Box<[u32]>,
-    empty: bool,
 }
 
 // Sets the bits of cells `from..to`.
@@ -65,20 +65,29 @@ impl RangePlan {
             return RangePlan::of(points, cells, Vec::new());
         };
         if flags[0] {
-            set_cells(&mut cells, 0, Store::cell_at(first));
-            set_cells(&mut cells, Store::cell_at(points[points.len() - 1]), CELLS);
+            set_cells(&mut cells, 0, crate::core::segments::cell_at(first));
+            set_cells(
+                &mut cells,
+                crate::core::segments::cell_at(points[points.len() - 1]),
+                CELLS,
+            );
         }
         for (i, pair) in points.windows(2).enumerate() {
             if flags[i + 1] {
-                set_cells(&mut cells, Store::cell_at(pair[0]), Store::cell_at(pair[1]));
+                set_cells(
+                    &mut cells,
+                    crate::core::segments::cell_at(pair[0]),
+                    crate::core::segments::cell_at(pair[1]),
+                );
             }
         }
         // A point's own piece flips when it differs from the rest of its cell.
         let mut flips = Vec::new();
         let mut i = 0;
         while i < points.len() {
-            let cell = Store::cell_at(points[i]);
-            let end = i + points[i..].partition_point(|&p| Store::cell_at(p) == cell);
+            let cell = crate::core::segments::cell_at(points[i]);
+            let end =
+                i + points[i..].partition_point(|&p| crate::core::segments::cell_at(p) == cell);
             let rest = flags[if end == points.len() { 0 } else { end }];
             flips.extend((i..end).filter(|&p| flags[p] != rest));
             i = end;
@@ -89,19 +98,17 @@ impl RangePlan {
     fn of(points: Arc<[u64]>, cells: Box<[u16]>, flips: Vec<usize>) -> RangePlan {
         let mut flip_start = vec![0u32; SEGMENTS + 1].into_boxed_slice();
         for &point in &flips {
-            flip_start[Store::segment_at(points[point]) + 1] += 1;
+            flip_start[crate::core::segments::segment_at(points[point]) + 1] += 1;
         }
         for segment in 0..SEGMENTS {
             flip_start[segment + 1] += flip_start[segment];
         }
-        let empty = flips.is_empty() && cells.iter().all(|&c| c == 0);
         RangePlan {
             points,
             cells,
             // Below `MAX_TOKENS`, so they fit.
             flips: flips.iter().map(|&p| p as u32).collect(),
             flip_start,
-            empty,
         }
     }
 
@@ -109,11 +116,6 @@ impl RangePlan {
     /// reads.
     pub fn points(&self) -> &Arc<[u64]> {
         &self.points
-    }
-
-    /// True when no position is in.
-    pub fn is_empty(&self) -> bool {
-        self.empty
     }
 
     fn flips_of(&self, segment: usize) -> &[u32] {
@@ -160,7 +162,7 @@ impl RangePlan {
         for &point in self.flips_of(segment) {
             let point = point as usize;
             if let Some(&position) = self.points.get(point) {
-                digests[Store::cell_at(position) - first] ^= pieces.digest(point);
+                digests[crate::core::segments::cell_at(position) - first] ^= pieces.digest(point);
             }
         }
         digests
@@ -193,11 +195,6 @@ impl RangeDigests {
             fingerprint: None,
             segments: vec![None; SEGMENTS],
         }
-    }
-
-    /// The plan.
-    pub fn plan(&self) -> &RangePlan {
-        &self.plan
     }
 
     /// Brings every segment up to date with `store`; `moved` hears of every segment whose
@@ -244,12 +241,6 @@ impl RangeDigests {
         recomputed
     }
 
-    /// False when the last refresh may have read pieces the store stopped updating (a
-    /// refresh for another ring ran meanwhile); the next refresh recomputes every segment.
-    pub fn is_settled(&self) -> bool {
-        self.generation.is_some()
-    }
-
     /// The digest of one segment as of the last refresh (0 if out of range or never
     /// computed).
     pub fn segment(&self, segment: usize) -> u64 {
@@ -291,11 +282,11 @@ mod tests {
         let cut: std::collections::HashSet<usize> = ring
             .token_values()
             .iter()
-            .map(|&t| Store::cell_at(t))
+            .map(|&t| crate::core::segments::cell_at(t))
             .collect();
         (0u64..)
             .map(|i| Bytes::from(format!("k{i}")))
-            .filter(|k| cut.contains(&Store::cell_at(stable_hash(k))))
+            .filter(|k| cut.contains(&crate::core::segments::cell_at(stable_hash(k))))
             .take(count)
             .collect()
     }
@@ -316,8 +307,11 @@ mod tests {
         for i in 0..1_000 {
             let k = format!("key{i}");
             let position = Ring::key_position(k.as_bytes());
-            let cell = Store::cell_at(position);
-            assert_eq!(cell / CELLS_PER_SEGMENT, Store::segment_of(k.as_bytes()));
+            let cell = crate::core::segments::cell_at(position);
+            assert_eq!(
+                cell / CELLS_PER_SEGMENT,
+                crate::core::segments::segment_of(k.as_bytes())
+            );
             assert_eq!(
                 cell % CELLS_PER_SEGMENT,
                 crate::core::anti_entropy::bucket_of(k.as_bytes())
@@ -329,13 +323,13 @@ mod tests {
     // Whether `plan` counts ring position `position` in: the rest of its cell's bit, flipped
     // when the position lies in the piece of a point the plan flips.
     fn plan_says(plan: &RangePlan, position: u64) -> bool {
-        let cell = Store::cell_at(position);
+        let cell = crate::core::segments::cell_at(position);
         let rest = plan.cells[cell / CELLS_PER_SEGMENT] & (1 << (cell % CELLS_PER_SEGMENT)) != 0;
         let point = plan.points.partition_point(|&p| p < position);
         let in_cell = plan
             .points
             .get(point)
-            .is_some_and(|&p| Store::cell_at(p) == cell);
+            .is_some_and(|&p| crate::core::segments::cell_at(p) == cell);
         let flipped = in_cell && plan.flips.contains(&(point as u32));
         rest != flipped
     }
@@ -376,9 +370,11 @@ mod tests {
         let ring = ring(8);
         let all = RangePlan::new(&ring, |_| true);
         assert!(all.flips.is_empty() && all.cells.iter().all(|&c| c == u16::MAX));
-        assert!(RangePlan::new(&ring, |_| false).is_empty());
-        let empty = RangePlan::new(&Ring::empty(), |_| true);
-        assert!(!empty.is_empty() && empty.points().is_empty());
+        let none = RangePlan::new(&ring, |_| false);
+        assert!(none.flips.is_empty() && none.cells.iter().all(|&c| c == 0));
+        let empty = RangePlan::new(&Ring::default(), |_| true);
+        assert!(empty.points().is_empty());
+        assert!(empty.flips.is_empty() && empty.cells.iter().all(|&c| c == u16::MAX));
     }
 
     #[test]
@@ -466,7 +462,7 @@ mod tests {
         };
         let mut digests = RangeDigests::new(RangePlan::new(&first, owned(&first)));
         digests.refresh(&store, |_, _| {});
-        assert!(digests.is_settled());
+        assert!(digests.generation.is_some(), "settled");
         let kept: Vec<u64> = (0..SEGMENTS).map(|s| digests.segment(s)).collect();
         // Another ring's pieces replace these; writes then miss the old table.
         let points: Arc<[u64]> = second.token_values().into();
@@ -474,7 +470,10 @@ mod tests {
         keys.iter().for_each(write);
         let mut moved = 0;
         digests.refresh(&store, |_, _| moved += 1);
-        assert!(digests.is_settled(), "its own pieces were made again");
+        assert!(
+            digests.generation.is_some(),
+            "settled: its own pieces were made again"
+        );
         assert!(moved > 0);
         let mut fresh = RangeDigests::new(RangePlan::new(&first, owned(&first)));
         fresh.refresh(&store, |_, _| {});

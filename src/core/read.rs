@@ -44,7 +44,8 @@ impl ReadRun {
         r: usize,
     ) -> Result<(ReadRun, Vec<NodeId>), ReadError> {
         let targets = view.targets(&key)?;
-        let mut tracker = QuorumTracker::new(r, targets.iter().map(|t| t.node.clone()))?;
+        let mut tracker =
+            QuorumTracker::new(view.quorum(r), targets.iter().map(|t| t.node.clone()))?;
         let owners = targets
             .iter()
             .filter(|t| !t.is_hinted())
@@ -89,11 +90,6 @@ impl ReadRun {
         self.tracker.on_failure(from, kind)
     }
 
-    /// Where the quorum stands.
-    pub fn progress(&self) -> Progress {
-        self.tracker.progress()
-    }
-
     /// The answer once settled: the merge of the replies, or the shortfall.
     pub fn outcome(&self) -> Option<Result<VersionSet, Shortfall>> {
         match self.tracker.progress() {
@@ -106,11 +102,6 @@ impl ReadRun {
     /// Replies received so far.
     pub fn replies(&self) -> usize {
         self.tracker.successes()
-    }
-
-    /// True once every target answered or failed: the replies are all in.
-    pub fn is_complete(&self) -> bool {
-        self.tracker.outstanding() == 0
     }
 
     /// Read repair, once the replies are in: merges the reconciled set into this node's own
@@ -199,9 +190,9 @@ mod tests {
         assert_eq!(run.outcome(), None);
         assert_eq!(run.on_reply(&ask[0], fresh.clone()), Progress::Done);
         assert_eq!(run.outcome(), Some(Ok(fresh.clone())));
-        assert!(!run.is_complete());
+        assert!(run.replies() < run.targets().len());
         run.on_reply(&ask[1], VersionSet::new());
-        assert!(run.is_complete());
+        assert_eq!(run.replies(), run.targets().len(), "every reply is in");
         let repairs = run.repairs(&local);
         assert_eq!(repairs.len(), 1, "the empty owner");
         assert_eq!(repairs[0].to, ask[1]);

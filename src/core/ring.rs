@@ -61,7 +61,8 @@ pub enum RingError {
     TooManyTokens(u64),
 }
 
-/// An immutable consistent-hash ring built from one membership.
+/// An immutable consistent-hash ring built from one membership. The default ring has no
+/// nodes: every lookup on it is [`RingError::Empty`].
 #[derive(Clone, PartialEq, Eq, Default)]
 pub struct Ring {
     /// Physical nodes sorted by name; a node's index here is its `u16` id in the tables.
@@ -91,11 +92,6 @@ impl fmt::Debug for Ring {
 }
 
 impl Ring {
-    /// A ring with no nodes; every lookup on it is [`RingError::Empty`].
-    pub fn empty() -> Ring {
-        Ring::default()
-    }
-
     /// Builds the ring from `(node, vnode count)` pairs, in any order.
     pub fn build(members: impl IntoIterator<Item = (NodeId, u32)>) -> Result<Ring, RingError> {
         Ring::build_with(members, Ring::token)
@@ -705,12 +701,12 @@ mod tests {
 
     #[test]
     fn empty_ring_and_bad_memberships_are_errors() {
-        let empty = Ring::empty();
+        let empty = Ring::default();
         assert!(empty.is_empty());
         assert_eq!(empty.preference_list(b"k").err(), Some(RingError::Empty));
         assert_eq!(empty.owners(b"k", 3), Err(RingError::Empty));
         assert!(empty.primary_shares().is_empty());
-        assert_eq!(Ring::build([]), Ok(Ring::empty()));
+        assert_eq!(Ring::build([]), Ok(Ring::default()));
 
         let zero = Ring::build([(NodeId::new("a"), 4), (NodeId::new("b"), 0)]);
         assert_eq!(zero, Err(RingError::ZeroVnodes(NodeId::new("b"))));

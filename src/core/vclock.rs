@@ -34,7 +34,8 @@ impl Dot {
 pub struct ClockEntry {
     /// Highest counter of the actor that the clock has seen.
     pub counter: u64,
-    /// Wall time (ms) at which that counter was made; used for pruning only.
+    /// Wall time (ms) at which that counter was made: pruning drops the oldest entries
+    /// first. It never orders events; the counter does.
     pub timestamp_ms: u64,
 }
 
@@ -44,19 +45,6 @@ impl ClockEntry {
     fn key(&self) -> (u64, u64) {
         (self.counter, self.timestamp_ms)
     }
-}
-
-/// How two clocks relate causally.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum ClockOrder {
-    /// The left clock happened before the right one.
-    Before,
-    /// The left clock happened after (descends from) the right one.
-    After,
-    /// Both saw exactly the same events.
-    Equal,
-    /// Neither saw all the events of the other.
-    Concurrent,
 }
 
 /// A version vector with exact dots: for each actor, the highest counter seen, plus single
@@ -168,21 +156,6 @@ impl VClock {
             || self.dots.binary_search_by(|(d, _)| d.cmp(dot)).is_ok()
     }
 
-    /// Advances `actor` by one at wall time `now_ms` and returns the new counter.
-    ///
-    /// Saturates at `u64::MAX` rather than wrapping, which would forget history.
-    pub fn increment(&mut self, actor: &ActorId, now_ms: u64) -> u64 {
-        let next = self.get(actor).saturating_add(1);
-        self.witness(
-            actor,
-            ClockEntry {
-                counter: next,
-                timestamp_ms: now_ms,
-            },
-        );
-        next
-    }
-
     /// Adds the event `dot` (made at `timestamp_ms`) and, as a version vector does, every
     /// earlier event of its actor: what a reader of a whole version set has seen.
     pub fn add_dot(&mut self, dot: &Dot, timestamp_ms: u64) {
@@ -261,25 +234,6 @@ impl VClock {
             }
         }
         self.dots = kept;
-    }
-
-    /// True when this clock has seen every event of `other`.
-    pub fn descends(&self, other: &VClock) -> bool {
-        other
-            .entries
-            .iter()
-            .all(|(actor, e)| self.get(actor) >= e.counter)
-            && other.dots.iter().all(|(d, _)| self.contains(d))
-    }
-
-    /// The causal relation of `self` to `other` (timestamps are ignored).
-    pub fn compare(&self, other: &VClock) -> ClockOrder {
-        match (self.descends(other), other.descends(self)) {
-            (true, true) => ClockOrder::Equal,
-            (true, false) => ClockOrder::After,
-            (false, true) => ClockOrder::Before,
-            (false, false) => ClockOrder::Concurrent,
-        }
     }
 
     /// The least clock that descends from both: pointwise maximum of the counters, and the
@@ -481,18 +435,34 @@ pub(crate) mod tests {
         })
     }
 
+    /// Adds the next event of `actor` (at wall time `now_ms`) as a writer does, and returns
+    /// its counter.
+    pub(crate) fn increment(clock: &mut VClock, actor: &ActorId, now_ms: u64) -> u64 {
+        let next = clock.get(actor).saturating_add(1);
+        clock.add_dot(&Dot::new(actor.clone(), next), now_ms);
+        next
+    }
+
+    /// True when `clock` has seen every event of `other`: the causal order the merge is the
+    /// least upper bound of.
+    pub(crate) fn descends(clock: &VClock, other: &VClock) -> bool {
+        other
+            .entries()
+            .all(|(actor, e)| clock.get(actor) >= e.counter)
+            && other.exact_dots().all(|(d, _)| clock.contains(d))
+    }
+
     #[test]
-    fn increment_compare_merge_basics() {
+    fn increment_descend_merge_basics() {
         let (a, b) = (actor(1), actor(2));
         let mut x = VClock::new();
-        assert_eq!(x.increment(&a, 10), 1);
+        assert_eq!(increment(&mut x, &a, 10), 1);
         let mut y = x.clone();
-        assert_eq!(x.compare(&y), ClockOrder::Equal);
-        y.increment(&a, 11);
-        assert_eq!(x.compare(&y), ClockOrder::Before);
-        assert_eq!(y.compare(&x), ClockOrder::After);
-        x.increment(&b, 12);
-        assert_eq!(x.compare(&y), ClockOrder::Concurrent);
+        assert!(descends(&x, &y) && descends(&y, &x), "equal");
+        increment(&mut y, &a, 11);
+        assert!(descends(&y, &x) && !descends(&x, &y), "x before y");
+        increment(&mut x, &b, 12);
+        assert!(!descends(&x, &y) && !descends(&y, &x), "concurrent");
         let m = x.merge(&y);
         assert_eq!((m.get(&a), m.get(&b)), (2, 1));
         assert!(m.contains(&Dot::new(a.clone(), 2)));
@@ -503,10 +473,10 @@ pub(crate) mod tests {
     fn prune_drops_oldest_then_smallest_actor() {
         let mut c = VClock::new();
         for i in 0..5u8 {
-            c.increment(&actor(i), 100 + u64::from(i));
+            increment(&mut c, &actor(i), 100 + u64::from(i));
         }
         // Two entries share the oldest timestamp; the tie goes by actor.
-        c.increment(&actor(9), 100);
+        increment(&mut c, &actor(9), 100);
         c.prune(5);
         let kept: Vec<String> = c.entries().map(|(a, _)| a.to_string()).collect();
         assert_eq!(kept, ["n1.1", "n2.1", "n3.1", "n4.1", "n9.1"]);
@@ -551,7 +521,7 @@ pub(crate) mod tests {
     fn prune_keeps_at_most_the_limit() {
         let mut c = VClock::new();
         for i in 0..80u64 {
-            c.increment(&ActorId::new("n", i), i);
+            increment(&mut c, &ActorId::new("n", i), i);
         }
         c.prune(PRUNE_LIMIT);
         assert_eq!(c.len(), PRUNE_LIMIT);
@@ -563,9 +533,9 @@ pub(crate) mod tests {
     fn merge_ties_on_counter_take_the_later_timestamp_either_way() {
         let a = actor(1);
         let mut x = VClock::new();
-        x.increment(&a, 5);
+        increment(&mut x, &a, 5);
         let mut y = VClock::new();
-        y.increment(&a, 9);
+        increment(&mut y, &a, 9);
         assert_eq!(x.merge(&y), y.merge(&x));
         assert_eq!(
             x.merge(&y).entries().next().map(|(_, e)| e.timestamp_ms),
@@ -672,20 +642,18 @@ pub(crate) mod tests {
         }
 
         #[test]
-        fn compare_is_reflexive(x in clock_strategy(4)) {
-            prop_assert_eq!(x.compare(&x), ClockOrder::Equal);
+        fn descends_is_reflexive(x in clock_strategy(4)) {
+            prop_assert!(descends(&x, &x));
         }
 
         #[test]
-        fn compare_is_antisymmetric(x in clock_strategy(3), y in clock_strategy(3)) {
-            let expected = match x.compare(&y) {
-                ClockOrder::Before => ClockOrder::After,
-                ClockOrder::After => ClockOrder::Before,
-                other => other,
-            };
-            prop_assert_eq!(y.compare(&x), expected);
-            if x.descends(&y) && y.descends(&x) {
-                prop_assert_eq!(x.compare(&y), ClockOrder::Equal);
+        fn descends_is_antisymmetric(x in clock_strategy(3), y in clock_strategy(3)) {
+            // Equal histories have equal representations.
+            if descends(&x, &y) && descends(&y, &x) {
+                prop_assert_eq!(x.entries().map(|(a, e)| (a.clone(), e.counter)).collect::<Vec<_>>(),
+                    y.entries().map(|(a, e)| (a.clone(), e.counter)).collect::<Vec<_>>());
+                prop_assert_eq!(x.exact_dots().map(|(d, _)| d.clone()).collect::<Vec<_>>(),
+                    y.exact_dots().map(|(d, _)| d.clone()).collect::<Vec<_>>());
             }
         }
 
@@ -694,9 +662,9 @@ pub(crate) mod tests {
             // Build a chain so the premise holds often enough to matter.
             let xy = x.merge(&y);
             let xyz = xy.merge(&z);
-            prop_assert!(xyz.descends(&xy) && xy.descends(&x) && xyz.descends(&x));
-            if x.descends(&y) && y.descends(&z) {
-                prop_assert!(x.descends(&z));
+            prop_assert!(descends(&xyz, &xy) && descends(&xy, &x) && descends(&xyz, &x));
+            if descends(&x, &y) && descends(&y, &z) {
+                prop_assert!(descends(&x, &z));
             }
         }
 
@@ -712,18 +680,17 @@ pub(crate) mod tests {
         #[test]
         fn merge_is_the_least_upper_bound(x in clock_strategy(4), y in clock_strategy(4), z in clock_strategy(4)) {
             let m = x.merge(&y);
-            prop_assert!(m.descends(&x) && m.descends(&y));
-            if z.descends(&x) && z.descends(&y) {
-                prop_assert!(z.descends(&m));
+            prop_assert!(descends(&m, &x) && descends(&m, &y));
+            if descends(&z, &x) && descends(&z, &y) {
+                prop_assert!(descends(&z, &m));
             }
         }
 
         #[test]
         fn increment_moves_after(x in clock_strategy(4), a in 0u8..5, now in 0u64..1000) {
             let mut y = x.clone();
-            y.increment(&actor(a), now);
-            prop_assert_eq!(y.compare(&x), ClockOrder::After);
-            prop_assert_eq!(x.compare(&y), ClockOrder::Before);
+            increment(&mut y, &actor(a), now);
+            prop_assert!(descends(&y, &x) && !descends(&x, &y));
         }
 
         #[test]
@@ -731,7 +698,7 @@ pub(crate) mod tests {
             let mut p = x.clone();
             p.prune(limit);
             prop_assert!(p.len() <= limit && p.exact_len() <= limit);
-            prop_assert!(x.descends(&p));
+            prop_assert!(descends(&x, &p));
             for (a, e) in p.entries() {
                 prop_assert_eq!(x.get(a), e.counter);
             }

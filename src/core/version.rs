@@ -35,7 +35,11 @@ pub struct Version {
     pub context: VClock,
     /// The value, or `None` for a tombstone (a delete).
     pub value: Option<Bytes>,
-    /// Coordinator wall time at the write; used only to prune clocks.
+    /// Coordinator wall time (ms) at the write. It dates the version's dot in every clock
+    /// that records it, which is what pruning drops first; it starts a tombstone's purge
+    /// grace (`purge::grace_passed`); and it is part of the version's content (the digest,
+    /// and the order between two versions a reused dot made). It never orders writes: the
+    /// dots and contexts do.
     pub timestamp_ms: u64,
 }
 
@@ -43,11 +47,6 @@ impl Version {
     /// True for a delete marker.
     pub fn is_tombstone(&self) -> bool {
         self.value.is_none()
-    }
-
-    /// True when `other` has seen this version (and so replaces it).
-    pub fn is_obsoleted_by(&self, other: &Version) -> bool {
-        other.dot != self.dot && other.context.contains(&self.dot)
     }
 }
 
@@ -133,13 +132,6 @@ pub struct ReadView {
     /// Merge of the surviving versions' contexts and dots, tombstones included, so that a
     /// write with it replaces everything this read saw.
     pub context: VClock,
-}
-
-impl ReadView {
-    /// True when no live value survives (absent or deleted key).
-    pub fn is_not_found(&self) -> bool {
-        self.values.is_empty()
-    }
 }
 
 /// The versions of one key that no other version has made obsolete (siblings when > 1).
@@ -235,13 +227,6 @@ impl VersionSet {
             .filter_map(|v| v.value.as_ref())
             .map(|b| b.len() as u64)
             .sum()
-    }
-
-    /// True when this set holds `dot` or a version that made it obsolete.
-    pub fn has_seen(&self, dot: &Dot) -> bool {
-        self.versions
-            .iter()
-            .any(|v| &v.dot == dot || v.context.contains(dot))
     }
 
     /// Merges another replica's set into this one; returns true when this set changed.
@@ -341,22 +326,6 @@ impl VersionSet {
         version
     }
 
-    /// Highest counter of `actor` that this set knows of, in dots or contexts.
-    pub fn max_counter(&self, actor: &ActorId) -> u64 {
-        self.versions
-            .iter()
-            .map(|v| {
-                let own = if &v.dot.actor == actor {
-                    v.dot.counter
-                } else {
-                    0
-                };
-                own.max(v.context.max_claim(actor))
-            })
-            .max()
-            .unwrap_or(0)
-    }
-
     /// A stable digest of the set (0 when empty), equal on two replicas iff they hold the
     /// same versions. Contents count too, not only dots: should an actor id ever be reused,
     /// two replicas holding different versions under one dot must still look different.
@@ -443,7 +412,7 @@ pub(crate) mod tests {
         fn write(&mut self, set: &mut VersionSet, ctx: &VClock, value: Option<Bytes>) -> Dot {
             self.counter = self
                 .counter
-                .max(set.max_counter(&self.actor))
+                .max(set.context().max_claim(&self.actor))
                 .max(ctx.get(&self.actor))
                 + 1;
             let dot = Dot::new(self.actor.clone(), self.counter);
@@ -521,7 +490,7 @@ pub(crate) mod tests {
         let ctx = set.read().context;
         let mut other = set.clone();
         a.write(&mut set, &ctx, None);
-        assert!(set.read().is_not_found());
+        assert!(set.read().values.is_empty());
         assert!(set.is_all_tombstones());
         b.write(&mut other, &ctx, val("v2"));
         set.merge(&other);
@@ -669,7 +638,10 @@ pub(crate) mod tests {
         }
         let all: Vec<Version> = per_dot.into_values().collect();
         all.iter()
-            .filter(|v| !all.iter().any(|w| v.is_obsoleted_by(w)))
+            .filter(|v| {
+                !all.iter()
+                    .any(|w| w.dot != v.dot && w.context.contains(&v.dot))
+            })
             .cloned()
             .collect()
     }
@@ -873,7 +845,7 @@ pub(crate) mod tests {
             target.write(&ctx, dot.clone(), val("new"), 0);
             for v in before.versions() {
                 let kept = target.versions().iter().any(|w| w.dot == v.dot);
-                prop_assert_eq!(kept, !read_set.has_seen(&v.dot), "version {:?}", v.dot);
+                prop_assert_eq!(kept, !read_set.context().contains(&v.dot), "version {:?}", v.dot);
             }
             prop_assert!(target.versions().iter().any(|w| w.dot == dot));
         }

@@ -23,9 +23,12 @@ impl View<'_> {
         node == self.me || (self.live)(node)
     }
 
-    /// The key's owners on the ring: the first N distinct nodes of its walk.
-    pub fn owners(&self, key: &[u8]) -> Result<Vec<NodeId>, RingError> {
-        self.ring.owners(key, self.n)
+    /// The replies a quorum of `wanted` (W or R) waits for on this ring: `wanted`, capped by
+    /// the ring's members. A cluster smaller than N keeps one copy per member, so a lone
+    /// node serves with the default W and R, its writes as durable as its one copy. The cap
+    /// follows membership only: a member that is down lowers nothing.
+    pub fn quorum(&self, wanted: usize) -> usize {
+        wanted.min(self.ring.len().max(1))
     }
 
     /// Whether this node is among the key's owners.

@@ -79,7 +79,8 @@ impl WriteRun {
                 .store
                 .coordinate(&request.key, &request.context, request.value, now_ms)?;
         let answer = coordinated.answer;
-        let mut tracker = QuorumTracker::new(request.w, targets.iter().map(|t| t.node.clone()))?;
+        let required = view.quorum(request.w);
+        let mut tracker = QuorumTracker::new(required, targets.iter().map(|t| t.node.clone()))?;
         let mut outgoing = Vec::with_capacity(targets.len());
         let mut local_sync = false;
         for Target {
@@ -147,11 +148,6 @@ impl WriteRun {
     /// `from` refused, failed or did not answer in time.
     pub fn on_failure(&mut self, from: &NodeId, kind: Failure) -> Progress {
         self.tracker.on_failure(from, kind)
-    }
-
-    /// Where the quorum stands.
-    pub fn progress(&self) -> Progress {
-        self.tracker.progress()
     }
 
     /// The answer once settled: the context covering the new version, or the shortfall.
@@ -272,6 +268,50 @@ mod tests {
             assert_eq!(out.len(), 2);
             assert_eq!(run.acks(), acks);
             assert_eq!(a.hints.lock().len(), acks);
+        }
+    }
+
+    #[test]
+    fn w_is_capped_by_the_ring_members_never_by_their_liveness() {
+        let a = Node::new("a", HintLimits::NONE);
+        let key = Key::from_static(b"k");
+        let all_live = |_: &NodeId| true;
+        // A lone member with the default N=3, W=2 answers at once from its own copy.
+        let alone = Ring::with_default_vnodes(nodes(&["a"])).unwrap();
+        let view = View {
+            me: &a.me,
+            ring: &alone,
+            n: 3,
+            live: &all_live,
+        };
+        let (run, out) = WriteRun::start(&a.local(), &view, request(&key, 2), 0).unwrap();
+        assert!(out.is_empty());
+        assert!(
+            matches!(run.outcome(), Some(Ok(_))),
+            "one member: W=2 is met by it"
+        );
+        // Two members: W=3 waits for both, and a member that is down lowers nothing: the
+        // write then fails at once, short of its second ack.
+        let pair = Ring::with_default_vnodes(nodes(&["a", "b"])).unwrap();
+        let b_down = |n: &NodeId| n.as_str() != "b";
+        let view = |live| View {
+            me: &a.me,
+            ring: &pair,
+            n: 3,
+            live,
+        };
+        assert_eq!(view(&all_live).quorum(3), 2);
+        let (run, out) =
+            WriteRun::start(&a.local(), &view(&all_live), request(&key, 3), 0).unwrap();
+        assert_eq!(
+            (run.outcome(), out.len()),
+            (None, 1),
+            "W=3 on two members waits for b"
+        );
+        let (run, _) = WriteRun::start(&a.local(), &view(&b_down), request(&key, 3), 0).unwrap();
+        match run.outcome() {
+            Some(Err(shortfall)) => assert_eq!(shortfall.required, 2),
+            other => panic!("with b down W=3 on two members must fail, got {other:?}"),
         }
     }
 

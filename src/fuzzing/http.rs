@@ -9,15 +9,15 @@ use axum::http::{HeaderValue, Method, Request, StatusCode, Uri};
 use bytes::Bytes;
 use tower_service::Service;
 
-use crate::api::{
-    ClientError, Context, GetResult, Health, KvService, MemberInfo, ReadOptions, RingInfo,
-    WriteOptions,
-};
 use crate::config::{ConfigUpdate, QuorumConfig};
 use crate::core::ids::{ActorId, Key};
 use crate::core::store::Store;
 use crate::core::version::VersionSet;
 use crate::http::{CONTEXT_HEADER, encode_path, router};
+use crate::model::{
+    ClientError, Context, GetResult, Health, KvService, MemberInfo, ReadOptions, RingInfo,
+    WriteOptions,
+};
 
 /// One request, in parts.
 #[derive(Clone, Debug, Default)]

@@ -9,7 +9,6 @@ use ractor::BytesConvertable;
 
 use super::anti_entropy::{KEYS, Side};
 use super::*;
-use crate::api::Context;
 use crate::core::anti_entropy::{AeReply, AeRequest, Initiator, respond};
 use crate::core::hints::{Hint, HintId};
 use crate::core::ids::{ActorId, Key, NodeId};
@@ -18,6 +17,7 @@ use crate::core::replica::{ReplicaPut, ReplicaRequest};
 use crate::core::vclock::tests::clock_strategy;
 use crate::core::version::VersionSet;
 use crate::core::version::tests::any_version;
+use crate::model::Context;
 use crate::node::disk::{hints, record, status};
 use crate::node::wire::{Encoded, Payload};
 

@@ -7,7 +7,6 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use super::{assert_stable, decode_sequence};
-use crate::api::{ClientError, Context};
 use crate::core::hints::{HintLimits, SharedHints};
 use crate::core::ids::{ActorId, Key, NodeId};
 use crate::core::membership::{FailureTimeouts, MemberDigest, Membership};
@@ -15,6 +14,7 @@ use crate::core::replica::{LocalReplica, ReplicaReply, ReplicaRequest};
 use crate::core::ring::Ring;
 use crate::core::store::Store;
 use crate::core::version::VersionSet;
+use crate::model::{ClientError, Context};
 use crate::node::wire::{Encoded, ForwardedRead, ForwardedWrite, Payload};
 
 /// A context token as a client sends it (`X-Dynamo-Context`, the native client).

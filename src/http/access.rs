@@ -18,9 +18,9 @@ use axum::response::{IntoResponse, Response};
 use futures::future::Either;
 use serde_json::json;
 use subtle::ConstantTimeEq;
-use tower_layer::Layer;
 use tower_service::Service;
 
+use super::layers::{Middleware, Wrapped};
 use super::limits::HttpCounters;
 
 /// A secret bearer token; never printed, compared in constant time.
@@ -149,33 +149,15 @@ pub struct RequireTokens {
 
 impl RequireTokens {
     /// Checks requests against `access`, counting refusals in `counters`.
-    pub fn new(access: HttpAccess, counters: Arc<HttpCounters>) -> Self {
-        RequireTokens {
+    pub fn new(access: HttpAccess, counters: Arc<HttpCounters>) -> Middleware<Self> {
+        Middleware(RequireTokens {
             access: Arc::new(access),
             counters,
-        }
+        })
     }
 }
 
-impl<S> Layer<S> for RequireTokens {
-    type Service = RequireTokensService<S>;
-
-    fn layer(&self, inner: S) -> Self::Service {
-        RequireTokensService {
-            inner,
-            layer: self.clone(),
-        }
-    }
-}
-
-/// The service of [`RequireTokens`].
-#[derive(Clone)]
-pub struct RequireTokensService<S> {
-    inner: S,
-    layer: RequireTokens,
-}
-
-impl<S> Service<Request> for RequireTokensService<S>
+impl<S> Service<Request> for Wrapped<S, RequireTokens>
 where
     S: Service<Request, Response = Response, Error = Infallible>,
 {

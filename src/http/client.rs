@@ -14,8 +14,8 @@ use super::escape::{encode_path, encode_segment};
 use super::wire::{
     CONTEXT_HEADER, ContextBody, LocalBody, LocalVersionView, SiblingsBody, decode_base64,
 };
-use crate::api::{Context, GetResult, Health, MemberInfo, RingInfo};
 use crate::config::{ConfigUpdate, QuorumConfig};
+use crate::model::{Context, GetResult, Health, MemberInfo, RingInfo};
 
 /// Time a request may take, connection included, unless [`HttpClient::with_timeout`] says
 /// otherwise; above the node's own quorum timeouts so that their 503 arrives first.

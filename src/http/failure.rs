@@ -5,7 +5,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
-use crate::api::ClientError;
+use crate::model::ClientError;
 
 /// Why a request was answered with an error status.
 #[derive(Debug)]

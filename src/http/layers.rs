@@ -1,8 +1,11 @@
-//! The server's two middlewares as plain tower layers.
+//! The server's middlewares as plain tower layers, and two of them: refusing bodies declared
+//! too large, and a debug span per request.
 //!
 //! axum's `from_fn` middleware boxes a future and clones the inner service on every request,
 //! even when it has nothing to do; these call the inner service directly and return its own
-//! future unless they act (a 413, or a debug span when debug logging is on).
+//! future unless they act (a 413, or a debug span when debug logging is on). Every middleware
+//! is its settings `M`: [`Middleware`] makes them a layer, which wraps each service in a
+//! [`Wrapped`] holding a copy of them, and the middleware is that wrapper's `Service` impl.
 
 use std::convert::Infallible;
 use std::future::{Future, Ready, ready};
@@ -18,8 +21,30 @@ use tower_layer::Layer;
 use tower_service::Service;
 use tracing::Instrument;
 
-type Answer = Result<Response, Infallible>;
-type Boxed = Pin<Box<dyn Future<Output = Answer> + Send>>;
+pub(super) type Answer = Result<Response, Infallible>;
+pub(super) type Boxed = Pin<Box<dyn Future<Output = Answer> + Send>>;
+
+/// A middleware's settings `M` as a tower layer.
+#[derive(Clone)]
+pub struct Middleware<M>(pub M);
+
+impl<S, M: Clone> Layer<S> for Middleware<M> {
+    type Service = Wrapped<S, M>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        Wrapped {
+            inner,
+            layer: self.0.clone(),
+        }
+    }
+}
+
+/// A service `S` behind the middleware whose settings are `M`.
+#[derive(Clone)]
+pub struct Wrapped<S, M> {
+    pub(super) inner: S,
+    pub(super) layer: M,
+}
 
 /// Answers at once, without reading the body, a request whose declared body is over a limit.
 #[derive(Clone)]
@@ -30,33 +55,15 @@ pub struct RefuseOversize<F> {
 
 impl<F: Fn() -> Response + Clone> RefuseOversize<F> {
     /// Refuses bodies declared larger than `limit` bytes with what `refusal` makes.
-    pub fn new(limit: usize, refusal: F) -> Self {
-        RefuseOversize {
+    pub fn new(limit: usize, refusal: F) -> Middleware<Self> {
+        Middleware(RefuseOversize {
             limit: limit as u64,
             refusal,
-        }
+        })
     }
 }
 
-impl<S, F: Clone> Layer<S> for RefuseOversize<F> {
-    type Service = RefuseOversizeService<S, F>;
-
-    fn layer(&self, inner: S) -> Self::Service {
-        RefuseOversizeService {
-            inner,
-            layer: self.clone(),
-        }
-    }
-}
-
-/// The service of [`RefuseOversize`].
-#[derive(Clone)]
-pub struct RefuseOversizeService<S, F> {
-    inner: S,
-    layer: RefuseOversize<F>,
-}
-
-impl<S, F> Service<Request> for RefuseOversizeService<S, F>
+impl<S, F> Service<Request> for Wrapped<S, RefuseOversize<F>>
 where
     S: Service<Request, Response = Response, Error = Infallible>,
     F: Fn() -> Response,
@@ -93,30 +100,12 @@ pub struct TraceRequests {
 
 impl TraceRequests {
     /// Spans whose `route` field is `route_of(path)`.
-    pub fn new(route_of: fn(&str) -> &str) -> Self {
-        TraceRequests { route_of }
+    pub fn new(route_of: fn(&str) -> &str) -> Middleware<Self> {
+        Middleware(TraceRequests { route_of })
     }
 }
 
-impl<S> Layer<S> for TraceRequests {
-    type Service = TraceRequestsService<S>;
-
-    fn layer(&self, inner: S) -> Self::Service {
-        TraceRequestsService {
-            inner,
-            route_of: self.route_of,
-        }
-    }
-}
-
-/// The service of [`TraceRequests`].
-#[derive(Clone)]
-pub struct TraceRequestsService<S> {
-    inner: S,
-    route_of: fn(&str) -> &str,
-}
-
-impl<S> Service<Request> for TraceRequestsService<S>
+impl<S> Service<Request> for Wrapped<S, TraceRequests>
 where
     S: Service<Request, Response = Response, Error = Infallible>,
     S::Future: Send + 'static,
@@ -133,7 +122,7 @@ where
         if !tracing::enabled!(tracing::Level::DEBUG) {
             return Either::Left(self.inner.call(request));
         }
-        let route = (self.route_of)(request.uri().path()).to_owned();
+        let route = (self.layer.route_of)(request.uri().path()).to_owned();
         let span = tracing::debug_span!(
             "http",
             method = %request.method(),

@@ -5,8 +5,7 @@
 //! node little, so good requests keep being served.
 
 use std::convert::Infallible;
-use std::future::{Future, Ready, ready};
-use std::pin::Pin;
+use std::future::{Ready, ready};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -25,7 +24,6 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 use serde_json::json;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
-use tower_layer::Layer;
 use tower_service::Service;
 
 /// Requests served at once by default; more are answered 503 `overloaded`.
@@ -142,8 +140,7 @@ impl std::fmt::Debug for HttpCounters {
     }
 }
 
-type Answer = Result<Response, Infallible>;
-type Boxed = Pin<Box<dyn Future<Output = Answer> + Send>>;
+use super::layers::{Answer, Boxed, Middleware, Wrapped};
 
 fn overloaded() -> Response {
     (
@@ -165,30 +162,12 @@ pub struct LimitInFlight {
 
 impl LimitInFlight {
     /// Serves at most `max` requests at once.
-    pub fn new(max: usize, counters: Arc<HttpCounters>) -> Self {
-        LimitInFlight {
+    pub fn new(max: usize, counters: Arc<HttpCounters>) -> Middleware<Self> {
+        Middleware(LimitInFlight {
             permits: Arc::new(Semaphore::new(max)),
             counters,
-        }
+        })
     }
-}
-
-impl<S> Layer<S> for LimitInFlight {
-    type Service = LimitInFlightService<S>;
-
-    fn layer(&self, inner: S) -> Self::Service {
-        LimitInFlightService {
-            inner,
-            layer: self.clone(),
-        }
-    }
-}
-
-/// The service of [`LimitInFlight`].
-#[derive(Clone)]
-pub struct LimitInFlightService<S> {
-    inner: S,
-    layer: LimitInFlight,
 }
 
 /// A request's place among those in flight, given back when its answer is ready.
@@ -203,7 +182,7 @@ impl Drop for InFlight {
     }
 }
 
-impl<S> Service<Request> for LimitInFlightService<S>
+impl<S> Service<Request> for Wrapped<S, LimitInFlight>
 where
     S: Service<Request, Response = Response, Error = Infallible>,
     S::Future: Send + 'static,
@@ -248,35 +227,22 @@ pub struct ReadBody<F> {
 impl<F> ReadBody<F> {
     /// Bodies of at most `limit` bytes, fully received within `timeout`; `too_large` makes
     /// the 413.
-    pub fn new(limit: usize, timeout: Duration, too_large: F, counters: Arc<HttpCounters>) -> Self {
-        ReadBody {
+    pub fn new(
+        limit: usize,
+        timeout: Duration,
+        too_large: F,
+        counters: Arc<HttpCounters>,
+    ) -> Middleware<Self> {
+        Middleware(ReadBody {
             limit,
             timeout,
             too_large,
             counters,
-        }
+        })
     }
 }
 
-impl<S, F: Clone> Layer<S> for ReadBody<F> {
-    type Service = ReadBodyService<S, F>;
-
-    fn layer(&self, inner: S) -> Self::Service {
-        ReadBodyService {
-            inner,
-            layer: self.clone(),
-        }
-    }
-}
-
-/// The service of [`ReadBody`].
-#[derive(Clone)]
-pub struct ReadBodyService<S, F> {
-    inner: S,
-    layer: ReadBody<F>,
-}
-
-impl<S, F> Service<Request> for ReadBodyService<S, F>
+impl<S, F> Service<Request> for Wrapped<S, ReadBody<F>>
 where
     S: Service<Request, Response = Response, Error = Infallible> + Clone + Send + 'static,
     S::Future: Send + 'static,

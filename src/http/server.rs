@@ -21,11 +21,11 @@ use super::wire::{
     CONTEXT_HEADER, ContextBody, DeletedBody, LocalBody, LocalVersionWire, SiblingsBody,
     encode_base64,
 };
-use crate::api::{
+use crate::config::{ConfigUpdate, MAX_VALUE_BYTES};
+use crate::model::{
     ClientError, Context, ContextError, GetResult, KvService, ReadOptions, WriteOptions,
     validate_key, validate_value,
 };
-use crate::config::{ConfigUpdate, MAX_VALUE_BYTES};
 
 /// Largest request body read at all: a little above the value limit, so that a value just
 /// over it gets the precise `value_too_large` answer from validation.
@@ -147,8 +147,11 @@ fn route_of(path: &str) -> &str {
 
 async fn get_key<S: KvService>(State(svc): State<S>, uri: Uri) -> Result<Response, Failure> {
     let key = key_of(&uri, KV_PREFIX)?;
-    let r = quorum_option(&uri, "r", &svc)?;
-    let answer = match svc.get(key, ReadOptions { r }).await? {
+    let opts = ReadOptions {
+        r: quorum_option(&uri, "r")?,
+    };
+    opts.check(svc.config().n)?;
+    let answer = match svc.get(key, opts).await? {
         GetResult::Value { value, context } => {
             let mut response =
                 ([(header::CONTENT_TYPE, "application/octet-stream")], value).into_response();
@@ -190,8 +193,11 @@ async fn put_key<S: KvService>(
     let value = body.map_err(body_failure)?;
     validate_value(&value)?;
     let context = context_of(&headers)?;
-    let w = quorum_option(&uri, "w", &svc)?;
-    let written = svc.put(key, value, context, WriteOptions { w }).await?;
+    let opts = WriteOptions {
+        w: quorum_option(&uri, "w")?,
+    };
+    opts.check(svc.config().n)?;
+    let written = svc.put(key, value, context, opts).await?;
     // Encoded once, for the body and the header alike.
     let context = written.encode();
     let header = HeaderValue::from_str(&context);
@@ -209,8 +215,11 @@ async fn delete_key<S: KvService>(
 ) -> Result<Response, Failure> {
     let key = key_of(&uri, KV_PREFIX)?;
     let context = context_of(&headers)?;
-    let w = quorum_option(&uri, "w", &svc)?;
-    svc.delete(key, context, WriteOptions { w }).await?;
+    let opts = WriteOptions {
+        w: quorum_option(&uri, "w")?,
+    };
+    opts.check(svc.config().n)?;
+    svc.delete(key, context, opts).await?;
     Ok(Json(DeletedBody { deleted: true }).into_response())
 }
 
@@ -360,8 +369,9 @@ fn context_of(headers: &HeaderMap) -> Result<Option<Context>, Failure> {
     Ok((!context.is_empty()).then_some(context))
 }
 
-/// `?r=` or `?w=`: absent, or a number in 1..=N (N as configured now).
-fn quorum_option<S: KvService>(uri: &Uri, name: &str, svc: &S) -> Result<Option<usize>, Failure> {
+/// `?r=` or `?w=`: absent, or a number (whether it is within 1..=N is the options' rule:
+/// [`ReadOptions::check`], [`WriteOptions::check`]).
+fn quorum_option(uri: &Uri, name: &str) -> Result<Option<usize>, Failure> {
     let values = query_values(uri.query(), name);
     let text = match values.as_slice() {
         [] => return Ok(None),
@@ -372,12 +382,6 @@ fn quorum_option<S: KvService>(uri: &Uri, name: &str, svc: &S) -> Result<Option<
         .trim()
         .parse()
         .map_err(|_| Failure::option(format!("{name} must be a positive integer, got {text:?}")))?;
-    let n = svc.config().n;
-    if value == 0 || value > n {
-        return Err(Failure::option(format!(
-            "{name} must be between 1 and n = {n}, got {value}"
-        )));
-    }
     Ok(Some(value))
 }
 

@@ -10,16 +10,16 @@ use serde_json::Value;
 use tokio::sync::oneshot;
 
 use super::*;
-use crate::api::{
-    ClientError, Context, GetResult, Health, KvService, MemberInfo, ReadOptions, RingInfo,
-    RingNodeInfo, WriteOptions, validate_key, validate_value,
-};
 use crate::config::{ConfigUpdate, MAX_KEY_BYTES, MAX_VALUE_BYTES, QuorumConfig};
 use crate::core::ids::{ActorId, Key};
 use crate::core::membership::{RingStatus, Status};
 use crate::core::quorum::Shortfall;
-use crate::core::store::Store;
 use crate::core::version::VersionSet;
+use crate::model::{
+    ClientError, Context, GetResult, Health, KvService, MemberInfo, ReadOptions, RingInfo,
+    RingNodeInfo, WriteOptions, validate_key, validate_value,
+};
+use crate::testing::LoneReplica;
 
 const SHORTFALL: Shortfall = Shortfall {
     required: 2,
@@ -33,7 +33,7 @@ const SHORTFALL: Shortfall = Shortfall {
 /// `slow-*` keys take a while to read.
 #[derive(Clone)]
 struct FakeService {
-    store: Arc<Store>,
+    replica: LoneReplica,
     config: Arc<Mutex<QuorumConfig>>,
     /// Why the service cannot serve, when it is to report "unavailable".
     unavailable: Arc<Mutex<Option<String>>>,
@@ -42,19 +42,9 @@ struct FakeService {
 impl FakeService {
     fn new() -> Self {
         FakeService {
-            store: Arc::new(Store::new(ActorId::new("fake", 1))),
+            replica: LoneReplica::new("fake"),
             config: Arc::new(Mutex::new(QuorumConfig::default())),
             unavailable: Arc::new(Mutex::new(None)),
-        }
-    }
-
-    fn check_option(&self, name: &str, value: Option<usize>) -> Result<(), ClientError> {
-        let n = self.config().n;
-        match value {
-            Some(v) if v == 0 || v > n => Err(ClientError::InvalidOption(format!(
-                "{name} = {v} outside 1..={n}"
-            ))),
-            _ => Ok(()),
         }
     }
 
@@ -80,30 +70,25 @@ impl FakeService {
         w: Option<usize>,
     ) -> Result<Context, ClientError> {
         validate_key(&key)?;
-        self.check_option("w", w)?;
+        WriteOptions { w }.check(self.config().n)?;
         if let Some(e) = Self::injected(&key) {
             return Err(e);
         }
-        let context = context.unwrap_or_default();
-        let done = self
-            .store
-            .coordinate(&key, context.clock(), value, 1_000)
-            .map_err(|e| ClientError::Internal(e.to_string()))?;
-        Ok(Context::from_clock(done.versions.context()))
+        self.replica.write(&key, value, context)
     }
 }
 
 impl KvService for FakeService {
     async fn get(&self, key: Key, opts: ReadOptions) -> Result<GetResult, ClientError> {
         validate_key(&key)?;
-        self.check_option("r", opts.r)?;
+        opts.check(self.config().n)?;
         if let Some(e) = Self::injected(&key) {
             return Err(e);
         }
         if key.starts_with(b"slow-") {
             tokio::time::sleep(Duration::from_millis(300)).await;
         }
-        Ok(GetResult::from_set(&self.store.get(&key)))
+        Ok(self.replica.get(&key))
     }
 
     async fn put(
@@ -154,13 +139,13 @@ impl KvService for FakeService {
                 vnodes: 128,
                 primary_share: 1.0,
                 replica_share: 1.0,
-                keys: Some(self.store.len()),
+                keys: Some(self.replica.len()),
             }],
         }
     }
 
     fn local(&self, key: &[u8]) -> VersionSet {
-        self.store.get(key)
+        self.replica.local(key)
     }
 
     fn update_config(&self, update: ConfigUpdate) -> Result<QuorumConfig, ClientError> {
@@ -1206,7 +1191,7 @@ async fn tokens_guard_their_routes_with_401_and_the_scheme() {
     // A body sent without the token is refused before it is read.
     let answer = s.raw.put(s.url("/kv/k")).body("v").send().await.unwrap();
     expect_error(answer, 401, "unauthorized").await;
-    assert!(s.service.store.get(b"k").versions().is_empty());
+    assert!(s.service.replica.local(b"k").is_empty());
 
     // The typed client presents the token of each route.
     let auth = ClientAuth {
@@ -1303,7 +1288,7 @@ async fn excess_connections_are_closed_and_slow_clients_cut_off() {
     for limit in ["connections", "header_timeout", "body_timeout"] {
         assert!(limit_hits(&text, limit) >= 1.0, "{limit}: {text}");
     }
-    assert!(s.service.store.get(b"a").versions().is_empty());
+    assert!(s.service.replica.local(b"a").is_empty());
     s.stop().await;
 }
 

@@ -5,10 +5,10 @@ use base64::engine::general_purpose::STANDARD;
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
-use crate::api::{Context, ContextError};
 use crate::core::ids::{ActorId, NodeId};
 use crate::core::vclock::Dot;
 use crate::core::version::Version;
+use crate::model::{Context, ContextError};
 
 /// Name of the header carrying a context token, in both directions.
 pub const CONTEXT_HEADER: &str = "x-dynamo-context";

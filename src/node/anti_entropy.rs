@@ -9,12 +9,10 @@
 //! store, so a restarted actor keeps them.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use dashmap::DashMap;
 use futures::future::join_all;
-use ractor::rpc::CallResult;
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort, pg};
 use serde::Serialize;
 
@@ -22,10 +20,9 @@ use super::metrics::RoundLabels;
 use super::origin;
 use super::peers::Role;
 use super::shared::NodeShared;
-use super::wire::{AntiEntropyMsg, Payload, Vouched};
+use super::wire::{self, AntiEntropyMsg, CallFailed, Payload, Vouched};
 use crate::core::anti_entropy::{
-    AeReply, AeRequest, Initiator, Replica, RoundStats, Scope, SharedDigests, Step, pick_peer,
-    respond,
+    AeReply, AeRequest, Initiator, Replica, RoundStats, Scope, Step, pick_peer, respond,
 };
 use crate::core::ids::{Key, NodeId};
 use crate::core::purge::{PurgeRound, PurgeScope, purge_orders};
@@ -38,21 +35,6 @@ const ROUND_BUDGET: Duration = Duration::from_secs(60);
 const PURGE_EVERY: Duration = Duration::from_millis(2000);
 /// Purge candidates examined per pass.
 const PURGE_BATCH: usize = 1024;
-
-/// What the actor's tasks share, kept in [`NodeShared`] so that it outlives the actor.
-#[derive(Default)]
-pub struct AntiEntropyShared {
-    caches: DashMap<NodeId, Arc<Mutex<SharedDigests>>>,
-}
-
-impl AntiEntropyShared {
-    fn cache(&self, me: &NodeId, peer: &NodeId) -> Arc<Mutex<SharedDigests>> {
-        self.caches
-            .entry(peer.clone())
-            .or_insert_with(|| Arc::new(Mutex::new(SharedDigests::new(me.clone(), peer.clone()))))
-            .clone()
-    }
-}
 
 /// Runs anti-entropy rounds and tombstone purges, and answers peers' rounds.
 #[derive(Clone)]
@@ -119,9 +101,8 @@ impl AntiEntropyState {
         let shared = &self.shared;
         let ring = shared.ring.load();
         shared
-            .anti_entropy
-            .caches
-            .retain(|peer, _| ring.ring.contains(peer));
+            .digest_caches
+            .keep_only(|peer| ring.ring.contains(peer));
         if shared.config.anti_entropy.interval_ms > 0
             && !self.round_running
             && let Some(peer) = peer_for_round(shared)
@@ -220,7 +201,7 @@ async fn on_replica<T: Send + 'static>(
 ) -> Result<T, String> {
     let (shared, peer) = (Arc::clone(shared), peer.clone());
     tokio::task::spawn_blocking(move || {
-        let cache = shared.anti_entropy.cache(&shared.me, &peer);
+        let cache = shared.digest_caches.of(&shared.me, &peer);
         let mut digests = cache.lock().unwrap_or_else(|p| p.into_inner());
         let ring = shared.ring.load();
         let n = shared.quorum.load().n;
@@ -260,20 +241,13 @@ async fn call(shared: &NodeShared, peer: &NodeId, request: AeRequest) -> Result<
         .metrics
         .anti_entropy_bytes
         .inc_by(wire_size(&request.body));
-    match remote
-        .call(
-            |reply| AntiEntropyMsg::Request(Payload::ok(request), reply),
-            Some(CALL_TIMEOUT),
-        )
+    let ask = |reply| AntiEntropyMsg::Request(Payload::ok(request), reply);
+    wire::call(&remote, ask, CALL_TIMEOUT)
         .await
-    {
-        Ok(CallResult::Success(Payload(Ok(reply)))) => Ok(reply),
-        Ok(CallResult::Success(Payload(Err(e)))) => Err(format!("{peer} refused: {e}")),
-        // Timeout and SenderError alike: no answer.
-        Ok(CallResult::Timeout) | Ok(CallResult::SenderError) | Err(_) => {
-            Err(format!("{peer} did not answer"))
-        }
-    }
+        .map_err(|e| match e {
+            CallFailed::Refused(e) => format!("{peer} refused: {e}"),
+            CallFailed::NoAnswer => format!("{peer} did not answer"),
+        })
 }
 
 /// One round with `peer`, this node initiating.

@@ -12,17 +12,22 @@
 //! timeout holds, and a batch that fails or times out is a failure (never an ack) for every
 //! request in it. A peer may answer only a prefix of a batch (when the whole answer would be
 //! too large for one frame); the link sends the rest again.
+//!
+//! The links to peers' Storage actors (`replicas`) and to their Coordinators (`forwarding`)
+//! both send their batches with [`send_batch`].
 
 use std::collections::HashMap;
-use std::future::Future;
+use std::future::{Future, ready};
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
 use prometheus_client::metrics::counter::Counter;
+use ractor::{ActorRef, RpcReplyPort};
 use tokio::sync::{mpsc, oneshot};
 
+use super::wire::Payload;
 use crate::core::ids::NodeId;
 use crate::core::quorum::Failure;
 
@@ -62,6 +67,45 @@ pub trait BatchSender: Send + 'static {
     /// returns (the link keeps the requests, to send again those left unanswered); the future
     /// only waits for the answer.
     fn send(&mut self, requests: &[Self::Request], timeout: Duration) -> BatchAnswer<Self::Reply>;
+}
+
+/// Sends one batch RPC to `actor` (the `role` of `node`, if connected) and gives the future of
+/// its answer. As `ActorRef::call` does, but the message leaves now, in the link's order, not
+/// when the future is first polled.
+pub fn send_batch<M, T>(
+    actor: Option<ActorRef<M>>,
+    node: &NodeId,
+    role: &str,
+    timeout: Duration,
+    message: impl FnOnce(RpcReplyPort<Payload<Vec<T>>>) -> M,
+) -> BatchAnswer<T>
+where
+    M: ractor::Message,
+    T: Send + 'static,
+{
+    let failed =
+        |reason: String| -> BatchAnswer<T> { Box::pin(ready(Err(BatchError::Failed(reason)))) };
+    let Some(actor) = actor else {
+        return failed(format!("{node} is not connected"));
+    };
+    let (tx, rx) = ractor::concurrency::oneshot();
+    let port = RpcReplyPort::from((tx, timeout));
+    if actor.send_message(message(port)).is_err() {
+        return failed(format!("{node}'s {role} is gone"));
+    }
+    let node = node.clone();
+    Box::pin(async move {
+        match tokio::time::timeout(timeout, rx).await {
+            Ok(Ok(Payload(Ok(replies)))) => Ok(replies),
+            Ok(Ok(Payload(Err(e)))) => {
+                tracing::warn!(node = %node, error = %e, "peer refused a batch");
+                Err(BatchError::Failed(e))
+            }
+            // ractor_cluster drops the reply port of a call it cannot complete.
+            Ok(Err(_)) => Err(BatchError::Failed(format!("{node} dropped the batch"))),
+            Err(_) => Err(BatchError::Timeout),
+        }
+    })
 }
 
 /// What a link has sent so far.

@@ -11,15 +11,15 @@ use tracing::{Instrument, Span};
 use super::coordinator;
 use super::metrics::RequestLabels;
 use super::shared::NodeShared;
-use crate::api::{
-    ClientError, Context, GetResult, Health, KvService, MemberInfo, ReadOptions, RingInfo,
-    RingNodeInfo, WriteOptions,
-};
 use crate::config::{ConfigUpdate, QuorumConfig};
 use crate::core::hash::stable_hash;
 use crate::core::ids::{Key, NodeId};
 use crate::core::membership::Status;
 use crate::core::version::VersionSet;
+use crate::model::{
+    ClientError, Context, GetResult, Health, IntoBytes, KvService, MemberInfo, ReadOptions,
+    RingInfo, RingNodeInfo, WriteOptions,
+};
 
 /// Reads and writes through the node it came from (`Node::client`); cheap to clone.
 #[derive(Clone)]
@@ -33,22 +33,22 @@ impl NodeClient {
     }
 
     /// Reads `key` with the configured R.
-    pub async fn get(&self, key: impl Into<Key>) -> Result<GetResult, ClientError> {
+    pub async fn get(&self, key: impl IntoBytes) -> Result<GetResult, ClientError> {
         self.get_with(key, ReadOptions::default()).await
     }
 
     /// Reads `key` with per-request options.
     pub async fn get_with(
         &self,
-        key: impl Into<Key>,
+        key: impl IntoBytes,
         opts: ReadOptions,
     ) -> Result<GetResult, ClientError> {
-        let key = key.into();
+        let key = key.into_bytes();
         let span = self.request_span("get", &key);
         self.timed(
             "get",
             span,
-            coordinator::read(&self.shared, key, opts.r),
+            coordinator::read(&self.shared, key, opts),
             |r| match r {
                 GetResult::Value { .. } => "ok",
                 GetResult::Siblings { .. } => "siblings",
@@ -61,8 +61,8 @@ impl NodeClient {
     /// Writes `value` with the context of an earlier read (`None`: a blind write).
     pub async fn put(
         &self,
-        key: impl Into<Key>,
-        value: impl Into<Bytes>,
+        key: impl IntoBytes,
+        value: impl IntoBytes,
         context: Option<&Context>,
     ) -> Result<Context, ClientError> {
         self.put_with(key, value, context, WriteOptions::default())
@@ -72,19 +72,19 @@ impl NodeClient {
     /// Writes with per-request options.
     pub async fn put_with(
         &self,
-        key: impl Into<Key>,
-        value: impl Into<Bytes>,
+        key: impl IntoBytes,
+        value: impl IntoBytes,
         context: Option<&Context>,
         opts: WriteOptions,
     ) -> Result<Context, ClientError> {
-        let key = key.into();
+        let key = key.into_bytes();
         let span = self.request_span("put", &key);
         let write = coordinator::write(
             &self.shared,
             key,
-            Some(value.into()),
+            Some(value.into_bytes()),
             context.cloned().unwrap_or_default(),
-            opts.w,
+            opts,
         );
         self.timed("put", span, write, |_| "ok").await
     }
@@ -93,7 +93,7 @@ impl NodeClient {
     /// and everything visible now is deleted.
     pub async fn delete(
         &self,
-        key: impl Into<Key>,
+        key: impl IntoBytes,
         context: Option<&Context>,
     ) -> Result<(), ClientError> {
         self.delete_with(key, context, WriteOptions::default())
@@ -103,17 +103,17 @@ impl NodeClient {
     /// Deletes with per-request options.
     pub async fn delete_with(
         &self,
-        key: impl Into<Key>,
+        key: impl IntoBytes,
         context: Option<&Context>,
         opts: WriteOptions,
     ) -> Result<(), ClientError> {
-        let key = key.into();
+        let key = key.into_bytes();
         let span = self.request_span("delete", &key);
         let delete = coordinator::delete(
             &self.shared,
             key,
             context.cloned().unwrap_or_default(),
-            opts.w,
+            opts,
         );
         self.timed("delete", span, delete, |_| "ok").await
     }

@@ -8,16 +8,15 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use ractor::rpc::CallResult;
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 use ractor_cluster::RactorMessage;
 use rand::seq::IndexedRandom;
 
-use super::shared::{NodeShared, RingView};
-use super::wire::{GossipDigest, GossipMsg, Payload, Vouched};
+use super::ring_actor::publish_ring;
+use super::shared::NodeShared;
+use super::wire::{GossipDigest, GossipMsg, Payload, Vouched, call};
 use crate::core::ids::NodeId;
 use crate::core::membership::{Fatal, MemberDigest, Membership};
-use crate::core::ring::Ring;
 
 /// Messages of the client's view actor.
 #[derive(RactorMessage, Debug)]
@@ -126,13 +125,8 @@ impl ViewState {
             },
         };
         tokio::spawn(async move {
-            let answer = gossip
-                .call(
-                    |reply| GossipMsg::Exchange(Payload::ok(ask), reply),
-                    Some(timeout),
-                )
-                .await;
-            if let Ok(CallResult::Success(Payload(Ok(digest)))) = answer {
+            let exchange = |reply| GossipMsg::Exchange(Payload::ok(ask), reply);
+            if let Ok(digest) = call(&gossip, exchange, timeout).await {
                 let _ = myself.cast(ViewMsg::Digest(digest));
             }
         });
@@ -151,17 +145,8 @@ impl ViewState {
             .into_iter()
             .filter(|(node, _)| node != me)
             .collect();
-        if layout == self.layout {
-            return;
-        }
-        match Ring::build(layout.clone()) {
-            Ok(ring) => {
-                let version = self.shared.ring.load().version + 1;
-                tracing::debug!(nodes = ring.len(), version, "client ring rebuilt");
-                self.shared.ring.store(Arc::new(RingView { ring, version }));
-                self.layout = layout;
-            }
-            Err(e) => tracing::warn!(error = %e, "ring rebuild refused; keeping the previous ring"),
+        if layout != self.layout && publish_ring(&self.shared, layout.clone()) {
+            self.layout = layout;
         }
     }
 }

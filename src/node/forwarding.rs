@@ -10,14 +10,14 @@ use std::time::{Duration, Instant};
 
 use prometheus_client::metrics::counter::Counter;
 
-use super::batch::{BatchAnswer, BatchLimits, BatchSender, PeerLinks};
+use super::batch::{BatchAnswer, BatchLimits, BatchSender, PeerLinks, send_batch};
 use super::peers::Peers;
-use super::replicas::{LINK_QUEUE, send_batch};
+use super::replicas::LINK_QUEUE;
 use super::wire::{CoordinatorMsg, ForwardedWrite, Payload};
-use crate::api::{ClientError, Context};
 use crate::config::MAX_FRAME_BYTES;
 use crate::core::ids::NodeId;
 use crate::core::quorum::Failure;
+use crate::model::{ClientError, Context};
 
 /// Limits of one batch of forwarded writes: as for replica batches, a quarter of the frame.
 pub const FORWARD_BATCH: BatchLimits = BatchLimits {

@@ -15,8 +15,7 @@ use ractor::{Actor, ActorProcessingErr, ActorRef, pg};
 use super::origin;
 use super::peers::Role;
 use super::shared::NodeShared;
-use super::wire::{GossipDigest, GossipMsg, Payload, Vouched};
-use crate::core::ids::NodeId;
+use super::wire::{self, GossipDigest, GossipMsg, Payload, Vouched};
 use crate::core::membership::{
     HandoffProgress, MemberDigest, Membership, MergeReport, RingStatus, Status,
 };
@@ -24,11 +23,6 @@ use crate::core::membership::{
 /// Runs gossip rounds.
 #[derive(Clone)]
 pub struct GossipActor;
-
-/// The registered name of the Ring actor of `node`.
-pub fn ring_actor_name(node: &NodeId) -> String {
-    format!("dynamo.ring@{node}")
-}
 
 impl Actor for GossipActor {
     type Msg = GossipMsg;
@@ -90,6 +84,7 @@ impl Actor for GossipActor {
 
 /// One round: heartbeat, failure detection, the end of a drain, and an exchange with a peer.
 fn round(shared: &Arc<NodeShared>, _myself: ActorRef<GossipMsg>) {
+    check_store(shared);
     let now = shared.mono_ms();
     let progress = handoff_progress(shared);
     let drained = drained(shared);
@@ -134,13 +129,8 @@ fn round(shared: &Arc<NodeShared>, _myself: ActorRef<GossipMsg>) {
     // registry is checked), so it is merged as it is.
     let shared = Arc::clone(shared);
     tokio::spawn(async move {
-        let answer = target
-            .call(
-                |reply| GossipMsg::Exchange(Payload::ok(exchange), reply),
-                Some(timeout),
-            )
-            .await;
-        if let Ok(ractor::rpc::CallResult::Success(Payload(Ok(theirs)))) = answer {
+        let ask = |reply| GossipMsg::Exchange(Payload::ok(exchange), reply);
+        if let Ok(theirs) = wire::call(&target, ask, timeout).await {
             merge(&shared, &theirs);
         }
     });
@@ -171,6 +161,14 @@ pub fn handoff_progress(shared: &NodeShared) -> HandoffProgress {
     HandoffProgress {
         handed: handoff.handed(),
         remaining,
+    }
+}
+
+/// Stops the node from serving once its store failed to read its data: the store answers such
+/// reads as if the keys were absent, so its answers can no longer be trusted to be complete.
+fn check_store(shared: &NodeShared) {
+    if let Some(e) = shared.store.failure() {
+        shared.fail(format!("the store could not read its data: {e}"));
     }
 }
 
@@ -209,7 +207,7 @@ pub fn observe(shared: &NodeShared) {
             .filter(|m| m.status == status && !m.ring.is_final())
             .count();
         let label = super::metrics::StatusLabels {
-            status: status_label(status),
+            status: status.as_str(),
         };
         shared
             .metrics
@@ -226,7 +224,7 @@ pub fn observe(shared: &NodeShared) {
     ] {
         let count = membership.members().filter(|m| m.ring == ring).count();
         let label = super::metrics::RingLabels {
-            ring: ring_label(ring),
+            ring: ring.as_str(),
         };
         shared
             .metrics
@@ -242,20 +240,56 @@ pub fn observe(shared: &NodeShared) {
         .set(gauge(progress.remaining));
 }
 
-fn status_label(status: Status) -> &'static str {
-    match status {
-        Status::Alive => "alive",
-        Status::Suspect => "suspect",
-        Status::Dead => "dead",
-    }
-}
+#[cfg(test)]
+mod tests {
+    use bytes::Bytes;
 
-fn ring_label(ring: RingStatus) -> &'static str {
-    match ring {
-        RingStatus::Joining => "joining",
-        RingStatus::Valid => "valid",
-        RingStatus::Leaving => "leaving",
-        RingStatus::Left => "left",
-        RingStatus::Removed => "removed",
+    use super::*;
+    use crate::config::NodeConfig;
+    use crate::core::engine::{Engine, EngineError, MemoryEngine, Segment, Summary};
+    use crate::core::hints::HintStore;
+    use crate::core::ids::{ActorId, Key};
+    use crate::core::store::{SetLimits, Store};
+
+    /// The in-memory engine, except that listing a segment fails (a bad sector).
+    struct Unreadable(MemoryEngine);
+
+    impl Engine for Unreadable {
+        fn locked(&self, segment: usize, f: &mut dyn FnMut(&mut dyn Segment)) {
+            self.0.locked(segment, f);
+        }
+        fn keys_in_segment(&self, _: usize) -> Result<Vec<(Key, u64)>, EngineError> {
+            Err(EngineError::Failed("bad sector".into()))
+        }
+        fn scan(&self, f: &mut dyn FnMut(&[u8], Summary)) -> Result<(), EngineError> {
+            self.0.scan(f)
+        }
+        fn meta(&self, name: &str) -> Result<Option<Bytes>, EngineError> {
+            self.0.meta(name)
+        }
+        fn set_meta(&self, name: &str, value: &[u8]) -> Result<(), EngineError> {
+            self.0.set_meta(name, value)
+        }
+        fn sync(&self) -> Result<(), EngineError> {
+            self.0.sync()
+        }
+        fn durable(&self) -> bool {
+            false
+        }
+    }
+
+    #[test]
+    fn a_store_that_failed_to_read_stops_the_node() {
+        let config = NodeConfig::new("unreadable", "127.0.0.1:0".parse().unwrap());
+        let engine = Box::new(Unreadable(MemoryEngine::default()));
+        let store = Store::open(engine, ActorId::new("unreadable", 1), SetLimits::NONE).unwrap();
+        let shared =
+            NodeShared::with_store(config, 1, Arc::new(store), HintStore::default()).unwrap();
+        check_store(&shared);
+        assert_eq!(shared.failure(), None, "nothing failed yet");
+        assert!(shared.store.keys_in_segment(0).is_empty());
+        check_store(&shared);
+        let reason = shared.failure().expect("the node no longer serves");
+        assert!(reason.contains("bad sector"), "{reason}");
     }
 }

@@ -394,7 +394,7 @@ mod tests {
 
     #[test]
     fn disk_series_are_exported_for_a_durable_store_only() {
-        let hints = HintStore::new();
+        let hints = HintStore::default();
         let memory = Metrics::default();
         memory.observe(&Store::new(ActorId::new("m", 1)), &hints);
         let text = memory.render();
@@ -408,7 +408,7 @@ mod tests {
         let dir = TempDir::new("metrics-disk");
         let engine = DiskEngine::open(&dir.join("db"), Fsync::Always, 0).unwrap();
         let store = Store::open(Box::new(engine), ActorId::new("d", 1), SetLimits::NONE).unwrap();
-        store.sync().unwrap();
+        store.engine().sync().unwrap();
         let disk = Metrics::default();
         disk.observe(&store, &hints);
         let text = disk.render();

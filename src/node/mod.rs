@@ -12,8 +12,12 @@
 //! └── dynamo.anti_entropy@NAME  AntiEntropy: digest rounds, tombstone purges (remote)
 //! ```
 //!
-//! Every actor keeps its state in a shared `NodeShared`, so a restarted actor loses nothing:
-//! the storage map, the hints, the published ring and membership all outlive it. ractor's
+//! What must outlive an actor lives in the shared `NodeShared`: the storage map, the hints,
+//! the handoff's progress, the published ring and membership, anti-entropy's digest caches.
+//! A restarted actor finds them again and loses only its own bookkeeping of work under way:
+//! the Cluster actor its dial backoffs and, with its NodeServer, the sessions; AntiEntropy
+//! its place in the purge pass (it starts again from the first candidate). Deliveries the
+//! Replicator started go on in tasks of their own and report to `NodeShared`. ractor's
 //! registry and process groups are global to the OS process, so one process runs one node.
 
 mod anti_entropy;
@@ -23,11 +27,13 @@ mod client_view;
 mod cluster;
 mod cluster_tls;
 mod coordinator;
+mod digest_caches;
 pub mod disk;
 mod forwarding;
 mod gossip;
 mod metrics;
 mod native;
+mod one_per_process;
 mod origin;
 mod peers;
 mod replicas;
@@ -41,12 +47,8 @@ mod storage_actor;
 mod syncer;
 pub mod wire;
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
-
-use tokio::net::TcpListener;
-use tokio::sync::oneshot;
 
 use ractor::{ActorCell, ActorRef};
 use supervisors::{
@@ -76,6 +78,12 @@ pub enum NodeError {
     /// unreadable, corrupt).
     #[error("data directory: {0}")]
     Storage(String),
+    /// A node already runs in this process (named here): one process runs one node.
+    #[error(
+        "node {0} already runs in this process; one process runs one node (ractor's registry \
+         and process groups are global to a process)"
+    )]
+    AlreadyRunning(String),
 }
 
 /// Registered names of a node's actors, so tests and operators can find them.
@@ -88,7 +96,7 @@ pub mod names {
     }
     /// The Ring actor.
     pub fn ring(node: &NodeId) -> String {
-        super::gossip::ring_actor_name(node)
+        format!("dynamo.ring@{node}")
     }
     /// The Storage actor.
     pub fn storage(node: &NodeId) -> String {
@@ -122,14 +130,9 @@ pub struct Node {
     root: ActorRef<SupervisorMsg>,
     /// Awaits the root supervisor; reports a failure if it ends while nobody stops it.
     watcher: tokio::task::JoinHandle<()>,
-    http: Option<HttpServer>,
-}
-
-/// The node's HTTP API task.
-struct HttpServer {
-    addr: SocketAddr,
-    shutdown: oneshot::Sender<()>,
-    task: tokio::task::JoinHandle<std::io::Result<()>>,
+    /// This process's place for a node, given back by `stop` only: a `Node` dropped without
+    /// a stop leaves its actors running, so it keeps the place.
+    slot: std::mem::ManuallyDrop<one_per_process::NodeSlot>,
 }
 
 impl Node {
@@ -147,11 +150,10 @@ impl Node {
         Self::start_under(config, Some(supervisor)).await
     }
 
-    async fn start_under(
-        mut config: NodeConfig,
-        parent: Option<ActorCell>,
-    ) -> Result<Node, NodeError> {
+    async fn start_under(config: NodeConfig, parent: Option<ActorCell>) -> Result<Node, NodeError> {
         config.validate()?;
+        let slot =
+            one_per_process::NodeSlot::claim(&config.name).map_err(NodeError::AlreadyRunning)?;
         if let Some(paths) = &config.tls {
             crate::tls::NodeTls::load(paths, &config.name)
                 .map_err(|e| NodeError::Start(e.to_string()))?;
@@ -161,31 +163,6 @@ impl Node {
         let incarnation = NodeShared::wall_ms();
         let store = match &config.data_dir {
             Some(dir) => Some(open_store(&config, dir.clone(), incarnation).await?),
-            None => None,
-        };
-        // TLS files are read before any port is taken: a bad one fails the start cleanly.
-        let http_options = match config.http {
-            Some(_) => Some(
-                config
-                    .http_guard
-                    .serve_options()
-                    .map_err(|e| NodeError::Start(format!("HTTPS: {e}")))?,
-            ),
-            None => None,
-        };
-        // Bound before anything starts, so a taken port fails the start cleanly and peers
-        // learn the real address when port 0 was asked for.
-        let http_listener = match config.http {
-            Some(addr) => {
-                let listener = TcpListener::bind(addr)
-                    .await
-                    .map_err(|e| NodeError::Start(format!("HTTP address {addr}: {e}")))?;
-                let bound = listener
-                    .local_addr()
-                    .map_err(|e| NodeError::Start(e.to_string()))?;
-                config.http = Some(bound);
-                Some(listener)
-            }
             None => None,
         };
         // Every start is a new incarnation of the member (gossip tells restarts apart); the
@@ -240,39 +217,13 @@ impl Node {
                 }
             })
         };
-        let http = http_listener.zip(http_options).map(|(listener, options)| {
-            let addr = shared
-                .config
-                .http
-                .unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 0)));
-            let (shutdown, stop) = oneshot::channel::<()>();
-            let service = NodeClient::new(Arc::clone(&shared));
-            let task = tokio::spawn(crate::http::serve_with(
-                listener,
-                service,
-                options,
-                async move {
-                    let _ = stop.await;
-                },
-            ));
-            HttpServer {
-                addr,
-                shutdown,
-                task,
-            }
-        });
         tracing::info!(node = %me, bind = %shared.config.bind, http = ?shared.config.http, incarnation, "node started");
         Ok(Node {
             shared,
             root,
             watcher,
-            http,
+            slot: std::mem::ManuallyDrop::new(slot),
         })
-    }
-
-    /// Where the HTTP API listens, if it was asked for.
-    pub fn http_addr(&self) -> Option<SocketAddr> {
-        self.http.as_ref().map(|h| h.addr)
     }
 
     /// The node's name.
@@ -289,7 +240,7 @@ impl Node {
     pub fn update_config(
         &self,
         update: &ConfigUpdate,
-    ) -> Result<QuorumConfig, crate::api::ClientError> {
+    ) -> Result<QuorumConfig, crate::model::ClientError> {
         self.client().update_config(update)
     }
 
@@ -305,14 +256,9 @@ impl Node {
         self.shared.failed().await
     }
 
-    /// Stops the HTTP API (finishing requests in flight), then every actor, children first.
+    /// Stops every actor, children first, then closes the store. Stop the fronts serving
+    /// this node (its HTTP API) before, so that their requests in flight finish.
     pub async fn stop(self) {
-        if let Some(http) = self.http {
-            let _ = http.shutdown.send(());
-            if let Ok(Err(e)) = http.task.await {
-                tracing::warn!(error = %e, "HTTP server ended with an error");
-            }
-        }
         self.shared
             .stopping
             .store(true, std::sync::atomic::Ordering::Release);
@@ -325,6 +271,7 @@ impl Node {
             Ok(Err(e)) => tracing::warn!(error = %e, "the data directory was not closed cleanly"),
             Err(e) => tracing::warn!(error = %e, "closing the store failed"),
         }
+        std::mem::ManuallyDrop::into_inner(self.slot).release();
         tracing::info!(node = %self.shared.me, "node stopped");
     }
 }

@@ -18,7 +18,6 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use ractor::ActorRef;
-use ractor::rpc::CallResult;
 use rand::seq::IndexedRandom;
 use supervisors::{
     ChildSpec, Intensity, Restart, Strategy, Supervisor, SupervisorArgs, SupervisorMsg,
@@ -29,15 +28,17 @@ use super::client_view::ClientViewActor;
 use super::cluster::ClusterActor;
 use super::coordinator;
 use super::shared::NodeShared;
-use super::wire::{CoordinatorMsg, ForwardedRead, ForwardedWrite, Payload, StorageMsg};
-use crate::api::{
-    ClientError, Context, GetResult, Health, KvService, MemberInfo, ReadOptions, RingInfo,
-    WriteOptions,
+use super::wire::{
+    CallFailed, CoordinatorMsg, ForwardedRead, ForwardedWrite, Payload, StorageMsg, call,
 };
 use crate::config::{ConfigUpdate, GossipConfig, NodeConfig, QuorumConfig};
 use crate::core::ids::{Key, NodeId};
 use crate::core::quorum::{Route, route};
 use crate::core::version::VersionSet;
+use crate::model::{
+    ClientError, Context, GetResult, Health, KvService, MemberInfo, ReadOptions, RingInfo,
+    WriteOptions,
+};
 
 // A request handed to a node gets this much beyond its own timeout, for the trip back.
 const FALLBACK_MARGIN: Duration = Duration::from_millis(250);
@@ -251,23 +252,18 @@ impl NativeService {
     }
 
     /// Reads through any connected node.
-    async fn read_via_node(&self, key: Key, r: Option<usize>) -> Result<VersionSet, ClientError> {
+    async fn read_via_node(&self, key: Key, opts: ReadOptions) -> Result<VersionSet, ClientError> {
         let Some((node, coordinator)) = self.any_coordinator() else {
             return Err(ClientError::Unavailable("not connected to any node".into()));
         };
         let timeout =
             Duration::from_millis(self.shared.quorum.load().get_timeout_ms) + FALLBACK_MARGIN;
-        let read = ForwardedRead { key, r };
-        match coordinator
-            .call(
-                |reply| CoordinatorMsg::Read(Payload::ok(read), reply),
-                Some(timeout),
-            )
-            .await
-        {
-            Ok(CallResult::Success(Payload(Ok(answer)))) => answer,
-            Ok(CallResult::Success(Payload(Err(e)))) => Err(ClientError::Internal(e)),
-            _ => Err(ClientError::Unavailable(format!(
+        let read = ForwardedRead { key, r: opts.r };
+        let ask = |reply| CoordinatorMsg::Read(Payload::ok(read), reply);
+        match call(&coordinator, ask, timeout).await {
+            Ok(answer) => answer,
+            Err(CallFailed::Refused(e)) => Err(ClientError::Internal(e)),
+            Err(CallFailed::NoAnswer) => Err(ClientError::Unavailable(format!(
                 "node {node} did not answer in time"
             ))),
         }
@@ -279,7 +275,7 @@ impl NativeService {
         key: Key,
         value: Option<Bytes>,
         context: Context,
-        w: Option<usize>,
+        opts: WriteOptions,
     ) -> Result<Context, ClientError> {
         let Some((node, _)) = self.any_coordinator() else {
             return Err(ClientError::Unavailable("not connected to any node".into()));
@@ -290,7 +286,7 @@ impl NativeService {
             key,
             value,
             context,
-            w,
+            w: opts.w,
             budget_ms: quorum.put_timeout_ms,
         };
         coordinator::forward(&self.shared, &node, write, deadline)
@@ -307,12 +303,12 @@ impl NativeService {
         key: Key,
         value: Option<Bytes>,
         context: Context,
-        w: Option<usize>,
+        opts: WriteOptions,
     ) -> Result<Context, ClientError> {
         if self.can_route_write(&key) {
-            coordinator::write(&self.shared, key, value, context, w).await
+            coordinator::write(&self.shared, key, value, context, opts).await
         } else {
-            self.write_via_node(key, value, context, w).await
+            self.write_via_node(key, value, context, opts).await
         }
     }
 
@@ -327,19 +323,13 @@ impl NativeService {
         let Some(storage) = self.shared.peers.storage(node) else {
             return Err(ClientError::Unavailable(format!("not connected to {node}")));
         };
-        match storage
-            .call(
-                |reply| StorageMsg::Ping(Payload::ok(payload), reply),
-                Some(timeout),
-            )
-            .await
-        {
-            Ok(CallResult::Success(Payload(Ok(echo)))) => Ok(echo),
-            Ok(CallResult::Success(Payload(Err(e)))) => Err(ClientError::Internal(e)),
-            _ => Err(ClientError::Unavailable(format!(
-                "{node} did not answer in time"
-            ))),
-        }
+        let ping = |reply| StorageMsg::Ping(Payload::ok(payload), reply);
+        call(&storage, ping, timeout).await.map_err(|e| match e {
+            CallFailed::Refused(e) => ClientError::Internal(e),
+            CallFailed::NoAnswer => {
+                ClientError::Unavailable(format!("{node} did not answer in time"))
+            }
+        })
     }
 
     /// The nodes the client has sessions with.
@@ -350,10 +340,10 @@ impl NativeService {
 
 impl KvService for NativeService {
     async fn get(&self, key: Key, opts: ReadOptions) -> Result<GetResult, ClientError> {
-        let set = match coordinator::read_set(&self.shared, key.clone(), opts.r).await {
+        let set = match coordinator::read_set(&self.shared, key.clone(), opts).await {
             // Reads change nothing, so asking again through a node is always safe.
             Err(ClientError::Unavailable(_) | ClientError::InsufficientReplies(_)) => {
-                self.read_via_node(key, opts.r).await?
+                self.read_via_node(key, opts).await?
             }
             other => other?,
         };
@@ -367,7 +357,7 @@ impl KvService for NativeService {
         context: Option<Context>,
         opts: WriteOptions,
     ) -> Result<Context, ClientError> {
-        self.write(key, Some(value), context.unwrap_or_default(), opts.w)
+        self.write(key, Some(value), context.unwrap_or_default(), opts)
             .await
     }
 
@@ -377,15 +367,13 @@ impl KvService for NativeService {
         context: Option<Context>,
         opts: WriteOptions,
     ) -> Result<(), ClientError> {
-        // As a node does: without a context, delete what is visible now.
-        let context = match context {
-            Some(context) if !context.is_empty() => context,
-            _ => match self.get(key.clone(), ReadOptions::default()).await? {
-                GetResult::NotFound { context } if context.is_empty() => return Ok(()),
-                found => found.context().clone(),
-            },
+        let read = self.get(key.clone(), ReadOptions::default());
+        let n = self.shared.quorum.load().n;
+        let context = context.unwrap_or_default();
+        let Some(context) = coordinator::delete_context(context, opts, n, read).await? else {
+            return Ok(());
         };
-        self.write(key, None, context, opts.w).await.map(drop)
+        self.write(key, None, context, opts).await.map(drop)
     }
 
     fn node_name(&self) -> String {

@@ -5,12 +5,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use ractor::ActorCell;
-use ractor::rpc::CallResult;
 
 use super::peers::Role;
 use super::sessions::{Owner, SessionToken, session_of};
 use super::shared::NodeShared;
-use super::wire::{GossipMsg, Payload, TokenOffer};
+use super::wire::{self, GossipMsg, Payload, TokenOffer};
 use crate::core::ids::NodeId;
 
 /// How long a peer may take to confirm a token.
@@ -81,14 +80,9 @@ pub fn on_offer(shared: &Arc<NodeShared>, offer: TokenOffer) {
             from: shared.me.clone(),
             token,
         };
-        let answer = target
-            .call(
-                |reply| GossipMsg::Confirm(Payload::ok(ask), reply),
-                Some(CONFIRM_TIMEOUT),
-            )
-            .await;
-        match answer {
-            Ok(CallResult::Success(Payload(Ok(true)))) => {
+        let confirm = |reply| GossipMsg::Confirm(Payload::ok(ask), reply);
+        match wire::call(&target, confirm, CONFIRM_TIMEOUT).await {
+            Ok(true) => {
                 if shared.sessions.hold(session, &issuer, token) {
                     tracing::debug!(peer = %issuer, "session token confirmed");
                 }

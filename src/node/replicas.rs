@@ -8,11 +8,12 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use prometheus_client::metrics::counter::Counter;
-use ractor::{ActorRef, RpcReplyPort};
 
-use super::batch::{BatchAnswer, BatchError, BatchLimits, BatchSender, Link, PeerLinks};
+use super::batch::{
+    BatchAnswer, BatchError, BatchLimits, BatchSender, Link, PeerLinks, send_batch,
+};
 use super::peers::Peers;
-use super::wire::{Encoded, Payload, ReplicaPut, ReplicaReply, ReplicaRequest, StorageMsg};
+use super::wire::{Encoded, ReplicaPut, ReplicaReply, ReplicaRequest, StorageMsg};
 use crate::config::MAX_FRAME_BYTES;
 use crate::core::ids::{Key, NodeId};
 use crate::core::quorum::Failure;
@@ -134,43 +135,4 @@ impl BatchSender for StorageSender {
             |port| StorageMsg::Batch(batch, port),
         )
     }
-}
-
-/// Sends one batch RPC to `actor` (the `role` of `node`, if connected) and gives the future of
-/// its answer. As `ActorRef::call` does, but the message leaves now, in the link's order, not
-/// when the future is first polled.
-pub(super) fn send_batch<M, T>(
-    actor: Option<ActorRef<M>>,
-    node: &NodeId,
-    role: &str,
-    timeout: Duration,
-    message: impl FnOnce(RpcReplyPort<Payload<Vec<T>>>) -> M,
-) -> BatchAnswer<T>
-where
-    M: ractor::Message,
-    T: Send + 'static,
-{
-    let failed =
-        |reason: String| -> BatchAnswer<T> { Box::pin(ready(Err(BatchError::Failed(reason)))) };
-    let Some(actor) = actor else {
-        return failed(format!("{node} is not connected"));
-    };
-    let (tx, rx) = ractor::concurrency::oneshot();
-    let port = RpcReplyPort::from((tx, timeout));
-    if actor.send_message(message(port)).is_err() {
-        return failed(format!("{node}'s {role} is gone"));
-    }
-    let node = node.clone();
-    Box::pin(async move {
-        match tokio::time::timeout(timeout, rx).await {
-            Ok(Ok(Payload(Ok(replies)))) => Ok(replies),
-            Ok(Ok(Payload(Err(e)))) => {
-                tracing::warn!(node = %node, error = %e, "peer refused a batch");
-                Err(BatchError::Failed(e))
-            }
-            // ractor_cluster drops the reply port of a call it cannot complete.
-            Ok(Err(_)) => Err(BatchError::Failed(format!("{node} dropped the batch"))),
-            Err(_) => Err(BatchError::Timeout),
-        }
-    })
 }

@@ -3,17 +3,10 @@
 use std::sync::Arc;
 
 use ractor::{Actor, ActorProcessingErr, ActorRef};
-use ractor_cluster::RactorMessage;
 
-use super::shared::{NodeShared, RingView};
+use super::shared::{NodeShared, RingMsg, RingView};
+use crate::core::ids::NodeId;
 use crate::core::ring::Ring;
-
-/// Messages of the Ring actor.
-#[derive(RactorMessage, Debug)]
-pub enum RingMsg {
-    /// The ring members changed: rebuild from the published membership.
-    Rebuild,
-}
 
 /// Owns the ring snapshot readers use.
 #[derive(Clone)]
@@ -50,16 +43,26 @@ impl Actor for RingActor {
 
 /// Builds the ring from the published membership and swaps it in.
 fn publish(shared: &NodeShared) {
-    let layout = shared.membership.load().ring_layout();
+    publish_ring(shared, shared.membership.load().ring_layout());
+}
+
+/// Builds the ring of `layout` and publishes it to readers as the next version; returns
+/// whether it did. A layout that makes no ring leaves the previous ring in place: peers'
+/// vnode counts come from gossip, and a bad one must not take the ring down. A node's Ring
+/// actor and a native client's view both publish this way.
+pub(super) fn publish_ring(shared: &NodeShared, layout: Vec<(NodeId, u32)>) -> bool {
     match Ring::build(layout) {
         Ok(ring) => {
             let version = shared.ring.load().version + 1;
             tracing::info!(nodes = ring.len(), version, "ring rebuilt");
             shared.ring.store(Arc::new(RingView { ring, version }));
             shared.metrics.ring_version.set(version as i64);
+            true
         }
-        // Peers' vnode counts come from gossip; a bad one must not take the ring down.
-        Err(e) => tracing::warn!(error = %e, "ring rebuild refused; keeping the previous ring"),
+        Err(e) => {
+            tracing::warn!(error = %e, "ring rebuild refused; keeping the previous ring");
+            false
+        }
     }
 }
 
@@ -67,7 +70,6 @@ fn publish(shared: &NodeShared) {
 mod tests {
     use super::*;
     use crate::config::NodeConfig;
-    use crate::core::ids::NodeId;
     use crate::core::membership::{MemberDigest, Status};
 
     fn peer(name: &str) -> MemberDigest {

@@ -12,12 +12,11 @@ use arc_swap::ArcSwap;
 use ractor::ActorRef;
 use tokio::sync::watch;
 
-use super::anti_entropy::AntiEntropyShared;
+use super::digest_caches::DigestCaches;
 use super::forwarding::ForwardLinks;
 use super::metrics::Metrics;
 use super::peers::Peers;
 use super::replicas::ReplicaLinks;
-use super::ring_actor::RingMsg;
 use super::sessions::Sessions;
 use super::syncer::Syncer;
 use crate::config::{Fsync, MAX_SET_BYTES, MAX_SET_VERSIONS, NodeConfig, QuorumConfig};
@@ -46,6 +45,14 @@ const EPOCH_BITS: u32 = 20;
 
 /// The metadata entry a durable node keeps its membership in.
 const META_MEMBERSHIP: &str = "membership";
+
+/// Messages of the Ring actor; defined here because `NodeShared` sends the one it needs when
+/// a membership change moves the ring.
+#[derive(ractor_cluster::RactorMessage, Debug)]
+pub enum RingMsg {
+    /// The ring members changed: rebuild from the published membership.
+    Rebuild,
+}
 
 /// Everything a node's actors and fronts share.
 pub struct NodeShared {
@@ -80,7 +87,7 @@ pub struct NodeShared {
     /// Metrics.
     pub metrics: Metrics,
     /// Anti-entropy's digest caches.
-    pub anti_entropy: AntiEntropyShared,
+    pub digest_caches: DigestCaches,
     /// False in a native client: it holds no data and takes no ring tokens.
     pub storing: bool,
     /// Why the node can no longer serve, once it cannot.
@@ -176,7 +183,7 @@ impl NodeShared {
             peers,
             sessions: Sessions::default(),
             metrics,
-            anti_entropy: AntiEntropyShared::default(),
+            digest_caches: DigestCaches::default(),
             storing,
             fatal,
             stopping: AtomicBool::new(false),

@@ -5,18 +5,20 @@
 //! version mismatch, a corrupted frame) arrives as `Err` instead of panicking inside an actor.
 
 use std::marker::PhantomData;
+use std::time::Duration;
 
 use bytes::Bytes;
-use ractor::{BytesConvertable, RpcReplyPort};
+use ractor::rpc::CallResult;
+use ractor::{ActorRef, BytesConvertable, RpcReplyPort};
 use ractor_cluster::RactorClusterMessage;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
-use crate::api::{ClientError, Context};
 use crate::core::anti_entropy::{AeReply, AeRequest};
 use crate::core::ids::{ActorId, Key, NodeId};
 use crate::core::membership::MemberDigest;
 use crate::core::version::VersionSet;
+use crate::model::{ClientError, Context};
 
 const OK: u8 = 0;
 const ERR: u8 = 1;
@@ -34,6 +36,34 @@ impl<T> Payload<T> {
     /// A payload carrying an error.
     pub fn err(reason: impl Into<String>) -> Self {
         Payload(Err(reason.into()))
+    }
+}
+
+/// Why a call answered with a [`Payload`] gave no value.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CallFailed {
+    /// The peer answered with an error: it refused the request, or could not decode it.
+    Refused(String),
+    /// No answer came: the call timed out, or its reply port was dropped on the way.
+    NoAnswer,
+}
+
+/// Calls `actor` with the message `request` makes of the reply port and waits `timeout` at
+/// most for the [`Payload`] it answers with.
+pub async fn call<M, T>(
+    actor: &ActorRef<M>,
+    request: impl FnOnce(RpcReplyPort<Payload<T>>) -> M,
+    timeout: Duration,
+) -> Result<T, CallFailed>
+where
+    M: ractor::Message,
+    T: Send + 'static,
+{
+    match actor.call(request, Some(timeout)).await {
+        Ok(CallResult::Success(Payload(Ok(answer)))) => Ok(answer),
+        Ok(CallResult::Success(Payload(Err(e)))) => Err(CallFailed::Refused(e)),
+        // Timeout and SenderError alike: no answer.
+        Ok(CallResult::Timeout | CallResult::SenderError) | Err(_) => Err(CallFailed::NoAnswer),
     }
 }
 
@@ -94,16 +124,6 @@ impl<T: DeserializeOwned> Encoded<T> {
     /// The value; an error when the bytes are not a `T` (a bug, a version mismatch).
     pub fn decode(&self) -> Result<T, String> {
         postcard::from_bytes(&self.bytes).map_err(|e| format!("undecodable payload: {e}"))
-    }
-
-    /// Encoded length in bytes.
-    pub fn len(&self) -> usize {
-        self.bytes.len()
-    }
-
-    /// True when nothing was encoded (never for a value made by [`Encoded::encode`]).
-    pub fn is_empty(&self) -> bool {
-        self.bytes.is_empty()
     }
 }
 
@@ -301,7 +321,10 @@ mod tests {
         {
             let store = Store::new(ActorId::new(writer, u64::MAX - i as u64));
             let mut context = VClock::new();
-            context.increment(&ActorId::new("n9", 7), u64::MAX);
+            context.add_dot(
+                &crate::core::vclock::Dot::new(ActorId::new("n9", 7), 1),
+                u64::MAX,
+            );
             let value = (i != 1).then(|| Bytes::from(vec![7u8; 300 * i]));
             let written = store.coordinate(&key, &context, value, u64::MAX).unwrap();
             set.merge(&written.versions);

@@ -685,7 +685,7 @@ impl LocalCluster {
         }
         cmd.env("RUST_LOG", &self.rust_log);
         if let Some(ChildCookie(cookie)) = &self.cookie {
-            cmd.env(crate::cli::COOKIE_ENV, cookie);
+            cmd.env(crate::config::COOKIE_ENV, cookie);
         }
         cmd
     }

@@ -5,9 +5,9 @@ use std::time::{Duration, Instant};
 use super::ProcessError;
 use super::child::ProcessStatus;
 use super::cluster::{LocalCluster, NodeSpec};
-use crate::api::MemberInfo;
 use crate::core::membership::{RingStatus, Status};
 use crate::http::HttpClient;
+use crate::model::MemberInfo;
 
 /// Time between two rounds of polling.
 const POLL: Duration = Duration::from_millis(100);

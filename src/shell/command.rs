@@ -9,9 +9,9 @@ use std::time::Duration;
 
 use bytes::Bytes;
 
-use crate::api::{MemberInfo, validate_key, validate_value};
 use crate::config::ConfigUpdate;
 use crate::core::membership::{RingStatus, Status};
+use crate::model::{MemberInfo, validate_key, validate_value};
 
 /// One parsed line: a command and the node it goes to when `@NODE` named one.
 #[derive(Clone, Debug, PartialEq, Eq)]

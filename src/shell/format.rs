@@ -3,10 +3,10 @@
 use std::time::Duration;
 
 use super::command::{COMMANDS, find_spec};
-use crate::api::{Context, GetResult, MemberInfo, RingInfo};
 use crate::cli::client::{handoff_cell, show_bytes, table, with_handoff_column};
 use crate::config::QuorumConfig;
 use crate::core::membership::RingStatus;
+use crate::model::{Context, GetResult, MemberInfo, RingInfo};
 
 /// Entries of a context's version vector shown before `+N`.
 pub const CONTEXT_ENTRIES: usize = 4;
@@ -304,10 +304,10 @@ mod tests {
     use bytes::Bytes;
 
     use super::*;
-    use crate::api::RingNodeInfo;
     use crate::core::ids::ActorId;
     use crate::core::membership::{HandoffProgress, Status};
     use crate::core::vclock::{Dot, VClock};
+    use crate::model::RingNodeInfo;
 
     fn ctx(counter: u64) -> Context {
         let mut clock = VClock::new();

@@ -12,11 +12,11 @@ use super::format::{
     NodeRow, format_config, format_delete, format_get, format_help, format_leave, format_members,
     format_merge, format_nodes, format_put, format_remove, format_ring, secs,
 };
-use crate::api::{Context, GetResult, MemberInfo};
 use crate::cli::client::health_of;
 use crate::config::ConfigUpdate;
 use crate::core::membership::Status;
 use crate::http::{HttpClient, HttpError};
+use crate::model::{Context, GetResult, MemberInfo};
 use crate::process::{LocalCluster, ProcessError, ProcessStatus};
 
 /// How long `wait` polls unless told otherwise.
@@ -142,8 +142,8 @@ impl ShellNode {
     fn new(name: String, url: &str) -> ShellNode {
         ShellNode {
             name,
-            client: crate::cli::env_client(url, crate::http::DEFAULT_TIMEOUT),
-            probe: crate::cli::env_client(url, PROBE_TIMEOUT),
+            client: crate::http::env_client(url, crate::http::DEFAULT_TIMEOUT),
+            probe: crate::http::env_client(url, PROBE_TIMEOUT),
         }
     }
 }
@@ -214,7 +214,7 @@ impl Session {
     /// address becomes a node of the session, the one at `url` current. A node that cannot
     /// serve (it left, say) still lists the members, so the shell attaches through it too.
     pub async fn connect(url: &str) -> Result<Session, ShellError> {
-        let entry = crate::cli::env_client(url, crate::http::DEFAULT_TIMEOUT);
+        let entry = crate::http::env_client(url, crate::http::DEFAULT_TIMEOUT);
         let failed = |source| ShellError::Connect {
             url: url.to_string(),
             source,
@@ -464,7 +464,7 @@ impl Session {
                     let url = self.member_url(at, name).await?;
                     (
                         name.to_string(),
-                        crate::cli::env_client(&url, crate::http::DEFAULT_TIMEOUT),
+                        crate::http::env_client(&url, crate::http::DEFAULT_TIMEOUT),
                     )
                 }
             },

@@ -5,16 +5,16 @@ use bytes::Bytes;
 use std::sync::{Arc, Mutex};
 
 use super::*;
-use crate::api::{
+use crate::config::{ConfigUpdate, QuorumConfig};
+use crate::core::ids::Key;
+use crate::core::membership::{HandoffProgress, RingStatus, Status};
+use crate::core::quorum::Shortfall;
+use crate::core::version::VersionSet;
+use crate::model::{
     ClientError, Context, GetResult, Health, KvService, MemberInfo, ReadOptions, RingInfo,
     RingNodeInfo, WriteOptions,
 };
-use crate::config::{ConfigUpdate, QuorumConfig};
-use crate::core::ids::{ActorId, Key};
-use crate::core::membership::{HandoffProgress, RingStatus, Status};
-use crate::core::quorum::Shortfall;
-use crate::core::store::Store;
-use crate::core::version::VersionSet;
+use crate::testing::LoneReplica;
 
 /// What every stand-in shares: the data, the member list, and a log of the writes.
 #[derive(Default)]
@@ -36,7 +36,7 @@ struct World {
 #[derive(Clone)]
 struct StandIn {
     name: String,
-    store: Arc<Store>,
+    replica: LoneReplica,
     world: Arc<Mutex<World>>,
 }
 
@@ -57,24 +57,19 @@ impl StandIn {
                 targets: 3,
             }));
         }
-        let context = context.unwrap_or_default();
         self.world.lock().unwrap().writes.push((
             self.name.clone(),
             op,
             String::from_utf8_lossy(&key).into(),
-            context.encode(),
+            context.clone().unwrap_or_default().encode(),
         ));
-        let done = self
-            .store
-            .coordinate(&key, context.clock(), value, 1_000)
-            .map_err(|e| ClientError::Internal(e.to_string()))?;
-        Ok(Context::from_clock(done.versions.context()))
+        self.replica.write(&key, value, context)
     }
 }
 
 impl KvService for StandIn {
     async fn get(&self, key: Key, _: ReadOptions) -> Result<GetResult, ClientError> {
-        Ok(GetResult::from_set(&self.store.get(&key)))
+        Ok(self.replica.get(&key))
     }
 
     async fn put(
@@ -226,7 +221,7 @@ async fn three() -> (Session, Arc<Mutex<World>>) {
 /// `members` stand-ins n1.. on 127.0.0.1, every one a member, and a session attached to the
 /// first `attached` of them.
 async fn stand_ins(members: usize, attached: usize) -> (Session, Arc<Mutex<World>>) {
-    let store = Arc::new(Store::new(ActorId::new("n1", 1)));
+    let replica = LoneReplica::new("n1");
     let world = Arc::new(Mutex::new(World::default()));
     let mut nodes = Vec::new();
     for i in 1..=members {
@@ -235,7 +230,7 @@ async fn stand_ins(members: usize, attached: usize) -> (Session, Arc<Mutex<World
         let addr = listener.local_addr().unwrap();
         let service = StandIn {
             name: name.clone(),
-            store: store.clone(),
+            replica: replica.clone(),
             world: world.clone(),
         };
         tokio::spawn(crate::http::serve(

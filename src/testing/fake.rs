@@ -4,14 +4,14 @@
 
 use bytes::Bytes;
 
-use crate::api::{
-    ClientError, Context, GetResult, Health, KvService, MemberInfo, ReadOptions, RingInfo,
-    WriteOptions,
-};
 use crate::config::{ConfigUpdate, QuorumConfig};
 use crate::core::ids::Key;
 use crate::core::membership::Status;
 use crate::core::version::VersionSet;
+use crate::model::{
+    ClientError, Context, GetResult, Health, KvService, MemberInfo, ReadOptions, RingInfo,
+    WriteOptions,
+};
 
 /// A service that reports `members` alive and connected, stores nothing, and answers reads
 /// with "not found".

@@ -26,10 +26,12 @@
 //! another test running in parallel, in this test binary or in another one.
 
 mod fake;
+mod lone;
 mod once;
 mod temp;
 
 pub use fake::FakeNode;
+pub use lone::LoneReplica;
 pub use once::{NodeRun, run_node_once};
 pub use temp::TempDir;
 
@@ -42,11 +44,11 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use futures::{StreamExt, stream};
 
-use crate::api::MemberInfo;
 use crate::core::ids::NodeId;
 use crate::core::membership::Status;
 use crate::core::ring::Ring;
 use crate::http::HttpClient;
+use crate::model::MemberInfo;
 use crate::process::{LocalCluster, LocalClusterBuilder, LoopbackNet, ProcessError, ProcessStatus};
 
 /// Gossip interval of test nodes unless the test sets `--gossip-interval-ms` itself: fast

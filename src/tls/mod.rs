@@ -23,6 +23,7 @@ use tokio_rustls::rustls::pki_types::{CertificateDer, pem::PemObject};
 use tokio_rustls::rustls::{ClientConfig, ServerConfig};
 use tokio_rustls::{TlsAcceptor, TlsConnector, client, server};
 
+#[cfg(feature = "http")]
 pub(crate) use load::pem_certificates;
 pub use names::{PeerCert, PendingCerts, announced_node_name, check_node_name};
 

@@ -25,11 +25,6 @@ impl PeerCert {
         }
     }
 
-    /// Wraps a DER certificate.
-    pub fn from_der(der: CertificateDer<'static>) -> PeerCert {
-        PeerCert(der)
-    }
-
     /// Whether the certificate names `node_name` (a DNS name) among its SANs.
     pub fn is_for(&self, node_name: &str) -> bool {
         let Ok(name) = DnsName::try_from(node_name) else {
@@ -103,15 +98,5 @@ impl PendingCerts {
     pub fn take(&self, peer_addr: &str) -> Option<PeerCert> {
         let mut map = self.0.lock().unwrap_or_else(|e| e.into_inner());
         map.remove(peer_addr).map(|(_, cert)| cert)
-    }
-
-    /// How many connections wait.
-    pub fn len(&self) -> usize {
-        self.0.lock().unwrap_or_else(|e| e.into_inner()).len()
-    }
-
-    /// Whether none waits.
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
     }
 }

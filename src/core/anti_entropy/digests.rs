@@ -72,7 +72,7 @@ impl SharedDigests {
     pub fn buckets(&self, store: &Store, segment: usize) -> Vec<u64> {
         match &self.shared {
             Some(shared) => shared.cell_digests(store, segment),
-            None if segment < crate::core::store::SEGMENTS => vec![0; super::BUCKETS],
+            None if segment < crate::core::segments::SEGMENTS => vec![0; super::BUCKETS],
             None => Vec::new(),
         }
     }
@@ -88,11 +88,6 @@ impl SharedDigests {
         }
         let bytes: Vec<u8> = self.groups.iter().flat_map(|g| g.to_le_bytes()).collect();
         self.root = xxh3_64(&bytes);
-    }
-
-    /// The scope of the last refresh.
-    pub fn scope(&self) -> Option<Scope> {
-        self.scope
     }
 
     /// The shared digest of one segment (0 if out of range or never refreshed).

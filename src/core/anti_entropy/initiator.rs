@@ -9,7 +9,6 @@ use super::{
     SegmentView, Step, approx_bytes, bucket_of,
 };
 use crate::core::ids::{Key, NodeId};
-use crate::core::store::Store;
 
 /// What one round did, for metrics and tests.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -297,7 +296,8 @@ fn make_plan(replica: &Replica<'_>, buckets: &[(u16, u8)], keys: Vec<(Key, u64)>
         .iter()
         .map(|&(s, b)| (usize::from(s), usize::from(b)))
         .collect();
-    let in_listed = |key: &[u8]| buckets.contains(&(Store::segment_of(key), bucket_of(key)));
+    let in_listed =
+        |key: &[u8]| buckets.contains(&(crate::core::segments::segment_of(key), bucket_of(key)));
     let mut theirs: BTreeMap<Key, u64> = keys
         .into_iter()
         .filter(|(k, _)| in_listed(k) && replica.shares(k))

@@ -154,7 +154,7 @@ pub fn shared_keys(
 /// The bucket of `key` within its segment: the 4 bits of its ring position after the
 /// segment's, which make its cell in the store.
 pub fn bucket_of(key: &[u8]) -> usize {
-    Store::cell_at(stable_hash(key)) % BUCKETS
+    crate::core::segments::cell_at(stable_hash(key)) % BUCKETS
 }
 
 /// The bucket digests of one segment's `keys` (with their key digests).

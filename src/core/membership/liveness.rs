@@ -1,12 +1,19 @@
 //! Liveness: how healthy a member looks from this node, and the timeouts that judge it.
 //!
 //! Liveness picks request targets, fallbacks and hint deliveries; it never changes who owns
-//! a key range (that is the member's ring status, see [`super::RingStatus`]).
+//! a key range (that is the member's ring status, see [`super::RingStatus`]). A member's
+//! liveness is never taken from a peer: this node moves it one step per gossip tick by its
+//! silence on this node's own clock ([`Membership::detect`]), and picks its gossip peers by
+//! it ([`Membership::pick_gossip_peer`]).
 
 use std::fmt;
 
+use rand::Rng;
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
+
+use super::{Membership, StatusChange};
+use crate::core::ids::NodeId;
 
 /// How healthy a member looks from this node.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -22,13 +29,20 @@ pub enum Status {
     Dead,
 }
 
-impl fmt::Display for Status {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
+impl Status {
+    /// The status's name, as shown and as metric labels carry it.
+    pub fn as_str(self) -> &'static str {
+        match self {
             Status::Alive => "alive",
             Status::Suspect => "suspect",
             Status::Dead => "dead",
-        })
+        }
+    }
+}
+
+impl fmt::Display for Status {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
     }
 }
 
@@ -103,5 +117,56 @@ impl FailureTimeouts {
             });
         }
         Ok(())
+    }
+}
+
+impl Membership {
+    /// Moves each other node at most one step along Alive -> Suspect -> Dead, by its silence
+    /// on our clock (strictly above the timeout); called once per gossip tick. Members that
+    /// left or were removed are no longer judged.
+    pub fn detect(&mut self, now_ms: u64) -> Vec<StatusChange> {
+        let timeouts = self.timeouts;
+        let mut changes = Vec::new();
+        for member in self.peers.values_mut().filter(|m| !m.ring.is_final()) {
+            let silence = now_ms.saturating_sub(member.last_heard_ms);
+            let next = match member.status {
+                Status::Alive if silence > timeouts.suspect_after_ms => Status::Suspect,
+                Status::Suspect if silence > timeouts.dead_after_ms => Status::Dead,
+                _ => continue,
+            };
+            changes.push(StatusChange {
+                node: member.node.clone(),
+                from: member.status,
+                to: next,
+            });
+            member.status = next;
+        }
+        changes
+    }
+
+    /// The peer to gossip with next, among `connected` nodes: usually an alive one (or one
+    /// not heard of yet, a seed), but sometimes, and always when no alive one is left, one we
+    /// believe suspect or dead. Without that, nodes that all stalled at once (a laptop asleep,
+    /// a long partition) would each see the others dead and never exchange a heartbeat again.
+    /// Nodes that left or were removed are never picked.
+    pub fn pick_gossip_peer(&self, connected: &[NodeId], rng: &mut impl Rng) -> Option<NodeId> {
+        let (mut alive, mut silent) = (Vec::new(), Vec::new());
+        for node in connected.iter().filter(|n| **n != self.own.node) {
+            match self.get(node) {
+                None => alive.push(node),
+                Some(m) if m.ring.is_final() => {}
+                Some(m) if m.status == Status::Alive => alive.push(node),
+                Some(_) => silent.push(node),
+            }
+        }
+        let pool = if silent.is_empty() || (!alive.is_empty() && rng.random_range(0..4) != 0) {
+            alive
+        } else {
+            silent
+        };
+        if pool.is_empty() {
+            return None;
+        }
+        Some(pool[rng.random_range(0..pool.len())].clone())
     }
 }

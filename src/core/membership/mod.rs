@@ -23,21 +23,27 @@
 //! N, the number of replicas per key, is the cluster's: every entry carries the N its node
 //! runs with, a node whose N differs from ours is not let into our table, and a joining node
 //! that finds the cluster on another N is told so ([`Fatal::ReplicaMismatch`]).
+//!
+//! This file holds the table and what it answers; liveness and its detection are in
+//! `liveness`, ring statuses in `ring_status`, the merge of a peer's digest in `merge`, and
+//! an operator's leave and remove in `operator`.
 
 mod liveness;
+mod merge;
+mod operator;
 mod ring_status;
 
 use std::collections::BTreeMap;
 use std::fmt;
 use std::ops::Bound;
 
-use rand::Rng;
 use serde::{Deserialize, Serialize};
-use thiserror::Error;
 
 use crate::core::ids::NodeId;
 
 pub use liveness::{FailureTimeouts, Status, TimeoutsError};
+pub use merge::{Fatal, MergeReport};
+pub use operator::ChangeError;
 pub use ring_status::{HandoffProgress, RingStatus};
 
 /// Replicas per key unless configured otherwise.
@@ -151,83 +157,6 @@ pub struct RingChange {
     pub to: RingStatus,
 }
 
-/// News about our own name that this node must not keep running under.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Error)]
-pub enum Fatal {
-    /// An operator removed this node from the cluster.
-    #[error(
-        "this node was removed from the cluster; its name cannot come back: start a node under a new name"
-    )]
-    Removed,
-    /// A previous life of this node left the cluster.
-    #[error(
-        "a node of this name left the cluster; its name cannot come back: start a node under a new name"
-    )]
-    Left,
-    /// The cluster runs with another number of replicas per key.
-    #[error(
-        "the cluster runs with n = {cluster}, this node was started with n = {ours}: start it with --n {cluster}"
-    )]
-    ReplicaMismatch {
-        /// The cluster's N.
-        cluster: u32,
-        /// Ours.
-        ours: u32,
-    },
-}
-
-/// What a [`Membership::merge`] changed.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct MergeReport {
-    /// Nodes seen for the first time (added as Alive).
-    pub added: Vec<NodeId>,
-    /// Known Suspect or Dead nodes that a newer version brought back to Alive.
-    pub revived: Vec<StatusChange>,
-    /// Known nodes whose version advanced (revived ones included, added ones not).
-    pub updated: usize,
-    /// Ring statuses that moved, ours included.
-    pub ring: Vec<RingChange>,
-    /// Nodes whose entries were not taken because they run with another N.
-    pub ignored: Vec<NodeId>,
-    /// A peer held our own entry at our incarnation with a newer heartbeat, so ours was
-    /// bumped past it; the next digest we send overrides the stale view.
-    pub refuted: bool,
-    /// The highest incarnation a peer claims for us above our own: another process may be
-    /// running under our name, or we restarted with a stale incarnation. Never adopted here;
-    /// the actor decides (log, alert, restart with a higher incarnation).
-    pub own_entry_contested: Option<u64>,
-    /// This node must stop: see [`Fatal`].
-    pub fatal: Option<Fatal>,
-}
-
-impl MergeReport {
-    /// Whether anything in the table changed.
-    pub fn changed(&self) -> bool {
-        !self.added.is_empty()
-            || !self.revived.is_empty()
-            || self.updated > 0
-            || !self.ring.is_empty()
-            || self.refuted
-    }
-}
-
-/// Why an operator's membership change was refused.
-#[derive(Clone, Debug, PartialEq, Eq, Error)]
-pub enum ChangeError {
-    /// No member of that name is known.
-    #[error("no member named {0} is known")]
-    Unknown(NodeId),
-    /// A node cannot remove itself; it leaves instead.
-    #[error("{0} is this node: a node leaves (POST /admin/leave), it does not remove itself")]
-    IsSelf(NodeId),
-    /// The node looks alive: a live node leaves instead of being removed.
-    #[error("{0} is alive: stop it first, or have it leave (POST /admin/leave on it)")]
-    Alive(NodeId),
-    /// This node was removed or has left: it cannot change its status any more.
-    #[error("this node is {0}: it can no longer leave")]
-    Final(RingStatus),
-}
-
 /// The membership table of one node, with failure detection.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Membership {
@@ -291,26 +220,9 @@ impl Membership {
         self
     }
 
-    /// This node's name.
-    pub fn me(&self) -> &NodeId {
-        &self.own.node
-    }
-
     /// This node's own entry.
     pub fn own(&self) -> &Member {
         &self.own
-    }
-
-    /// The failure-detection timeouts in force.
-    pub fn timeouts(&self) -> FailureTimeouts {
-        self.timeouts
-    }
-
-    /// Replaces the timeouts at runtime; invalid ones are refused and the old ones kept.
-    pub fn set_timeouts(&mut self, timeouts: FailureTimeouts) -> Result<(), TimeoutsError> {
-        timeouts.validate()?;
-        self.timeouts = timeouts;
-        Ok(())
     }
 
     /// Starts a new gossip round: our heartbeat is what tells peers we are still here.
@@ -322,222 +234,6 @@ impl Membership {
     /// Every entry (ours included), in name order, as gossiped.
     pub fn digest(&self) -> Vec<MemberDigest> {
         self.members().map(Member::digest).collect()
-    }
-
-    /// Folds a peer's digest into the table (see the module docs for the rules).
-    pub fn merge(&mut self, digest: &[MemberDigest], now_ms: u64) -> MergeReport {
-        let mut report = MergeReport::default();
-        self.answer_claims_about_me(digest, &mut report);
-        let mut met_a_peer = false;
-        for entry in digest {
-            if entry.node == self.own.node {
-                continue;
-            }
-            if entry.n != self.own.n {
-                // Another N would build other preference lists: keep it out of our table.
-                // A joining node learns here that it came to the wrong cluster.
-                if entry.ring == RingStatus::Valid && self.own.ring == RingStatus::Joining {
-                    report.fatal.get_or_insert(Fatal::ReplicaMismatch {
-                        cluster: entry.n,
-                        ours: self.own.n,
-                    });
-                }
-                report.ignored.push(entry.node.clone());
-                continue;
-            }
-            met_a_peer = true;
-            let Some(member) = self.peers.get_mut(&entry.node) else {
-                // A peer's liveness opinion is hearsay; we judge it from now on, on our clock.
-                // Its ring status is a fact about the cluster and is taken as is.
-                self.peers.insert(
-                    entry.node.clone(),
-                    Member {
-                        node: entry.node.clone(),
-                        cluster_addr: entry.cluster_addr.clone(),
-                        http_addr: entry.http_addr.clone(),
-                        vnodes: entry.vnodes,
-                        status: Status::Alive,
-                        heartbeat: entry.heartbeat,
-                        incarnation: entry.incarnation,
-                        last_heard_ms: now_ms,
-                        ring: entry.ring,
-                        n: entry.n,
-                        handoff: entry.handoff,
-                    },
-                );
-                report.added.push(entry.node.clone());
-                report.ring.push(RingChange {
-                    node: entry.node.clone(),
-                    from: None,
-                    to: entry.ring,
-                });
-                continue;
-            };
-            if entry.ring > member.ring {
-                report.ring.push(RingChange {
-                    node: member.node.clone(),
-                    from: Some(member.ring),
-                    to: entry.ring,
-                });
-                member.ring = entry.ring;
-            }
-            // Equal is not news: replaying an old digest must not keep a silent node alive.
-            if entry.version() <= member.version() {
-                continue;
-            }
-            member.incarnation = entry.incarnation;
-            member.heartbeat = entry.heartbeat;
-            member.cluster_addr.clone_from(&entry.cluster_addr);
-            member.http_addr.clone_from(&entry.http_addr);
-            member.vnodes = entry.vnodes;
-            member.handoff = entry.handoff;
-            member.last_heard_ms = now_ms;
-            report.updated += 1;
-            if member.status != Status::Alive {
-                report.revived.push(StatusChange {
-                    node: member.node.clone(),
-                    from: member.status,
-                    to: Status::Alive,
-                });
-                member.status = Status::Alive;
-            }
-        }
-        // A joining node that met the cluster (or a peer joining with it) takes its place.
-        if met_a_peer && self.own.ring == RingStatus::Joining && report.fatal.is_none() {
-            self.set_own_ring(RingStatus::Valid, &mut report.ring);
-        }
-        self.recount_layout();
-        report
-    }
-
-    /// A peer's view of our own entry is never adopted, except a later ring status; a newer
-    /// heartbeat is answered instead.
-    ///
-    /// All claims of one digest are weighed together, so the order of its entries does not
-    /// matter: the heartbeat jumps once, past the highest claim at our incarnation.
-    fn answer_claims_about_me(&mut self, digest: &[MemberDigest], report: &mut MergeReport) {
-        let claims = digest.iter().filter(|entry| entry.node == self.own.node);
-        let top_heartbeat = claims
-            .clone()
-            .filter(|entry| entry.incarnation == self.own.incarnation)
-            .map(|entry| entry.heartbeat)
-            .max();
-        let top_ring = claims.clone().map(|entry| entry.ring).max();
-        report.own_entry_contested = claims
-            .map(|entry| entry.incarnation)
-            .filter(|&incarnation| incarnation > self.own.incarnation)
-            .max();
-        match top_heartbeat {
-            Some(claimed) if claimed > self.own.heartbeat => {
-                // Saturating: at u64::MAX the claim can only be equal, which is harmless.
-                self.own.heartbeat = claimed.saturating_add(1);
-                report.refuted = true;
-            }
-            _ => {}
-        }
-        let Some(claimed) = top_ring else {
-            return;
-        };
-        if claimed <= self.own.ring {
-            return;
-        }
-        match claimed {
-            RingStatus::Removed => report.fatal = Some(Fatal::Removed),
-            // Only a node itself declares itself left: a claim means a previous life did.
-            RingStatus::Left => report.fatal = Some(Fatal::Left),
-            _ => {}
-        }
-        // Adopted even when fatal, so that our digest stops contradicting the cluster.
-        self.set_own_ring(claimed, &mut report.ring);
-    }
-
-    fn set_own_ring(&mut self, to: RingStatus, changes: &mut Vec<RingChange>) {
-        if to == self.own.ring {
-            return;
-        }
-        changes.push(RingChange {
-            node: self.own.node.clone(),
-            from: Some(self.own.ring),
-            to,
-        });
-        self.own.ring = to;
-    }
-
-    /// Moves each other node at most one step along Alive -> Suspect -> Dead, by its silence
-    /// on our clock (strictly above the timeout); called once per gossip tick. Members that
-    /// left or were removed are no longer judged.
-    pub fn detect(&mut self, now_ms: u64) -> Vec<StatusChange> {
-        let timeouts = self.timeouts;
-        let mut changes = Vec::new();
-        for member in self.peers.values_mut().filter(|m| !m.ring.is_final()) {
-            let silence = now_ms.saturating_sub(member.last_heard_ms);
-            let next = match member.status {
-                Status::Alive if silence > timeouts.suspect_after_ms => Status::Suspect,
-                Status::Suspect if silence > timeouts.dead_after_ms => Status::Dead,
-                _ => continue,
-            };
-            changes.push(StatusChange {
-                node: member.node.clone(),
-                from: member.status,
-                to: next,
-            });
-            member.status = next;
-        }
-        changes
-    }
-
-    /// The operator drains this node: it leaves the ring and hands its keys to the others.
-    /// Leaving twice is harmless; a node that left or was removed cannot leave.
-    pub fn start_leaving(&mut self) -> Result<Vec<RingChange>, ChangeError> {
-        let mut changes = Vec::new();
-        match self.own.ring {
-            RingStatus::Joining | RingStatus::Valid => {
-                self.set_own_ring(RingStatus::Leaving, &mut changes);
-                self.recount_layout();
-                Ok(changes)
-            }
-            RingStatus::Leaving | RingStatus::Left => Ok(changes),
-            RingStatus::Removed => Err(ChangeError::Final(RingStatus::Removed)),
-        }
-    }
-
-    /// A leaving node that handed everything off declares itself left.
-    pub fn finish_leaving(&mut self) -> Vec<RingChange> {
-        let mut changes = Vec::new();
-        if self.own.ring == RingStatus::Leaving {
-            self.set_own_ring(RingStatus::Left, &mut changes);
-        }
-        changes
-    }
-
-    /// Records our handoff progress; peers learn it with our next heartbeat.
-    pub fn set_handoff_progress(&mut self, progress: HandoffProgress) {
-        self.own.handoff = progress;
-    }
-
-    /// The operator declares `node` gone for good: it stops owning anything. Refused for
-    /// ourselves, for an unknown node, and for a node we see alive.
-    pub fn remove(&mut self, node: &NodeId) -> Result<Vec<RingChange>, ChangeError> {
-        if *node == self.own.node {
-            return Err(ChangeError::IsSelf(node.clone()));
-        }
-        let Some(member) = self.peers.get_mut(node) else {
-            return Err(ChangeError::Unknown(node.clone()));
-        };
-        if member.ring == RingStatus::Removed {
-            return Ok(Vec::new());
-        }
-        if member.status == Status::Alive && !member.ring.is_final() {
-            return Err(ChangeError::Alive(node.clone()));
-        }
-        let change = RingChange {
-            node: node.clone(),
-            from: Some(member.ring),
-            to: RingStatus::Removed,
-        };
-        member.ring = RingStatus::Removed;
-        self.recount_layout();
-        Ok(vec![change])
     }
 
     /// The entry of `node`, ours included.
@@ -563,23 +259,12 @@ impl Membership {
         before.chain(std::iter::once(&self.own)).chain(after)
     }
 
-    /// Other nodes that are Alive and not gone for good: the first candidates for the next
-    /// gossip exchange.
-    pub fn alive_peers(&self) -> impl Iterator<Item = &Member> {
-        self.peers.values().filter(|member| member.is_reachable())
-    }
-
     /// Other nodes that may still hold data (neither left nor removed), whatever their
     /// liveness: the nodes a tombstone purge must hear from.
     pub fn data_holders(&self) -> impl Iterator<Item = &Member> {
         self.peers
             .values()
             .filter(|member| member.ring.may_hold_data())
-    }
-
-    /// The nodes that own vnodes (valid ones, ours included), in name order.
-    pub fn ring_members(&self) -> Vec<NodeId> {
-        self.layout.iter().map(|(node, _)| node.clone()).collect()
     }
 
     /// The ring members with the vnode counts they asked for: the input of `Ring::build`.
@@ -597,11 +282,6 @@ impl Membership {
             self.layout = layout;
             self.version += 1;
         }
-    }
-
-    /// The status of `node`, or `None` if it was never heard of.
-    pub fn status_of(&self, node: &NodeId) -> Option<Status> {
-        self.get(node).map(|member| member.status)
     }
 
     /// The ring status of `node`, or `None` if it was never heard of.
@@ -625,32 +305,6 @@ impl Membership {
     /// to rebuild the ring.
     pub fn version(&self) -> u64 {
         self.version
-    }
-
-    /// The peer to gossip with next, among `connected` nodes: usually an alive one (or one
-    /// not heard of yet, a seed), but sometimes, and always when no alive one is left, one we
-    /// believe suspect or dead. Without that, nodes that all stalled at once (a laptop asleep,
-    /// a long partition) would each see the others dead and never exchange a heartbeat again.
-    /// Nodes that left or were removed are never picked.
-    pub fn pick_gossip_peer(&self, connected: &[NodeId], rng: &mut impl Rng) -> Option<NodeId> {
-        let (mut alive, mut silent) = (Vec::new(), Vec::new());
-        for node in connected.iter().filter(|n| **n != self.own.node) {
-            match self.get(node) {
-                None => alive.push(node),
-                Some(m) if m.ring.is_final() => {}
-                Some(m) if m.status == Status::Alive => alive.push(node),
-                Some(_) => silent.push(node),
-            }
-        }
-        let pool = if silent.is_empty() || (!alive.is_empty() && rng.random_range(0..4) != 0) {
-            alive
-        } else {
-            silent
-        };
-        if pool.is_empty() {
-            return None;
-        }
-        Some(pool[rng.random_range(0..pool.len())].clone())
     }
 }
 

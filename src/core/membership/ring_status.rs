@@ -42,17 +42,22 @@ impl RingStatus {
     pub fn may_hold_data(self) -> bool {
         !self.is_final()
     }
-}
 
-impl fmt::Display for RingStatus {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
+    /// The status's name, as shown and as metric labels carry it.
+    pub fn as_str(self) -> &'static str {
+        match self {
             RingStatus::Joining => "joining",
             RingStatus::Valid => "valid",
             RingStatus::Leaving => "leaving",
             RingStatus::Left => "left",
             RingStatus::Removed => "removed",
-        })
+        }
+    }
+}
+
+impl fmt::Display for RingStatus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
     }
 }
 

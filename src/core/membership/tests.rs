@@ -34,6 +34,16 @@ fn table() -> Membership {
     .unwrap()
 }
 
+/// The status of `node` in `m`, if `m` ever heard of it.
+fn status_of(m: &Membership, node: &NodeId) -> Option<Status> {
+    m.get(node).map(|member| member.status)
+}
+
+/// The nodes on `m`'s ring, in name order.
+fn ring_members(m: &Membership) -> Vec<NodeId> {
+    m.ring_layout().into_iter().map(|(node, _)| node).collect()
+}
+
 /// `table()` that heard `n2` (incarnation 1, heartbeat 5) at time 0.
 fn table_with_n2() -> Membership {
     let mut m = table();
@@ -53,12 +63,12 @@ fn change(node: &str, from: Status, to: Status) -> StatusChange {
 fn suspect_only_strictly_after_the_timeout() {
     let mut m = table_with_n2();
     assert!(m.detect(5_000).is_empty());
-    assert_eq!(m.status_of(&n("n2")), Some(Status::Alive));
+    assert_eq!(status_of(&m, &n("n2")), Some(Status::Alive));
     assert_eq!(
         m.detect(5_001),
         vec![change("n2", Status::Alive, Status::Suspect)]
     );
-    assert_eq!(m.status_of(&n("n2")), Some(Status::Suspect));
+    assert_eq!(status_of(&m, &n("n2")), Some(Status::Suspect));
 }
 
 #[test]
@@ -66,12 +76,12 @@ fn dead_only_strictly_after_the_timeout() {
     let mut m = table_with_n2();
     m.detect(5_001);
     assert!(m.detect(30_000).is_empty());
-    assert_eq!(m.status_of(&n("n2")), Some(Status::Suspect));
+    assert_eq!(status_of(&m, &n("n2")), Some(Status::Suspect));
     assert_eq!(
         m.detect(30_001),
         vec![change("n2", Status::Suspect, Status::Dead)]
     );
-    assert_eq!(m.status_of(&n("n2")), Some(Status::Dead));
+    assert_eq!(status_of(&m, &n("n2")), Some(Status::Dead));
     assert!(m.detect(1_000_000).is_empty());
 }
 
@@ -96,7 +106,7 @@ fn own_node_is_always_alive() {
     for now in [10_000, 50_000, 1_000_000] {
         assert!(m.detect(now).iter().all(|c| c.node != n("n1")));
     }
-    assert_eq!(m.status_of(&n("n1")), Some(Status::Alive));
+    assert_eq!(status_of(&m, &n("n1")), Some(Status::Alive));
     assert!(m.is_reachable(&n("n1")));
 }
 
@@ -110,7 +120,7 @@ fn newer_heartbeat_revives_a_suspect() {
         vec![change("n2", Status::Suspect, Status::Alive)]
     );
     assert_eq!(report.updated, 1);
-    assert_eq!(m.status_of(&n("n2")), Some(Status::Alive));
+    assert_eq!(status_of(&m, &n("n2")), Some(Status::Alive));
     // Heard at 6000 now.
     assert!(m.detect(11_000).is_empty());
     assert_eq!(m.detect(11_001).len(), 1);
@@ -121,13 +131,13 @@ fn newer_heartbeat_revives_the_dead() {
     let mut m = table_with_n2();
     m.detect(40_000);
     m.detect(40_000);
-    assert_eq!(m.status_of(&n("n2")), Some(Status::Dead));
+    assert_eq!(status_of(&m, &n("n2")), Some(Status::Dead));
     let report = m.merge(&[entry("n2", 1, 6)], 41_000);
     assert_eq!(
         report.revived,
         vec![change("n2", Status::Dead, Status::Alive)]
     );
-    assert_eq!(m.status_of(&n("n2")), Some(Status::Alive));
+    assert_eq!(status_of(&m, &n("n2")), Some(Status::Alive));
     assert_eq!(m.get(&n("n2")).unwrap().last_heard_ms, 41_000);
 }
 
@@ -143,14 +153,14 @@ fn equal_or_older_heartbeat_neither_revives_nor_refreshes() {
     assert_eq!(m.detect(5_001).len(), 1);
 
     m.merge(&[entry("n2", 1, 5)], 6_000);
-    assert_eq!(m.status_of(&n("n2")), Some(Status::Suspect));
+    assert_eq!(status_of(&m, &n("n2")), Some(Status::Suspect));
     assert_eq!(
         m.detect(30_001),
         vec![change("n2", Status::Suspect, Status::Dead)]
     );
 
     m.merge(&[entry("n2", 1, 5), entry("n2", 0, 99)], 31_000);
-    assert_eq!(m.status_of(&n("n2")), Some(Status::Dead));
+    assert_eq!(status_of(&m, &n("n2")), Some(Status::Dead));
 }
 
 #[test]
@@ -195,12 +205,12 @@ fn peer_reported_status_is_ignored_for_known_nodes() {
     let mut says_dead = entry("n2", 1, 6);
     says_dead.status = Status::Dead;
     m.merge(&[says_dead], 100);
-    assert_eq!(m.status_of(&n("n2")), Some(Status::Alive));
+    assert_eq!(status_of(&m, &n("n2")), Some(Status::Alive));
     m.detect(6_000);
     let mut says_alive = entry("n2", 1, 6);
     says_alive.status = Status::Alive;
     m.merge(&[says_alive], 6_000);
-    assert_eq!(m.status_of(&n("n2")), Some(Status::Suspect));
+    assert_eq!(status_of(&m, &n("n2")), Some(Status::Suspect));
 }
 
 #[test]
@@ -327,16 +337,20 @@ fn helpers_agree_with_statuses() {
     m.merge(&[entry("n4", 1, 1)], 9_000);
     m.detect(9_500); // n3 suspect
     m.detect(31_000); // n2 dead
-    assert_eq!(m.status_of(&n("n2")), Some(Status::Dead));
-    assert_eq!(m.status_of(&n("n3")), Some(Status::Suspect));
-    assert_eq!(m.status_of(&n("n4")), Some(Status::Suspect));
+    assert_eq!(status_of(&m, &n("n2")), Some(Status::Dead));
+    assert_eq!(status_of(&m, &n("n3")), Some(Status::Suspect));
+    assert_eq!(status_of(&m, &n("n4")), Some(Status::Suspect));
     m.merge(&[entry("n4", 1, 2)], 31_000);
-    assert_eq!(m.status_of(&n("n9")), None);
+    assert_eq!(status_of(&m, &n("n9")), None);
 
-    let alive: Vec<_> = m.alive_peers().map(|p| p.node.clone()).collect();
+    let alive: Vec<_> = m
+        .members()
+        .filter(|p| p.node != n("n1") && p.is_reachable())
+        .map(|p| p.node.clone())
+        .collect();
     assert_eq!(alive, vec![n("n4")]);
     // Liveness never changes the ring: the dead n2 keeps its ranges.
-    assert_eq!(m.ring_members(), vec![n("n1"), n("n2"), n("n3"), n("n4")]);
+    assert_eq!(ring_members(&m), vec![n("n1"), n("n2"), n("n3"), n("n4")]);
     assert!(m.is_reachable(&n("n4")));
     assert!(!m.is_reachable(&n("n3")));
     assert!(!m.is_reachable(&n("n2")));
@@ -349,21 +363,21 @@ fn helpers_agree_with_statuses() {
 fn the_ring_follows_ring_status_never_liveness() {
     let mut m = table();
     let v0 = m.version();
-    assert_eq!(m.ring_members(), vec![n("n1")]);
+    assert_eq!(ring_members(&m), vec![n("n1")]);
 
     m.merge(&[entry("n2", 1, 0)], 0);
     let v1 = m.version();
     assert!(v1 > v0);
-    assert_eq!(m.ring_members(), vec![n("n1"), n("n2")]);
+    assert_eq!(ring_members(&m), vec![n("n1"), n("n2")]);
 
     // Alive -> Suspect -> Dead -> Alive keeps the ring as it is.
     m.detect(5_001);
     m.detect(40_000);
-    assert_eq!(m.status_of(&n("n2")), Some(Status::Dead));
+    assert_eq!(status_of(&m, &n("n2")), Some(Status::Dead));
     assert_eq!(m.version(), v1);
-    assert_eq!(m.ring_members(), vec![n("n1"), n("n2")]);
+    assert_eq!(ring_members(&m), vec![n("n1"), n("n2")]);
     m.merge(&[entry("n2", 1, 1)], 41_000);
-    assert_eq!(m.status_of(&n("n2")), Some(Status::Alive));
+    assert_eq!(status_of(&m, &n("n2")), Some(Status::Alive));
     assert_eq!(m.version(), v1);
 
     // A joining node is known but owns nothing until it says it is valid.
@@ -372,11 +386,11 @@ fn the_ring_follows_ring_status_never_liveness() {
     let report = m.merge(&[joining.clone()], 41_000);
     assert_eq!(report.added, vec![n("n3")]);
     assert_eq!(m.version(), v1);
-    assert_eq!(m.ring_members(), vec![n("n1"), n("n2")]);
+    assert_eq!(ring_members(&m), vec![n("n1"), n("n2")]);
     joining.ring = RingStatus::Valid;
     m.merge(&[joining], 41_000);
     assert!(m.version() > v1);
-    assert_eq!(m.ring_members(), vec![n("n1"), n("n2"), n("n3")]);
+    assert_eq!(ring_members(&m), vec![n("n1"), n("n2"), n("n3")]);
 
     // Only a later status is news: a stale "joining" changes nothing.
     let v2 = m.version();
@@ -392,7 +406,7 @@ fn leave_takes_us_off_the_ring_and_left_is_final() {
     let changes = m.start_leaving().unwrap();
     assert_eq!(changes.len(), 1);
     assert_eq!(m.own().ring, RingStatus::Leaving);
-    assert_eq!(m.ring_members(), vec![n("n2")]);
+    assert_eq!(ring_members(&m), vec![n("n2")]);
     assert!(
         m.start_leaving().unwrap().is_empty(),
         "leaving twice is harmless"
@@ -423,7 +437,7 @@ fn leave_takes_us_off_the_ring_and_left_is_final() {
     .unwrap();
     peer.merge(&m.digest(), 10);
     assert_eq!(peer.ring_status_of(&n("n1")), Some(RingStatus::Left));
-    assert_eq!(peer.ring_members(), vec![n("n2")]);
+    assert_eq!(ring_members(&peer), vec![n("n2")]);
     assert!(!peer.should_connect(&n("n1")));
 }
 
@@ -434,11 +448,11 @@ fn remove_is_refused_for_the_living_for_ourselves_and_for_strangers() {
     assert_eq!(m.remove(&n("n1")), Err(ChangeError::IsSelf(n("n1"))));
     assert_eq!(m.remove(&n("n9")), Err(ChangeError::Unknown(n("n9"))));
     m.detect(5_001);
-    assert_eq!(m.status_of(&n("n2")), Some(Status::Suspect));
+    assert_eq!(status_of(&m, &n("n2")), Some(Status::Suspect));
     let v = m.version();
     assert_eq!(m.remove(&n("n2")).unwrap().len(), 1);
     assert!(m.version() > v);
-    assert_eq!(m.ring_members(), vec![n("n1")]);
+    assert_eq!(ring_members(&m), vec![n("n1")]);
     assert!(
         m.remove(&n("n2")).unwrap().is_empty(),
         "removing twice is harmless"
@@ -475,14 +489,14 @@ fn a_removed_node_learns_it_and_a_name_that_left_cannot_come_back() {
 #[test]
 fn a_joining_node_becomes_valid_when_it_meets_the_cluster() {
     let mut m = table().with_ring(RingStatus::Joining);
-    assert!(m.ring_members().is_empty());
+    assert!(ring_members(&m).is_empty());
     // A restarted node's own past: peers still know it as valid, and it takes its place.
     let mut past = entry("n1", 0, 3);
     past.ring = RingStatus::Valid;
     let report = m.merge(&[past, entry("n2", 1, 0)], 0);
     assert_eq!(report.fatal, None);
     assert_eq!(m.own().ring, RingStatus::Valid);
-    assert_eq!(m.ring_members(), vec![n("n1"), n("n2")]);
+    assert_eq!(ring_members(&m), vec![n("n1"), n("n2")]);
 
     // A previous life that was leaving goes on leaving.
     let mut m = table().with_ring(RingStatus::Joining);
@@ -541,15 +555,24 @@ fn custom_timeouts_apply() {
 }
 
 #[test]
-fn timeouts_can_change_at_runtime() {
+fn the_timeouts_given_are_the_ones_that_judge() {
     let mut m = table_with_n2();
-    assert!(m.detect(1_000).is_empty());
-    m.set_timeouts(FailureTimeouts::new(500, 900).unwrap())
-        .unwrap();
-    assert_eq!(m.timeouts(), FailureTimeouts::new(500, 900).unwrap());
+    assert!(m.detect(1_000).is_empty(), "the defaults: still alive");
+    let quick = FailureTimeouts::new(500, 900).unwrap();
+    let mut m = Membership::new(
+        n("n1"),
+        "n1:7001".into(),
+        "n1:8001".into(),
+        128,
+        1,
+        quick,
+        0,
+    )
+    .unwrap();
+    m.merge(&[entry("n2", 1, 5)], 0);
     assert_eq!(m.detect(1_000).len(), 1);
     assert_eq!(m.detect(1_000).len(), 1);
-    assert_eq!(m.status_of(&n("n2")), Some(Status::Dead));
+    assert_eq!(status_of(&m, &n("n2")), Some(Status::Dead));
 }
 
 #[test]
@@ -583,9 +606,6 @@ fn invalid_timeouts_are_rejected() {
         dead_after_ms: 5_000,
     };
     assert!(Membership::new(n("n1"), "a".into(), "b".into(), 128, 0, bad, 0).is_err());
-    let mut m = table();
-    assert!(m.set_timeouts(bad).is_err());
-    assert_eq!(m.timeouts(), FailureTimeouts::default());
 }
 
 // ---- properties ----
@@ -657,13 +677,18 @@ fn ops_strategy() -> impl Strategy<Value = Vec<(Op, u64)>> {
 
 /// A table for `ME` at incarnation 1, driven through `ops`; returns it and the clock.
 fn run(ops: &[(Op, u64)]) -> (Membership, u64) {
+    run_with(ops, FailureTimeouts::default())
+}
+
+/// [`run`] with other failure-detection timeouts.
+fn run_with(ops: &[(Op, u64)], timeouts: FailureTimeouts) -> (Membership, u64) {
     let mut m = Membership::new(
         n(ME),
         "me:7001".into(),
         "me:8001".into(),
         128,
         1,
-        FailureTimeouts::default(),
+        timeouts,
         0,
     )
     .unwrap();
@@ -731,7 +756,7 @@ proptest! {
             versions(m).into_iter().filter(|v| v.0 != n(ME)).collect::<Vec<_>>()
         };
         prop_assert_eq!(others(&ab), others(&ba));
-        prop_assert_eq!(ab.ring_members(), ba.ring_members());
+        prop_assert_eq!(ring_members(&ab), ring_members(&ba));
         // Our own entry: "claim + 1" refutation depends on the order (claims 17 then 16
         // give 18, 16 then 17 give 17), but both orders end at or above every claim, so
         // no peer's stale view of us can win.
@@ -825,15 +850,15 @@ proptest! {
         suspect in 1u64..10_000,
         extra in 1u64..40_000,
     ) {
-        let (mut m, now) = run(&ops);
-        m.set_timeouts(FailureTimeouts::new(suspect, suspect + extra).unwrap()).unwrap();
+        let timeouts = FailureTimeouts::new(suspect, suspect + extra).unwrap();
+        let (mut m, now) = run_with(&ops, timeouts);
         let version = m.version();
         let before: BTreeMap<NodeId, Status> =
             m.members().map(|e| (e.node.clone(), e.status)).collect();
         let gone: Vec<NodeId> =
             m.members().filter(|e| e.ring.is_final()).map(|e| e.node.clone()).collect();
         let changes = m.detect(now + dt);
-        prop_assert_eq!(m.status_of(&n(ME)), Some(Status::Alive));
+        prop_assert_eq!(status_of(&m, &n(ME)), Some(Status::Alive));
         for c in &changes {
             prop_assert!(c.node != n(ME));
             prop_assert!(!gone.contains(&c.node), "members gone for good are not judged");
@@ -841,7 +866,7 @@ proptest! {
             prop_assert_eq!(step(c.to), step(c.from) + 1);
         }
         for (node, old) in &before {
-            let new = m.status_of(node).unwrap();
+            let new = status_of(&m, node).unwrap();
             let moved = changes.iter().any(|c| &c.node == node);
             prop_assert_eq!(step(new), step(*old) + u8::from(moved));
         }

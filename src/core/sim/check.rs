@@ -158,7 +158,7 @@ impl Ghost {
                 let stamp = (
                     node.membership.own().incarnation,
                     node.store.digest(&key),
-                    node.hints.lock().changes(),
+                    node.hint_changes.load(std::sync::atomic::Ordering::Relaxed),
                 );
                 (&node.name, stamp).hash(&mut print);
                 stamps.push(stamp);
@@ -197,13 +197,15 @@ impl Ghost {
         // crash took the later one too, so what the write did is gone with it).
         let purged = self.purged.get(key);
         let mut vanished = Vec::new();
+        // What each copy has seen: its versions' dots and every dot their contexts cover.
+        let seen: Vec<_> = held.iter().map(|(_, set)| set.context()).collect();
         for op in self.by_key.get(key).into_iter().flatten() {
             let w = &self.writes[op];
             let Some(dot) = &w.dot else { continue };
             if !w.acked || w.lost_to_crash || purged.is_some_and(|p| p.contains(dot)) {
                 continue;
             }
-            if !held.iter().any(|(_, set)| set.has_seen(dot)) {
+            if !seen.iter().any(|clock| clock.contains(dot)) {
                 vanished.push((*op, dot.clone(), w.superseded));
             }
         }
@@ -274,12 +276,16 @@ impl Ghost {
                     "replicas of {key:?} differ: {first} holds {set:?}, {other} holds {differs:?}"
                 ));
             }
+            let seen: Vec<_> = sets
+                .iter()
+                .map(|(node, set)| (node, set.context()))
+                .collect();
             for (op, _, dot) in self
                 .must_survive()
                 .filter(|(_, w, _)| w.key == *key && w.value.is_some())
             {
-                for (node, set) in &sets {
-                    if !set.has_seen(dot) {
+                for (node, clock) in &seen {
+                    if !clock.contains(dot) {
                         return Err(format!(
                             "acknowledged write {op} ({dot:?}) of {key:?} is missing on owner {node}"
                         ));

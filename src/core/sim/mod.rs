@@ -468,7 +468,7 @@ impl World {
         // leaves the ring with N members.
         self.running()
             .first()
-            .map_or(0, |n| n.membership.ring_members().len())
+            .map_or(0, |n| n.membership.ring_layout().len())
     }
 
     fn fault_tick(&mut self) {
@@ -630,7 +630,7 @@ impl World {
                     i,
                     self.lives[i],
                     node.store.fingerprint(),
-                    node.hints.lock().changes(),
+                    node.hint_changes.load(std::sync::atomic::Ordering::Relaxed),
                 )
                     .hash(&mut print);
             }

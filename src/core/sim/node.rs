@@ -8,6 +8,8 @@
 //! messages instead of futures, and timers as events.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use rand::Rng;
 
@@ -17,7 +19,7 @@ use crate::core::anti_entropy::{
 };
 use crate::core::drain::{self, Delivery, DrainScope};
 use crate::core::handoff::{Handoff, Transfer};
-use crate::core::hints::{HintLimits, SharedHints};
+use crate::core::hints::{Hint, HintId, HintJournal, HintLimits, HintStore, SharedHints};
 use crate::core::ids::{ActorId, Key, NodeId};
 use crate::core::membership::{FailureTimeouts, Membership, RingStatus};
 use crate::core::purge::{PurgeRound, PurgeScope, purge_orders};
@@ -121,6 +123,9 @@ pub struct SimNode {
     pub store: Store,
     /// Its hints.
     pub hints: SharedHints,
+    /// How many times its hints changed (added, grown or acknowledged): what the checks look
+    /// at to know whether to look again.
+    pub hint_changes: Arc<AtomicU64>,
     /// Its membership table.
     pub membership: Membership,
     /// Its ring.
@@ -141,6 +146,21 @@ pub struct SimNode {
     purge_cursor: Option<Key>,
     wall_skew: u64,
     config: NodeConfig,
+}
+
+/// A hint journal that only counts what it is told: every change of a node's hints is
+/// recorded or forgotten through its journal.
+struct CountChanges(Arc<AtomicU64>);
+
+impl HintJournal for CountChanges {
+    fn record(&self, _: &Hint) -> Result<(), String> {
+        self.0.fetch_add(1, Ordering::Relaxed);
+        Ok(())
+    }
+
+    fn forget(&self, _: HintId) {
+        self.0.fetch_add(1, Ordering::Relaxed);
+    }
 }
 
 impl SimNode {
@@ -171,11 +191,15 @@ impl SimNode {
         })
         .with_n(config.n as u32);
         let actor = ActorId::new(name.clone(), incarnation << 20);
+        let hint_changes = Arc::new(AtomicU64::new(0));
+        let hints = HintStore::with_limits(config.hints)
+            .with_journal(Box::new(CountChanges(Arc::clone(&hint_changes))));
         let mut node = SimNode {
             store: Store::with_limits(actor, config.set_limits),
-            hints: SharedHints::new(config.hints),
+            hints: SharedHints::from_store(hints),
+            hint_changes,
             membership,
-            ring: Ring::empty(),
+            ring: Ring::default(),
             connected: BTreeSet::new(),
             ring_version: u64::MAX,
             handoff: Handoff::new(),

@@ -42,7 +42,7 @@ use status::StatusFile;
 use crate::config::Fsync;
 use crate::core::engine::{Engine, EngineError, Segment, Summary};
 use crate::core::ids::Key;
-use crate::core::store::SEGMENTS;
+use crate::core::segments::SEGMENTS;
 use crate::core::version::VersionSet;
 
 /// Why a data directory could not be opened. Each is a start-up failure (exit code 2).

@@ -62,7 +62,7 @@ fn key(k: u8) -> Key {
 fn observe(store: &Store, only: Option<u8>) -> impl PartialEq + std::fmt::Debug {
     let segments = match only {
         Some(k) => {
-            let s = Store::segment_of(&key(k));
+            let s = crate::core::segments::segment_of(&key(k));
             s..s + 1
         }
         None => 0..SEGMENTS,
@@ -76,7 +76,7 @@ fn observe(store: &Store, only: Option<u8>) -> impl PartialEq + std::fmt::Debug 
         .collect();
     let cells: Vec<u64> = match only {
         Some(k) => {
-            let first = Store::cell_at(Ring::key_position(&key(k))) / 16 * 16;
+            let first = crate::core::segments::cell_at(Ring::key_position(&key(k))) / 16 * 16;
             (first..first + 16).map(|c| store.cell_digest(c)).collect()
         }
         None => (0..CELLS).map(|c| store.cell_digest(c)).collect(),
@@ -84,7 +84,9 @@ fn observe(store: &Store, only: Option<u8>) -> impl PartialEq + std::fmt::Debug 
     (
         keys,
         cells,
-        store.segment_digests(),
+        (0..SEGMENTS)
+            .map(|s| store.segment_digest(s))
+            .collect::<Vec<_>>(),
         store.fingerprint(),
         store.tombstone_candidates(None, usize::MAX),
         (store.len(), store.key_bytes(), store.value_bytes()),
@@ -223,7 +225,7 @@ fn listed_cells_and_pieces(
     for k in keys {
         let element = Store::key_element(k, store.digest(k));
         let position = Ring::key_position(k);
-        cells[Store::cell_at(position)] ^= element;
+        cells[crate::core::segments::cell_at(position)] ^= element;
         if let Some(point) = pieces.piece_at(position) {
             by_piece[point] ^= element;
         }
@@ -248,11 +250,14 @@ fn cell_and_piece_digests_follow_writes_and_are_rebuilt_when_the_store_reopens()
     let dir = TempDir::new("disk-engine");
     let ring = Ring::build(["a", "b", "c"].map(|n| (NodeId::new(n), 16))).unwrap();
     let points: Arc<[u64]> = ring.token_values().into();
-    let cut: std::collections::HashSet<usize> = points.iter().map(|&p| Store::cell_at(p)).collect();
+    let cut: std::collections::HashSet<usize> = points
+        .iter()
+        .map(|&p| crate::core::segments::cell_at(p))
+        .collect();
     // Keys in cells a token cuts (where the pieces are), and keys anywhere.
     let mut keys: Vec<Key> = (0u64..)
         .map(|i| Bytes::from(format!("near-{i}")))
-        .filter(|k| cut.contains(&Store::cell_at(Ring::key_position(k))))
+        .filter(|k| cut.contains(&crate::core::segments::cell_at(Ring::key_position(k))))
         .take(150)
         .collect();
     keys.extend((0..150).map(|i| Bytes::from(format!("any-{i}"))));

@@ -75,11 +75,37 @@ pub struct ReadOptions {
     pub r: Option<usize>,
 }
 
+impl ReadOptions {
+    /// Refuses ([`ClientError::InvalidOption`]) a requested `r` outside `1..=n`: the rule the
+    /// coordinator and the HTTP server both apply (without one, the configured R holds).
+    pub fn check(&self, n: usize) -> Result<(), ClientError> {
+        check_quorum(self.r, n, "r")
+    }
+}
+
 /// Per-request write settings.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct WriteOptions {
     /// Acks to wait for instead of the configured W.
     pub w: Option<usize>,
+}
+
+impl WriteOptions {
+    /// Refuses ([`ClientError::InvalidOption`]) a requested `w` outside `1..=n`: the rule the
+    /// coordinator and the HTTP server both apply (without one, the configured W holds).
+    pub fn check(&self, n: usize) -> Result<(), ClientError> {
+        check_quorum(self.w, n, "w")
+    }
+}
+
+/// Refuses a requested quorum size (`which`: `r` or `w`) outside `1..=n`.
+fn check_quorum(requested: Option<usize>, n: usize, which: &str) -> Result<(), ClientError> {
+    match requested {
+        Some(q) if !(1..=n).contains(&q) => Err(ClientError::InvalidOption(format!(
+            "{which} must be between 1 and n = {n}, got {q}"
+        ))),
+        _ => Ok(()),
+    }
 }
 
 /// One cluster member as a node sees it.

@@ -1,0 +1,83 @@
+//! The operator's changes: a node leaving, a node removed.
+//!
+//! Both move a ring status forward and so the ring: a leave drains this node through the
+//! handoff until it holds nothing (then it declares itself left), a remove takes a dead
+//! node's ranges away for good. A node that looks alive is never removed: it leaves instead.
+
+use thiserror::Error;
+
+use super::{HandoffProgress, Membership, RingChange, RingStatus, Status};
+use crate::core::ids::NodeId;
+
+/// Why an operator's membership change was refused.
+#[derive(Clone, Debug, PartialEq, Eq, Error)]
+pub enum ChangeError {
+    /// No member of that name is known.
+    #[error("no member named {0} is known")]
+    Unknown(NodeId),
+    /// A node cannot remove itself; it leaves instead.
+    #[error("{0} is this node: a node leaves (POST /admin/leave), it does not remove itself")]
+    IsSelf(NodeId),
+    /// The node looks alive: a live node leaves instead of being removed.
+    #[error("{0} is alive: stop it first, or have it leave (POST /admin/leave on it)")]
+    Alive(NodeId),
+    /// This node was removed or has left: it cannot change its status any more.
+    #[error("this node is {0}: it can no longer leave")]
+    Final(RingStatus),
+}
+
+impl Membership {
+    /// The operator drains this node: it leaves the ring and hands its keys to the others.
+    /// Leaving twice is harmless; a node that left or was removed cannot leave.
+    pub fn start_leaving(&mut self) -> Result<Vec<RingChange>, ChangeError> {
+        let mut changes = Vec::new();
+        match self.own.ring {
+            RingStatus::Joining | RingStatus::Valid => {
+                self.set_own_ring(RingStatus::Leaving, &mut changes);
+                self.recount_layout();
+                Ok(changes)
+            }
+            RingStatus::Leaving | RingStatus::Left => Ok(changes),
+            RingStatus::Removed => Err(ChangeError::Final(RingStatus::Removed)),
+        }
+    }
+
+    /// A leaving node that handed everything off declares itself left.
+    pub fn finish_leaving(&mut self) -> Vec<RingChange> {
+        let mut changes = Vec::new();
+        if self.own.ring == RingStatus::Leaving {
+            self.set_own_ring(RingStatus::Left, &mut changes);
+        }
+        changes
+    }
+
+    /// Records our handoff progress; peers learn it with our next heartbeat.
+    pub fn set_handoff_progress(&mut self, progress: HandoffProgress) {
+        self.own.handoff = progress;
+    }
+
+    /// The operator declares `node` gone for good: it stops owning anything. Refused for
+    /// ourselves, for an unknown node, and for a node we see alive.
+    pub fn remove(&mut self, node: &NodeId) -> Result<Vec<RingChange>, ChangeError> {
+        if *node == self.own.node {
+            return Err(ChangeError::IsSelf(node.clone()));
+        }
+        let Some(member) = self.peers.get_mut(node) else {
+            return Err(ChangeError::Unknown(node.clone()));
+        };
+        if member.ring == RingStatus::Removed {
+            return Ok(Vec::new());
+        }
+        if member.status == Status::Alive && !member.ring.is_final() {
+            return Err(ChangeError::Alive(node.clone()));
+        }
+        let change = RingChange {
+            node: node.clone(),
+            from: Some(member.ring),
+            to: RingStatus::Removed,
+        };
+        member.ring = RingStatus::Removed;
+        self.recount_layout();
+        Ok(vec![change])
+    }
+}
