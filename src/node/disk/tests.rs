@@ -331,7 +331,7 @@ fn a_change_reaches_the_os_before_it_returns_under_never_and_at_the_next_sync_un
             Fsync::Never => assert!(handed, "under never a change survives a process kill"),
             Fsync::Always => assert!(!handed, "under always the sync hands the buffer over"),
         }
-        store.sync().unwrap();
+        store.engine().sync().unwrap();
         assert!(journal_holds(dir.path(), marker.as_bytes()), "{fsync:?}");
     }
 }
