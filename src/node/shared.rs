@@ -65,7 +65,7 @@ pub struct NodeShared {
     /// The stored data.
     pub store: Arc<Store>,
     /// Shares the fsyncs that writes applied here wait for; none when they need none.
-    syncer: Option<Arc<Syncer>>,
+    syncer: Option<Syncer>,
     /// Hints held for unreachable owners.
     pub hints: SharedHints,
     /// Where the handoff of keys this node no longer owns stands.
@@ -217,6 +217,16 @@ impl NodeShared {
         match &self.syncer {
             Some(syncer) => Ok(syncer.sync().await?),
             None => Ok(()),
+        }
+    }
+
+    /// Like [`NodeShared::sync_store`], without a task: calls `done` once the store's
+    /// changes so far are durable (at once when writes need no fsync). `done` may run on the
+    /// node's fsync thread: it must only hand the outcome on (send a reply).
+    pub fn after_sync(&self, done: impl FnOnce(Result<(), StoreError>) + Send + 'static) {
+        match &self.syncer {
+            Some(syncer) => syncer.after_sync(move |outcome| done(outcome.map_err(Into::into))),
+            None => done(Ok(())),
         }
     }
 

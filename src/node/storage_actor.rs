@@ -63,11 +63,10 @@ impl Actor for StorageActor {
                     let _ = reply.send(Payload(answer));
                     return Ok(());
                 }
-                // Acked once an fsync covers the batch; the next batch is applied meanwhile
-                // and shares the following fsync.
-                let shared = Arc::clone(shared);
-                tokio::spawn(async move {
-                    let synced = shared.sync_store().await;
+                // Answered by the fsync thread once an fsync that started after the batch was
+                // applied has finished; the actor goes on with the next batch meanwhile, which
+                // shares that fsync or the following one.
+                shared.after_sync(move |synced| {
                     let answer = answer.map(|replies| match synced {
                         Ok(()) => replies,
                         Err(e) => unsynced(replies, &e.to_string()),
@@ -180,5 +179,167 @@ mod tests {
         ];
         assert_eq!(shared.local().serve(reads_first, budget).len(), 1);
         assert_eq!(shared.store.get(b"new").len(), 2);
+    }
+}
+
+#[cfg(test)]
+mod ack_tests {
+    //! A replica acks a batch of writes only after an fsync that covers them, while batches
+    //! keep coming, on an engine whose fsync is slow.
+
+    use std::sync::Mutex;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::time::Duration;
+
+    use bytes::Bytes;
+    use ractor::Actor;
+    use ractor::rpc::CallResult;
+
+    use super::*;
+    use crate::config::NodeConfig;
+    use crate::core::engine::{Engine, EngineError, MemoryEngine, Segment, Summary};
+    use crate::core::hints::HintStore;
+    use crate::core::ids::{ActorId, Key};
+    use crate::core::replica::{ReplicaPut, ReplicaRequest};
+    use crate::core::store::{SetLimits, Store};
+    use crate::core::vclock::VClock;
+    use crate::core::version::VersionSet;
+    use crate::node::wire::Encoded;
+
+    /// Keys in the order they were written, and how many of them are durable: those written
+    /// before the start of a sync that has ended.
+    #[derive(Clone, Default)]
+    struct Log {
+        written: Arc<Mutex<Vec<Vec<u8>>>>,
+        durable: Arc<AtomicUsize>,
+    }
+
+    impl Log {
+        fn is_durable(&self, key: &[u8]) -> bool {
+            let written = self.written.lock().unwrap();
+            let at = written.iter().position(|k| k == key);
+            at.is_some_and(|at| at < self.durable.load(Ordering::SeqCst))
+        }
+    }
+
+    /// Memory that keeps a [`Log`] and takes 30 ms per sync.
+    struct SlowDisk {
+        memory: MemoryEngine,
+        log: Log,
+    }
+
+    struct Logged<'a> {
+        inner: &'a mut dyn Segment,
+        log: &'a Log,
+    }
+
+    impl Segment for Logged<'_> {
+        fn get(&self, key: &[u8]) -> Result<Option<(u64, VersionSet)>, EngineError> {
+            self.inner.get(key)
+        }
+        fn digest(&self, key: &[u8]) -> Result<u64, EngineError> {
+            self.inner.digest(key)
+        }
+        fn put(&mut self, key: &[u8], digest: u64, set: &VersionSet) -> Result<(), EngineError> {
+            self.inner.put(key, digest, set)?;
+            self.log.written.lock().unwrap().push(key.to_vec());
+            Ok(())
+        }
+        fn remove(&mut self, key: &[u8]) -> Result<(), EngineError> {
+            self.inner.remove(key)
+        }
+        fn for_each_key(&self, f: &mut dyn FnMut(&[u8], u64)) -> Result<(), EngineError> {
+            self.inner.for_each_key(f)
+        }
+    }
+
+    impl Engine for SlowDisk {
+        fn locked(&self, segment: usize, f: &mut dyn FnMut(&mut dyn Segment)) {
+            let log = &self.log;
+            self.memory
+                .locked(segment, &mut |inner| f(&mut Logged { inner, log }));
+        }
+        fn keys_in_segment(&self, segment: usize) -> Result<Vec<(Key, u64)>, EngineError> {
+            self.memory.keys_in_segment(segment)
+        }
+        fn scan(&self, f: &mut dyn FnMut(&[u8], Summary)) -> Result<(), EngineError> {
+            self.memory.scan(f)
+        }
+        fn meta(&self, name: &str) -> Result<Option<Bytes>, EngineError> {
+            self.memory.meta(name)
+        }
+        fn set_meta(&self, name: &str, value: &[u8]) -> Result<(), EngineError> {
+            self.memory.set_meta(name, value)
+        }
+        fn sync(&self) -> Result<(), EngineError> {
+            let upto = self.log.written.lock().unwrap().len();
+            std::thread::sleep(Duration::from_millis(30));
+            self.log.durable.fetch_max(upto, Ordering::SeqCst);
+            Ok(())
+        }
+        fn durable(&self) -> bool {
+            true
+        }
+    }
+
+    fn put(source: &NodeShared, key: &str) -> ReplicaRequest {
+        let key = Key::copy_from_slice(key.as_bytes());
+        let value = Some(Bytes::from_static(b"v"));
+        let coordinated = source.store.coordinate(&key, &VClock::new(), value, 1);
+        ReplicaRequest::Put(ReplicaPut {
+            key,
+            versions: coordinated.unwrap().versions,
+            hint_for: None,
+        })
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn each_batch_of_writes_is_acked_only_once_an_fsync_covers_it() {
+        let log = Log::default();
+        let disk = SlowDisk {
+            memory: MemoryEngine::default(),
+            log: log.clone(),
+        };
+        let store = Store::open(Box::new(disk), ActorId::new("r", 1 << 20), SetLimits::NONE);
+        let config = NodeConfig::new("r", "127.0.0.1:1".parse().unwrap());
+        let shared = NodeShared::with_store(config, 1, Arc::new(store.unwrap()), HintStore::default());
+        let shared = shared.unwrap();
+        assert!(
+            shared.ack_after_sync(),
+            "a durable store under --fsync always"
+        );
+        let (storage, actor) = Actor::spawn(None, StorageActor, shared).await.unwrap();
+        let source = NodeShared::new(NodeConfig::new("c", "127.0.0.1:1".parse().unwrap()), 1);
+        let source = source.unwrap();
+
+        // Batches one after the other, each sent while the fsyncs of the ones before it may
+        // still run: each ack must find its write durable.
+        let mut acks = Vec::new();
+        for i in 0..12 {
+            let key = format!("k{i}");
+            let batch = Encoded::encode(&vec![put(&source, &key)]).unwrap();
+            let (storage, log) = (storage.clone(), log.clone());
+            acks.push(tokio::spawn(async move {
+                let answer = storage
+                    .call(
+                        |port| StorageMsg::Batch(batch, port),
+                        Some(Duration::from_secs(10)),
+                    )
+                    .await;
+                let durable = log.is_durable(key.as_bytes());
+                (answer, durable)
+            }));
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        for ack in acks {
+            let (answer, durable) = ack.await.unwrap();
+            let Ok(CallResult::Success(Payload(Ok(replies)))) = answer else {
+                panic!("the batch was not answered: {answer:?}");
+            };
+            assert_eq!(replies, vec![ReplicaReply::Stored]);
+            assert!(durable, "acked before an fsync covered the write");
+        }
+        storage.stop(None);
+        actor.await.unwrap();
     }
 }

@@ -1,99 +1,167 @@
-//! Group commit for the node's async writers: one fsync at a time on one blocking thread.
+//! Group commit: the one place where writes applied on this node wait for an fsync.
 //!
-//! Each write that waits for durability used to hold a blocking thread parked in the
-//! engine's group commit; with 64 clients that was dozens of threads woken per fsync. Here a
-//! waiter is a task awaiting a watch channel, and only the fsync itself runs on a blocking
-//! thread. The rule is the engine's: a caller returns once an fsync that *started after the
-//! call began* has finished, so everything written before the call is durable. The first
-//! caller that finds no fsync running starts one for everyone; callers arriving during it
-//! wait for the next, which the first of them starts.
+//! A write that must be durable before it counts registers *after* it was applied, with a
+//! callback ([`Syncer::after_sync`]) or by awaiting [`Syncer::sync`]. A thread of the node's
+//! own makes the fsyncs, back to back while anyone waits: each round takes every waiter
+//! registered before it starts, fsyncs, then answers exactly those. A waiter that registers
+//! while a round runs is taken by the next one, since the running fsync may have started
+//! before its write; so every acknowledgement follows an fsync that started after the write
+//! it covers.
 //!
-//! The fsync and the bookkeeping after it run inside the blocking closure, which completes
-//! even when the caller that started it is dropped (a timed-out request), so a round can
-//! never be left marked as running.
+//! Why a thread of its own: the next round starts the moment the last one ends, without
+//! waiting for a task to be woken and polled on a busy runtime, and a waiter is woken once, by
+//! the round that covers it. Callbacks run on this thread, so they must be short (send a
+//! reply or a oneshot). Once a round failed every later one fails too: after a failed fsync
+//! the kernel may report the next one clean although the pages it could not write are gone.
 
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::panic::AssertUnwindSafe;
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::thread::JoinHandle;
 
-use tokio::sync::watch;
+use tokio::sync::oneshot;
 
 use crate::core::engine::EngineError;
 
 /// What makes the writes so far durable (the store's fsync).
 pub type Persist = dyn Fn() -> Result<(), EngineError> + Send + Sync;
 
+/// What a waiter runs once an fsync covering its write finished, with that fsync's outcome.
+type Done = Box<dyn FnOnce(Result<(), EngineError>) + Send>;
+
 #[derive(Default)]
 struct State {
-    // Rounds (fsyncs) started and finished; a caller needs one started after it arrived.
-    started: u64,
-    finished: u64,
-    running: bool,
-    // The last round that failed, and why: every caller it was to cover gets the error.
-    failed: Option<(u64, EngineError)>,
+    // Registered since the running round (if any) started: the next round's to answer.
+    waiting: Vec<Done>,
+    rounds: u64,
+    failed: Option<EngineError>,
+    closed: bool,
 }
 
-/// Shares fsyncs between concurrent async writers.
-pub struct Syncer {
+struct Inner {
     state: Mutex<State>,
-    finished: watch::Sender<u64>,
+    wake: Condvar,
     persist: Arc<Persist>,
 }
 
+/// Shares fsyncs between the writes waiting for one at the same time.
+pub struct Syncer {
+    inner: Arc<Inner>,
+    // None when the thread could not be started: each waiter then fsyncs for itself.
+    thread: Option<JoinHandle<()>>,
+}
+
 impl Syncer {
-    /// A syncer that makes writes durable with `persist`.
-    pub fn new(persist: Arc<Persist>) -> Arc<Self> {
-        Arc::new(Syncer {
+    /// A syncer that makes writes durable with `persist`, on a thread of its own.
+    pub fn new(persist: Arc<Persist>) -> Self {
+        let inner = Arc::new(Inner {
             state: Mutex::new(State::default()),
-            finished: watch::Sender::new(0),
+            wake: Condvar::new(),
             persist,
-        })
+        });
+        let runner = Arc::clone(&inner);
+        let thread = std::thread::Builder::new()
+            .name("fsync".into())
+            .spawn(move || runner.run());
+        let thread = match thread {
+            Ok(thread) => Some(thread),
+            Err(e) => {
+                tracing::warn!(error = %e, "no fsync thread: each write waits for an fsync of its own");
+                None
+            }
+        };
+        Syncer { inner, thread }
     }
 
-    /// Returns once an fsync that started after this call began has finished.
-    pub async fn sync(self: &Arc<Self>) -> Result<(), EngineError> {
-        let mut ticket = None;
-        loop {
-            let mut finished = {
-                let mut state = self.lock();
-                let ticket = *ticket.get_or_insert(state.started + 1);
-                if state.finished >= ticket {
-                    return match &state.failed {
-                        Some((round, why)) if *round >= ticket => Err(why.clone()),
-                        _ => Ok(()),
-                    };
-                }
-                if !state.running {
-                    state.running = true;
-                    state.started += 1;
-                    self.start_round(state.started);
-                }
-                // Subscribed under the lock: the round's end, published under it, is not missed.
-                self.finished.subscribe()
-            };
-            if finished.changed().await.is_err() {
-                // The sender lives in `self`, which we hold: cannot close.
-                return Err(EngineError::Failed("the fsync task went away".into()));
-            }
+    /// Calls `done` once an fsync that started after this call has finished, with its
+    /// outcome: everything written before the call is durable when `done` gets `Ok`. `done`
+    /// runs on the fsync thread: it must only hand the outcome on.
+    pub fn after_sync(&self, done: impl FnOnce(Result<(), EngineError>) + Send + 'static) {
+        if self.thread.is_none() {
+            done(self.inner.round());
+            return;
+        }
+        let mut state = self.inner.lock();
+        let first = state.waiting.is_empty();
+        state.waiting.push(Box::new(done));
+        drop(state);
+        if first {
+            // The thread waits only when nobody does; a busy one finds us after its round.
+            self.inner.wake.notify_one();
         }
     }
 
-    /// Number of fsyncs finished so far.
-    #[cfg(test)]
-    fn rounds(&self) -> u64 {
-        self.lock().finished
+    /// Returns once an fsync that started after this call began has finished.
+    pub async fn sync(&self) -> Result<(), EngineError> {
+        let (tx, rx) = oneshot::channel();
+        self.after_sync(move |outcome| {
+            // The caller may be gone (a request that timed out): nothing to tell then.
+            let _ = tx.send(outcome);
+        });
+        rx.await
+            .unwrap_or_else(|_| Err(EngineError::Failed("the fsync thread went away".into())))
     }
 
-    fn start_round(self: &Arc<Self>, round: u64) {
-        let syncer = Arc::clone(self);
-        tokio::task::spawn_blocking(move || {
-            let outcome = (syncer.persist)();
-            let mut state = syncer.lock();
-            state.running = false;
-            state.finished = round;
-            if let Err(why) = outcome {
-                state.failed = Some((round, why));
+    /// Number of fsync rounds finished so far.
+    #[cfg(test)]
+    fn rounds(&self) -> u64 {
+        self.inner.lock().rounds
+    }
+}
+
+impl Drop for Syncer {
+    fn drop(&mut self) {
+        self.inner.lock().closed = true;
+        self.inner.wake.notify_one();
+        // Waited for, so that the store the fsync holds is released when the node is gone
+        // (a node reopened on the same directory finds it unlocked); never from the thread
+        // itself, should a callback drop the last owner.
+        if let Some(thread) = self.thread.take()
+            && thread.thread().id() != std::thread::current().id()
+        {
+            let _ = thread.join();
+        }
+    }
+}
+
+impl Inner {
+    fn run(&self) {
+        let mut state = self.lock();
+        loop {
+            if state.waiting.is_empty() {
+                // Closed only once every waiter was answered.
+                if state.closed {
+                    return;
+                }
+                state = self.wake.wait(state).unwrap_or_else(|p| p.into_inner());
+                continue;
             }
-            syncer.finished.send_replace(round);
-        });
+            let covered = std::mem::take(&mut state.waiting);
+            drop(state);
+            let outcome = self.round();
+            for done in covered {
+                let outcome = outcome.clone();
+                // A callback that panics must not take the thread, and every later ack, with it.
+                let _ = std::panic::catch_unwind(AssertUnwindSafe(move || done(outcome)));
+            }
+            state = self.lock();
+        }
+    }
+
+    // One fsync, or the failure of an earlier one.
+    fn round(&self) -> Result<(), EngineError> {
+        if let Some(why) = &self.lock().failed {
+            return Err(why.clone());
+        }
+        let outcome = (self.persist)();
+        let mut state = self.lock();
+        state.rounds += 1;
+        if let Err(why) = &outcome {
+            state.failed.get_or_insert_with(|| why.clone());
+        }
+        match &state.failed {
+            Some(why) => Err(why.clone()),
+            None => Ok(()),
+        }
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
@@ -108,20 +176,26 @@ mod tests {
 
     use super::*;
 
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn every_caller_is_covered_by_an_fsync_that_started_after_it_and_fsyncs_are_shared() {
-        // `written` counts writes; an fsync makes durable what was written when it started.
+    // `written` counts writes; an fsync makes durable what was written when it started.
+    fn counting_syncer(fsync_ms: u64) -> (Syncer, Arc<AtomicU64>, Arc<AtomicU64>) {
         let written = Arc::new(AtomicU64::new(0));
         let durable = Arc::new(AtomicU64::new(0));
         let syncer = {
             let (written, durable) = (Arc::clone(&written), Arc::clone(&durable));
             Syncer::new(Arc::new(move || {
                 let upto = written.load(Ordering::SeqCst);
-                std::thread::sleep(Duration::from_millis(1));
+                std::thread::sleep(Duration::from_millis(fsync_ms));
                 durable.fetch_max(upto, Ordering::SeqCst);
                 Ok(())
             }))
         };
+        (syncer, written, durable)
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn every_caller_is_covered_by_an_fsync_that_started_after_it_and_fsyncs_are_shared() {
+        let (syncer, written, durable) = counting_syncer(1);
+        let syncer = Arc::new(syncer);
         let writers: Vec<_> = (0..16)
             .map(|_| {
                 let (syncer, written, durable) = (
@@ -151,47 +225,104 @@ mod tests {
         );
     }
 
+    #[test]
+    fn callbacks_are_answered_only_after_an_fsync_that_started_after_them() {
+        // Callbacks from plain threads, as the Storage actor's replies are answered: each
+        // checks, when called, that its write is durable.
+        let (syncer, written, durable) = counting_syncer(2);
+        let (tx, rx) = std::sync::mpsc::channel();
+        for _ in 0..200 {
+            let mine = written.fetch_add(1, Ordering::SeqCst) + 1;
+            let (durable, tx) = (Arc::clone(&durable), tx.clone());
+            syncer.after_sync(move |outcome| {
+                let covered = outcome.is_ok() && durable.load(Ordering::SeqCst) >= mine;
+                let _ = tx.send(covered);
+            });
+            std::thread::sleep(Duration::from_micros(100));
+        }
+        drop(tx);
+        let answers: Vec<bool> = rx.iter().collect();
+        assert_eq!(answers.len(), 200, "every waiter is answered");
+        assert!(
+            answers.iter().all(|&covered| covered),
+            "acked before durable"
+        );
+        let rounds = syncer.rounds();
+        assert!(
+            (2..200).contains(&rounds),
+            "{rounds} fsyncs for 200 waiters"
+        );
+    }
+
     #[tokio::test]
-    async fn a_failed_fsync_fails_the_callers_it_covered_and_a_later_one_covers_new_callers() {
-        let fail = Arc::new(AtomicU64::new(1));
+    async fn a_failed_fsync_fails_the_callers_it_covered_and_every_later_one() {
+        let calls = Arc::new(AtomicU64::new(0));
         let syncer = {
-            let fail = Arc::clone(&fail);
+            let calls = Arc::clone(&calls);
             Syncer::new(Arc::new(move || {
-                if fail.swap(0, Ordering::SeqCst) == 1 {
+                // The first fsync fails; the kernel may report the next ones clean.
+                if calls.fetch_add(1, Ordering::SeqCst) == 0 {
                     Err(EngineError::Failed("disk gone".into()))
                 } else {
                     Ok(())
                 }
             }))
         };
+        let gone = Err(EngineError::Failed("disk gone".into()));
+        assert_eq!(syncer.sync().await, gone);
+        assert_eq!(syncer.sync().await, gone, "a failure is final");
         assert_eq!(
-            syncer.sync().await,
-            Err(EngineError::Failed("disk gone".into()))
+            calls.load(Ordering::SeqCst),
+            1,
+            "no fsync is trusted after it"
         );
-        assert_eq!(syncer.sync().await, Ok(()));
-        assert_eq!(syncer.rounds(), 2);
+        assert_eq!(syncer.rounds(), 1);
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_caller_dropped_during_its_fsync_does_not_stall_the_next_ones() {
-        let syncer = Syncer::new(Arc::new(|| {
-            std::thread::sleep(Duration::from_millis(50));
-            Ok(())
-        }));
+        let started = Arc::new(AtomicU64::new(0));
+        let syncer = {
+            let started = Arc::clone(&started);
+            Arc::new(Syncer::new(Arc::new(move || {
+                started.fetch_add(1, Ordering::SeqCst);
+                std::thread::sleep(Duration::from_millis(50));
+                Ok(())
+            })))
+        };
         let first = tokio::spawn({
             let syncer = Arc::clone(&syncer);
             async move { syncer.sync().await }
         });
         let deadline = std::time::Instant::now() + Duration::from_secs(5);
-        while !syncer.lock().running {
+        while started.load(Ordering::SeqCst) == 0 {
             assert!(
                 std::time::Instant::now() < deadline,
                 "the first round never started"
             );
-            tokio::task::yield_now().await;
+            tokio::time::sleep(Duration::from_millis(1)).await;
         }
         first.abort();
         let next = tokio::time::timeout(Duration::from_secs(5), syncer.sync()).await;
         assert_eq!(next, Ok(Ok(())), "the round of a dropped caller still ends");
+        let later = tokio::time::timeout(Duration::from_secs(5), syncer.sync()).await;
+        assert_eq!(later, Ok(Ok(())));
+    }
+
+    #[test]
+    fn a_panicking_callback_does_not_stop_the_fsyncs_and_dropping_answers_every_waiter() {
+        let (syncer, _, _) = counting_syncer(1);
+        syncer.after_sync(|_| panic!("a broken waiter"));
+        let (tx, rx) = std::sync::mpsc::channel();
+        for _ in 0..3 {
+            let tx = tx.clone();
+            syncer.after_sync(move |outcome| {
+                let _ = tx.send(outcome);
+            });
+        }
+        drop(syncer);
+        drop(tx);
+        let answers: Vec<_> = rx.iter().collect();
+        assert_eq!(answers, vec![Ok(()), Ok(()), Ok(())]);
     }
 }

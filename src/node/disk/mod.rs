@@ -1,9 +1,15 @@
 //! The durable engine: a node's sets in [fjall](https://docs.rs/fjall), under `--data-dir`.
 //!
-//! fjall is an LSM tree with one journal shared by its keyspaces; every insert reaches the
-//! journal (and the OS) before it returns, so a process kill loses nothing. An fsync of the
-//! journal makes everything before it survive a power loss too: with `--fsync always` a write
-//! is acknowledged only after one, shared with the writes in flight ([`GroupCommit`]).
+//! fjall is an LSM tree with one journal shared by its keyspaces. The `data` keyspace
+//! persists its journal by hand: an insert lands in fjall's journal buffer, and what hands
+//! the buffer to the OS depends on `--fsync`. With `never`, every change is handed over
+//! before it returns, so a process kill loses nothing. With `always`, a write is
+//! acknowledged only after an fsync (shared with the writes in flight by the node's group
+//! commit, `crate::node::syncer`, which calls [`Engine::sync`] here), and each sync hands the
+//! buffer over first: one system call per fsync instead of one per change, made on the fsync
+//! thread instead of by the writer, which would hold fjall's journal lock meanwhile. A change
+//! that nothing waits for (a repair) reaches the OS with the next sync or when the buffer
+//! fills; none is acknowledged before.
 //!
 //! Layout: keyspace `data` maps `[segment: u16 BE][key]` to a record (see `record.rs`), so one
 //! anti-entropy segment is one prefix scan; keyspace `hints` holds the hints kept for other
@@ -13,7 +19,6 @@
 //! Writes are refused with [`EngineError::DiskFull`] while the file system has less than the
 //! reserve free, before the engine itself runs out of space and stops writing for good.
 
-mod group_commit;
 pub(crate) mod hints;
 mod journal_sync;
 pub(crate) mod record;
@@ -28,9 +33,8 @@ use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::Duration;
 
 use bytes::Bytes;
-use fjall::{Database, Keyspace, KeyspaceCreateOptions};
+use fjall::{Database, Keyspace, KeyspaceCreateOptions, PersistMode};
 
-pub use group_commit::GroupCommit;
 pub use hints::DiskHints;
 use journal_sync::JournalSync;
 use status::StatusFile;
@@ -68,14 +72,13 @@ pub enum OpenDiskError {
 /// A node's sets and metadata in one fjall database.
 pub struct DiskEngine {
     // Held for the engine's life: the database's lock and its flush and compaction workers.
-    _db: Database,
+    db: Database,
     data: Keyspace,
     hints: Keyspace,
     status: Mutex<StatusFile>,
     journals: JournalSync,
     locks: Box<[Mutex<()>]>,
     fsync: Fsync,
-    group: GroupCommit,
     full: Arc<AtomicBool>,
     path: PathBuf,
 }
@@ -123,27 +126,31 @@ impl DiskEngine {
             Err(_) => return Err(corrupt("the engine failed reading its files".into())),
         };
         // Memtables of 16 MiB (fjall's default is 64): resident memory stays a small fixed
-        // amount beside the block cache, whatever the data's size.
-        let keyspace = |name: &str, memtable: u64| {
+        // amount beside the block cache, whatever the data's size. Hints are rare and always
+        // reach the OS at once (carrying any buffered data with them). fjall keeps these
+        // options from the keyspace's creation: a directory made before the data journal was
+        // persisted by hand still hands every change over itself, which is only slower.
+        let keyspace = |name: &str, memtable: u64, manual: bool| {
             db.keyspace(name, || {
-                KeyspaceCreateOptions::default().max_memtable_size(memtable)
+                KeyspaceCreateOptions::default()
+                    .max_memtable_size(memtable)
+                    .manual_journal_persist(manual)
             })
             .map_err(|e| open_error(dir, e))
         };
-        let data = keyspace("data", 16 << 20)?;
-        let hints = keyspace("hints", 4 << 20)?;
+        let data = keyspace("data", 16 << 20, true)?;
+        let hints = keyspace("hints", 4 << 20, false)?;
         let low = free_bytes(dir).is_some_and(|free| free < reserve);
         let full = Arc::new(AtomicBool::new(low));
         watch_free_space(dir.to_path_buf(), reserve, Arc::downgrade(&full));
         Ok(DiskEngine {
-            _db: db,
+            db,
             data,
             hints,
             status: Mutex::new(status),
             journals: JournalSync::new(dir.to_path_buf()),
             locks: (0..SEGMENTS).map(|_| Mutex::new(())).collect(),
             fsync,
-            group: GroupCommit::default(),
             full,
             path: dir.to_path_buf(),
         })
@@ -162,15 +169,26 @@ impl DiskEngine {
         &self.path
     }
 
-    /// Number of fsyncs made so far by group commit.
+    /// Number of fsyncs of the journal made so far.
     pub fn fsyncs(&self) -> u64 {
-        self.group.rounds()
+        self.journals.syncs()
     }
 
+    // The journal buffer handed to the OS, then one fsync of the journal; sharing it between
+    // writers is the caller's (the node's group commit). Concurrent calls queue behind each
+    // other, each covering what was written before it began.
     fn persist(&self) -> Result<(), EngineError> {
-        self.group
-            .sync(|| self.journals.sync())
-            .map_err(EngineError::Failed)
+        self.db.persist(PersistMode::Buffer).map_err(failed)?;
+        self.journals.sync().map_err(EngineError::Failed)
+    }
+
+    // Under `--fsync never`, a change reaches the OS before it returns (it must survive a
+    // process kill); under `always` the next sync hands it over.
+    fn handed_over(&self) -> Result<(), EngineError> {
+        match self.fsync {
+            Fsync::Never => self.db.persist(PersistMode::Buffer).map_err(failed),
+            Fsync::Always => Ok(()),
+        }
     }
 
     fn lock_status(&self) -> MutexGuard<'_, StatusFile> {
@@ -240,13 +258,18 @@ impl Segment for DiskSegment<'_> {
         self.engine
             .data
             .insert(self.disk_key(key), encoded)
-            .map_err(failed)
+            .map_err(failed)?;
+        self.engine.handed_over()
     }
 
     fn remove(&mut self, key: &[u8]) -> Result<(), EngineError> {
         // A removal frees space in the end, but writes a tombstone first.
         self.engine.check_space()?;
-        self.engine.data.remove(self.disk_key(key)).map_err(failed)
+        self.engine
+            .data
+            .remove(self.disk_key(key))
+            .map_err(failed)?;
+        self.engine.handed_over()
     }
 
     fn for_each_key(&self, f: &mut dyn FnMut(&[u8], u64)) -> Result<(), EngineError> {

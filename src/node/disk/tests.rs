@@ -297,3 +297,41 @@ fn cell_and_piece_digests_follow_writes_and_are_rebuilt_when_the_store_reopens()
     let pieces = reopened.pieces_at(&points);
     assert_eq!(kept_cells_and_pieces(&reopened, &pieces), listed);
 }
+
+// Whether `needle` is in the bytes of the database's journal files, as the OS has them.
+fn journal_holds(dir: &Path, needle: &[u8]) -> bool {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .filter_map(Result::ok)
+        .filter(|e| e.file_name().to_string_lossy().ends_with(".jnl"))
+        .any(|e| {
+            let bytes = std::fs::read(e.path()).unwrap();
+            bytes.windows(needle.len()).any(|w| w == needle)
+        })
+}
+
+#[test]
+fn a_change_reaches_the_os_before_it_returns_under_never_and_at_the_next_sync_under_always() {
+    for fsync in [Fsync::Never, Fsync::Always] {
+        let dir = TempDir::new("disk-handover");
+        let engine = DiskEngine::open(dir.path(), fsync, 0).unwrap();
+        let store = Store::open(Box::new(engine), actor(), SetLimits::NONE).unwrap();
+        let marker = format!("marker-{fsync:?}-7f3a");
+        store
+            .coordinate(
+                &key(1),
+                &VClock::new(),
+                Some(Bytes::from(marker.clone())),
+                0,
+            )
+            .unwrap();
+        // A process killed now keeps what the OS holds.
+        let handed = journal_holds(dir.path(), marker.as_bytes());
+        match fsync {
+            Fsync::Never => assert!(handed, "under never a change survives a process kill"),
+            Fsync::Always => assert!(!handed, "under always the sync hands the buffer over"),
+        }
+        store.engine().sync().unwrap();
+        assert!(journal_holds(dir.path(), marker.as_bytes()), "{fsync:?}");
+    }
+}
