@@ -33,6 +33,7 @@ pub const DEFAULT_MAX_HINT_BYTES: u64 = 256 * 1024 * 1024;
 
 /// Replication and timeout settings, changeable at runtime.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
 pub struct QuorumConfig {
     /// Replicas per key.
     pub n: usize,
@@ -165,6 +166,7 @@ pub struct ConfigUpdate {
 
 /// Gossip timing.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
 pub struct GossipConfig {
     /// Time between gossip rounds.
     pub interval_ms: u64,
@@ -183,6 +185,7 @@ impl Default for GossipConfig {
 
 /// Anti-entropy and tombstone-purge timing.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
 pub struct AntiEntropyConfig {
     /// Time between anti-entropy rounds (one random peer per round); 0 turns rounds off.
     pub interval_ms: u64,
@@ -217,6 +220,7 @@ pub enum Fsync {
 
 /// Everything a node needs to start.
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct NodeConfig {
     /// The node's unique name in the cluster.
     pub name: String,

@@ -46,6 +46,7 @@ pub struct Hint {
 
 /// How much a node keeps as hints.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct HintLimits {
     /// Most hints held at once.
     pub max_hints: usize,
@@ -54,6 +55,14 @@ pub struct HintLimits {
 }
 
 impl HintLimits {
+    /// At most `max_hints` hints and `max_bytes` bytes of them.
+    pub const fn new(max_hints: usize, max_bytes: u64) -> Self {
+        HintLimits {
+            max_hints,
+            max_bytes,
+        }
+    }
+
     /// No limit (for tests and tools).
     pub const NONE: HintLimits = HintLimits {
         max_hints: usize::MAX,

@@ -73,6 +73,7 @@ pub enum TimeoutsError {
 
 /// How long a peer may stay silent before it is suspected, then declared dead.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
 pub struct FailureTimeouts {
     /// Silence (ms) strictly above which an Alive peer becomes Suspect.
     pub suspect_after_ms: u64,
