@@ -175,32 +175,35 @@ impl Node {
             .restore_membership()
             .map_err(|e| NodeError::Storage(format!("cannot start under this name: {e}")))?;
         let me = shared.me.clone();
-        let child = |name: String, spec: fn(String, Arc<NodeShared>) -> ChildSpec| {
-            spec(name, Arc::clone(&shared))
-        };
         let args = SupervisorArgs::new(Strategy::OneForOne)
             .with_intensity(Intensity::new(10, Duration::from_secs(10)))
-            .child(child(names::ring(&me), |n, s| {
-                ChildSpec::actor(n, Restart::Permanent, ring_actor::RingActor, s)
-            }))
-            .child(child(names::storage(&me), |n, s| {
-                ChildSpec::actor(n, Restart::Permanent, storage_actor::StorageActor, s)
-            }))
-            .child(child(names::gossip(&me), |n, s| {
-                ChildSpec::actor(n, Restart::Permanent, gossip::GossipActor, s)
-            }))
-            .child(child(names::cluster(&me), |n, s| {
-                ChildSpec::actor(n, Restart::Permanent, cluster::ClusterActor, s)
-            }))
-            .child(child(names::replicator(&me), |n, s| {
-                ChildSpec::actor(n, Restart::Permanent, replicator::ReplicatorActor, s)
-            }))
-            .child(child(names::coordinator(&me), |n, s| {
-                ChildSpec::actor(n, Restart::Permanent, coordinator::CoordinatorActor, s)
-            }))
-            .child(child(names::anti_entropy(&me), |n, s| {
-                ChildSpec::actor(n, Restart::Permanent, anti_entropy::AntiEntropyActor, s)
-            }));
+            .child(permanent(names::ring(&me), ring_actor::RingActor, &shared))
+            .child(permanent(
+                names::storage(&me),
+                storage_actor::StorageActor,
+                &shared,
+            ))
+            .child(permanent(names::gossip(&me), gossip::GossipActor, &shared))
+            .child(permanent(
+                names::cluster(&me),
+                cluster::ClusterActor,
+                &shared,
+            ))
+            .child(permanent(
+                names::replicator(&me),
+                replicator::ReplicatorActor,
+                &shared,
+            ))
+            .child(permanent(
+                names::coordinator(&me),
+                coordinator::CoordinatorActor,
+                &shared,
+            ))
+            .child(permanent(
+                names::anti_entropy(&me),
+                anti_entropy::AntiEntropyActor,
+                &shared,
+            ));
         let started = match parent {
             Some(parent) => Supervisor::start_linked(Some(names::root(&me)), args, parent).await,
             None => Supervisor::start(Some(names::root(&me)), args).await,
@@ -317,6 +320,15 @@ async fn open_store(
         "data directory opened"
     );
     Ok((Arc::new(opened), hints))
+}
+
+/// A child of the node's tree: `actor` registered as `name`, restarted whenever it ends, with
+/// the node's shared state as its arguments.
+fn permanent<A>(name: String, actor: A, shared: &Arc<NodeShared>) -> ChildSpec
+where
+    A: ractor::Actor<Arguments = Arc<NodeShared>> + Clone,
+{
+    ChildSpec::actor(name, Restart::Permanent, actor, Arc::clone(shared))
 }
 
 fn error_chain(e: &dyn std::error::Error) -> String {
