@@ -302,7 +302,8 @@ mod ack_tests {
         };
         let store = Store::open(Box::new(disk), ActorId::new("r", 1 << 20), SetLimits::NONE);
         let config = NodeConfig::new("r", "127.0.0.1:1".parse().unwrap());
-        let shared = NodeShared::with_store(config, 1, Arc::new(store.unwrap()), HintStore::default());
+        let shared =
+            NodeShared::with_store(config, 1, Arc::new(store.unwrap()), HintStore::default());
         let shared = shared.unwrap();
         assert!(
             shared.ack_after_sync(),
