@@ -804,7 +804,10 @@ proptest! {
         let contested = claims.map(|e| e.incarnation).filter(|&i| i > before.incarnation).max();
         prop_assert_eq!(
             m.own(),
-            &Member { heartbeat: expected_hb, ring: expected_ring, ..before.clone() }
+            &Member {
+                entry: MemberDigest { heartbeat: expected_hb, ring: expected_ring, ..before.entry.clone() },
+                ..before.clone()
+            }
         );
         let fatal = match expected_ring {
             r if r == before.ring => None,
