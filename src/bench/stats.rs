@@ -401,7 +401,13 @@ mod tests {
         assert_eq!(s.errors["transport"], 2);
         assert_eq!((s.siblings, s.not_found), (1, 1));
         let line = s.json_line();
-        assert!(line.starts_with("{\"bench\":"), "{line}");
+        assert!(
+            line.starts_with(
+                "{\"bench\":\"ycsb-\",\"workload\":\"a\",\"distribution\":\"zipfian\",\"records\":0,\
+                 \"value_size\":0,\"concurrency\":0,\"nodes\":0,\"storage\":\"\",\"duration_s\":2.0,"
+            ),
+            "the scenario's fields stand right after `bench`: {line}"
+        );
         let parsed: serde_json::Value = serde_json::from_str(&line).unwrap();
         assert_eq!(parsed["latency_us"]["update"]["ops"], 1);
         assert!(s.table().contains("transport 2"));
