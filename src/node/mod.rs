@@ -63,7 +63,14 @@ use crate::config::{ConfigUpdate, NodeConfig, QuorumConfig};
 use crate::core::hints::HintStore;
 use crate::core::ids::{ActorId, NodeId};
 use crate::core::store::Store;
+use anti_entropy::AntiEntropyActor;
+use cluster::ClusterActor;
+use coordinator::CoordinatorActor;
+use gossip::GossipActor;
+use replicator::ReplicatorActor;
+use ring_actor::RingActor;
 use shared::NodeShared;
+use storage_actor::StorageActor;
 
 /// Why a node could not start.
 #[derive(Debug, thiserror::Error)]
@@ -177,33 +184,13 @@ impl Node {
         let me = shared.me.clone();
         let args = SupervisorArgs::new(Strategy::OneForOne)
             .with_intensity(Intensity::new(10, Duration::from_secs(10)))
-            .child(permanent(names::ring(&me), ring_actor::RingActor, &shared))
-            .child(permanent(
-                names::storage(&me),
-                storage_actor::StorageActor,
-                &shared,
-            ))
-            .child(permanent(names::gossip(&me), gossip::GossipActor, &shared))
-            .child(permanent(
-                names::cluster(&me),
-                cluster::ClusterActor,
-                &shared,
-            ))
-            .child(permanent(
-                names::replicator(&me),
-                replicator::ReplicatorActor,
-                &shared,
-            ))
-            .child(permanent(
-                names::coordinator(&me),
-                coordinator::CoordinatorActor,
-                &shared,
-            ))
-            .child(permanent(
-                names::anti_entropy(&me),
-                anti_entropy::AntiEntropyActor,
-                &shared,
-            ));
+            .child(permanent(&shared, names::ring, RingActor))
+            .child(permanent(&shared, names::storage, StorageActor))
+            .child(permanent(&shared, names::gossip, GossipActor))
+            .child(permanent(&shared, names::cluster, ClusterActor))
+            .child(permanent(&shared, names::replicator, ReplicatorActor))
+            .child(permanent(&shared, names::coordinator, CoordinatorActor))
+            .child(permanent(&shared, names::anti_entropy, AntiEntropyActor));
         let started = match parent {
             Some(parent) => Supervisor::start_linked(Some(names::root(&me)), args, parent).await,
             None => Supervisor::start(Some(names::root(&me)), args).await,
@@ -322,12 +309,13 @@ async fn open_store(
     Ok((Arc::new(opened), hints))
 }
 
-/// A child of the node's tree: `actor` registered as `name`, restarted whenever it ends, with
-/// the node's shared state as its arguments.
-fn permanent<A>(name: String, actor: A, shared: &Arc<NodeShared>) -> ChildSpec
+/// A child of the node's tree: `actor`, registered under the name `name_of` gives this node,
+/// restarted whenever it ends, with the node's shared state as its arguments.
+fn permanent<A>(shared: &Arc<NodeShared>, name_of: fn(&NodeId) -> String, actor: A) -> ChildSpec
 where
     A: ractor::Actor<Arguments = Arc<NodeShared>> + Clone,
 {
+    let name = name_of(&shared.me);
     ChildSpec::actor(name, Restart::Permanent, actor, Arc::clone(shared))
 }
 
