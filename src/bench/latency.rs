@@ -20,6 +20,15 @@ pub(crate) fn round3(x: f64) -> f64 {
     (x * 1000.0).round() / 1000.0
 }
 
+/// `count` per second of `secs`, rounded as the JSON lines print it; 0 when no time passed.
+pub(crate) fn per_sec(count: u64, secs: f64) -> f64 {
+    if secs > 0.0 {
+        round3(count as f64 / secs)
+    } else {
+        0.0
+    }
+}
+
 /// Latency percentiles of one operation kind (µs).
 #[derive(Clone, Debug, PartialEq, Serialize, serde::Deserialize)]
 pub struct OpSummary {

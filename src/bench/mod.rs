@@ -26,7 +26,7 @@ pub mod zipf;
 pub use latency::OpSummary;
 pub use run::Limit;
 pub use run::{Bench, BenchConfig, BenchError, Measured, run_bench, run_with};
-pub use stats::{BenchSummary, OpKind, Setup, Stats};
+pub use stats::{BenchSummary, OpKind, Scenario, Setup, Stats};
 pub use storage::{Storage, observe};
 pub use target::{BenchClient, ServiceClient};
 pub use transport::{TransportConfig, TransportSummary, run_transport};

@@ -17,7 +17,7 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
 use super::cpu::{CpuMeter, CpuUsed};
-use super::stats::{BenchSummary, OpKind, Setup, Stats};
+use super::stats::{BenchSummary, OpKind, Scenario, Setup, Stats};
 use super::target::BenchClient;
 use super::timeline::{MarkKind, Recorder, Series, Timeline};
 use super::workload::{Distribution, KeyChooser, Workload, key_name};
@@ -180,12 +180,14 @@ impl<C: BenchClient> Bench<C> {
             return Err(BenchError::NoNodes);
         }
         let setup = Setup {
-            workload: config.workload.to_string(),
-            distribution: config.distribution.to_string(),
-            records: config.records,
-            value_size: config.value_size,
-            concurrency: config.concurrency,
-            nodes: config.urls.len(),
+            scenario: Scenario {
+                workload: config.workload.to_string(),
+                distribution: config.distribution.to_string(),
+                records: config.records,
+                value_size: config.value_size,
+                concurrency: config.concurrency,
+                nodes: config.urls.len(),
+            },
             client: via.to_string(),
             // Only the caller knows; see `Bench::set_storage`.
             storage: "unknown".to_string(),

@@ -8,7 +8,7 @@ use hdrhistogram::Histogram;
 use serde::Serialize;
 
 use super::cpu::CpuUsed;
-use super::latency::{OpSummary, latency_histogram, round3};
+use super::latency::{OpSummary, latency_histogram, per_sec, round3};
 use super::memory::MemoryReport;
 use super::transport::TransportSummary;
 
@@ -130,34 +130,23 @@ impl Stats {
             .collect();
         BenchSummary {
             bench: format!("ycsb-{}", setup.client),
-            workload: setup.workload.clone(),
-            distribution: setup.distribution.clone(),
-            records: setup.records,
-            value_size: setup.value_size,
-            concurrency: setup.concurrency,
-            nodes: setup.nodes,
+            scenario: setup.scenario.clone(),
             storage: setup.storage.clone(),
             duration_s: round3(secs),
             ops,
-            ops_per_sec: if secs > 0.0 {
-                round3(ops as f64 / secs)
-            } else {
-                0.0
-            },
+            ops_per_sec: per_sec(ops, secs),
             latency_us: per_op,
             errors: self.errors.clone(),
             siblings: self.siblings,
             not_found: self.not_found,
             load_errors: setup.load_errors,
-            writes_per_sec: if secs > 0.0 {
-                let writes = [OpKind::Update, OpKind::Insert]
+            writes_per_sec: per_sec(
+                [OpKind::Update, OpKind::Insert]
                     .iter()
                     .map(|op| self.latencies[op.index()].len())
-                    .sum::<u64>();
-                round3(writes as f64 / secs)
-            } else {
-                0.0
-            },
+                    .sum(),
+                secs,
+            ),
             node_cpu_us_per_op: None,
             bench_cpu_us_per_op: None,
             fsyncs: None,
@@ -168,9 +157,9 @@ impl Stats {
     }
 }
 
-/// The settings of a run as they appear in the summary.
-#[derive(Clone, Debug, Default)]
-pub struct Setup {
+/// What a run was asked to do, as the summary reports it (right after `bench`).
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct Scenario {
     /// Workload name.
     pub workload: String,
     /// Key distribution name.
@@ -183,6 +172,13 @@ pub struct Setup {
     pub concurrency: usize,
     /// Nodes the clients talk to.
     pub nodes: usize,
+}
+
+/// The settings of a run as they appear in the summary.
+#[derive(Clone, Debug, Default)]
+pub struct Setup {
+    /// What the run does.
+    pub scenario: Scenario,
     /// How the clients reach the nodes: `http` or `native`.
     pub client: String,
     /// Where the nodes keep their data (see [`super::storage::Storage`]).
@@ -197,18 +193,9 @@ pub struct BenchSummary {
     /// What kind of benchmark and through which client, e.g. `ycsb-native` (first, so the
     /// line is easy to grep).
     pub bench: String,
-    /// Workload name.
-    pub workload: String,
-    /// Key distribution name.
-    pub distribution: String,
-    /// Records in the keyspace.
-    pub records: u64,
-    /// Bytes per value.
-    pub value_size: usize,
-    /// Concurrent clients.
-    pub concurrency: usize,
-    /// Nodes the clients talk to.
-    pub nodes: usize,
+    /// What the run did; its fields stand in the line as the summary's own.
+    #[serde(flatten)]
+    pub scenario: Scenario,
     /// Where the nodes keep their data, e.g. `memory` or `disk (fsync always)`: figures of
     /// different storage are not comparable.
     pub storage: String,
@@ -256,11 +243,7 @@ impl BenchSummary {
     /// Sets the fsyncs the nodes made during the measured phase (and their rate).
     pub fn set_fsyncs(&mut self, fsyncs: u64) {
         self.fsyncs = Some(fsyncs);
-        self.fsyncs_per_sec = Some(if self.duration_s > 0.0 {
-            round3(fsyncs as f64 / self.duration_s)
-        } else {
-            0.0
-        });
+        self.fsyncs_per_sec = Some(per_sec(fsyncs, self.duration_s));
     }
 
     /// Sets the CPU per operation from the CPU time the nodes and the bench used during the
@@ -317,12 +300,12 @@ impl BenchSummary {
         let mut out = format!(
             "{}: workload {} ({}), {} records of {} B, {} clients, {} nodes, storage: {}\n",
             self.bench,
-            self.workload,
-            self.distribution,
-            self.records,
-            self.value_size,
-            self.concurrency,
-            self.nodes,
+            self.scenario.workload,
+            self.scenario.distribution,
+            self.scenario.records,
+            self.scenario.value_size,
+            self.scenario.concurrency,
+            self.scenario.nodes,
             self.storage
         );
         out.push_str(&format!(
@@ -332,7 +315,7 @@ impl BenchSummary {
         if let (Some(fsyncs), Some(rate)) = (self.fsyncs, self.fsyncs_per_sec) {
             out.push_str(&format!(
                 ", {rate:.1} fsyncs/s ({fsyncs} fsyncs over the {} nodes)",
-                self.nodes
+                self.scenario.nodes
             ));
         }
         out.push('\n');
@@ -399,8 +382,11 @@ mod tests {
         a.merge(&b);
         assert_eq!((a.ok_ops(), a.error_ops()), (1001, 3));
         let setup = Setup {
-            workload: "a".into(),
-            distribution: "zipfian".into(),
+            scenario: Scenario {
+                workload: "a".into(),
+                distribution: "zipfian".into(),
+                ..Scenario::default()
+            },
             ..Setup::default()
         };
         let s = a.summary(&setup, Duration::from_secs(2));
@@ -415,7 +401,13 @@ mod tests {
         assert_eq!(s.errors["transport"], 2);
         assert_eq!((s.siblings, s.not_found), (1, 1));
         let line = s.json_line();
-        assert!(line.starts_with("{\"bench\":"), "{line}");
+        assert!(
+            line.starts_with(
+                "{\"bench\":\"ycsb-\",\"workload\":\"a\",\"distribution\":\"zipfian\",\"records\":0,\
+                 \"value_size\":0,\"concurrency\":0,\"nodes\":0,\"storage\":\"\",\"duration_s\":2.0,"
+            ),
+            "the scenario's fields stand right after `bench`: {line}"
+        );
         let parsed: serde_json::Value = serde_json::from_str(&line).unwrap();
         assert_eq!(parsed["latency_us"]["update"]["ops"], 1);
         assert!(s.table().contains("transport 2"));
@@ -428,7 +420,10 @@ mod tests {
             stats.record(OpKind::Read, Duration::from_millis(1));
         }
         let setup = Setup {
-            nodes: 3,
+            scenario: Scenario {
+                nodes: 3,
+                ..Scenario::default()
+            },
             ..Setup::default()
         };
         let mut s = stats.summary(&setup, Duration::from_secs(2));
@@ -481,7 +476,10 @@ mod tests {
         let mut stats = Stats::new();
         stats.record(OpKind::Update, Duration::from_millis(1));
         let setup = Setup {
-            nodes: 3,
+            scenario: Scenario {
+                nodes: 3,
+                ..Scenario::default()
+            },
             storage: "disk (fsync always)".into(),
             ..Setup::default()
         };

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use serde::Serialize;
 
-use super::latency::{MAX_LATENCY_US, OpSummary, latency_histogram, round3};
+use super::latency::{MAX_LATENCY_US, OpSummary, latency_histogram, per_sec, round3};
 
 use crate::core::ids::NodeId;
 use crate::node::NativeService;
@@ -136,11 +136,7 @@ pub async fn run_transport(
         payload_bytes: config.payload_bytes,
         duration_s: round3(secs),
         calls: summary.ops,
-        calls_per_sec: if secs > 0.0 {
-            round3(summary.ops as f64 / secs)
-        } else {
-            0.0
-        },
+        calls_per_sec: per_sec(summary.ops, secs),
         p50_us: summary.p50_us,
         p99_us: summary.p99_us,
         p999_us: summary.p999_us,

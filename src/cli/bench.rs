@@ -287,11 +287,11 @@ fn plot_title(summary: &BenchSummary) -> String {
     format!(
         "{}: workload {} ({}), {} records, {} clients, {} nodes, {}",
         summary.bench,
-        summary.workload,
-        summary.distribution,
-        summary.records,
-        summary.concurrency,
-        summary.nodes,
+        summary.scenario.workload,
+        summary.scenario.distribution,
+        summary.scenario.records,
+        summary.scenario.concurrency,
+        summary.scenario.nodes,
         summary.storage
     )
 }

@@ -96,14 +96,10 @@ mod tests {
     use bytes::Bytes;
 
     use super::*;
-    use crate::core::ids::{ActorId, Key};
+    use crate::core::ids::{ActorId, Key, nodes};
     use crate::core::ring::Ring;
     use crate::core::store::Store;
     use crate::core::vclock::VClock;
-
-    fn nodes(names: &[&str]) -> Vec<NodeId> {
-        names.iter().map(|n| NodeId::new(*n)).collect()
-    }
 
     fn hinted(owner: &str, count: usize) -> HintStore {
         let coord = Store::new(ActorId::new("c", 1));
@@ -127,12 +123,7 @@ mod tests {
         for (owner_up, expected) in [(true, 3), (false, 0)] {
             let live = move |n: &NodeId| owner_up || n.as_str() != "o";
             let scope = DrainScope {
-                view: View {
-                    me: &me,
-                    ring: &ring,
-                    n: 3,
-                    live: &live,
-                },
+                view: View::n3(&me, &ring, &live),
                 gone: &never_gone,
                 leaving: false,
             };
@@ -159,12 +150,7 @@ mod tests {
         let gone = |n: &NodeId| n.as_str() == "o";
         let live = |_: &NodeId| true;
         let scope = DrainScope {
-            view: View {
-                me: &me,
-                ring: &ring,
-                n: 3,
-                live: &live,
-            },
+            view: View::n3(&me, &ring, &live),
             gone: &gone,
             leaving: false,
         };
@@ -196,12 +182,7 @@ mod tests {
         let never_gone = |_: &NodeId| false;
         let o_down = |n: &NodeId| n.as_str() != "o";
         let scope = DrainScope {
-            view: View {
-                me: &me,
-                ring: &ring,
-                n: 3,
-                live: &o_down,
-            },
+            view: View::n3(&me, &ring, &o_down),
             gone: &never_gone,
             leaving: true,
         };

@@ -261,14 +261,10 @@ mod tests {
 
     use super::*;
     use crate::core::engine::{Engine, EngineError, MemoryEngine, Segment, Summary};
-    use crate::core::ids::{ActorId, NodeId};
+    use crate::core::ids::{ActorId, NodeId, nodes};
     use crate::core::ring::Ring;
     use crate::core::store::SetLimits;
     use crate::core::vclock::VClock;
-
-    fn nodes(names: &[&str]) -> Vec<NodeId> {
-        names.iter().map(|n| NodeId::new(*n)).collect()
-    }
 
     /// The in-memory engine, counting the segments listed through it: what a scan costs.
     struct Listings {
@@ -347,12 +343,7 @@ mod tests {
         let store = store_with("n1", 300);
         let whole = Ring::with_default_vnodes(nodes(&["n1", "n2", "n3", "n4", "n5"])).unwrap();
         let live = |_: &NodeId| true;
-        let view = View {
-            me: &me,
-            ring: &whole,
-            n: 3,
-            live: &live,
-        };
+        let view = View::n3(&me, &whole, &live);
         let mut h = Handoff::new();
         let transfers = full_pass(&mut h, &store, &view, 2);
         let expected: usize = (0..300)
@@ -410,12 +401,7 @@ mod tests {
         let store = store_with("n1", 50);
         let ring = Ring::with_default_vnodes(nodes(&["n2", "n3", "n4", "n5"])).unwrap();
         let n5_down = |n: &NodeId| n.as_str() != "n5";
-        let view = View {
-            me: &me,
-            ring: &ring,
-            n: 3,
-            live: &n5_down,
-        };
+        let view = View::n3(&me, &ring, &n5_down);
         let transfers = full_pass(&mut Handoff::new(), &store, &view, 1);
         assert_eq!(transfers.len(), 50, "n1 is off the ring: it owns nothing");
         for t in &transfers {
@@ -425,20 +411,10 @@ mod tests {
         }
         // Only three nodes left and one of them down: no stand-in, nothing moves.
         let small = Ring::with_default_vnodes(nodes(&["n2", "n3", "n5"])).unwrap();
-        let view = View {
-            me: &me,
-            ring: &small,
-            n: 3,
-            live: &n5_down,
-        };
+        let view = View::n3(&me, &small, &n5_down);
         assert!(full_pass(&mut Handoff::new(), &store, &view, 1).is_empty());
         let empty = Ring::default();
-        let view = View {
-            me: &me,
-            ring: &empty,
-            n: 3,
-            live: &n5_down,
-        };
+        let view = View::n3(&me, &empty, &n5_down);
         assert!(Handoff::new().scan(&store, &view, 1, 10).is_empty());
     }
 
@@ -449,12 +425,7 @@ mod tests {
         let (store, listed) = store_with_counted("n1", 3_000);
         let ring = Ring::with_default_vnodes(nodes(&["n2", "n3", "n4"])).unwrap();
         let live = |_: &NodeId| true;
-        let view = View {
-            me: &me,
-            ring: &ring,
-            n: 3,
-            live: &live,
-        };
+        let view = View::n3(&me, &ring, &live);
         // Listed by one call, while nothing is handed off (the keys stay in flight).
         let mut h = Handoff::new();
         let call = |h: &mut Handoff, ring_version| {
@@ -479,12 +450,7 @@ mod tests {
         let me = NodeId::new("n1");
         let ring = Ring::with_default_vnodes(nodes(&["n1", "n2", "n3", "n4", "n5"])).unwrap();
         let live = |_: &NodeId| true;
-        let view = View {
-            me: &me,
-            ring: &ring,
-            n: 3,
-            live: &live,
-        };
+        let view = View::n3(&me, &ring, &live);
         // n1 holds exactly what it owns.
         let (store, listed) = counted_store("n1");
         let owned: Vec<Key> = (0..2_000)
@@ -541,12 +507,7 @@ mod tests {
         let (store, listed) = store_with_counted("n1", 1);
         let ring = Ring::with_default_vnodes(nodes(&["n2", "n3", "n4"])).unwrap();
         let n4_down = |n: &NodeId| n.as_str() != "n4";
-        let down = View {
-            me: &me,
-            ring: &ring,
-            n: 3,
-            live: &n4_down,
-        };
+        let down = View::n3(&me, &ring, &n4_down);
         let mut h = Handoff::new();
         for _ in 0..3 {
             assert!(h.scan(&store, &down, 1, usize::MAX).is_empty());

@@ -80,6 +80,12 @@ impl fmt::Debug for ActorId {
     }
 }
 
+/// The nodes of these names, in order: how tests name a cluster.
+#[cfg(test)]
+pub(crate) fn nodes(names: &[&str]) -> Vec<NodeId> {
+    names.iter().map(|n| NodeId::new(*n)).collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -207,12 +207,8 @@ mod tests {
     use bytes::Bytes;
 
     use super::*;
-    use crate::core::ids::ActorId;
+    use crate::core::ids::{ActorId, nodes};
     use crate::core::vclock::VClock;
-
-    fn nodes(names: &[&str]) -> Vec<NodeId> {
-        names.iter().map(|n| NodeId::new(*n)).collect()
-    }
 
     fn ring() -> Ring {
         Ring::build(["a", "b", "c", "d"].map(|n| (NodeId::new(n), 16))).unwrap()

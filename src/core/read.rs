@@ -173,12 +173,7 @@ mod tests {
             ack_after_sync: false,
         };
         let live = |_: &NodeId| true;
-        let view = View {
-            me: &me,
-            ring: &ring,
-            n: 3,
-            live: &live,
-        };
+        let view = View::n3(&me, &ring, &live);
         let key = Key::from_static(b"k");
         let writer = Store::new(ActorId::new("w", 1));
         let fresh = writer

@@ -17,6 +17,19 @@ pub struct View<'a> {
     pub live: &'a dyn Fn(&NodeId) -> bool,
 }
 
+#[cfg(test)]
+impl<'a> View<'a> {
+    /// The view of `me` with three replicas per key, as most tests route.
+    pub(crate) fn n3(me: &'a NodeId, ring: &'a Ring, live: &'a dyn Fn(&NodeId) -> bool) -> Self {
+        View {
+            me,
+            ring,
+            n: 3,
+            live,
+        }
+    }
+}
+
 impl View<'_> {
     /// Whether requests may be sent to `node`: this node, or one seen alive and connected.
     pub fn is_live(&self, node: &NodeId) -> bool {

@@ -169,13 +169,9 @@ impl WriteRun {
 mod tests {
     use super::*;
     use crate::core::hints::{HintLimits, SharedHints};
-    use crate::core::ids::ActorId;
+    use crate::core::ids::{ActorId, nodes};
     use crate::core::ring::Ring;
     use crate::core::store::Store;
-
-    fn nodes(names: &[&str]) -> Vec<NodeId> {
-        names.iter().map(|n| NodeId::new(*n)).collect()
-    }
 
     struct Node {
         me: NodeId,
@@ -222,12 +218,7 @@ mod tests {
             .unwrap();
         let a = Node::new("a", HintLimits::NONE);
         let live = |_: &NodeId| true;
-        let view = View {
-            me: &a.me,
-            ring: &ring,
-            n: 3,
-            live: &live,
-        };
+        let view = View::n3(&a.me, &ring, &live);
         let (mut run, out) = WriteRun::start(&a.local(), &view, request(&key, 2), 5).unwrap();
         assert_eq!(out.len(), 2);
         assert!(out.iter().all(|o| o.put.versions == a.store.get(&key)));
@@ -258,12 +249,7 @@ mod tests {
         };
         for (limits, acks) in [(HintLimits::NONE, 1), (full, 0)] {
             let a = Node::new("a", limits);
-            let view = View {
-                me: &a.me,
-                ring: &ring,
-                n: 3,
-                live: &live,
-            };
+            let view = View::n3(&a.me, &ring, &live);
             let (run, out) = WriteRun::start(&a.local(), &view, request(&key, 3), 0).unwrap();
             assert_eq!(out.len(), 2);
             assert_eq!(run.acks(), acks);
@@ -278,12 +264,7 @@ mod tests {
         let all_live = |_: &NodeId| true;
         // A lone member with the default N=3, W=2 answers at once from its own copy.
         let alone = Ring::with_default_vnodes(nodes(&["a"])).unwrap();
-        let view = View {
-            me: &a.me,
-            ring: &alone,
-            n: 3,
-            live: &all_live,
-        };
+        let view = View::n3(&a.me, &alone, &all_live);
         let (run, out) = WriteRun::start(&a.local(), &view, request(&key, 2), 0).unwrap();
         assert!(out.is_empty());
         assert!(

@@ -9,7 +9,6 @@ use std::convert::Infallible;
 use std::future::{Ready, ready};
 use std::path::Path;
 use std::sync::Arc;
-use std::task::{Context, Poll};
 
 use axum::Json;
 use axum::extract::Request;
@@ -20,7 +19,7 @@ use serde_json::json;
 use subtle::ConstantTimeEq;
 use tower_service::Service;
 
-use super::layers::{Middleware, Wrapped};
+use super::layers::{Act, Middleware};
 use super::limits::HttpCounters;
 
 /// A secret bearer token; never printed, compared in constant time.
@@ -157,28 +156,18 @@ impl RequireTokens {
     }
 }
 
-impl<S> Service<Request> for Wrapped<S, RequireTokens>
+impl<S> Act<S> for RequireTokens
 where
     S: Service<Request, Response = Response, Error = Infallible>,
 {
-    type Response = Response;
-    type Error = Infallible;
     type Future = Either<Ready<Result<Response, Infallible>>, S::Future>;
 
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
-        self.inner.poll_ready(cx)
-    }
-
-    fn call(&mut self, request: Request) -> Self::Future {
+    fn act(&self, inner: &mut S, request: Request) -> Self::Future {
         let authorization = request.headers().get(header::AUTHORIZATION);
-        if self
-            .layer
-            .access
-            .allows(request.uri().path(), authorization)
-        {
-            Either::Right(self.inner.call(request))
+        if self.access.allows(request.uri().path(), authorization) {
+            Either::Right(inner.call(request))
         } else {
-            self.layer.counters.unauthorized.inc();
+            self.counters.unauthorized.inc();
             Either::Left(ready(Ok(unauthorized())))
         }
     }

@@ -5,7 +5,8 @@
 //! even when it has nothing to do; these call the inner service directly and return its own
 //! future unless they act (a 413, or a debug span when debug logging is on). Every middleware
 //! is its settings `M`: [`Middleware`] makes them a layer, which wraps each service in a
-//! [`Wrapped`] holding a copy of them, and the middleware is that wrapper's `Service` impl.
+//! [`Wrapped`] holding a copy of them, and what the middleware does with a request is its
+//! [`Act`] impl; `Wrapped`'s one `Service` impl passes readiness through and calls it.
 
 use std::convert::Infallible;
 use std::future::{Future, Ready, ready};
@@ -42,8 +43,35 @@ impl<S, M: Clone> Layer<S> for Middleware<M> {
 /// A service `S` behind the middleware whose settings are `M`.
 #[derive(Clone)]
 pub struct Wrapped<S, M> {
-    pub(super) inner: S,
-    pub(super) layer: M,
+    inner: S,
+    layer: M,
+}
+
+/// What a middleware does with one request to the service `S` behind it.
+pub trait Act<S> {
+    /// The answer's future.
+    type Future: Future<Output = Answer>;
+
+    /// Answers `request` itself, or through `inner`, which is ready.
+    fn act(&self, inner: &mut S, request: Request) -> Self::Future;
+}
+
+impl<S, M> Service<Request> for Wrapped<S, M>
+where
+    S: Service<Request, Response = Response, Error = Infallible>,
+    M: Act<S>,
+{
+    type Response = Response;
+    type Error = Infallible;
+    type Future = M::Future;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: Request) -> M::Future {
+        self.layer.act(&mut self.inner, request)
+    }
 }
 
 /// Answers at once, without reading the body, a request whose declared body is over a limit.
@@ -63,30 +91,22 @@ impl<F: Fn() -> Response + Clone> RefuseOversize<F> {
     }
 }
 
-impl<S, F> Service<Request> for Wrapped<S, RefuseOversize<F>>
+impl<S, F> Act<S> for RefuseOversize<F>
 where
     S: Service<Request, Response = Response, Error = Infallible>,
     F: Fn() -> Response,
 {
-    type Response = Response;
-    type Error = Infallible;
     type Future = Either<Ready<Answer>, S::Future>;
 
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
-        self.inner.poll_ready(cx)
-    }
-
-    fn call(&mut self, request: Request) -> Self::Future {
+    fn act(&self, inner: &mut S, request: Request) -> Self::Future {
         let declared = request
             .headers()
             .get(header::CONTENT_LENGTH)
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.parse::<u64>().ok());
         match declared {
-            Some(length) if length > self.layer.limit => {
-                Either::Left(ready(Ok((self.layer.refusal)())))
-            }
-            _ => Either::Right(self.inner.call(request)),
+            Some(length) if length > self.limit => Either::Left(ready(Ok((self.refusal)()))),
+            _ => Either::Right(inner.call(request)),
         }
     }
 }
@@ -105,24 +125,18 @@ impl TraceRequests {
     }
 }
 
-impl<S> Service<Request> for Wrapped<S, TraceRequests>
+impl<S> Act<S> for TraceRequests
 where
     S: Service<Request, Response = Response, Error = Infallible>,
     S::Future: Send + 'static,
 {
-    type Response = Response;
-    type Error = Infallible;
     type Future = Either<S::Future, Boxed>;
 
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
-        self.inner.poll_ready(cx)
-    }
-
-    fn call(&mut self, request: Request) -> Self::Future {
+    fn act(&self, inner: &mut S, request: Request) -> Self::Future {
         if !tracing::enabled!(tracing::Level::DEBUG) {
-            return Either::Left(self.inner.call(request));
+            return Either::Left(inner.call(request));
         }
-        let route = (self.layer.route_of)(request.uri().path()).to_owned();
+        let route = (self.route_of)(request.uri().path()).to_owned();
         let span = tracing::debug_span!(
             "http",
             method = %request.method(),
@@ -130,7 +144,7 @@ where
             status = tracing::field::Empty
         );
         let started = Instant::now();
-        let answer = span.in_scope(|| self.inner.call(request));
+        let answer = span.in_scope(|| inner.call(request));
         Either::Right(Box::pin(async move {
             let Ok(response) = answer.instrument(span.clone()).await;
             span.record("status", response.status().as_u16());

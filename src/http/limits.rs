@@ -7,7 +7,6 @@
 use std::convert::Infallible;
 use std::future::{Ready, ready};
 use std::sync::Arc;
-use std::task::{Context, Poll};
 use std::time::Duration;
 
 use axum::Json;
@@ -140,7 +139,7 @@ impl std::fmt::Debug for HttpCounters {
     }
 }
 
-use super::layers::{Answer, Boxed, Middleware, Wrapped};
+use super::layers::{Act, Answer, Boxed, Middleware};
 
 fn overloaded() -> Response {
     (
@@ -182,30 +181,24 @@ impl Drop for InFlight {
     }
 }
 
-impl<S> Service<Request> for Wrapped<S, LimitInFlight>
+impl<S> Act<S> for LimitInFlight
 where
     S: Service<Request, Response = Response, Error = Infallible>,
     S::Future: Send + 'static,
 {
-    type Response = Response;
-    type Error = Infallible;
     type Future = Either<Ready<Answer>, Boxed>;
 
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
-        self.inner.poll_ready(cx)
-    }
-
-    fn call(&mut self, request: Request) -> Self::Future {
-        let Ok(permit) = Arc::clone(&self.layer.permits).try_acquire_owned() else {
-            self.layer.counters.hit("requests");
+    fn act(&self, inner: &mut S, request: Request) -> Self::Future {
+        let Ok(permit) = Arc::clone(&self.permits).try_acquire_owned() else {
+            self.counters.hit("requests");
             return Either::Left(ready(Ok(overloaded())));
         };
-        self.layer.counters.requests.inc();
+        self.counters.requests.inc();
         let held = InFlight {
             _permit: permit,
-            gauge: self.layer.counters.requests.clone(),
+            gauge: self.counters.requests.clone(),
         };
-        let answer = self.inner.call(request);
+        let answer = inner.call(request);
         Either::Right(Box::pin(async move {
             let answer = answer.await;
             drop(held);
@@ -242,28 +235,22 @@ impl<F> ReadBody<F> {
     }
 }
 
-impl<S, F> Service<Request> for Wrapped<S, ReadBody<F>>
+impl<S, F> Act<S> for ReadBody<F>
 where
     S: Service<Request, Response = Response, Error = Infallible> + Clone + Send + 'static,
     S::Future: Send + 'static,
     F: Fn() -> Response + Clone + Send + Sync + 'static,
 {
-    type Response = Response;
-    type Error = Infallible;
     type Future = Either<S::Future, Boxed>;
 
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
-        self.inner.poll_ready(cx)
-    }
-
-    fn call(&mut self, request: Request) -> Self::Future {
+    fn act(&self, inner: &mut S, request: Request) -> Self::Future {
         if request.body().is_end_stream() {
-            return Either::Left(self.inner.call(request));
+            return Either::Left(inner.call(request));
         }
         // The clone is ready too (axum's routers always are); the ready one serves this call.
-        let clone = self.inner.clone();
-        let mut inner = std::mem::replace(&mut self.inner, clone);
-        let layer = self.layer.clone();
+        let clone = inner.clone();
+        let mut inner = std::mem::replace(inner, clone);
+        let layer = self.clone();
         Either::Right(Box::pin(async move {
             let (parts, body) = request.into_parts();
             let read = Limited::new(body, layer.limit).collect();

@@ -63,7 +63,14 @@ use crate::config::{ConfigUpdate, NodeConfig, QuorumConfig};
 use crate::core::hints::HintStore;
 use crate::core::ids::{ActorId, NodeId};
 use crate::core::store::Store;
+use anti_entropy::AntiEntropyActor;
+use cluster::ClusterActor;
+use coordinator::CoordinatorActor;
+use gossip::GossipActor;
+use replicator::ReplicatorActor;
+use ring_actor::RingActor;
 use shared::NodeShared;
+use storage_actor::StorageActor;
 
 /// Why a node could not start.
 #[derive(Debug, thiserror::Error)]
@@ -175,32 +182,15 @@ impl Node {
             .restore_membership()
             .map_err(|e| NodeError::Storage(format!("cannot start under this name: {e}")))?;
         let me = shared.me.clone();
-        let child = |name: String, spec: fn(String, Arc<NodeShared>) -> ChildSpec| {
-            spec(name, Arc::clone(&shared))
-        };
         let args = SupervisorArgs::new(Strategy::OneForOne)
             .with_intensity(Intensity::new(10, Duration::from_secs(10)))
-            .child(child(names::ring(&me), |n, s| {
-                ChildSpec::actor(n, Restart::Permanent, ring_actor::RingActor, s)
-            }))
-            .child(child(names::storage(&me), |n, s| {
-                ChildSpec::actor(n, Restart::Permanent, storage_actor::StorageActor, s)
-            }))
-            .child(child(names::gossip(&me), |n, s| {
-                ChildSpec::actor(n, Restart::Permanent, gossip::GossipActor, s)
-            }))
-            .child(child(names::cluster(&me), |n, s| {
-                ChildSpec::actor(n, Restart::Permanent, cluster::ClusterActor, s)
-            }))
-            .child(child(names::replicator(&me), |n, s| {
-                ChildSpec::actor(n, Restart::Permanent, replicator::ReplicatorActor, s)
-            }))
-            .child(child(names::coordinator(&me), |n, s| {
-                ChildSpec::actor(n, Restart::Permanent, coordinator::CoordinatorActor, s)
-            }))
-            .child(child(names::anti_entropy(&me), |n, s| {
-                ChildSpec::actor(n, Restart::Permanent, anti_entropy::AntiEntropyActor, s)
-            }));
+            .child(permanent(&shared, names::ring, RingActor))
+            .child(permanent(&shared, names::storage, StorageActor))
+            .child(permanent(&shared, names::gossip, GossipActor))
+            .child(permanent(&shared, names::cluster, ClusterActor))
+            .child(permanent(&shared, names::replicator, ReplicatorActor))
+            .child(permanent(&shared, names::coordinator, CoordinatorActor))
+            .child(permanent(&shared, names::anti_entropy, AntiEntropyActor));
         let started = match parent {
             Some(parent) => Supervisor::start_linked(Some(names::root(&me)), args, parent).await,
             None => Supervisor::start(Some(names::root(&me)), args).await,
@@ -317,6 +307,16 @@ async fn open_store(
         "data directory opened"
     );
     Ok((Arc::new(opened), hints))
+}
+
+/// A child of the node's tree: `actor`, registered under the name `name_of` gives this node,
+/// restarted whenever it ends, with the node's shared state as its arguments.
+fn permanent<A>(shared: &Arc<NodeShared>, name_of: fn(&NodeId) -> String, actor: A) -> ChildSpec
+where
+    A: ractor::Actor<Arguments = Arc<NodeShared>> + Clone,
+{
+    let name = name_of(&shared.me);
+    ChildSpec::actor(name, Restart::Permanent, actor, Arc::clone(shared))
 }
 
 fn error_chain(e: &dyn std::error::Error) -> String {

@@ -244,18 +244,24 @@ impl NativeService {
     }
 
     /// A connected node to hand a request to, at random.
-    fn any_coordinator(&self) -> Option<(NodeId, ActorRef<CoordinatorMsg>)> {
+    fn any_coordinator(&self) -> Result<(NodeId, ActorRef<CoordinatorMsg>), ClientError> {
+        let unconnected = || ClientError::Unavailable("not connected to any node".into());
         let nodes = self.shared.peers.nodes();
-        let node = nodes.choose(&mut rand::rng())?.clone();
-        let coordinator = self.shared.peers.coordinator(&node)?;
-        Some((node, coordinator))
+        let node = nodes
+            .choose(&mut rand::rng())
+            .ok_or_else(unconnected)?
+            .clone();
+        let coordinator = self
+            .shared
+            .peers
+            .coordinator(&node)
+            .ok_or_else(unconnected)?;
+        Ok((node, coordinator))
     }
 
     /// Reads through any connected node.
     async fn read_via_node(&self, key: Key, opts: ReadOptions) -> Result<VersionSet, ClientError> {
-        let Some((node, coordinator)) = self.any_coordinator() else {
-            return Err(ClientError::Unavailable("not connected to any node".into()));
-        };
+        let (node, coordinator) = self.any_coordinator()?;
         let timeout =
             Duration::from_millis(self.shared.quorum.load().get_timeout_ms) + FALLBACK_MARGIN;
         let read = ForwardedRead { key, r: opts.r };
@@ -263,23 +269,23 @@ impl NativeService {
         match call(&coordinator, ask, timeout).await {
             Ok(answer) => answer,
             Err(CallFailed::Refused(e)) => Err(ClientError::Internal(e)),
-            Err(CallFailed::NoAnswer) => Err(ClientError::Unavailable(format!(
-                "node {node} did not answer in time"
-            ))),
+            Err(CallFailed::NoAnswer) => Err(no_answer(&node)),
         }
     }
 
-    /// Writes through any connected node.
-    async fn write_via_node(
+    /// Writes as a coordinator when the client's own view has a live target for the key,
+    /// else through any connected node.
+    async fn write(
         &self,
         key: Key,
         value: Option<Bytes>,
         context: Context,
         opts: WriteOptions,
     ) -> Result<Context, ClientError> {
-        let Some((node, _)) = self.any_coordinator() else {
-            return Err(ClientError::Unavailable("not connected to any node".into()));
-        };
+        if self.can_route_write(&key) {
+            return coordinator::write(&self.shared, key, value, context, opts).await;
+        }
+        let (node, _) = self.any_coordinator()?;
         let quorum = self.shared.quorum.load();
         let deadline = Instant::now() + Duration::from_millis(quorum.put_timeout_ms);
         let write = ForwardedWrite {
@@ -291,25 +297,7 @@ impl NativeService {
         };
         coordinator::forward(&self.shared, &node, write, deadline)
             .await
-            .unwrap_or_else(|| {
-                Err(ClientError::Unavailable(format!(
-                    "node {node} did not answer in time"
-                )))
-            })
-    }
-
-    async fn write(
-        &self,
-        key: Key,
-        value: Option<Bytes>,
-        context: Context,
-        opts: WriteOptions,
-    ) -> Result<Context, ClientError> {
-        if self.can_route_write(&key) {
-            coordinator::write(&self.shared, key, value, context, opts).await
-        } else {
-            self.write_via_node(key, value, context, opts).await
-        }
+            .unwrap_or_else(|| Err(no_answer(&node)))
     }
 
     /// Sends `payload` to `node`'s Storage actor and back: the bare remote call, for
@@ -336,6 +324,11 @@ impl NativeService {
     pub fn connected_nodes(&self) -> Vec<NodeId> {
         self.shared.peers.nodes()
     }
+}
+
+/// The error of a request handed to `node` that brought no answer in time.
+fn no_answer(node: &NodeId) -> ClientError {
+    ClientError::Unavailable(format!("node {node} did not answer in time"))
 }
 
 impl KvService for NativeService {

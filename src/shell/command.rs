@@ -610,31 +610,9 @@ pub fn tokenize(line: &str) -> Result<Vec<String>, ParseError> {
                     in_word = false;
                 }
             }
-            '"' => {
+            quote @ ('"' | '\'') => {
                 in_word = true;
-                loop {
-                    match chars.next() {
-                        None => return Err(ParseError::UnclosedQuote('"')),
-                        Some('"') => break,
-                        Some('\\') => match chars.next() {
-                            None => return Err(ParseError::UnclosedQuote('"')),
-                            Some('n') => word.push('\n'),
-                            Some('t') => word.push('\t'),
-                            Some(other) => word.push(other),
-                        },
-                        Some(other) => word.push(other),
-                    }
-                }
-            }
-            '\'' => {
-                in_word = true;
-                loop {
-                    match chars.next() {
-                        None => return Err(ParseError::UnclosedQuote('\'')),
-                        Some('\'') => break,
-                        Some(other) => word.push(other),
-                    }
-                }
+                quoted(&mut chars, quote, &mut word)?;
             }
             '\\' => {
                 in_word = true;
@@ -652,6 +630,29 @@ pub fn tokenize(line: &str) -> Result<Vec<String>, ParseError> {
         words.push(word);
     }
     Ok(words)
+}
+
+/// Appends to `word` what stands before the closing `quote`; within double quotes a backslash
+/// escapes the next character (`\n` and `\t` make a newline and a tab), within single quotes
+/// it is itself.
+fn quoted(
+    chars: &mut impl Iterator<Item = char>,
+    quote: char,
+    word: &mut String,
+) -> Result<(), ParseError> {
+    loop {
+        match chars.next() {
+            None => return Err(ParseError::UnclosedQuote(quote)),
+            Some(c) if c == quote => return Ok(()),
+            Some('\\') if quote == '"' => match chars.next() {
+                None => return Err(ParseError::UnclosedQuote(quote)),
+                Some('n') => word.push('\n'),
+                Some('t') => word.push('\t'),
+                Some(other) => word.push(other),
+            },
+            Some(other) => word.push(other),
+        }
+    }
 }
 
 #[cfg(test)]

@@ -90,17 +90,11 @@ impl Membership {
                 self.peers.insert(
                     entry.node.clone(),
                     Member {
-                        node: entry.node.clone(),
-                        cluster_addr: entry.cluster_addr.clone(),
-                        http_addr: entry.http_addr.clone(),
-                        vnodes: entry.vnodes,
-                        status: Status::Alive,
-                        heartbeat: entry.heartbeat,
-                        incarnation: entry.incarnation,
+                        entry: MemberDigest {
+                            status: Status::Alive,
+                            ..entry.clone()
+                        },
                         last_heard_ms: now_ms,
-                        ring: entry.ring,
-                        n: entry.n,
-                        handoff: entry.handoff,
                     },
                 );
                 report.added.push(entry.node.clone());

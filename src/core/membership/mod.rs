@@ -35,7 +35,7 @@ mod ring_status;
 
 use std::collections::BTreeMap;
 use std::fmt;
-use std::ops::Bound;
+use std::ops::{Bound, Deref, DerefMut};
 
 use serde::{Deserialize, Serialize};
 
@@ -80,53 +80,37 @@ impl MemberDigest {
     }
 }
 
-/// One node's entry as this node knows it.
+/// One node's entry as this node knows it: the entry it gossips for the node, whose `status`
+/// is this node's own judgement of the member's health, and when it last heard of it. It
+/// reads as its entry (`member.node`, `member.ring`).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Member {
-    /// The member's name.
-    pub node: NodeId,
-    /// Where its cluster (ractor_cluster) endpoint listens; opaque here.
-    pub cluster_addr: String,
-    /// Where its HTTP API listens; opaque here.
-    pub http_addr: String,
-    /// How many ring tokens the member asks for (every node must build the same ring).
-    pub vnodes: u32,
-    /// Health as judged on this node's clock.
-    pub status: Status,
-    /// Newest heartbeat seen for the member.
-    pub heartbeat: u64,
-    /// Newest incarnation seen for the member.
-    pub incarnation: u64,
+    /// The entry as this node gossips it: the newest heartbeat and incarnation seen, the
+    /// latest ring status heard from anyone, the status judged on this node's clock.
+    pub entry: MemberDigest,
     /// Local time (ms) at which the member's version last advanced; never gossiped, because
     /// clocks of different nodes are not comparable.
     pub last_heard_ms: u64,
-    /// Where the member stands on the ring (the latest status heard from anyone).
-    pub ring: RingStatus,
-    /// Replicas per key the member runs with.
-    pub n: u32,
-    /// The member's handoff progress, as of its newest heartbeat.
-    pub handoff: HandoffProgress,
+}
+
+impl Deref for Member {
+    type Target = MemberDigest;
+
+    fn deref(&self) -> &MemberDigest {
+        &self.entry
+    }
+}
+
+impl DerefMut for Member {
+    fn deref_mut(&mut self) -> &mut MemberDigest {
+        &mut self.entry
+    }
 }
 
 impl Member {
-    fn version(&self) -> (u64, u64) {
-        (self.incarnation, self.heartbeat)
-    }
-
     /// The entry as it is gossiped.
     pub fn digest(&self) -> MemberDigest {
-        MemberDigest {
-            node: self.node.clone(),
-            cluster_addr: self.cluster_addr.clone(),
-            http_addr: self.http_addr.clone(),
-            vnodes: self.vnodes,
-            status: self.status,
-            heartbeat: self.heartbeat,
-            incarnation: self.incarnation,
-            ring: self.ring,
-            n: self.n,
-            handoff: self.handoff,
-        }
+        self.entry.clone()
     }
 
     /// Whether requests may be sent to the member: alive, and not gone for good.
@@ -186,17 +170,19 @@ impl Membership {
         timeouts.validate()?;
         let mut membership = Membership {
             own: Member {
-                node: me,
-                cluster_addr,
-                http_addr,
-                vnodes,
-                status: Status::Alive,
-                heartbeat: 0,
-                incarnation,
+                entry: MemberDigest {
+                    node: me,
+                    cluster_addr,
+                    http_addr,
+                    vnodes,
+                    status: Status::Alive,
+                    heartbeat: 0,
+                    incarnation,
+                    ring: RingStatus::Valid,
+                    n: DEFAULT_N,
+                    handoff: HandoffProgress::default(),
+                },
                 last_heard_ms: now_ms,
-                ring: RingStatus::Valid,
-                n: DEFAULT_N,
-                handoff: HandoffProgress::default(),
             },
             peers: BTreeMap::new(),
             timeouts,

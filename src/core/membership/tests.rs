@@ -22,13 +22,18 @@ fn entry(node: &str, incarnation: u64, heartbeat: u64) -> MemberDigest {
 
 /// `n1` (incarnation 1) with default timeouts, at time 0.
 fn table() -> Membership {
+    table_of("n1", 1, FailureTimeouts::default())
+}
+
+/// The table of `node` at `incarnation`, at time 0, with the addresses `entry` gives it.
+fn table_of(node: &str, incarnation: u64, timeouts: FailureTimeouts) -> Membership {
     Membership::new(
-        n("n1"),
-        "n1:7001".into(),
-        "n1:8001".into(),
+        n(node),
+        format!("{node}:7001"),
+        format!("{node}:8001"),
         128,
-        1,
-        FailureTimeouts::default(),
+        incarnation,
+        timeouts,
         0,
     )
     .unwrap()
@@ -247,16 +252,7 @@ fn refutation_bumps_our_heartbeat_above_the_peers() {
     assert!(report.refuted);
     assert_eq!(m.own().heartbeat, 41);
     // Our next digest beats the stale view on the peer.
-    let mut peer = Membership::new(
-        n("n2"),
-        "n2:7001".into(),
-        "n2:8001".into(),
-        128,
-        1,
-        FailureTimeouts::default(),
-        0,
-    )
-    .unwrap();
+    let mut peer = table_of("n2", 1, FailureTimeouts::default());
     peer.merge(&[entry("n1", 1, 40)], 0);
     peer.merge(&m.digest(), 1);
     assert_eq!(peer.get(&n("n1")).unwrap().heartbeat, 41);
@@ -296,16 +292,7 @@ fn tick_advances_our_heartbeat_and_last_heard() {
 
 #[test]
 fn digest_lists_everyone_in_name_order_without_local_times() {
-    let mut m = Membership::new(
-        n("n2"),
-        "n2:7001".into(),
-        "n2:8001".into(),
-        128,
-        7,
-        FailureTimeouts::default(),
-        0,
-    )
-    .unwrap();
+    let mut m = table_of("n2", 7, FailureTimeouts::default());
     m.merge(&[entry("n3", 1, 1), entry("n1", 1, 2)], 50);
     m.detect(6_000);
     let digest = m.digest();
@@ -425,16 +412,7 @@ fn leave_takes_us_off_the_ring_and_left_is_final() {
     assert_eq!(m.own().ring, RingStatus::Left);
 
     // The peer learns it and the ring it builds is without us.
-    let mut peer = Membership::new(
-        n("n2"),
-        "n2:7001".into(),
-        "n2:8001".into(),
-        128,
-        5,
-        FailureTimeouts::default(),
-        0,
-    )
-    .unwrap();
+    let mut peer = table_of("n2", 5, FailureTimeouts::default());
     peer.merge(&m.digest(), 10);
     assert_eq!(peer.ring_status_of(&n("n1")), Some(RingStatus::Left));
     assert_eq!(ring_members(&peer), vec![n("n2")]);
@@ -559,16 +537,7 @@ fn the_timeouts_given_are_the_ones_that_judge() {
     let mut m = table_with_n2();
     assert!(m.detect(1_000).is_empty(), "the defaults: still alive");
     let quick = FailureTimeouts::new(500, 900).unwrap();
-    let mut m = Membership::new(
-        n("n1"),
-        "n1:7001".into(),
-        "n1:8001".into(),
-        128,
-        1,
-        quick,
-        0,
-    )
-    .unwrap();
+    let mut m = table_of("n1", 1, quick);
     m.merge(&[entry("n2", 1, 5)], 0);
     assert_eq!(m.detect(1_000).len(), 1);
     assert_eq!(m.detect(1_000).len(), 1);
@@ -804,7 +773,10 @@ proptest! {
         let contested = claims.map(|e| e.incarnation).filter(|&i| i > before.incarnation).max();
         prop_assert_eq!(
             m.own(),
-            &Member { heartbeat: expected_hb, ring: expected_ring, ..before.clone() }
+            &Member {
+                entry: MemberDigest { heartbeat: expected_hb, ring: expected_ring, ..before.entry.clone() },
+                ..before.clone()
+            }
         );
         let fatal = match expected_ring {
             r if r == before.ring => None,
