@@ -1,24 +1,31 @@
 //! A running node: the supervision tree of actors around the pure core.
 //!
 //! ```text
-//! dynamo.node@NAME (one_for_one supervisor)
+//! dynamo.node@NAME (one_for_one supervisor, 10 restarts in 10 s)
 //! ├── dynamo.ring@NAME          Ring: rebuilds and publishes the ring snapshot
 //! ├── dynamo.storage@NAME       Storage: replica reads and writes (remote)
 //! ├── dynamo.gossip@NAME        Gossip: heartbeats, membership, failure detection (remote)
 //! ├── dynamo.cluster@NAME       Cluster: NodeServer, mesh, reconnects, peer registry
 //! │   └── NodeServer            (ractor_cluster)
-//! ├── dynamo.replicator@NAME    Replicator: hands hints back to their owners
-//! ├── dynamo.coordinator@NAME   Coordinator: writes forwarded by other nodes (remote)
+//! ├── dynamo.replicator@NAME    Replicator: hint drain and key handoff
+//! ├── dynamo.coordinator@NAME   Coordinator: writes handed here, native clients' reads (remote)
 //! └── dynamo.anti_entropy@NAME  AntiEntropy: digest rounds, tombstone purges (remote)
 //! ```
 //!
 //! What must outlive an actor lives in the shared `NodeShared`: the storage map, the hints,
-//! the handoff's progress, the published ring and membership, anti-entropy's digest caches.
-//! A restarted actor finds them again and loses only its own bookkeeping of work under way:
-//! the Cluster actor its dial backoffs and, with its NodeServer, the sessions; AntiEntropy
-//! its place in the purge pass (it starts again from the first candidate). Deliveries the
-//! Replicator started go on in tasks of their own and report to `NodeShared`. ractor's
-//! registry and process groups are global to the OS process, so one process runs one node.
+//! the handoff's progress, the published ring and membership, anti-entropy's digest caches,
+//! the group commit (`syncer`). A restarted actor finds them again and loses only its own
+//! bookkeeping of work under way: the Cluster actor its dial backoffs and, with its
+//! NodeServer, the sessions; AntiEntropy its place in the purge pass (it starts again from
+//! the first candidate). Deliveries the Replicator started go on in tasks of their own and
+//! report to `NodeShared`. ractor's registry and process groups are global to the OS process,
+//! so one process runs one node (`one_per_process` refuses a second).
+//!
+//! Beside the actors: the clients ([`NodeClient`] in this process, [`NativeClient`] in a
+//! process of its own), the coordination of client requests (`coordinator`), the batching
+//! links to peers (`batch`, `replicas`, `forwarding`), who may speak for whom (`sessions`,
+//! `origin`, `peers`, `cluster_tls`), the messages on the wire ([`wire`]), the durable engine
+//! ([`disk`]) and the metrics. A node serves no HTTP: whoever starts it serves its fronts.
 
 mod anti_entropy;
 mod batch;
