@@ -3,8 +3,10 @@
 //!
 //! Target selection follows Dynamo §4.6: a dead owner's replica goes to the next live node past
 //! the top N with a hint naming that owner, so writes stay available while W nodes of the
-//! extended preference list are reachable. The tracker is fed events by the actor that does the
-//! fan-out; it never looks at a clock, so timeouts arrive as events like any other failure.
+//! extended preference list are reachable. [`route`] says whether a node coordinates a write or
+//! forwards it. The tracker is kept by a [`WriteRun`](super::write::WriteRun) or a
+//! [`ReadRun`](super::read::ReadRun), which the fan-out feeds with every answer; it never looks
+//! at a clock, so timeouts arrive as events like any other failure.
 
 use std::collections::{HashMap, HashSet};
 use std::fmt;

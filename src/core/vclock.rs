@@ -1,8 +1,10 @@
 //! Version vectors (vector clocks) and dots.
 //!
-//! A [`VClock`] maps writer actors to counters. Every entry also keeps the wall time of its
-//! last advance, used only to decide which entries to drop when a clock grows past
-//! [`PRUNE_LIMIT`]; timestamps never take part in ordering.
+//! A [`VClock`] maps writer actors to counters, plus exact dots (single events a context saw
+//! without the ones before them). Every entry also keeps the wall time of its last advance, so
+//! that a clock grown past [`PRUNE_LIMIT`] drops its oldest entries first. Timestamps never
+//! order events (counters do); they only break the tie between two entries with the same
+//! counter, so that a merge stays symmetric.
 
 use std::cmp::Ordering;
 
