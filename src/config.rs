@@ -1,4 +1,5 @@
-//! Node configuration: what is fixed at start, and the quorum settings that change at runtime.
+//! Node configuration: what is fixed at start, the quorum settings that change at runtime,
+//! and the size bounds (keys, values, sibling sets, frames) that every node and client shares.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;

@@ -1,4 +1,5 @@
-//! A typed client of the HTTP API, for the CLI, the test cluster and the shell.
+//! A typed client of the HTTP API, for the CLI, the benchmark, the shell, the test cluster and
+//! any program that talks to a node from outside its process.
 
 use std::path::PathBuf;
 use std::sync::Arc;

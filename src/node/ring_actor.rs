@@ -1,4 +1,10 @@
-//! The Ring actor: rebuilds the ring when membership changes and publishes it for readers.
+//! The Ring actor: rebuilds the ring when the ring's members change and publishes it for
+//! readers.
+//!
+//! It is told to rebuild by `NodeShared::change_membership`, never by polling, and it
+//! rebuilds from the published membership, not from the message, so a rebuild request lost
+//! while it was down costs nothing: a restarted Ring republishes at once. The native client's
+//! view publishes its rings through the same `publish_ring`.
 
 use std::sync::Arc;
 
