@@ -1,4 +1,6 @@
-//! The one interface every front talks to: the Rust client implements it, HTTP serves it.
+//! The one interface every front talks to: the Rust clients implement it (a node's
+//! `NodeClient`, the native client's `NativeService`), and the HTTP server serves whatever
+//! implements it, so tests can put a stand-in store behind the real router.
 
 use std::future::Future;
 

@@ -1,4 +1,5 @@
-//! Request options and results of the public API.
+//! Request options and results of the public API, the admin views (members, ring, health),
+//! and the checks every front makes of a key and a value.
 
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};

@@ -1,4 +1,6 @@
-//! The embedded Rust client of a node.
+//! The embedded Rust client of a node: requests coordinated in the node's own process, with
+//! no hop and no serialisation. It is also what the node's fronts serve (the HTTP API calls
+//! it), so every request, whatever its front, is counted and traced here once.
 
 use std::future::Future;
 use std::sync::Arc;

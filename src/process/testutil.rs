@@ -1,5 +1,6 @@
-//! Test helpers: a fake node (this test binary re-run) that serves the real HTTP API over a
-//! fake service, so process management is tested without the node runtime.
+//! Test helpers: a fake node (this test binary re-run as a [`crate::testing::FakeNode`]) that
+//! serves the real HTTP API over a fake service, so process management is tested without the
+//! node runtime; fake binaries and local clusters of them, scratch directories.
 
 use std::path::{Path, PathBuf};
 
