@@ -24,6 +24,11 @@
 //! Every cluster lives in a loopback net of its own ([`LoopbackNet::unique`], node `i` on
 //! `127.a.b.(i+1)`), so that [`TestCluster::partition`] in one test never cuts the nodes of
 //! another test running in parallel, in this test binary or in another one.
+//!
+//! Beside the cluster, the pieces tests build with: [`TempDir`], a scratch directory removed
+//! at the end; [`LoneReplica`], one in-memory replica for stand-in services behind the real
+//! HTTP server; [`FakeNode`], the HTTP API over a fixed membership, for testing process
+//! management without the node runtime.
 
 mod fake;
 mod lone;
