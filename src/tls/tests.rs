@@ -1,3 +1,6 @@
+//! Mutual TLS with certificates made on the spot (rcgen): the flags and files refused with
+//! the flag named, the certificate-name rules, and real handshakes in both directions.
+
 use std::path::{Path, PathBuf};
 
 use rcgen::{

@@ -1,3 +1,8 @@
+//! Rounds between in-memory replicas: what a round costs in sync, with one differing key and
+//! with many; that any difference converges in one round; that malformed answers are errors;
+//! and that anti-entropy never brings a purged delete back. The shared digests kept on every
+//! write are checked against a listing of the keys.
+
 use bytes::Bytes;
 use proptest::prelude::*;
 

@@ -1,3 +1,8 @@
+//! Failure detection on a hand-driven clock, the merge rules of liveness and ring status (our
+//! own entry included), leave, remove and join; and properties over random exchanges: merging
+//! is idempotent and order-free, versions never go backwards, detection moves one step at a
+//! time.
+
 use super::*;
 use proptest::prelude::*;
 

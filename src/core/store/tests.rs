@@ -1,3 +1,7 @@
+//! The store's rules on the in-memory engine: dots and forged contexts, set limits, digests
+//! and purge candidates kept exact under concurrent writes, merges and purges; and, named
+//! `limitation_*`, what the store deliberately does not promise.
+
 use std::sync::Arc;
 
 use super::*;
