@@ -42,6 +42,10 @@
 //! beside a later write (one that did not see the delete, taken before the order reached it)
 //! is asked the same, and drops just the tombstones, which is what the owners that purged hold
 //! once that write reached them; without it the owners would differ forever.
+//!
+//! This file holds the tree's shape, the [`Scope`], the errors and which keys two nodes share;
+//! the digests shared with each peer are in `digests`, the messages in `messages`, the
+//! initiating side and the choice of its peer in `initiator`, the answering side in `respond`.
 
 mod digests;
 mod initiator;
