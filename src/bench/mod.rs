@@ -3,8 +3,8 @@
 //! The choice of operations and keys ([`workload`], [`zipf`]) is pure and seeded, so it is
 //! tested without a cluster; [`run`] drives the clients against a [`target`] (the HTTP API or
 //! the native client); [`latency`] holds the histograms and rounded figures that [`stats`]
-//! (the run's summary) and [`transport`] (the raw remote-call rate) both report, so neither
-//! depends on the other; [`recovery`] measures latency while a node comes back; [`memory`]
+//! (the run's summary) and [`transport`] (the raw remote-call rate) both report, so that
+//! transport needs nothing of stats (which carries transport's summary); [`recovery`] measures latency while a node comes back; [`memory`]
 //! measures each node's resident memory (and, durable, disk) per key; [`storage`] names the
 //! storage a run was served by and counts its fsyncs; [`flood`] abuses the nodes' HTTP ports
 //! beside a workload; [`cpu`] reads the CPU time of the node processes and of the bench;
