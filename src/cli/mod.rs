@@ -1,4 +1,7 @@
-//! The `dynamo-node` command line: daemon, local cluster, and client commands.
+//! The `dynamo-node` command line: a node (`start`), a local cluster (`cluster`), the client
+//! commands, the benchmark (`bench`) and a walk-through of the core (`demo`, hidden), one file
+//! each; `args` maps a node's flags onto its configuration, `security` guards a node reachable
+//! from other machines, `client_auth` finds a client's tokens and CA.
 //!
 //! Exit codes: 0 success; 1 the request or the command failed (node unreachable, 503, a node
 //! that could not start, a membership change the cluster refused); 2 usage error (bad flag or
