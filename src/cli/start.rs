@@ -1,4 +1,6 @@
-//! `dynamo-node start`: one node and its HTTP API in the foreground until Ctrl-C or SIGTERM.
+//! `dynamo-node start`: one node and its HTTP API in the foreground until Ctrl-C or SIGTERM,
+//! or until the node can no longer serve (then it exits with an error rather than serve on
+//! with a frozen ring or under a name the cluster no longer knows).
 
 use super::{CliError, StartArgs, force_exit_on_second_signal, init_tracing, shutdown_signal};
 use crate::http::{HttpListener, HttpStartError};
