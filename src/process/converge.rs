@@ -1,4 +1,5 @@
-//! Waiting until the running nodes of a local cluster agree on who is alive.
+//! Waiting until the running nodes of a local cluster agree on who is alive, at which
+//! incarnation and ring status, so that every node routes by the same ring.
 
 use std::time::{Duration, Instant};
 
