@@ -11,7 +11,7 @@
 //! stay the same, nothing is recomputed. Segments form [`GROUPS`] groups; a group digest hashes
 //! its segments' digests, the root hashes the group digests.
 //!
-//! # A round (A initiates, B answers; [`Initiator`] and [`respond`])
+//! # A round (A initiates, B answers; [`Initiator`] and [`respond`](fn@respond))
 //!
 //! 1. A sends its root (8 bytes). Equal: the round ends. That is the whole cost of a round in
 //!    sync: one request of about 30 bytes and a one-byte answer.

@@ -5,8 +5,8 @@
 //! Anti-entropy compares segment digests first and looks at keys only where they differ, so a
 //! cluster in sync exchanges a few bytes of digests and nothing else. Engines group their
 //! records by the same segments, so listing a segment's keys reads just that segment. The
-//! same digests are kept finer, per [`CELLS`] (16 per segment, the buckets of anti-entropy),
-//! and per piece of a cell that a ring token cuts ([`crate::core::pieces`]), so that the
+//! same digests are kept finer, per cell ([`CELLS`](crate::core::segments::CELLS) in all, 16
+//! per segment, the buckets of anti-entropy), and per piece of a cell that a ring token cuts ([`crate::core::pieces`]), so that the
 //! digest of any union of ring ranges (what two nodes both own, what this node no longer
 //! owns) is a XOR of a few of them, never a listing of keys. Segments, cells and ring
 //! positions all come from one `stable_hash` of the key, so a cell is a contiguous range of
