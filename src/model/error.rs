@@ -1,4 +1,6 @@
-//! The errors a client can get, each mapped to one HTTP status.
+//! The errors a client can get, each with a stable kind, one HTTP status and a JSON body. They
+//! live below the fronts, so that the HTTP server, the HTTP client that reads them back and a
+//! Rust caller all see the same error whatever the transport.
 
 use serde::{Deserialize, Serialize};
 
