@@ -1,6 +1,6 @@
-//! The errors a client can get, each with a stable kind, one HTTP status and a JSON body. They
-//! live below the fronts, so that the HTTP server, the HTTP client that reads them back and a
-//! Rust caller all see the same error whatever the transport.
+//! The errors a client can get, each with a stable kind, one HTTP status and a JSON body. The
+//! HTTP server answers with exactly these, so an embedded caller and an HTTP client see the
+//! same kind for the same failure.
 
 use serde::{Deserialize, Serialize};
 
