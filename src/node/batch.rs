@@ -67,6 +67,13 @@ pub trait BatchSender: Send + 'static {
     /// returns (the link keeps the requests, to send again those left unanswered); the future
     /// only waits for the answer.
     fn send(&mut self, requests: &[Self::Request], timeout: Duration) -> BatchAnswer<Self::Reply>;
+
+    /// True for a request that is sent once queued even if its caller stopped waiting (before
+    /// its deadline still): a write whose caller was answered by others must still reach its
+    /// replica. Other requests are left out when nobody waits for their reply.
+    fn must_deliver(_request: &Self::Request) -> bool {
+        false
+    }
 }
 
 /// Sends one batch RPC to `actor` (the `role` of `node`, if connected) and gives the future of
@@ -233,6 +240,25 @@ impl<S: BatchSender> Link<S> {
         size: usize,
         deadline: Instant,
     ) -> impl Future<Output = Result<S::Reply, Failure>> + Send + use<S> {
+        let reply = self.call_untimed(request, size, deadline);
+        async move {
+            match tokio::time::timeout_at(deadline.into(), reply).await {
+                Ok(result) => result,
+                Err(_) => Err(Failure::Timeout),
+            }
+        }
+    }
+
+    /// As [`Link::call`], without a timer of its own: the reply comes when the batch carrying
+    /// the request was answered or failed (its RPC is bounded by the deadline of its most
+    /// patient request), so it may come after `deadline`. For a caller that bounds the wait
+    /// for several calls with one timer.
+    pub fn call_untimed(
+        &self,
+        request: S::Request,
+        size: usize,
+        deadline: Instant,
+    ) -> impl Future<Output = Result<S::Reply, Failure>> + Send + use<S> {
         let (reply, answer) = oneshot::channel();
         let queued = Queued {
             request,
@@ -249,19 +275,22 @@ impl<S: BatchSender> Link<S> {
                 }
                 Err(mpsc::error::TrySendError::Closed(_)) => false,
             };
+        let expired = move || {
+            if Instant::now() >= deadline {
+                Failure::Timeout
+            } else {
+                Failure::Error
+            }
+        };
         async move {
             if !sent {
-                return Err(if Instant::now() >= deadline {
-                    Failure::Timeout
-                } else {
-                    Failure::Error
-                });
+                return Err(expired());
             }
-            match tokio::time::timeout_at(deadline.into(), answer).await {
-                Ok(Ok(result)) => result,
-                // The link dropped the request without an answer: it is shutting down.
-                Ok(Err(_)) => Err(Failure::Error),
-                Err(_) => Err(Failure::Timeout),
+            match answer.await {
+                Ok(result) => result,
+                // Dropped without an answer: its deadline passed before it was sent, or the
+                // link is shutting down.
+                Err(_) => Err(expired()),
             }
         }
     }
@@ -300,8 +329,10 @@ async fn run<S: BatchSender>(
         let mut bytes = 0;
         let mut next = Some(first);
         while let Some(queued) = next.take() {
-            // A caller that gave up (timed out, or dropped its future) needs no request sent.
-            if !queued.reply.is_closed() && queued.deadline > now {
+            // A caller that gave up (timed out, or dropped its future) needs no request sent,
+            // unless the request must be delivered all the same.
+            let wanted = !queued.reply.is_closed() || S::must_deliver(&queued.request);
+            if wanted && queued.deadline > now {
                 if !requests.is_empty() && bytes + queued.size > limits.max_bytes {
                     carried = Some(queued);
                     break;
