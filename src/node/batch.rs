@@ -3,10 +3,13 @@
 //! A remote call through ractor_cluster crosses several actor mailboxes and spawns tasks on
 //! both sides, whatever its size; under load that fixed cost, not the payload, bounds a node.
 //! A [`Link`] carries the requests of many callers in one RPC: callers queue a request and a
-//! reply slot, and the link's task takes the first one waiting, drains whatever else is queued
-//! (up to [`BatchLimits`]) and sends it all as one message. It never waits for an answer before
-//! sending the next batch, so under light load every batch holds one request and adds no delay;
-//! under load batches grow by themselves and the per-message cost is shared.
+//! reply slot, and the link's task takes the first one waiting, yields once (so that the task
+//! that queued it, and the others ready on its thread, can queue theirs), drains whatever else
+//! is queued (up to [`BatchLimits`]) and sends it all as one message. It never waits for an
+//! answer before sending the next batch, so under light load every batch holds one request and
+//! adds only that one pass of the scheduler; under load batches grow by themselves and the
+//! per-message cost is shared. Without the yield, a thread with nothing else to do would take
+//! the link's task as soon as it is woken and send most requests alone.
 //!
 //! Semantics stay those of one RPC per request: each caller gets its own reply, its own
 //! timeout holds, and a batch that fails or times out is a failure (never an ack) for every
@@ -319,7 +322,13 @@ async fn run<S: BatchSender>(
         let first = match carried.take() {
             Some(first) => first,
             None => match rx.recv().await {
-                Some(first) => first,
+                Some(first) => {
+                    // Woken by the first request of a burst: let the task that queued it
+                    // (and the others ready on this thread) queue the rest before the batch
+                    // is cut, rather than have an idle thread send it alone.
+                    tokio::task::yield_now().await;
+                    first
+                }
                 None => return,
             },
         };
