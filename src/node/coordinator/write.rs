@@ -203,7 +203,11 @@ pub(super) async fn coordinate(
     // The calls still out are dropped: their puts reach the replicas all the same, and
     // nothing here needs their acks.
     drop(calls);
-    tracing::debug!(key_hash = stable_hash(&key), acks = run.acks(), "write answered");
+    tracing::debug!(
+        key_hash = stable_hash(&key),
+        acks = run.acks(),
+        "write answered"
+    );
     record_answers("acks", &acked);
     match acked {
         Ok(Ok((answer, _))) => Ok(Context::from_clock(answer)),
