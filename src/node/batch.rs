@@ -3,10 +3,13 @@
 //! A remote call through ractor_cluster crosses several actor mailboxes and spawns tasks on
 //! both sides, whatever its size; under load that fixed cost, not the payload, bounds a node.
 //! A [`Link`] carries the requests of many callers in one RPC: callers queue a request and a
-//! reply slot, and the link's task takes the first one waiting, drains whatever else is queued
-//! (up to [`BatchLimits`]) and sends it all as one message. It never waits for an answer before
-//! sending the next batch, so under light load every batch holds one request and adds no delay;
-//! under load batches grow by themselves and the per-message cost is shared.
+//! reply slot, and the link's task takes the first one waiting, yields once (so that the task
+//! that queued it, and the others ready on its thread, can queue theirs), drains whatever else
+//! is queued (up to [`BatchLimits`]) and sends it all as one message. It never waits for an
+//! answer before sending the next batch, so under light load every batch holds one request and
+//! adds only that one pass of the scheduler; under load batches grow by themselves and the
+//! per-message cost is shared. Without the yield, a thread with nothing else to do would take
+//! the link's task as soon as it is woken and send most requests alone.
 //!
 //! Semantics stay those of one RPC per request: each caller gets its own reply, its own
 //! timeout holds, and a batch that fails or times out is a failure (never an ack) for every
@@ -67,6 +70,13 @@ pub trait BatchSender: Send + 'static {
     /// returns (the link keeps the requests, to send again those left unanswered); the future
     /// only waits for the answer.
     fn send(&mut self, requests: &[Self::Request], timeout: Duration) -> BatchAnswer<Self::Reply>;
+
+    /// True for a request that is sent once queued even if its caller stopped waiting (before
+    /// its deadline still): a write whose caller was answered by others must still reach its
+    /// replica. Other requests are left out when nobody waits for their reply.
+    fn must_deliver(_request: &Self::Request) -> bool {
+        false
+    }
 }
 
 /// Sends one batch RPC to `actor` (the `role` of `node`, if connected) and gives the future of
@@ -233,6 +243,25 @@ impl<S: BatchSender> Link<S> {
         size: usize,
         deadline: Instant,
     ) -> impl Future<Output = Result<S::Reply, Failure>> + Send + use<S> {
+        let reply = self.call_untimed(request, size, deadline);
+        async move {
+            match tokio::time::timeout_at(deadline.into(), reply).await {
+                Ok(result) => result,
+                Err(_) => Err(Failure::Timeout),
+            }
+        }
+    }
+
+    /// As [`Link::call`], without a timer of its own: the reply comes when the batch carrying
+    /// the request was answered or failed (its RPC is bounded by the deadline of its most
+    /// patient request), so it may come after `deadline`. For a caller that bounds the wait
+    /// for several calls with one timer.
+    pub fn call_untimed(
+        &self,
+        request: S::Request,
+        size: usize,
+        deadline: Instant,
+    ) -> impl Future<Output = Result<S::Reply, Failure>> + Send + use<S> {
         let (reply, answer) = oneshot::channel();
         let queued = Queued {
             request,
@@ -249,19 +278,22 @@ impl<S: BatchSender> Link<S> {
                 }
                 Err(mpsc::error::TrySendError::Closed(_)) => false,
             };
+        let expired = move || {
+            if Instant::now() >= deadline {
+                Failure::Timeout
+            } else {
+                Failure::Error
+            }
+        };
         async move {
             if !sent {
-                return Err(if Instant::now() >= deadline {
-                    Failure::Timeout
-                } else {
-                    Failure::Error
-                });
+                return Err(expired());
             }
-            match tokio::time::timeout_at(deadline.into(), answer).await {
-                Ok(Ok(result)) => result,
-                // The link dropped the request without an answer: it is shutting down.
-                Ok(Err(_)) => Err(Failure::Error),
-                Err(_) => Err(Failure::Timeout),
+            match answer.await {
+                Ok(result) => result,
+                // Dropped without an answer: its deadline passed before it was sent, or the
+                // link is shutting down.
+                Err(_) => Err(expired()),
             }
         }
     }
@@ -290,7 +322,13 @@ async fn run<S: BatchSender>(
         let first = match carried.take() {
             Some(first) => first,
             None => match rx.recv().await {
-                Some(first) => first,
+                Some(first) => {
+                    // Woken by the first request of a burst: let the task that queued it
+                    // (and the others ready on this thread) queue the rest before the batch
+                    // is cut, rather than have an idle thread send it alone.
+                    tokio::task::yield_now().await;
+                    first
+                }
                 None => return,
             },
         };
@@ -300,8 +338,10 @@ async fn run<S: BatchSender>(
         let mut bytes = 0;
         let mut next = Some(first);
         while let Some(queued) = next.take() {
-            // A caller that gave up (timed out, or dropped its future) needs no request sent.
-            if !queued.reply.is_closed() && queued.deadline > now {
+            // A caller that gave up (timed out, or dropped its future) needs no request sent,
+            // unless the request must be delivered all the same.
+            let wanted = !queued.reply.is_closed() || S::must_deliver(&queued.request);
+            if wanted && queued.deadline > now {
                 if !requests.is_empty() && bytes + queued.size > limits.max_bytes {
                     carried = Some(queued);
                     break;

@@ -69,7 +69,9 @@ impl ReplicaLinks {
         }
     }
 
-    /// Sends `put` to `node`; `Ok` is its ack.
+    /// Sends `put` to `node`; `Ok` is its ack. The put is queued at once and sent before
+    /// `deadline` even if the future is dropped: nobody needs to wait for a write to reach
+    /// its replica.
     pub fn put(
         &self,
         node: &NodeId,
@@ -77,12 +79,28 @@ impl ReplicaLinks {
         deadline: Instant,
     ) -> impl Future<Output = Result<(), Failure>> + Send + use<> {
         let call = self.call(node, ReplicaRequest::Put(put), deadline);
-        async move {
-            match call.await? {
-                ReplicaReply::Stored => Ok(()),
-                ReplicaReply::Got(_) | ReplicaReply::Refused(_) => Err(Failure::Error),
-            }
-        }
+        async move { stored(call.await?) }
+    }
+
+    /// As [`ReplicaLinks::put`], without a timer of its own: the ack or failure may come
+    /// after `deadline`, for a caller that bounds its wait for all of a write's replicas at
+    /// once.
+    pub fn put_untimed(
+        &self,
+        node: &NodeId,
+        put: ReplicaPut,
+        deadline: Instant,
+    ) -> impl Future<Output = Result<(), Failure>> + Send + use<> {
+        let request = ReplicaRequest::Put(put);
+        let size = request.size_bound();
+        let call = self.link(node).call_untimed(request, size, deadline);
+        async move { stored(call.await?) }
+    }
+
+    /// Queues `put` for `node`, to be sent before `deadline`, without waiting for its ack.
+    pub fn send_put(&self, node: &NodeId, put: ReplicaPut, deadline: Instant) {
+        // The put is queued when the call is made; its ack is not needed.
+        drop(self.put_untimed(node, put, deadline));
     }
 
     /// Requests and RPCs sent to each peer so far: (peer, batches, requests).
@@ -105,6 +123,14 @@ impl ReplicaLinks {
             peers: Arc::clone(&self.peers),
             node: node.clone(),
         })
+    }
+}
+
+/// A replica's answer to a put: `Ok` only when it stored the write.
+fn stored(reply: ReplicaReply) -> Result<(), Failure> {
+    match reply {
+        ReplicaReply::Stored => Ok(()),
+        ReplicaReply::Got(_) | ReplicaReply::Refused(_) => Err(Failure::Error),
     }
 }
 
@@ -134,5 +160,29 @@ impl BatchSender for StorageSender {
             timeout,
             |port| StorageMsg::Batch(batch, port),
         )
+    }
+
+    fn must_deliver(request: &ReplicaRequest) -> bool {
+        // A write's caller may be answered by the other replicas before this one acks; the
+        // replica gets it all the same. A read nobody waits for is not worth sending.
+        matches!(request, ReplicaRequest::Put(_))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::core::version::VersionSet;
+
+    #[test]
+    fn replica_puts_must_be_delivered_and_reads_need_not() {
+        let key = Key::from_static(b"k");
+        let put = ReplicaPut {
+            key: key.clone(),
+            versions: VersionSet::new(),
+            hint_for: None,
+        };
+        assert!(StorageSender::must_deliver(&ReplicaRequest::Put(put)));
+        assert!(!StorageSender::must_deliver(&ReplicaRequest::Get(key)));
     }
 }

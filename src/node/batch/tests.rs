@@ -26,6 +26,11 @@ impl BatchSender for FakePeer {
                 .unwrap_or_else(|_| Err(BatchError::Failed("test ended".into())))
         })
     }
+
+    // Requests from 100 up play writes: sent even when their caller gave up.
+    fn must_deliver(request: &u32) -> bool {
+        *request >= 100
+    }
 }
 
 fn link(limits: BatchLimits) -> (Link<FakePeer>, mpsc::UnboundedReceiver<(Vec<u32>, Answer)>) {
@@ -196,6 +201,40 @@ async fn callers_that_gave_up_are_left_out_of_the_batch() {
     assert_eq!(last.await, Ok(40));
     drop(link);
     assert_eq!(answers.await.unwrap(), vec![vec![1, 4]]);
+}
+
+#[tokio::test]
+async fn a_request_that_must_be_delivered_is_sent_though_its_caller_gave_up() {
+    let (link, mut rx) = link(ROOMY);
+    let first = link.call(1, 1, soon());
+    drop(link.call(2, 1, soon()));
+    drop(link.call(100, 1, soon()));
+    drop(link.call_untimed(101, 1, soon()));
+    // Its deadline still holds: past it, nobody could count its ack.
+    drop(link.call(102, 1, Instant::now()));
+    let (batch, answer) = rx.recv().await.unwrap();
+    assert_eq!(batch, vec![1, 100, 101], "the abandoned read is left out");
+    // Answered in part: the abandoned write left out of the answer goes again.
+    let _ = answer.send(Ok(vec![10, 1000]));
+    assert_eq!(first.await, Ok(10));
+    let (again, answer) = rx.recv().await.unwrap();
+    assert_eq!(again, vec![101]);
+    let _ = answer.send(Ok(vec![1010]));
+    drop(link);
+    assert!(rx.recv().await.is_none(), "nothing else was sent");
+}
+
+#[tokio::test]
+async fn an_untimed_call_gets_its_reply_or_a_timeout_once_its_deadline_passed() {
+    let (link, rx) = link(ROOMY);
+    let answers = answer_all(rx);
+    assert_eq!(link.call_untimed(7, 1, soon()).await, Ok(70));
+    assert_eq!(
+        link.call_untimed(8, 1, Instant::now()).await,
+        Err(Failure::Timeout)
+    );
+    drop(link);
+    assert_eq!(answers.await.unwrap(), vec![vec![7]]);
 }
 
 #[tokio::test]

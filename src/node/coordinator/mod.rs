@@ -21,6 +21,8 @@ mod write;
 
 use std::sync::Arc;
 
+use futures::StreamExt;
+use futures::stream::FuturesOrdered;
 use ractor::{Actor, ActorProcessingErr, ActorRef, pg};
 
 pub(super) use self::forward::forward;
@@ -65,12 +67,15 @@ impl Actor for CoordinatorActor {
                 let shared = Arc::clone(shared);
                 tokio::spawn(async move {
                     let answer = match writes {
-                        Ok(writes) => Ok(futures::future::join_all(
-                            writes
-                                .into_iter()
-                                .map(|write| forwarded::serve(&shared, write)),
-                        )
-                        .await),
+                        // Ordered as the batch, and each write polled only when its own
+                        // answers come (a `join_all` of more than a few would poll them all
+                        // on every one).
+                        Ok(writes) => Ok(writes
+                            .into_iter()
+                            .map(|write| forwarded::serve(&shared, write))
+                            .collect::<FuturesOrdered<_>>()
+                            .collect::<Vec<_>>()
+                            .await),
                         Err(e) => Err(e),
                     };
                     let _ = reply.send(Payload(answer));

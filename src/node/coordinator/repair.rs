@@ -4,7 +4,7 @@
 //! What to repair is the pure [`ReadRun::repairs`]'s decision (owners only: a fallback's copy
 //! is a hint on its way to its owner, and this node's own copy is repaired in place). The
 //! repairs are sent as ordinary replica writes, under the write timeout, and nobody waits for
-//! them: the client was answered long before.
+//! them (a replica put is sent once queued): the client was answered long before.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -18,7 +18,6 @@ pub(super) fn read_repair(shared: &Arc<NodeShared>, run: &ReadRun) {
     shared.metrics.read_repairs.inc_by(repairs.len() as u64);
     let deadline = Instant::now() + Duration::from_millis(shared.quorum.load().put_timeout_ms);
     for out in repairs {
-        // Awaited by a task of its own: a request nobody waits for is never sent.
-        tokio::spawn(shared.replicas.put(&out.to, out.put, deadline));
+        shared.replicas.send_put(&out.to, out.put, deadline);
     }
 }

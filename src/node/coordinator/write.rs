@@ -14,8 +14,11 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use futures::future::Either;
+use futures::stream::FuturesUnordered;
+use tokio::sync::oneshot;
 
-use super::fanout::{Call, drive};
+use super::fanout::settle;
 use super::forward::{forward, remaining_ms};
 use super::spans::{record_answers, record_fan_out, record_forward};
 use super::{check_member, read};
@@ -134,7 +137,8 @@ pub(super) fn admit(
 }
 
 /// Coordinates the write here: applies it, sends the replica writes, and answers at `w` acks
-/// (or when they can no longer come) before `deadline`.
+/// (or when they can no longer come) before `deadline`. The replica writes still out then are
+/// sent all the same; their acks are not waited for.
 pub(super) async fn coordinate(
     shared: &Arc<NodeShared>,
     key: Key,
@@ -151,7 +155,7 @@ pub(super) async fn coordinate(
     };
     let now = NodeShared::wall_ms();
     let local = shared.local();
-    let (run, outgoing) = shared
+    let (mut run, outgoing) = shared
         .with_view(|view, _| WriteRun::start(&local, view, request, now))
         .map_err(|e| match e {
             WriteError::Ring(_) => ClientError::Unavailable("the ring is empty".into()),
@@ -168,26 +172,42 @@ pub(super) async fn coordinate(
     }
     tracing::debug!(dot = %run.dot().counter, "coordinating write");
     record_fan_out(&shared.me, run.targets(), w);
-    let mut calls: Vec<Call<()>> = Vec::new();
-    if run.awaits_local_sync() {
-        let (shared, me) = (Arc::clone(shared), shared.me.clone());
-        calls.push(Box::pin(async move {
-            let synced = shared.sync_store().await;
+    // The local ack, when it waits for an fsync: registered now, so the fsync covers the
+    // write (and a failure is told) whether or not anyone still waits for it.
+    let local_sync = run.awaits_local_sync().then(|| {
+        let (tx, rx) = oneshot::channel();
+        shared.after_sync(move |synced| {
             if let Err(e) = &synced {
                 tracing::warn!(error = %e, "a write applied here could not be made durable");
             }
-            (me, synced.map_err(|_| Failure::Error))
-        }));
-    }
-    for out in outgoing {
-        let ack = shared.replicas.put(&out.to, out.put, deadline);
-        calls.push(Box::pin(async move { (out.to, ack.await) }));
-    }
-    let key_hash = stable_hash(&key);
-    let finished = move |run: WriteRun| {
-        tracing::debug!(key_hash, acks = run.acks(), "write fan-out finished");
-    };
-    let acked = drive(run, calls, finished).await;
+            let _ = tx.send(synced.is_ok());
+        });
+        let me = shared.me.clone();
+        async move {
+            // No answer: the fsync thread went away, and nothing says the write is durable.
+            let synced = rx.await.unwrap_or(false);
+            (me, if synced { Ok(()) } else { Err(Failure::Error) })
+        }
+    });
+    // Queued on the links now, and sent even once nobody waits for them.
+    let remote = outgoing.into_iter().map(|out| {
+        let ack = shared.replicas.put_untimed(&out.to, out.put, deadline);
+        async move { (out.to, ack.await) }
+    });
+    let mut calls: FuturesUnordered<_> = local_sync
+        .into_iter()
+        .map(Either::Left)
+        .chain(remote.map(Either::Right))
+        .collect();
+    let acked = settle(&mut run, &mut calls, deadline).await.ok_or(());
+    // The calls still out are dropped: their puts reach the replicas all the same, and
+    // nothing here needs their acks.
+    drop(calls);
+    tracing::debug!(
+        key_hash = stable_hash(&key),
+        acks = run.acks(),
+        "write answered"
+    );
     record_answers("acks", &acked);
     match acked {
         Ok(Ok((answer, _))) => Ok(Context::from_clock(answer)),
