@@ -34,6 +34,11 @@ use super::wire::Payload;
 use crate::core::ids::NodeId;
 use crate::core::quorum::Failure;
 
+/// Requests one per-peer link holds waiting to be sent; more fail at once. The link's task
+/// sends without waiting for answers, so a queue this long means a peer far behind (32 full
+/// batches): a failed replica then costs less than memory that grows until the node dies.
+pub const LINK_QUEUE: usize = 4096;
+
 /// How large one batch may grow.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct BatchLimits {

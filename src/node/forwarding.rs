@@ -10,9 +10,8 @@ use std::time::{Duration, Instant};
 
 use prometheus_client::metrics::counter::Counter;
 
-use super::batch::{BatchAnswer, BatchLimits, BatchSender, PeerLinks, send_batch};
+use super::batch::{BatchAnswer, BatchLimits, BatchSender, LINK_QUEUE, PeerLinks, send_batch};
 use super::peers::Peers;
-use super::replicas::LINK_QUEUE;
 use super::wire::{CoordinatorMsg, ForwardedWrite, Payload};
 use crate::config::MAX_FRAME_BYTES;
 use crate::core::ids::NodeId;

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use prometheus_client::metrics::counter::Counter;
 
 use super::batch::{
-    BatchAnswer, BatchError, BatchLimits, BatchSender, Link, PeerLinks, send_batch,
+    BatchAnswer, BatchError, BatchLimits, BatchSender, LINK_QUEUE, Link, PeerLinks, send_batch,
 };
 use super::peers::Peers;
 use super::wire::{Encoded, ReplicaPut, ReplicaReply, ReplicaRequest, StorageMsg};
@@ -27,11 +27,6 @@ pub const STORAGE_BATCH: BatchLimits = BatchLimits {
     max_bytes: MAX_FRAME_BYTES / 4,
     max_queued: LINK_QUEUE,
 };
-
-/// Requests one per-peer link holds waiting to be sent; more fail at once. The link's task
-/// sends without waiting for answers, so a queue this long means a peer far behind (32 full
-/// batches): a failed replica then costs less than memory that grows until the node dies.
-pub const LINK_QUEUE: usize = 4096;
 
 /// Largest answer a Storage actor puts into one reply (by the replies' size bounds); it
 /// leaves the rest of a batch out, for the sender to ask again.

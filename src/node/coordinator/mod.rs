@@ -6,9 +6,9 @@
 //! arrive: they make no dot, so forwarding would only add a hop. The decisions are the pure
 //! [`WriteRun`](crate::core::write::WriteRun) and [`ReadRun`](crate::core::read::ReadRun)'s;
 //! this module sends what they ask for through the batching links and feeds the answers back.
-//! One file per concept: the write path ([`write`]), the read path ([`read`]), read repair
-//! (`repair`), writes handed between nodes (`forward`), the fan-out driver (`fanout`) and the
-//! request spans (`spans`). The Coordinator actor here serves what other processes hand to
+//! One file per concept: the write path ([`write`](mod@write)), the read path
+//! ([`read`](mod@read)), read repair (`repair`), writes handed to another node (`forward`) and
+//! served for one (`forwarded`), the fan-out driver (`fanout`) and the request spans (`spans`). The Coordinator actor here serves what other processes hand to
 //! this node: forwarded writes, and native clients' reads.
 
 mod fanout;
