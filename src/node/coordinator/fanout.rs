@@ -120,7 +120,7 @@ pub(super) fn drive<F: Fanout>(
     let (tx, rx) = oneshot::channel();
     tokio::spawn(async move {
         let mut tx = Some(tx);
-        let settle = |run: &F, tx: &mut Option<oneshot::Sender<_>>| {
+        let answer_once = |run: &F, tx: &mut Option<oneshot::Sender<_>>| {
             if tx.is_none() {
                 return;
             }
@@ -130,11 +130,11 @@ pub(super) fn drive<F: Fanout>(
                 let _ = tx.send(answer);
             }
         };
-        settle(&run, &mut tx);
+        answer_once(&run, &mut tx);
         let mut calls: FuturesUnordered<Call<F::Reply>> = calls.into_iter().collect();
         while let Some((node, result)) = calls.next().await {
             run.feed(&node, result);
-            settle(&run, &mut tx);
+            answer_once(&run, &mut tx);
         }
         finally(run);
     });
