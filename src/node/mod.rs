@@ -50,6 +50,7 @@ pub use resident::resident_bytes;
 mod ring_actor;
 mod sessions;
 mod shared;
+mod short_slice;
 mod storage_actor;
 mod syncer;
 pub mod wire;

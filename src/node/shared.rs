@@ -163,7 +163,10 @@ impl NodeShared {
         let ack_after_sync = store.engine().durable() && config.fsync == Fsync::Always;
         let syncer = ack_after_sync.then(|| {
             let store = Arc::clone(&store);
-            Syncer::new(Arc::new(move || store.engine().sync()))
+            Syncer::new(
+                Arc::new(move || store.engine().sync()),
+                super::syncer::ROUND_SPACING,
+            )
         });
         let (fatal, _) = watch::channel(None);
         let metrics = Metrics::default();

@@ -12,13 +12,15 @@
 //! fills; none is acknowledged before.
 //!
 //! Layout: keyspace `data` maps `[segment: u16 BE][key]` to a record (see `record.rs`), so one
-//! anti-entropy segment is one prefix scan; keyspace `hints` holds the hints kept for other
+//! anti-entropy segment is one prefix scan; each segment's recent records are also kept in
+//! memory under the segment's lock (`cache.rs`); keyspace `hints` holds the hints kept for other
 //! nodes (`hints.rs`). The store's named entries (actor id, counter lease, clean-stop marker,
 //! membership) live in a status file beside the database (`status.rs`), out of reach of what
 //! can go wrong in its journal.
 //! Writes are refused with [`EngineError::DiskFull`] while the file system has less than the
 //! reserve free, before the engine itself runs out of space and stops writing for good.
 
+mod cache;
 pub(crate) mod hints;
 mod journal_sync;
 pub(crate) mod record;
@@ -26,6 +28,7 @@ pub(crate) mod status;
 #[cfg(test)]
 mod tests;
 
+use std::cell::RefCell;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -33,8 +36,9 @@ use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::Duration;
 
 use bytes::Bytes;
-use fjall::{Database, Keyspace, KeyspaceCreateOptions, PersistMode};
+use fjall::{Database, Keyspace, KeyspaceCreateOptions, PersistMode, Slice};
 
+use cache::SegmentCache;
 pub use hints::DiskHints;
 use journal_sync::JournalSync;
 use status::StatusFile;
@@ -77,7 +81,8 @@ pub struct DiskEngine {
     hints: Keyspace,
     status: Mutex<StatusFile>,
     journals: JournalSync,
-    locks: Box<[Mutex<()>]>,
+    // One lock per segment, over the segment's cached records.
+    locks: Box<[Mutex<SegmentCache>]>,
     fsync: Fsync,
     full: Arc<AtomicBool>,
     path: PathBuf,
@@ -120,7 +125,11 @@ impl DiskEngine {
         };
         // fjall asserts on some damage it finds while replaying; that is a corrupt directory,
         // not a reason to take the process down with a backtrace.
-        let opened = std::panic::catch_unwind(|| Database::builder(dir).open());
+        // fjall's block cache gets its default 32 MiB less what the record cache may hold, so
+        // that a node's fixed memory stays what it was before that cache.
+        let block_cache = (32 << 20) - cache::CACHE_BYTES as u64;
+        let opened =
+            std::panic::catch_unwind(|| Database::builder(dir).cache_size(block_cache).open());
         let db = match opened {
             Ok(db) => db.map_err(|e| open_error(dir, e))?,
             Err(_) => return Err(corrupt("the engine failed reading its files".into())),
@@ -149,7 +158,9 @@ impl DiskEngine {
             hints,
             status: Mutex::new(status),
             journals: JournalSync::new(dir.to_path_buf()),
-            locks: (0..SEGMENTS).map(|_| Mutex::new(())).collect(),
+            locks: (0..SEGMENTS)
+                .map(|_| Mutex::new(SegmentCache::default()))
+                .collect(),
             fsync,
             full,
             path: dir.to_path_buf(),
@@ -225,7 +236,9 @@ impl DiskEngine {
 struct DiskSegment<'a> {
     engine: &'a DiskEngine,
     segment: u16,
-    _locked: MutexGuard<'a, ()>,
+    // Held while the segment is in use: no other change of its keys meanwhile. A read
+    // updates the cache too, through a shared reference.
+    cache: RefCell<MutexGuard<'a, SegmentCache>>,
 }
 
 impl DiskSegment<'_> {
@@ -233,8 +246,15 @@ impl DiskSegment<'_> {
         record::disk_key(self.segment, key)
     }
 
-    fn stored(&self, key: &[u8]) -> Result<Option<fjall::Slice>, EngineError> {
-        self.engine.data.get(self.disk_key(key)).map_err(failed)
+    fn stored(&self, key: &[u8]) -> Result<Option<Slice>, EngineError> {
+        if let Some(record) = self.cache.borrow_mut().get(key) {
+            return Ok(Some(record));
+        }
+        let stored = self.engine.data.get(self.disk_key(key)).map_err(failed)?;
+        if let Some(record) = &stored {
+            self.cache.borrow_mut().put(key, record.clone());
+        }
+        Ok(stored)
     }
 }
 
@@ -254,17 +274,23 @@ impl Segment for DiskSegment<'_> {
 
     fn put(&mut self, key: &[u8], digest: u64, set: &VersionSet) -> Result<(), EngineError> {
         self.engine.check_space()?;
-        let encoded = record::encode(digest, set);
+        let encoded = Slice::from(record::encode(digest, set));
+        let disk_key = self.disk_key(key);
+        let cache = self.cache.get_mut();
+        // Dropped first: whatever fjall makes of a failed insert, the cache claims nothing.
+        cache.forget(key);
         self.engine
             .data
-            .insert(self.disk_key(key), encoded)
+            .insert(disk_key, encoded.clone())
             .map_err(failed)?;
+        cache.put(key, encoded);
         self.engine.handed_over()
     }
 
     fn remove(&mut self, key: &[u8]) -> Result<(), EngineError> {
         // A removal frees space in the end, but writes a tombstone first.
         self.engine.check_space()?;
+        self.cache.get_mut().forget(key);
         self.engine
             .data
             .remove(self.disk_key(key))
@@ -285,7 +311,7 @@ impl Engine for DiskEngine {
         f(&mut DiskSegment {
             engine: self,
             segment: number,
-            _locked: lock.lock().unwrap_or_else(|p| p.into_inner()),
+            cache: RefCell::new(lock.lock().unwrap_or_else(|p| p.into_inner())),
         });
     }
 

@@ -12,6 +12,7 @@ use crate::config::Fsync;
 use crate::core::ids::NodeId;
 use crate::core::ids::{ActorId, Key};
 use crate::core::ring::Ring;
+use crate::core::segments::segment_of;
 use crate::core::store::{CELLS, SEGMENTS, SetLimits, Store};
 use crate::core::vclock::VClock;
 use crate::core::version::VersionSet;
@@ -96,39 +97,40 @@ fn observe(store: &Store, only: Option<u8>) -> impl PartialEq + std::fmt::Debug 
 // Applies `op` to `store`; `peer` coordinates the sets that are merged. Returns what the
 // store answered, for comparing.
 fn apply(store: &Store, peer: &Store, op: &Op, now: u64) -> String {
+    let k = match op {
+        Op::Write { key, .. } | Op::Merge { key, .. } | Op::Purge { key } | Op::Hand { key } => key,
+    };
+    apply_to(store, peer, op, &key(*k), now)
+}
+
+// `op` applied to `key` instead of the key it names.
+fn apply_to(store: &Store, peer: &Store, op: &Op, key: &Key, now: u64) -> String {
     match op {
         Op::Write {
-            key: k,
-            value,
-            read_first,
+            value, read_first, ..
         } => {
             let context = if *read_first {
-                store.get(&key(*k)).read().context
+                store.get(key).read().context
             } else {
                 VClock::new()
             };
             let value = value.map(|v| Bytes::from(vec![v; 1 + v as usize % 40]));
-            format!("{:?}", store.coordinate(&key(*k), &context, value, now))
+            format!("{:?}", store.coordinate(key, &context, value, now))
         }
-        Op::Merge { key: k, value } => {
+        Op::Merge { value, .. } => {
             let set = peer
-                .coordinate(
-                    &key(*k),
-                    &VClock::new(),
-                    Some(Bytes::from(vec![*value])),
-                    now,
-                )
+                .coordinate(key, &VClock::new(), Some(Bytes::from(vec![*value])), now)
                 .map(|c| c.versions)
                 .unwrap_or_default();
-            format!("{:?}", store.merge(&key(*k), &set))
+            format!("{:?}", store.merge(key, &set))
         }
-        Op::Purge { key: k } => {
-            let digest = store.digest(&key(*k));
-            format!("{}", store.purge_tombstones(&key(*k), digest, now))
+        Op::Purge { .. } => {
+            let digest = store.digest(key);
+            format!("{}", store.purge_tombstones(key, digest, now))
         }
-        Op::Hand { key: k } => {
-            let digest = store.digest(&key(*k));
-            format!("{}", store.remove_handed(&key(*k), digest))
+        Op::Hand { .. } => {
+            let digest = store.digest(key);
+            format!("{}", store.remove_handed(key, digest))
         }
     }
 }
@@ -166,6 +168,67 @@ proptest! {
             .coordinate(&key(99), &VClock::new(), Some(Bytes::from("after")), 0)
             .expect("a write after reopening");
         prop_assert!(next.dot.counter > issued, "dot {} reissued (issued {})", next.dot.counter, issued);
+    }
+}
+
+#[test]
+fn a_segment_whose_records_outgrow_its_cache_answers_every_change_and_reopens_to_it() {
+    // Many keys of one segment, written, merged, purged and handed off in turns: the engine's
+    // record cache keeps some of them and evicts the others, and every answer must be the
+    // in-memory engine's, before and after reopening.
+    let segment = segment_of(b"crowded-0");
+    let keys: Vec<Key> = (0u64..)
+        .map(|i| Bytes::from(format!("crowded-{i}")))
+        .filter(|k| segment_of(k) == segment)
+        .take(160)
+        .collect();
+    // Each cached record costs at least its overhead: the cache cannot hold them all.
+    assert!(keys.len() * super::cache::ENTRY_OVERHEAD > 2 * super::cache::BYTES_PER_SEGMENT);
+    let dir = TempDir::new("disk-engine");
+    let memory = Store::new(actor());
+    let disk = open_disk(dir.path());
+    let (peer_m, peer_d) = (
+        Store::new(ActorId::new("p", 1)),
+        Store::new(ActorId::new("p", 1)),
+    );
+    let ops = |i: usize, round: usize| {
+        let value = u8::try_from((i * 7 + round * 3) % 256).unwrap_or(0);
+        match (i + round) % 7 {
+            0 | 1 | 2 => Op::Write {
+                key: 0,
+                value: Some(value),
+                read_first: round % 2 == 0,
+            },
+            3 => Op::Write {
+                key: 0,
+                value: None,
+                read_first: true,
+            },
+            4 | 5 => Op::Merge { key: 0, value },
+            _ if round % 3 == 2 => Op::Hand { key: 0 },
+            _ => Op::Purge { key: 0 },
+        }
+    };
+    let mut now = 0;
+    for round in 0..6 {
+        for (i, k) in keys.iter().enumerate() {
+            now += 1;
+            let op = ops(i, round);
+            let answers = (
+                apply_to(&memory, &peer_m, &op, k, now),
+                apply_to(&disk, &peer_d, &op, k, now),
+            );
+            assert_eq!(answers.0, answers.1, "round {round}, key {i}: {op:?}");
+        }
+        for (i, k) in keys.iter().enumerate().rev() {
+            assert_eq!(memory.get(k), disk.get(k), "round {round}, key {i}");
+            assert_eq!(memory.digest(k), disk.digest(k), "round {round}, key {i}");
+        }
+    }
+    drop(disk);
+    let reopened = open_disk(dir.path());
+    for (i, k) in keys.iter().enumerate() {
+        assert_eq!(memory.get(k), reopened.get(k), "reopened, key {i}");
     }
 }
 

@@ -1,0 +1,120 @@
+//! The records of one segment read or written lately, kept in memory beside fjall.
+//!
+//! Every write is a read-merge-write, and a point read in fjall walks a skip list of every
+//! version still in its memtable, then the tables below it: a few microseconds each, the
+//! largest part of what a write costs on disk beyond memory. A segment's recent records are
+//! kept here (RocksDB's row cache does the same for it), as the bytes fjall holds, so a hit
+//! costs a short scan under the segment's lock. Each segment keeps at most
+//! [`BYTES_PER_SEGMENT`], least recently used out first: a bound on the whole cache whatever
+//! the data's size, so that values still live on disk.
+//!
+//! The cache is only ever a copy: the segment's lock is held for every change of the
+//! segment's keys in fjall, and an entry is dropped before its key changes in fjall and put
+//! back only once fjall took the change.
+
+use fjall::Slice;
+
+use crate::core::segments::SEGMENTS;
+
+/// What one segment may keep: 8 MiB over all segments.
+pub const BYTES_PER_SEGMENT: usize = CACHE_BYTES / SEGMENTS;
+
+/// The whole cache's bound.
+pub const CACHE_BYTES: usize = 8 << 20;
+
+// What an entry costs beside its key and record bytes (its slot, the key's allocation, the
+// record's header in fjall's buffer).
+pub const ENTRY_OVERHEAD: usize = 64;
+
+/// One segment's cached records, least recently used first.
+#[derive(Default)]
+pub struct SegmentCache {
+    entries: Vec<(Box<[u8]>, Slice)>,
+    bytes: usize,
+}
+
+impl SegmentCache {
+    /// The cached record of `key`, now the most recently used.
+    pub fn get(&mut self, key: &[u8]) -> Option<Slice> {
+        let at = self.position(key)?;
+        let entry = self.entries.remove(at);
+        let record = entry.1.clone();
+        self.entries.push(entry);
+        Some(record)
+    }
+
+    /// Keeps `record` as `key`'s, evicting the least recently used beyond the bound.
+    pub fn put(&mut self, key: &[u8], record: Slice) {
+        self.forget(key);
+        let cost = cost(key, &record);
+        if cost > BYTES_PER_SEGMENT {
+            return;
+        }
+        while self.bytes + cost > BYTES_PER_SEGMENT && !self.entries.is_empty() {
+            let (old_key, old_record) = self.entries.remove(0);
+            self.bytes -= self::cost(&old_key, &old_record);
+        }
+        self.bytes += cost;
+        self.entries.push((key.into(), record));
+    }
+
+    /// Drops `key`'s record, if cached.
+    pub fn forget(&mut self, key: &[u8]) {
+        if let Some(at) = self.position(key) {
+            let (old_key, old_record) = self.entries.remove(at);
+            self.bytes -= cost(&old_key, &old_record);
+        }
+    }
+
+    fn position(&self, key: &[u8]) -> Option<usize> {
+        self.entries.iter().position(|(k, _)| **k == *key)
+    }
+}
+
+fn cost(key: &[u8], record: &Slice) -> usize {
+    key.len() + record.len() + ENTRY_OVERHEAD
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(len: usize, fill: u8) -> Slice {
+        Slice::from(vec![fill; len])
+    }
+
+    #[test]
+    fn records_are_kept_replaced_forgotten_and_evicted_least_recently_used_first() {
+        let mut cache = SegmentCache::default();
+        assert_eq!(cache.get(b"a"), None);
+        cache.put(b"a", record(10, 1));
+        cache.put(b"b", record(10, 2));
+        assert_eq!(cache.get(b"a"), Some(record(10, 1)));
+        cache.put(b"a", record(12, 3));
+        assert_eq!(cache.get(b"a"), Some(record(12, 3)), "replaced");
+        cache.forget(b"a");
+        assert_eq!(cache.get(b"a"), None);
+        assert_eq!(cache.get(b"b"), Some(record(10, 2)));
+
+        // Fill the segment: the ones used least recently go first, and the bound holds.
+        let big = BYTES_PER_SEGMENT / 4;
+        cache.put(b"c", record(big, 4));
+        cache.put(b"d", record(big, 5));
+        assert!(cache.get(b"c").is_some());
+        cache.put(b"e", record(big, 6));
+        cache.put(b"f", record(big, 7));
+        assert!(cache.bytes <= BYTES_PER_SEGMENT);
+        assert_eq!(cache.get(b"b"), None, "least recently used");
+        assert_eq!(cache.get(b"d"), None, "not used since it was put");
+        for key in [b"c", b"e", b"f"] {
+            assert!(cache.get(key).is_some());
+        }
+
+        // A record larger than the bound is not kept, and does not empty the segment.
+        cache.put(b"g", record(BYTES_PER_SEGMENT, 8));
+        assert_eq!(cache.get(b"g"), None);
+        assert!(cache.get(b"f").is_some());
+        let sum: usize = cache.entries.iter().map(|(k, r)| cost(k, r)).sum();
+        assert_eq!(cache.bytes, sum, "the byte count follows the entries");
+    }
+}
