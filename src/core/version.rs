@@ -124,6 +124,58 @@ fn obsolete_flags<'a>(versions: impl Iterator<Item = &'a Version> + Clone) -> Ve
         .collect()
 }
 
+/// Sets up to this many versions (with the newcomers, before the merge) are judged by
+/// comparing every pair, without the maps of [`obsolete_flags`]: no allocation, no hashing,
+/// and faster than the maps for the sets nearly every key holds (one to a few versions).
+const PAIRWISE_MAX: usize = 16;
+
+// Which versions of a merge (distinct dots) are obsolete.
+enum Obsolete {
+    // Bit i: version i is covered by another one's context.
+    Pairwise(u64),
+    Flags(Vec<bool>),
+}
+
+impl Obsolete {
+    fn of(all: &[(Version, bool)]) -> Self {
+        if all.len() <= PAIRWISE_MAX {
+            Obsolete::Pairwise(obsolete_pairwise(all.iter().map(|(v, _)| v)))
+        } else {
+            Obsolete::Flags(obsolete_flags(all.iter().map(|(v, _)| v)))
+        }
+    }
+
+    fn get(&self, i: usize) -> bool {
+        match self {
+            Obsolete::Pairwise(mask) => mask >> i & 1 == 1,
+            Obsolete::Flags(flags) => flags[i],
+        }
+    }
+
+    fn count(&self) -> usize {
+        match self {
+            Obsolete::Pairwise(mask) => mask.count_ones() as usize,
+            Obsolete::Flags(flags) => flags.iter().filter(|dropped| **dropped).count(),
+        }
+    }
+}
+
+// As `obsolete_flags`, for at most 64 versions, by asking every other version's context:
+// bit i is set when version i is covered.
+fn obsolete_pairwise<'a>(versions: impl Iterator<Item = &'a Version> + Clone) -> u64 {
+    let mut mask = 0;
+    for (i, v) in versions.clone().enumerate() {
+        let covered = versions
+            .clone()
+            .enumerate()
+            .any(|(j, other)| j != i && other.context.contains(&v.dot));
+        if covered {
+            mask |= 1 << i;
+        }
+    }
+    mask
+}
+
 /// What a read of one key returns: the live values and one context covering all of them.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct ReadView {
@@ -234,6 +286,11 @@ impl VersionSet {
         self.absorb(other.versions.iter().cloned())
     }
 
+    /// As [`VersionSet::merge`], taking the other set: its versions move here, uncopied.
+    pub fn merge_owned(&mut self, other: VersionSet) -> bool {
+        self.absorb(other.versions)
+    }
+
     /// Merges a single version; returns true when the set changed.
     pub fn merge_version(&mut self, version: Version) -> bool {
         self.absorb(std::iter::once(version))
@@ -244,17 +301,15 @@ impl VersionSet {
     // greatest content (the same content, unless an actor id was reused). Linear apart from the
     // sort, so that a key with thousands of siblings stays cheap to write and to merge.
     fn absorb(&mut self, incoming: impl IntoIterator<Item = Version>) -> bool {
-        let mut all: Vec<(Version, bool)> = std::mem::take(&mut self.versions)
-            .into_iter()
-            .map(|v| (v, false))
-            .collect();
-        let before = all.len();
-        all.extend(incoming.into_iter().map(|v| (v, true)));
-        if all.len() == before {
-            self.versions = all.into_iter().map(|(v, _)| v).collect();
-            self.versions.shrink_to_fit();
+        let mut incoming = incoming.into_iter().peekable();
+        if incoming.peek().is_none() {
             return false;
         }
+        let stored = std::mem::take(&mut self.versions);
+        let mut all: Vec<(Version, bool)> =
+            Vec::with_capacity(stored.len() + incoming.size_hint().0);
+        all.extend(stored.into_iter().map(|v| (v, false)));
+        all.extend(incoming.map(|v| (v, true)));
         // Stable: on equal content the stored copy stays first and the newcomer is dropped.
         all.sort_by(|(x, _), (y, _)| x.dot.cmp(&y.dot).then_with(|| content_order(y, x)));
         let mut replaced = false;
@@ -263,13 +318,13 @@ impl VersionSet {
             replaced |= same && *kept_new && !*later_new;
             same
         });
-        let obsolete = obsolete_flags(all.iter().map(|(v, _)| v));
+        let obsolete = Obsolete::of(&all);
         // Exactly the survivors: a stored set lives as long as its key, and growing by
         // pushes would leave room for four versions where one is the common case.
-        self.versions
-            .reserve_exact(obsolete.iter().filter(|dropped| !**dropped).count());
+        self.versions.reserve_exact(all.len() - obsolete.count());
         let mut changed = replaced;
-        for ((version, is_new), dropped) in all.into_iter().zip(obsolete) {
+        for (i, (version, is_new)) in all.into_iter().enumerate() {
+            let dropped = obsolete.get(i);
             // Changed when a newcomer stays or an old version goes.
             changed |= is_new != dropped;
             if !dropped {
@@ -302,28 +357,18 @@ impl VersionSet {
     }
 
     /// Writes `value` (or a tombstone) as the new version `dot`, made with the client's
-    /// `context` at `now_ms`, and returns it.
+    /// `context` at `now_ms`.
     ///
     /// The context is pruned first and the pruned context decides what is replaced, so that
     /// every replica judges the new version exactly as this one does. Exactly the versions the
     /// context covers are replaced; a blind write (empty context) replaces nothing.
-    pub fn write(
-        &mut self,
-        context: &VClock,
-        dot: Dot,
-        value: Option<Bytes>,
-        now_ms: u64,
-    ) -> Version {
-        let mut context = context.clone();
-        context.prune(PRUNE_LIMIT);
-        let version = Version {
+    pub fn write(&mut self, context: &VClock, dot: Dot, value: Option<Bytes>, now_ms: u64) {
+        self.merge_version(Version {
             dot,
-            context,
+            context: context.pruned(PRUNE_LIMIT).into_owned(),
             value,
             timestamp_ms: now_ms,
-        };
-        self.merge_version(version.clone());
-        version
+        });
     }
 
     /// A stable digest of the set (0 when empty), equal on two replicas iff they hold the
@@ -646,6 +691,15 @@ pub(crate) mod tests {
             .collect()
     }
 
+    // As `any_version`, with dots spread over more counters (and contexts that cover only the
+    // low ones): sets larger than `any_version`'s 15 dots allow.
+    fn wide_version() -> impl Strategy<Value = Version> {
+        (any_version(), 0u64..8).prop_map(|(mut v, spread)| {
+            v.dot.counter += 5 * spread;
+            v
+        })
+    }
+
     pub(crate) fn any_version() -> impl Strategy<Value = Version> {
         (
             0u8..3,
@@ -793,6 +847,36 @@ pub(crate) mod tests {
             all.extend(second);
             prop_assert_eq!(merged.versions(), &by_definition(all)[..]);
             prop_assert_eq!(changed, merged != base);
+        }
+
+        #[test]
+        fn absorb_matches_its_definition_past_the_pairwise_size(
+            first in proptest::collection::vec(wide_version(), 0..30),
+            second in proptest::collection::vec(wide_version(), 10..30),
+        ) {
+            // The same, on merges of more than `PAIRWISE_MAX` versions (judged by the maps).
+            let base = VersionSet::from_versions(first.clone());
+            prop_assert_eq!(base.versions(), &by_definition(first)[..]);
+            let mut merged = base.clone();
+            let changed = merged.absorb(second.clone());
+            let mut all = base.versions().to_vec();
+            all.extend(second);
+            prop_assert_eq!(merged.versions(), &by_definition(all)[..]);
+            prop_assert_eq!(changed, merged != base);
+        }
+
+        #[test]
+        fn pairwise_and_mapped_obsolescence_agree(
+            versions in proptest::collection::vec(any_version(), 0..=PAIRWISE_MAX),
+        ) {
+            let mut versions = versions;
+            versions.sort_by(|x, y| x.dot.cmp(&y.dot));
+            versions.dedup_by(|x, y| x.dot == y.dot);
+            let mask = obsolete_pairwise(versions.iter());
+            let flags = obsolete_flags(versions.iter());
+            for (i, flag) in flags.into_iter().enumerate() {
+                prop_assert_eq!(mask >> i & 1 == 1, flag, "version {}", i);
+            }
         }
 
         #[test]
