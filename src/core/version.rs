@@ -21,7 +21,7 @@ use std::collections::HashMap;
 
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
-use xxhash_rust::xxh3::Xxh3;
+use xxhash_rust::xxh3::{Xxh3, xxh3_64};
 
 use super::ids::ActorId;
 use super::vclock::{Dot, PRUNE_LIMIT, VClock};
@@ -205,8 +205,26 @@ struct WireVersionSet {
 
 impl From<WireVersionSet> for VersionSet {
     fn from(wire: WireVersionSet) -> Self {
+        // What an honest peer sends is a set already: taken as it is, after the check.
+        if is_canonical(&wire.versions) {
+            return VersionSet {
+                versions: wire.versions,
+            };
+        }
         VersionSet::from_versions(wire.versions)
     }
+}
+
+// True when `versions` are a set as `VersionSet` keeps one: sorted by dot, each dot once,
+// none covered by another one's context.
+fn is_canonical(versions: &[Version]) -> bool {
+    let sorted = versions.windows(2).all(|pair| pair[0].dot < pair[1].dot);
+    sorted
+        && if versions.len() <= PAIRWISE_MAX {
+            obsolete_pairwise(versions.iter()) == 0
+        } else {
+            !obsolete_flags(versions.iter()).contains(&true)
+        }
 }
 
 impl VersionSet {
@@ -234,16 +252,9 @@ impl VersionSet {
 
     /// A set of `versions` read back from storage: `None` unless they are exactly a set as
     /// this type keeps it (a damaged record that still matches its checksum must not pass
-    /// as one). A lone version is always such a set; siblings are checked by a merge.
+    /// as one).
     pub fn from_stored(versions: Vec<Version>) -> Option<Self> {
-        let sorted = versions.windows(2).all(|pair| pair[0].dot < pair[1].dot);
-        if !sorted {
-            return None;
-        }
-        if versions.len() > 1 && VersionSet::from_versions(versions.clone()).versions != versions {
-            return None;
-        }
-        Some(VersionSet { versions })
+        is_canonical(&versions).then_some(VersionSet { versions })
     }
 
     /// A "set" of exactly `versions`, invariants unchecked: for tests that need a damaged one.
@@ -378,39 +389,84 @@ impl VersionSet {
         if self.versions.is_empty() {
             return 0;
         }
-        let mut hasher = Xxh3::new();
-        let actor = |hasher: &mut Xxh3, a: &ActorId| {
+        let mut feed = DigestFeed::new();
+        let actor = |feed: &mut DigestFeed, a: &ActorId| {
             let node = a.node.as_str().as_bytes();
-            hasher.update(&(node.len() as u64).to_le_bytes());
-            hasher.update(node);
-            hasher.update(&a.incarnation.to_le_bytes());
+            feed.update(&(node.len() as u64).to_le_bytes());
+            feed.update(node);
+            feed.update(&a.incarnation.to_le_bytes());
         };
         for v in &self.versions {
-            actor(&mut hasher, &v.dot.actor);
-            hasher.update(&v.dot.counter.to_le_bytes());
-            hasher.update(&v.timestamp_ms.to_le_bytes());
+            actor(&mut feed, &v.dot.actor);
+            feed.update(&v.dot.counter.to_le_bytes());
+            feed.update(&v.timestamp_ms.to_le_bytes());
             match &v.value {
-                None => hasher.update(&[0]),
+                None => feed.update(&[0]),
                 Some(bytes) => {
-                    hasher.update(&[1]);
-                    hasher.update(&(bytes.len() as u64).to_le_bytes());
-                    hasher.update(bytes);
+                    feed.update(&[1]);
+                    feed.update(&(bytes.len() as u64).to_le_bytes());
+                    feed.update(bytes);
                 }
             }
-            hasher.update(&(v.context.len() as u64).to_le_bytes());
+            feed.update(&(v.context.len() as u64).to_le_bytes());
             for (a, e) in v.context.entries() {
-                actor(&mut hasher, a);
-                hasher.update(&e.counter.to_le_bytes());
-                hasher.update(&e.timestamp_ms.to_le_bytes());
+                actor(&mut feed, a);
+                feed.update(&e.counter.to_le_bytes());
+                feed.update(&e.timestamp_ms.to_le_bytes());
             }
-            hasher.update(&(v.context.exact_len() as u64).to_le_bytes());
+            feed.update(&(v.context.exact_len() as u64).to_le_bytes());
             for (dot, timestamp_ms) in v.context.exact_dots() {
-                actor(&mut hasher, &dot.actor);
-                hasher.update(&dot.counter.to_le_bytes());
-                hasher.update(&timestamp_ms.to_le_bytes());
+                actor(&mut feed, &dot.actor);
+                feed.update(&dot.counter.to_le_bytes());
+                feed.update(&timestamp_ms.to_le_bytes());
             }
         }
-        hasher.digest()
+        feed.finish()
+    }
+}
+
+/// Bytes of a digest gathered on the stack before they are hashed.
+const DIGEST_BUFFER: usize = 512;
+
+// The bytes of a set's digest, hashed in one call while they fit the buffer (nearly every
+// set): XXH3 gives the same digest for bytes fed piece by piece as for all of them at once,
+// and this spares a streaming hasher's state and a call per field. Past the buffer, the
+// bytes go on into a streaming hasher.
+struct DigestFeed {
+    buffer: [u8; DIGEST_BUFFER],
+    len: usize,
+    spilled: Option<Box<Xxh3>>,
+}
+
+impl DigestFeed {
+    fn new() -> Self {
+        DigestFeed {
+            buffer: [0; DIGEST_BUFFER],
+            len: 0,
+            spilled: None,
+        }
+    }
+
+    fn update(&mut self, bytes: &[u8]) {
+        if let Some(room) = self.buffer.get_mut(self.len..self.len + bytes.len()) {
+            room.copy_from_slice(bytes);
+            self.len += bytes.len();
+            return;
+        }
+        let hasher = self.spilled.get_or_insert_with(|| Box::new(Xxh3::new()));
+        hasher.update(&self.buffer[..self.len]);
+        hasher.update(bytes);
+        self.len = 0;
+    }
+
+    fn finish(self) -> u64 {
+        match self.spilled {
+            None => xxh3_64(&self.buffer[..self.len]),
+            Some(mut hasher) => {
+                hasher.update(&self.buffer[..self.len]);
+                hasher.digest()
+            }
+        }
     }
 }
 
@@ -691,6 +747,46 @@ pub(crate) mod tests {
             .collect()
     }
 
+    // The digest as it was first defined: every field fed to a streaming XXH3 hasher.
+    fn streamed_digest(set: &VersionSet) -> u64 {
+        if set.is_empty() {
+            return 0;
+        }
+        let mut hasher = Xxh3::new();
+        let actor = |hasher: &mut Xxh3, a: &ActorId| {
+            let node = a.node.as_str().as_bytes();
+            hasher.update(&(node.len() as u64).to_le_bytes());
+            hasher.update(node);
+            hasher.update(&a.incarnation.to_le_bytes());
+        };
+        for v in set.versions() {
+            actor(&mut hasher, &v.dot.actor);
+            hasher.update(&v.dot.counter.to_le_bytes());
+            hasher.update(&v.timestamp_ms.to_le_bytes());
+            match &v.value {
+                None => hasher.update(&[0]),
+                Some(bytes) => {
+                    hasher.update(&[1]);
+                    hasher.update(&(bytes.len() as u64).to_le_bytes());
+                    hasher.update(bytes);
+                }
+            }
+            hasher.update(&(v.context.len() as u64).to_le_bytes());
+            for (a, e) in v.context.entries() {
+                actor(&mut hasher, a);
+                hasher.update(&e.counter.to_le_bytes());
+                hasher.update(&e.timestamp_ms.to_le_bytes());
+            }
+            hasher.update(&(v.context.exact_len() as u64).to_le_bytes());
+            for (dot, timestamp_ms) in v.context.exact_dots() {
+                actor(&mut hasher, &dot.actor);
+                hasher.update(&dot.counter.to_le_bytes());
+                hasher.update(&timestamp_ms.to_le_bytes());
+            }
+        }
+        hasher.digest()
+    }
+
     // As `any_version`, with dots spread over more counters (and contexts that cover only the
     // low ones): sets larger than `any_version`'s 15 dots allow.
     fn wide_version() -> impl Strategy<Value = Version> {
@@ -863,6 +959,35 @@ pub(crate) mod tests {
             all.extend(second);
             prop_assert_eq!(merged.versions(), &by_definition(all)[..]);
             prop_assert_eq!(changed, merged != base);
+        }
+
+        #[test]
+        fn a_list_is_canonical_exactly_when_the_merge_leaves_it_as_it_is(
+            versions in proptest::collection::vec(wide_version(), 0..24),
+        ) {
+            let merged = VersionSet::from_versions(versions.clone());
+            prop_assert_eq!(is_canonical(&versions), merged.versions() == &versions[..]);
+            prop_assert!(is_canonical(merged.versions()));
+            // Decoded, either way the set the merge makes.
+            let wire = postcard::to_stdvec(&VersionSet::unchecked_for_tests(versions)).unwrap();
+            prop_assert_eq!(postcard::from_bytes::<VersionSet>(&wire).unwrap(), merged);
+        }
+
+        #[test]
+        fn the_digest_is_the_streaming_hash_of_the_sets_fields(
+            versions in proptest::collection::vec(any_version(), 0..8),
+            big in proptest::collection::vec(0usize..3, 0..8),
+        ) {
+            // Values of up to twice the buffer, so that some digests spill past it.
+            let versions = versions.into_iter().zip(big.into_iter().chain(std::iter::repeat(0)))
+                .map(|(mut v, size)| {
+                    if let Some(value) = &v.value {
+                        v.value = Some(value.repeat(1 + size * DIGEST_BUFFER).into());
+                    }
+                    v
+                });
+            let set = VersionSet::from_versions(versions);
+            prop_assert_eq!(set.digest(), streamed_digest(&set));
         }
 
         #[test]
