@@ -56,20 +56,10 @@ impl EncodedSet {
         }
     }
 
-    /// The encoded bytes.
-    pub fn as_bytes(&self) -> &[u8] {
-        &self.0
-    }
-
-    /// The exact size of this set inside an encoded message (its length prefix included).
+    /// An upper bound of this set's size inside an encoded message, its length prefix
+    /// included: exact but for the prefix, with no walk over the versions.
     pub fn size_bound(&self) -> usize {
         LEN_MAX + self.0.len()
-    }
-}
-
-impl From<&VersionSet> for EncodedSet {
-    fn from(set: &VersionSet) -> Self {
-        EncodedSet::encode(set)
     }
 }
 

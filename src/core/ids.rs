@@ -22,6 +22,10 @@ pub struct NodeId(Arc<str>);
 /// How many names each thread keeps for decoding: more than the nodes of most clusters.
 const RECENT_NAMES: usize = 8;
 
+/// Longest name kept for decoding: node names are short, and a long one from a peer or a
+/// client's context is not held past its use.
+const RECENT_NAME_MAX: usize = 64;
+
 thread_local! {
     // The names this thread decoded lately, and the slot the next new one takes.
     static RECENT: RefCell<([Option<NodeId>; RECENT_NAMES], usize)> =
@@ -36,9 +40,12 @@ impl NodeId {
 
     /// The node id of a name being decoded. Every dot and clock entry names a node, and a
     /// node decodes the same few names (its cluster's) all the time: a name decoded lately on
-    /// this thread is shared rather than allocated again. The slots are few and replaced in
-    /// turn, so names a peer makes up cost a miss each, never memory.
+    /// this thread is shared rather than allocated again. The slots are few, short names
+    /// only, and replaced in turn, so names a peer makes up cost a miss each, never memory.
     pub fn decoded(name: &str) -> Self {
+        if name.len() > RECENT_NAME_MAX {
+            return NodeId::new(name);
+        }
         let shared = RECENT.try_with(|recent| {
             let mut recent = recent.try_borrow_mut().ok()?;
             let (names, next) = &mut *recent;
@@ -163,6 +170,15 @@ mod tests {
         );
         let json: NodeId = serde_json::from_str("\"n\\u0031\"").unwrap();
         assert_eq!(json, NodeId::new("n1"));
+        // A long name decodes as itself and takes no slot.
+        let long = "x".repeat(RECENT_NAME_MAX + 1);
+        let encoded_long = postcard::to_stdvec(&long).unwrap();
+        let (a, b): (NodeId, NodeId) = (
+            postcard::from_bytes(&encoded_long).unwrap(),
+            postcard::from_bytes(&encoded_long).unwrap(),
+        );
+        assert_eq!(a.as_str(), long);
+        assert!(!Arc::ptr_eq(&a.0, &b.0));
     }
 
     #[test]
