@@ -224,7 +224,7 @@ mod tests {
         let write = |s: &Store, v: &'static str| {
             s.coordinate(&key, &VClock::new(), Some(Bytes::from(v)), 0)
                 .unwrap()
-                .versions
+                .set()
         };
         let (x, y) = (write(&a, "x"), write(&b, "y"));
         let mut both = x.clone();
