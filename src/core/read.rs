@@ -7,6 +7,7 @@
 //! [`ReadRun::repairs`] gives the reconciled set to every owner that answered with a stale
 //! or empty one, and repairs this node's own copy itself.
 
+use super::encoded_set::EncodedSet;
 use super::ids::{Key, NodeId};
 use super::quorum::{Failure, Progress, QuorumError, QuorumTracker, Shortfall, Target};
 use super::replica::{LocalReplica, ReplicaPut};
@@ -118,23 +119,25 @@ impl ReadRun {
         let merged = merge_all(replies.iter().map(|(_, s)| s));
         let digest = merged.digest();
         let mut out = Vec::new();
+        // Encoded once, for every owner that answered stale.
+        let mut encoded = None;
         for (node, set) in replies {
             if !self.owners.contains(node) || set.digest() == digest {
                 continue;
             }
-            let put = ReplicaPut {
-                key: self.key.clone(),
-                versions: merged.clone(),
-                hint_for: None,
-            };
             if node == local.me {
-                let _ = local.apply(put);
-            } else {
-                out.push(Outgoing {
-                    to: node.clone(),
-                    put,
-                });
+                let _ = local.apply_set(self.key.clone(), merged.clone(), None);
+                continue;
             }
+            let versions = encoded.get_or_insert_with(|| EncodedSet::encode(&merged));
+            out.push(Outgoing {
+                to: node.clone(),
+                put: ReplicaPut {
+                    key: self.key.clone(),
+                    versions: versions.clone(),
+                    hint_for: None,
+                },
+            });
         }
         out
     }
@@ -189,7 +192,7 @@ mod tests {
         let fresh = writer
             .coordinate(&key, &VClock::new(), Some(Bytes::from("v")), 0)
             .unwrap()
-            .versions;
+            .set();
         let (mut run, ask) = ReadRun::start(&local, &view, key.clone(), 2).unwrap();
         assert_eq!(ask.len(), 2);
         assert_eq!(run.outcome(), None);
@@ -201,6 +204,7 @@ mod tests {
         let repairs = run.repairs(&local);
         assert_eq!(repairs.len(), 1, "the empty owner");
         assert_eq!(repairs[0].to, ask[1]);
+        assert_eq!(repairs[0].put.versions.decode(), Ok(fresh.clone()));
         assert_eq!(store.get(&key), fresh, "our own copy was repaired");
 
         // Every replica in sync now: the next read repairs nothing.
@@ -220,7 +224,7 @@ mod tests {
         let write = |s: &Store, v: &'static str| {
             s.coordinate(&key, &VClock::new(), Some(Bytes::from(v)), 0)
                 .unwrap()
-                .versions
+                .set()
         };
         let (x, y) = (write(&a, "x"), write(&b, "y"));
         let mut both = x.clone();

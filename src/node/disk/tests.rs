@@ -118,7 +118,7 @@ fn apply(store: &Store, peer: &Store, op: &Op, now: u64) -> String {
                     Some(Bytes::from(vec![*value])),
                     now,
                 )
-                .map(|c| c.versions)
+                .map(|c| c.set())
                 .unwrap_or_default();
             format!("{:?}", store.merge(&key(*k), &set))
         }
