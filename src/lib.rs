@@ -82,8 +82,9 @@
 //! [`config`]; the [`model`] that clients and nodes share; the actors of a running [`node`];
 //! and the fronts: the `http` API (feature `http`), the command line, benchmark,
 //! local-cluster launcher and shell (feature `cli`), and `testing::TestCluster` (feature
-//! `test-cluster`). A module uses only the layers below its own (`tests/layers.rs` checks it
-//! against the picture in README.md), so the store embeds without any front.
+//! `test-cluster`). A module uses only the layers below its own
+//! (`tests/integration/layers.rs` checks it against the picture in README.md), so the store
+//! embeds without any front.
 
 pub mod config;
 pub mod core;

@@ -85,10 +85,8 @@ fn throughput_panel(
     let top = series
         .points
         .iter()
-        .map(|p| p.ops.max(p.errors))
-        .max()
-        .unwrap_or(0)
-        .max(1) as f64
+        .map(|p| p.ops_per_s().max(p.errors_per_s()))
+        .fold(1.0, f64::max)
         * 1.15;
     let mut chart = ChartBuilder::on(area)
         .margin(10)
@@ -99,7 +97,7 @@ fn throughput_panel(
     draw_mesh(&mut chart, "ops/s", &|v| format!("{v:.0}"))?;
     chart
         .draw_series(LineSeries::new(
-            series.points.iter().map(|p| (mid(p.second), p.ops as f64)),
+            series.points.iter().map(|p| (mid(p.second), p.ops_per_s())),
             OPS_COLOUR.stroke_width(2),
         ))
         .map_err(draw_error)?
@@ -111,7 +109,7 @@ fn throughput_panel(
                 series
                     .points
                     .iter()
-                    .map(|p| (mid(p.second), p.errors as f64)),
+                    .map(|p| (mid(p.second), p.errors_per_s())),
                 ERRORS_COLOUR,
             ))
             .map_err(draw_error)?
@@ -304,6 +302,7 @@ mod tests {
                 },
                 errors: u64::from(second == 5) * 12,
                 p99_us: [Some(2_000 + second * 100), Some(4_000), None],
+                covered_s: 1.0,
             })
             .collect();
         let mark = |at_s, kind, label: &str| Mark {

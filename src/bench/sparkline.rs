@@ -20,16 +20,19 @@ pub fn sparkline(series: &Series) -> Vec<String> {
     let mut ops = vec![0u64; columns];
     let mut errors = vec![0u64; columns];
     let mut p99 = vec![0u64; columns];
+    let mut covered_s = vec![0f64; columns];
     for point in &series.points {
         let column = (point.second as usize / per_column).min(columns - 1);
         ops[column] += point.ops;
         errors[column] += point.errors;
         p99[column] = p99[column].max(worst_p99(point));
+        covered_s[column] += point.covered_s;
     }
-    // Per second, so that a column of several seconds reads like one.
-    let per_second = |v: u64| v / per_column as u64;
-    let ops: Vec<u64> = ops.into_iter().map(per_second).collect();
-    let errors: Vec<u64> = errors.into_iter().map(per_second).collect();
+    // Per second of the time covered, so that a column of several seconds, or the run's
+    // last and partial second, reads like any other.
+    let per_second = |(v, s): (u64, &f64)| if *s > 0.0 { (v as f64 / s) as u64 } else { 0 };
+    let ops: Vec<u64> = ops.into_iter().zip(&covered_s).map(per_second).collect();
+    let errors: Vec<u64> = errors.into_iter().zip(&covered_s).map(per_second).collect();
     let peak_ops = ops.iter().copied().max().unwrap_or(0);
     let peak_errors = errors.iter().copied().max().unwrap_or(0);
     let peak_p99 = p99.iter().copied().max().unwrap_or(0);
@@ -122,6 +125,7 @@ mod tests {
             ops,
             errors,
             p99_us: [Some(p99), None, None],
+            covered_s: 1.0,
         }
     }
 

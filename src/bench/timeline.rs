@@ -43,6 +43,21 @@ pub struct Point {
     pub errors: u64,
     /// The p99 latency (µs) of each operation kind that ran in it, by [`OpKind::ALL`] order.
     pub p99_us: [Option<u64>; 3],
+    /// How much of the second the run covered: 1 but for the last second, which ends with the
+    /// run's last operation (without this the picture shows a fall at the end of every run).
+    pub covered_s: f64,
+}
+
+impl Point {
+    /// Operations that succeeded, per second of the time covered.
+    pub fn ops_per_s(&self) -> f64 {
+        self.ops as f64 / self.covered_s
+    }
+
+    /// Operations that failed, per second of the time covered.
+    pub fn errors_per_s(&self) -> f64 {
+        self.errors as f64 / self.covered_s
+    }
 }
 
 /// A copy of the timeline: one point per second from the first to the last with any
@@ -68,6 +83,8 @@ impl Series {
 struct Second {
     latencies: [Option<Histogram<u32>>; 3],
     errors: u64,
+    /// When its last operation ended.
+    last: Option<Instant>,
 }
 
 impl Second {
@@ -84,6 +101,7 @@ impl Second {
             }
         }
         self.errors += std::mem::take(&mut other.errors);
+        self.last = self.last.max(other.last.take());
     }
 }
 
@@ -163,6 +181,17 @@ impl Timeline {
                 .sum::<u64>()
         };
         let first = seconds.iter().position(|s| count(s) + s.errors > 0);
+        let final_index = seconds.len().saturating_sub(1);
+        // The shortest share of a second a point may cover, so that one operation just
+        // after a second began does not read as a spike.
+        const MIN_COVERED_S: f64 = 0.05;
+        let covered = |i: usize, s: &Second| match s.last {
+            Some(last) if i == final_index => {
+                let into = last.saturating_duration_since(self.started).as_secs_f64() - i as f64;
+                into.clamp(MIN_COVERED_S, 1.0)
+            }
+            _ => 1.0,
+        };
         let points = match first {
             None => Vec::new(),
             Some(first) => seconds
@@ -179,6 +208,7 @@ impl Timeline {
                             .filter(|h| !h.is_empty())
                             .map(|h| h.value_at_quantile(0.99))
                     }),
+                    covered_s: covered(i, s),
                 })
                 .collect(),
         };
@@ -220,6 +250,7 @@ impl Recorder {
             self.flush();
             self.second = second;
         }
+        self.current.last = self.current.last.max(Some(at));
     }
 
     fn flush(&mut self) {
@@ -276,5 +307,28 @@ mod tests {
         assert_eq!(series.marks[1].kind, MarkKind::Fault);
         assert!(series.span_s() >= 4.0);
         assert_eq!(Timeline::new().series(), Series::default());
+    }
+
+    #[test]
+    fn the_last_second_counts_only_the_time_the_run_covered() {
+        let timeline = Timeline::new();
+        let t0 = timeline.started;
+        let mut client = timeline.recorder();
+        let ms = Duration::from_millis;
+        for i in 0..100 {
+            client.ok(OpKind::Read, ms(1), t0 + ms(1_000 + i * 10));
+        }
+        // The run ends a quarter into second 2, at the same rate.
+        for i in 0..25 {
+            client.ok(OpKind::Read, ms(1), t0 + ms(2_000 + i * 10));
+        }
+        drop(client);
+        let series = timeline.series();
+        let [full, last] = &series.points[..] else {
+            panic!("two seconds expected: {series:?}");
+        };
+        assert_eq!((full.covered_s, full.ops_per_s()), (1.0, 100.0));
+        assert!((last.covered_s - 0.24).abs() < 1e-9, "{last:?}");
+        assert!((last.ops_per_s() - 25.0 / 0.24).abs() < 1e-6, "{last:?}");
     }
 }

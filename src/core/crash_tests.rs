@@ -185,7 +185,7 @@ fn a_crash_loses_nothing_acknowledged_after_a_sync_and_no_dot_is_ever_made_twice
                         let dot = if i % 3 == 2 {
                             let value = Some(Bytes::from("p"));
                             let set = peer.coordinate(&key, &VClock::new(), value, 0).unwrap();
-                            if store.merge(&key, &set.versions).is_err() {
+                            if store.merge(&key, &set.set()).is_err() {
                                 break;
                             }
                             set.dot

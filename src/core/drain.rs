@@ -6,6 +6,7 @@
 //! targets of its walk without this node), as a handoff would send it. Either way the hint
 //! is dropped only when every destination acknowledged it, and put back to wait otherwise.
 
+use super::encoded_set::EncodedSet;
 use super::hints::{HintId, HintStore};
 use super::ids::NodeId;
 use super::replica::ReplicaPut;
@@ -49,7 +50,7 @@ pub fn plan(hints: &mut HintStore, scope: &DrainScope<'_>, max: usize) -> Vec<De
                     to: owner.clone(),
                     put: ReplicaPut {
                         key: hint.key,
-                        versions: hint.versions,
+                        versions: EncodedSet::encode(&hint.versions),
                         hint_for: None,
                     },
                 }]
@@ -58,13 +59,14 @@ pub fn plan(hints: &mut HintStore, scope: &DrainScope<'_>, max: usize) -> Vec<De
                     hints.release(&owner, &[hint.id]);
                     continue;
                 };
+                let versions = EncodedSet::encode(&hint.versions);
                 targets
                     .into_iter()
                     .map(|t| Outgoing {
                         to: t.node,
                         put: ReplicaPut {
                             key: hint.key.clone(),
-                            versions: hint.versions.clone(),
+                            versions: versions.clone(),
                             hint_for: t.stands_in_for,
                         },
                     })
@@ -109,7 +111,7 @@ mod tests {
             let set = coord
                 .coordinate(&key, &VClock::new(), Some(Bytes::from("v")), 0)
                 .unwrap()
-                .versions;
+                .set();
             hints.add(NodeId::new(owner), key, set, 0).unwrap();
         }
         hints

@@ -16,6 +16,7 @@ use std::sync::{Mutex, MutexGuard};
 
 use bytes::Bytes;
 
+use super::encoded_set::EncodedSet;
 use super::ids::Key;
 use super::record::Record;
 use super::segments::SEGMENTS;
@@ -58,6 +59,11 @@ impl Summary {
 pub trait Segment {
     /// The digest and set stored for `key`, if any.
     fn get(&self, key: &[u8]) -> Result<Option<(u64, VersionSet)>, EngineError>;
+    /// The set stored for `key` as its encoding, if any: for answering a replica read without
+    /// decoding and encoding the set again where the engine keeps it encoded.
+    fn get_encoded(&self, key: &[u8]) -> Result<Option<EncodedSet>, EngineError> {
+        Ok(self.get(key)?.map(|(_, set)| EncodedSet::encode(&set)))
+    }
     /// The digest stored for `key` (0 when absent), without decoding its set.
     fn digest(&self, key: &[u8]) -> Result<u64, EngineError>;
     /// Stores `set` (never empty) for `key`, replacing what was there.
@@ -115,6 +121,13 @@ struct MemorySegment<'a>(MutexGuard<'a, HashSet<Record>>);
 impl Segment for MemorySegment<'_> {
     fn get(&self, key: &[u8]) -> Result<Option<(u64, VersionSet)>, EngineError> {
         Ok(self.0.get(key).map(|r| (r.digest(), r.versions())))
+    }
+
+    fn get_encoded(&self, key: &[u8]) -> Result<Option<EncodedSet>, EngineError> {
+        Ok(self
+            .0
+            .get(key)
+            .map(|r| EncodedSet::from_stored(Bytes::copy_from_slice(r.encoded_versions()))))
     }
 
     fn digest(&self, key: &[u8]) -> Result<u64, EngineError> {

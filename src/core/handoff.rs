@@ -487,7 +487,7 @@ mod tests {
         let set = elsewhere
             .coordinate(&stray, &VClock::new(), Some(Bytes::from("s")), 0)
             .unwrap()
-            .versions;
+            .set();
         store.merge(&stray, &set).unwrap();
         let transfers = h.scan(&store, &view, 1, usize::MAX);
         assert_eq!(transfers.len(), 1);

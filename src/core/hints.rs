@@ -431,7 +431,7 @@ mod tests {
                 Some(Bytes::copy_from_slice(v.as_bytes())),
                 0,
             )
-            .map(|c| c.versions)
+            .map(|c| c.set())
             .unwrap()
     }
 
@@ -574,7 +574,7 @@ mod tests {
             .coordinate(&k, &ctx, Some(Bytes::from("new")), 1)
             .unwrap();
         let target = Store::new(ActorId::new("o", 1));
-        target.merge(&k, &newer.versions).unwrap();
+        target.merge(&k, &newer.set()).unwrap();
         let hint = hints.take(&owner, 1).remove(0);
         let first = target.merge(&hint.key, &hint.versions);
         let second = target.merge(&hint.key, &hint.versions);

@@ -7,6 +7,7 @@ pub mod anti_entropy;
 #[cfg(test)]
 mod crash_tests;
 pub mod drain;
+pub mod encoded_set;
 pub mod engine;
 pub mod handoff;
 pub mod hash;

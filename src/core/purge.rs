@@ -352,7 +352,7 @@ mod tests {
         let hint = other
             .coordinate(&key, &VClock::new(), Some(Bytes::from("old")), 0)
             .unwrap()
-            .versions;
+            .set();
         assert_ne!(held_digest(&store, &key, &hint), digest);
         assert_eq!(
             held_digest(&Store::new(ActorId::new("z", 1)), &key, &hint),

@@ -8,7 +8,6 @@
 //! [`ReadRun`](super::read::ReadRun), which the fan-out feeds with every answer; it never looks
 //! at a clock, so timeouts arrive as events like any other failure.
 
-use std::collections::{HashMap, HashSet};
 use std::fmt;
 
 use serde::{Deserialize, Serialize};
@@ -32,9 +31,16 @@ impl Target {
 }
 
 /// Yields each node once, in first-seen order, so a malformed list can never name a node twice.
+/// The nodes seen are the ring's members, a handful to a few dozen: a list beats hashing them.
 fn distinct<'a>(walk: impl Iterator<Item = &'a NodeId>) -> impl Iterator<Item = &'a NodeId> {
-    let mut seen = HashSet::new();
-    walk.filter(move |node| seen.insert(*node))
+    let mut seen: Vec<&NodeId> = Vec::new();
+    walk.filter(move |node| {
+        let new = !seen.contains(node);
+        if new {
+            seen.push(node);
+        }
+        new
+    })
 }
 
 /// The replicas of a request under a sloppy quorum.
@@ -187,7 +193,8 @@ enum Slot {
 #[derive(Clone, Debug)]
 pub struct QuorumTracker<T> {
     required: usize,
-    slots: HashMap<NodeId, Slot>,
+    // One per target, in the targets' order: N is a handful, so a scan beats hashing names.
+    slots: Vec<(NodeId, Slot)>,
     replies: Vec<(NodeId, T)>,
     failures: Vec<Failure>,
     progress: Progress,
@@ -205,11 +212,12 @@ impl<T> QuorumTracker<T> {
         if required == 0 {
             return Err(QuorumError::ZeroRequired);
         }
-        let mut slots = HashMap::new();
+        let mut slots: Vec<(NodeId, Slot)> = Vec::new();
         for target in targets {
-            if slots.insert(target.clone(), Slot::Outstanding).is_some() {
+            if slots.iter().any(|(node, _)| *node == target) {
                 return Err(QuorumError::DuplicateTarget(target));
             }
+            slots.push((target, Slot::Outstanding));
         }
         let mut tracker = QuorumTracker {
             required,
@@ -284,7 +292,12 @@ impl<T> QuorumTracker<T> {
     /// Marks `from` as answered if it is a still-outstanding target; false if the event is to
     /// be ignored.
     fn claim(&mut self, from: &NodeId) -> bool {
-        match self.slots.get_mut(from) {
+        match self
+            .slots
+            .iter_mut()
+            .find(|(node, _)| node == from)
+            .map(|(_, slot)| slot)
+        {
             Some(slot @ Slot::Outstanding) => {
                 *slot = Slot::Answered;
                 true
@@ -309,6 +322,7 @@ impl<T> QuorumTracker<T> {
 #[cfg(test)]
 mod tests {
     use std::cell::Cell;
+    use std::collections::HashSet;
 
     use proptest::prelude::*;
 

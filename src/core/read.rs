@@ -7,6 +7,7 @@
 //! [`ReadRun::repairs`] gives the reconciled set to every owner that answered with a stale
 //! or empty one, and repairs this node's own copy itself.
 
+use super::encoded_set::EncodedSet;
 use super::ids::{Key, NodeId};
 use super::quorum::{Failure, Progress, QuorumError, QuorumTracker, Shortfall, Target};
 use super::replica::{LocalReplica, ReplicaPut};
@@ -109,37 +110,49 @@ impl ReadRun {
     /// Fallbacks are left alone: what they hold is a hint on its way to its owner.
     pub fn repairs(&self, local: &LocalReplica<'_>) -> Vec<Outgoing> {
         let replies = self.tracker.replies();
+        // The common case, replicas in sync: nothing to merge, hash or send.
+        if let Some(((_, first), rest)) = replies.split_first()
+            && rest.iter().all(|(_, set)| set == first)
+        {
+            return Vec::new();
+        }
         let merged = merge_all(replies.iter().map(|(_, s)| s));
         let digest = merged.digest();
         let mut out = Vec::new();
+        // Encoded once, for every owner that answered stale.
+        let mut encoded = None;
         for (node, set) in replies {
             if !self.owners.contains(node) || set.digest() == digest {
                 continue;
             }
-            let put = ReplicaPut {
-                key: self.key.clone(),
-                versions: merged.clone(),
-                hint_for: None,
-            };
             if node == local.me {
-                let _ = local.apply(put);
-            } else {
-                out.push(Outgoing {
-                    to: node.clone(),
-                    put,
-                });
+                let _ = local.apply_set(self.key.clone(), merged.clone(), None);
+                continue;
             }
+            let versions = encoded.get_or_insert_with(|| EncodedSet::encode(&merged));
+            out.push(Outgoing {
+                to: node.clone(),
+                put: ReplicaPut {
+                    key: self.key.clone(),
+                    versions: versions.clone(),
+                    hint_for: None,
+                },
+            });
         }
         out
     }
 }
 
 /// The merge of `sets`. The first is taken as it is: merging into an empty set would rebuild it.
+/// A set equal to the merge so far is skipped: merging is idempotent, and comparing is far
+/// cheaper than a merge, which clones and sorts every version (replicas in sync answer alike).
 pub fn merge_all<'a>(sets: impl IntoIterator<Item = &'a VersionSet>) -> VersionSet {
     let mut sets = sets.into_iter();
     let mut merged = sets.next().cloned().unwrap_or_default();
     for set in sets {
-        merged.merge(set);
+        if *set != merged {
+            merged.merge(set);
+        }
     }
     merged
 }
@@ -179,7 +192,7 @@ mod tests {
         let fresh = writer
             .coordinate(&key, &VClock::new(), Some(Bytes::from("v")), 0)
             .unwrap()
-            .versions;
+            .set();
         let (mut run, ask) = ReadRun::start(&local, &view, key.clone(), 2).unwrap();
         assert_eq!(ask.len(), 2);
         assert_eq!(run.outcome(), None);
@@ -191,6 +204,35 @@ mod tests {
         let repairs = run.repairs(&local);
         assert_eq!(repairs.len(), 1, "the empty owner");
         assert_eq!(repairs[0].to, ask[1]);
+        assert_eq!(repairs[0].put.versions.decode(), Ok(fresh.clone()));
         assert_eq!(store.get(&key), fresh, "our own copy was repaired");
+
+        // Every replica in sync now: the next read repairs nothing.
+        let (mut run, ask) = ReadRun::start(&local, &view, key.clone(), 2).unwrap();
+        for node in &ask {
+            run.on_reply(node, fresh.clone());
+        }
+        assert_eq!(run.outcome(), Some(Ok(fresh.clone())));
+        assert!(run.repairs(&local).is_empty());
+    }
+
+    #[test]
+    fn merging_equal_sets_is_the_set_and_order_does_not_matter() {
+        let a = Store::new(ActorId::new("a", 1));
+        let b = Store::new(ActorId::new("b", 1));
+        let key = Key::from_static(b"k");
+        let write = |s: &Store, v: &'static str| {
+            s.coordinate(&key, &VClock::new(), Some(Bytes::from(v)), 0)
+                .unwrap()
+                .set()
+        };
+        let (x, y) = (write(&a, "x"), write(&b, "y"));
+        let mut both = x.clone();
+        both.merge(&y);
+        assert_eq!(merge_all([&x, &x, &x]), x);
+        assert_eq!(merge_all([&x, &x, &y]), both);
+        assert_eq!(merge_all([&y, &x, &x, &y]), both);
+        assert_eq!(merge_all([&both, &x, &y]), both);
+        assert_eq!(merge_all(std::iter::empty()), VersionSet::new());
     }
 }

@@ -23,9 +23,10 @@ pub struct Record(Box<[u8]>);
 impl Record {
     /// The record of `key` holding `set`, whose digest is `digest`.
     pub fn new(key: &[u8], digest: u64, set: &VersionSet) -> Self {
-        // Room for the usual case (a few clock entries per version) in one allocation.
-        let guess = DIGEST_LEN + 2 + key.len() + 48 * set.len() + set.value_bytes() as usize;
-        let mut bytes = Vec::with_capacity(guess);
+        // Sized first (a pass that writes nothing): one allocation, never grown or shrunk.
+        let versions = postcard::experimental::serialized_size(set.versions()).unwrap_or(0);
+        let key_len = varint_len(key.len() as u64);
+        let mut bytes = Vec::with_capacity(DIGEST_LEN + key_len + key.len() + versions);
         bytes.extend_from_slice(&digest.to_le_bytes());
         put_varint(&mut bytes, key.len() as u64);
         bytes.extend_from_slice(key);
@@ -51,11 +52,16 @@ impl Record {
 
     /// The stored set, decoded.
     pub fn versions(&self) -> VersionSet {
-        let (start, len) = self.key_span();
         // Only `Record::new` makes records, from a set this same code encoded.
-        let versions: Vec<Version> = postcard::from_bytes(&self.0[start + len..])
+        let versions: Vec<Version> = postcard::from_bytes(self.encoded_versions())
             .expect("a record decodes: it was encoded by Record::new");
         VersionSet::from_canonical(versions)
+    }
+
+    /// The stored set's postcard encoding, as a [`VersionSet`] encodes.
+    pub fn encoded_versions(&self) -> &[u8] {
+        let (start, len) = self.key_span();
+        &self.0[start + len..]
     }
 
     // Where the key starts and how long it is.
@@ -93,6 +99,11 @@ impl std::fmt::Debug for Record {
             .field("digest", &self.digest())
             .finish_non_exhaustive()
     }
+}
+
+// How many bytes `put_varint` writes for `n`.
+fn varint_len(n: u64) -> usize {
+    (64 - n.leading_zeros() as usize).div_ceil(7).max(1)
 }
 
 fn put_varint(out: &mut Vec<u8>, mut n: u64) {
@@ -173,6 +184,7 @@ mod tests {
             let mut out = Vec::new();
             put_varint(&mut out, n);
             assert_eq!(get_varint(&out), (n, out.len()));
+            assert_eq!(varint_len(n), out.len());
         }
     }
 
@@ -188,6 +200,8 @@ mod tests {
             prop_assert_eq!(r.digest(), set.digest());
             let back = r.versions();
             prop_assert_eq!(back.digest(), set.digest());
+            let encoded = postcard::to_stdvec(&set).unwrap();
+            prop_assert_eq!(r.encoded_versions(), encoded.as_slice());
             prop_assert_eq!(back, set);
         }
     }

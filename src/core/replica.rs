@@ -4,8 +4,9 @@
 
 use serde::{Deserialize, Serialize};
 
+use super::encoded_set::{EncodedSet, UndecodableSet};
 use super::hints::{HintRefused, SharedHints};
-use super::ids::{ActorId, Key, NodeId};
+use super::ids::{Key, NodeId};
 use super::store::{Store, StoreError};
 use super::version::VersionSet;
 
@@ -14,17 +15,17 @@ use super::version::VersionSet;
 pub struct ReplicaPut {
     /// The key.
     pub key: Key,
-    /// The coordinator's whole set for the key.
-    pub versions: VersionSet,
+    /// The coordinator's whole set for the key, encoded once for all its replicas.
+    pub versions: EncodedSet,
     /// The owner this node stands in for (sloppy quorum), if any.
     pub hint_for: Option<NodeId>,
 }
 
 impl ReplicaPut {
-    /// An upper bound of the write's encoded size (see [`set_size_bound`]).
+    /// An upper bound of the write's encoded size, for keeping batches under the frame limit.
     pub fn size_bound(&self) -> usize {
         key_size_bound(&self.key)
-            + set_size_bound(&self.versions)
+            + self.versions.size_bound()
             + 1
             + self
                 .hint_for
@@ -56,7 +57,7 @@ impl ReplicaRequest {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum ReplicaReply {
     /// What the replica holds for the key of a `Get`.
-    Got(VersionSet),
+    Got(EncodedSet),
     /// A `Put` was applied.
     Stored,
     /// The request was not served, and why: a write refused is not an ack.
@@ -67,7 +68,7 @@ impl ReplicaReply {
     /// An upper bound of the reply's encoded size, for keeping answers under the frame limit.
     pub fn size_bound(&self) -> usize {
         1 + match self {
-            ReplicaReply::Got(set) => set_size_bound(set),
+            ReplicaReply::Got(set) => set.size_bound(),
             ReplicaReply::Stored => 0,
             ReplicaReply::Refused(why) => str_size_bound(why),
         }
@@ -89,37 +90,6 @@ pub(crate) fn key_size_bound(key: &Key) -> usize {
     LEN_MAX + key.len()
 }
 
-/// An upper bound of a set's postcard size, computed without encoding it: batches of sets are
-/// cut by it so that no frame can reach the peer's frame limit.
-pub fn set_size_bound(set: &VersionSet) -> usize {
-    let actor = |a: &ActorId| str_size_bound(a.node.as_str()) + VARINT_MAX;
-    LEN_MAX
-        + set
-            .versions()
-            .iter()
-            .map(|v| {
-                let clock: usize = v
-                    .context
-                    .entries()
-                    .map(|(a, _)| actor(a) + 2 * VARINT_MAX)
-                    .chain(
-                        v.context
-                            .exact_dots()
-                            .map(|(d, _)| actor(&d.actor) + 2 * VARINT_MAX),
-                    )
-                    .sum::<usize>()
-                    + LEN_MAX;
-                actor(&v.dot.actor)
-                    + VARINT_MAX
-                    + LEN_MAX
-                    + clock
-                    + 1
-                    + v.value.as_ref().map_or(0, |b| LEN_MAX + b.len())
-                    + VARINT_MAX
-            })
-            .sum::<usize>()
-}
-
 /// Why a replica write was not applied (it is then not an ack).
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum PutRefused {
@@ -132,6 +102,9 @@ pub enum PutRefused {
     /// The store could not take the versions (a full disk, a failed engine).
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// The write's set does not decode.
+    #[error(transparent)]
+    Undecodable(#[from] UndecodableSet),
 }
 
 /// A node's stored data and hints, as the replica side of requests sees them.
@@ -163,19 +136,40 @@ impl LocalReplica<'_> {
         set
     }
 
+    /// As [`LocalReplica::read`], encoded: what a replica read answers with. Without hints
+    /// for the key, the stored bytes as they are.
+    pub fn read_encoded(&self, key: &[u8]) -> EncodedSet {
+        if self.hints.lock().holds(key) {
+            return EncodedSet::encode(&self.read(key));
+        }
+        self.store.get_encoded(key)
+    }
+
     /// Applies a replica write: a merge, or a hint kept for the owner this node stands in for.
     pub fn apply(&self, put: ReplicaPut) -> Result<(), PutRefused> {
         if !self.member {
             return Err(PutRefused::NotAMember);
         }
-        match put.hint_for {
+        let versions = put.versions.decode()?;
+        self.apply_set(put.key, versions, put.hint_for)
+    }
+
+    /// As [`LocalReplica::apply`], for a set at hand (decoded, or made here).
+    pub fn apply_set(
+        &self,
+        key: Key,
+        versions: VersionSet,
+        hint_for: Option<NodeId>,
+    ) -> Result<(), PutRefused> {
+        if !self.member {
+            return Err(PutRefused::NotAMember);
+        }
+        match hint_for {
             Some(owner) if owner != *self.me => {
-                self.hints
-                    .lock()
-                    .add(owner, put.key, put.versions, self.now_ms)?;
+                self.hints.lock().add(owner, key, versions, self.now_ms)?;
             }
             _ => {
-                self.store.merge(&put.key, &put.versions)?;
+                self.store.merge_owned(&key, versions)?;
             }
         }
         Ok(())
@@ -192,7 +186,7 @@ impl LocalReplica<'_> {
                 ReplicaRequest::Get(_) if !self.member => {
                     ReplicaReply::Refused(PutRefused::NotAMember.to_string())
                 }
-                ReplicaRequest::Get(key) => ReplicaReply::Got(self.read(&key)),
+                ReplicaRequest::Get(key) => ReplicaReply::Got(self.read_encoded(&key)),
                 ReplicaRequest::Put(put) => match self.apply(put) {
                     Ok(()) => ReplicaReply::Stored,
                     Err(e) => ReplicaReply::Refused(e.to_string()),

@@ -6,6 +6,7 @@
 //! order events (counters do); they only break the tie between two entries with the same
 //! counter, so that a merge stays symmetric.
 
+use std::borrow::Cow;
 use std::cmp::Ordering;
 
 use serde::{Deserialize, Serialize};
@@ -285,6 +286,16 @@ impl VClock {
         if !other.is_empty() {
             *self = self.merge(other);
         }
+    }
+
+    /// This clock as [`VClock::prune`] leaves it, copied only when pruning changes it.
+    pub fn pruned(&self, max_entries: usize) -> Cow<'_, VClock> {
+        if self.entries.len() <= max_entries && self.dots.len() <= max_entries {
+            return Cow::Borrowed(self);
+        }
+        let mut pruned = self.clone();
+        pruned.prune(max_entries);
+        Cow::Owned(pruned)
     }
 
     /// Drops the oldest entries (by timestamp, ties by actor) until at most `max_entries`
@@ -620,6 +631,18 @@ pub(crate) mod tests {
     }
 
     proptest! {
+        #[test]
+        fn pruned_is_prune_without_a_copy_when_nothing_goes(
+            clock in clock_strategy(6),
+            max in 0usize..8,
+        ) {
+            let mut expected = clock.clone();
+            expected.prune(max);
+            let pruned = clock.pruned(max);
+            prop_assert_eq!(matches!(pruned, Cow::Borrowed(_)), expected == clock);
+            prop_assert_eq!(pruned.into_owned(), expected);
+        }
+
         #[test]
         fn any_wire_clock_deserializes_to_its_canonical_form(
             items in proptest::collection::vec((0u8..6, 0u64..6, 0u64..100), 0..12)

@@ -21,7 +21,7 @@ use std::collections::HashMap;
 
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
-use xxhash_rust::xxh3::Xxh3;
+use xxhash_rust::xxh3::{Xxh3, xxh3_64};
 
 use super::ids::ActorId;
 use super::vclock::{Dot, PRUNE_LIMIT, VClock};
@@ -124,6 +124,58 @@ fn obsolete_flags<'a>(versions: impl Iterator<Item = &'a Version> + Clone) -> Ve
         .collect()
 }
 
+/// Sets up to this many versions (with the newcomers, before the merge) are judged by
+/// comparing every pair, without the maps of [`obsolete_flags`]: no allocation, no hashing,
+/// and faster than the maps for the sets nearly every key holds (one to a few versions).
+const PAIRWISE_MAX: usize = 16;
+
+// Which versions of a merge (distinct dots) are obsolete.
+enum Obsolete {
+    // Bit i: version i is covered by another one's context.
+    Pairwise(u64),
+    Flags(Vec<bool>),
+}
+
+impl Obsolete {
+    fn of(all: &[(Version, bool)]) -> Self {
+        if all.len() <= PAIRWISE_MAX {
+            Obsolete::Pairwise(obsolete_pairwise(all.iter().map(|(v, _)| v)))
+        } else {
+            Obsolete::Flags(obsolete_flags(all.iter().map(|(v, _)| v)))
+        }
+    }
+
+    fn get(&self, i: usize) -> bool {
+        match self {
+            Obsolete::Pairwise(mask) => mask >> i & 1 == 1,
+            Obsolete::Flags(flags) => flags[i],
+        }
+    }
+
+    fn count(&self) -> usize {
+        match self {
+            Obsolete::Pairwise(mask) => mask.count_ones() as usize,
+            Obsolete::Flags(flags) => flags.iter().filter(|dropped| **dropped).count(),
+        }
+    }
+}
+
+// As `obsolete_flags`, for at most 64 versions, by asking every other version's context:
+// bit i is set when version i is covered.
+fn obsolete_pairwise<'a>(versions: impl Iterator<Item = &'a Version> + Clone) -> u64 {
+    let mut mask = 0;
+    for (i, v) in versions.clone().enumerate() {
+        let covered = versions
+            .clone()
+            .enumerate()
+            .any(|(j, other)| j != i && other.context.contains(&v.dot));
+        if covered {
+            mask |= 1 << i;
+        }
+    }
+    mask
+}
+
 /// What a read of one key returns: the live values and one context covering all of them.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct ReadView {
@@ -153,8 +205,26 @@ struct WireVersionSet {
 
 impl From<WireVersionSet> for VersionSet {
     fn from(wire: WireVersionSet) -> Self {
+        // What an honest peer sends is a set already: taken as it is, after the check.
+        if is_canonical(&wire.versions) {
+            return VersionSet {
+                versions: wire.versions,
+            };
+        }
         VersionSet::from_versions(wire.versions)
     }
+}
+
+// True when `versions` are a set as `VersionSet` keeps one: sorted by dot, each dot once,
+// none covered by another one's context.
+fn is_canonical(versions: &[Version]) -> bool {
+    let sorted = versions.windows(2).all(|pair| pair[0].dot < pair[1].dot);
+    sorted
+        && if versions.len() <= PAIRWISE_MAX {
+            obsolete_pairwise(versions.iter()) == 0
+        } else {
+            !obsolete_flags(versions.iter()).contains(&true)
+        }
 }
 
 impl VersionSet {
@@ -182,16 +252,9 @@ impl VersionSet {
 
     /// A set of `versions` read back from storage: `None` unless they are exactly a set as
     /// this type keeps it (a damaged record that still matches its checksum must not pass
-    /// as one). A lone version is always such a set; siblings are checked by a merge.
+    /// as one).
     pub fn from_stored(versions: Vec<Version>) -> Option<Self> {
-        let sorted = versions.windows(2).all(|pair| pair[0].dot < pair[1].dot);
-        if !sorted {
-            return None;
-        }
-        if versions.len() > 1 && VersionSet::from_versions(versions.clone()).versions != versions {
-            return None;
-        }
-        Some(VersionSet { versions })
+        is_canonical(&versions).then_some(VersionSet { versions })
     }
 
     /// A "set" of exactly `versions`, invariants unchecked: for tests that need a damaged one.
@@ -234,6 +297,11 @@ impl VersionSet {
         self.absorb(other.versions.iter().cloned())
     }
 
+    /// As [`VersionSet::merge`], taking the other set: its versions move here, uncopied.
+    pub fn merge_owned(&mut self, other: VersionSet) -> bool {
+        self.absorb(other.versions)
+    }
+
     /// Merges a single version; returns true when the set changed.
     pub fn merge_version(&mut self, version: Version) -> bool {
         self.absorb(std::iter::once(version))
@@ -244,17 +312,15 @@ impl VersionSet {
     // greatest content (the same content, unless an actor id was reused). Linear apart from the
     // sort, so that a key with thousands of siblings stays cheap to write and to merge.
     fn absorb(&mut self, incoming: impl IntoIterator<Item = Version>) -> bool {
-        let mut all: Vec<(Version, bool)> = std::mem::take(&mut self.versions)
-            .into_iter()
-            .map(|v| (v, false))
-            .collect();
-        let before = all.len();
-        all.extend(incoming.into_iter().map(|v| (v, true)));
-        if all.len() == before {
-            self.versions = all.into_iter().map(|(v, _)| v).collect();
-            self.versions.shrink_to_fit();
+        let mut incoming = incoming.into_iter().peekable();
+        if incoming.peek().is_none() {
             return false;
         }
+        let stored = std::mem::take(&mut self.versions);
+        let mut all: Vec<(Version, bool)> =
+            Vec::with_capacity(stored.len() + incoming.size_hint().0);
+        all.extend(stored.into_iter().map(|v| (v, false)));
+        all.extend(incoming.map(|v| (v, true)));
         // Stable: on equal content the stored copy stays first and the newcomer is dropped.
         all.sort_by(|(x, _), (y, _)| x.dot.cmp(&y.dot).then_with(|| content_order(y, x)));
         let mut replaced = false;
@@ -263,13 +329,13 @@ impl VersionSet {
             replaced |= same && *kept_new && !*later_new;
             same
         });
-        let obsolete = obsolete_flags(all.iter().map(|(v, _)| v));
+        let obsolete = Obsolete::of(&all);
         // Exactly the survivors: a stored set lives as long as its key, and growing by
         // pushes would leave room for four versions where one is the common case.
-        self.versions
-            .reserve_exact(obsolete.iter().filter(|dropped| !**dropped).count());
+        self.versions.reserve_exact(all.len() - obsolete.count());
         let mut changed = replaced;
-        for ((version, is_new), dropped) in all.into_iter().zip(obsolete) {
+        for (i, (version, is_new)) in all.into_iter().enumerate() {
+            let dropped = obsolete.get(i);
             // Changed when a newcomer stays or an old version goes.
             changed |= is_new != dropped;
             if !dropped {
@@ -302,28 +368,18 @@ impl VersionSet {
     }
 
     /// Writes `value` (or a tombstone) as the new version `dot`, made with the client's
-    /// `context` at `now_ms`, and returns it.
+    /// `context` at `now_ms`.
     ///
     /// The context is pruned first and the pruned context decides what is replaced, so that
     /// every replica judges the new version exactly as this one does. Exactly the versions the
     /// context covers are replaced; a blind write (empty context) replaces nothing.
-    pub fn write(
-        &mut self,
-        context: &VClock,
-        dot: Dot,
-        value: Option<Bytes>,
-        now_ms: u64,
-    ) -> Version {
-        let mut context = context.clone();
-        context.prune(PRUNE_LIMIT);
-        let version = Version {
+    pub fn write(&mut self, context: &VClock, dot: Dot, value: Option<Bytes>, now_ms: u64) {
+        self.merge_version(Version {
             dot,
-            context,
+            context: context.pruned(PRUNE_LIMIT).into_owned(),
             value,
             timestamp_ms: now_ms,
-        };
-        self.merge_version(version.clone());
-        version
+        });
     }
 
     /// A stable digest of the set (0 when empty), equal on two replicas iff they hold the
@@ -333,39 +389,84 @@ impl VersionSet {
         if self.versions.is_empty() {
             return 0;
         }
-        let mut hasher = Xxh3::new();
-        let actor = |hasher: &mut Xxh3, a: &ActorId| {
+        let mut feed = DigestFeed::new();
+        let actor = |feed: &mut DigestFeed, a: &ActorId| {
             let node = a.node.as_str().as_bytes();
-            hasher.update(&(node.len() as u64).to_le_bytes());
-            hasher.update(node);
-            hasher.update(&a.incarnation.to_le_bytes());
+            feed.update(&(node.len() as u64).to_le_bytes());
+            feed.update(node);
+            feed.update(&a.incarnation.to_le_bytes());
         };
         for v in &self.versions {
-            actor(&mut hasher, &v.dot.actor);
-            hasher.update(&v.dot.counter.to_le_bytes());
-            hasher.update(&v.timestamp_ms.to_le_bytes());
+            actor(&mut feed, &v.dot.actor);
+            feed.update(&v.dot.counter.to_le_bytes());
+            feed.update(&v.timestamp_ms.to_le_bytes());
             match &v.value {
-                None => hasher.update(&[0]),
+                None => feed.update(&[0]),
                 Some(bytes) => {
-                    hasher.update(&[1]);
-                    hasher.update(&(bytes.len() as u64).to_le_bytes());
-                    hasher.update(bytes);
+                    feed.update(&[1]);
+                    feed.update(&(bytes.len() as u64).to_le_bytes());
+                    feed.update(bytes);
                 }
             }
-            hasher.update(&(v.context.len() as u64).to_le_bytes());
+            feed.update(&(v.context.len() as u64).to_le_bytes());
             for (a, e) in v.context.entries() {
-                actor(&mut hasher, a);
-                hasher.update(&e.counter.to_le_bytes());
-                hasher.update(&e.timestamp_ms.to_le_bytes());
+                actor(&mut feed, a);
+                feed.update(&e.counter.to_le_bytes());
+                feed.update(&e.timestamp_ms.to_le_bytes());
             }
-            hasher.update(&(v.context.exact_len() as u64).to_le_bytes());
+            feed.update(&(v.context.exact_len() as u64).to_le_bytes());
             for (dot, timestamp_ms) in v.context.exact_dots() {
-                actor(&mut hasher, &dot.actor);
-                hasher.update(&dot.counter.to_le_bytes());
-                hasher.update(&timestamp_ms.to_le_bytes());
+                actor(&mut feed, &dot.actor);
+                feed.update(&dot.counter.to_le_bytes());
+                feed.update(&timestamp_ms.to_le_bytes());
             }
         }
-        hasher.digest()
+        feed.finish()
+    }
+}
+
+/// Bytes of a digest gathered on the stack before they are hashed.
+const DIGEST_BUFFER: usize = 512;
+
+// The bytes of a set's digest, hashed in one call while they fit the buffer (nearly every
+// set): XXH3 gives the same digest for bytes fed piece by piece as for all of them at once,
+// and this spares a streaming hasher's state and a call per field. Past the buffer, the
+// bytes go on into a streaming hasher.
+struct DigestFeed {
+    buffer: [u8; DIGEST_BUFFER],
+    len: usize,
+    spilled: Option<Box<Xxh3>>,
+}
+
+impl DigestFeed {
+    fn new() -> Self {
+        DigestFeed {
+            buffer: [0; DIGEST_BUFFER],
+            len: 0,
+            spilled: None,
+        }
+    }
+
+    fn update(&mut self, bytes: &[u8]) {
+        if let Some(room) = self.buffer.get_mut(self.len..self.len + bytes.len()) {
+            room.copy_from_slice(bytes);
+            self.len += bytes.len();
+            return;
+        }
+        let hasher = self.spilled.get_or_insert_with(|| Box::new(Xxh3::new()));
+        hasher.update(&self.buffer[..self.len]);
+        hasher.update(bytes);
+        self.len = 0;
+    }
+
+    fn finish(self) -> u64 {
+        match self.spilled {
+            None => xxh3_64(&self.buffer[..self.len]),
+            Some(mut hasher) => {
+                hasher.update(&self.buffer[..self.len]);
+                hasher.digest()
+            }
+        }
     }
 }
 
@@ -646,6 +747,55 @@ pub(crate) mod tests {
             .collect()
     }
 
+    // The digest as it was first defined: every field fed to a streaming XXH3 hasher.
+    fn streamed_digest(set: &VersionSet) -> u64 {
+        if set.is_empty() {
+            return 0;
+        }
+        let mut hasher = Xxh3::new();
+        let actor = |hasher: &mut Xxh3, a: &ActorId| {
+            let node = a.node.as_str().as_bytes();
+            hasher.update(&(node.len() as u64).to_le_bytes());
+            hasher.update(node);
+            hasher.update(&a.incarnation.to_le_bytes());
+        };
+        for v in set.versions() {
+            actor(&mut hasher, &v.dot.actor);
+            hasher.update(&v.dot.counter.to_le_bytes());
+            hasher.update(&v.timestamp_ms.to_le_bytes());
+            match &v.value {
+                None => hasher.update(&[0]),
+                Some(bytes) => {
+                    hasher.update(&[1]);
+                    hasher.update(&(bytes.len() as u64).to_le_bytes());
+                    hasher.update(bytes);
+                }
+            }
+            hasher.update(&(v.context.len() as u64).to_le_bytes());
+            for (a, e) in v.context.entries() {
+                actor(&mut hasher, a);
+                hasher.update(&e.counter.to_le_bytes());
+                hasher.update(&e.timestamp_ms.to_le_bytes());
+            }
+            hasher.update(&(v.context.exact_len() as u64).to_le_bytes());
+            for (dot, timestamp_ms) in v.context.exact_dots() {
+                actor(&mut hasher, &dot.actor);
+                hasher.update(&dot.counter.to_le_bytes());
+                hasher.update(&timestamp_ms.to_le_bytes());
+            }
+        }
+        hasher.digest()
+    }
+
+    // As `any_version`, with dots spread over more counters (and contexts that cover only the
+    // low ones): sets larger than `any_version`'s 15 dots allow.
+    fn wide_version() -> impl Strategy<Value = Version> {
+        (any_version(), 0u64..8).prop_map(|(mut v, spread)| {
+            v.dot.counter += 5 * spread;
+            v
+        })
+    }
+
     pub(crate) fn any_version() -> impl Strategy<Value = Version> {
         (
             0u8..3,
@@ -793,6 +943,65 @@ pub(crate) mod tests {
             all.extend(second);
             prop_assert_eq!(merged.versions(), &by_definition(all)[..]);
             prop_assert_eq!(changed, merged != base);
+        }
+
+        #[test]
+        fn absorb_matches_its_definition_past_the_pairwise_size(
+            first in proptest::collection::vec(wide_version(), 0..30),
+            second in proptest::collection::vec(wide_version(), 10..30),
+        ) {
+            // The same, on merges of more than `PAIRWISE_MAX` versions (judged by the maps).
+            let base = VersionSet::from_versions(first.clone());
+            prop_assert_eq!(base.versions(), &by_definition(first)[..]);
+            let mut merged = base.clone();
+            let changed = merged.absorb(second.clone());
+            let mut all = base.versions().to_vec();
+            all.extend(second);
+            prop_assert_eq!(merged.versions(), &by_definition(all)[..]);
+            prop_assert_eq!(changed, merged != base);
+        }
+
+        #[test]
+        fn a_list_is_canonical_exactly_when_the_merge_leaves_it_as_it_is(
+            versions in proptest::collection::vec(wide_version(), 0..24),
+        ) {
+            let merged = VersionSet::from_versions(versions.clone());
+            prop_assert_eq!(is_canonical(&versions), merged.versions() == &versions[..]);
+            prop_assert!(is_canonical(merged.versions()));
+            // Decoded, either way the set the merge makes.
+            let wire = postcard::to_stdvec(&VersionSet::unchecked_for_tests(versions)).unwrap();
+            prop_assert_eq!(postcard::from_bytes::<VersionSet>(&wire).unwrap(), merged);
+        }
+
+        #[test]
+        fn the_digest_is_the_streaming_hash_of_the_sets_fields(
+            versions in proptest::collection::vec(any_version(), 0..8),
+            big in proptest::collection::vec(0usize..3, 0..8),
+        ) {
+            // Values of up to twice the buffer, so that some digests spill past it.
+            let versions = versions.into_iter().zip(big.into_iter().chain(std::iter::repeat(0)))
+                .map(|(mut v, size)| {
+                    if let Some(value) = &v.value {
+                        v.value = Some(value.repeat(1 + size * DIGEST_BUFFER).into());
+                    }
+                    v
+                });
+            let set = VersionSet::from_versions(versions);
+            prop_assert_eq!(set.digest(), streamed_digest(&set));
+        }
+
+        #[test]
+        fn pairwise_and_mapped_obsolescence_agree(
+            versions in proptest::collection::vec(any_version(), 0..=PAIRWISE_MAX),
+        ) {
+            let mut versions = versions;
+            versions.sort_by(|x, y| x.dot.cmp(&y.dot));
+            versions.dedup_by(|x, y| x.dot == y.dot);
+            let mask = obsolete_pairwise(versions.iter());
+            let flags = obsolete_flags(versions.iter());
+            for (i, flag) in flags.into_iter().enumerate() {
+                prop_assert_eq!(mask >> i & 1 == 1, flag, "version {}", i);
+            }
         }
 
         #[test]

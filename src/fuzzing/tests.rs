@@ -10,6 +10,7 @@ use ractor::BytesConvertable;
 use super::anti_entropy::{KEYS, Side};
 use super::*;
 use crate::core::anti_entropy::{AeReply, AeRequest, Initiator, respond};
+use crate::core::encoded_set::EncodedSet;
 use crate::core::hints::{Hint, HintId};
 use crate::core::ids::{ActorId, Key, NodeId};
 use crate::core::membership::{HandoffProgress, MemberDigest, RingStatus, Status};
@@ -114,7 +115,7 @@ fn batch_strategy() -> impl Strategy<Value = Vec<ReplicaRequest>> {
         )
             .prop_map(|(key, versions, hint_for)| ReplicaRequest::Put(ReplicaPut {
                 key,
-                versions,
+                versions: EncodedSet::encode(&versions),
                 hint_for: hint_for.map(NodeId::new),
             })),
     ];

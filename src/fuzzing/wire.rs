@@ -44,6 +44,11 @@ pub fn wire_message(data: &[u8]) {
     if let Some(replies) = payload::<Vec<ReplicaReply>>(data) {
         for reply in replies {
             assert!(encoded_len(&reply) <= reply.size_bound(), "{reply:?}");
+            if let ReplicaReply::Got(set) = &reply
+                && let Ok(set) = set.decode()
+            {
+                assert_stable(&set);
+            }
         }
     }
     batch_frame(data);
@@ -113,6 +118,12 @@ fn batch_frame(data: &[u8]) -> Option<Vec<ReplicaRequest>> {
     assert_stable(&requests);
     for request in &requests {
         assert!(encoded_len(request) <= request.size_bound(), "{request:?}");
+        // A write's set travels encoded; the receiver decodes it when it applies it.
+        if let ReplicaRequest::Put(put) = request
+            && let Ok(set) = put.versions.decode()
+        {
+            assert_stable(&set);
+        }
     }
     Some(requests)
 }

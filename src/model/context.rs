@@ -48,6 +48,11 @@ impl Context {
         &self.0
     }
 
+    /// The version vector inside, taken out.
+    pub fn into_clock(self) -> VClock {
+        self.0
+    }
+
     /// True for a blind write's context.
     pub fn is_empty(&self) -> bool {
         self.0.is_empty()

@@ -58,7 +58,10 @@ impl ReplicaLinks {
         let call = self.call(node, ReplicaRequest::Get(key), deadline);
         async move {
             match call.await? {
-                ReplicaReply::Got(set) => Ok(set),
+                ReplicaReply::Got(set) => set.decode().map_err(|e| {
+                    tracing::warn!(error = %e, "a replica answered a read with an undecodable set");
+                    Failure::Error
+                }),
                 ReplicaReply::Stored | ReplicaReply::Refused(_) => Err(Failure::Error),
             }
         }
@@ -167,6 +170,7 @@ impl BatchSender for StorageSender {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::core::encoded_set::EncodedSet;
     use crate::core::version::VersionSet;
 
     #[test]
@@ -174,7 +178,7 @@ mod tests {
         let key = Key::from_static(b"k");
         let put = ReplicaPut {
             key: key.clone(),
-            versions: VersionSet::new(),
+            versions: EncodedSet::encode(&VersionSet::new()),
             hint_for: None,
         };
         assert!(StorageSender::must_deliver(&ReplicaRequest::Put(put)));

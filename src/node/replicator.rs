@@ -17,6 +17,7 @@ use ractor_cluster::RactorMessage;
 
 use super::shared::NodeShared;
 use crate::core::drain::{self, DrainScope};
+use crate::core::encoded_set::EncodedSet;
 use crate::core::membership::RingStatus;
 use crate::core::write::Outgoing;
 
@@ -121,6 +122,7 @@ fn hand_off(shared: &Arc<NodeShared>) {
     for transfer in transfers {
         let shared = Arc::clone(shared);
         tokio::spawn(async move {
+            let versions = EncodedSet::encode(&transfer.versions);
             let sends = transfer
                 .targets
                 .iter()
@@ -128,7 +130,7 @@ fn hand_off(shared: &Arc<NodeShared>) {
                     to: target.node.clone(),
                     put: crate::core::replica::ReplicaPut {
                         key: transfer.key.clone(),
-                        versions: transfer.versions.clone(),
+                        versions: versions.clone(),
                         hint_for: target.stands_in_for.clone(),
                     },
                 })

@@ -96,18 +96,18 @@ mod tests {
 
     use super::*;
     use crate::config::NodeConfig;
+    use crate::core::encoded_set::EncodedSet;
     use crate::core::ids::Key;
     use crate::core::replica::{ReplicaPut, ReplicaRequest};
     use crate::core::vclock::VClock;
     use crate::core::version::VersionSet;
-    use crate::node::wire::set_size_bound;
 
     fn node(name: &str) -> Arc<NodeShared> {
         let config = NodeConfig::new(name, "127.0.0.1:1".parse().unwrap());
         NodeShared::new(config, 1).unwrap()
     }
 
-    fn written(shared: &NodeShared, key: &'static [u8], value: &[u8]) -> VersionSet {
+    fn written(shared: &NodeShared, key: &'static [u8], value: &[u8]) -> EncodedSet {
         let key = Key::from_static(key);
         let value = Some(Bytes::copy_from_slice(value));
         let coordinated = shared
@@ -146,14 +146,14 @@ mod tests {
                 ReplicaReply::Got(small.clone()),
                 ReplicaReply::Stored,
                 ReplicaReply::Got(big.clone()),
-                ReplicaReply::Got(VersionSet::new()),
+                ReplicaReply::Got(EncodedSet::encode(&VersionSet::new())),
             ]
         );
         assert_eq!(shared.store.get(b"new").len(), 1);
 
         // Room for the small read and the ack, not for the big read: the rest is left out.
-        let budget = set_size_bound(&small) + 2 + 10;
-        assert!(budget < set_size_bound(&big));
+        let budget = small.size_bound() + 2 + 10;
+        assert!(budget < big.size_bound());
         let prefix = shared.local().serve(batch(put(b"v2")), budget);
         assert_eq!(
             prefix,

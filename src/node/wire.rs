@@ -23,6 +23,12 @@ use crate::model::{ClientError, Context};
 const OK: u8 = 0;
 const ERR: u8 = 1;
 
+// The size of `value`'s encoding, from a pass that writes nothing: a buffer allocated with it
+// is never grown (and copied) while the value is encoded into it.
+fn encoded_size<V: Serialize + ?Sized>(value: &V) -> usize {
+    postcard::experimental::serialized_size(value).unwrap_or(0)
+}
+
 /// A value sent to or from a peer, or the reason it could not be decoded or produced.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Payload<T>(pub Result<T, String>);
@@ -69,22 +75,18 @@ where
 
 impl<T: Serialize + DeserializeOwned> BytesConvertable for Payload<T> {
     fn into_bytes(self) -> Vec<u8> {
-        let encoded = match &self.0 {
-            Ok(value) => postcard::to_stdvec(value).map(|body| (OK, body)),
-            Err(reason) => postcard::to_stdvec(reason).map(|body| (ERR, body)),
-        };
-        match encoded {
-            Ok((tag, mut body)) => {
-                body.insert(0, tag);
-                body
-            }
-            // Unreachable for our types (no maps with non-string keys, no I/O): send an error.
-            Err(e) => {
-                let mut body = postcard::to_stdvec(&e.to_string()).unwrap_or_default();
-                body.insert(0, ERR);
-                body
-            }
+        // The tag, then the body after it in the same buffer, sized once.
+        fn tagged<V: Serialize + ?Sized>(tag: u8, body: &V) -> postcard::Result<Vec<u8>> {
+            let mut out = Vec::with_capacity(1 + encoded_size(body));
+            out.push(tag);
+            postcard::to_extend(body, out)
         }
+        let encoded = match &self.0 {
+            Ok(value) => tagged(OK, value),
+            Err(reason) => tagged(ERR, reason),
+        };
+        // Unreachable for our types (no maps with non-string keys, no I/O): send an error.
+        encoded.unwrap_or_else(|e| tagged(ERR, &e.to_string()).unwrap_or_else(|_| vec![ERR]))
     }
 
     fn from_bytes(bytes: Vec<u8>) -> Self {
@@ -113,7 +115,7 @@ pub struct Encoded<T> {
 impl<T: DeserializeOwned> Encoded<T> {
     /// Encodes `value`, anything that serializes exactly as a `T` does (`&[X]` for `Vec<X>`).
     pub fn encode<V: Serialize + ?Sized>(value: &V) -> Result<Self, String> {
-        postcard::to_stdvec(value)
+        postcard::to_extend(value, Vec::with_capacity(encoded_size(value)))
             .map(|bytes| Encoded {
                 bytes,
                 kind: PhantomData,
@@ -141,7 +143,7 @@ impl<T> BytesConvertable for Encoded<T> {
 }
 
 use crate::core::replica::{LEN_MAX, VARINT_MAX, key_size_bound, str_size_bound};
-pub use crate::core::replica::{ReplicaPut, ReplicaReply, ReplicaRequest, set_size_bound};
+pub use crate::core::replica::{ReplicaPut, ReplicaReply, ReplicaRequest};
 
 /// Messages of a node's Storage actor: the replica side of reads and writes.
 #[derive(RactorClusterMessage)]
@@ -295,10 +297,15 @@ pub enum AntiEntropyMsg {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::core::encoded_set::EncodedSet;
     use crate::core::ids::NodeId;
 
     #[test]
     fn payloads_round_trip_and_garbage_is_an_error() {
+        let large = Payload::ok(vec![7u32; 1000]);
+        let bytes = large.clone().into_bytes();
+        assert_eq!((bytes[0], bytes.capacity()), (OK, bytes.len()));
+        assert_eq!(Payload::<Vec<u32>>::from_bytes(bytes), large);
         let p = Payload::ok(vec![1u32, 2, 3]);
         assert_eq!(Payload::<Vec<u32>>::from_bytes(p.clone().into_bytes()), p);
         let e: Payload<Vec<u32>> = Payload::err("nope");
@@ -327,7 +334,7 @@ mod tests {
             );
             let value = (i != 1).then(|| Bytes::from(vec![7u8; 300 * i]));
             let written = store.coordinate(&key, &context, value, u64::MAX).unwrap();
-            set.merge(&written.versions);
+            set.merge(&written.versions.decode().unwrap());
         }
         assert_eq!(set.len(), 3);
         set
@@ -337,11 +344,13 @@ mod tests {
     fn size_bounds_are_never_below_the_encoded_size() {
         let set = sample_set();
         let encoded = |v: &dyn erased::Encode| v.encoded_len();
-        assert!(encoded(&set) <= set_size_bound(&set));
-        assert!(encoded(&VersionSet::new()) <= set_size_bound(&VersionSet::new()));
+        let shared = EncodedSet::encode(&set);
+        assert!(encoded(&shared) <= shared.size_bound());
+        let empty = EncodedSet::encode(&VersionSet::new());
+        assert!(encoded(&empty) <= empty.size_bound());
         let put = ReplicaPut {
             key: Key::from(vec![1u8; 1000]),
-            versions: set.clone(),
+            versions: shared.clone(),
             hint_for: Some(NodeId::new("n2")),
         };
         for request in [
@@ -371,7 +380,7 @@ mod tests {
             };
             assert!(encoded(&write) <= write.size_bound(), "{write:?}");
         }
-        for reply in [ReplicaReply::Got(set), ReplicaReply::Stored] {
+        for reply in [ReplicaReply::Got(shared), ReplicaReply::Stored] {
             assert!(encoded(&reply) <= reply.size_bound(), "{reply:?}");
         }
     }
@@ -394,11 +403,13 @@ mod tests {
             ReplicaRequest::Get(Key::from_static(b"a")),
             ReplicaRequest::Put(ReplicaPut {
                 key: Key::from_static(b"b"),
-                versions: sample_set(),
+                versions: EncodedSet::encode(&sample_set()),
                 hint_for: None,
             }),
         ];
         let encoded = Encoded::<Vec<ReplicaRequest>>::encode(&requests[..]).unwrap();
+        // Sized before it was encoded: the buffer was never grown.
+        assert_eq!(encoded.bytes.capacity(), encoded.bytes.len());
         let received = Encoded::<Vec<ReplicaRequest>>::from_bytes(encoded.into_bytes());
         assert_eq!(received.decode().unwrap(), requests);
         let garbage = Encoded::<Vec<ReplicaRequest>>::from_bytes(vec![3, 9, 9]);

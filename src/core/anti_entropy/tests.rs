@@ -626,7 +626,7 @@ fn apply(store: &Store, other: &Store, k: &Key, op: u8) {
         }
         3 => {
             let theirs = other.coordinate(k, &VClock::new(), val("w"), 1).unwrap();
-            store.merge(k, &theirs.versions).unwrap();
+            store.merge(k, &theirs.set()).unwrap();
         }
         _ => {
             store.remove_handed(k, store.digest(k));

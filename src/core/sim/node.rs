@@ -18,6 +18,7 @@ use crate::core::anti_entropy::{
     AeReply, AeRequest, Initiator, Replica, Scope, SharedDigests, Step, pick_peer, respond,
 };
 use crate::core::drain::{self, Delivery, DrainScope};
+use crate::core::encoded_set::EncodedSet;
 use crate::core::handoff::{Handoff, Transfer};
 use crate::core::hints::{Hint, HintId, HintJournal, HintLimits, HintStore, SharedHints};
 use crate::core::ids::{ActorId, Key, NodeId};
@@ -592,9 +593,14 @@ impl SimNode {
                     state.waiting -= 1;
                     match answer {
                         Ok(Payload::ReplicaAnswer(mut replies)) => match replies.pop() {
-                            Some(ReplicaReply::Got(set)) => {
-                                state.run.on_reply(&from, set);
-                            }
+                            Some(ReplicaReply::Got(set)) => match set.decode() {
+                                Ok(set) => {
+                                    state.run.on_reply(&from, set);
+                                }
+                                Err(_) => {
+                                    state.run.on_failure(&from, Failure::Error);
+                                }
+                            },
                             _ => {
                                 state.run.on_failure(&from, Failure::Error);
                             }
@@ -782,6 +788,7 @@ impl SimNode {
         self.handoff = handoff;
         for transfer in transfers {
             let id = self.id();
+            let versions = EncodedSet::encode(&transfer.versions);
             let sends: Vec<Outgoing> = transfer
                 .targets
                 .iter()
@@ -789,7 +796,7 @@ impl SimNode {
                     to: t.node.clone(),
                     put: ReplicaPut {
                         key: transfer.key.clone(),
-                        versions: transfer.versions.clone(),
+                        versions: versions.clone(),
                         hint_for: t.stands_in_for.clone(),
                     },
                 })

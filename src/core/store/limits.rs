@@ -40,8 +40,7 @@ impl Store {
         if limits == SetLimits::NONE {
             return Ok(());
         }
-        let mut pruned = context.clone();
-        pruned.prune(PRUNE_LIMIT);
+        let pruned = context.pruned(PRUNE_LIMIT);
         let survivors = set.versions().iter().filter(|v| !pruned.contains(&v.dot));
         let (count, bytes) = survivors.fold((1, value.map_or(0, Bytes::len)), |(n, b), v| {
             (n + 1, b + v.value.as_ref().map_or(0, Bytes::len))

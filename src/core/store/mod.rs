@@ -26,6 +26,7 @@ use self::dots::encode_actor;
 pub use self::limits::SetLimits;
 pub use self::purge::{PURGE_MEMORY_CAPACITY, PURGE_MEMORY_TTL_MS};
 
+use std::borrow::Cow;
 use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Mutex, MutexGuard};
@@ -33,6 +34,7 @@ use std::sync::{Mutex, MutexGuard};
 use arc_swap::ArcSwap;
 use bytes::Bytes;
 
+use super::encoded_set::EncodedSet;
 use super::engine::{Engine, EngineError, MemoryEngine};
 use super::ids::{ActorId, Key};
 use super::pieces::Pieces;
@@ -122,13 +124,23 @@ pub enum OpenError {
 pub struct Coordinated {
     /// The dot made for the new version.
     pub dot: Dot,
-    /// The whole set now stored here: what replicas and hints must receive.
-    pub versions: VersionSet,
+    /// The whole set now stored here, encoded once: what replicas and hints must receive.
+    pub versions: EncodedSet,
     /// The context to answer the writer with: its own context plus the new dot. The dot goes
     /// into the vector part when that claims nothing the writer did not see (no other
     /// version of this actor survives that the writer's context misses), and as an exact
     /// dot otherwise (a blind write next to a delete made here, two writers with one context).
     pub answer: VClock,
+}
+
+#[cfg(test)]
+impl Coordinated {
+    /// The set stored here, decoded: for tests that compare sets.
+    pub(crate) fn set(&self) -> VersionSet {
+        self.versions
+            .decode()
+            .expect("a set this store encoded decodes")
+    }
 }
 
 /// What a merge did to a key.
@@ -349,6 +361,14 @@ impl Store {
         found.flatten().map(|(_, set)| set).unwrap_or_default()
     }
 
+    /// As [`Store::get`], encoded: what a replica read answers with.
+    pub fn get_encoded(&self, key: &[u8]) -> EncodedSet {
+        let found = self.read(key, |segment| segment.get_encoded(key));
+        found
+            .flatten()
+            .unwrap_or_else(|| EncodedSet::encode(&VersionSet::new()))
+    }
+
     /// The digest of `key`'s set (0 when absent).
     pub fn digest(&self, key: &[u8]) -> u64 {
         self.read(key, |segment| segment.digest(key)).unwrap_or(0)
@@ -357,17 +377,33 @@ impl Store {
     /// Merges versions received from a peer (replication, hint, repair, anti-entropy,
     /// handoff). Versions that a purge here deleted are dropped first.
     pub fn merge(&self, key: &Key, incoming: &VersionSet) -> Result<MergeOutcome, StoreError> {
+        self.merge_set(key, Cow::Borrowed(incoming))
+    }
+
+    /// As [`Store::merge`], taking the set: its versions move into the stored set instead of
+    /// being copied (a replica write decoded for this merge alone).
+    pub fn merge_owned(&self, key: &Key, incoming: VersionSet) -> Result<MergeOutcome, StoreError> {
+        self.merge_set(key, Cow::Owned(incoming))
+    }
+
+    fn merge_set(
+        &self,
+        key: &Key,
+        incoming: Cow<'_, VersionSet>,
+    ) -> Result<MergeOutcome, StoreError> {
         if incoming.is_empty() {
             return Ok(MergeOutcome {
                 changed: false,
                 digest: self.digest(key),
             });
         }
-        self.guard_actor(incoming)?;
+        self.guard_actor(&incoming)?;
         let (changed, digest) = self.update(key, |set| {
-            let stripped = self.strip_purged(key, incoming);
-            let incoming = stripped.as_ref().unwrap_or(incoming);
-            Ok(set.merge(incoming))
+            let incoming = match self.strip_purged(key, &incoming) {
+                Some(stripped) => stripped,
+                None => incoming.into_owned(),
+            };
+            Ok(set.merge_owned(incoming))
         })?;
         Ok(MergeOutcome { changed, digest })
     }
@@ -418,7 +454,7 @@ impl Store {
             }
             Ok(Coordinated {
                 dot,
-                versions: set.clone(),
+                versions: EncodedSet::encode(set),
                 answer,
             })
         })?;

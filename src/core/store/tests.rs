@@ -78,7 +78,7 @@ fn coordinate_then_read_back() {
     assert_eq!(first.dot, Dot::new(ActorId::new("a", 7), 1));
     let ctx = s.get(&k).read().context;
     let second = s.coordinate(&k, &ctx, val("y"), 2).unwrap();
-    assert_eq!(second.versions, s.get(&k));
+    assert_eq!(second.set(), s.get(&k));
     assert_eq!(s.get(&k).read().values, vec![Bytes::from("y")]);
     assert_eq!(s.len(), 1);
     assert_eq!(s.digest(&k), s.get(&k).digest());
@@ -207,7 +207,7 @@ fn segment_digests_stay_exact_under_concurrent_writes_merges_and_purges() {
                     let set = peer
                         .coordinate(&k, &VClock::new(), val(&format!("{t}")), 0)
                         .unwrap()
-                        .versions;
+                        .set();
                     (k, set)
                 })
                 .collect();
@@ -348,11 +348,11 @@ fn a_stale_copy_arriving_after_a_purge_does_not_bring_the_value_back() {
     let ctx = s.get(&k).read().context;
     s.coordinate(&k, &ctx, None, 1).unwrap();
     assert!(s.purge_tombstones(&k, s.digest(&k), 0));
-    assert!(!s.merge(&k, &stale.versions).unwrap().changed);
+    assert!(!s.merge(&k, &stale.set()).unwrap().changed);
     assert!(s.get(&k).is_empty());
     // The key written again afresh is kept, and the stale copy still cannot join it.
     s.coordinate(&k, &VClock::new(), val("new"), 2).unwrap();
-    s.merge(&k, &stale.versions).unwrap();
+    s.merge(&k, &stale.set()).unwrap();
     assert_eq!(s.get(&k).read().values, vec![Bytes::from("new")]);
 }
 
@@ -372,8 +372,8 @@ fn limitation_a_restart_that_keeps_the_actor_but_not_the_counter_reuses_dots() {
     let new = after.coordinate(&k, &VClock::new(), val("new"), 2).unwrap();
     assert_eq!(new.dot, old.dot);
     // A replica still holding the old version keeps one of the two: a write is lost.
-    let mut replica = old.versions.clone();
-    replica.merge(&new.versions);
+    let mut replica = old.set();
+    replica.merge(&new.set());
     assert_eq!(replica.read().values.len(), 1);
 }
 
@@ -437,7 +437,7 @@ proptest! {
             let coord = &coords[usize::from(*c)];
             let ctx = if *causal { coord.get(&k).read().context } else { VClock::new() };
             let done = coord.coordinate(&k, &ctx, val("v"), 0).unwrap();
-            deliveries.push((k, done.versions));
+            deliveries.push((k, done.set()));
         }
         let (r1, r2) = (store("r1"), store("r2"));
         for (k, set) in &deliveries {

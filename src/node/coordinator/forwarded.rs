@@ -42,5 +42,5 @@ async fn coordinate_forwarded(
     let opts = WriteOptions { w: write.w };
     let (_, w) = admit(shared, &write.key, write.value.as_ref(), opts)?;
     let deadline = Instant::now() + Duration::from_millis(write.budget_ms);
-    coordinate(shared, write.key, write.value, &write.context, w, deadline).await
+    coordinate(shared, write.key, write.value, write.context, w, deadline).await
 }

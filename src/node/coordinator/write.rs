@@ -53,7 +53,7 @@ pub async fn write(
         let live = |node: &NodeId| shared.is_live(node) && !excluded.contains(node);
         match route(&shared.me, preference, quorum.n, live) {
             Route::Coordinate => {
-                return coordinate(shared, key, value, &context, w, deadline).await;
+                return coordinate(shared, key, value, context, w, deadline).await;
             }
             Route::Forward(node) => {
                 record_forward(&node);
@@ -143,14 +143,14 @@ pub(super) async fn coordinate(
     shared: &Arc<NodeShared>,
     key: Key,
     value: Option<Bytes>,
-    context: &Context,
+    context: Context,
     w: usize,
     deadline: Instant,
 ) -> Result<Context, ClientError> {
     let request = WriteRequest {
         key: key.clone(),
         value,
-        context: context.clock().clone(),
+        context: context.into_clock(),
         w,
     };
     let now = NodeShared::wall_ms();

@@ -120,7 +120,7 @@ fn apply_to(store: &Store, peer: &Store, op: &Op, key: &Key, now: u64) -> String
         Op::Merge { value, .. } => {
             let set = peer
                 .coordinate(key, &VClock::new(), Some(Bytes::from(vec![*value])), now)
-                .map(|c| c.versions)
+                .map(|c| c.set())
                 .unwrap_or_default();
             format!("{:?}", store.merge(key, &set))
         }

@@ -168,7 +168,8 @@ async fn a_peer_that_claims_another_nodes_name_changes_nothing() {
     .await;
 
     // The impostor joins the mesh with the cookie, under its own name, and brings an actor
-    // named for n2's Gossip actor.
+    // named for n2's Gossip actor (in this process's ractor turn).
+    let _turn = crate::ractor_turn::take().await;
     let impostor = Actor::spawn(Some("dynamo.gossip@n2".to_string()), Impostor, ())
         .await
         .expect("spawn the impostor actor")
@@ -283,5 +284,19 @@ async fn a_peer_that_claims_another_nodes_name_changes_nothing() {
         members.iter().all(|m| m.node != "evil"),
         "the impostor never became a member: {members:?}"
     );
-    server.stop(None);
+    // Nothing of the impostor's mesh stays behind for the next test of this process.
+    impostor
+        .stop_and_wait(None, Some(CALL))
+        .await
+        .expect("the impostor actor stops");
+    server
+        .stop_and_wait(None, Some(CALL))
+        .await
+        .expect("the node server stops");
+    wait_until(CALL, "n1's actors left this process's groups", || async {
+        pg::which_groups()
+            .iter()
+            .all(|group| pg::get_members(group).is_empty())
+    })
+    .await;
 }

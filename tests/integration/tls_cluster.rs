@@ -116,7 +116,8 @@ async fn a_tls_cluster_serves_and_heals_and_keeps_impostors_and_plaintext_nodes_
     }
 
     // (a) The native client joins the TLS mesh with a certificate for its own name, and
-    // reads back at R = 3 what it wrote at W = 3.
+    // reads back at R = 3 what it wrote at W = 3 (in this process's ractor turn).
+    let turn = crate::ractor_turn::take().await;
     let client_flags = ca.issue(dir.path(), "bench-1", "bench-1");
     let mut config = NativeConfig::new([cluster.cluster_addr(1)]);
     config.name = Some("bench-1".into());
@@ -144,6 +145,7 @@ async fn a_tls_cluster_serves_and_heals_and_keeps_impostors_and_plaintext_nodes_
         .expect("a native read at R = 3");
     assert_eq!(read.values(), std::slice::from_ref(&value), "{read:?}");
     native.stop().await;
+    drop(turn);
 
     // (a) A partition is detected and heals: the sessions come back through TLS.
     cluster.partition(&[&[1], &[2, 3]]);

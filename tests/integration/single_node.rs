@@ -8,14 +8,11 @@ use dynamo_node::config::{ConfigUpdate, MAX_VALUE_BYTES, NodeConfig};
 use dynamo_node::model::{ClientError, GetResult, WriteOptions};
 use dynamo_node::node::{Node, NodeError, names};
 
-/// One node per process: the tests of this file take turns.
-static ONE_NODE: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+use crate::ractor_turn::{self, Turn};
 
-/// This process's turn to run a node.
-type Turn = tokio::sync::MutexGuard<'static, ()>;
-
+/// One node per process: a node starts only in this process's turn.
 async fn start(name: &str) -> (Turn, Node) {
-    let turn = ONE_NODE.lock().await;
+    let turn = ractor_turn::take().await;
     let mut config = NodeConfig::new(name, "127.0.0.1:0".parse().unwrap());
     config.quorum.w = 1;
     config.quorum.r = 1;
@@ -85,7 +82,7 @@ async fn seed_walk_through_with_w_r_one() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_lone_node_with_default_settings_serves_and_refuses_a_second_node() {
-    let _turn = ONE_NODE.lock().await;
+    let _turn = ractor_turn::take().await;
     let config = NodeConfig::new("lone", "127.0.0.1:0".parse().unwrap());
     assert_eq!((config.quorum.n, config.quorum.w), (3, 2), "the defaults");
     let node = Node::start(config).await.expect("node starts");
@@ -233,7 +230,7 @@ mod embedding {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_node_runs_as_a_child_of_the_users_supervisor() {
-        let _turn = super::ONE_NODE.lock().await;
+        let _turn = crate::ractor_turn::take().await;
         let events = Arc::new(Mutex::new(Vec::new()));
         let (user, user_task) = Actor::spawn(None, UserSupervisor, Arc::clone(&events))
             .await

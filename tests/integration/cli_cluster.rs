@@ -1,17 +1,16 @@
 //! End to end: real node processes through `TestCluster`, the client subcommands against them,
 //! and the `cluster` subcommand as a black box.
 
-mod common;
-
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
-use common::{children_of, is_gone, start_cluster_command};
 use dynamo_node::core::membership::Status;
 use dynamo_node::http::HttpClient;
 use dynamo_node::testing::{TestCluster, wait_until};
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
+
+use crate::common::{children_of, is_gone, start_cluster_command};
 
 fn dynamo(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_dynamo-node"))

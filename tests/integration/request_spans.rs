@@ -1,8 +1,9 @@
 //! The `kv_request` span of each client request, captured from an in-process node.
 //!
-//! tracing's dispatcher is global state, so this file holds one test, which sets its own
-//! subscriber as the thread's default and runs the node on a current-thread runtime: every
-//! task of the node is polled on this thread and reports to that subscriber only.
+//! The test sets its own subscriber as the thread's default (tracing's global dispatcher is
+//! shared with the other tests of this process) and runs the node on a current-thread
+//! runtime: every task of the node is polled on this thread and reports to that subscriber
+//! only.
 
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
@@ -110,6 +111,7 @@ fn assert_fields(span: &Captured, expected: &[(&str, &str)]) {
 
 #[test]
 fn every_request_has_a_debug_span_with_its_fan_out_and_outcome_but_never_its_key() {
+    let _turn = crate::ractor_turn::take_blocking();
     let capture = Capture::default();
     let key = "secret-customer-key";
     let hash = stable_hash(key.as_bytes()).to_string();

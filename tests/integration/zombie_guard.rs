@@ -26,6 +26,7 @@ async fn ring_actor(node: &Node, deadline: Instant) -> Option<ActorCell> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_tree_that_gives_up_fails_the_node_and_its_health() {
+    let _turn = crate::ractor_turn::take().await;
     let listener = HttpListener::bind("127.0.0.1:0".parse().unwrap(), &HttpGuard::default())
         .await
         .expect("a free port");

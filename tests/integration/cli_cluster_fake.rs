@@ -3,16 +3,15 @@
 //! cluster command itself (addresses, convergence wait, crash restarts, Ctrl-C) without the
 //! node runtime; `cli_cluster.rs` runs the same against real nodes.
 
-mod common;
-
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::{children_of, is_gone, start_cluster_command};
 use dynamo_node::http::HttpClient;
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
+
+use crate::common::{children_of, is_gone, start_cluster_command};
 
 const ARGS_ENV: &str = "CLI_FAKE_NODE_ARGS";
 const MEMBERS_ENV: &str = "CLI_FAKE_NODE_MEMBERS";
@@ -37,7 +36,7 @@ fn fake_binary(dir: &Path, members: &str) -> PathBuf {
     std::fs::write(
         &script,
         format!(
-            "#!/bin/sh\n{MEMBERS_ENV}='{members}' {ARGS_ENV}=\"$*\" exec '{}' fake_node --exact --nocapture --test-threads 1\n",
+            "#!/bin/sh\n{MEMBERS_ENV}='{members}' {ARGS_ENV}=\"$*\" exec '{}' cli_cluster_fake::fake_node --exact --nocapture --test-threads 1\n",
             std::env::current_exe().unwrap().display()
         ),
     )

@@ -3,8 +3,8 @@
 //! `cargo test` builds every example into `target/<profile>/examples/`, the parent of the
 //! directory holding this test executable (`target/<profile>/deps/`). An example that is not
 //! there, or older than its source, fails the test: it must never be skipped or run stale
-//! silently. (`cargo test --test examples` alone does not rebuild the examples; run
-//! `cargo build --examples` first, or plain `cargo test`.)
+//! silently. (`cargo test --test integration examples::` alone does not rebuild the
+//! examples; run `cargo build --examples` first, or plain `cargo test`.)
 
 use std::io::Read;
 use std::path::{Path, PathBuf};

@@ -410,7 +410,7 @@ fn dependencies(modules: &[Module]) -> BTreeMap<Vec<String>, BTreeSet<Vec<String
 /// line starts with the names of the top-level modules of one layer.
 fn readme_layers(top_level: &BTreeSet<String>) -> Vec<Vec<String>> {
     let readme = std::fs::read_to_string(root().join("README.md")).expect("README.md");
-    let marker = "<!-- layers: checked by tests/layers.rs -->";
+    let marker = "<!-- layers: checked by tests/integration/layers.rs -->";
     let after = readme
         .split_once(marker)
         .unwrap_or_else(|| panic!("README.md has no {marker:?} before its layer picture"))

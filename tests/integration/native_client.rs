@@ -11,16 +11,13 @@ use dynamo_node::node::{NativeClient, NativeConfig};
 use dynamo_node::process::Firewall;
 use dynamo_node::testing::TestCluster;
 
-/// ractor's process groups are global to the process: one native client at a time.
-static ONE_CLIENT: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
-
 fn value(s: &'static str) -> Bytes {
     Bytes::from_static(s.as_bytes())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_native_client_coordinates_reads_itself_and_sends_writes_to_an_owner() {
-    let _one = ONE_CLIENT.lock().await;
+    let _turn = crate::ractor_turn::take().await;
     let cluster = TestCluster::start(3).await;
     let native = NativeClient::connect(NativeConfig::new([cluster.cluster_addr(1)]))
         .await
@@ -109,7 +106,7 @@ async fn a_native_client_coordinates_reads_itself_and_sends_writes_to_an_owner()
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_cut_off_from_two_nodes_still_reads_and_writes_through_the_third() {
-    let _one = ONE_CLIENT.lock().await;
+    let _turn = crate::ractor_turn::take().await;
     let cluster = TestCluster::start(3).await;
     let node_ip = |i: usize| match cluster.cluster_addr(i).ip() {
         IpAddr::V4(ip) => ip,
@@ -159,7 +156,7 @@ async fn a_client_cut_off_from_two_nodes_still_reads_and_writes_through_the_thir
 
 #[tokio::test]
 async fn a_client_without_a_reachable_seed_says_so() {
-    let _one = ONE_CLIENT.lock().await;
+    let _turn = crate::ractor_turn::take().await;
     let mut config = NativeConfig::new(["127.0.0.1:9".parse().unwrap()]);
     config.connect_timeout = Duration::from_millis(500);
     let error = match NativeClient::connect(config).await {

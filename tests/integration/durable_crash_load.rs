@@ -61,6 +61,33 @@ fn keys_reopened(log: &str) -> u64 {
         .unwrap_or_else(|| panic!("no keys=N in {line:?}"))
 }
 
+/// Writes one key with `w` = 3 (every replica, the victim among them, with three nodes and
+/// N = 3) until it is acknowledged; the writers' load can make an attempt time out.
+async fn all_replicas_synced(cluster: &TestCluster, crash: usize) {
+    let client = cluster.client(VIA[0]);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let key = format!("crash-barrier-{crash}");
+    loop {
+        match client
+            .put(
+                key.as_bytes(),
+                Bytes::from_static(b"barrier"),
+                None,
+                Some(3),
+            )
+            .await
+        {
+            Ok(_) => return,
+            Err(e) if Instant::now() < deadline => {
+                eprintln!("barrier write before crash {crash}: {e}")
+            }
+            Err(e) => {
+                panic!("no write acknowledged by all three replicas before crash {crash}: {e}")
+            }
+        }
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn acknowledged_writes_survive_repeated_crashes_of_a_durable_replica() {
     let started = Instant::now();
@@ -88,6 +115,11 @@ async fn acknowledged_writes_survive_repeated_crashes_of_a_durable_replica() {
             .metric(VICTIM, "dynamo_keys")
             .await
             .expect("the victim's key count") as u64;
+        // Under `--fsync always` a replica's change is only promised once it acknowledged
+        // it; the count can include writes still in flight. A write that all three replicas
+        // acknowledge needs one of the victim's syncs after the count was read, and each sync
+        // covers every change made before it: after it, all that was counted is on disk.
+        all_replicas_synced(&cluster, crash).await;
         cluster.kill(VICTIM);
         tokio::time::sleep(DOWN).await;
         cluster.restart(VICTIM).await;
