@@ -194,10 +194,10 @@ fn a_segment_whose_records_outgrow_its_cache_answers_every_change_and_reopens_to
     let ops = |i: usize, round: usize| {
         let value = u8::try_from((i * 7 + round * 3) % 256).unwrap_or(0);
         match (i + round) % 7 {
-            0 | 1 | 2 => Op::Write {
+            0..=2 => Op::Write {
                 key: 0,
                 value: Some(value),
-                read_first: round % 2 == 0,
+                read_first: round.is_multiple_of(2),
             },
             3 => Op::Write {
                 key: 0,
