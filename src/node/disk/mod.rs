@@ -44,6 +44,7 @@ use journal_sync::JournalSync;
 use status::StatusFile;
 
 use crate::config::Fsync;
+use crate::core::encoded_set::EncodedSet;
 use crate::core::engine::{Engine, EngineError, Segment, Summary};
 use crate::core::ids::Key;
 use crate::core::segments::SEGMENTS;
@@ -262,6 +263,17 @@ impl Segment for DiskSegment<'_> {
     fn get(&self, key: &[u8]) -> Result<Option<(u64, VersionSet)>, EngineError> {
         self.stored(key)?
             .map(|bytes| record::decode(&bytes))
+            .transpose()
+    }
+
+    fn get_encoded(&self, key: &[u8]) -> Result<Option<EncodedSet>, EngineError> {
+        // A replica read answers with the record's versions as they are stored, which are
+        // the set's encoding: no decoding and encoding again.
+        self.stored(key)?
+            .map(|bytes| {
+                record::encoded_versions(&bytes)
+                    .map(|versions| EncodedSet::from_stored(Bytes::copy_from_slice(versions)))
+            })
             .transpose()
     }
 

@@ -53,6 +53,15 @@ pub fn summary(bytes: &[u8]) -> Result<Summary, EngineError> {
     })
 }
 
+/// The versions of a stored record, as they were encoded: the encoding of its set
+/// ([`crate::core::encoded_set::EncodedSet`]), since a set is encoded as its versions alone.
+pub fn encoded_versions(bytes: &[u8]) -> Result<&[u8], EngineError> {
+    bytes
+        .get(HEADER..)
+        .filter(|versions| !versions.is_empty())
+        .ok_or_else(|| corrupt("a record shorter than its header"))
+}
+
 /// The digest and set of a stored record.
 pub fn decode(bytes: &[u8]) -> Result<(u64, VersionSet), EngineError> {
     let summary = summary(bytes)?;
@@ -75,6 +84,7 @@ mod tests {
     use bytes::Bytes;
 
     use super::*;
+    use crate::core::encoded_set::EncodedSet;
     use crate::core::ids::ActorId;
     use crate::core::vclock::{Dot, VClock};
 
@@ -89,6 +99,12 @@ mod tests {
         for cut in 0..bytes.len() {
             assert!(decode(&bytes[..cut]).is_err(), "cut at {cut}");
         }
+        assert_eq!(
+            EncodedSet::from_stored(Bytes::copy_from_slice(encoded_versions(&bytes).unwrap())),
+            EncodedSet::encode(&set),
+            "a record's versions are its set's encoding"
+        );
+        assert!(encoded_versions(&bytes[..HEADER]).is_err());
         let mut flipped = bytes.clone();
         let last = flipped.len() - 1;
         flipped[last] ^= 0x55;

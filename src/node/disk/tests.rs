@@ -9,6 +9,7 @@ use proptest::prelude::*;
 
 use super::DiskEngine;
 use crate::config::Fsync;
+use crate::core::encoded_set::EncodedSet;
 use crate::core::ids::NodeId;
 use crate::core::ids::{ActorId, Key};
 use crate::core::ring::Ring;
@@ -68,11 +69,13 @@ fn observe(store: &Store, only: Option<u8>) -> impl PartialEq + std::fmt::Debug 
         }
         None => 0..SEGMENTS,
     };
-    let keys: Vec<(Key, u64, VersionSet)> = segments
+    // A replica read's bytes too: each engine answers them its own way.
+    let keys: Vec<(Key, u64, VersionSet, EncodedSet)> = segments
         .flat_map(|s| store.keys_in_segment(s))
         .map(|(k, d)| {
             let set = store.get(&k);
-            (k, d, set)
+            let encoded = store.get_encoded(&k);
+            (k, d, set, encoded)
         })
         .collect();
     let cells: Vec<u64> = match only {
