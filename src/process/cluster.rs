@@ -851,6 +851,19 @@ mod tests {
         FAKE_FAIL_ENV, FAKE_FLAKY_ENV, exists, fake_binary, fake_binary_with, scratch,
     };
 
+    #[test]
+    fn nodes_share_the_cores_out_at_one_worker_each_at_least() {
+        // Unless the caller chose for them; the variable is not set under `cargo test`.
+        if std::env::var_os(WORKER_THREADS_ENV).is_some() {
+            assert_eq!(workers_per_node(3), None);
+            return;
+        }
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        assert_eq!(workers_per_node(1), Some(cores));
+        assert_eq!(workers_per_node(cores * 2), Some(1));
+        assert_eq!(workers_per_node(0), Some(cores));
+    }
+
     fn specs(k: usize) -> Vec<NodeSpec> {
         (1..=k)
             .map(|i| NodeSpec::new(LoopbackNet::DEFAULT, i, &[7000 + i as u16, 8000 + i as u16]))
