@@ -8,6 +8,10 @@
 //!   covers the dot): after every step, every such write is still held (stored or hinted)
 //!   by some running node. A step that crashes a node (its memory is lost) may take the last
 //!   copy: that write is then excused, as in-memory storage promises nothing more.
+//! - **An acknowledged write is held by W nodes when acknowledged**: when a coordinator
+//!   answers a write as acknowledged, at least W running nodes (W capped by the ring's
+//!   members) hold its dot, stored or hinted, unless a crash, a restart or a ring change came
+//!   between its coordination and its answer (those may take or move a copy legitimately).
 //! - **No delete is undone**: once a key's tombstones were purged anywhere, no running node
 //!   may hold a value those tombstones deleted (checked after every step, so a purge that
 //!   leaves a stale copy behind is caught at once, before it spreads).
@@ -123,6 +127,58 @@ impl Ghost {
             info.acked = true;
             self.revision += 1;
             *self.key_revision.entry(info.key.clone()).or_default() += 1;
+        }
+    }
+
+    /// Write `op` is answered as acknowledged after `required` acks: at least that many
+    /// running nodes must hold it now (its dot covered by what each stores or hints). The
+    /// caller skips the writes a crash, a restart or a ring change raced, which may have
+    /// taken or moved a copy since an ack came.
+    pub fn held_at_ack(
+        &mut self,
+        op: u64,
+        nodes: &[&SimNode],
+        required: usize,
+    ) -> Result<(), String> {
+        let Some(w) = self.writes.get(&op) else {
+            return Err(format!("unknown write {op} acknowledged"));
+        };
+        let Some(dot) = w.dot.clone() else {
+            return Err(format!("write {op} acknowledged before it was coordinated"));
+        };
+        let key = w.key.clone();
+        if self.purged.get(&key).is_some_and(|p| p.contains(&dot)) {
+            return Ok(());
+        }
+        let mut holders = Vec::new();
+        for node in nodes {
+            if self.held(node, &key).context().contains(&dot) {
+                holders.push(node.name.to_string());
+            }
+        }
+        if holders.len() < required {
+            return Err(format!(
+                "write {op} ({dot:?}) of key {key:?} acknowledged after {required} acks but held by {holders:?} only"
+            ));
+        }
+        Ok(())
+    }
+
+    /// What `node` holds of `key`, stored or hinted, from the cache while neither changed.
+    fn held(&mut self, node: &SimNode, key: &Key) -> VersionSet {
+        let stamp = (
+            node.membership.own().incarnation,
+            node.store.digest(key),
+            node.hint_changes.load(std::sync::atomic::Ordering::Relaxed),
+        );
+        let slot = (node.name.clone(), key.clone());
+        match self.held_cache.get(&slot) {
+            Some((cached, set)) if *cached == stamp => set.clone(),
+            _ => {
+                let set = everything_held(node, key);
+                self.held_cache.insert(slot, (stamp, set.clone()));
+                set
+            }
         }
     }
 

@@ -119,6 +119,7 @@ impl Knobs {
                     max_versions: 16,
                 },
                 batch: 16,
+                acks_without_storing: false,
             },
         }
     }
@@ -171,6 +172,8 @@ pub struct RunReport {
     pub faults: BTreeMap<&'static str, usize>,
     /// Hash of the whole trace, for the determinism check.
     pub trace_hash: u64,
+    /// Acknowledged writes checked to be held by W nodes when acknowledged.
+    pub acks_checked: u64,
 }
 
 /// The simulated cluster.
@@ -201,6 +204,12 @@ pub struct World {
     steps: u64,
     faults: BTreeMap<&'static str, usize>,
     last_check: Option<u64>,
+    /// Crashes, boots, leaves, removes and stops so far; with the running nodes' ring changes
+    /// it makes the epoch in which each write under way was coordinated. A write still in its
+    /// epoch when acknowledged is checked to be held by W nodes.
+    disruptions: u64,
+    coordinated_in: BTreeMap<u64, (u64, u64)>,
+    acks_checked: u64,
 }
 
 const TRACE_LINES: usize = 200;
@@ -208,8 +217,14 @@ const TRACE_LINES: usize = 200;
 impl World {
     /// A world for `seed`, its knobs drawn from it.
     pub fn new(seed: u64) -> World {
+        World::with_knobs(seed, |_| {})
+    }
+
+    /// A world for `seed` whose drawn knobs `adjust` changes before the nodes start.
+    fn with_knobs(seed: u64, adjust: impl FnOnce(&mut Knobs)) -> World {
         let mut rng = ChaCha8Rng::seed_from_u64(seed);
-        let knobs = Knobs::draw(&mut rng);
+        let mut knobs = Knobs::draw(&mut rng);
+        adjust(&mut knobs);
         let total = knobs.nodes + knobs.spares;
         let mut world = World {
             seed,
@@ -234,6 +249,9 @@ impl World {
             steps: 0,
             faults: BTreeMap::new(),
             last_check: None,
+            disruptions: 0,
+            coordinated_in: BTreeMap::new(),
+            acks_checked: 0,
         };
         for i in 0..world.knobs.nodes {
             world.boot(i, i > 0);
@@ -296,6 +314,7 @@ impl World {
 
     /// Starts node `i` with an empty memory (first start or restart after a crash).
     fn boot(&mut self, i: usize, joins: bool) {
+        self.disruptions += 1;
         self.lives[i] += 1;
         let skew = self.rng.random_range(0..=20);
         let (node, fx) = SimNode::start(
@@ -349,6 +368,25 @@ impl World {
                     if let Err(e) = self.ghost.coordinated(op, dot) {
                         self.fail(&e);
                     }
+                    let epoch = self.epoch();
+                    self.coordinated_in.insert(op, epoch);
+                }
+                Effect::Acked { op, required } => {
+                    if self.coordinated_in.remove(&op) == Some(self.epoch()) {
+                        let nodes: Vec<&SimNode> = self
+                            .slots
+                            .iter()
+                            .filter_map(|s| match s {
+                                Slot::Up(node) => Some(&**node),
+                                _ => None,
+                            })
+                            .collect();
+                        let held = self.ghost.held_at_ack(op, &nodes, required);
+                        if let Err(e) = held {
+                            self.fail(&e);
+                        }
+                        self.acks_checked += 1;
+                    }
                 }
                 Effect::Purged { key, context } => {
                     self.log(format!("n{i} purged {key:?}"));
@@ -356,6 +394,7 @@ impl World {
                 }
                 Effect::Stop(reason) => {
                     self.log(format!("n{i} stops: {reason}"));
+                    self.disruptions += 1;
                     self.slots[i] = Slot::Gone;
                     self.refresh_sessions();
                 }
@@ -465,6 +504,14 @@ impl World {
         self.apply(at, fx);
     }
 
+    /// What a write's copies may be taken or moved by: crashes, boots, leaves, removes and
+    /// stops so far, and the ring changes of the running nodes (whose sum only grows while
+    /// no node boots or stops).
+    fn epoch(&self) -> (u64, u64) {
+        let rings = self.running().iter().map(|n| n.ring_changes).sum();
+        (self.disruptions, rings)
+    }
+
     fn valid_members(&self) -> usize {
         // As the first running node sees it: enough for deciding whether a leave or a remove
         // leaves the ring with N members.
@@ -519,6 +566,7 @@ impl World {
                     _ => false,
                 };
                 if leaving {
+                    self.disruptions += 1;
                     self.log(format!("n{i} leaves"));
                     self.count("leave");
                 }
@@ -537,6 +585,7 @@ impl World {
     }
 
     fn crash(&mut self, i: usize) {
+        self.disruptions += 1;
         self.log(format!("crash n{i}"));
         self.slots[i] = Slot::Down;
         self.refresh_sessions();
@@ -553,6 +602,7 @@ impl World {
                 _ => false,
             };
             if removed {
+                self.disruptions += 1;
                 self.log(format!("n{target} removed through n{i}"));
                 self.slots[target] = Slot::Gone;
                 self.exits.insert(target, Exit::Removed);
@@ -576,6 +626,7 @@ impl World {
             });
             if left && known {
                 self.log(format!("n{i} left and is stopped"));
+                self.disruptions += 1;
                 self.slots[i] = Slot::Gone;
                 self.exits.insert(i, Exit::Left);
                 self.refresh_sessions();
@@ -705,6 +756,7 @@ impl World {
             lost_to_crash: self.ghost.lost_to_crash,
             faults: self.faults.clone(),
             trace_hash: self.trace_hasher.finish(),
+            acks_checked: self.acks_checked,
         }
     }
 
@@ -799,6 +851,7 @@ mod tests {
         let per_shard = seeds_per_shard();
         let mut totals: BTreeMap<&'static str, usize> = BTreeMap::new();
         let (mut steps, mut ops, mut values, mut deletes, mut lost) = (0, 0, 0, 0, 0);
+        let mut acks_checked = 0;
         for seed in index * per_shard..(index + 1) * per_shard {
             let report = if seed % 8 == 0 {
                 run_seed(seed)
@@ -810,6 +863,7 @@ mod tests {
             values += report.last.acked_values;
             deletes += report.last.acked_deletes;
             lost += report.lost_to_crash;
+            acks_checked += report.acks_checked;
             assert_eq!(report.last.deletes_undone, 0);
             for (kind, count) in report.faults {
                 *totals.entry(kind).or_default() += count;
@@ -817,7 +871,8 @@ mod tests {
         }
         println!(
             "shard {index}: {per_shard} seeds, {steps} steps, {ops} operations, {values} acknowledged values on every owner, \
-             {deletes} acknowledged deletes, none undone, {lost} writes lost with crashed memory; faults {totals:?}"
+             {deletes} acknowledged deletes, none undone, {lost} writes lost with crashed memory, \
+             {acks_checked} acks checked held by W; faults {totals:?}"
         );
         // The schedules must reach the cases they are for.
         for kind in ["partition", "crash", "restart", "join", "leave", "remove"] {
@@ -826,7 +881,7 @@ mod tests {
                 "no {kind} in {totals:?}"
             );
         }
-        assert!(deletes > 0 && values > 0);
+        assert!(deletes > 0 && values > 0 && acks_checked > 0);
     }
 
     #[test]
@@ -847,6 +902,28 @@ mod tests {
     #[test]
     fn random_schedules_keep_every_invariant_shard_3() {
         shard(3);
+    }
+
+    /// The check of W holders at an ack can fail: replicas that answer a write as stored
+    /// without storing it leave an acknowledged write on its coordinator alone, and the run
+    /// reports that write when it is acknowledged.
+    #[test]
+    fn an_ack_from_a_replica_that_stored_nothing_is_reported() {
+        let world = World::with_knobs(1, |knobs| {
+            knobs.w = knobs.n;
+            knobs.node.acks_without_storing = true;
+        });
+        let run = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| world.run()));
+        let Err(failure) = run else {
+            panic!("a run whose replicas store nothing passed");
+        };
+        let message = failure
+            .downcast_ref::<String>()
+            .map_or("(not a string)", String::as_str);
+        assert!(
+            message.contains("acknowledged after") && message.contains("acks but held by"),
+            "the run failed for another reason: {message}"
+        );
     }
 
     /// Replays `DYNAMO_SIM_SEED` (seed 0 when unset) with its whole trace printed.

@@ -59,6 +59,9 @@ pub struct NodeConfig {
     pub set_limits: SetLimits,
     /// Hints and handoff keys per round.
     pub batch: usize,
+    /// A deliberately broken replica, for proving the checks can fail: it answers a replica
+    /// write as stored without storing it. Always false in the simulation's runs.
+    pub acks_without_storing: bool,
 }
 
 /// Where a coordinated write's answer goes.
@@ -70,6 +73,8 @@ enum Origin {
 
 struct WriteState {
     run: WriteRun,
+    /// The acks it waits for (W, capped by the ring's members), for the checks.
+    required: usize,
     op: u64,
     origin: Origin,
     answered: bool,
@@ -133,6 +138,8 @@ pub struct SimNode {
     pub ring: Ring,
     /// The peers it has a session with (the world keeps this up to date).
     pub connected: BTreeSet<NodeId>,
+    /// How many times its ring changed: the checks excuse what a ring change may move.
+    pub ring_changes: u64,
     ring_version: u64,
     handoff: Handoff,
     caches: BTreeMap<NodeId, SharedDigests>,
@@ -202,6 +209,7 @@ impl SimNode {
             membership,
             ring: Ring::default(),
             connected: BTreeSet::new(),
+            ring_changes: 0,
             ring_version: u64::MAX,
             handoff: Handoff::new(),
             caches: BTreeMap::new(),
@@ -266,8 +274,12 @@ impl SimNode {
         }
         self.ring_version = self.membership.version();
         // Ring building is validated at construction: a failure here is a simulation bug.
-        self.ring = Ring::build(self.membership.ring_layout())
+        let ring = Ring::build(self.membership.ring_layout())
             .unwrap_or_else(|e| panic!("{}: ring: {e}", self.name));
+        if ring != self.ring {
+            self.ring_changes += 1;
+            self.ring = ring;
+        }
     }
 
     fn is_live(&self, node: &NodeId) -> bool {
@@ -395,8 +407,10 @@ impl SimNode {
             dot: run.dot().clone(),
         });
         let wid = self.id();
+        let required = self.with_view(|view| view.quorum(write.w));
         let state = WriteState {
             run,
+            required,
             op: write.op,
             origin,
             answered: false,
@@ -418,6 +432,12 @@ impl SimNode {
         {
             state.answered = true;
             let (op, origin) = (state.op, state.origin.clone());
+            if outcome.is_ok() {
+                fx.push(Effect::Acked {
+                    op,
+                    required: state.required,
+                });
+            }
             let result = outcome.map_err(|s| format!("insufficient acks: {s}"));
             self.write_done(op, &origin, result, fx);
         }
@@ -534,7 +554,16 @@ impl SimNode {
     fn on_request(&mut self, msg: Message, now: u64, fx: &mut Vec<Effect>) {
         match &msg.payload {
             Payload::Replica(requests) => {
-                let replies = self.local(now).serve(requests.clone(), usize::MAX);
+                let replies = if self.config.acks_without_storing {
+                    let serve = |r: &ReplicaRequest| match r {
+                        ReplicaRequest::Put(_) => ReplicaReply::Stored,
+                        _ => (self.local(now).serve(vec![r.clone()], usize::MAX).pop())
+                            .unwrap_or_else(|| ReplicaReply::Refused("not served".into())),
+                    };
+                    requests.iter().map(serve).collect()
+                } else {
+                    self.local(now).serve(requests.clone(), usize::MAX)
+                };
                 self.answer(&msg, Payload::ReplicaAnswer(replies), fx);
             }
             Payload::Gossip(digest) => {

@@ -130,6 +130,13 @@ pub enum Effect {
         /// The dot made.
         dot: Dot,
     },
+    /// This node answers write `op` as acknowledged, having counted `required` acks.
+    Acked {
+        /// The client operation.
+        op: u64,
+        /// The acks the write waited for (W, capped by the ring's members).
+        required: usize,
+    },
     /// This node purged `key`, whose set had this context.
     Purged {
         /// The key.
