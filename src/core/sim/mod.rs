@@ -138,6 +138,18 @@ enum Event {
     FaultTick,
 }
 
+/// The nodes running in `slots`; apart from the world, so that its checker can be borrowed
+/// mutably beside them.
+fn running_in(slots: &[Slot]) -> Vec<&SimNode> {
+    slots
+        .iter()
+        .filter_map(|s| match s {
+            Slot::Up(node) => Some(&**node),
+            _ => None,
+        })
+        .collect()
+}
+
 /// A node's place in the world.
 enum Slot {
     /// Not started yet (a spare that may join).
@@ -297,13 +309,7 @@ impl World {
     }
 
     fn running(&self) -> Vec<&SimNode> {
-        self.slots
-            .iter()
-            .filter_map(|s| match s {
-                Slot::Up(node) => Some(&**node),
-                _ => None,
-            })
-            .collect()
+        running_in(&self.slots)
     }
 
     fn running_indexes(&self) -> Vec<usize> {
@@ -373,14 +379,7 @@ impl World {
                 }
                 Effect::Acked { op, required } => {
                     if self.coordinated_in.remove(&op) == Some(self.epoch()) {
-                        let nodes: Vec<&SimNode> = self
-                            .slots
-                            .iter()
-                            .filter_map(|s| match s {
-                                Slot::Up(node) => Some(&**node),
-                                _ => None,
-                            })
-                            .collect();
+                        let nodes = running_in(&self.slots);
                         let held = self.ghost.held_at_ack(op, &nodes, required);
                         if let Err(e) = held {
                             self.fail(&e);
@@ -693,14 +692,7 @@ impl World {
             return;
         }
         self.last_check = Some(print);
-        let nodes: Vec<&SimNode> = self
-            .slots
-            .iter()
-            .filter_map(|s| match s {
-                Slot::Up(node) => Some(&**node),
-                _ => None,
-            })
-            .collect();
+        let nodes = running_in(&self.slots);
         if let Err(e) = self.ghost.check(&nodes, crash) {
             self.fail(&e);
         }
