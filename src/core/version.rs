@@ -137,11 +137,12 @@ enum Obsolete {
 }
 
 impl Obsolete {
-    fn of(all: &[(Version, bool)]) -> Self {
-        if all.len() <= PAIRWISE_MAX {
-            Obsolete::Pairwise(obsolete_pairwise(all.iter().map(|(v, _)| v)))
+    // Judged pairwise up to `PAIRWISE_MAX` versions, by the maps beyond.
+    fn of<'a>(versions: impl ExactSizeIterator<Item = &'a Version> + Clone) -> Self {
+        if versions.len() <= PAIRWISE_MAX {
+            Obsolete::Pairwise(obsolete_pairwise(versions))
         } else {
-            Obsolete::Flags(obsolete_flags(all.iter().map(|(v, _)| v)))
+            Obsolete::Flags(obsolete_flags(versions))
         }
     }
 
@@ -219,12 +220,7 @@ impl From<WireVersionSet> for VersionSet {
 // none covered by another one's context.
 fn is_canonical(versions: &[Version]) -> bool {
     let sorted = versions.windows(2).all(|pair| pair[0].dot < pair[1].dot);
-    sorted
-        && if versions.len() <= PAIRWISE_MAX {
-            obsolete_pairwise(versions.iter()) == 0
-        } else {
-            !obsolete_flags(versions.iter()).contains(&true)
-        }
+    sorted && Obsolete::of(versions.iter()).count() == 0
 }
 
 impl VersionSet {
@@ -329,7 +325,7 @@ impl VersionSet {
             replaced |= same && *kept_new && !*later_new;
             same
         });
-        let obsolete = Obsolete::of(&all);
+        let obsolete = Obsolete::of(all.iter().map(|(v, _)| v));
         // Exactly the survivors: a stored set lives as long as its key, and growing by
         // pushes would leave room for four versions where one is the common case.
         self.versions.reserve_exact(all.len() - obsolete.count());
@@ -457,7 +453,15 @@ struct DigestFeed {
 
 impl DigestSink for DigestFeed {
     fn update(&mut self, bytes: &[u8]) {
-        DigestFeed::update(self, bytes);
+        if let Some(room) = self.buffer.get_mut(self.len..self.len + bytes.len()) {
+            room.copy_from_slice(bytes);
+            self.len += bytes.len();
+            return;
+        }
+        let hasher = self.spilled.get_or_insert_with(|| Box::new(Xxh3::new()));
+        hasher.update(&self.buffer[..self.len]);
+        hasher.update(bytes);
+        self.len = 0;
     }
 }
 
@@ -468,18 +472,6 @@ impl DigestFeed {
             len: 0,
             spilled: None,
         }
-    }
-
-    fn update(&mut self, bytes: &[u8]) {
-        if let Some(room) = self.buffer.get_mut(self.len..self.len + bytes.len()) {
-            room.copy_from_slice(bytes);
-            self.len += bytes.len();
-            return;
-        }
-        let hasher = self.spilled.get_or_insert_with(|| Box::new(Xxh3::new()));
-        hasher.update(&self.buffer[..self.len]);
-        hasher.update(bytes);
-        self.len = 0;
     }
 
     fn finish(self) -> u64 {

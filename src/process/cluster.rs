@@ -223,7 +223,7 @@ impl LocalClusterBuilder {
         self
     }
 
-    /// `RUST_LOG` of the nodes (default: ours, else `info`).
+    /// `RUST_LOG` of the nodes (default: ours, else the node's own default filter).
     pub fn rust_log(mut self, filter: impl Into<String>) -> Self {
         self.rust_log = Some(filter.into());
         self
@@ -285,10 +285,7 @@ impl LocalClusterBuilder {
             firewall: Firewall::new(),
             binary,
             node_args: self.node_args,
-            rust_log: self
-                .rust_log
-                .or_else(|| std::env::var("RUST_LOG").ok())
-                .unwrap_or_else(|| "info".to_string()),
+            rust_log: self.rust_log,
             remove_log_dir: owned && !self.keep_logs,
             log_dir,
             stop_grace: self.stop_grace,
@@ -348,7 +345,9 @@ pub struct LocalCluster {
     firewall: Firewall,
     binary: PathBuf,
     node_args: Vec<OsString>,
-    rust_log: String,
+    /// Given to every node as `$RUST_LOG`; unset, the nodes inherit this process's, or use
+    /// their own default (which leaves out ractor's per-message span, a cost under load).
+    rust_log: Option<String>,
     log_dir: PathBuf,
     remove_log_dir: bool,
     stop_grace: Duration,
@@ -704,7 +703,9 @@ impl LocalCluster {
         if let Some(dir) = self.data_dir_of(pos) {
             cmd.arg("--data-dir").arg(dir);
         }
-        cmd.env("RUST_LOG", &self.rust_log);
+        if let Some(filter) = &self.rust_log {
+            cmd.env("RUST_LOG", filter);
+        }
         if let Some(workers) = self.worker_threads {
             cmd.env(WORKER_THREADS_ENV, workers.to_string());
         }

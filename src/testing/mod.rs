@@ -121,7 +121,7 @@ impl TestClusterBuilder {
         self
     }
 
-    /// `RUST_LOG` of the nodes (default: the test's, else `info`).
+    /// `RUST_LOG` of the nodes (default: the test's, else the node's own default filter).
     pub fn rust_log(mut self, filter: impl Into<String>) -> Self {
         self.processes = self.processes.rust_log(filter);
         self
