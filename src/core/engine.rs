@@ -87,7 +87,8 @@ pub trait Engine: Send + Sync {
     fn meta(&self, name: &str) -> Result<Option<Bytes>, EngineError>;
     /// Writes a metadata entry; it is durable when this returns.
     fn set_meta(&self, name: &str, value: &[u8]) -> Result<(), EngineError>;
-    /// Makes every change made before the call durable (a no-op in memory).
+    /// Makes every change made before the call as durable as the engine promises: on disk
+    /// under `--fsync always`, with the OS under `never`, a no-op in memory.
     fn sync(&self) -> Result<(), EngineError>;
     /// True when the engine's data outlives the process.
     fn durable(&self) -> bool;

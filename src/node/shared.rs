@@ -224,12 +224,24 @@ impl NodeShared {
     }
 
     /// Like [`NodeShared::sync_store`], without a task: calls `done` once the store's
-    /// changes so far are durable (at once when writes need no fsync). `done` may run on the
-    /// node's fsync thread: it must only hand the outcome on (send a reply).
+    /// changes so far are durable (at once, after [`NodeShared::hand_over`], when writes need
+    /// no fsync). `done` may run on the node's fsync thread: it must only hand the outcome on
+    /// (send a reply).
     pub fn after_sync(&self, done: impl FnOnce(Result<(), StoreError>) + Send + 'static) {
         match &self.syncer {
             Some(syncer) => syncer.after_sync(move |outcome| done(outcome.map_err(Into::into))),
-            None => done(Ok(())),
+            None => done(self.hand_over()),
+        }
+    }
+
+    /// Hands the store's changes so far to the OS when writes count as acks without an
+    /// fsync (`--fsync never`): what a write applied here needs before it is an ack then,
+    /// to survive a process kill. A no-op in memory, and under `--fsync always`, whose
+    /// fsync rounds hand the changes over themselves.
+    pub fn hand_over(&self) -> Result<(), StoreError> {
+        match &self.syncer {
+            Some(_) => Ok(()),
+            None => Ok(self.store.engine().sync()?),
         }
     }
 

@@ -59,13 +59,14 @@ impl Actor for StorageActor {
                 let stored = |replies: &Vec<ReplicaReply>| {
                     replies.iter().any(|r| matches!(r, ReplicaReply::Stored))
                 };
-                if !shared.ack_after_sync() || !answer.as_ref().is_ok_and(stored) {
+                if !answer.as_ref().is_ok_and(stored) {
                     let _ = reply.send(Payload(answer));
                     return Ok(());
                 }
-                // Answered by the fsync thread once an fsync that started after the batch was
-                // applied has finished; the actor goes on with the next batch meanwhile, which
-                // shares that fsync or the following one.
+                // Under `--fsync always`, answered by the fsync thread once an fsync that
+                // started after the batch was applied has finished; the actor goes on with the
+                // next batch meanwhile, which shares that fsync or the following one. Otherwise
+                // answered here, once the batch's changes were handed over.
                 shared.after_sync(move |synced| {
                     let answer = answer.map(|replies| match synced {
                         Ok(()) => replies,
@@ -196,7 +197,7 @@ mod ack_tests {
     use ractor::rpc::CallResult;
 
     use super::*;
-    use crate::config::NodeConfig;
+    use crate::config::{Fsync, NodeConfig};
     use crate::core::engine::{Engine, EngineError, MemoryEngine, Segment, Summary};
     use crate::core::hints::HintStore;
     use crate::core::ids::{ActorId, Key};
@@ -295,19 +296,31 @@ mod ack_tests {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn each_batch_of_writes_is_acked_only_once_an_fsync_covers_it() {
+        batches_are_acked_only_once_a_sync_covers_them(Fsync::Always).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn without_fsyncs_each_batch_is_acked_only_once_handed_over() {
+        // Under `never` the engine's sync is the hand-over to the OS, made by the actor itself.
+        batches_are_acked_only_once_a_sync_covers_them(Fsync::Never).await;
+    }
+
+    async fn batches_are_acked_only_once_a_sync_covers_them(fsync: Fsync) {
         let log = Log::default();
         let disk = SlowDisk {
             memory: MemoryEngine::default(),
             log: log.clone(),
         };
         let store = Store::open(Box::new(disk), ActorId::new("r", 1 << 20), SetLimits::NONE);
-        let config = NodeConfig::new("r", "127.0.0.1:1".parse().unwrap());
+        let mut config = NodeConfig::new("r", "127.0.0.1:1".parse().unwrap());
+        config.fsync = fsync;
         let shared =
             NodeShared::with_store(config, 1, Arc::new(store.unwrap()), HintStore::default());
         let shared = shared.unwrap();
-        assert!(
+        assert_eq!(
             shared.ack_after_sync(),
-            "a durable store under --fsync always"
+            fsync == Fsync::Always,
+            "the fsync thread runs for a durable store under --fsync always only"
         );
         let (storage, actor) = Actor::spawn(None, StorageActor, shared).await.unwrap();
         let source = NodeShared::new(NodeConfig::new("c", "127.0.0.1:1".parse().unwrap()), 1);
@@ -338,7 +351,7 @@ mod ack_tests {
                 panic!("the batch was not answered: {answer:?}");
             };
             assert_eq!(replies, vec![ReplicaReply::Stored]);
-            assert!(durable, "acked before an fsync covered the write");
+            assert!(durable, "acked before a sync covered the write");
         }
         storage.stop(None);
         actor.await.unwrap();

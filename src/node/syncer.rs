@@ -17,11 +17,14 @@
 //!
 //! When writers registered while a round's fsync ran, the next round starts [`ROUND_SPACING`]
 //! after it began, not at once: on a fast disk, rounds back to back under load fsync a
-//! handful of writes each, and what a round costs besides the fsync (the thread's wake-ups,
-//! the runtime's wake-ups for the answers, the replies leaving one by one) made the CPU per
-//! write under `--fsync always` about twice that of memory. Spaced rounds share each fsync
-//! between more writes, for at most the spacing of extra wait; a writer that finds the
-//! thread idle is never held back, and a disk slower than the spacing sees no change.
+//! handful of writes each, and a round costs about the same CPU whatever it covers (on a
+//! virtual disk about 120 µs: the exits to the hypervisor that submit and complete its
+//! writes and flush, the thread's wake-ups, the runtime's wake-ups for the answers). Spaced
+//! rounds share each fsync between more writes, for at most the spacing of extra wait; a
+//! writer that finds the thread idle is never held back, and a disk slower than the spacing
+//! sees no change. 3 ms was the best of 1, 2, 3 and 5 ms under YCSB-A with 64 clients on a
+//! disk whose fsync takes 0.3 ms (BENCHMARKS.md): throughput and p99 both got better up to
+//! 3 ms, as the CPU that rounds freed outweighed their wait, and worse at 5 ms.
 
 use std::panic::AssertUnwindSafe;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
@@ -33,7 +36,7 @@ use tokio::sync::oneshot;
 use crate::core::engine::EngineError;
 
 /// The least time between the starts of two rounds while writers keep the syncer busy.
-pub const ROUND_SPACING: Duration = Duration::from_millis(1);
+pub const ROUND_SPACING: Duration = Duration::from_millis(3);
 
 // The fsync thread's scheduler slice (see `short_slice`): the shortest Linux takes.
 const THREAD_SLICE: Duration = Duration::from_micros(100);

@@ -90,13 +90,23 @@ async fn stored_version(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_cluster_killed_at_once_restarts_with_its_data_its_actor_ids_and_fresh_dots() {
+    killed_at_once_and_restarted("always").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_fsyncs_a_cluster_killed_at_once_still_restarts_with_every_acked_change() {
+    // `--fsync never` survives a process kill: what a node acknowledged had reached the OS.
+    killed_at_once_and_restarted("never").await;
+}
+
+async fn killed_at_once_and_restarted(fsync: &str) {
     // Anti-entropy off: after the restart nothing but a node's own disk can give it back its
     // keys (no node is down, so no hints; no ring change, so no handoff; no read yet), so the
     // local sets compared below prove each node's own durability.
     let mut cluster = TestCluster::builder()
         .nodes(NODES)
         .durable()
-        .node_args(["--anti-entropy-interval-ms", "0"])
+        .node_args(["--anti-entropy-interval-ms", "0", "--fsync", fsync])
         .start()
         .await;
     let keys = keys();

@@ -162,6 +162,11 @@ pub(super) async fn coordinate(
             WriteError::Store(e) => ClientError::from(e),
             WriteError::Quorum(e) => ClientError::Internal(e.to_string()),
         })?;
+    // Without an fsync to wait for, the local ack counts once the write reached the OS; a
+    // failure to hand it over leaves the write unacknowledged.
+    if !run.awaits_local_sync() {
+        shared.hand_over().map_err(ClientError::from)?;
+    }
     if run
         .targets()
         .iter()

@@ -2,8 +2,10 @@
 //!
 //! fjall is an LSM tree with one journal shared by its keyspaces. The `data` keyspace
 //! persists its journal by hand: an insert lands in fjall's journal buffer, and what hands
-//! the buffer to the OS depends on `--fsync`. With `never`, every change is handed over
-//! before it returns, so a process kill loses nothing. With `always`, a write is
+//! the buffer to the OS depends on `--fsync`. With `never`, [`Engine::sync`] hands it over,
+//! and the node calls it before it acknowledges a write (once per replica batch or
+//! coordinated write, and a call finds nothing to do when another one's hand-over since
+//! covered its changes), so a process kill loses nothing acknowledged. With `always`, a write is
 //! acknowledged only after an fsync (shared with the writes in flight by the node's group
 //! commit, `crate::node::syncer`, which calls [`Engine::sync`] here), and each sync hands the
 //! buffer over first: one system call per fsync instead of one per change, made on the fsync
@@ -31,7 +33,7 @@ mod tests;
 use std::cell::RefCell;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::Duration;
 
@@ -85,6 +87,10 @@ pub struct DiskEngine {
     // One lock per segment, over the segment's cached records.
     locks: Box<[Mutex<SegmentCache>]>,
     fsync: Fsync,
+    // Changes made to the data so far, and how many of them the OS surely has: under
+    // `--fsync never` a hand-over covers every change made before it began.
+    changes: AtomicU64,
+    handed: AtomicU64,
     full: Arc<AtomicBool>,
     path: PathBuf,
 }
@@ -163,6 +169,8 @@ impl DiskEngine {
                 .map(|_| Mutex::new(SegmentCache::default()))
                 .collect(),
             fsync,
+            changes: AtomicU64::new(0),
+            handed: AtomicU64::new(0),
             full,
             path: dir.to_path_buf(),
         })
@@ -194,13 +202,25 @@ impl DiskEngine {
         self.journals.sync().map_err(EngineError::Failed)
     }
 
-    // Under `--fsync never`, a change reaches the OS before it returns (it must survive a
-    // process kill); under `always` the next sync hands it over.
-    fn handed_over(&self) -> Result<(), EngineError> {
-        match self.fsync {
-            Fsync::Never => self.db.persist(PersistMode::Buffer).map_err(failed),
-            Fsync::Always => Ok(()),
+    // Under `--fsync never` a change must reach the OS before it is acknowledged, to survive
+    // a process kill. One write of fjall's journal buffer hands over every change buffered
+    // before it, so it is made once per acknowledgement (a replica batch, a coordinated write)
+    // rather than once per change, and not at all when another caller's write since covered
+    // this caller's changes: a write of a few hundred bytes into the page cache costs more
+    // than the change itself.
+    fn hand_over(&self) -> Result<(), EngineError> {
+        let upto = self.changes.load(Ordering::Acquire);
+        if self.handed.load(Ordering::Acquire) >= upto {
+            return Ok(());
         }
+        self.db.persist(PersistMode::Buffer).map_err(failed)?;
+        self.handed.fetch_max(upto, Ordering::AcqRel);
+        Ok(())
+    }
+
+    // Counted once fjall holds the change (in its journal buffer at least).
+    fn changed(&self) {
+        self.changes.fetch_add(1, Ordering::Release);
     }
 
     fn lock_status(&self) -> MutexGuard<'_, StatusFile> {
@@ -296,7 +316,8 @@ impl Segment for DiskSegment<'_> {
             .insert(disk_key, encoded.clone())
             .map_err(failed)?;
         cache.put(key, encoded);
-        self.engine.handed_over()
+        self.engine.changed();
+        Ok(())
     }
 
     fn remove(&mut self, key: &[u8]) -> Result<(), EngineError> {
@@ -307,7 +328,8 @@ impl Segment for DiskSegment<'_> {
             .data
             .remove(self.disk_key(key))
             .map_err(failed)?;
-        self.engine.handed_over()
+        self.engine.changed();
+        Ok(())
     }
 
     fn for_each_key(&self, f: &mut dyn FnMut(&[u8], u64)) -> Result<(), EngineError> {
@@ -365,7 +387,7 @@ impl Engine for DiskEngine {
     fn sync(&self) -> Result<(), EngineError> {
         match self.fsync {
             Fsync::Always => self.persist(),
-            Fsync::Never => Ok(()),
+            Fsync::Never => self.hand_over(),
         }
     }
 
