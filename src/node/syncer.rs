@@ -15,8 +15,8 @@
 //! fsync the kernel may report the next one clean although the pages it could not write are
 //! gone.
 //!
-//! When writers registered while a round's fsync ran, the next round starts [`ROUND_SPACING`]
-//! after it began, not at once: on a fast disk, rounds back to back under load fsync a
+//! When a round covered several writers, or writers registered while its fsync ran, the next
+//! round starts [`ROUND_SPACING`] after it began, not at once: on a fast disk, rounds back to back under load fsync a
 //! handful of writes each, and a round costs about the same CPU whatever it covers (on a
 //! virtual disk about 120 µs: the exits to the hypervisor that submit and complete its
 //! writes and flush, the thread's wake-ups, the runtime's wake-ups for the answers). Spaced
@@ -153,7 +153,7 @@ impl Inner {
     fn run(&self) {
         let mut state = self.lock();
         let mut last_start: Option<Instant> = None;
-        // Whether writers registered while the last round's fsync ran.
+        // Whether the last round saw load: several writers, or writers registering during it.
         let mut busy = false;
         loop {
             if state.waiting.is_empty() {
@@ -184,8 +184,8 @@ impl Inner {
             drop(state);
             let outcome = self.round();
             // Counted before the answers go out: a lone writer's next write, which follows
-            // its answer, is no sign of load.
-            busy = !self.lock().waiting.is_empty();
+            // its answer, is no sign of load; a round shared by several writers is.
+            busy = covered.len() > 1 || !self.lock().waiting.is_empty();
             for done in covered {
                 let outcome = outcome.clone();
                 // A callback that panics must not take the thread, and every later ack, with it.
@@ -417,6 +417,63 @@ mod tests {
             starts[1] - starts[0] >= spacing,
             "the second round started {:?} after the first",
             starts[1] - starts[0]
+        );
+    }
+
+    #[test]
+    fn a_round_shared_by_several_writers_is_followed_by_one_the_spacing_after_its_start() {
+        // Nobody registers while the second round's fsync runs, but it covered two writers:
+        // load, so the writer that comes after it waits for the spacing all the same.
+        let spacing = Duration::from_millis(300);
+        let starts = Arc::new(Mutex::new(Vec::<Instant>::new()));
+        let (gate, tokens) = std::sync::mpsc::channel::<()>();
+        let syncer = {
+            let (starts, tokens) = (Arc::clone(&starts), Mutex::new(tokens));
+            Syncer::new(
+                Arc::new(move || {
+                    starts.lock().unwrap().push(Instant::now());
+                    let _ = tokens.lock().unwrap().recv();
+                    Ok(())
+                }),
+                spacing,
+            )
+        };
+        let (tx, answers) = std::sync::mpsc::channel();
+        let answer = |name: u32| {
+            let tx = tx.clone();
+            move |outcome| {
+                let _ = tx.send((name, outcome));
+            }
+        };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let wait_for_rounds = |n: usize| {
+            while starts.lock().unwrap().len() < n {
+                assert!(Instant::now() < deadline, "round {n} never started");
+                std::thread::sleep(Duration::from_millis(1));
+            }
+        };
+        syncer.after_sync(answer(1));
+        wait_for_rounds(1);
+        syncer.after_sync(answer(2));
+        syncer.after_sync(answer(3));
+        gate.send(()).unwrap();
+        wait_for_rounds(2);
+        gate.send(()).unwrap();
+        let wait = Duration::from_secs(10);
+        let mut answered: Vec<u32> = (0..3)
+            .map(|_| answers.recv_timeout(wait).unwrap().0)
+            .collect();
+        answered.sort();
+        assert_eq!(answered, [1, 2, 3]);
+        syncer.after_sync(answer(4));
+        gate.send(()).unwrap();
+        assert_eq!(answers.recv_timeout(wait), Ok((4, Ok(()))));
+        let starts = starts.lock().unwrap();
+        assert_eq!(starts.len(), 3);
+        assert!(
+            starts[2] - starts[1] >= spacing,
+            "the third round started {:?} after the second",
+            starts[2] - starts[1]
         );
     }
 
