@@ -162,11 +162,6 @@ pub(super) async fn coordinate(
             WriteError::Store(e) => ClientError::from(e),
             WriteError::Quorum(e) => ClientError::Internal(e.to_string()),
         })?;
-    // Without an fsync to wait for, the local ack counts once the write reached the OS; a
-    // failure to hand it over leaves the write unacknowledged.
-    if !run.awaits_local_sync() {
-        shared.hand_over().map_err(ClientError::from)?;
-    }
     if run
         .targets()
         .iter()
@@ -204,6 +199,12 @@ pub(super) async fn coordinate(
         .map(Either::Left)
         .chain(remote.map(Either::Right))
         .collect();
+    // Without an fsync to wait for, the local ack counts once the write reached the OS (done
+    // while the replica puts, queued above, travel); a failure to hand it over leaves the
+    // write unacknowledged.
+    if !run.awaits_local_sync() {
+        shared.hand_over().map_err(ClientError::from)?;
+    }
     let acked = settle(&mut run, &mut calls, deadline).await.ok_or(());
     // The calls still out are dropped: their puts reach the replicas all the same, and
     // nothing here needs their acks.
