@@ -373,51 +373,97 @@ mod tests {
         assert_eq!(later, Ok(Ok(())));
     }
 
+    /// A syncer whose rounds each wait for a token, so that a test decides when a round ends,
+    /// and which records when each round started and which writer each answer went to.
+    struct Gated {
+        syncer: Syncer,
+        starts: Arc<Mutex<Vec<Instant>>>,
+        gate: std::sync::mpsc::Sender<()>,
+        tell: std::sync::mpsc::Sender<(u32, Result<(), EngineError>)>,
+        answers: std::sync::mpsc::Receiver<(u32, Result<(), EngineError>)>,
+    }
+
+    impl Gated {
+        fn new(spacing: Duration) -> Self {
+            let starts = Arc::new(Mutex::new(Vec::<Instant>::new()));
+            let (gate, tokens) = std::sync::mpsc::channel::<()>();
+            let syncer = {
+                let (starts, tokens) = (Arc::clone(&starts), Mutex::new(tokens));
+                Syncer::new(
+                    Arc::new(move || {
+                        starts.lock().unwrap().push(Instant::now());
+                        let _ = tokens.lock().unwrap().recv();
+                        Ok(())
+                    }),
+                    spacing,
+                )
+            };
+            let (tell, answers) = std::sync::mpsc::channel();
+            Gated {
+                syncer,
+                starts,
+                gate,
+                tell,
+                answers,
+            }
+        }
+
+        /// Registers writer `name`, whose answer `answers` will carry.
+        fn write(&self, name: u32) {
+            let tell = self.tell.clone();
+            self.syncer.after_sync(move |outcome| {
+                let _ = tell.send((name, outcome));
+            });
+        }
+
+        /// Lets one round end.
+        fn end_a_round(&self) {
+            self.gate.send(()).unwrap();
+        }
+
+        fn wait_for_rounds(&self, n: usize) {
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while self.starts.lock().unwrap().len() < n {
+                assert!(Instant::now() < deadline, "round {n} never started");
+                std::thread::sleep(Duration::from_millis(1));
+            }
+        }
+
+        /// The next `n` writers answered, in order of name.
+        fn answered(&self, n: usize) -> Vec<u32> {
+            let mut names: Vec<u32> = (0..n)
+                .map(|_| {
+                    let (name, outcome) =
+                        self.answers.recv_timeout(Duration::from_secs(10)).unwrap();
+                    assert_eq!(outcome, Ok(()));
+                    name
+                })
+                .collect();
+            names.sort();
+            names
+        }
+
+        /// The time between the starts of rounds `i` and `i + 1` (from 0).
+        fn gap_after(&self, i: usize) -> Duration {
+            let starts = self.starts.lock().unwrap();
+            starts[i + 1] - starts[i]
+        }
+    }
+
     #[test]
     fn a_round_that_writers_waited_through_is_followed_by_one_the_spacing_after_its_start() {
         let spacing = Duration::from_millis(300);
-        let starts = Arc::new(Mutex::new(Vec::<Instant>::new()));
-        // Each round's fsync waits for a token, so the test decides when a round ends.
-        let (gate, tokens) = std::sync::mpsc::channel::<()>();
-        let syncer = {
-            let (starts, tokens) = (Arc::clone(&starts), Mutex::new(tokens));
-            Syncer::new(
-                Arc::new(move || {
-                    starts.lock().unwrap().push(Instant::now());
-                    let _ = tokens.lock().unwrap().recv();
-                    Ok(())
-                }),
-                spacing,
-            )
-        };
-        let (tx, answers) = std::sync::mpsc::channel();
-        let answer = |name: u32| {
-            let tx = tx.clone();
-            move |outcome| {
-                let _ = tx.send((name, outcome));
-            }
-        };
-        syncer.after_sync(answer(1));
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while starts.lock().unwrap().is_empty() {
-            assert!(Instant::now() < deadline, "the first round never started");
-            std::thread::sleep(Duration::from_millis(1));
-        }
+        let gated = Gated::new(spacing);
+        gated.write(1);
+        gated.wait_for_rounds(1);
         // Registered while the first round runs: the next round's, which is due a spacing
         // after the first one started.
-        syncer.after_sync(answer(2));
-        gate.send(()).unwrap();
-        gate.send(()).unwrap();
-        let wait = Duration::from_secs(10);
-        assert_eq!(answers.recv_timeout(wait), Ok((1, Ok(()))));
-        assert_eq!(answers.recv_timeout(wait), Ok((2, Ok(()))));
-        let starts = starts.lock().unwrap();
-        assert_eq!(starts.len(), 2);
-        assert!(
-            starts[1] - starts[0] >= spacing,
-            "the second round started {:?} after the first",
-            starts[1] - starts[0]
-        );
+        gated.write(2);
+        gated.end_a_round();
+        gated.end_a_round();
+        assert_eq!(gated.answered(2), [1, 2]);
+        assert_eq!(gated.starts.lock().unwrap().len(), 2);
+        assert!(gated.gap_after(0) >= spacing, "{:?}", gated.gap_after(0));
     }
 
     #[test]
@@ -425,56 +471,20 @@ mod tests {
         // Nobody registers while the second round's fsync runs, but it covered two writers:
         // load, so the writer that comes after it waits for the spacing all the same.
         let spacing = Duration::from_millis(300);
-        let starts = Arc::new(Mutex::new(Vec::<Instant>::new()));
-        let (gate, tokens) = std::sync::mpsc::channel::<()>();
-        let syncer = {
-            let (starts, tokens) = (Arc::clone(&starts), Mutex::new(tokens));
-            Syncer::new(
-                Arc::new(move || {
-                    starts.lock().unwrap().push(Instant::now());
-                    let _ = tokens.lock().unwrap().recv();
-                    Ok(())
-                }),
-                spacing,
-            )
-        };
-        let (tx, answers) = std::sync::mpsc::channel();
-        let answer = |name: u32| {
-            let tx = tx.clone();
-            move |outcome| {
-                let _ = tx.send((name, outcome));
-            }
-        };
-        let deadline = Instant::now() + Duration::from_secs(10);
-        let wait_for_rounds = |n: usize| {
-            while starts.lock().unwrap().len() < n {
-                assert!(Instant::now() < deadline, "round {n} never started");
-                std::thread::sleep(Duration::from_millis(1));
-            }
-        };
-        syncer.after_sync(answer(1));
-        wait_for_rounds(1);
-        syncer.after_sync(answer(2));
-        syncer.after_sync(answer(3));
-        gate.send(()).unwrap();
-        wait_for_rounds(2);
-        gate.send(()).unwrap();
-        let wait = Duration::from_secs(10);
-        let mut answered: Vec<u32> = (0..3)
-            .map(|_| answers.recv_timeout(wait).unwrap().0)
-            .collect();
-        answered.sort();
-        assert_eq!(answered, [1, 2, 3]);
-        syncer.after_sync(answer(4));
-        gate.send(()).unwrap();
-        assert_eq!(answers.recv_timeout(wait), Ok((4, Ok(()))));
-        let starts = starts.lock().unwrap();
-        assert_eq!(starts.len(), 3);
-        assert!(
-            starts[2] - starts[1] >= spacing,
-            "the third round started {:?} after the second",
-            starts[2] - starts[1]
-        );
+        let gated = Gated::new(spacing);
+        gated.write(1);
+        gated.wait_for_rounds(1);
+        gated.write(2);
+        gated.write(3);
+        gated.end_a_round();
+        gated.wait_for_rounds(2);
+        gated.end_a_round();
+        assert_eq!(gated.answered(3), [1, 2, 3]);
+        gated.write(4);
+        gated.end_a_round();
+        assert_eq!(gated.answered(1), [4]);
+        assert_eq!(gated.starts.lock().unwrap().len(), 3);
+        assert!(gated.gap_after(1) >= spacing, "{:?}", gated.gap_after(1));
     }
 
     #[tokio::test]
