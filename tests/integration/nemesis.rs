@@ -347,7 +347,9 @@ async fn acknowledged_writes_and_deletes_survive_kills_pauses_partitions_and_a_d
     let mut faults: BTreeMap<&str, usize> = BTreeMap::new();
     let started = Instant::now();
     let deadline = started + Duration::from_secs(secs);
-    while Instant::now() < deadline {
+    // Faults go on until the deadline, and past it until the departure was made: on a slow
+    // machine a few kills, each waiting for full replication first, can fill the whole run.
+    while Instant::now() < deadline || departure.is_none() {
         let (kind, victim, hold, long) = {
             let mut rng = rand::rng();
             (
@@ -543,9 +545,5 @@ async fn acknowledged_writes_and_deletes_survive_kills_pauses_partitions_and_a_d
     assert!(
         !ledger.deletes.is_empty(),
         "no delete was acknowledged: the run tested no delete"
-    );
-    assert!(
-        departure.is_some(),
-        "the run ended before its leave or remove"
     );
 }
