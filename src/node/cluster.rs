@@ -6,8 +6,9 @@
 //! are bound to this node's own `--bind` IP, so a firewall rule between two loopback addresses
 //! separates exactly those two nodes (that is how tests make partitions).
 //!
-//! With TLS (see [`super::cluster_tls`]) the cluster port is our own listener and every dial
-//! runs a handshake before the stream is handed to the `NodeServer`. Seeds may be DNS names,
+//! The cluster port is our own listener, and every connection reaches the `NodeServer` read
+//! through a buffer ([`super::cluster_stream`]); with TLS (see [`super::cluster_tls`]) each
+//! one runs its handshake first. Seeds may be DNS names,
 //! resolved again at each dial (a Kubernetes headless service changes its addresses).
 
 use std::collections::{HashMap, HashSet};
@@ -18,11 +19,11 @@ use std::time::{Duration, Instant};
 use ractor::{Actor, ActorProcessingErr, ActorRef, SupervisionEvent, pg};
 use ractor_cluster::node::{NodeConnectionMode, NodeServerSessionInformation};
 use ractor_cluster::{
-    IncomingEncryptionMode, NetworkStream, NodeEventSubscription, NodeServer, NodeServerMessage,
-    RactorMessage,
+    IncomingEncryptionMode, NodeEventSubscription, NodeServer, NodeServerMessage, RactorMessage,
 };
 use tokio::net::{TcpListener, TcpSocket};
 
+use super::cluster_stream::{ClusterStream, serve_plain};
 use super::cluster_tls::{ClusterTls, internal_listen_ip};
 use super::origin;
 use super::peers::Role;
@@ -69,7 +70,7 @@ pub struct ClusterState {
     dialing: HashSet<String>,
     backoff: HashMap<String, Backoff>,
     tls: Option<ClusterTls>,
-    /// Our TLS listener on `--bind`, when TLS is on.
+    /// Our listener on `--bind` (none in a native client).
     listener: Option<tokio::task::JoinHandle<()>>,
 }
 
@@ -106,29 +107,27 @@ impl Actor for ClusterActor {
             Some(paths) => Some(ClusterTls::new(NodeTls::load(paths, &shared.config.name)?)),
             None => None,
         };
-        // Under TLS the NodeServer's own listener is moved out of the way (see
-        // `internal_listen_ip`) and ours takes `--bind`; a native client listens on nothing.
-        let (port, listen_ip, incoming) = match &tls {
-            Some(t) => (
-                0,
-                internal_listen_ip(bind.ip()),
-                IncomingEncryptionMode::Tls(t.tls.acceptor()),
-            ),
-            None => (bind.port(), bind.ip(), IncomingEncryptionMode::Raw),
+        // The NodeServer's own listener is moved out of the way (see `internal_listen_ip`)
+        // and ours takes `--bind`, so that every connection is read through a buffer
+        // (`cluster_stream`) and, under TLS, runs its handshake in a task of its own. A
+        // native client listens on nothing.
+        let incoming = match &tls {
+            Some(t) => IncomingEncryptionMode::Tls(t.tls.acceptor()),
+            None => IncomingEncryptionMode::Raw,
         };
-        let our_listener = match &tls {
-            Some(_) if shared.storing => Some(TcpListener::bind(bind).await?),
-            _ => None,
+        let our_listener = match shared.storing {
+            true => Some(TcpListener::bind(bind).await?),
+            false => None,
         };
         let server = NodeServer::new(
-            port,
+            0,
             shared.config.cookie.clone(),
             shared.me.to_string(),
             bind.ip().to_string(),
             Some(incoming),
             Some(NodeConnectionMode::Isolated),
         )
-        .with_listen_addr(listen_ip)
+        .with_listen_addr(internal_listen_ip(bind.ip()))
         .with_max_inbound_frame_size(MAX_FRAME_BYTES as u64);
         // A new node server has no sessions: whatever the last one had is gone.
         shared.sessions.clear();
@@ -142,12 +141,10 @@ impl Actor for ClusterActor {
             }),
         });
         // Started after the subscription, so that no session authenticates unchecked.
-        let listener = match (&tls, our_listener) {
-            (Some(t), Some(listener)) => {
-                Some(tokio::spawn(t.clone().serve(listener, server.clone())))
-            }
-            _ => None,
-        };
+        let listener = our_listener.map(|listener| match &tls {
+            Some(t) => tokio::spawn(t.clone().serve(listener, server.clone())),
+            None => tokio::spawn(serve_plain(listener, server.clone())),
+        });
         for role in Role::ALL {
             pg::monitor(role.group().to_string(), myself.get_cell());
         }
@@ -330,18 +327,9 @@ impl Dialer {
         let stream = connect_from(self.bind.ip(), addr).await?;
         let stream = match &self.tls {
             Some(tls) => tls.dialled(stream, name.map(String::as_str)).await?,
-            None => NetworkStream::Raw {
-                peer_addr: stream.peer_addr()?,
-                local_addr: stream.local_addr()?,
-                stream,
-            },
+            None => ClusterStream::plain(stream)?,
         };
-        self.server
-            .cast(NodeServerMessage::ConnectionOpened {
-                stream: Box::new(stream),
-                is_server: false,
-            })
-            .map_err(|e| std::io::Error::other(e.to_string()))
+        stream.hand_to(&self.server, false)
     }
 }
 
@@ -460,10 +448,10 @@ mod tests {
             msg: NodeServerMessage,
             _: &mut (),
         ) -> Result<(), ActorProcessingErr> {
-            if let NodeServerMessage::ConnectionOpened { stream, .. } = msg
-                && let NetworkStream::Raw { peer_addr, .. } = *stream
+            if let NodeServerMessage::ConnectionOpenedExternal { stream, .. } = msg
+                && let Some(peer) = stream.peer_label()
             {
-                let _ = self.0.send(peer_addr.to_string());
+                let _ = self.0.send(peer);
             }
             Ok(())
         }

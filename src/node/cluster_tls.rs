@@ -11,11 +11,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use ractor::ActorRef;
+use ractor_cluster::NodeServerMessage;
 use ractor_cluster::node::NodeServerSessionInformation;
-use ractor_cluster::{NetworkStream, NodeServerMessage};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 
+use super::cluster_stream::ClusterStream;
 use super::metrics::Metrics;
 use crate::tls::{NodeTls, PeerCert, PendingCerts, check_node_name};
 
@@ -46,15 +47,11 @@ impl ClusterTls {
         &self,
         tcp: TcpStream,
         expected: Option<&str>,
-    ) -> std::io::Result<NetworkStream> {
+    ) -> std::io::Result<ClusterStream> {
         let (local_addr, peer_addr) = (tcp.local_addr()?, tcp.peer_addr()?);
         let (stream, cert) = self.tls.connect(tcp, peer_addr, expected).await?;
         self.pending.insert(peer_addr.to_string(), cert);
-        Ok(NetworkStream::TlsClient {
-            peer_addr,
-            local_addr,
-            stream,
-        })
+        Ok(ClusterStream::tls(stream, peer_addr, local_addr))
     }
 
     /// Accepts connections on `listener` for ever, handing each one that completes a
@@ -94,16 +91,7 @@ impl ClusterTls {
         let local_addr = tcp.local_addr()?;
         let (stream, cert) = self.tls.accept(tcp).await?;
         self.pending.insert(peer_addr.to_string(), cert);
-        server
-            .cast(NodeServerMessage::ConnectionOpened {
-                stream: Box::new(NetworkStream::TlsServer {
-                    peer_addr,
-                    local_addr,
-                    stream,
-                }),
-                is_server: true,
-            })
-            .map_err(|e| std::io::Error::other(e.to_string()))
+        ClusterStream::tls(stream, peer_addr, local_addr).hand_to(server, true)
     }
 
     /// The check of an authenticated session: true if it may go on. A session whose
@@ -130,9 +118,10 @@ impl ClusterTls {
     }
 }
 
-/// Where ractor_cluster's own listener goes under TLS: loopback, on a port of the system's
-/// choosing. It cannot be turned off; it requires a client certificate of our CA and none of
-/// its connections has a captured certificate, so its sessions fail the name check.
+/// Where ractor_cluster's own listener goes: loopback, on a port of the system's choosing,
+/// where no peer dials it. It cannot be turned off; it authenticates as the cluster port does
+/// (the cookie), and under TLS it requires a client certificate of our CA while none of its
+/// connections has a captured certificate, so its sessions fail the name check.
 pub fn internal_listen_ip(bind: IpAddr) -> IpAddr {
     match bind {
         IpAddr::V4(_) => IpAddr::V4(Ipv4Addr::LOCALHOST),
