@@ -1,4 +1,5 @@
-//! Cluster connections as this node hands them to ractor_cluster: read through a buffer.
+//! Cluster connections as this node hands them to ractor_cluster: read through a buffer, and
+//! written through [`super::cluster_send`].
 //!
 //! ractor_cluster reads a frame with two reads of its stream, its length and then its body,
 //! so on a plain socket every frame costs two system calls, whatever else has arrived (a
@@ -14,6 +15,8 @@ use ractor::ActorRef;
 use ractor_cluster::{BoxRead, BoxWrite, ClusterBidiStream, NodeServerMessage};
 use tokio::io::{AsyncRead, AsyncWrite, BufReader};
 use tokio::net::{TcpListener, TcpStream};
+
+use super::cluster_send::CoalescingWrite;
 
 /// Bytes a connection's read buffer holds: many frames of a burst (replica batches are a
 /// few KiB), and larger frames bypass it.
@@ -77,7 +80,7 @@ impl ClusterBidiStream for ClusterStream {
         let this = *self;
         (
             Box::new(BufReader::with_capacity(READ_BUFFER, this.read)),
-            this.write,
+            Box::new(CoalescingWrite::spawn(this.write)),
         )
     }
 

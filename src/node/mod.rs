@@ -32,6 +32,7 @@ mod batch;
 mod client;
 mod client_view;
 mod cluster;
+mod cluster_send;
 mod cluster_stream;
 mod cluster_tls;
 mod coordinator;
