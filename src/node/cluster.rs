@@ -6,10 +6,10 @@
 //! are bound to this node's own `--bind` IP, so a firewall rule between two loopback addresses
 //! separates exactly those two nodes (that is how tests make partitions).
 //!
-//! The cluster port is our own listener, and every connection reaches the `NodeServer` read
-//! through a buffer ([`super::cluster_stream`]); with TLS (see [`super::cluster_tls`]) each
-//! one runs its handshake first. Seeds may be DNS names,
-//! resolved again at each dial (a Kubernetes headless service changes its addresses).
+//! The cluster port is our own listener, and every connection reaches the `NodeServer` through
+//! [`super::cluster_stream`] (buffered reads, coalesced sends); with TLS (see
+//! [`super::cluster_tls`]) each one runs its handshake first. Seeds may be DNS names, resolved
+//! again at each dial (a Kubernetes headless service changes its addresses).
 
 use std::collections::{HashMap, HashSet};
 use std::net::{IpAddr, SocketAddr};
@@ -108,16 +108,17 @@ impl Actor for ClusterActor {
             None => None,
         };
         // The NodeServer's own listener is moved out of the way (see `internal_listen_ip`)
-        // and ours takes `--bind`, so that every connection is read through a buffer
-        // (`cluster_stream`) and, under TLS, runs its handshake in a task of its own. A
-        // native client listens on nothing.
+        // and ours takes `--bind`, so that every connection goes through `cluster_stream`
+        // and, under TLS, runs its handshake in a task of its own. A native client listens
+        // on nothing.
         let incoming = match &tls {
             Some(t) => IncomingEncryptionMode::Tls(t.tls.acceptor()),
             None => IncomingEncryptionMode::Raw,
         };
-        let our_listener = match shared.storing {
-            true => Some(TcpListener::bind(bind).await?),
-            false => None,
+        let our_listener = if shared.storing {
+            Some(TcpListener::bind(bind).await?)
+        } else {
+            None
         };
         let server = NodeServer::new(
             0,
