@@ -142,6 +142,8 @@ async fn send<W: AsyncWrite + Unpin>(shared: Arc<Shared>, mut inner: W) {
                 return;
             }
             taken.clear();
+            // A rare large frame leaves no large buffer behind for the connection's life.
+            taken.shrink_to(SEND_BUFFER);
         }
         if closed {
             // Nothing can be buffered any more. Dropping `inner` closes the write side.
@@ -268,6 +270,12 @@ mod tests {
             total() == 2 * frame.len() + big.len()
         })
         .await;
+        // The buffers it passed through do not stay that large.
+        write.write_all(b"small").await.unwrap();
+        write.flush().await.unwrap();
+        let sent = 2 * frame.len() + big.len() + 5;
+        until("the small frame is sent", || total() == sent).await;
+        assert!(write.shared.outbox().bytes.capacity() <= SEND_BUFFER);
     }
 
     #[tokio::test(flavor = "current_thread")]
