@@ -26,6 +26,10 @@ use tokio::sync::Notify;
 /// is still taken, alone).
 pub const SEND_BUFFER: usize = 256 << 10;
 
+// What a send buffer keeps of its capacity between bursts: a burst or frame larger than this
+// allocates again rather than keep its size for the connection's life.
+const KEPT: usize = 64 << 10;
+
 /// How long a connection whose writer went away may still take to send what it buffered.
 pub const LINGER: Duration = Duration::from_secs(1);
 
@@ -142,8 +146,7 @@ async fn send<W: AsyncWrite + Unpin>(shared: Arc<Shared>, mut inner: W) {
                 return;
             }
             taken.clear();
-            // A rare large frame leaves no large buffer behind for the connection's life.
-            taken.shrink_to(SEND_BUFFER);
+            taken.shrink_to(KEPT);
         }
         if closed {
             // Nothing can be buffered any more. Dropping `inner` closes the write side.
@@ -275,7 +278,7 @@ mod tests {
         write.flush().await.unwrap();
         let sent = 2 * frame.len() + big.len() + 5;
         until("the small frame is sent", || total() == sent).await;
-        assert!(write.shared.outbox().bytes.capacity() <= SEND_BUFFER);
+        assert!(write.shared.outbox().bytes.capacity() <= KEPT);
     }
 
     #[tokio::test(flavor = "current_thread")]
