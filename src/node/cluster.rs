@@ -23,8 +23,8 @@ use ractor_cluster::{
 };
 use tokio::net::{TcpListener, TcpSocket};
 
-use super::cluster_stream::{ClusterStream, serve_plain};
-use super::cluster_tls::{ClusterTls, internal_listen_ip};
+use super::cluster_stream::{ClusterStream, internal_listen_ip, serve_plain};
+use super::cluster_tls::ClusterTls;
 use super::origin;
 use super::peers::Role;
 use super::shared::NodeShared;

@@ -51,6 +51,22 @@ struct Shared {
     dropped: Notify,
 }
 
+impl Outbox {
+    // The error of every write and flush once a send failed.
+    fn check(&self) -> io::Result<()> {
+        match self.failed {
+            Some(kind) => Err(io::Error::new(kind, "an earlier send failed")),
+            None => Ok(()),
+        }
+    }
+
+    fn wake_writer(&mut self) {
+        if let Some(writer) = self.waiting.take() {
+            writer.wake();
+        }
+    }
+}
+
 impl Shared {
     fn outbox(&self) -> MutexGuard<'_, Outbox> {
         // Plain data: a panic elsewhere cannot leave it half-changed.
@@ -82,8 +98,8 @@ impl AsyncWrite for CoalescingWrite {
         data: &[u8],
     ) -> Poll<io::Result<usize>> {
         let mut outbox = self.shared.outbox();
-        if let Some(kind) = outbox.failed {
-            return Poll::Ready(Err(io::Error::new(kind, "an earlier send failed")));
+        if let Err(e) = outbox.check() {
+            return Poll::Ready(Err(e));
         }
         if !outbox.bytes.is_empty() && outbox.bytes.len() + data.len() > SEND_BUFFER {
             outbox.waiting = Some(cx.waker().clone());
@@ -98,8 +114,8 @@ impl AsyncWrite for CoalescingWrite {
 
     fn poll_flush(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         let outbox = self.shared.outbox();
-        if let Some(kind) = outbox.failed {
-            return Poll::Ready(Err(io::Error::new(kind, "an earlier send failed")));
+        if let Err(e) = outbox.check() {
+            return Poll::Ready(Err(e));
         }
         let pending = !outbox.bytes.is_empty();
         drop(outbox);
@@ -131,18 +147,14 @@ async fn send<W: AsyncWrite + Unpin>(shared: Arc<Shared>, mut inner: W) {
         let closed = {
             let mut outbox = shared.outbox();
             std::mem::swap(&mut taken, &mut outbox.bytes);
-            if let Some(writer) = outbox.waiting.take() {
-                writer.wake();
-            }
+            outbox.wake_writer();
             outbox.closed
         };
         if !taken.is_empty() {
             if let Err(e) = write_out(&shared, &mut inner, &taken).await {
                 let mut outbox = shared.outbox();
                 outbox.failed = Some(e.kind());
-                if let Some(writer) = outbox.waiting.take() {
-                    writer.wake();
-                }
+                outbox.wake_writer();
                 return;
             }
             taken.clear();

@@ -8,7 +8,7 @@
 //! one read of the socket takes in every frame that is there. The framing, the handshake and
 //! everything after it are ractor_cluster's, unchanged.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::time::Duration;
 
 use ractor::ActorRef;
@@ -31,9 +31,8 @@ pub struct ClusterStream {
 }
 
 impl ClusterStream {
-    /// A plain TCP connection.
+    /// A plain TCP connection, whose Nagle algorithm is already off ([`accept`], the dialler).
     pub fn plain(tcp: TcpStream) -> std::io::Result<Self> {
-        tcp.set_nodelay(true)?;
         let (peer, local) = (tcp.peer_addr()?, tcp.local_addr()?);
         let (read, write) = tcp.into_split();
         Ok(ClusterStream {
@@ -96,17 +95,38 @@ impl ClusterBidiStream for ClusterStream {
 /// Accepts plain connections on `listener` for ever, handing each to `server`.
 pub async fn serve_plain(listener: TcpListener, server: ActorRef<NodeServerMessage>) {
     loop {
+        let (tcp, peer) = accept(&listener).await;
+        if let Err(e) = ClusterStream::plain(tcp).and_then(|s| s.hand_to(&server, true)) {
+            tracing::debug!(%peer, error = %e, "cluster connection dropped");
+        }
+    }
+}
+
+/// The next connection of the cluster port, with Nagle's algorithm off (frames are flushed
+/// whole, and a small one must not wait for the ack of the last).
+pub async fn accept(listener: &TcpListener) -> (TcpStream, SocketAddr) {
+    loop {
         match listener.accept().await {
-            Ok((tcp, peer)) => {
-                if let Err(e) = ClusterStream::plain(tcp).and_then(|s| s.hand_to(&server, true)) {
-                    tracing::debug!(%peer, error = %e, "cluster connection dropped");
-                }
-            }
+            Ok((tcp, peer)) => match tcp.set_nodelay(true) {
+                Ok(()) => return (tcp, peer),
+                Err(e) => tracing::debug!(%peer, error = %e, "cluster connection dropped"),
+            },
             Err(e) => {
                 // Out of descriptors and the like: wait rather than spin.
                 tracing::warn!(error = %e, "cluster accept failed");
                 tokio::time::sleep(Duration::from_millis(100)).await;
             }
         }
+    }
+}
+
+/// Where ractor_cluster's own listener goes: loopback, on a port of the system's choosing,
+/// where no peer dials it. It cannot be turned off; it authenticates as the cluster port does
+/// (the cookie), and under TLS it requires a client certificate of our CA while none of its
+/// connections has a captured certificate, so its sessions fail the name check.
+pub fn internal_listen_ip(bind: IpAddr) -> IpAddr {
+    match bind {
+        IpAddr::V4(_) => IpAddr::V4(Ipv4Addr::LOCALHOST),
+        IpAddr::V6(_) => IpAddr::V6(Ipv6Addr::LOCALHOST),
     }
 }

@@ -6,9 +6,8 @@
 //! is the session's `peer_addr`; when the session authenticates, the node name it announced
 //! must be a name of that certificate, or the session is killed before it syncs anything.
 
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
 
 use ractor::ActorRef;
 use ractor_cluster::NodeServerMessage;
@@ -16,7 +15,7 @@ use ractor_cluster::node::NodeServerSessionInformation;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 
-use super::cluster_stream::ClusterStream;
+use super::cluster_stream::{ClusterStream, accept};
 use super::metrics::Metrics;
 use crate::tls::{NodeTls, PeerCert, PendingCerts, check_node_name};
 
@@ -62,15 +61,7 @@ impl ClusterTls {
             let Ok(permit) = Arc::clone(&permits).acquire_owned().await else {
                 return;
             };
-            let (tcp, peer_addr) = match listener.accept().await {
-                Ok(accepted) => accepted,
-                Err(e) => {
-                    // Out of descriptors and the like: wait rather than spin.
-                    tracing::warn!(error = %e, "cluster accept failed");
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                    continue;
-                }
-            };
+            let (tcp, peer_addr) = accept(&listener).await;
             let (this, server) = (self.clone(), server.clone());
             tokio::spawn(async move {
                 let _permit = permit;
@@ -87,7 +78,6 @@ impl ClusterTls {
         peer_addr: SocketAddr,
         server: &ActorRef<NodeServerMessage>,
     ) -> std::io::Result<()> {
-        tcp.set_nodelay(true)?;
         let local_addr = tcp.local_addr()?;
         let (stream, cert) = self.tls.accept(tcp).await?;
         self.pending.insert(peer_addr.to_string(), cert);
@@ -115,16 +105,5 @@ impl ClusterTls {
     /// Forgets the certificate of a session that ended before its check.
     pub fn forget(&self, ses: &NodeServerSessionInformation) {
         self.pending.take(&ses.peer_addr);
-    }
-}
-
-/// Where ractor_cluster's own listener goes: loopback, on a port of the system's choosing,
-/// where no peer dials it. It cannot be turned off; it authenticates as the cluster port does
-/// (the cookie), and under TLS it requires a client certificate of our CA while none of its
-/// connections has a captured certificate, so its sessions fail the name check.
-pub fn internal_listen_ip(bind: IpAddr) -> IpAddr {
-    match bind {
-        IpAddr::V4(_) => IpAddr::V4(Ipv4Addr::LOCALHOST),
-        IpAddr::V6(_) => IpAddr::V6(Ipv6Addr::LOCALHOST),
     }
 }

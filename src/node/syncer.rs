@@ -20,10 +20,9 @@
 //! back under load fsync a handful of writes each, and a round costs about the same CPU
 //! whatever it covers (on a virtual disk about 120 µs: the exits to the hypervisor that
 //! submit and complete its writes and flush, the thread's wake-ups, the runtime's wake-ups
-//! for the answers). Spaced
-//! rounds share each fsync between more writes, for at most the spacing of extra wait; a
-//! writer that finds the thread idle is never held back, and a disk slower than the spacing
-//! sees no change. 3 ms was the best of 1, 2, 3 and 5 ms under YCSB-A with 64 clients on a
+//! for the answers). Spaced rounds share each fsync between more writes, for at most the
+//! spacing of extra wait; a writer that finds the thread idle is never held back, and a disk
+//! slower than the spacing sees no change. 3 ms was the best of 1, 2, 3 and 5 ms under YCSB-A with 64 clients on a
 //! disk whose fsync takes 0.3 ms (BENCHMARKS.md): throughput and p99 both got better up to
 //! 3 ms, as the CPU that rounds freed outweighed their wait, and worse at 5 ms.
 
