@@ -119,8 +119,9 @@ pub struct LocalReplica<'a> {
     pub member: bool,
     /// Local monotonic milliseconds, recorded with new hints.
     pub now_ms: u64,
-    /// True when a write applied here counts as an ack only after an fsync covers it
-    /// (`--fsync always` on a durable engine): the caller syncs, then acks.
+    /// True when a write applied here counts as an ack only after the engine made it durable
+    /// (an fsync under `--fsync always`, a hand-over to the OS under `never`): the caller
+    /// syncs, then acks.
     pub ack_after_sync: bool,
 }
 

@@ -40,6 +40,7 @@ mod digest_caches;
 pub mod disk;
 mod forwarding;
 mod gossip;
+mod hand_over;
 mod metrics;
 mod native;
 mod one_per_process;

@@ -14,12 +14,14 @@ use tokio::sync::watch;
 
 use super::digest_caches::DigestCaches;
 use super::forwarding::ForwardLinks;
+use super::hand_over::HandOver;
 use super::metrics::Metrics;
 use super::peers::Peers;
 use super::replicas::ReplicaLinks;
 use super::sessions::Sessions;
 use super::syncer::Syncer;
 use crate::config::{Fsync, MAX_SET_BYTES, MAX_SET_VERSIONS, NodeConfig, QuorumConfig};
+use crate::core::engine::EngineError;
 use crate::core::handoff::Handoff;
 use crate::core::hints::{HintStore, SharedHints};
 use crate::core::ids::{ActorId, NodeId};
@@ -64,8 +66,8 @@ pub struct NodeShared {
     pub quorum: ArcSwap<QuorumConfig>,
     /// The stored data.
     pub store: Arc<Store>,
-    /// Shares the fsyncs that writes applied here wait for; none when they need none.
-    syncer: Option<Syncer>,
+    /// What writes applied here wait for before they count as acks.
+    durability: Durability,
     /// Hints held for unreachable owners.
     pub hints: SharedHints,
     /// Where the handoff of keys this node no longer owns stands.
@@ -160,19 +162,12 @@ impl NodeShared {
             let store = Arc::new(Store::with_limits(actor, limits));
             (store, HintStore::with_limits(config.hints))
         });
-        let ack_after_sync = store.engine().durable() && config.fsync == Fsync::Always;
-        let syncer = ack_after_sync.then(|| {
-            let store = Arc::clone(&store);
-            Syncer::new(
-                Arc::new(move || store.engine().sync()),
-                super::syncer::ROUND_SPACING,
-            )
-        });
+        let durability = Durability::of(&store, config.fsync);
         let (fatal, _) = watch::channel(None);
         let metrics = Metrics::default();
         Ok(Arc::new(NodeShared {
             store,
-            syncer,
+            durability,
             quorum: ArcSwap::from_pointee(config.quorum),
             hints: SharedHints::from_store(hints),
             handoff: Mutex::new(Handoff::new()),
@@ -208,40 +203,33 @@ impl NodeShared {
         }
     }
 
-    /// True when writes applied here are acknowledged only after an fsync covers them.
+    /// True when writes applied here are acknowledged only once [`NodeShared::after_sync`]
+    /// answered: on a durable engine, after an fsync (`--fsync always`) or a hand-over to the
+    /// OS (`--fsync never`) covers them.
     pub fn ack_after_sync(&self) -> bool {
-        self.syncer.is_some()
+        !matches!(self.durability, Durability::Memory)
     }
 
-    /// Makes the store's changes so far durable, sharing the fsync with every write waiting
-    /// at the same time: what a write applied here waits for before it counts as an ack when
-    /// `ack_after_sync` is set.
+    /// Makes the store's changes so far durable when writes wait for fsyncs, sharing the
+    /// fsync with every write waiting at the same time; at once otherwise.
     pub async fn sync_store(&self) -> Result<(), StoreError> {
-        match &self.syncer {
-            Some(syncer) => Ok(syncer.sync().await?),
-            None => Ok(()),
+        match &self.durability {
+            Durability::Fsync(syncer) => Ok(syncer.sync().await?),
+            Durability::HandOver(_) | Durability::Memory => Ok(()),
         }
     }
 
-    /// Like [`NodeShared::sync_store`], without a task: calls `done` once the store's
-    /// changes so far are durable (at once, after [`NodeShared::hand_over`], when writes need
-    /// no fsync). `done` may run on the node's fsync thread: it must only hand the outcome on
-    /// (send a reply).
+    /// Calls `done` once the store's changes so far count for an ack: after an fsync shared
+    /// with the writes waiting at the same time (`--fsync always`), after a hand-over to the
+    /// OS shared with the writes of the same turn (`--fsync never`), at once in memory.
+    /// `done` may run on the node's fsync thread or a task of its runtime: it must only hand
+    /// the outcome on (send a reply).
     pub fn after_sync(&self, done: impl FnOnce(Result<(), StoreError>) + Send + 'static) {
-        match &self.syncer {
-            Some(syncer) => syncer.after_sync(move |outcome| done(outcome.map_err(Into::into))),
-            None => done(self.hand_over()),
-        }
-    }
-
-    /// Hands the store's changes so far to the OS when writes count as acks without an
-    /// fsync (`--fsync never`): what a write applied here needs before it is an ack then,
-    /// to survive a process kill. A no-op in memory, and under `--fsync always`, whose
-    /// fsync rounds hand the changes over themselves.
-    pub fn hand_over(&self) -> Result<(), StoreError> {
-        match &self.syncer {
-            Some(_) => Ok(()),
-            None => Ok(self.store.engine().sync()?),
+        let done = move |outcome: Result<(), EngineError>| done(outcome.map_err(Into::into));
+        match &self.durability {
+            Durability::Fsync(syncer) => syncer.after_sync(done),
+            Durability::HandOver(hand_over) => hand_over.after(done),
+            Durability::Memory => done(Ok(())),
         }
     }
 
@@ -445,6 +433,32 @@ impl NodeShared {
                 // The sender lives as long as `self`: unreachable, but never spin.
                 std::future::pending::<()>().await;
             }
+        }
+    }
+}
+
+/// What a write applied on this node waits for before it counts as an ack.
+enum Durability {
+    /// Nothing: the store forgets everything at a restart anyway.
+    Memory,
+    /// A hand-over of the engine's buffer to the OS (`--fsync never`): survives a process kill.
+    HandOver(HandOver),
+    /// An fsync (`--fsync always`): survives a power loss.
+    Fsync(Syncer),
+}
+
+impl Durability {
+    fn of(store: &Arc<Store>, fsync: Fsync) -> Self {
+        if !store.engine().durable() {
+            return Durability::Memory;
+        }
+        let persist = {
+            let store = Arc::clone(store);
+            Arc::new(move || store.engine().sync())
+        };
+        match fsync {
+            Fsync::Always => Durability::Fsync(Syncer::new(persist, super::syncer::ROUND_SPACING)),
+            Fsync::Never => Durability::HandOver(HandOver::new(persist)),
         }
     }
 }

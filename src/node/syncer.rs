@@ -45,7 +45,7 @@ const THREAD_SLICE: Duration = Duration::from_micros(100);
 pub type Persist = dyn Fn() -> Result<(), EngineError> + Send + Sync;
 
 /// What a waiter runs once an fsync covering its write finished, with that fsync's outcome.
-type Done = Box<dyn FnOnce(Result<(), EngineError>) + Send>;
+pub(super) type Done = Box<dyn FnOnce(Result<(), EngineError>) + Send>;
 
 #[derive(Default)]
 struct State {

@@ -172,8 +172,8 @@ pub(super) async fn coordinate(
     }
     tracing::debug!(dot = %run.dot().counter, "coordinating write");
     record_fan_out(&shared.me, run.targets(), w);
-    // The local ack, when it waits for an fsync: registered now, so the fsync covers the
-    // write (and a failure is told) whether or not anyone still waits for it.
+    // The local ack, when it waits for an fsync or a hand-over to the OS: registered now, so
+    // that one covers the write (and a failure is told) whether or not anyone still waits.
     let local_sync = run.awaits_local_sync().then(|| {
         let (tx, rx) = oneshot::channel();
         shared.after_sync(move |synced| {
@@ -184,7 +184,8 @@ pub(super) async fn coordinate(
         });
         let me = shared.me.clone();
         async move {
-            // No answer: the fsync thread went away, and nothing says the write is durable.
+            // No answer: the fsync thread or the hand-over task went away, and nothing says
+            // the write is durable.
             let synced = rx.await.unwrap_or(false);
             (me, if synced { Ok(()) } else { Err(Failure::Error) })
         }
@@ -199,12 +200,6 @@ pub(super) async fn coordinate(
         .map(Either::Left)
         .chain(remote.map(Either::Right))
         .collect();
-    // Without an fsync to wait for, the local ack counts once the write reached the OS (done
-    // while the replica puts, queued above, travel); a failure to hand it over leaves the
-    // write unacknowledged.
-    if !run.awaits_local_sync() {
-        shared.hand_over().map_err(ClientError::from)?;
-    }
     let acked = settle(&mut run, &mut calls, deadline).await.ok_or(());
     // The calls still out are dropped: their puts reach the replicas all the same, and
     // nothing here needs their acks.

@@ -13,6 +13,7 @@
 //! back only once fjall took the change.
 
 use fjall::Slice;
+use xxhash_rust::xxh3::xxh3_64;
 
 use crate::core::segments::SEGMENTS;
 
@@ -29,45 +30,76 @@ pub const ENTRY_OVERHEAD: usize = 64;
 /// One segment's cached records, least recently used first.
 #[derive(Default)]
 pub struct SegmentCache {
-    entries: Vec<(Box<[u8]>, Slice)>,
+    entries: Vec<Entry>,
     bytes: usize,
+}
+
+struct Entry {
+    // The key's hash beside it: a lookup compares the hashes held in the entries' own slots
+    // and follows only the matching key's pointer, where comparing keys of the same length
+    // (all of a workload's, often) took one cache miss per entry.
+    hash: u64,
+    key: Box<[u8]>,
+    record: Slice,
+}
+
+impl Entry {
+    fn cost(&self) -> usize {
+        cost(&self.key, &self.record)
+    }
 }
 
 impl SegmentCache {
     /// The cached record of `key`, now the most recently used.
     pub fn get(&mut self, key: &[u8]) -> Option<Slice> {
-        let at = self.position(key)?;
+        let at = self.position(xxh3_64(key), key)?;
         let entry = self.entries.remove(at);
-        let record = entry.1.clone();
+        let record = entry.record.clone();
         self.entries.push(entry);
         Some(record)
     }
 
     /// Keeps `record` as `key`'s, evicting the least recently used beyond the bound.
     pub fn put(&mut self, key: &[u8], record: Slice) {
-        self.forget(key);
-        let cost = cost(key, &record);
+        let hash = xxh3_64(key);
+        // A key cached already keeps its allocation; only its record changes.
+        let entry = match self.position(hash, key) {
+            Some(at) => {
+                let mut entry = self.entries.remove(at);
+                self.bytes -= entry.cost();
+                entry.record = record;
+                entry
+            }
+            None => Entry {
+                hash,
+                key: key.into(),
+                record,
+            },
+        };
+        let cost = entry.cost();
         if cost > BYTES_PER_SEGMENT {
             return;
         }
         while self.bytes + cost > BYTES_PER_SEGMENT && !self.entries.is_empty() {
-            let (old_key, old_record) = self.entries.remove(0);
-            self.bytes -= self::cost(&old_key, &old_record);
+            let old = self.entries.remove(0);
+            self.bytes -= old.cost();
         }
         self.bytes += cost;
-        self.entries.push((key.into(), record));
+        self.entries.push(entry);
     }
 
     /// Drops `key`'s record, if cached.
     pub fn forget(&mut self, key: &[u8]) {
-        if let Some(at) = self.position(key) {
-            let (old_key, old_record) = self.entries.remove(at);
-            self.bytes -= cost(&old_key, &old_record);
+        if let Some(at) = self.position(xxh3_64(key), key) {
+            let old = self.entries.remove(at);
+            self.bytes -= old.cost();
         }
     }
 
-    fn position(&self, key: &[u8]) -> Option<usize> {
-        self.entries.iter().position(|(k, _)| **k == *key)
+    fn position(&self, hash: u64, key: &[u8]) -> Option<usize> {
+        self.entries
+            .iter()
+            .position(|entry| entry.hash == hash && *entry.key == *key)
     }
 }
 
@@ -114,7 +146,7 @@ mod tests {
         cache.put(b"g", record(BYTES_PER_SEGMENT, 8));
         assert_eq!(cache.get(b"g"), None);
         assert!(cache.get(b"f").is_some());
-        let sum: usize = cache.entries.iter().map(|(k, r)| cost(k, r)).sum();
+        let sum: usize = cache.entries.iter().map(Entry::cost).sum();
         assert_eq!(cache.bytes, sum, "the byte count follows the entries");
     }
 }

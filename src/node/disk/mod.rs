@@ -3,9 +3,10 @@
 //! fjall is an LSM tree with one journal shared by its keyspaces. The `data` keyspace
 //! persists its journal by hand: an insert lands in fjall's journal buffer, and what hands
 //! the buffer to the OS depends on `--fsync`. With `never`, [`Engine::sync`] hands it over,
-//! and the node calls it before it acknowledges a write (once per replica batch or
-//! coordinated write, and a call finds nothing to do when another one's hand-over since
-//! covered its changes), so a process kill loses nothing acknowledged. With `always`, a write is
+//! and the node acknowledges a write only once a call that began after it returned (one per
+//! runtime turn for every write answered in it, `crate::node::hand_over`; a call finds nothing
+//! to do when another one since covered its changes), so a process kill loses nothing
+//! acknowledged. With `always`, a write is
 //! acknowledged only after an fsync (shared with the writes in flight by the node's group
 //! commit, `crate::node::syncer`, which calls [`Engine::sync`] here), and each sync hands the
 //! buffer over first: one system call per fsync instead of one per change, made on the fsync
@@ -204,10 +205,10 @@ impl DiskEngine {
 
     // Under `--fsync never` a change must reach the OS before it is acknowledged, to survive
     // a process kill. One write of fjall's journal buffer hands over every change buffered
-    // before it, so it is made once per acknowledgement (a replica batch, a coordinated write)
-    // rather than once per change, and not at all when another caller's write since covered
-    // this caller's changes: a write of a few hundred bytes into the page cache costs more
-    // than the change itself.
+    // before it, so the node makes it once for the acknowledgements of a runtime turn rather
+    // than once per change, and not at all when another caller's write since covered this
+    // caller's changes: a write of a few hundred bytes into the page cache costs more than the
+    // change itself.
     fn hand_over(&self) -> Result<(), EngineError> {
         let upto = self.changes.load(Ordering::Acquire);
         if self.handed.load(Ordering::Acquire) >= upto {
