@@ -30,15 +30,16 @@ pub const ENTRY_OVERHEAD: usize = 64;
 /// One segment's cached records, least recently used first.
 #[derive(Default)]
 pub struct SegmentCache {
+    // The keys' hashes, in the entries' order, apart from them: a lookup reads this one
+    // short array (a cache line for 8 keys) and then only the entry it found. Scanning the
+    // entries themselves cost a cache miss every few entries, and comparing keys (all of a
+    // workload's have the same length, often) one per entry.
+    hashes: Vec<u64>,
     entries: Vec<Entry>,
     bytes: usize,
 }
 
 struct Entry {
-    // The key's hash beside it: a lookup compares the hashes held in the entries' own slots
-    // and follows only the matching key's pointer, where comparing keys of the same length
-    // (all of a workload's, often) took one cache miss per entry.
-    hash: u64,
     key: Box<[u8]>,
     record: Slice,
 }
@@ -52,10 +53,11 @@ impl Entry {
 impl SegmentCache {
     /// The cached record of `key`, now the most recently used.
     pub fn get(&mut self, key: &[u8]) -> Option<Slice> {
-        let at = self.position(xxh3_64(key), key)?;
-        let entry = self.entries.remove(at);
+        let hash = xxh3_64(key);
+        let at = self.position(hash, key)?;
+        let entry = self.take(at);
         let record = entry.record.clone();
-        self.entries.push(entry);
+        self.push(hash, entry);
         Some(record)
     }
 
@@ -64,14 +66,11 @@ impl SegmentCache {
         let hash = xxh3_64(key);
         // A key cached already keeps its allocation; only its record changes.
         let entry = match self.position(hash, key) {
-            Some(at) => {
-                let mut entry = self.entries.remove(at);
-                self.bytes -= entry.cost();
-                entry.record = record;
-                entry
-            }
+            Some(at) => Entry {
+                record,
+                ..self.take(at)
+            },
             None => Entry {
-                hash,
                 key: key.into(),
                 record,
             },
@@ -81,25 +80,38 @@ impl SegmentCache {
             return;
         }
         while self.bytes + cost > BYTES_PER_SEGMENT && !self.entries.is_empty() {
-            let old = self.entries.remove(0);
-            self.bytes -= old.cost();
+            self.take(0);
         }
-        self.bytes += cost;
-        self.entries.push(entry);
+        self.push(hash, entry);
     }
 
     /// Drops `key`'s record, if cached.
     pub fn forget(&mut self, key: &[u8]) {
         if let Some(at) = self.position(xxh3_64(key), key) {
-            let old = self.entries.remove(at);
-            self.bytes -= old.cost();
+            self.take(at);
         }
     }
 
     fn position(&self, hash: u64, key: &[u8]) -> Option<usize> {
-        self.entries
+        self.hashes
             .iter()
-            .position(|entry| entry.hash == hash && *entry.key == *key)
+            .enumerate()
+            .filter(|&(_, &h)| h == hash)
+            .map(|(at, _)| at)
+            .find(|&at| self.entries.get(at).is_some_and(|entry| *entry.key == *key))
+    }
+
+    fn take(&mut self, at: usize) -> Entry {
+        self.hashes.remove(at);
+        let entry = self.entries.remove(at);
+        self.bytes -= entry.cost();
+        entry
+    }
+
+    fn push(&mut self, hash: u64, entry: Entry) {
+        self.bytes += entry.cost();
+        self.hashes.push(hash);
+        self.entries.push(entry);
     }
 }
 
@@ -148,5 +160,10 @@ mod tests {
         assert!(cache.get(b"f").is_some());
         let sum: usize = cache.entries.iter().map(Entry::cost).sum();
         assert_eq!(cache.bytes, sum, "the byte count follows the entries");
+        assert_eq!(
+            cache.hashes.len(),
+            cache.entries.len(),
+            "one hash per entry"
+        );
     }
 }
