@@ -14,12 +14,11 @@
 //! microseconds, less than waking a thread would, and a task of the runtime is woken without
 //! a system call while its workers run.
 
-use std::panic::AssertUnwindSafe;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
 
 use tokio::sync::Notify;
 
-use super::syncer::{Done, Persist};
+use super::syncer::{Done, Persist, answer};
 use crate::core::engine::EngineError;
 
 #[derive(Default)]
@@ -31,12 +30,15 @@ struct Waiting {
 struct Inner {
     waiting: Mutex<Waiting>,
     wake: Notify,
-    persist: Arc<Persist>,
+    // Weak: the task must not keep the store (and its directory's lock) once the node let go
+    // of it; a node reopened in the same process on the same directory would find it held.
+    persist: Weak<Persist>,
 }
 
 /// Shares the hand-overs that writes applied here wait for under `--fsync never`.
 pub struct HandOver {
     inner: Arc<Inner>,
+    persist: Arc<Persist>,
     // False outside a runtime: each waiter then hands over for itself.
     task: bool,
 }
@@ -47,7 +49,7 @@ impl HandOver {
         let inner = Arc::new(Inner {
             waiting: Mutex::new(Waiting::default()),
             wake: Notify::new(),
-            persist,
+            persist: Arc::downgrade(&persist),
         });
         let task = match tokio::runtime::Handle::try_current() {
             Ok(runtime) => {
@@ -56,16 +58,20 @@ impl HandOver {
             }
             Err(_) => false,
         };
-        HandOver { inner, task }
+        HandOver {
+            inner,
+            persist,
+            task,
+        }
     }
 
     /// Calls `done` once a hand-over that started after this call has finished, with its
     /// outcome. `done` runs on the runtime: it must only hand the outcome on.
     pub fn after(&self, done: impl FnOnce(Result<(), EngineError>) + Send + 'static) {
         let mut waiting = self.inner.lock();
-        if !self.task || waiting.closed {
+        if !self.task {
             drop(waiting);
-            done((self.inner.persist)());
+            done((self.persist)());
             return;
         }
         let first = waiting.done.is_empty();
@@ -80,8 +86,15 @@ impl HandOver {
 
 impl Drop for HandOver {
     fn drop(&mut self) {
-        // The task answers whoever still waits, then ends.
-        self.inner.lock().closed = true;
+        // Whoever still waits is answered here, by a last hand-over; the task then ends.
+        let covered = {
+            let mut waiting = self.inner.lock();
+            waiting.closed = true;
+            std::mem::take(&mut waiting.done)
+        };
+        if !covered.is_empty() {
+            answer(covered, &(self.persist)());
+        }
         self.inner.wake.notify_one();
     }
 }
@@ -102,12 +115,13 @@ async fn run(inner: Arc<Inner>) {
             (std::mem::take(&mut waiting.done), waiting.closed)
         };
         if !covered.is_empty() {
-            let outcome = (inner.persist)();
-            for done in covered {
-                let outcome = outcome.clone();
-                // A callback that panics must not take the task, and every later ack, with it.
-                let _ = std::panic::catch_unwind(AssertUnwindSafe(move || done(outcome)));
-            }
+            let outcome = match inner.persist.upgrade() {
+                Some(persist) => persist(),
+                // Gone since the waiters were taken: nothing can say their writes reached
+                // the OS.
+                None => Err(EngineError::Failed("the node's store was closed".into())),
+            };
+            answer(covered, &outcome);
         }
         if closed {
             return;
@@ -211,6 +225,25 @@ mod tests {
             let _ = tx.send(outcome.is_ok());
         });
         assert_eq!(rx.recv().await, Some(true));
+    }
+
+    #[tokio::test]
+    async fn dropped_it_answers_who_still_waits_and_lets_go_of_the_store() {
+        let (hand_over, written, handed, _) = counting();
+        written.store(5, Ordering::SeqCst);
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+        hand_over.after(move |outcome| {
+            let _ = tx.send(outcome.is_ok());
+        });
+        let persist = Arc::downgrade(&hand_over.persist);
+        // Dropped before the task ran: the waiter is answered all the same, covered.
+        drop(hand_over);
+        assert_eq!(rx.recv().await, Some(true));
+        assert_eq!(handed.load(Ordering::SeqCst), 5);
+        assert!(
+            persist.upgrade().is_none(),
+            "the task still holds what hands over (the store)"
+        );
     }
 
     #[test]

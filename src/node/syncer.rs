@@ -149,6 +149,15 @@ impl Drop for Syncer {
     }
 }
 
+/// Answers every waiter a round covered with its outcome.
+pub(super) fn answer(covered: Vec<Done>, outcome: &Result<(), EngineError>) {
+    for done in covered {
+        let outcome = outcome.clone();
+        // A callback that panics must not take the round's runner, and every later ack, with it.
+        let _ = std::panic::catch_unwind(AssertUnwindSafe(move || done(outcome)));
+    }
+}
+
 impl Inner {
     fn run(&self) {
         let mut state = self.lock();
@@ -186,11 +195,7 @@ impl Inner {
             // Counted before the answers go out: a lone writer's next write, which follows
             // its answer, is no sign of load; a round shared by several writers is.
             busy = covered.len() > 1 || !self.lock().waiting.is_empty();
-            for done in covered {
-                let outcome = outcome.clone();
-                // A callback that panics must not take the thread, and every later ack, with it.
-                let _ = std::panic::catch_unwind(AssertUnwindSafe(move || done(outcome)));
-            }
+            answer(covered, &outcome);
             state = self.lock();
         }
     }
