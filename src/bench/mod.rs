@@ -9,7 +9,8 @@
 //! storage a run was served by and counts its fsyncs; [`flood`] abuses the nodes' HTTP ports
 //! beside a workload; [`cpu`] reads the CPU time of the node processes and of the bench;
 //! [`timeline`] keeps the run second by second, [`plot`] draws it as an SVG and [`sparkline`]
-//! as text.
+//! as text; [`versus`] sets a durable run's figures against a memory run's of the same
+//! invocation.
 
 pub mod cpu;
 pub mod flood;
@@ -24,6 +25,7 @@ pub mod storage;
 pub mod target;
 pub mod timeline;
 pub mod transport;
+pub mod versus;
 pub mod workload;
 pub mod zipf;
 

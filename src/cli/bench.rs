@@ -12,6 +12,7 @@ use clap::{Args, Subcommand, ValueEnum};
 use super::{CliError, NodeFlags, TlsFlags, shutdown_signal};
 use crate::bench::recovery::{RecoverySummary, RepairWork};
 use crate::bench::timeline::Series;
+use crate::bench::versus::Versus;
 use crate::bench::{
     Bench, BenchClient, BenchConfig, BenchError, BenchSummary, Distribution, Limit, ServiceClient,
     Storage, TransportConfig, TransportSummary, Workload, observe, run_transport,
@@ -158,6 +159,15 @@ pub struct BenchArgs {
     /// this SVG file (and as text on stderr)
     #[arg(long, value_name = "FILE.svg")]
     pub plot: Option<PathBuf>,
+    /// With --data-dir: first run the same workload on a cluster in memory (stopped before
+    /// the durable one starts), then print the durable figures against it: the ratios the
+    /// durable goals name, from one run rather than two taken minutes apart
+    #[arg(
+        long,
+        requires = "data_dir",
+        conflicts_with_all = ["recovery", "flood", "plot"]
+    )]
+    pub versus_memory: bool,
 }
 
 impl BenchArgs {
@@ -211,6 +221,8 @@ pub async fn run(args: BenchArgs) -> Result<(), CliError> {
         progress: true,
     };
     let mut cluster = None;
+    // The memory run's figures, with --versus-memory.
+    let mut versus = None;
     if config.urls.is_empty() {
         if args.nodes == 0 || args.nodes > MAX_NODES {
             return Err(CliError::Usage(format!(
@@ -231,6 +243,14 @@ pub async fn run(args: BenchArgs) -> Result<(), CliError> {
             }
             _ => None,
         };
+        if args.versus_memory {
+            let memory = memory_run(&args, &config).await?;
+            super::emit(&format!(
+                "memory run, for --versus-memory:\n{}",
+                memory.text
+            ));
+            versus = memory.summary;
+        }
         let started = start_cluster(args.nodes, &args.flags, data).await?;
         config.urls = started.specs().iter().map(|s| s.http_url()).collect();
         cluster = Some(started);
@@ -260,6 +280,10 @@ pub async fn run(args: BenchArgs) -> Result<(), CliError> {
     stop_cluster(cluster).await;
     let report = result?;
     super::emit(&report.text);
+    if let (Some(memory), Some(durable)) = (&versus, &report.summary) {
+        let fsync = args.fsync.unwrap_or_default();
+        super::emit(&Versus::of(memory, durable, fsync).report());
+    }
     if let Some(path) = &args.plot {
         crate::bench::plot::write_svg(path, &report.series, &report.title)
             .map_err(|e| CliError::Failed(format!("--plot: {e}")))?;
@@ -280,6 +304,8 @@ struct Report {
     series: Series,
     /// The picture's title.
     title: String,
+    /// The figures of a single workload run (none for `--recovery`).
+    summary: Option<BenchSummary>,
 }
 
 /// The title of a run's picture.
@@ -313,6 +339,26 @@ fn check_plot_path(path: &Path) -> Result<(), CliError> {
 
 /// The pids of the cluster's live node processes, whose CPU time the bench counts; `None`
 /// if none is alive.
+/// `--versus-memory`: the workload on a cluster of as many nodes in memory, stopped before
+/// the durable one starts, so that the two never share the machine.
+async fn memory_run(args: &BenchArgs, config: &BenchConfig) -> Result<Report, CliError> {
+    let mut cluster = start_cluster(args.nodes, &args.flags, None).await?;
+    let mut config = config.clone();
+    config.urls = cluster.specs().iter().map(|s| s.http_url()).collect();
+    let pids = node_pids(&mut cluster);
+    let result = run_workload(
+        args,
+        &config,
+        Some(&cluster),
+        Duration::ZERO,
+        Some(Storage::Memory),
+        pids,
+    )
+    .await;
+    stop_cluster(Some(cluster)).await;
+    result
+}
+
 fn node_pids(cluster: &mut LocalCluster) -> Option<Vec<u32>> {
     let pids: Vec<u32> = (1..=cluster.len())
         .filter_map(|i| cluster.pid(i).ok().flatten())
@@ -400,6 +446,7 @@ async fn run_workload(
         text: format!("{}{}\n", summary.table(), summary.json_line()),
         title: plot_title(&summary),
         series,
+        summary: Some(summary),
     })
 }
 
@@ -453,6 +500,7 @@ async fn run_recovery(
             plot_title(&summary.steady)
         ),
         series,
+        summary: None,
     })
 }
 
@@ -816,6 +864,20 @@ mod tests {
         assert!(parse(&["--recovery", "--ops", "5"]).is_err());
         assert!(parse(&["--workload", "z"]).is_err());
         assert!(parse(&["--ops", "1", "--duration-secs", "2"]).is_err());
+    }
+
+    #[test]
+    fn versus_memory_needs_a_data_dir_and_a_plain_workload_run() {
+        let data = ["--data-dir", "/tmp/x"];
+        assert!(
+            parse(&["--versus-memory"]).is_err(),
+            "nothing durable to compare"
+        );
+        assert!(parse(&[&data[..], &["--versus-memory"]].concat()).is_ok());
+        for other in [&["--recovery"][..], &["--flood", "2"], &["--plot", "a.svg"]] {
+            let argv = [&data[..], &["--versus-memory"], other].concat();
+            assert!(parse(&argv).is_err(), "accepted with {other:?}");
+        }
     }
 
     #[tokio::test]

@@ -140,6 +140,55 @@ fn bench_on_a_durable_cluster_names_its_storage_counts_fsyncs_and_reports_disk_p
 }
 
 #[test]
+fn bench_versus_memory_runs_the_workload_in_memory_then_on_disk_and_prints_the_ratio() {
+    let dir = dynamo_node::testing::TempDir::new("bench-smoke-versus");
+    let data = dir.join("data");
+    let (stdout, first) = run_bench(&[
+        "--data-dir",
+        data.to_str().unwrap(),
+        "--fsync",
+        "never",
+        "--versus-memory",
+        "--records",
+        "200",
+        "--ops",
+        "400",
+        "--concurrency",
+        "4",
+    ]);
+    let runs: Vec<serde_json::Value> = stdout
+        .lines()
+        .filter(|l| l.starts_with("{\"bench\":"))
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(
+        runs.len(),
+        3,
+        "memory run, durable run, comparison:\n{stdout}"
+    );
+    assert_eq!(first, runs[0]);
+    assert_eq!(runs[0]["storage"], "memory", "the memory run comes first");
+    check_workload_a(&stdout, &runs[0]);
+    assert_eq!(runs[1]["storage"], "disk (fsync never)");
+    check_workload_a(&stdout, &runs[1]);
+    let versus = &runs[2];
+    assert_eq!(versus["bench"], "versus-memory");
+    assert_eq!(versus["storage"], "disk (fsync never)");
+    let ratio = versus["ops_ratio"].as_f64().unwrap();
+    let expected =
+        runs[1]["ops_per_sec"].as_f64().unwrap() / runs[0]["ops_per_sec"].as_f64().unwrap();
+    assert!((ratio - expected).abs() < 1e-9, "{versus}");
+    assert!(versus["node_cpu_ratio"].as_f64().unwrap() > 0.0, "{versus}");
+    assert!(stdout.contains("against memory"), "{stdout}");
+    assert_eq!(versus["ratio_goal"], 0.8, "{versus}");
+    assert!(versus["meets_goals"].is_boolean(), "{versus}");
+    assert!(
+        dir.join("data/n1/version").exists(),
+        "the durable run used the directory"
+    );
+}
+
+#[test]
 fn bench_through_the_native_client_compares_writes_with_the_raw_call_rate() {
     let (stdout, json) = run_bench(&[
         "--client",
