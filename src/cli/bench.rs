@@ -221,7 +221,7 @@ pub async fn run(args: BenchArgs) -> Result<(), CliError> {
         progress: true,
     };
     let mut cluster = None;
-    // The memory run's figures, with --versus-memory.
+    // The memory run's figures and the durable run's fsync policy, with --versus-memory.
     let mut versus = None;
     if config.urls.is_empty() {
         if args.nodes == 0 || args.nodes > MAX_NODES {
@@ -243,13 +243,13 @@ pub async fn run(args: BenchArgs) -> Result<(), CliError> {
             }
             _ => None,
         };
-        if args.versus_memory {
+        if let (true, Some((_, fsync))) = (args.versus_memory, &data) {
             let memory = memory_run(&args, &config).await?;
             super::emit(&format!(
                 "memory run, for --versus-memory:\n{}",
                 memory.text
             ));
-            versus = memory.summary;
+            versus = memory.summary.map(|summary| (summary, *fsync));
         }
         let started = start_cluster(args.nodes, &args.flags, data).await?;
         config.urls = started.specs().iter().map(|s| s.http_url()).collect();
@@ -280,9 +280,8 @@ pub async fn run(args: BenchArgs) -> Result<(), CliError> {
     stop_cluster(cluster).await;
     let report = result?;
     super::emit(&report.text);
-    if let (Some(memory), Some(durable)) = (&versus, &report.summary) {
-        let fsync = args.fsync.unwrap_or_default();
-        super::emit(&Versus::of(memory, durable, fsync).report());
+    if let (Some((memory, fsync)), Some(durable)) = (&versus, &report.summary) {
+        super::emit(&Versus::of(memory, durable, *fsync).report());
     }
     if let Some(path) = &args.plot {
         crate::bench::plot::write_svg(path, &report.series, &report.title)

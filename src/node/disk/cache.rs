@@ -64,16 +64,12 @@ impl SegmentCache {
     /// Keeps `record` as `key`'s, evicting the least recently used beyond the bound.
     pub fn put(&mut self, key: &[u8], record: Slice) {
         let hash = xxh3_64(key);
-        // A key cached already keeps its allocation; only its record changes.
-        let entry = match self.position(hash, key) {
-            Some(at) => Entry {
-                record,
-                ..self.take(at)
-            },
-            None => Entry {
-                key: key.into(),
-                record,
-            },
+        if let Some(at) = self.position(hash, key) {
+            self.take(at);
+        }
+        let entry = Entry {
+            key: key.into(),
+            record,
         };
         let cost = entry.cost();
         if cost > BYTES_PER_SEGMENT {
