@@ -4,7 +4,9 @@
 //! The durable-storage goals are ratios to the in-memory figure "of the same run": a shared
 //! machine's speed drifts by 2x within minutes, so two figures taken apart say little. The
 //! bench runs the same workload on a memory cluster, stops it, then runs it on the durable
-//! one, and prints both with their ratios.
+//! one, and prints both with their ratios. With `--rounds N` it does so N times, memory and
+//! disk first in turn, and judges the goals on the rounds' medians ([`VersusRounds`]): on a
+//! machine whose speed drifts, one pair of runs can land on either side of a goal.
 
 use std::collections::BTreeMap;
 
@@ -111,6 +113,113 @@ impl Versus {
     }
 }
 
+/// Several rounds of [`Versus`], judged on their medians.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct VersusRounds {
+    /// Always `versus-memory-rounds`.
+    pub bench: &'static str,
+    /// The durable runs' storage.
+    pub storage: String,
+    /// Each round's `ops_ratio`, in the order run.
+    pub ops_ratios: Vec<f64>,
+    /// The median of `ops_ratios`.
+    pub median_ops_ratio: f64,
+    /// The median of the rounds' node CPU ratios; `null` when a round did not measure it.
+    pub median_node_cpu_ratio: Option<f64>,
+    /// Each operation kind's median p99 on disk (µs).
+    pub median_durable_p99_us: BTreeMap<String, u64>,
+    /// The least ratio the durable goals ask of this fsync policy.
+    pub ratio_goal: f64,
+    /// How many rounds met the goals on their own.
+    pub rounds_meeting_goals: usize,
+    /// Whether the median ratio and every median p99 met the goals.
+    pub meets_goals: bool,
+}
+
+impl VersusRounds {
+    /// The medians of `rounds` (at least one, all of the same fsync policy).
+    pub fn of(rounds: &[Versus]) -> Self {
+        let ratio_goal = rounds.first().map_or(0.0, |r| r.ratio_goal);
+        let ops_ratios: Vec<f64> = rounds.iter().map(|r| r.ops_ratio).collect();
+        let median_ops_ratio = median(ops_ratios.clone()).unwrap_or(0.0);
+        let cpu: Option<Vec<f64>> = rounds.iter().map(|r| r.node_cpu_ratio).collect();
+        let mut p99s: BTreeMap<String, Vec<f64>> = BTreeMap::new();
+        for round in rounds {
+            for (kind, p99) in &round.durable_p99_us {
+                p99s.entry(kind.clone()).or_default().push(*p99 as f64);
+            }
+        }
+        let median_durable_p99_us: BTreeMap<String, u64> = p99s
+            .into_iter()
+            .filter_map(|(kind, values)| Some((kind, median(values)?.round() as u64)))
+            .collect();
+        let meets_goals = !rounds.is_empty()
+            && median_ops_ratio >= ratio_goal
+            && median_durable_p99_us.values().all(|&p99| p99 < P99_GOAL_US);
+        VersusRounds {
+            bench: "versus-memory-rounds",
+            storage: rounds
+                .first()
+                .map(|r| r.storage.clone())
+                .unwrap_or_default(),
+            ops_ratios,
+            median_ops_ratio,
+            median_node_cpu_ratio: cpu.and_then(median),
+            median_durable_p99_us,
+            ratio_goal,
+            rounds_meeting_goals: rounds.iter().filter(|r| r.meets_goals).count(),
+            meets_goals,
+        }
+    }
+
+    /// A short table and the JSON line.
+    pub fn report(&self) -> String {
+        let ratios: Vec<String> = self.ops_ratios.iter().map(|r| format!("{r:.2}")).collect();
+        let mut text = format!(
+            "\n{} against memory over {} rounds:\n  ops/s ratio per round: {} (median {:.2}x, goal: at least {:.1}x)\n",
+            self.storage,
+            self.ops_ratios.len(),
+            ratios.join(", "),
+            self.median_ops_ratio,
+            self.ratio_goal
+        );
+        if let Some(cpu) = self.median_node_cpu_ratio {
+            text.push_str(&format!(
+                "  node CPU per operation: {cpu:.2}x memory's (median)\n"
+            ));
+        }
+        for (kind, p99) in &self.median_durable_p99_us {
+            text.push_str(&format!(
+                "  {kind} p99 on disk: {:.1} ms (median; goal: under {} ms)\n",
+                *p99 as f64 / 1000.0,
+                P99_GOAL_US / 1000
+            ));
+        }
+        text.push_str(&format!(
+            "  goals {} on the medians; met by {} of {} rounds alone\n",
+            if self.meets_goals { "met" } else { "not met" },
+            self.rounds_meeting_goals,
+            self.ops_ratios.len()
+        ));
+        if let Ok(json) = serde_json::to_string(self) {
+            text.push_str(&json);
+            text.push('\n');
+        }
+        text
+    }
+}
+
+// The middle value, or the mean of the two middle ones; `None` for no values.
+fn median(mut values: Vec<f64>) -> Option<f64> {
+    values.sort_by(f64::total_cmp);
+    let n = values.len();
+    match n {
+        0 => None,
+        _ if n % 2 == 1 => Some(values[n / 2]),
+        _ => Some((values[n / 2 - 1] + values[n / 2]) / 2.0),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -181,5 +290,43 @@ mod tests {
         assert!(!versus.meets_goals);
         assert_eq!(versus.node_cpu_ratio, None);
         assert!(versus.report().contains("\"node_cpu_ratio\":null"));
+    }
+
+    #[test]
+    fn rounds_are_judged_on_their_medians() {
+        let memory = summary("memory", 30_000.0, Some(30.0), 5_000);
+        let round = |ops: f64, cpu: f64, p99: u64| {
+            let durable = summary("disk (fsync always)", ops, Some(cpu), p99);
+            Versus::of(&memory, &durable, Fsync::Always)
+        };
+        // One round short, one slow, one good: the medians meet the goals.
+        let rounds = [
+            round(15_000.0, 70.0, 8_000),
+            round(21_000.0, 55.0, 12_000),
+            round(19_500.0, 60.0, 9_000),
+        ];
+        let judged = VersusRounds::of(&rounds);
+        assert_eq!(judged.ops_ratios, vec![0.5, 0.7, 0.65]);
+        assert!((judged.median_ops_ratio - 0.65).abs() < 1e-9);
+        assert_eq!(judged.median_node_cpu_ratio, Some(2.0));
+        assert_eq!(judged.median_durable_p99_us["update"], 9_000);
+        assert_eq!(judged.rounds_meeting_goals, 1, "only the third alone");
+        assert!(judged.meets_goals);
+        let report = judged.report();
+        assert!(
+            report.contains("0.50, 0.70, 0.65 (median 0.65x"),
+            "{report}"
+        );
+        assert!(report.contains("met by 1 of 3 rounds"), "{report}");
+        let json: serde_json::Value = serde_json::from_str(report.lines().last().unwrap()).unwrap();
+        assert_eq!(json["bench"], "versus-memory-rounds");
+        assert_eq!(json["meets_goals"], true);
+
+        // An even count takes the mean of the middle two; a slow median p99 fails.
+        let two = VersusRounds::of(&[round(15_000.0, 70.0, 9_000), round(18_000.0, 50.0, 12_000)]);
+        assert!((two.median_ops_ratio - 0.55).abs() < 1e-9);
+        assert_eq!(two.median_durable_p99_us["update"], 10_500);
+        assert!(!two.meets_goals);
+        assert!(!VersusRounds::of(&[]).meets_goals, "no rounds, no verdict");
     }
 }

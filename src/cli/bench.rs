@@ -12,7 +12,7 @@ use clap::{Args, Subcommand, ValueEnum};
 use super::{CliError, NodeFlags, TlsFlags, shutdown_signal};
 use crate::bench::recovery::{RecoverySummary, RepairWork};
 use crate::bench::timeline::Series;
-use crate::bench::versus::Versus;
+use crate::bench::versus::{Versus, VersusRounds};
 use crate::bench::{
     Bench, BenchClient, BenchConfig, BenchError, BenchSummary, Distribution, Limit, ServiceClient,
     Storage, TransportConfig, TransportSummary, Workload, observe, run_transport,
@@ -168,7 +168,20 @@ pub struct BenchArgs {
         conflicts_with_all = ["recovery", "flood", "plot"]
     )]
     pub versus_memory: bool,
+    /// With --versus-memory: measure both N times, memory and disk first in turn, the durable
+    /// round k under DIR/round{k} (with N above 1), and judge the goals on the medians
+    #[arg(
+        long,
+        value_name = "N",
+        default_value_t = 1,
+        requires = "versus_memory",
+        value_parser = clap::value_parser!(u32).range(1..=MAX_ROUNDS as i64)
+    )]
+    pub rounds: u32,
 }
+
+/// Most rounds one `--versus-memory` run takes.
+pub const MAX_ROUNDS: u32 = 20;
 
 impl BenchArgs {
     /// The storage of the cluster the bench starts, or `None` for `--node`s (their metrics
@@ -221,8 +234,6 @@ pub async fn run(args: BenchArgs) -> Result<(), CliError> {
         progress: true,
     };
     let mut cluster = None;
-    // The memory run's figures and the durable run's fsync policy, with --versus-memory.
-    let mut versus = None;
     if config.urls.is_empty() {
         if args.nodes == 0 || args.nodes > MAX_NODES {
             return Err(CliError::Usage(format!(
@@ -243,13 +254,8 @@ pub async fn run(args: BenchArgs) -> Result<(), CliError> {
             }
             _ => None,
         };
-        if let (true, Some((_, fsync))) = (args.versus_memory, &data) {
-            let memory = memory_run(&args, &config).await?;
-            super::emit(&format!(
-                "memory run, for --versus-memory:\n{}",
-                memory.text
-            ));
-            versus = memory.summary.map(|summary| (summary, *fsync));
+        if let (true, Some((dir, fsync))) = (args.versus_memory, data.as_ref()) {
+            return versus_memory(&args, &config, dir, *fsync, transport_time).await;
         }
         let started = start_cluster(args.nodes, &args.flags, data).await?;
         config.urls = started.specs().iter().map(|s| s.http_url()).collect();
@@ -280,9 +286,6 @@ pub async fn run(args: BenchArgs) -> Result<(), CliError> {
     stop_cluster(cluster).await;
     let report = result?;
     super::emit(&report.text);
-    if let (Some((memory, fsync)), Some(durable)) = (&versus, &report.summary) {
-        super::emit(&Versus::of(memory, durable, *fsync).report());
-    }
     if let Some(path) = &args.plot {
         crate::bench::plot::write_svg(path, &report.series, &report.title)
             .map_err(|e| CliError::Failed(format!("--plot: {e}")))?;
@@ -336,12 +339,80 @@ fn check_plot_path(path: &Path) -> Result<(), CliError> {
     Ok(())
 }
 
-/// The pids of the cluster's live node processes, whose CPU time the bench counts; `None`
-/// if none is alive.
-/// `--versus-memory`: the workload on a cluster of as many nodes in memory, stopped before
-/// the durable one starts, so that the two never share the machine.
-async fn memory_run(args: &BenchArgs, config: &BenchConfig) -> Result<Report, CliError> {
-    let mut cluster = start_cluster(args.nodes, &args.flags, None).await?;
+/// `--versus-memory`: the workload on a cluster in memory and on a durable one (under `dir`,
+/// with `fsync`), `--rounds` times, memory first in odd rounds and disk first in even ones;
+/// prints every run, each round's ratios and, over several rounds, their medians.
+async fn versus_memory(
+    args: &BenchArgs,
+    config: &BenchConfig,
+    dir: &Path,
+    fsync: Fsync,
+    transport_time: Duration,
+) -> Result<(), CliError> {
+    let rounds = args.rounds as usize;
+    // Every round's directories are checked before the first node starts.
+    let roots = if rounds == 1 {
+        vec![dir.to_path_buf()]
+    } else {
+        (1..=rounds)
+            .map(|k| prepare_data_dir(&dir.join(format!("round{k}")), args.nodes))
+            .collect::<Result<Vec<_>, _>>()?
+    };
+    let mut judged = Vec::with_capacity(rounds);
+    for (k, root) in roots.into_iter().enumerate() {
+        let round = if rounds == 1 {
+            String::new()
+        } else {
+            format!("round {} of {rounds}, ", k + 1)
+        };
+        let memory_run = async {
+            let memory = separate_run(args, config, None, Duration::ZERO).await?;
+            super::emit(&format!(
+                "{round}memory run, for --versus-memory:\n{}",
+                memory.0
+            ));
+            Ok::<_, CliError>(memory.1)
+        };
+        let durable_run = async {
+            let durable = separate_run(args, config, Some((root, fsync)), transport_time).await?;
+            super::emit(&format!(
+                "{round}durable run, for --versus-memory:\n{}",
+                durable.0
+            ));
+            Ok::<_, CliError>(durable.1)
+        };
+        // Taking turns, so that a machine speeding up or slowing down over the rounds
+        // favours neither side.
+        let (memory, durable) = if k % 2 == 0 {
+            let memory = memory_run.await?;
+            (memory, durable_run.await?)
+        } else {
+            let durable = durable_run.await?;
+            (memory_run.await?, durable)
+        };
+        let versus = Versus::of(&memory, &durable, fsync);
+        super::emit(&versus.report());
+        judged.push(versus);
+    }
+    if rounds > 1 {
+        super::emit(&VersusRounds::of(&judged).report());
+    }
+    Ok(())
+}
+
+/// One workload run on a cluster of its own, in memory or with `data`, stopped before this
+/// returns so that runs never share the machine: the printed report and its figures.
+async fn separate_run(
+    args: &BenchArgs,
+    config: &BenchConfig,
+    data: Option<(PathBuf, Fsync)>,
+    transport_time: Duration,
+) -> Result<(String, BenchSummary), CliError> {
+    let storage = match &data {
+        None => Storage::Memory,
+        Some((_, fsync)) => Storage::Disk(Some(*fsync)),
+    };
+    let mut cluster = start_cluster(args.nodes, &args.flags, data).await?;
     let mut config = config.clone();
     config.urls = cluster.specs().iter().map(|s| s.http_url()).collect();
     let pids = node_pids(&mut cluster);
@@ -349,15 +420,21 @@ async fn memory_run(args: &BenchArgs, config: &BenchConfig) -> Result<Report, Cl
         args,
         &config,
         Some(&cluster),
-        Duration::ZERO,
-        Some(Storage::Memory),
+        transport_time,
+        Some(storage),
         pids,
     )
     .await;
     stop_cluster(Some(cluster)).await;
-    result
+    let report = result?;
+    let summary = report
+        .summary
+        .ok_or_else(|| CliError::Failed(format!("the run on {storage} gave no figures")))?;
+    Ok((report.text, summary))
 }
 
+/// The pids of the cluster's live node processes, whose CPU time the bench counts; `None`
+/// if none is alive.
 fn node_pids(cluster: &mut LocalCluster) -> Option<Vec<u32>> {
     let pids: Vec<u32> = (1..=cluster.len())
         .filter_map(|i| cluster.pid(i).ok().flatten())
@@ -866,7 +943,7 @@ mod tests {
     }
 
     #[test]
-    fn versus_memory_needs_a_data_dir_and_a_plain_workload_run() {
+    fn versus_memory_needs_a_data_dir_and_a_plain_workload_run_and_takes_rounds() {
         let data = ["--data-dir", "/tmp/x"];
         assert!(
             parse(&["--versus-memory"]).is_err(),
@@ -876,6 +953,22 @@ mod tests {
         for other in [&["--recovery"][..], &["--flood", "2"], &["--plot", "a.svg"]] {
             let argv = [&data[..], &["--versus-memory"], other].concat();
             assert!(parse(&argv).is_err(), "accepted with {other:?}");
+        }
+        let versus = [&data[..], &["--versus-memory"]].concat();
+        assert_eq!(parse(&versus).unwrap().rounds, 1);
+        assert_eq!(
+            parse(&[&versus[..], &["--rounds", "3"]].concat())
+                .unwrap()
+                .rounds,
+            3
+        );
+        assert!(
+            parse(&[&data[..], &["--rounds", "3"]].concat()).is_err(),
+            "rounds of nothing"
+        );
+        for bad in ["0", "21", "x"] {
+            let argv = [&versus[..], &["--rounds", bad]].concat();
+            assert!(parse(&argv).is_err(), "accepted --rounds {bad}");
         }
     }
 

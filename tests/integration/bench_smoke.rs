@@ -189,6 +189,77 @@ fn bench_versus_memory_runs_the_workload_in_memory_then_on_disk_and_prints_the_r
 }
 
 #[test]
+fn bench_versus_memory_in_rounds_takes_turns_and_judges_the_medians() {
+    let dir = dynamo_node::testing::TempDir::new("bench-smoke-rounds");
+    let data = dir.join("data");
+    let (stdout, _) = run_bench(&[
+        "--data-dir",
+        data.to_str().unwrap(),
+        "--fsync",
+        "never",
+        "--versus-memory",
+        "--rounds",
+        "2",
+        "--records",
+        "200",
+        "--ops",
+        "400",
+        "--concurrency",
+        "4",
+    ]);
+    let runs: Vec<serde_json::Value> = stdout
+        .lines()
+        .filter(|l| l.starts_with("{\"bench\":"))
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let storages: Vec<&str> = runs
+        .iter()
+        .map(|r| r["storage"].as_str().unwrap())
+        .collect();
+    let disk = "disk (fsync never)";
+    assert_eq!(
+        storages,
+        [
+            "memory", disk, disk, // round 1: memory first, then its comparison
+            disk, "memory", disk, // round 2: disk first
+            disk, // the medians
+        ],
+        "{stdout}"
+    );
+    for run in [&runs[0], &runs[1], &runs[3], &runs[4]] {
+        check_workload_a(&stdout, run);
+    }
+    let (first, second) = (&runs[2], &runs[5]);
+    assert_eq!(first["bench"], "versus-memory");
+    assert_eq!(second["bench"], "versus-memory");
+    let ratio = |durable: &serde_json::Value, memory: &serde_json::Value| {
+        durable["ops_per_sec"].as_f64().unwrap() / memory["ops_per_sec"].as_f64().unwrap()
+    };
+    assert!((first["ops_ratio"].as_f64().unwrap() - ratio(&runs[1], &runs[0])).abs() < 1e-9);
+    assert!((second["ops_ratio"].as_f64().unwrap() - ratio(&runs[3], &runs[4])).abs() < 1e-9);
+    let judged = &runs[6];
+    assert_eq!(judged["bench"], "versus-memory-rounds", "{judged}");
+    assert_eq!(
+        judged["ops_ratios"],
+        serde_json::json!([first["ops_ratio"], second["ops_ratio"]])
+    );
+    let median =
+        (first["ops_ratio"].as_f64().unwrap() + second["ops_ratio"].as_f64().unwrap()) / 2.0;
+    assert!(
+        (judged["median_ops_ratio"].as_f64().unwrap() - median).abs() < 1e-9,
+        "{judged}"
+    );
+    assert!(judged["meets_goals"].is_boolean(), "{judged}");
+    assert!(stdout.contains("over 2 rounds"), "{stdout}");
+    for round in ["round1", "round2"] {
+        assert!(
+            data.join(round).join("n1/version").exists(),
+            "the durable run of {round} used its own directory"
+        );
+    }
+}
+
+#[test]
 fn bench_through_the_native_client_compares_writes_with_the_raw_call_rate() {
     let (stdout, json) = run_bench(&[
         "--client",
