@@ -35,7 +35,12 @@ pub const STORAGE_REPLY_BYTES: usize = MAX_FRAME_BYTES / 4;
 /// The batching links to every peer's Storage actor, made on first use.
 pub struct ReplicaLinks {
     peers: Arc<Peers>,
-    links: PeerLinks<StorageSender>,
+    // Reads and writes travel to a peer in batches of their own: on disk, a replica answers
+    // a batch that stored a write only once an fsync covers it, and a read in that batch
+    // would wait for the fsync too (over HTTP, a read's p50 under `--fsync always` fell from
+    // about 8.4 to 6.2 ms when they parted).
+    writes: PeerLinks<StorageSender>,
+    reads: PeerLinks<StorageSender>,
 }
 
 impl ReplicaLinks {
@@ -44,7 +49,8 @@ impl ReplicaLinks {
     pub fn new(peers: Arc<Peers>, full: Counter) -> Self {
         ReplicaLinks {
             peers,
-            links: PeerLinks::new(STORAGE_BATCH, full),
+            writes: PeerLinks::new(STORAGE_BATCH, full.clone()),
+            reads: PeerLinks::new(STORAGE_BATCH, full),
         }
     }
 
@@ -55,7 +61,7 @@ impl ReplicaLinks {
         key: Key,
         deadline: Instant,
     ) -> impl Future<Output = Result<VersionSet, Failure>> + Send + use<> {
-        let call = self.call(node, ReplicaRequest::Get(key), deadline);
+        let call = self.call(&self.reads, node, ReplicaRequest::Get(key), deadline);
         async move {
             match call.await? {
                 ReplicaReply::Got(set) => set.decode().map_err(|e| {
@@ -76,7 +82,7 @@ impl ReplicaLinks {
         put: ReplicaPut,
         deadline: Instant,
     ) -> impl Future<Output = Result<(), Failure>> + Send + use<> {
-        let call = self.call(node, ReplicaRequest::Put(put), deadline);
+        let call = self.call(&self.writes, node, ReplicaRequest::Put(put), deadline);
         async move { stored(call.await?) }
     }
 
@@ -91,7 +97,9 @@ impl ReplicaLinks {
     ) -> impl Future<Output = Result<(), Failure>> + Send + use<> {
         let request = ReplicaRequest::Put(put);
         let size = request.size_bound();
-        let call = self.link(node).call_untimed(request, size, deadline);
+        let call = self
+            .link(&self.writes, node)
+            .call_untimed(request, size, deadline);
         async move { stored(call.await?) }
     }
 
@@ -103,21 +111,33 @@ impl ReplicaLinks {
 
     /// Requests and RPCs sent to each peer so far: (peer, batches, requests).
     pub fn stats(&self) -> Vec<(NodeId, u64, u64)> {
-        self.links.stats()
+        let mut stats = self.writes.stats();
+        for (node, batches, requests) in self.reads.stats() {
+            match stats.iter_mut().find(|(n, _, _)| *n == node) {
+                Some((_, b, r)) => {
+                    *b += batches;
+                    *r += requests;
+                }
+                None => stats.push((node, batches, requests)),
+            }
+        }
+        stats.sort();
+        stats
     }
 
     fn call(
         &self,
+        links: &PeerLinks<StorageSender>,
         node: &NodeId,
         request: ReplicaRequest,
         deadline: Instant,
     ) -> impl Future<Output = Result<ReplicaReply, Failure>> + Send + use<> {
         let size = request.size_bound();
-        self.link(node).call(request, size, deadline)
+        self.link(links, node).call(request, size, deadline)
     }
 
-    fn link(&self, node: &NodeId) -> Arc<Link<StorageSender>> {
-        self.links.link(node, || StorageSender {
+    fn link(&self, links: &PeerLinks<StorageSender>, node: &NodeId) -> Arc<Link<StorageSender>> {
+        links.link(node, || StorageSender {
             peers: Arc::clone(&self.peers),
             node: node.clone(),
         })

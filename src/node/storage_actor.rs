@@ -223,10 +223,43 @@ mod ack_tests {
         }
     }
 
-    /// Memory that keeps a [`Log`] and takes 30 ms per sync.
+    /// Memory that keeps a [`Log`] and takes 30 ms per sync, and whose syncs wait while
+    /// its [`Gate`] is shut.
     struct SlowDisk {
         memory: MemoryEngine,
         log: Log,
+        gate: Gate,
+    }
+
+    /// Holds syncs back while shut.
+    #[derive(Clone, Default)]
+    struct Gate(Arc<(Mutex<bool>, std::sync::Condvar)>);
+
+    struct Shut(Gate);
+
+    impl Drop for Shut {
+        fn drop(&mut self) {
+            self.0.set_shut(false);
+        }
+    }
+
+    impl Gate {
+        /// Shuts the gate until the guard is dropped (also when a test fails: a sync held
+        /// forever would keep the node, and the test, from ending).
+        fn shut(&self) -> Shut {
+            self.set_shut(true);
+            Shut(self.clone())
+        }
+
+        fn set_shut(&self, shut: bool) {
+            *self.0.0.lock().unwrap_or_else(|p| p.into_inner()) = shut;
+            self.0.1.notify_all();
+        }
+
+        fn pass(&self) {
+            let shut = self.0.0.lock().unwrap_or_else(|p| p.into_inner());
+            drop(self.0.1.wait_while(shut, |shut| *shut));
+        }
     }
 
     struct Logged<'a> {
@@ -274,6 +307,7 @@ mod ack_tests {
         }
         fn sync(&self) -> Result<(), EngineError> {
             let upto = self.log.written.lock().unwrap().len();
+            self.gate.pass();
             std::thread::sleep(Duration::from_millis(30));
             self.log.durable.fetch_max(upto, Ordering::SeqCst);
             Ok(())
@@ -305,18 +339,66 @@ mod ack_tests {
         batches_are_acked_only_once_a_sync_covers_them(Fsync::Never).await;
     }
 
-    async fn batches_are_acked_only_once_a_sync_covers_them(fsync: Fsync) {
-        let log = Log::default();
+    /// A node named "r" on a [`SlowDisk`], with its log and its syncs' gate.
+    fn slow_node(fsync: Fsync) -> (Arc<NodeShared>, Log, Gate) {
+        let (log, gate) = (Log::default(), Gate::default());
         let disk = SlowDisk {
             memory: MemoryEngine::default(),
             log: log.clone(),
+            gate: gate.clone(),
         };
         let store = Store::open(Box::new(disk), ActorId::new("r", 1 << 20), SetLimits::NONE);
         let mut config = NodeConfig::new("r", "127.0.0.1:1".parse().unwrap());
         config.fsync = fsync;
         let shared =
             NodeShared::with_store(config, 1, Arc::new(store.unwrap()), HintStore::default());
-        let shared = shared.unwrap();
+        (shared.unwrap(), log, gate)
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_read_sent_beside_a_write_does_not_wait_for_the_writes_fsync() {
+        use crate::node::peers::{Peers, Role};
+        use crate::node::replicas::ReplicaLinks;
+
+        let (shared, _log, gate) = slow_node(Fsync::Always);
+        let name = Role::Storage.actor_name(&shared.me);
+        let (storage, actor) = Actor::spawn(Some(name), StorageActor, Arc::clone(&shared))
+            .await
+            .unwrap();
+        let peers = Peers::default();
+        peers.insert(storage.get_cell());
+        let links = ReplicaLinks::new(Arc::new(peers), Default::default());
+        let source = NodeShared::new(NodeConfig::new("c", "127.0.0.1:1".parse().unwrap()), 1);
+        let ReplicaRequest::Put(write) = put(&source.unwrap(), "k") else {
+            unreachable!("put makes a put")
+        };
+
+        // No fsync can finish while the gate is shut. Both calls are queued in the same turn,
+        // so one batch would carry them both if they shared a link.
+        let shut = gate.shut();
+        let deadline = tokio::time::Instant::now().into_std() + Duration::from_secs(20);
+        let mut written = tokio::spawn(links.put_untimed(&shared.me, write, deadline));
+        let read = links.get(&shared.me, Key::from_static(b"k"), deadline);
+        let read = tokio::time::timeout(Duration::from_secs(10), read).await;
+        assert!(
+            matches!(read, Ok(Ok(_))),
+            "the read waited for the write's fsync: {read:?}"
+        );
+        assert!(
+            tokio::time::timeout(Duration::from_millis(50), &mut written)
+                .await
+                .is_err(),
+            "the write was acked before any fsync"
+        );
+        drop(shut);
+        let acked = tokio::time::timeout(Duration::from_secs(10), written).await;
+        assert!(matches!(acked, Ok(Ok(Ok(())))), "{acked:?}");
+        storage.stop(None);
+        actor.await.unwrap();
+    }
+
+    async fn batches_are_acked_only_once_a_sync_covers_them(fsync: Fsync) {
+        let (shared, log, _gate) = slow_node(fsync);
         assert!(
             shared.ack_after_sync(),
             "a durable store's writes are acked after a sync, whatever the fsync mode"
