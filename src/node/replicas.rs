@@ -38,7 +38,7 @@ pub struct ReplicaLinks {
     // Reads and writes travel to a peer in batches of their own: on disk, a replica answers
     // a batch that stored a write only once an fsync covers it, and a read in that batch
     // would wait for the fsync too (over HTTP, a read's p50 under `--fsync always` fell from
-    // about 8.4 to 6.2 ms when they parted).
+    // about 8.6 to 6.6 ms when they parted: medians of five runs each, BENCHMARKS.md).
     writes: PeerLinks<StorageSender>,
     reads: PeerLinks<StorageSender>,
 }
