@@ -139,11 +139,19 @@ fn bench_on_a_durable_cluster_names_its_storage_counts_fsyncs_and_reports_disk_p
     assert!(stderr.contains("n1 is not empty"), "{stderr}");
 }
 
-#[test]
-fn bench_versus_memory_runs_the_workload_in_memory_then_on_disk_and_prints_the_ratio() {
+/// Runs `bench --versus-memory` under `--fsync never` on tiny sizes, with `extra` arguments,
+/// in a data directory of its own: stdout, its JSON lines in order, and the directory (kept
+/// until the returned guard drops).
+fn run_versus(
+    extra: &[&str],
+) -> (
+    String,
+    Vec<serde_json::Value>,
+    dynamo_node::testing::TempDir,
+) {
     let dir = dynamo_node::testing::TempDir::new("bench-smoke-versus");
     let data = dir.join("data");
-    let (stdout, first) = run_bench(&[
+    let mut args = vec![
         "--data-dir",
         data.to_str().unwrap(),
         "--fsync",
@@ -155,18 +163,26 @@ fn bench_versus_memory_runs_the_workload_in_memory_then_on_disk_and_prints_the_r
         "400",
         "--concurrency",
         "4",
-    ]);
+    ];
+    args.extend_from_slice(extra);
+    let (stdout, first) = run_bench(&args);
     let runs: Vec<serde_json::Value> = stdout
         .lines()
         .filter(|l| l.starts_with("{\"bench\":"))
         .map(|l| serde_json::from_str(l).unwrap())
         .collect();
+    assert_eq!(first, runs[0]);
+    (stdout, runs, dir)
+}
+
+#[test]
+fn bench_versus_memory_runs_the_workload_in_memory_then_on_disk_and_prints_the_ratio() {
+    let (stdout, runs, dir) = run_versus(&[]);
     assert_eq!(
         runs.len(),
         3,
         "memory run, durable run, comparison:\n{stdout}"
     );
-    assert_eq!(first, runs[0]);
     assert_eq!(runs[0]["storage"], "memory", "the memory run comes first");
     check_workload_a(&stdout, &runs[0]);
     assert_eq!(runs[1]["storage"], "disk (fsync never)");
@@ -190,28 +206,7 @@ fn bench_versus_memory_runs_the_workload_in_memory_then_on_disk_and_prints_the_r
 
 #[test]
 fn bench_versus_memory_in_rounds_takes_turns_and_judges_the_medians() {
-    let dir = dynamo_node::testing::TempDir::new("bench-smoke-rounds");
-    let data = dir.join("data");
-    let (stdout, _) = run_bench(&[
-        "--data-dir",
-        data.to_str().unwrap(),
-        "--fsync",
-        "never",
-        "--versus-memory",
-        "--rounds",
-        "2",
-        "--records",
-        "200",
-        "--ops",
-        "400",
-        "--concurrency",
-        "4",
-    ]);
-    let runs: Vec<serde_json::Value> = stdout
-        .lines()
-        .filter(|l| l.starts_with("{\"bench\":"))
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
+    let (stdout, runs, dir) = run_versus(&["--rounds", "2"]);
     let storages: Vec<&str> = runs
         .iter()
         .map(|r| r["storage"].as_str().unwrap())
@@ -253,7 +248,7 @@ fn bench_versus_memory_in_rounds_takes_turns_and_judges_the_medians() {
     assert!(stdout.contains("over 2 rounds"), "{stdout}");
     for round in ["round1", "round2"] {
         assert!(
-            data.join(round).join("n1/version").exists(),
+            dir.join("data").join(round).join("n1/version").exists(),
             "the durable run of {round} used its own directory"
         );
     }
