@@ -176,9 +176,10 @@ impl VersusRounds {
     pub fn report(&self) -> String {
         let ratios: Vec<String> = self.ops_ratios.iter().map(|r| format!("{r:.2}")).collect();
         let mut text = format!(
-            "\n{} against memory over {} rounds:\n  ops/s ratio per round: {} (median {:.2}x, goal: at least {:.1}x)\n",
+            "\n{} against memory over {} round{}:\n  ops/s ratio per round: {} (median {:.2}x, goal: at least {:.1}x)\n",
             self.storage,
             self.ops_ratios.len(),
+            if self.ops_ratios.len() == 1 { "" } else { "s" },
             ratios.join(", "),
             self.median_ops_ratio,
             self.ratio_goal

@@ -341,7 +341,8 @@ fn check_plot_path(path: &Path) -> Result<(), CliError> {
 
 /// `--versus-memory`: the workload on a cluster in memory and on a durable one (under `dir`,
 /// with `fsync`), `--rounds` times, memory first in odd rounds and disk first in even ones;
-/// prints every run, each round's ratios and, over several rounds, their medians.
+/// prints every run, each round's ratios and, over several rounds, their medians. A stop
+/// signal ends the run under way and starts no other.
 async fn versus_memory(
     args: &BenchArgs,
     config: &BenchConfig,
@@ -358,6 +359,7 @@ async fn versus_memory(
             .map(|k| prepare_data_dir(&dir.join(format!("round{k}")), args.nodes))
             .collect::<Result<Vec<_>, _>>()?
     };
+    let stopped = stop_on_signal();
     let mut judged = Vec::with_capacity(rounds);
     for (k, root) in roots.into_iter().enumerate() {
         let round = if rounds == 1 {
@@ -365,36 +367,48 @@ async fn versus_memory(
         } else {
             format!("round {} of {rounds}, ", k + 1)
         };
-        let memory_run = async {
-            let memory = separate_run(args, config, None, Duration::ZERO).await?;
-            super::emit(&format!(
-                "{round}memory run, for --versus-memory:\n{}",
-                memory.0
-            ));
-            Ok::<_, CliError>(memory.1)
-        };
-        let durable_run = async {
-            let durable = separate_run(args, config, Some((root, fsync)), transport_time).await?;
-            super::emit(&format!(
-                "{round}durable run, for --versus-memory:\n{}",
-                durable.0
-            ));
-            Ok::<_, CliError>(durable.1)
-        };
         // Taking turns, so that a machine speeding up or slowing down over the rounds
         // favours neither side.
-        let (memory, durable) = if k % 2 == 0 {
-            let memory = memory_run.await?;
-            (memory, durable_run.await?)
+        let memory_first = k % 2 == 0;
+        let mut sides = [None, Some((root, fsync))];
+        if !memory_first {
+            sides.reverse();
+        }
+        let mut figures = Vec::with_capacity(2);
+        for data in sides {
+            if stopped.load(Ordering::Relaxed) {
+                break;
+            }
+            let (what, transport) = match data {
+                None => ("memory", Duration::ZERO),
+                Some(_) => ("durable", transport_time),
+            };
+            let (text, summary) = separate_run(args, config, data, transport).await?;
+            super::emit(&format!("{round}{what} run, for --versus-memory:\n{text}"));
+            figures.push(summary);
+        }
+        let Ok([first, second]) = <[BenchSummary; 2]>::try_from(figures) else {
+            let which = if rounds == 1 {
+                "the comparison".to_string()
+            } else {
+                format!("round {}", k + 1)
+            };
+            eprintln!("stopped before both runs of {which} were made: it has no ratio");
+            break;
+        };
+        let (memory, durable) = if memory_first {
+            (first, second)
         } else {
-            let durable = durable_run.await?;
-            (memory_run.await?, durable)
+            (second, first)
         };
         let versus = Versus::of(&memory, &durable, fsync);
         super::emit(&versus.report());
         judged.push(versus);
+        if stopped.load(Ordering::Relaxed) {
+            break;
+        }
     }
-    if rounds > 1 {
+    if rounds > 1 && !judged.is_empty() {
         super::emit(&VersusRounds::of(&judged).report());
     }
     Ok(())

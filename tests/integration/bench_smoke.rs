@@ -2,8 +2,12 @@
 //! loads, runs 400 operations over HTTP or through the native client, and prints a JSON line
 //! with the figures; `bench transport` pings a node it starts.
 
+use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
+
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
 
 /// Runs `dynamo-node bench ARGS` to the end and returns stdout and its JSON line.
 fn run_bench(args: &[&str]) -> (String, serde_json::Value) {
@@ -252,6 +256,82 @@ fn bench_versus_memory_in_rounds_takes_turns_and_judges_the_medians() {
             "the durable run of {round} used its own directory"
         );
     }
+}
+
+#[test]
+fn a_stop_signal_during_rounds_ends_the_run_under_way_and_starts_no_other() {
+    let dir = dynamo_node::testing::TempDir::new("bench-smoke-rounds-stop");
+    let data = dir.join("data");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_dynamo-node"))
+        .args([
+            "bench",
+            "--data-dir",
+            data.to_str().unwrap(),
+            "--fsync",
+            "never",
+        ])
+        .args(["--versus-memory", "--rounds", "3", "--records", "200"])
+        .args(["--duration-secs", "120", "--concurrency", "4"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Killed on every way out of this test, the panics included.
+    struct Reaper(std::process::Child);
+    impl Drop for Reaper {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let stderr = BufReader::new(child.stderr.take().unwrap());
+    let mut child = Reaper(child);
+    // The first run's measured phase reports its progress every 5 s (stderr is no terminal).
+    let (seen, running) = std::sync::mpsc::channel();
+    let lines = std::thread::spawn(move || {
+        let mut all = Vec::new();
+        for line in stderr.lines().map_while(Result::ok) {
+            if line.starts_with("run:") {
+                let _ = seen.send(());
+            }
+            all.push(line);
+        }
+        all.join("\n")
+    });
+    running
+        .recv_timeout(Duration::from_secs(60))
+        .expect("the first run's measured phase never reported progress");
+    kill(Pid::from_raw(child.0.id() as i32), Signal::SIGINT).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let status = loop {
+        if let Some(status) = child.0.try_wait().unwrap() {
+            break status;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the bench did not end after SIGINT"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let stderr = lines.join().unwrap();
+    let mut stdout = String::new();
+    std::io::Read::read_to_string(&mut child.0.stdout.take().unwrap(), &mut stdout).unwrap();
+    assert!(status.success(), "{status:?}\n{stdout}\n{stderr}");
+    let runs: Vec<serde_json::Value> = stdout
+        .lines()
+        .filter(|l| l.starts_with("{\"bench\":"))
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(runs.len(), 1, "only the interrupted memory run:\n{stdout}");
+    assert_eq!(runs[0]["storage"], "memory");
+    assert!(
+        stderr.contains("stopped before both runs of round 1 were made"),
+        "{stderr}"
+    );
+    assert!(
+        !data.join("round1/n1/version").exists(),
+        "no durable cluster was started after the stop"
+    );
 }
 
 #[test]
