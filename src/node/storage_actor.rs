@@ -376,7 +376,7 @@ mod ack_tests {
         // No fsync can finish while the gate is shut. Both calls are queued in the same turn,
         // so one batch would carry them both if they shared a link.
         let shut = gate.shut();
-        let deadline = tokio::time::Instant::now().into_std() + Duration::from_secs(20);
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
         let mut written = tokio::spawn(links.put_untimed(&shared.me, write, deadline));
         let read = links.get(&shared.me, Key::from_static(b"k"), deadline);
         let read = tokio::time::timeout(Duration::from_secs(10), read).await;
