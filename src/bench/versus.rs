@@ -61,8 +61,7 @@ impl Versus {
             .map(|(kind, op)| (kind.clone(), op.p99_us))
             .collect();
         let ratio_goal = ratio_goal(fsync);
-        let meets_goals =
-            ops_ratio >= ratio_goal && durable_p99_us.values().all(|&p99| p99 < P99_GOAL_US);
+        let meets_goals = meets(ops_ratio, ratio_goal, &durable_p99_us);
         Versus {
             bench: "versus-memory",
             storage: durable.storage.clone(),
@@ -92,24 +91,13 @@ impl Versus {
         if let Some(cpu) = self.node_cpu_ratio {
             text.push_str(&format!("  node CPU per operation: {cpu:.2}x memory's\n"));
         }
-        for (kind, p99) in &self.durable_p99_us {
-            text.push_str(&format!(
-                "  {kind} p99 on disk: {:.1} ms (goal: under {} ms)\n",
-                *p99 as f64 / 1000.0,
-                P99_GOAL_US / 1000
-            ));
-        }
+        text.push_str(&p99_lines(&self.durable_p99_us, ""));
         text.push_str(if self.meets_goals {
             "  goals met\n"
         } else {
             "  goals not met\n"
         });
-        // A summary always serializes; should it not, the table above still stands.
-        if let Ok(json) = serde_json::to_string(self) {
-            text.push_str(&json);
-            text.push('\n');
-        }
-        text
+        text + &json_line(self)
     }
 }
 
@@ -153,9 +141,8 @@ impl VersusRounds {
             .into_iter()
             .filter_map(|(kind, values)| Some((kind, median(values)?.round() as u64)))
             .collect();
-        let meets_goals = !rounds.is_empty()
-            && median_ops_ratio >= ratio_goal
-            && median_durable_p99_us.values().all(|&p99| p99 < P99_GOAL_US);
+        let meets_goals =
+            !rounds.is_empty() && meets(median_ops_ratio, ratio_goal, &median_durable_p99_us);
         VersusRounds {
             bench: "versus-memory-rounds",
             storage: rounds
@@ -189,25 +176,41 @@ impl VersusRounds {
                 "  node CPU per operation: {cpu:.2}x memory's (median)\n"
             ));
         }
-        for (kind, p99) in &self.median_durable_p99_us {
-            text.push_str(&format!(
-                "  {kind} p99 on disk: {:.1} ms (median; goal: under {} ms)\n",
-                *p99 as f64 / 1000.0,
-                P99_GOAL_US / 1000
-            ));
-        }
+        text.push_str(&p99_lines(&self.median_durable_p99_us, "median; "));
         text.push_str(&format!(
             "  goals {} on the medians; met by {} of {} rounds alone\n",
             if self.meets_goals { "met" } else { "not met" },
             self.rounds_meeting_goals,
             self.ops_ratios.len()
         ));
-        if let Ok(json) = serde_json::to_string(self) {
-            text.push_str(&json);
-            text.push('\n');
-        }
-        text
+        text + &json_line(self)
     }
+}
+
+// Whether an ops/s ratio and the p99s (µs) meet the durable goals.
+fn meets(ops_ratio: f64, ratio_goal: f64, p99s: &BTreeMap<String, u64>) -> bool {
+    ops_ratio >= ratio_goal && p99s.values().all(|&p99| p99 < P99_GOAL_US)
+}
+
+// One line per operation kind: its p99 on disk against the goal, `note` before the goal.
+fn p99_lines(p99s: &BTreeMap<String, u64>, note: &str) -> String {
+    p99s.iter()
+        .map(|(kind, p99)| {
+            format!(
+                "  {kind} p99 on disk: {:.1} ms ({note}goal: under {} ms)\n",
+                *p99 as f64 / 1000.0,
+                P99_GOAL_US / 1000
+            )
+        })
+        .collect()
+}
+
+// The JSON line closing a report. A comparison always serializes; should it not, the lines
+// above it still stand.
+fn json_line(value: &impl Serialize) -> String {
+    serde_json::to_string(value)
+        .map(|json| json + "\n")
+        .unwrap_or_default()
 }
 
 // The middle value, or the mean of the two middle ones; `None` for no values.

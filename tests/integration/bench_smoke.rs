@@ -46,6 +46,10 @@ fn run_bench(args: &[&str]) -> (String, serde_json::Value) {
     (stdout.to_string(), json)
 }
 
+/// The workload every smoke run uses (A, the default): 200 records, 400 operations, 4
+/// clients; what [`check_workload_a`] expects.
+const TINY_WORKLOAD: [&str; 6] = ["--records", "200", "--ops", "400", "--concurrency", "4"];
+
 /// Checks a 400-operation workload A run that went without errors.
 fn check_workload_a(stdout: &str, json: &serde_json::Value) {
     let line = json.to_string();
@@ -67,7 +71,7 @@ fn check_workload_a(stdout: &str, json: &serde_json::Value) {
 
 #[test]
 fn bench_runs_against_a_cluster_it_starts_and_prints_a_json_line() {
-    let (stdout, json) = run_bench(&["--records", "200", "--ops", "400", "--concurrency", "4"]);
+    let (stdout, json) = run_bench(&TINY_WORKLOAD);
     assert_eq!(json["bench"], "ycsb-http");
     assert_eq!(json["storage"], "memory");
     assert!(stdout.contains("storage: memory"), "{stdout}");
@@ -89,18 +93,8 @@ fn bench_on_a_durable_cluster_names_its_storage_counts_fsyncs_and_reports_disk_p
     let dir = dynamo_node::testing::TempDir::new("bench-smoke-disk");
     let data = dir.join("data");
     let data = data.to_str().unwrap();
-    let (stdout, json) = run_bench(&[
-        "--data-dir",
-        data,
-        "--fsync",
-        "always",
-        "--records",
-        "200",
-        "--ops",
-        "400",
-        "--concurrency",
-        "4",
-    ]);
+    let durable = ["--data-dir", data, "--fsync", "always"];
+    let (stdout, json) = run_bench(&[&durable[..], &TINY_WORKLOAD].concat());
     check_workload_a(&stdout, &json);
     assert_eq!(json["storage"], "disk (fsync always)", "{json}");
     assert!(stdout.contains("storage: disk (fsync always)"), "{stdout}");
@@ -161,13 +155,8 @@ fn run_versus(
         "--fsync",
         "never",
         "--versus-memory",
-        "--records",
-        "200",
-        "--ops",
-        "400",
-        "--concurrency",
-        "4",
     ];
+    args.extend_from_slice(&TINY_WORKLOAD);
     args.extend_from_slice(extra);
     let (stdout, first) = run_bench(&args);
     let runs: Vec<serde_json::Value> = stdout
@@ -336,18 +325,8 @@ fn a_stop_signal_during_rounds_ends_the_run_under_way_and_starts_no_other() {
 
 #[test]
 fn bench_through_the_native_client_compares_writes_with_the_raw_call_rate() {
-    let (stdout, json) = run_bench(&[
-        "--client",
-        "native",
-        "--transport-secs",
-        "0.5",
-        "--records",
-        "200",
-        "--ops",
-        "400",
-        "--concurrency",
-        "4",
-    ]);
+    let native = ["--client", "native", "--transport-secs", "0.5"];
+    let (stdout, json) = run_bench(&[&native[..], &TINY_WORKLOAD].concat());
     assert_eq!(json["bench"], "ycsb-native");
     check_workload_a(&stdout, &json);
     let transport = &json["transport"];
