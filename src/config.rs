@@ -14,6 +14,10 @@ use crate::core::ring::{DEFAULT_VNODES, PREFIX};
 /// on a command line (local clusters hand theirs to their nodes through it).
 pub const COOKIE_ENV: &str = "DYNAMO_COOKIE";
 
+/// What tokio reads for its number of worker threads: local clusters set it for their nodes,
+/// and a node told 1 runs on a current-thread runtime.
+pub const WORKER_THREADS_ENV: &str = "TOKIO_WORKER_THREADS";
+
 /// Largest key accepted, in bytes.
 pub const MAX_KEY_BYTES: usize = 1024;
 /// Largest value accepted, in bytes.

@@ -18,6 +18,7 @@ pub(crate) mod client;
 mod client_auth;
 mod cluster;
 mod demo;
+mod runtime;
 mod security;
 mod start;
 
@@ -32,6 +33,7 @@ pub use bench::BenchArgs;
 pub use client::{format_get, format_leave, format_remove, format_status};
 pub use client_auth::ClientAuthArgs;
 pub use cluster::{ClusterArgs, RestartBackoff};
+pub use runtime::{node_runtime, runtime};
 pub use security::{
     COOKIE_ENV, CookieSource, DEFAULT_COOKIE, SecurityFlags, protected_mode, read_secret,
 };
@@ -217,20 +219,6 @@ impl CliError {
     }
 }
 
-/// The multi-threaded runtime commands run on; `None`, said on stderr, when it cannot start.
-pub fn runtime() -> Option<tokio::runtime::Runtime> {
-    match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(runtime) => Some(runtime),
-        Err(e) => {
-            eprintln!("error: cannot start the async runtime: {e}");
-            None
-        }
-    }
-}
-
 /// Entry point of the binary: parses the arguments, runs the command, maps the exit code.
 pub fn main() -> ExitCode {
     let cli = match Cli::try_parse() {
@@ -247,7 +235,11 @@ pub fn main() -> ExitCode {
             }
         };
     }
-    let Some(runtime) = runtime() else {
+    let runtime = match cli.command {
+        Command::Start(_) => node_runtime(),
+        _ => runtime(),
+    };
+    let Some(runtime) = runtime else {
         return ExitCode::from(EXIT_FAILED);
     };
     match runtime.block_on(run(cli.command)) {

@@ -12,6 +12,7 @@ use super::child::{ExitInfo, ManagedProcess, ProcessStatus};
 use super::firewall::{Firewall, cut_pairs};
 use super::ports::{LoopbackNet, pick_free_ports};
 use super::{ProcessError, locate_node_binary};
+use crate::config::WORKER_THREADS_ENV;
 
 /// Most nodes a local cluster can have: one per loopback address 127.a.b.2..=127.a.b.254.
 pub const MAX_NODES: usize = 253;
@@ -318,16 +319,14 @@ impl LocalClusterBuilder {
     }
 }
 
-/// What tokio's runtime reads for its number of worker threads.
-const WORKER_THREADS_ENV: &str = "TOKIO_WORKER_THREADS";
-
 /// The tokio workers each of `nodes` nodes sharing this machine gets: its cores shared out,
 /// at least one each; `None` when the caller chose (`$TOKIO_WORKER_THREADS` is set).
 ///
 /// Each node's runtime would otherwise start one worker per core, so K nodes run K times as
 /// many workers as there are cores, which wake, steal work from each other and switch
 /// between themselves for nothing: on 2 cores, 3 nodes of one worker each spent 12-16% less
-/// CPU per operation than 3 nodes of two.
+/// CPU per operation than 3 nodes of two. A node told one worker runs on a current-thread
+/// runtime (`cli::runtime`).
 fn workers_per_node(nodes: usize) -> Option<usize> {
     if std::env::var_os(WORKER_THREADS_ENV).is_some() {
         return None;
