@@ -184,6 +184,11 @@ pub struct BenchArgs {
 pub const MAX_ROUNDS: u32 = 20;
 
 impl BenchArgs {
+    /// True for a YCSB run on a cluster the bench starts here (no `--node`, no subcommand).
+    pub fn starts_cluster(&self) -> bool {
+        self.mode.is_none() && self.nodes_urls.is_empty()
+    }
+
     /// The storage of the cluster the bench starts, or `None` for `--node`s (their metrics
     /// tell); `--data-dir` and `--fsync` are refused where they would change nothing.
     pub fn storage(&self) -> Result<Option<Storage>, CliError> {

@@ -33,7 +33,7 @@ pub use bench::BenchArgs;
 pub use client::{format_get, format_leave, format_remove, format_status};
 pub use client_auth::ClientAuthArgs;
 pub use cluster::{ClusterArgs, RestartBackoff};
-pub use runtime::{node_runtime, runtime};
+pub use runtime::{bench_runtime, node_runtime, runtime};
 pub use security::{
     COOKIE_ENV, CookieSource, DEFAULT_COOKIE, SecurityFlags, protected_mode, read_secret,
 };
@@ -235,8 +235,9 @@ pub fn main() -> ExitCode {
             }
         };
     }
-    let runtime = match cli.command {
+    let runtime = match &cli.command {
         Command::Start(_) => node_runtime(),
+        Command::Bench(args) => bench_runtime(args.starts_cluster(), args.nodes),
         _ => runtime(),
     };
     let Some(runtime) = runtime else {

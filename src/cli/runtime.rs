@@ -5,8 +5,10 @@
 //! current-thread runtime rather than a multi-thread one of one worker. Both run the node's
 //! tasks on one thread, but the multi-thread scheduler keeps its machinery for handing work
 //! between threads and pays for it on every wake-up: on 2 cores, 3 nodes under YCSB-A spent
-//! about 6% less CPU per operation on the current-thread one (BENCHMARKS.md). Other commands keep the multi-thread runtime: the
-//! `cluster` shell blocks on the terminal, and `bench` drives 64 clients.
+//! about 9% less CPU per operation on the current-thread one (BENCHMARKS.md). A `bench` that
+//! starts its own cluster takes a share of the cores beside its nodes: on 2 cores its clients
+//! spent about 20% less CPU per operation on one worker than on two. Other commands keep
+//! tokio's default multi-thread runtime (the `cluster` shell blocks on the terminal).
 
 use std::ffi::OsStr;
 
@@ -29,6 +31,24 @@ pub fn node_runtime() -> Option<Runtime> {
     } else {
         runtime()
     }
+}
+
+/// The runtime `bench` runs on. When it starts its own cluster of `nodes` on this machine it
+/// takes a share of the cores as each node does (`cores / (nodes + 1)` workers, at least one),
+/// unless `TOKIO_WORKER_THREADS` says otherwise; against nodes elsewhere, as [`runtime`].
+pub fn bench_runtime(starts_cluster: bool, nodes: usize) -> Option<Runtime> {
+    if !starts_cluster || std::env::var_os(WORKER_THREADS_ENV).is_some() {
+        return runtime();
+    }
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let mut builder = Builder::new_multi_thread();
+    builder.worker_threads(bench_workers(cores, nodes));
+    build(builder)
+}
+
+/// Worker threads of a bench sharing `cores` with the `nodes` it started.
+fn bench_workers(cores: usize, nodes: usize) -> usize {
+    (cores / (nodes + 1)).max(1)
 }
 
 fn build(mut builder: Builder) -> Option<Runtime> {
@@ -63,5 +83,13 @@ mod tests {
         assert!(!one_worker(env("many").as_deref(), 1));
         assert!(one_worker(None, 1));
         assert!(!one_worker(None, 2));
+    }
+
+    #[test]
+    fn a_bench_takes_its_share_of_the_cores_beside_its_nodes() {
+        assert_eq!(bench_workers(2, 3), 1);
+        assert_eq!(bench_workers(8, 3), 2);
+        assert_eq!(bench_workers(16, 3), 4);
+        assert_eq!(bench_workers(1, 0), 1);
     }
 }
