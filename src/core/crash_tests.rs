@@ -9,6 +9,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use bytes::Bytes;
 
+use super::encoded_set::EncodedSet;
 use super::engine::{Engine, EngineError, Segment, Summary};
 use super::ids::{ActorId, Key};
 use super::store::{SetLimits, Store};
@@ -74,7 +75,13 @@ impl Segment for VolatileSegment<'_> {
         Ok(self.disk.lock().0.data.get(key).map_or(0, |(d, _)| *d))
     }
 
-    fn put(&mut self, key: &[u8], digest: u64, set: &VersionSet) -> Result<(), EngineError> {
+    fn put(
+        &mut self,
+        key: &[u8],
+        digest: u64,
+        set: &VersionSet,
+        _encoded: &EncodedSet,
+    ) -> Result<(), EngineError> {
         let mut state = self.disk.lock();
         self.disk.check()?;
         state.0.data.insert(key.to_vec(), (digest, set.clone()));

@@ -13,7 +13,7 @@ use std::fmt;
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
-use super::version::VersionSet;
+use super::version::{Version, VersionSet};
 
 /// At most 5 bytes for a length (postcard's varint of a `u32`).
 const LEN_MAX: usize = 5;
@@ -54,6 +54,23 @@ impl EncodedSet {
             Ok(_) => Err(UndecodableSet(postcard::Error::DeserializeBadEncoding)),
             Err(e) => Err(UndecodableSet(e)),
         }
+    }
+
+    /// As [`EncodedSet::decode`], saying too whether the set is exactly what the bytes list
+    /// (true for what an honest peer sends): then these bytes are its encoding, to be stored
+    /// as they are.
+    pub fn decode_as_sent(&self) -> Result<(VersionSet, bool), UndecodableSet> {
+        // A set is encoded as its versions alone.
+        match postcard::take_from_bytes::<Vec<Version>>(&self.0) {
+            Ok((versions, [])) => Ok(VersionSet::from_received(versions)),
+            Ok(_) => Err(UndecodableSet(postcard::Error::DeserializeBadEncoding)),
+            Err(e) => Err(UndecodableSet(e)),
+        }
+    }
+
+    /// The encoding's bytes.
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.0
     }
 
     /// An upper bound of this set's size inside an encoded message, its length prefix
@@ -107,6 +124,30 @@ mod tests {
         assert_eq!(
             EncodedSet::encode(&VersionSet::new()).decode(),
             Ok(VersionSet::new())
+        );
+    }
+
+    #[test]
+    fn a_set_sent_as_a_set_is_taken_as_sent_and_any_other_list_is_rebuilt() {
+        let set = VersionSet::from_versions([version("a", 2, &[("b", 1)]), version("b", 3, &[])]);
+        let sent = EncodedSet::encode(&set);
+        assert_eq!(sent.decode_as_sent(), Ok((set.clone(), true)));
+        // Out of order, and with a version the other one's context covers.
+        let listed = vec![
+            version("b", 3, &[]),
+            version("a", 2, &[("b", 1)]),
+            version("b", 1, &[]),
+        ];
+        let bytes = postcard::to_stdvec(&listed).unwrap();
+        let sent = EncodedSet::from_stored(Bytes::from(bytes));
+        assert_eq!(sent.decode_as_sent(), Ok((set.clone(), false)));
+        assert_eq!(sent.decode(), Ok(set));
+        let mut trailing = EncodedSet::encode(&VersionSet::new()).as_bytes().to_vec();
+        trailing.push(0);
+        assert!(
+            EncodedSet::from_stored(Bytes::from(trailing))
+                .decode_as_sent()
+                .is_err()
         );
     }
 

@@ -66,8 +66,15 @@ pub trait Segment {
     }
     /// The digest stored for `key` (0 when absent), without decoding its set.
     fn digest(&self, key: &[u8]) -> Result<u64, EngineError>;
-    /// Stores `set` (never empty) for `key`, replacing what was there.
-    fn put(&mut self, key: &[u8], digest: u64, set: &VersionSet) -> Result<(), EngineError>;
+    /// Stores `set` (never empty) for `key`, replacing what was there; `encoded` is its
+    /// encoding, made once by the store, for an engine that keeps sets encoded.
+    fn put(
+        &mut self,
+        key: &[u8],
+        digest: u64,
+        set: &VersionSet,
+        encoded: &EncodedSet,
+    ) -> Result<(), EngineError>;
     /// Removes `key`.
     fn remove(&mut self, key: &[u8]) -> Result<(), EngineError>;
     /// Calls `f` for every key of the segment with its digest, in no particular order: a
@@ -135,8 +142,15 @@ impl Segment for MemorySegment<'_> {
         Ok(self.0.get(key).map_or(0, Record::digest))
     }
 
-    fn put(&mut self, key: &[u8], digest: u64, set: &VersionSet) -> Result<(), EngineError> {
-        self.0.replace(Record::new(key, digest, set));
+    fn put(
+        &mut self,
+        key: &[u8],
+        digest: u64,
+        _set: &VersionSet,
+        encoded: &EncodedSet,
+    ) -> Result<(), EngineError> {
+        self.0
+            .replace(Record::with_encoding(key, digest, encoded.as_bytes()));
         Ok(())
     }
 

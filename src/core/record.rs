@@ -13,6 +13,7 @@
 use std::borrow::Borrow;
 use std::hash::{Hash, Hasher};
 
+use super::encoded_set::EncodedSet;
 use super::version::{Version, VersionSet};
 
 const DIGEST_LEN: usize = 8;
@@ -23,17 +24,20 @@ pub struct Record(Box<[u8]>);
 impl Record {
     /// The record of `key` holding `set`, whose digest is `digest`.
     pub fn new(key: &[u8], digest: u64, set: &VersionSet) -> Self {
-        // Sized first (a pass that writes nothing): one allocation, never grown or shrunk.
-        let versions = postcard::experimental::serialized_size(set.versions()).unwrap_or(0);
+        Record::with_encoding(key, digest, EncodedSet::encode(set).as_bytes())
+    }
+
+    /// The record of `key` holding the set whose encoding ([`EncodedSet`]) is `versions` and
+    /// whose digest is `digest`. The encoding must be one this node made or checked: a record
+    /// decodes its versions without rebuilding the set.
+    pub fn with_encoding(key: &[u8], digest: u64, versions: &[u8]) -> Self {
+        // One allocation of the exact size, never grown or shrunk.
         let key_len = varint_len(key.len() as u64);
-        let mut bytes = Vec::with_capacity(DIGEST_LEN + key_len + key.len() + versions);
+        let mut bytes = Vec::with_capacity(DIGEST_LEN + key_len + key.len() + versions.len());
         bytes.extend_from_slice(&digest.to_le_bytes());
         put_varint(&mut bytes, key.len() as u64);
         bytes.extend_from_slice(key);
-        // Serializing plain structs into a Vec has no failure case: no maps with
-        // non-string keys, no unknown lengths, no I/O.
-        let bytes = postcard::to_extend(set.versions(), bytes)
-            .expect("a version list always serializes into a Vec");
+        bytes.extend_from_slice(versions);
         Record(bytes.into_boxed_slice())
     }
 

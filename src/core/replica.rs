@@ -151,8 +151,21 @@ impl LocalReplica<'_> {
         if !self.member {
             return Err(PutRefused::NotAMember);
         }
-        let versions = put.versions.decode()?;
-        self.apply_set(put.key, versions, put.hint_for)
+        let (versions, as_sent) = put.versions.decode_as_sent()?;
+        match put.hint_for {
+            Some(owner) if owner != *self.me => {
+                self.hints
+                    .lock()
+                    .add(owner, put.key, versions, self.now_ms)?;
+            }
+            _ if as_sent => {
+                self.store.merge_sent(&put.key, versions, &put.versions)?;
+            }
+            _ => {
+                self.store.merge_owned(&put.key, versions)?;
+            }
+        }
+        Ok(())
     }
 
     /// As [`LocalReplica::apply`], for a set at hand (decoded, or made here).
@@ -202,5 +215,64 @@ impl LocalReplica<'_> {
             replies.push(reply);
         }
         replies
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use bytes::Bytes;
+
+    use super::*;
+    use crate::core::ids::ActorId;
+    use crate::core::vclock::VClock;
+
+    #[test]
+    fn a_write_that_leaves_exactly_its_set_is_stored_as_sent_and_any_other_is_merged() {
+        let (me, store, hints) = (
+            NodeId::new("r"),
+            Store::new(ActorId::new("r", 1)),
+            SharedHints::default(),
+        );
+        let local = LocalReplica {
+            me: &me,
+            store: &store,
+            hints: &hints,
+            member: true,
+            now_ms: 0,
+            ack_after_sync: false,
+        };
+        let key = Key::from_static(b"k");
+        let put = |versions: &EncodedSet| ReplicaPut {
+            key: key.clone(),
+            versions: versions.clone(),
+            hint_for: None,
+        };
+        let (a, b) = (
+            Store::new(ActorId::new("a", 1)),
+            Store::new(ActorId::new("b", 1)),
+        );
+        let first = a
+            .coordinate(&key, &VClock::new(), Some(Bytes::from("1")), 0)
+            .unwrap();
+        let other = b
+            .coordinate(&key, &VClock::new(), Some(Bytes::from("2")), 0)
+            .unwrap();
+        local.apply(put(&first.versions)).unwrap();
+        assert_eq!(store.get_encoded(&key), first.versions);
+        // Concurrent with what is stored: both stay, and what is stored is the merge, not the
+        // set that came.
+        local.apply(put(&other.versions)).unwrap();
+        let both = store.get(&key);
+        assert_eq!(both.len(), 2);
+        assert_eq!(store.get_encoded(&key), EncodedSet::encode(&both));
+        // A write that saw both replaces them.
+        b.merge(&key, &both).unwrap();
+        let last = b
+            .coordinate(&key, &both.context(), Some(Bytes::from("3")), 0)
+            .unwrap();
+        local.apply(put(&last.versions)).unwrap();
+        assert_eq!(store.get(&key), last.versions.decode().unwrap());
+        assert_eq!(store.get(&key).len(), 1);
+        assert_eq!(store.get_encoded(&key), last.versions);
     }
 }

@@ -206,13 +206,7 @@ struct WireVersionSet {
 
 impl From<WireVersionSet> for VersionSet {
     fn from(wire: WireVersionSet) -> Self {
-        // What an honest peer sends is a set already: taken as it is, after the check.
-        if is_canonical(&wire.versions) {
-            return VersionSet {
-                versions: wire.versions,
-            };
-        }
-        VersionSet::from_versions(wire.versions)
+        VersionSet::from_received(wire.versions).0
     }
 }
 
@@ -251,6 +245,16 @@ impl VersionSet {
     /// as one).
     pub fn from_stored(versions: Vec<Version>) -> Option<Self> {
         is_canonical(&versions).then_some(VersionSet { versions })
+    }
+
+    /// The set of `versions` as a peer listed them, and whether it is exactly that list: what
+    /// an honest peer sends is a set already and is taken as it is, after the check; anything
+    /// else is rebuilt as [`VersionSet::from_versions`] does.
+    pub fn from_received(versions: Vec<Version>) -> (Self, bool) {
+        if is_canonical(&versions) {
+            return (VersionSet { versions }, true);
+        }
+        (VersionSet::from_versions(versions), false)
     }
 
     /// A "set" of exactly `versions`, invariants unchecked: for tests that need a damaged one.
@@ -298,6 +302,15 @@ impl VersionSet {
         self.absorb(other.versions)
     }
 
+    /// As [`VersionSet::merge_owned`], saying too whether the merged set is exactly `other`
+    /// (all of its versions and nothing else): a replica can then store the encoding `other`
+    /// came in, instead of encoding the same set again.
+    pub fn merge_exact(&mut self, other: VersionSet) -> (bool, bool) {
+        let incoming = other.versions.len();
+        let (changed, kept) = self.absorb_counting(other.versions);
+        (changed, kept == incoming && kept == self.versions.len())
+    }
+
     /// Merges a single version; returns true when the set changed.
     pub fn merge_version(&mut self, version: Version) -> bool {
         self.absorb(std::iter::once(version))
@@ -308,37 +321,49 @@ impl VersionSet {
     // greatest content (the same content, unless an actor id was reused). Linear apart from the
     // sort, so that a key with thousands of siblings stays cheap to write and to merge.
     fn absorb(&mut self, incoming: impl IntoIterator<Item = Version>) -> bool {
+        self.absorb_counting(incoming).0
+    }
+
+    // As `absorb`, counting too the surviving versions that are incoming ones: a newcomer, or
+    // a stored version equal to a newcomer that its dot made redundant.
+    fn absorb_counting(&mut self, incoming: impl IntoIterator<Item = Version>) -> (bool, usize) {
         let mut incoming = incoming.into_iter().peekable();
         if incoming.peek().is_none() {
-            return false;
+            return (false, 0);
         }
         let stored = std::mem::take(&mut self.versions);
-        let mut all: Vec<(Version, bool)> =
+        // (version, is new, equal to a newcomer)
+        let mut all: Vec<(Version, bool, bool)> =
             Vec::with_capacity(stored.len() + incoming.size_hint().0);
-        all.extend(stored.into_iter().map(|v| (v, false)));
-        all.extend(incoming.map(|v| (v, true)));
+        all.extend(stored.into_iter().map(|v| (v, false, false)));
+        all.extend(incoming.map(|v| (v, true, true)));
         // Stable: on equal content the stored copy stays first and the newcomer is dropped.
-        all.sort_by(|(x, _), (y, _)| x.dot.cmp(&y.dot).then_with(|| content_order(y, x)));
+        all.sort_by(|(x, ..), (y, ..)| x.dot.cmp(&y.dot).then_with(|| content_order(y, x)));
         let mut replaced = false;
-        all.dedup_by(|(later, later_new), (kept, kept_new)| {
+        all.dedup_by(|(later, later_new, _), (kept, kept_new, kept_incoming)| {
             let same = later.dot == kept.dot;
             replaced |= same && *kept_new && !*later_new;
+            if same && *later_new && !*kept_incoming && later == kept {
+                *kept_incoming = true;
+            }
             same
         });
-        let obsolete = Obsolete::of(all.iter().map(|(v, _)| v));
+        let obsolete = Obsolete::of(all.iter().map(|(v, ..)| v));
         // Exactly the survivors: a stored set lives as long as its key, and growing by
         // pushes would leave room for four versions where one is the common case.
         self.versions.reserve_exact(all.len() - obsolete.count());
         let mut changed = replaced;
-        for (i, (version, is_new)) in all.into_iter().enumerate() {
+        let mut kept_incoming = 0;
+        for (i, (version, is_new, is_incoming)) in all.into_iter().enumerate() {
             let dropped = obsolete.get(i);
             // Changed when a newcomer stays or an old version goes.
             changed |= is_new != dropped;
             if !dropped {
+                kept_incoming += usize::from(is_incoming);
                 self.versions.push(version);
             }
         }
-        changed
+        (changed, kept_incoming)
     }
 
     /// The context covering every surviving version: merged contexts plus dots.
@@ -983,6 +1008,26 @@ pub(crate) mod tests {
         ) {
             // The same, on merges of more than `PAIRWISE_MAX` versions (judged by the maps).
             absorb_as_defined(first, second)?;
+        }
+
+        #[test]
+        fn a_merge_says_exact_when_it_leaves_exactly_the_incoming_set(
+            first in proptest::collection::vec(any_version(), 0..8),
+            second in proptest::collection::vec(any_version(), 0..8),
+            share in proptest::collection::vec(any::<bool>(), 0..8),
+        ) {
+            // Some incoming versions also stored, as a replica often holds them already.
+            let mut stored = first;
+            stored.extend(second.iter().zip(&share).filter(|(_, s)| **s).map(|(v, _)| v.clone()));
+            let base = VersionSet::from_versions(stored);
+            let incoming = VersionSet::from_versions(second);
+            let mut plain = base.clone();
+            let plain_changed = plain.merge(&incoming);
+            let mut merged = base;
+            let (changed, exact) = merged.merge_exact(incoming.clone());
+            prop_assert_eq!(&merged, &plain);
+            prop_assert_eq!(changed, plain_changed);
+            prop_assert_eq!(exact, merged == incoming);
         }
 
         #[test]

@@ -198,6 +198,7 @@ mod ack_tests {
 
     use super::*;
     use crate::config::{Fsync, NodeConfig};
+    use crate::core::encoded_set::EncodedSet;
     use crate::core::engine::{Engine, EngineError, MemoryEngine, Segment, Summary};
     use crate::core::hints::HintStore;
     use crate::core::ids::{ActorId, Key};
@@ -274,8 +275,14 @@ mod ack_tests {
         fn digest(&self, key: &[u8]) -> Result<u64, EngineError> {
             self.inner.digest(key)
         }
-        fn put(&mut self, key: &[u8], digest: u64, set: &VersionSet) -> Result<(), EngineError> {
-            self.inner.put(key, digest, set)?;
+        fn put(
+            &mut self,
+            key: &[u8],
+            digest: u64,
+            set: &VersionSet,
+            encoded: &EncodedSet,
+        ) -> Result<(), EngineError> {
+            self.inner.put(key, digest, set, encoded)?;
             self.log.written.lock().unwrap().push(key.to_vec());
             Ok(())
         }

@@ -10,6 +10,7 @@
 //! A failed read is remembered ([`Store::failure`]) and answered as nothing found.
 
 use super::{ChangeGuard, Store, StoreError, lock};
+use crate::core::encoded_set::EncodedSet;
 use crate::core::engine::{EngineError, Segment};
 use crate::core::ids::Key;
 use crate::core::version::VersionSet;
@@ -60,6 +61,17 @@ impl Store {
         key: &Key,
         change: impl FnOnce(&mut VersionSet) -> Result<T, StoreError>,
     ) -> Result<(T, u64), StoreError> {
+        self.update_encoded(key, |set| change(set).map(|t| (t, None)))
+    }
+
+    // As `update`, for a change that may know the encoding of the set it leaves (`Some`
+    // only when it is exactly that set's), which is then stored instead of encoding the set
+    // again.
+    pub(super) fn update_encoded<T>(
+        &self,
+        key: &Key,
+        change: impl FnOnce(&mut VersionSet) -> Result<(T, Option<EncodedSet>), StoreError>,
+    ) -> Result<(T, u64), StoreError> {
         let _change = self.begin_change()?;
         let mut change = Some(change);
         let mut outcome = None;
@@ -78,7 +90,7 @@ impl Store {
         &self,
         segment: &mut dyn Segment,
         key: &Key,
-        change: impl FnOnce(&mut VersionSet) -> Result<T, StoreError>,
+        change: impl FnOnce(&mut VersionSet) -> Result<(T, Option<EncodedSet>), StoreError>,
     ) -> Result<(T, u64), StoreError> {
         let stored = segment.get(key)?;
         let old_digest = stored.as_ref().map_or(0, |(d, _)| *d);
@@ -86,7 +98,7 @@ impl Store {
         let was_empty = set.is_empty();
         let was_tombstones = set.is_all_tombstones();
         let old_values = set.value_bytes();
-        let result = change(&mut set)?;
+        let (result, encoded) = change(&mut set)?;
         let digest = set.digest();
         if digest == old_digest {
             return Ok((result, digest));
@@ -94,7 +106,8 @@ impl Store {
         if set.is_empty() {
             segment.remove(key)?;
         } else {
-            segment.put(key, digest, &set)?;
+            let encoded = encoded.unwrap_or_else(|| EncodedSet::encode(&set));
+            segment.put(key, digest, &set, &encoded)?;
         }
         self.xor_segment(key, old_digest, digest);
         let tombstones = set.is_all_tombstones();

@@ -377,19 +377,32 @@ impl Store {
     /// Merges versions received from a peer (replication, hint, repair, anti-entropy,
     /// handoff). Versions that a purge here deleted are dropped first.
     pub fn merge(&self, key: &Key, incoming: &VersionSet) -> Result<MergeOutcome, StoreError> {
-        self.merge_set(key, Cow::Borrowed(incoming))
+        self.merge_set(key, Cow::Borrowed(incoming), None)
     }
 
     /// As [`Store::merge`], taking the set: its versions move into the stored set instead of
     /// being copied (a replica write decoded for this merge alone).
     pub fn merge_owned(&self, key: &Key, incoming: VersionSet) -> Result<MergeOutcome, StoreError> {
-        self.merge_set(key, Cow::Owned(incoming))
+        self.merge_set(key, Cow::Owned(incoming), None)
+    }
+
+    /// As [`Store::merge_owned`], for a set that came as `sent`, which decodes to exactly
+    /// `incoming` ([`EncodedSet::decode_as_sent`]): when the merge leaves exactly that set,
+    /// as a replica write usually does, `sent` is stored as it came, not encoded again.
+    pub fn merge_sent(
+        &self,
+        key: &Key,
+        incoming: VersionSet,
+        sent: &EncodedSet,
+    ) -> Result<MergeOutcome, StoreError> {
+        self.merge_set(key, Cow::Owned(incoming), Some(sent))
     }
 
     fn merge_set(
         &self,
         key: &Key,
         incoming: Cow<'_, VersionSet>,
+        sent: Option<&EncodedSet>,
     ) -> Result<MergeOutcome, StoreError> {
         if incoming.is_empty() {
             return Ok(MergeOutcome {
@@ -398,12 +411,13 @@ impl Store {
             });
         }
         self.guard_actor(&incoming)?;
-        let (changed, digest) = self.update(key, |set| {
-            let incoming = match self.strip_purged(key, &incoming) {
-                Some(stripped) => stripped,
-                None => incoming.into_owned(),
+        let (changed, digest) = self.update_encoded(key, |set| {
+            let (incoming, sent) = match self.strip_purged(key, &incoming) {
+                Some(stripped) => (stripped, None),
+                None => (incoming.into_owned(), sent),
             };
-            Ok(set.merge_owned(incoming))
+            let (changed, exact) = set.merge_exact(incoming);
+            Ok((changed, sent.filter(|_| exact).cloned()))
         })?;
         Ok(MergeOutcome { changed, digest })
     }
@@ -425,7 +439,7 @@ impl Store {
         // set travels on (to replicas, and into hints kept here): a copy of its own keeps
         // that buffer from living as long as a hint.
         let value = value.map(|v| Bytes::copy_from_slice(&v));
-        let (coordinated, _) = self.update(key, |set| {
+        let (coordinated, _) = self.update_encoded(key, |set| {
             // Read under the key's lock: a handoff that drops this key takes a new epoch
             // before it does, so a write after the drop never reuses the old actor.
             let actor = self.actor();
@@ -452,11 +466,17 @@ impl Store {
             } else {
                 answer.add_dot(&dot, now_ms);
             }
-            Ok(Coordinated {
-                dot,
-                versions: EncodedSet::encode(set),
-                answer,
-            })
+            // Encoded once, for the replicas and for the store.
+            let versions = EncodedSet::encode(set);
+            let stored = Some(versions.clone());
+            Ok((
+                Coordinated {
+                    dot,
+                    versions,
+                    answer,
+                },
+                stored,
+            ))
         })?;
         Ok(coordinated)
     }

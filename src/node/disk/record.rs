@@ -5,6 +5,7 @@
 //! the fixed header is what the store's indexes are rebuilt from at open, without decoding
 //! any set.
 
+use crate::core::encoded_set::EncodedSet;
 use crate::core::engine::{EngineError, Summary};
 use crate::core::version::{Version, VersionSet};
 
@@ -27,13 +28,19 @@ pub fn user_key(disk_key: &[u8]) -> Result<&[u8], EngineError> {
 
 /// The stored form of `set`, whose digest is `digest`.
 pub fn encode(digest: u64, set: &VersionSet) -> Vec<u8> {
+    encode_with(digest, set, EncodedSet::encode(set).as_bytes())
+}
+
+/// The stored form of `set`, whose digest is `digest` and whose encoding ([`EncodedSet`]) is
+/// `versions`, made or checked by this node.
+pub fn encode_with(digest: u64, set: &VersionSet, versions: &[u8]) -> Vec<u8> {
     let summary = Summary::of(digest, set);
-    let mut out = Vec::with_capacity(HEADER + 48 * set.len() + summary.value_bytes as usize);
+    let mut out = Vec::with_capacity(HEADER + versions.len());
     out.extend_from_slice(&digest.to_le_bytes());
     out.extend_from_slice(&summary.value_bytes.to_le_bytes());
     out.push(u8::from(summary.tombstones_only));
-    // Plain structs into a Vec: no failure case (no maps with non-string keys, no I/O).
-    postcard::to_extend(set.versions(), out).unwrap_or_default()
+    out.extend_from_slice(versions);
+    out
 }
 
 /// The header of a stored record.
