@@ -177,14 +177,7 @@ mod tests {
             Store::new(ActorId::new("a", 1)),
             SharedHints::default(),
         );
-        let local = LocalReplica {
-            me: &me,
-            store: &store,
-            hints: &hints,
-            member: true,
-            now_ms: 0,
-            ack_after_sync: false,
-        };
+        let local = LocalReplica::for_tests(&me, &store, &hints);
         let live = |_: &NodeId| true;
         let view = View::n3(&me, &ring, &live);
         let key = Key::from_static(b"k");

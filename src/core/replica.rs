@@ -125,7 +125,20 @@ pub struct LocalReplica<'a> {
     pub ack_after_sync: bool,
 }
 
-impl LocalReplica<'_> {
+impl<'a> LocalReplica<'a> {
+    /// A member's replica at time 0 that acks without waiting for a sync, for tests.
+    #[cfg(test)]
+    pub(crate) fn for_tests(me: &'a NodeId, store: &'a Store, hints: &'a SharedHints) -> Self {
+        LocalReplica {
+            me,
+            store,
+            hints,
+            member: true,
+            now_ms: 0,
+            ack_after_sync: false,
+        }
+    }
+
     /// What this node holds for `key`: its own versions and any it keeps as hints.
     pub fn read(&self, key: &[u8]) -> VersionSet {
         let mut set = self.store.get(key);
@@ -233,14 +246,7 @@ mod tests {
             Store::new(ActorId::new("r", 1)),
             SharedHints::default(),
         );
-        let local = LocalReplica {
-            me: &me,
-            store: &store,
-            hints: &hints,
-            member: true,
-            now_ms: 0,
-            ack_after_sync: false,
-        };
+        let local = LocalReplica::for_tests(&me, &store, &hints);
         let key = Key::from_static(b"k");
         let put = |versions: &EncodedSet| ReplicaPut {
             key: key.clone(),

@@ -190,14 +190,7 @@ mod tests {
         }
 
         fn local(&self) -> LocalReplica<'_> {
-            LocalReplica {
-                me: &self.me,
-                store: &self.store,
-                hints: &self.hints,
-                member: true,
-                now_ms: 0,
-                ack_after_sync: false,
-            }
+            LocalReplica::for_tests(&self.me, &self.store, &self.hints)
         }
     }
 
