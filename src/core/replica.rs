@@ -165,20 +165,8 @@ impl<'a> LocalReplica<'a> {
             return Err(PutRefused::NotAMember);
         }
         let (versions, as_sent) = put.versions.decode_as_sent()?;
-        match put.hint_for {
-            Some(owner) if owner != *self.me => {
-                self.hints
-                    .lock()
-                    .add(owner, put.key, versions, self.now_ms)?;
-            }
-            _ if as_sent => {
-                self.store.merge_sent(&put.key, versions, &put.versions)?;
-            }
-            _ => {
-                self.store.merge_owned(&put.key, versions)?;
-            }
-        }
-        Ok(())
+        let sent = as_sent.then_some(&put.versions);
+        self.apply_decoded(put.key, versions, put.hint_for, sent)
     }
 
     /// As [`LocalReplica::apply`], for a set at hand (decoded, or made here).
@@ -191,11 +179,26 @@ impl<'a> LocalReplica<'a> {
         if !self.member {
             return Err(PutRefused::NotAMember);
         }
-        match hint_for {
-            Some(owner) if owner != *self.me => {
+        self.apply_decoded(key, versions, hint_for, None)
+    }
+
+    // `sent`: the bytes `versions` came in, when they decode to exactly that list, for the
+    // store to keep as they are if the merge leaves exactly that set.
+    fn apply_decoded(
+        &self,
+        key: Key,
+        versions: VersionSet,
+        hint_for: Option<NodeId>,
+        sent: Option<&EncodedSet>,
+    ) -> Result<(), PutRefused> {
+        match (hint_for, sent) {
+            (Some(owner), _) if owner != *self.me => {
                 self.hints.lock().add(owner, key, versions, self.now_ms)?;
             }
-            _ => {
+            (_, Some(sent)) => {
+                self.store.merge_sent(&key, versions, sent)?;
+            }
+            (_, None) => {
                 self.store.merge_owned(&key, versions)?;
             }
         }

@@ -244,7 +244,7 @@ proptest! {
     fn stored_records(bytes in arbitrary_bytes(), set in set_strategy(), key in key_strategy(), m in mutations()) {
         stored_record(&bytes);
         if !set.is_empty() {
-            let encoded = record::encode(set.digest(), &set);
+            let encoded = record::encode(set.digest(), &set, EncodedSet::encode(&set).as_bytes());
             prop_assert_eq!(record::decode(&encoded), Ok((set.digest(), set.clone())));
             stored_record(&mutate(encoded, &m));
         }

@@ -313,7 +313,7 @@ impl Segment for DiskSegment<'_> {
         versions: &EncodedSet,
     ) -> Result<(), EngineError> {
         self.engine.check_space()?;
-        let encoded = Slice::from(record::encode_with(digest, set, versions.as_bytes()));
+        let encoded = Slice::from(record::encode(digest, set, versions.as_bytes()));
         let disk_key = self.disk_key(key);
         let cache = self.cache.get_mut();
         // Dropped first: whatever fjall makes of a failed insert, the cache claims nothing.

@@ -5,7 +5,6 @@
 //! the fixed header is what the store's indexes are rebuilt from at open, without decoding
 //! any set.
 
-use crate::core::encoded_set::EncodedSet;
 use crate::core::engine::{EngineError, Summary};
 use crate::core::version::{Version, VersionSet};
 
@@ -26,14 +25,9 @@ pub fn user_key(disk_key: &[u8]) -> Result<&[u8], EngineError> {
         .ok_or_else(|| corrupt("a key shorter than its segment prefix"))
 }
 
-/// The stored form of `set`, whose digest is `digest`.
-pub fn encode(digest: u64, set: &VersionSet) -> Vec<u8> {
-    encode_with(digest, set, EncodedSet::encode(set).as_bytes())
-}
-
-/// The stored form of `set`, whose digest is `digest` and whose encoding ([`EncodedSet`]) is
-/// `versions`, made or checked by this node.
-pub fn encode_with(digest: u64, set: &VersionSet, versions: &[u8]) -> Vec<u8> {
+/// The stored form of `set`, whose digest is `digest` and whose encoding
+/// ([`crate::core::encoded_set::EncodedSet`]) is `versions`, made or checked by this node.
+pub fn encode(digest: u64, set: &VersionSet, versions: &[u8]) -> Vec<u8> {
     let summary = Summary::of(digest, set);
     let mut out = Vec::with_capacity(HEADER + versions.len());
     out.extend_from_slice(&digest.to_le_bytes());
@@ -100,7 +94,7 @@ mod tests {
         let mut set = VersionSet::new();
         let dot = Dot::new(ActorId::new("a", 1), 1);
         set.write(&VClock::new(), dot, Some(Bytes::from("value")), 5);
-        let bytes = encode(set.digest(), &set);
+        let bytes = encode(set.digest(), &set, EncodedSet::encode(&set).as_bytes());
         assert_eq!(decode(&bytes), Ok((set.digest(), set.clone())));
         assert_eq!(summary(&bytes).unwrap().value_bytes, 5);
         for cut in 0..bytes.len() {
