@@ -4,11 +4,12 @@
 //! nodes when the nodes outnumber the cores, or a machine of one core) runs on a
 //! current-thread runtime rather than a multi-thread one of one worker. Both run the node's
 //! tasks on one thread, but the multi-thread scheduler keeps its machinery for handing work
-//! between threads and pays for it on every wake-up: on 2 cores, 3 nodes under YCSB-A spent
-//! about 9% less CPU per operation on the current-thread one (BENCHMARKS.md). A `bench` that
-//! starts its own cluster takes a share of the cores beside its nodes: on 2 cores its clients
-//! spent about 20% less CPU per operation on one worker than on two. Other commands keep
-//! tokio's default multi-thread runtime (the `cluster` shell blocks on the terminal).
+//! between threads (which part of it costs most was not profiled): on 2 cores, 3 nodes under
+//! YCSB-A spent about 9% less CPU per operation on the current-thread one (BENCHMARKS.md). A
+//! `bench` that starts its own cluster takes a share of the cores beside its nodes: on 2
+//! cores its clients spent about 20% less CPU per operation on one worker than on two. Other
+//! commands keep tokio's default multi-thread runtime (the `cluster` shell blocks on the
+//! terminal).
 
 use std::ffi::OsStr;
 
