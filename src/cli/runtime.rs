@@ -16,6 +16,7 @@ use std::ffi::OsStr;
 use tokio::runtime::{Builder, Runtime};
 
 use crate::config::WORKER_THREADS_ENV;
+use crate::process::{core_share, machine_cores};
 
 /// The multi-thread runtime commands run on; `None`, said on stderr, when it cannot start.
 pub fn runtime() -> Option<Runtime> {
@@ -25,9 +26,8 @@ pub fn runtime() -> Option<Runtime> {
 /// The runtime a node runs on: current-thread when it would have one worker, else as
 /// [`runtime`].
 pub fn node_runtime() -> Option<Runtime> {
-    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     let workers = std::env::var_os(WORKER_THREADS_ENV);
-    if one_worker(workers.as_deref(), cores) {
+    if one_worker(workers.as_deref(), machine_cores()) {
         build(Builder::new_current_thread())
     } else {
         runtime()
@@ -41,15 +41,15 @@ pub fn bench_runtime(starts_cluster: bool, nodes: usize) -> Option<Runtime> {
     if !starts_cluster || std::env::var_os(WORKER_THREADS_ENV).is_some() {
         return runtime();
     }
-    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     let mut builder = Builder::new_multi_thread();
-    builder.worker_threads(bench_workers(cores, nodes));
+    builder.worker_threads(bench_workers(machine_cores(), nodes));
     build(builder)
 }
 
-/// Worker threads of a bench sharing `cores` with the `nodes` it started.
+/// Worker threads of a bench sharing `cores` with the `nodes` it started: one share among
+/// them all, as each node gets (`process::LocalCluster`).
 fn bench_workers(cores: usize, nodes: usize) -> usize {
-    (cores / (nodes + 1)).max(1)
+    core_share(cores, nodes + 1)
 }
 
 fn build(mut builder: Builder) -> Option<Runtime> {

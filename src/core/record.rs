@@ -13,7 +13,6 @@
 use std::borrow::Borrow;
 use std::hash::{Hash, Hasher};
 
-use super::encoded_set::EncodedSet;
 use super::version::{Version, VersionSet};
 
 const DIGEST_LEN: usize = 8;
@@ -22,12 +21,19 @@ const DIGEST_LEN: usize = 8;
 pub struct Record(Box<[u8]>);
 
 impl Record {
-    /// The record of `key` holding `set`, whose digest is `digest`.
+    /// The record of `key` holding `set`, whose digest is `digest`: for tests (the engine
+    /// stores the encoding the store made once, [`Record::with_encoding`]).
+    #[cfg(test)]
     pub fn new(key: &[u8], digest: u64, set: &VersionSet) -> Self {
-        Record::with_encoding(key, digest, EncodedSet::encode(set).as_bytes())
+        Record::with_encoding(
+            key,
+            digest,
+            super::encoded_set::EncodedSet::encode(set).as_bytes(),
+        )
     }
 
-    /// The record of `key` holding the set whose encoding ([`EncodedSet`]) is `versions` and
+    /// The record of `key` holding the set whose encoding
+    /// ([`EncodedSet`](super::encoded_set::EncodedSet)) is `versions` and
     /// whose digest is `digest`. The encoding must be one this node made or checked: a record
     /// decodes its versions without rebuilding the set.
     pub fn with_encoding(key: &[u8], digest: u64, versions: &[u8]) -> Self {

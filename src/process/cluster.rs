@@ -331,8 +331,17 @@ fn workers_per_node(nodes: usize) -> Option<usize> {
     if std::env::var_os(WORKER_THREADS_ENV).is_some() {
         return None;
     }
-    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-    Some((cores / nodes.max(1)).max(1))
+    Some(core_share(machine_cores(), nodes))
+}
+
+/// The cores this process may run on (1 when the system cannot tell).
+pub fn machine_cores() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
+}
+
+/// One share of `cores` split between `parties` processes: at least one core each.
+pub fn core_share(cores: usize, parties: usize) -> usize {
+    (cores / parties.max(1)).max(1)
 }
 
 /// K node processes on this machine; see the module docs. Nodes are addressed by 1-based
@@ -858,7 +867,7 @@ mod tests {
             assert_eq!(workers_per_node(3), None);
             return;
         }
-        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let cores = machine_cores();
         assert_eq!(workers_per_node(1), Some(cores));
         assert_eq!(workers_per_node(cores * 2), Some(1));
         assert_eq!(workers_per_node(0), Some(cores));

@@ -22,7 +22,10 @@ use std::path::PathBuf;
 
 pub use binary::{BINARY_ENV, BINARY_NAME, locate_node_binary};
 pub use child::{ExitInfo, ManagedProcess, ProcessStatus};
-pub use cluster::{LocalCluster, LocalClusterBuilder, MAX_NODES, NodeRef, NodeSpec, random_cookie};
+pub use cluster::{
+    LocalCluster, LocalClusterBuilder, MAX_NODES, NodeRef, NodeSpec, core_share, machine_cores,
+    random_cookie,
+};
 pub use firewall::{Firewall, IPTABLES, cut_pairs};
 pub use ports::{LoopbackNet, node_ip, pick_free_port};
 

@@ -38,12 +38,20 @@ fn run_bench(args: &[&str]) -> (String, serde_json::Value) {
         "exit {:?}\nstdout:\n{stdout}\nstderr:\n{stderr}",
         output.status
     );
-    let line = stdout
-        .lines()
-        .find(|l| l.starts_with("{\"bench\":"))
+    let json = json_lines(&stdout)
+        .into_iter()
+        .next()
         .unwrap_or_else(|| panic!("no JSON line in:\n{stdout}"));
-    let json = serde_json::from_str(line).unwrap();
     (stdout.to_string(), json)
+}
+
+/// Every JSON line a bench printed, in order.
+fn json_lines(stdout: &str) -> Vec<serde_json::Value> {
+    stdout
+        .lines()
+        .filter(|l| l.starts_with("{\"bench\":"))
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
 }
 
 /// The workload every smoke run uses (A, the default): 200 records, 400 operations, 4
@@ -159,11 +167,7 @@ fn run_versus(
     args.extend_from_slice(&TINY_WORKLOAD);
     args.extend_from_slice(extra);
     let (stdout, first) = run_bench(&args);
-    let runs: Vec<serde_json::Value> = stdout
-        .lines()
-        .filter(|l| l.starts_with("{\"bench\":"))
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
+    let runs = json_lines(&stdout);
     assert_eq!(first, runs[0]);
     (stdout, runs, dir)
 }
@@ -306,11 +310,7 @@ fn a_stop_signal_during_rounds_ends_the_run_under_way_and_starts_no_other() {
     let mut stdout = String::new();
     std::io::Read::read_to_string(&mut child.0.stdout.take().unwrap(), &mut stdout).unwrap();
     assert!(status.success(), "{status:?}\n{stdout}\n{stderr}");
-    let runs: Vec<serde_json::Value> = stdout
-        .lines()
-        .filter(|l| l.starts_with("{\"bench\":"))
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
+    let runs = json_lines(&stdout);
     assert_eq!(runs.len(), 1, "only the interrupted memory run:\n{stdout}");
     assert_eq!(runs[0]["storage"], "memory");
     assert!(
