@@ -7,7 +7,8 @@
 //! between threads (which part of it costs most was not profiled): on 2 cores, 3 nodes under
 //! YCSB-A spent about 9% less CPU per operation on the current-thread one (BENCHMARKS.md). A
 //! `bench` that starts its own cluster takes a share of the cores beside its nodes: on 2
-//! cores its clients spent about 20% less CPU per operation on one worker than on two. Other
+//! cores its clients spent about 20% less CPU per operation on one worker than on two, and
+//! 14% less again on a current-thread runtime than on a multi-thread one of one worker. Other
 //! commands keep tokio's default multi-thread runtime (the `cluster` shell blocks on the
 //! terminal).
 
@@ -36,14 +37,50 @@ pub fn node_runtime() -> Option<Runtime> {
 
 /// The runtime `bench` runs on. When it starts its own cluster of `nodes` on this machine it
 /// takes a share of the cores as each node does (`cores / (nodes + 1)` workers, at least one),
-/// unless `TOKIO_WORKER_THREADS` says otherwise; against nodes elsewhere, as [`runtime`].
+/// unless `TOKIO_WORKER_THREADS` says otherwise; against nodes elsewhere, as [`runtime`]. One
+/// worker means a current-thread runtime, as for a node.
 pub fn bench_runtime(starts_cluster: bool, nodes: usize) -> Option<Runtime> {
-    if !starts_cluster || std::env::var_os(WORKER_THREADS_ENV).is_some() {
-        return runtime();
+    let workers = std::env::var_os(WORKER_THREADS_ENV);
+    match bench_threads(workers.as_deref(), machine_cores(), starts_cluster, nodes) {
+        BenchThreads::One => build(Builder::new_current_thread()),
+        BenchThreads::Share(share) => {
+            let mut builder = Builder::new_multi_thread();
+            builder.worker_threads(share);
+            build(builder)
+        }
+        BenchThreads::Default => runtime(),
     }
-    let mut builder = Builder::new_multi_thread();
-    builder.worker_threads(bench_workers(machine_cores(), nodes));
-    build(builder)
+}
+
+/// How many threads a bench's runtime gets.
+#[derive(Debug, PartialEq, Eq)]
+enum BenchThreads {
+    /// One: a current-thread runtime.
+    One,
+    /// A multi-thread runtime of this many workers, its share beside its nodes.
+    Share(usize),
+    /// A multi-thread runtime as tokio sizes it (from the environment or the cores).
+    Default,
+}
+
+/// The bench's threads, given `workers` (the value of [`WORKER_THREADS_ENV`]), the machine's
+/// `cores`, and whether it starts a cluster of `nodes` beside itself.
+fn bench_threads(
+    workers: Option<&OsStr>,
+    cores: usize,
+    starts_cluster: bool,
+    nodes: usize,
+) -> BenchThreads {
+    if one_worker(workers, cores) {
+        return BenchThreads::One;
+    }
+    if !starts_cluster || workers.is_some() {
+        return BenchThreads::Default;
+    }
+    match bench_workers(cores, nodes) {
+        1 => BenchThreads::One,
+        share => BenchThreads::Share(share),
+    }
 }
 
 /// Worker threads of a bench sharing `cores` with the `nodes` it started: one share among
@@ -92,5 +129,25 @@ mod tests {
         assert_eq!(bench_workers(8, 3), 2);
         assert_eq!(bench_workers(16, 3), 4);
         assert_eq!(bench_workers(1, 0), 1);
+    }
+
+    #[test]
+    fn a_bench_of_one_worker_runs_on_a_current_thread_runtime() {
+        let env = |v: &str| Some(OsStr::new(v).to_owned());
+        // Its share beside its own cluster: one of 2 cores' 4 shares, 2 of 8's.
+        assert_eq!(bench_threads(None, 2, true, 3), BenchThreads::One);
+        assert_eq!(bench_threads(None, 8, true, 3), BenchThreads::Share(2));
+        // The environment decides over the share, and one worker is one thread.
+        assert_eq!(
+            bench_threads(env("1").as_deref(), 8, true, 3),
+            BenchThreads::One
+        );
+        assert_eq!(
+            bench_threads(env("4").as_deref(), 2, true, 3),
+            BenchThreads::Default
+        );
+        // Against nodes elsewhere: tokio's default, unless that is one worker.
+        assert_eq!(bench_threads(None, 8, false, 3), BenchThreads::Default);
+        assert_eq!(bench_threads(None, 1, false, 3), BenchThreads::One);
     }
 }
