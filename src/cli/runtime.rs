@@ -8,7 +8,7 @@
 //! YCSB-A spent about 9% less CPU per operation on the current-thread one (BENCHMARKS.md). A
 //! `bench` that starts its own cluster takes a share of the cores beside its nodes: on 2
 //! cores its clients spent about 20% less CPU per operation on one worker than on two, and
-//! 14% less again on a current-thread runtime than on a multi-thread one of one worker. Other
+//! 13% less again on a current-thread runtime than on a multi-thread one of one worker. Other
 //! commands keep tokio's default multi-thread runtime (the `cluster` shell blocks on the
 //! terminal).
 
@@ -134,7 +134,7 @@ mod tests {
     #[test]
     fn a_bench_of_one_worker_runs_on_a_current_thread_runtime() {
         let env = |v: &str| Some(OsStr::new(v).to_owned());
-        // Its share beside its own cluster: one of 2 cores' 4 shares, 2 of 8's.
+        // Its share beside a cluster of 3: 2 cores give it one worker, 8 cores two.
         assert_eq!(bench_threads(None, 2, true, 3), BenchThreads::One);
         assert_eq!(bench_threads(None, 8, true, 3), BenchThreads::Share(2));
         // The environment decides over the share, and one worker is one thread.
