@@ -62,9 +62,10 @@ impl Record {
 
     /// The stored set, decoded.
     pub fn versions(&self) -> VersionSet {
-        // Only `Record::new` makes records, from a set this same code encoded.
+        // Records hold only encodings this node made, or checked as it received them
+        // (`with_encoding`'s contract).
         let versions: Vec<Version> = postcard::from_bytes(self.encoded_versions())
-            .expect("a record decodes: it was encoded by Record::new");
+            .expect("a record decodes: its encoding was made or checked by this node");
         VersionSet::from_canonical(versions)
     }
 
