@@ -15,7 +15,8 @@ use crate::tls::{NodeTls, TlsPaths};
 #[derive(Args, Clone, Debug, Default, PartialEq, Eq)]
 pub struct NodeFlags {
     /// Shared secret of the cluster handshake, for loopback nodes (a command line shows in
-    /// `ps`: elsewhere use --cookie-file or $DYNAMO_COOKIE) [default: dynamo]
+    /// `ps`: elsewhere use $DYNAMO_COOKIE, or --cookie-file on `start`) [default:
+    /// $DYNAMO_COOKIE, else "dynamo"; `cluster` makes a random one]
     #[arg(long, value_name = "SECRET")]
     pub cookie: Option<String>,
     /// Replicas per key [default: 3]
@@ -83,6 +84,16 @@ impl NodeFlags {
         set(&mut ae.tombstone_grace_ms, self.tombstone_grace_ms);
         set(&mut config.hints.max_hints, self.max_hints);
         set(&mut config.hints.max_bytes, self.max_hint_bytes);
+    }
+
+    /// The cookie this command was given: `--cookie`, else `$DYNAMO_COOKIE` (its trailing
+    /// newline dropped, as `start` reads it); a blank one counts as none.
+    pub fn given_cookie(&self) -> Option<String> {
+        self.cookie
+            .clone()
+            .or_else(|| std::env::var(COOKIE_ENV).ok())
+            .map(|c| c.trim_end_matches(['\n', '\r']).to_owned())
+            .filter(|c| !c.trim().is_empty())
     }
 
     /// The same flags as command-line arguments, for a child `dynamo-node start`; the cookie

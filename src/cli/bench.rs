@@ -750,7 +750,8 @@ async fn connect_native(
     let mut node = NodeConfig::new("bench", SocketAddr::from(([127, 0, 0, 1], 0)));
     flags.apply(&mut node);
     let mut config = NativeConfig::new(seeds);
-    config.cookie = node.cookie;
+    // As the nodes get it: `--cookie`, else `$DYNAMO_COOKIE`, else the default.
+    config.cookie = flags.given_cookie().unwrap_or(node.cookie);
     config.quorum = node.quorum;
     config.gossip = node.gossip;
     config.name.clone_from(&tls.client_name);
@@ -853,6 +854,10 @@ async fn start_cluster(
         .nodes(nodes)
         .loopback_net(LoopbackNet::unique())
         .node_args(flags.to_args());
+    // The client is given the same cookie (`connect_native`); none given, both use the default.
+    if let Some(cookie) = flags.given_cookie() {
+        builder = builder.cookie(cookie);
+    }
     if let Some((dir, fsync)) = data {
         // Named explicitly, so the report's policy is the nodes' whatever their default.
         let policy = match fsync {

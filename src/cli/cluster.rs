@@ -84,13 +84,7 @@ pub async fn run(args: ClusterArgs) -> Result<(), CliError> {
     let mut stop = pin!(shutdown_signal());
 
     // The nodes get the cookie through their environment: the one given, else a fresh one.
-    let cookie = args
-        .flags
-        .cookie
-        .clone()
-        .or_else(|| std::env::var(super::COOKIE_ENV).ok())
-        .filter(|c| !c.trim().is_empty())
-        .unwrap_or_else(random_cookie);
+    let cookie = args.flags.given_cookie().unwrap_or_else(random_cookie);
     let mut builder = LocalCluster::builder()
         .nodes(args.nodes)
         .node_args(args.flags.to_args())

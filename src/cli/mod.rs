@@ -68,7 +68,7 @@ pub struct Cli {
 /// The subcommands.
 #[derive(Subcommand, Debug)]
 pub enum Command {
-    /// Run one node in the foreground (logs through RUST_LOG, default info)
+    /// Run one node in the foreground (logs through RUST_LOG, default info,ractor::actor=warn)
     Start(Box<StartArgs>),
     /// Run a local cluster of K node processes, restarted when they crash; Ctrl-C stops them
     Cluster(ClusterArgs),
@@ -76,7 +76,7 @@ pub enum Command {
     Get(GetArgs),
     /// Write a value (from VALUE or stdin); prints the new context
     Put(PutArgs),
-    /// Delete what the context covers (all values seen, or none with a blind delete)
+    /// Delete what the context covers; without one, every value the key has now
     Delete(DeleteArgs),
     /// Print the members (liveness, ring status, handoff) and ring shares as a node sees them
     Status(Target),
@@ -84,7 +84,7 @@ pub enum Command {
     Leave(LeaveArgs),
     /// Declare a node gone for good (refused while it is alive): the others take its ranges
     Remove(RemoveArgs),
-    /// YCSB-style benchmark over HTTP, against --node URLs or a cluster it starts
+    /// YCSB-style benchmark over HTTP or the native client, against --node URLs or a cluster it starts
     Bench(Box<BenchArgs>),
     /// Walk through the pure core in one process (no network)
     #[command(hide = true)]

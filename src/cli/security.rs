@@ -22,7 +22,8 @@ pub const DEFAULT_COOKIE: &str = "dynamo";
 /// `start` flags for secrets, HTTPS and the HTTP server's bounds.
 #[derive(Args, Clone, Debug, Default, PartialEq, Eq)]
 pub struct SecurityFlags {
-    /// File holding the cluster cookie (first line); else $DYNAMO_COOKIE, else --cookie
+    /// File holding the cluster cookie (its trailing newlines dropped); else --cookie, else
+    /// $DYNAMO_COOKIE
     #[arg(long, value_name = "FILE", conflicts_with = "cookie")]
     pub cookie_file: Option<PathBuf>,
     /// File holding the bearer token that `/kv/*` requires [default: /kv open]

@@ -338,8 +338,18 @@ fn bench_through_the_native_client_compares_writes_with_the_raw_call_rate() {
 }
 
 #[test]
-fn bench_transport_pings_a_node_it_starts() {
-    let (stdout, json) = run_bench(&["transport", "--duration-secs", "0.5", "--concurrency", "4"]);
+fn bench_transport_pings_a_node_it_starts_with_the_cookie_it_was_given() {
+    // The node and the client must both take the cookie: a node on the default one would
+    // refuse the client's handshake.
+    let (stdout, json) = run_bench(&[
+        "transport",
+        "--duration-secs",
+        "0.5",
+        "--concurrency",
+        "4",
+        "--cookie",
+        "bench-s3cret",
+    ]);
     assert_eq!(json["bench"], "transport", "{stdout}");
     assert_eq!(json["concurrency"], 4);
     assert_eq!(json["errors"], 0, "{stdout}");
