@@ -20,9 +20,12 @@
 //! fjall numbers its journals and names the next one `{n + 1}.jnl` when it seals `{n}.jnl`
 //! (a test pins this), holding its journal lock, so no write reaches a sealed journal
 //! afterwards. A sync therefore lists the directory only when the next journal's name exists
-//! (or at the first sync, or when a name is not a number: then always), and a sealed journal
-//! is synced until one sync that began after it was sealed succeeded; then it is durable for
-//! good and its descriptor is closed. In steady state a sync is one `stat` and one fsync.
+//! or the newest journal it knows was deleted (or at the first sync, or when a name is not a
+//! number: then always), and a sealed journal is synced until one sync that began after it was
+//! sealed succeeded; then it is durable for good and its descriptor is closed. The deletion
+//! matters: between two syncs fjall may seal `{n}` and `{n + 1}` and delete both once their
+//! data is in tables (it deletes journals oldest first), and the next name alone would then
+//! never appear. In steady state a sync is one `stat`, one `fstat` and one fsync.
 //!
 //! After a failed fsync the kernel may have dropped the dirty pages it could not write and
 //! report the next fsync clean (PostgreSQL's "fsyncgate"), so a failure is final here: every
@@ -31,6 +34,7 @@
 use std::collections::BTreeMap;
 use std::ffi::OsString;
 use std::fs::File;
+use std::os::unix::fs::MetadataExt;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard};
@@ -106,6 +110,7 @@ impl JournalSync {
         let unchanged = files.numbered.as_ref().is_some_and(|numbered| {
             matches!(std::fs::symlink_metadata(&numbered.next),
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound)
+                && files.newest_is_linked(numbered.newest)
         });
         if !unchanged {
             self.list(files)?;
@@ -187,6 +192,18 @@ impl JournalSync {
     }
 }
 
+impl Files {
+    // Whether the journal numbered `newest` is open here and still has a name: fjall deletes
+    // a journal only after sealing it, so a deleted newest journal means newer ones exist.
+    fn newest_is_linked(&self, newest: u64) -> bool {
+        self.open
+            .values()
+            .find(|journal| journal.number == Some(newest))
+            .and_then(|journal| journal.file.metadata().ok())
+            .is_some_and(|meta| meta.nlink() > 0)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use std::io::Write;
@@ -243,6 +260,31 @@ mod tests {
         sync.sync().unwrap();
         assert_eq!(open_names(&sync), ["2.jnl"]);
         assert_eq!(sync.syncs(), 5);
+    }
+
+    #[test]
+    fn journals_sealed_and_deleted_between_two_syncs_do_not_hide_the_newest_one() {
+        let dir = TempDir::new("journal-sync-skipped");
+        append(&dir.join("0.jnl"), b"first");
+        let sync = JournalSync::new(dir.path().to_path_buf());
+        sync.sync().unwrap();
+        assert_eq!(open_names(&sync), ["0.jnl"]);
+
+        // Between two syncs fjall seals 0 and 1, flushes both into tables and deletes them,
+        // oldest first: the name after 0 never shows, and 2 takes the writes.
+        append(&dir.join("1.jnl"), b"second");
+        append(&dir.join("2.jnl"), b"third");
+        std::fs::remove_file(dir.join("0.jnl")).unwrap();
+        std::fs::remove_file(dir.join("1.jnl")).unwrap();
+        sync.sync().unwrap();
+        assert_eq!(
+            open_names(&sync),
+            ["2.jnl"],
+            "the journal fjall writes to is synced"
+        );
+        append(&dir.join("3.jnl"), b"fourth");
+        sync.sync().unwrap();
+        assert_eq!(open_names(&sync), ["3.jnl"]);
     }
 
     #[test]
