@@ -36,7 +36,7 @@ use std::ffi::OsString;
 use std::fs::File;
 use std::os::unix::fs::MetadataExt;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard};
 
 /// The journal files of one fjall database, opened for fsync.
@@ -45,6 +45,8 @@ pub struct JournalSync {
     // Held for a whole sync.
     files: Mutex<Files>,
     syncs: AtomicU64,
+    // Set once a sync failed, for the checks that must not wait for a running sync.
+    broken: AtomicBool,
 }
 
 #[derive(Default)]
@@ -80,7 +82,23 @@ impl JournalSync {
             dir,
             files: Mutex::new(Files::default()),
             syncs: AtomicU64::new(0),
+            broken: AtomicBool::new(false),
         }
+    }
+
+    /// Why the journals can no longer be made durable (a sync failed), if they cannot.
+    pub fn failure(&self) -> Option<String> {
+        if !self.broken.load(Ordering::Acquire) {
+            return None;
+        }
+        self.lock_files().failed.clone()
+    }
+
+    /// Fails as a sync whose fsync returned `why` would: every later sync fails too.
+    #[cfg(test)]
+    pub fn fail(&self, why: &str) {
+        self.lock_files().failed = Some(format!("an fsync failed earlier: {why}"));
+        self.broken.store(true, Ordering::Release);
     }
 
     /// Makes every write handed to the OS before this call durable.
@@ -96,6 +114,7 @@ impl JournalSync {
             }
             Err(why) => {
                 files.failed = Some(format!("an fsync failed earlier: {why}"));
+                self.broken.store(true, Ordering::Release);
                 Err(why)
             }
         }

@@ -210,6 +210,11 @@ impl DiskEngine {
     // caller's changes: a write of a few hundred bytes into the page cache costs more than the
     // change itself.
     fn hand_over(&self) -> Result<(), EngineError> {
+        // A failed fsync (of a status entry's data, under this policy) is final here too: the
+        // kernel may have dropped pages it could not write, handed over or not.
+        if let Some(why) = self.journals.failure() {
+            return Err(EngineError::Failed(why));
+        }
         let upto = self.changes.load(Ordering::Acquire);
         if self.handed.load(Ordering::Acquire) >= upto {
             return Ok(());
