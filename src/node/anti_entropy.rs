@@ -317,16 +317,21 @@ fn answer(
     }
     let shared = Arc::clone(shared);
     tokio::spawn(async move {
-        // A purge asks which tombstones we hold; what we answer must be on disk, or a power
-        // loss here after everyone purged would bring back the value they covered.
-        if matches!(request.step, Step::Digests { .. })
+        // A purge asks which tombstones we hold; what we answer must be durable (on disk, or
+        // with the OS under `--fsync never`), or a crash here after everyone purged would
+        // bring back the value they covered. So the answer is read first, then made durable:
+        // a write that lands after the sync began would be answered as held without being so.
+        let held = matches!(request.step, Step::Digests { .. });
+        let metrics_shared = Arc::clone(&shared);
+        let answered = on_replica(&shared, &from, move |replica| respond(replica, request)).await;
+        if held
+            && answered.is_ok()
             && let Err(e) = shared.sync_store().await
         {
             let _ = reply.send(Payload::err(e.to_string()));
             return;
         }
-        let metrics_shared = Arc::clone(&shared);
-        match on_replica(&shared, &from, move |replica| respond(replica, request)).await {
+        match answered {
             Ok(answer) => {
                 let metrics = &metrics_shared.metrics;
                 metrics.anti_entropy_bytes.inc_by(wire_size(&answer.reply));

@@ -210,13 +210,17 @@ impl NodeShared {
         !matches!(self.durability, Durability::Memory)
     }
 
-    /// Makes the store's changes so far durable when writes wait for fsyncs, sharing the
-    /// fsync with every write waiting at the same time; at once otherwise.
+    /// Makes the store's changes so far count as an acknowledged write's do (see
+    /// [`Self::after_sync`]): fsynced, handed to the OS, or at once in memory.
     pub async fn sync_store(&self) -> Result<(), StoreError> {
-        match &self.durability {
-            Durability::Fsync(syncer) => Ok(syncer.sync().await?),
-            Durability::HandOver(_) | Durability::Memory => Ok(()),
-        }
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        self.after_sync(move |outcome| {
+            // The caller may be gone: nothing to tell then.
+            let _ = tx.send(outcome);
+        });
+        rx.await.unwrap_or_else(|_| {
+            Err(EngineError::Failed("the store's sync went away".into()).into())
+        })
     }
 
     /// Calls `done` once the store's changes so far count for an ack: after an fsync shared

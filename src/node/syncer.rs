@@ -1,7 +1,7 @@
 //! Group commit: the one place where writes applied on this node wait for an fsync.
 //!
 //! A write that must be durable before it counts registers *after* it was applied, with a
-//! callback ([`Syncer::after_sync`]) or by awaiting [`Syncer::sync`]. A thread of the node's
+//! callback ([`Syncer::after_sync`]; `NodeShared::sync_store` awaits one). A thread of the node's
 //! own makes the fsyncs while anyone waits: each round takes every waiter registered before
 //! it starts, fsyncs, then answers exactly those. A waiter that registers while a round runs
 //! is taken by the next one, since the running fsync may have started before its write; so
@@ -30,8 +30,6 @@ use std::panic::AssertUnwindSafe;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
-
-use tokio::sync::oneshot;
 
 use crate::core::engine::EngineError;
 
@@ -117,8 +115,9 @@ impl Syncer {
     }
 
     /// Returns once an fsync that started after this call began has finished.
+    #[cfg(test)]
     pub async fn sync(&self) -> Result<(), EngineError> {
-        let (tx, rx) = oneshot::channel();
+        let (tx, rx) = tokio::sync::oneshot::channel();
         self.after_sync(move |outcome| {
             // The caller may be gone (a request that timed out): nothing to tell then.
             let _ = tx.send(outcome);
