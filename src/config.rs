@@ -223,6 +223,16 @@ pub enum Fsync {
     Never,
 }
 
+impl Fsync {
+    /// The policy as `--fsync` names it.
+    pub fn flag_value(self) -> &'static str {
+        match self {
+            Fsync::Always => "always",
+            Fsync::Never => "never",
+        }
+    }
+}
+
 /// Everything a node needs to start.
 #[derive(Clone, Debug, PartialEq, Eq)]
 #[non_exhaustive]

@@ -860,10 +860,7 @@ async fn start_cluster(
     }
     if let Some((dir, fsync)) = data {
         // Named explicitly, so the report's policy is the nodes' whatever their default.
-        let policy = match fsync {
-            Fsync::Always => "always",
-            Fsync::Never => "never",
-        };
+        let policy = fsync.flag_value();
         eprintln!(
             "data under {}/n1..n{nodes} (fsync {policy}), kept after the run",
             dir.display()

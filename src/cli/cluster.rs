@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 use clap::Args;
 
 use super::{CliError, NodeFlags, force_exit_on_second_signal, init_tracing, shutdown_signal};
+use crate::config::Fsync;
 use crate::process::{BINARY_ENV, LocalCluster, MAX_NODES, ProcessStatus, random_cookie};
 
 /// `dynamo-node cluster`.
@@ -24,6 +25,10 @@ pub struct ClusterArgs {
     /// Node i keeps its data in DIR/n{i} (kept across restarts and runs) [default: in memory]
     #[arg(long, value_name = "DIR")]
     pub data_dir: Option<PathBuf>,
+    /// With --data-dir: the nodes' `start --fsync` (always: a write counts after an fsync that
+    /// covers it; never: once the OS has it) [default: always]
+    #[arg(long, value_enum, value_name = "WHEN", requires = "data_dir")]
+    pub fsync: Option<Fsync>,
     /// Node executable [default: $DYNAMO_NODE_BIN, else this executable]
     #[arg(long, value_name = "PATH")]
     pub binary: Option<PathBuf>,
@@ -105,6 +110,9 @@ pub async fn run(args: ClusterArgs) -> Result<(), CliError> {
     }
     if let Some(dir) = &args.data_dir {
         builder = builder.data_dirs(dir);
+    }
+    if let Some(fsync) = args.fsync {
+        builder = builder.node_args(["--fsync", fsync.flag_value()]);
     }
     let converge = Duration::from_millis(args.converge_timeout_ms);
     let started = async {
@@ -269,6 +277,25 @@ mod tests {
             args.flags.to_args(),
             ["--n", "3", "--w", "1", "--gossip-interval-ms", "200"]
         );
+    }
+
+    #[test]
+    fn fsync_is_taken_only_with_a_data_dir() {
+        use clap::Parser;
+        let parse = |args: &[&str]| {
+            crate::cli::Cli::try_parse_from([&["dynamo-node", "cluster"][..], args].concat())
+        };
+        assert!(
+            parse(&["--fsync", "never"]).is_err(),
+            "nothing to fsync in memory"
+        );
+        let cli = parse(&["--data-dir", "/tmp/d", "--fsync", "never"]).unwrap();
+        let crate::cli::Command::Cluster(args) = cli.command else {
+            panic!()
+        };
+        assert_eq!(args.fsync, Some(Fsync::Never));
+        assert_eq!(Fsync::Never.flag_value(), "never");
+        assert_eq!(Fsync::Always.flag_value(), "always");
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
