@@ -49,11 +49,7 @@ impl EncodedSet {
     /// The set, rebuilt as any set from a peer is; an error when the bytes are not one (or
     /// are followed by anything).
     pub fn decode(&self) -> Result<VersionSet, UndecodableSet> {
-        match postcard::take_from_bytes::<VersionSet>(&self.0) {
-            Ok((set, [])) => Ok(set),
-            Ok(_) => Err(UndecodableSet(postcard::Error::DeserializeBadEncoding)),
-            Err(e) => Err(UndecodableSet(e)),
-        }
+        self.decode_as_sent().map(|(set, _)| set)
     }
 
     /// As [`EncodedSet::decode`], saying too whether the set is exactly what the bytes list

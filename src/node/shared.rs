@@ -213,14 +213,11 @@ impl NodeShared {
     /// Makes the store's changes so far count as an acknowledged write's do (see
     /// [`Self::after_sync`]): fsynced, handed to the OS, or at once in memory.
     pub async fn sync_store(&self) -> Result<(), StoreError> {
-        let (tx, rx) = tokio::sync::oneshot::channel();
-        self.after_sync(move |outcome| {
-            // The caller may be gone: nothing to tell then.
-            let _ = tx.send(outcome);
-        });
-        rx.await.unwrap_or_else(|_| {
-            Err(EngineError::Failed("the store's sync went away".into()).into())
-        })
+        super::syncer::awaited(
+            |done| self.after_sync(done),
+            || EngineError::Failed("the store's sync went away".into()).into(),
+        )
+        .await
     }
 
     /// Calls `done` once the store's changes so far count for an ack: after an fsync shared

@@ -117,13 +117,11 @@ impl Syncer {
     /// Returns once an fsync that started after this call began has finished.
     #[cfg(test)]
     pub async fn sync(&self) -> Result<(), EngineError> {
-        let (tx, rx) = tokio::sync::oneshot::channel();
-        self.after_sync(move |outcome| {
-            // The caller may be gone (a request that timed out): nothing to tell then.
-            let _ = tx.send(outcome);
-        });
-        rx.await
-            .unwrap_or_else(|_| Err(EngineError::Failed("the fsync thread went away".into())))
+        awaited(
+            |done| self.after_sync(done),
+            || EngineError::Failed("the fsync thread went away".into()),
+        )
+        .await
     }
 
     /// Number of fsync rounds finished so far.
@@ -131,6 +129,20 @@ impl Syncer {
     fn rounds(&self) -> u64 {
         self.inner.lock().rounds
     }
+}
+
+/// The outcome that `register` hands the callback it is given, awaited; `gone()` when the
+/// callback was dropped unanswered.
+pub(super) async fn awaited<E: Send + 'static>(
+    register: impl FnOnce(Box<dyn FnOnce(Result<(), E>) + Send>),
+    gone: impl FnOnce() -> E,
+) -> Result<(), E> {
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    register(Box::new(move |outcome| {
+        // The caller may be gone (a request that timed out): nothing to tell then.
+        let _ = tx.send(outcome);
+    }));
+    rx.await.unwrap_or_else(|_| Err(gone()))
 }
 
 impl Drop for Syncer {

@@ -97,7 +97,11 @@ impl JournalSync {
     /// Fails as a sync whose fsync returned `why` would: every later sync fails too.
     #[cfg(test)]
     pub fn fail(&self, why: &str) {
-        self.lock_files().failed = Some(format!("an fsync failed earlier: {why}"));
+        self.mark_failed(&mut self.lock_files(), why);
+    }
+
+    fn mark_failed(&self, files: &mut Files, why: &str) {
+        files.failed = Some(format!("an fsync failed earlier: {why}"));
         self.broken.store(true, Ordering::Release);
     }
 
@@ -113,8 +117,7 @@ impl JournalSync {
                 Ok(())
             }
             Err(why) => {
-                files.failed = Some(format!("an fsync failed earlier: {why}"));
-                self.broken.store(true, Ordering::Release);
+                self.mark_failed(&mut files, &why);
                 Err(why)
             }
         }
