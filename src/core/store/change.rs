@@ -156,9 +156,15 @@ impl Store {
                     Ok(true)
                 })();
             });
-        removed.unwrap_or_else(|e| {
-            self.note_failure(e);
-            false
-        })
+        match removed {
+            Ok(removed) => removed,
+            // A full disk refuses removals as it refuses writes: the handoff or purge tries
+            // again later, and the node keeps serving (draining is what frees a full node).
+            Err(EngineError::DiskFull(_)) => false,
+            Err(e) => {
+                self.note_failure(e);
+                false
+            }
+        }
     }
 }

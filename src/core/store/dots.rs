@@ -15,6 +15,7 @@
 //! reopened store starts past the last block written, so a crash burns the rest of a block
 //! and never issues a dot twice (Riak's kv679).
 
+use std::sync::MutexGuard;
 use std::sync::atomic::Ordering;
 
 use super::{META_ACTOR, META_LEASE, Store, StoreError, lock};
@@ -51,8 +52,10 @@ impl Store {
     }
 
     /// Takes a fresh epoch of the actor id, written before it is used; the counter goes on,
-    /// so dots stay unique.
-    pub(super) fn new_epoch(&self) -> Result<(), EngineError> {
+    /// so dots stay unique. The caller holds `leasing`: two epoch changes that read the same
+    /// current actor would otherwise write one id twice, or the slower write would take the
+    /// actor back to an epoch already replaced.
+    fn new_epoch(&self, _leasing: &MutexGuard<'_, ()>) -> Result<(), EngineError> {
         let current = self.actor();
         let next = ActorId::new(current.node.clone(), current.incarnation.saturating_add(1));
         self.engine.set_meta(META_ACTOR, &encode_actor(&next))?;
@@ -74,9 +77,9 @@ impl Store {
         if forged {
             // Under the lease lock, so that two merges seeing one claim take one epoch each
             // at most, in order.
-            let _leasing = lock(&self.leasing);
+            let leasing = lock(&self.leasing);
             if ActorId::clone(&self.actor.load()) == **actor {
-                self.new_epoch()?;
+                self.new_epoch(&leasing)?;
             }
         }
         Ok(())
@@ -90,8 +93,9 @@ impl Store {
             if digest != expected {
                 return Ok(false);
             }
+            let leasing = lock(&self.leasing);
             if mentions(set, &self.actor.load()) {
-                self.new_epoch()?;
+                self.new_epoch(&leasing)?;
             }
             Ok(true)
         })

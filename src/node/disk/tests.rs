@@ -278,6 +278,12 @@ fn below_the_free_space_reserve_writes_fail_as_disk_full_and_reads_go_on() {
     ));
     assert!(store.get(&key(2)).is_empty());
     assert!(store.failure().is_none(), "a full disk is no read failure");
+    // A handoff's removal (which takes a fresh actor epoch first: this store's actor made
+    // the key's dot) is refused too, and the node stays up to try it again later.
+    let digest = store.digest(&key(1));
+    assert!(!store.remove_handed(&key(1), digest));
+    assert_eq!(store.get(&key(1)).read().values, vec![Bytes::from("kept")]);
+    assert!(store.failure().is_none(), "a full disk is no store failure");
 }
 
 // Per cell and per piece, the XOR of the elements of the stored keys among `keys`, as a
