@@ -186,7 +186,11 @@ impl Node {
         // Every start is a new incarnation of the member (gossip tells restarts apart); the
         // actor id that makes dots is the data's: new with in-memory data, kept on disk.
         let shared = match store {
-            Some((store, hints)) => NodeShared::with_store(config, incarnation, store, hints)?,
+            Some((store, hints)) => {
+                let me = NodeId::new(&config.name);
+                let incarnation = NodeShared::starting_incarnation(&store, &me, incarnation);
+                NodeShared::with_store(config, incarnation, store, hints)?
+            }
             None => NodeShared::new(config, incarnation)?,
         };
         shared

@@ -48,6 +48,10 @@ const EPOCH_BITS: u32 = 20;
 /// The metadata entry a durable node keeps its membership in.
 const META_MEMBERSHIP: &str = "membership";
 
+// What of a member is written to disk again when it changes: who, where, its ring tokens
+// (the ring is built from them), its ring status. Not heartbeats.
+type PersistedMember = (NodeId, String, String, u32, RingStatus);
+
 /// Messages of the Ring actor; defined here because `NodeShared` sends the one it needs when
 /// a membership change moves the ring.
 #[derive(ractor_cluster::RactorMessage, Debug)]
@@ -98,7 +102,7 @@ pub struct NodeShared {
     pub stopping: AtomicBool,
     started: Instant,
     /// The membership layout last written to a durable engine.
-    persisted_layout: Mutex<Vec<(NodeId, String, String, RingStatus)>>,
+    persisted_layout: Mutex<Vec<PersistedMember>>,
 }
 
 impl NodeShared {
@@ -320,6 +324,26 @@ impl NodeShared {
         result
     }
 
+    /// The incarnation of a node named `me` starting at `wall_ms` over `store`: past the one
+    /// its data recorded for it when the clock is now behind it (a machine whose clock has
+    /// not synced yet after a boot, a VM restored from a snapshot). Peers ignore every entry
+    /// of an incarnation older than one they know, so a node restarted behind its old
+    /// incarnation would never be heard again.
+    pub fn starting_incarnation(store: &Store, me: &NodeId, wall_ms: u64) -> u64 {
+        let recorded = store
+            .engine()
+            .meta(META_MEMBERSHIP)
+            .ok()
+            .flatten()
+            .and_then(|bytes| postcard::from_bytes::<Vec<MemberDigest>>(&bytes).ok())
+            .and_then(|digest| digest.into_iter().find(|m| &m.node == me))
+            .map(|own| own.incarnation);
+        match recorded {
+            Some(recorded) if recorded >= wall_ms => recorded.saturating_add(1),
+            _ => wall_ms,
+        }
+    }
+
     /// Takes back the membership this node recorded on disk before it stopped: its peers and
     /// every ring status, its own included. Refuses to go on under a name that left the
     /// cluster or was removed from it.
@@ -357,21 +381,22 @@ impl NodeShared {
         }
     }
 
-    // Writes the membership to a durable engine when who is in it, where, or with which ring
-    // status changed (not for heartbeats: that would be an fsync per gossip message).
+    // Writes the membership to a durable engine when who is in it, where, with how many ring
+    // tokens, or with which ring status changed (not for heartbeats: that would be an fsync per gossip message).
     fn persist_membership(&self, membership: &Membership) {
         let engine = self.store.engine();
         if !engine.durable() {
             return;
         }
         let digest = membership.digest();
-        let layout: Vec<(NodeId, String, String, RingStatus)> = digest
+        let layout: Vec<PersistedMember> = digest
             .iter()
             .map(|m| {
                 (
                     m.node.clone(),
                     m.cluster_addr.clone(),
                     m.http_addr.clone(),
+                    m.vnodes,
                     m.ring,
                 )
             })
@@ -461,5 +486,75 @@ impl Durability {
             Fsync::Always => Durability::Fsync(Syncer::new(persist, super::syncer::ROUND_SPACING)),
             Fsync::Never => Durability::HandOver(HandOver::new(persist)),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::NodeShared;
+    use crate::config::{Fsync, NodeConfig};
+    use crate::core::hints::HintStore;
+    use crate::core::ids::{ActorId, NodeId};
+    use crate::core::membership::MemberDigest;
+    use crate::core::store::{SetLimits, Store};
+    use crate::node::disk::DiskEngine;
+    use crate::testing::TempDir;
+
+    #[test]
+    fn a_node_restarted_behind_its_recorded_incarnation_starts_past_it() {
+        let dir = TempDir::new("shared-incarnation");
+        let open = || {
+            let engine = DiskEngine::open(dir.path(), Fsync::Always, 0).unwrap();
+            Arc::new(Store::open(Box::new(engine), ActorId::new("n1", 1), SetLimits::NONE).unwrap())
+        };
+        let config = || NodeConfig::new("n1", "127.0.0.1:0".parse().unwrap());
+        let me = NodeId::new("n1");
+        let first = NodeShared::with_store(config(), 1_000, open(), HintStore::default()).unwrap();
+        first.restore_membership().unwrap();
+        drop(first);
+
+        let store = open();
+        // The clock went back 500 ms since the last start: the node starts past it all the same.
+        let incarnation = NodeShared::starting_incarnation(&store, &me, 500);
+        assert_eq!(incarnation, 1_001);
+        assert_eq!(NodeShared::starting_incarnation(&store, &me, 2_000), 2_000);
+        assert_eq!(
+            NodeShared::starting_incarnation(&store, &NodeId::new("n2"), 500),
+            500
+        );
+        let second =
+            NodeShared::with_store(config(), incarnation, store, HintStore::default()).unwrap();
+        second.restore_membership().unwrap();
+        assert_eq!(second.membership.load().own().incarnation, 1_001);
+    }
+
+    #[test]
+    fn a_peer_that_restarted_with_other_ring_tokens_is_recorded_with_them() {
+        let dir = TempDir::new("shared-vnodes");
+        let engine = DiskEngine::open(dir.path(), Fsync::Always, 0).unwrap();
+        let store = Arc::new(
+            Store::open(Box::new(engine), ActorId::new("n1", 1), SetLimits::NONE).unwrap(),
+        );
+        let config = NodeConfig::new("n1", "127.0.0.1:0".parse().unwrap());
+        let shared = NodeShared::with_store(config, 1_000, store, HintStore::default()).unwrap();
+        shared.restore_membership().unwrap();
+        let mut peer = shared.membership.load().own().digest();
+        peer.node = NodeId::new("n2");
+        peer.vnodes = 64;
+        shared.change_membership(|m| m.merge(std::slice::from_ref(&peer), 0));
+        peer.incarnation += 1;
+        peer.vnodes = 128;
+        shared.change_membership(|m| m.merge(std::slice::from_ref(&peer), 0));
+        let recorded = shared
+            .store
+            .engine()
+            .meta(super::META_MEMBERSHIP)
+            .unwrap()
+            .unwrap();
+        let recorded: Vec<MemberDigest> = postcard::from_bytes(&recorded).unwrap();
+        let n2 = recorded.iter().find(|m| m.node == peer.node).unwrap();
+        assert_eq!(n2.vnodes, 128);
     }
 }
