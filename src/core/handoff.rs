@@ -221,10 +221,20 @@ impl Handoff {
     }
 
     /// A transfer ended: when every target acknowledged, the copy here is dropped (if it did
-    /// not change meanwhile). Returns whether it was dropped.
-    pub fn finish(&mut self, store: &Store, transfer: &Transfer, all_acked: bool) -> bool {
+    /// not change meanwhile, and the ring as `view` sees it now did not give the key back to
+    /// this node). Returns whether it was dropped.
+    pub fn finish(
+        &mut self,
+        store: &Store,
+        view: &View<'_>,
+        transfer: &Transfer,
+        all_acked: bool,
+    ) -> bool {
         self.in_flight.remove(&transfer.key);
-        if !all_acked || !store.remove_handed(&transfer.key, transfer.digest) {
+        if !all_acked
+            || view.owns(&transfer.key)
+            || !store.remove_handed(&transfer.key, transfer.digest)
+        {
             return false;
         }
         self.handed += 1;
@@ -369,14 +379,25 @@ mod tests {
         let before = h.remaining();
         // One failed, one changed meanwhile, the rest acked.
         let (failed, changed, rest) = (&transfers[0], &transfers[1], &transfers[2..]);
-        assert!(!h.finish(&store, failed, false));
+        assert!(!h.finish(&store, &view, failed, false));
         let ctx = store.get(&changed.key).read().context;
         store
             .coordinate(&changed.key, &ctx, Some(Bytes::from("v2")), 1)
             .unwrap();
-        assert!(!h.finish(&store, changed, true), "a changed copy is kept");
+        assert!(
+            !h.finish(&store, &view, changed, true),
+            "a changed copy is kept"
+        );
+        // The ring gave one back (n4 and n5 left again) before its transfer ended: kept.
+        let (given_back, rest) = (&rest[0], &rest[1..]);
+        let three = Ring::with_default_vnodes(nodes(&["n1", "n2", "n3"])).unwrap();
+        assert!(!h.finish(&store, &View::n3(&me, &three, &live), given_back, true));
+        assert!(
+            !store.get(&given_back.key).is_empty(),
+            "a key owned again stays"
+        );
         for t in rest {
-            assert!(h.finish(&store, t, true));
+            assert!(h.finish(&store, &view, t, true));
         }
         assert_eq!(h.handed(), rest.len() as u64);
         assert_eq!(
@@ -391,8 +412,11 @@ mod tests {
         );
         let again = full_pass(&mut h, &store, &view, 2);
         let keys: Vec<&Key> = again.iter().map(|t| &t.key).collect();
-        assert_eq!(keys.len(), 2);
-        assert!(keys.contains(&&failed.key) && keys.contains(&&changed.key));
+        // Under the five-node ring again, the key given back is handed off again too.
+        assert_eq!(keys.len(), 3);
+        for kept in [failed, changed, given_back] {
+            assert!(keys.contains(&&kept.key));
+        }
     }
 
     #[test]
@@ -494,7 +518,7 @@ mod tests {
         assert_eq!(transfers[0].key, stray);
         assert_eq!(listed(), 1);
         // Acknowledged and dropped: its segment is not listed again.
-        assert!(h.finish(&store, &transfers[0], true));
+        assert!(h.finish(&store, &view, &transfers[0], true));
         for _ in 0..3 {
             assert!(h.scan(&store, &view, 1, usize::MAX).is_empty());
         }

@@ -136,7 +136,12 @@ fn hand_off(shared: &Arc<NodeShared>) {
                 })
                 .collect();
             let acked = deliver_all(&shared, sends).await;
-            if shared.handoff().finish(&shared.store, &transfer, acked) {
+            let finished = shared.with_view(|view, _| {
+                shared
+                    .handoff()
+                    .finish(&shared.store, view, &transfer, acked)
+            });
+            if finished {
                 shared.metrics.handoffs.inc();
             }
         });
