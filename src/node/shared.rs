@@ -330,12 +330,9 @@ impl NodeShared {
     /// of an incarnation older than one they know, so a node restarted behind its old
     /// incarnation would never be heard again.
     pub fn starting_incarnation(store: &Store, me: &NodeId, wall_ms: u64) -> u64 {
-        let recorded = store
-            .engine()
-            .meta(META_MEMBERSHIP)
+        let recorded = recorded_membership(store)
             .ok()
             .flatten()
-            .and_then(|bytes| postcard::from_bytes::<Vec<MemberDigest>>(&bytes).ok())
             .and_then(|digest| digest.into_iter().find(|m| &m.node == me))
             .map(|own| own.incarnation);
         match recorded {
@@ -352,7 +349,7 @@ impl NodeShared {
         if !engine.durable() {
             return Ok(());
         }
-        let Some(bytes) = engine.meta(META_MEMBERSHIP).map_err(|e| e.to_string())? else {
+        let Some(digest) = recorded_membership(&self.store)? else {
             // A first start: record where this node stands (its N, its ring status) now, so
             // that a restart finds it even if no peer ever changes it.
             let owner = self
@@ -362,8 +359,6 @@ impl NodeShared {
             self.persist_membership(&owner);
             return Ok(());
         };
-        let digest: Vec<MemberDigest> = postcard::from_bytes(&bytes)
-            .map_err(|_| "the stored membership is corrupt".to_string())?;
         // Another N would build other preference lists over the same data.
         let n = self.quorum.load().n;
         if let Some(own) = digest.iter().find(|m| m.node == self.me)
@@ -382,7 +377,8 @@ impl NodeShared {
     }
 
     // Writes the membership to a durable engine when who is in it, where, with how many ring
-    // tokens, or with which ring status changed (not for heartbeats: that would be an fsync per gossip message).
+    // tokens, or with which ring status changed (not for heartbeats: that would be an fsync
+    // per gossip message).
     fn persist_membership(&self, membership: &Membership) {
         let engine = self.store.engine();
         if !engine.durable() {
@@ -471,6 +467,20 @@ enum Durability {
     HandOver(HandOver),
     /// An fsync (`--fsync always`): survives a power loss.
     Fsync(Syncer),
+}
+
+/// The membership a durable store recorded, if it recorded one.
+fn recorded_membership(store: &Store) -> Result<Option<Vec<MemberDigest>>, String> {
+    let Some(bytes) = store
+        .engine()
+        .meta(META_MEMBERSHIP)
+        .map_err(|e| e.to_string())?
+    else {
+        return Ok(None);
+    };
+    postcard::from_bytes(&bytes)
+        .map(Some)
+        .map_err(|_| "the stored membership is corrupt".to_string())
 }
 
 impl Durability {

@@ -661,21 +661,12 @@ impl SimNode {
                     if group.waiting == 0
                         && let Some(group) = self.transfers.remove(&id)
                     {
-                        // The routing view of `with_view`, from the fields apart: the handoff
-                        // is borrowed mutably beside it.
-                        let (name, membership, connected) =
-                            (&self.name, &self.membership, &self.connected);
-                        let live = |n: &NodeId| {
-                            n == name || (membership.is_reachable(n) && connected.contains(n))
-                        };
-                        let view = View {
-                            me: name,
-                            ring: &self.ring,
-                            n: self.config.n,
-                            live: &live,
-                        };
-                        self.handoff
-                            .finish(&self.store, &view, &group.item, group.all_acked);
+                        // Taken out for the call: `with_view` borrows the whole node.
+                        let mut handoff = std::mem::take(&mut self.handoff);
+                        self.with_view(|view| {
+                            handoff.finish(&self.store, view, &group.item, group.all_acked)
+                        });
+                        self.handoff = handoff;
                     }
                 }
             }
