@@ -22,6 +22,7 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::{Mutex, MutexGuard};
 
+use super::hash::stable_hash_parts;
 use super::ids::{Key, NodeId};
 use super::version::VersionSet;
 
@@ -101,8 +102,9 @@ pub fn hint_bytes(key: &[u8], versions: &VersionSet) -> u64 {
 pub trait HintJournal: Send {
     /// Records `hint` (new, or grown by coalescing) under its id; an error refuses the hint.
     fn record(&self, hint: &Hint) -> Result<(), String>;
-    /// Forgets the hint `id` (acknowledged).
-    fn forget(&self, id: HintId);
+    /// Forgets the hint `id` (acknowledged); false when the journal could not, and still
+    /// holds it.
+    fn forget(&self, id: HintId) -> bool;
 }
 
 /// Why a hint was not taken.
@@ -114,6 +116,9 @@ pub enum HintRefused {
     /// The journal could not record it (a full or failed disk).
     #[error("hint not kept: {0}")]
     NotRecorded(String),
+    /// The store was closed: this node finished leaving the cluster, or is stopping.
+    #[error("the hint store is closed: this node left the cluster or is stopping")]
+    Closed,
 }
 
 struct Slot {
@@ -138,6 +143,11 @@ pub struct HintStore {
     bytes: u64,
     limits: HintLimits,
     journal: Option<Box<dyn HintJournal>>,
+    // Set once the store takes no more hints; its journal then changes no more either.
+    closed: bool,
+    // Set when the journal failed to forget an acknowledged hint: it no longer holds exactly
+    // what this store does.
+    diverged: bool,
 }
 
 impl Default for HintStore {
@@ -157,7 +167,41 @@ impl HintStore {
             bytes: 0,
             limits,
             journal: None,
+            closed: false,
+            diverged: false,
         }
+    }
+
+    /// Refuses every new hint from now on, and leaves the journal as it is: this node
+    /// finished leaving (a hint taken now would stay with a node that delivers nothing), or
+    /// is stopping (its clean-stop record describes the journal as closed). A hint
+    /// acknowledged after this stays in the journal and is delivered again after a restart:
+    /// a merge, harmless.
+    pub fn close(&mut self) {
+        self.closed = true;
+    }
+
+    /// The count of hints held and a digest of them, for a clean stop to record; `None` when
+    /// the journal may hold other hints than this store (it failed to forget one).
+    pub fn fingerprint(&self) -> Option<(u64, u64)> {
+        if self.diverged {
+            return None;
+        }
+        let digest = self
+            .owners
+            .values()
+            .flat_map(|hints| hints.slots.values())
+            .map(|slot| {
+                let hint = &slot.hint;
+                stable_hash_parts(&[
+                    &hint.id.0.to_le_bytes(),
+                    hint.owner.as_str().as_bytes(),
+                    &hint.key,
+                    &hint.versions.digest().to_le_bytes(),
+                ])
+            })
+            .fold(0, |all, one| all ^ one);
+        Some((self.count as u64, digest))
     }
 
     /// This store, writing every hint to `journal` from now on.
@@ -182,6 +226,9 @@ impl HintStore {
         versions: VersionSet,
         now_ms: u64,
     ) -> Result<HintId, HintRefused> {
+        if self.closed {
+            return Err(HintRefused::Closed);
+        }
         let hints = self.owners.entry(owner.clone()).or_default();
         if let Some(id) = hints.waiting.get(&key).copied()
             && let Some(slot) = hints.slots.get(&id)
@@ -365,8 +412,10 @@ impl HintStore {
         let Some(slot) = hints.slots.remove(&id) else {
             return false;
         };
-        if let Some(journal) = &self.journal {
-            journal.forget(id);
+        if let Some(journal) = self.journal.as_ref().filter(|_| !self.closed)
+            && !journal.forget(id)
+        {
+            self.diverged = true;
         }
         if hints.waiting.get(&slot.hint.key) == Some(&id) {
             hints.waiting.remove(&slot.hint.key);

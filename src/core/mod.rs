@@ -13,6 +13,7 @@ pub mod handoff;
 pub mod hash;
 pub mod hints;
 pub mod ids;
+pub mod leave;
 pub mod membership;
 pub mod pieces;
 pub mod purge;

@@ -16,6 +16,7 @@ use super::origin;
 use super::peers::Role;
 use super::shared::NodeShared;
 use super::wire::{self, GossipDigest, GossipMsg, Payload, Vouched};
+use crate::core::leave;
 use crate::core::membership::{
     HandoffProgress, MemberDigest, Membership, MergeReport, RingStatus, Status,
 };
@@ -87,16 +88,12 @@ fn round(shared: &Arc<NodeShared>, _myself: ActorRef<GossipMsg>) {
     check_store(shared);
     let now = shared.mono_ms();
     let progress = handoff_progress(shared);
-    let drained = drained(shared);
+    let handoff_idle = shared.handoff().in_flight() == 0;
     let (changes, finished, digest) = shared.change_membership(|m| {
         m.tick(now);
         m.set_handoff_progress(progress);
         let changes = m.detect(now);
-        let finished = if drained {
-            m.finish_leaving()
-        } else {
-            Vec::new()
-        };
+        let finished = leave::finish_if_drained(m, &shared.store, &shared.hints, handoff_idle);
         (changes, finished, m.digest())
     });
     for change in &changes {
@@ -134,14 +131,6 @@ fn round(shared: &Arc<NodeShared>, _myself: ActorRef<GossipMsg>) {
             merge(&shared, &theirs);
         }
     });
-}
-
-/// Whether a leaving node has nothing left to hand off.
-fn drained(shared: &NodeShared) -> bool {
-    shared.ring_status() == RingStatus::Leaving
-        && shared.store.is_empty()
-        && shared.hints().is_empty()
-        && shared.handoff().in_flight() == 0
 }
 
 /// What this node reports of its handoff: a leaving node counts everything it still holds.

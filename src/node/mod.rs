@@ -193,24 +193,16 @@ impl Node {
             }
             None => NodeShared::new(config, incarnation)?,
         };
-        shared
-            .restore_membership()
-            .map_err(|e| NodeError::Storage(format!("cannot start under this name: {e}")))?;
         let me = shared.me.clone();
-        let args = SupervisorArgs::new(Strategy::OneForOne)
-            .with_intensity(Intensity::new(10, Duration::from_secs(10)))
-            .child(permanent(&shared, names::ring, RingActor))
-            .child(permanent(&shared, names::storage, StorageActor))
-            .child(permanent(&shared, names::gossip, GossipActor))
-            .child(permanent(&shared, names::cluster, ClusterActor))
-            .child(permanent(&shared, names::replicator, ReplicatorActor))
-            .child(permanent(&shared, names::coordinator, CoordinatorActor))
-            .child(permanent(&shared, names::anti_entropy, AntiEntropyActor));
-        let started = match parent {
-            Some(parent) => Supervisor::start_linked(Some(names::root(&me)), args, parent).await,
-            None => Supervisor::start(Some(names::root(&me)), args).await,
+        let (root, root_task) = match start_tree(&shared, parent).await {
+            Ok(started) => started,
+            Err(e) => {
+                // Nothing was changed: the clean-stop record goes back, so that the next
+                // start still tells data damaged since the last stop.
+                close_store(&shared).await;
+                return Err(e);
+            }
         };
-        let (root, root_task) = started.map_err(|e| NodeError::Start(error_chain(&e)))?;
         // Zombie guard: a tree that gave up (restart intensity exceeded) leaves a node that
         // would serve with a frozen ring. Say so: /health turns 503 and the binary exits.
         let watcher = {
@@ -270,14 +262,50 @@ impl Node {
         self.root.stop(None);
         let _ = self.watcher.await;
         // The actors are gone; whatever task still writes is refused from here on.
-        let store = Arc::clone(&self.shared.store);
-        match tokio::task::spawn_blocking(move || store.close()).await {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => tracing::warn!(error = %e, "the data directory was not closed cleanly"),
-            Err(e) => tracing::warn!(error = %e, "closing the store failed"),
-        }
+        close_store(&self.shared).await;
         std::mem::ManuallyDrop::into_inner(self.slot).release();
         tracing::info!(node = %self.shared.me, "node stopped");
+    }
+}
+
+/// Restores the recorded membership and starts the node's actor tree.
+async fn start_tree(
+    shared: &Arc<NodeShared>,
+    parent: Option<ActorCell>,
+) -> Result<(ActorRef<SupervisorMsg>, tokio::task::JoinHandle<()>), NodeError> {
+    shared
+        .restore_membership()
+        .map_err(|e| NodeError::Storage(format!("cannot start under this name: {e}")))?;
+    let me = &shared.me;
+    let args = SupervisorArgs::new(Strategy::OneForOne)
+        .with_intensity(Intensity::new(10, Duration::from_secs(10)))
+        .child(permanent(shared, names::ring, RingActor))
+        .child(permanent(shared, names::storage, StorageActor))
+        .child(permanent(shared, names::gossip, GossipActor))
+        .child(permanent(shared, names::cluster, ClusterActor))
+        .child(permanent(shared, names::replicator, ReplicatorActor))
+        .child(permanent(shared, names::coordinator, CoordinatorActor))
+        .child(permanent(shared, names::anti_entropy, AntiEntropyActor));
+    let started = match parent {
+        Some(parent) => Supervisor::start_linked(Some(names::root(me)), args, parent).await,
+        None => Supervisor::start(Some(names::root(me)), args).await,
+    };
+    started.map_err(|e| NodeError::Start(error_chain(&e)))
+}
+
+/// Closes the hints and then the store, which records what both hold (a durable store's
+/// clean-stop record); every later change is refused.
+async fn close_store(shared: &Arc<NodeShared>) {
+    let shared = Arc::clone(shared);
+    let closed = tokio::task::spawn_blocking(move || {
+        let mut hints = shared.hints();
+        hints.close();
+        shared.store.close(Some(&hints))
+    });
+    match closed.await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => tracing::warn!(error = %e, "the data directory was not closed cleanly"),
+        Err(e) => tracing::warn!(error = %e, "closing the store failed"),
     }
 }
 
@@ -288,7 +316,7 @@ async fn open_store(
     dir: std::path::PathBuf,
     incarnation: u64,
 ) -> Result<(Arc<Store>, HintStore), NodeError> {
-    let (fsync, reserve, limits) = (config.fsync, config.min_free_bytes, config.hints);
+    let (fsync, reserve, hint_limits) = (config.fsync, config.min_free_bytes, config.hints);
     let actor = ActorId::new(
         NodeId::new(&config.name),
         NodeShared::first_actor_epoch(incarnation),
@@ -299,14 +327,15 @@ async fn open_store(
             .map_err(|e| NodeError::Storage(e.to_string()))?;
         let path = engine.path().display().to_string();
         let journal = engine.hints();
-        let mut hints = HintStore::with_limits(limits);
+        let mut hints = HintStore::with_limits(hint_limits);
         for hint in journal
             .load()
             .map_err(|e| NodeError::Storage(format!("{path}: {e}")))?
         {
             hints.restore(hint);
         }
-        let store = Store::open(Box::new(engine), actor, NodeShared::set_limits())
+        let limits = NodeShared::set_limits();
+        let store = Store::open_with_hints(Box::new(engine), actor, limits, Some(&hints))
             .map_err(|e| NodeError::Storage(format!("{path}: {e}")))?;
         Ok::<_, NodeError>((store, hints.with_journal(Box::new(journal))))
     })

@@ -317,3 +317,40 @@ async fn a_truncated_journal_is_refused() {
     }
     assert_refused_as_corrupt("a truncated journal", &root).await;
 }
+
+/// A start that fails after the directory opened (its cluster port is taken) changes nothing
+/// and puts back the record of the last clean stop: damage done to the directory afterwards
+/// is still refused at the next start.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_start_keeps_the_damage_check() {
+    let root = TempDir::new("bad-dir-failed-start");
+    let dir = write_and_stop(&root).await;
+    let taken = std::net::TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).expect("a port to hold");
+    let (mut args, _) = start_args("n1", &dir);
+    let at = args
+        .iter()
+        .position(|a| a == "--bind")
+        .expect("a --bind flag")
+        + 1;
+    args[at] = taken.local_addr().expect("its address").to_string().into();
+    let run = run_node_once(args, DEADLINE).await;
+    assert!(
+        run.exit.is_some() && run.code() != Some(0),
+        "the node should fail to start on a taken port; output:\n{}",
+        run.output
+    );
+    assert!(
+        run.output.contains("data directory opened"),
+        "the start failed before it opened the directory; output:\n{}",
+        run.output
+    );
+    drop(taken);
+    for journal in journals(&dir) {
+        std::fs::File::options()
+            .write(true)
+            .open(&journal)
+            .and_then(|f| f.set_len(0))
+            .expect("truncate the journal");
+    }
+    assert_refused_as_corrupt("a truncated journal after a failed start", &root).await;
+}

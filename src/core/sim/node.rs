@@ -22,6 +22,7 @@ use crate::core::encoded_set::EncodedSet;
 use crate::core::handoff::{Handoff, Transfer};
 use crate::core::hints::{Hint, HintId, HintJournal, HintLimits, HintStore, SharedHints};
 use crate::core::ids::{ActorId, Key, NodeId};
+use crate::core::leave;
 use crate::core::membership::{FailureTimeouts, Membership, RingStatus};
 use crate::core::purge::{PurgeRound, PurgeScope, purge_orders};
 use crate::core::quorum::{self, Failure, Route};
@@ -166,8 +167,9 @@ impl HintJournal for CountChanges {
         Ok(())
     }
 
-    fn forget(&self, _: HintId) {
+    fn forget(&self, _: HintId) -> bool {
         self.0.fetch_add(1, Ordering::Relaxed);
+        true
     }
 }
 
@@ -743,10 +745,6 @@ impl SimNode {
 
     fn gossip_round(&mut self, now: u64, rng: &mut impl Rng, fx: &mut Vec<Effect>) {
         let leaving = self.ring_status() == RingStatus::Leaving;
-        let drained = leaving
-            && self.store.is_empty()
-            && self.hints.lock().is_empty()
-            && self.handoff.in_flight() == 0;
         let progress = crate::core::membership::HandoffProgress {
             handed: self.handoff.handed(),
             remaining: if leaving {
@@ -758,9 +756,8 @@ impl SimNode {
         self.membership.tick(now);
         self.membership.set_handoff_progress(progress);
         self.membership.detect(now);
-        if drained {
-            self.membership.finish_leaving();
-        }
+        let handoff_idle = self.handoff.in_flight() == 0;
+        leave::finish_if_drained(&mut self.membership, &self.store, &self.hints, handoff_idle);
         self.sync_ring();
         let connected: Vec<NodeId> = self.connected.iter().cloned().collect();
         if let Some(peer) = self.membership.pick_gossip_peer(&connected, rng) {

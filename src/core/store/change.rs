@@ -17,12 +17,17 @@ use crate::core::version::VersionSet;
 use std::sync::atomic::Ordering;
 
 impl Store {
-    // Counts a change under way; refused once the store is closed.
+    // Counts a change under way; refused once the store is closed or sealed.
     pub(super) fn begin_change(&self) -> Result<ChangeGuard<'_>, EngineError> {
         self.in_flight.fetch_add(1, Ordering::SeqCst);
         let guard = ChangeGuard(&self.in_flight);
         if self.closed.load(Ordering::SeqCst) {
             return Err(EngineError::Failed("the store is closed".into()));
+        }
+        if self.sealed.load(Ordering::SeqCst) {
+            return Err(EngineError::Failed(
+                "this node has left the cluster: it takes no data".into(),
+            ));
         }
         Ok(guard)
     }

@@ -10,8 +10,8 @@
 //! and remembers (`purge`), and how large a set may grow (`limits`). This file holds the
 //! store's state, its opening and clean closing, and the reads and writes callers make.
 //! A durable engine's indexes are rebuilt by one scan when it opens, and a clean close
-//! records the key count and fingerprint, so that the next open can tell data lost or
-//! damaged since.
+//! records the key count and fingerprint (and the hints' count and digest), so that the next
+//! open can tell data or hints lost or damaged since.
 
 mod change;
 mod digests;
@@ -36,6 +36,7 @@ use bytes::Bytes;
 
 use super::encoded_set::EncodedSet;
 use super::engine::{Engine, EngineError, MemoryEngine};
+use super::hints::HintStore;
 use super::ids::{ActorId, Key};
 use super::pieces::Pieces;
 use super::purged::PurgedKeys;
@@ -49,7 +50,8 @@ pub use super::segments::{CELLS, SEGMENTS};
 const META_NODE: &str = "node";
 const META_ACTOR: &str = "actor";
 const META_LEASE: &str = "counter_lease";
-// The key count and fingerprint at the last clean close; empty while the store is open.
+// The key count and fingerprint at the last clean close, then the hints' count and digest
+// when they were known; empty while the store is open.
 const META_CLEAN: &str = "clean";
 
 /// Errors of the storage map.
@@ -112,6 +114,17 @@ pub enum OpenError {
         /// Keys held at the clean stop.
         recorded: u64,
         /// Keys found now.
+        found: u64,
+    },
+    /// The hints do not match what the node held when it was last stopped cleanly: part of
+    /// them was lost or damaged since.
+    #[error(
+        "corrupt data: the hints changed since the last clean stop ({recorded} hints then, {found} now, or their contents differ)"
+    )]
+    DamagedHints {
+        /// Hints held at the clean stop.
+        recorded: u64,
+        /// Hints found now.
         found: u64,
     },
     /// The engine failed while the store read it.
@@ -188,6 +201,9 @@ pub struct Store {
     // so that the clean-stop marker describes the data exactly.
     in_flight: AtomicU64,
     closed: AtomicBool,
+    // Set for good once this node finished leaving: it takes no data after its last check
+    // that it holds none.
+    sealed: AtomicBool,
 }
 
 impl Store {
@@ -204,11 +220,23 @@ impl Store {
 
     /// A store over `engine`'s data: the actor id and the counter are those the data
     /// recorded (past the last lease), or `actor` and 0 for an engine that holds nothing yet.
-    /// Refuses data written by a node of another name.
+    /// Refuses data written by a node of another name, and data that differs from what its
+    /// last clean stop recorded.
     pub fn open(
         engine: Box<dyn Engine>,
         actor: ActorId,
         limits: SetLimits,
+    ) -> Result<Self, OpenError> {
+        Store::open_with_hints(engine, actor, limits, None)
+    }
+
+    /// As [`Store::open`], checking too that `hints`, as loaded from their journal, are
+    /// those the last clean stop recorded.
+    pub fn open_with_hints(
+        engine: Box<dyn Engine>,
+        actor: ActorId,
+        limits: SetLimits,
+        hints: Option<&HintStore>,
     ) -> Result<Self, OpenError> {
         let name = actor.node.as_str().to_string();
         match engine.meta(META_NODE)? {
@@ -243,18 +271,28 @@ impl Store {
         if let Some(clean) = store.engine.meta(META_CLEAN)?
             && !clean.is_empty()
         {
-            let recorded = <[u8; 16]>::try_from(clean.as_ref())
-                .map_err(|_| OpenError::CorruptMeta("clean-stop marker"))?;
-            let word = |at: usize| {
-                let mut b = [0; 8];
-                b.copy_from_slice(&recorded[at..at + 8]);
-                u64::from_le_bytes(b)
+            // Keys and fingerprint of the data, then those of the hints when they were known.
+            let words: Vec<u64> = clean
+                .chunks_exact(8)
+                .filter_map(|w| <[u8; 8]>::try_from(w).ok().map(u64::from_le_bytes))
+                .collect();
+            let (data, held) = match words.as_slice() {
+                [keys, print] => ((*keys, *print), None),
+                [keys, print, count, digest] => ((*keys, *print), Some((*count, *digest))),
+                _ => return Err(OpenError::CorruptMeta("clean-stop marker")),
             };
-            let (keys, fingerprint) = (word(0), word(8));
-            if keys != store.len() as u64 || fingerprint != store.fingerprint() {
+            if data != (store.len() as u64, store.fingerprint()) {
                 return Err(OpenError::Damaged {
-                    recorded: keys,
+                    recorded: data.0,
                     found: store.len() as u64,
+                });
+            }
+            if let (Some(held), Some(found)) = (held, hints.and_then(HintStore::fingerprint))
+                && held != found
+            {
+                return Err(OpenError::DamagedHints {
+                    recorded: held.0,
+                    found: found.0,
                 });
             }
         }
@@ -264,16 +302,35 @@ impl Store {
     }
 
     /// Closes the store: no change is made after this returns, and a durable engine records
-    /// what it holds, so that the next open can tell data lost or damaged since.
-    pub fn close(&self) -> Result<(), StoreError> {
+    /// what it holds, and what `hints` (closed already, so that they no longer change) hold,
+    /// so that the next open can tell data lost or damaged since.
+    pub fn close(&self, hints: Option<&HintStore>) -> Result<(), StoreError> {
         self.closed.store(true, Ordering::SeqCst);
         while self.in_flight.load(Ordering::SeqCst) > 0 {
             std::thread::yield_now();
         }
-        let mut marker = Vec::with_capacity(16);
-        marker.extend_from_slice(&(self.len() as u64).to_le_bytes());
-        marker.extend_from_slice(&self.fingerprint().to_le_bytes());
+        let mut words = vec![self.len() as u64, self.fingerprint()];
+        if let Some((count, digest)) = hints.and_then(HintStore::fingerprint) {
+            words.extend([count, digest]);
+        }
+        let marker: Vec<u8> = words.iter().flat_map(|w| w.to_le_bytes()).collect();
         Ok(self.engine.set_meta(META_CLEAN, &marker)?)
+    }
+
+    /// Refuses every change from now on if `ready` holds once no change is under way, and
+    /// returns whether it did. A leaving node checks that it holds nothing this way: a write
+    /// admitted before the check is counted in it, and any later one is refused instead of
+    /// stranded on a node that no longer owns anything.
+    pub fn seal_if(&self, ready: impl FnOnce(&Store) -> bool) -> bool {
+        self.sealed.store(true, Ordering::SeqCst);
+        while self.in_flight.load(Ordering::SeqCst) > 0 {
+            std::thread::yield_now();
+        }
+        let sealed = ready(self);
+        if !sealed {
+            self.sealed.store(false, Ordering::SeqCst);
+        }
+        sealed
     }
 
     // A store over `engine` whose counter starts at `issued`; an engine that forgets
@@ -305,6 +362,7 @@ impl Store {
             failure: Mutex::new(None),
             in_flight: AtomicU64::new(0),
             closed: AtomicBool::new(false),
+            sealed: AtomicBool::new(false),
         }
     }
 

@@ -114,6 +114,44 @@ fn concurrent_blind_writes_all_survive_with_distinct_dots() {
 }
 
 #[test]
+fn a_seal_sees_every_write_that_succeeded_and_refuses_every_later_one() {
+    let s = Arc::new(store("a"));
+    let writers: Vec<_> = (0..3)
+        .map(|t| {
+            let s = Arc::clone(&s);
+            std::thread::spawn(move || {
+                let mut stored = 0u64;
+                for i in 0..2_000 {
+                    let k = key(&format!("{t}-{i}"));
+                    if s.coordinate(&k, &VClock::new(), val("v"), 0).is_ok() {
+                        stored += 1;
+                    }
+                }
+                stored
+            })
+        })
+        .collect();
+    while s.len() < 100 {
+        std::thread::yield_now();
+    }
+    let mut seen = 0;
+    assert!(s.seal_if(|s| {
+        seen = s.len() as u64;
+        true
+    }));
+    let stored: u64 = writers.into_iter().map(|w| w.join().unwrap()).sum();
+    assert_eq!(stored, seen, "a write acknowledged after the check");
+    assert_eq!(s.len() as u64, seen);
+
+    let open = store("b");
+    assert!(!open.seal_if(|_| false));
+    assert!(
+        open.coordinate(&key("k"), &VClock::new(), val("v"), 0)
+            .is_ok()
+    );
+}
+
+#[test]
 fn a_context_claiming_dots_this_actor_never_made_is_refused() {
     let s = store("a");
     let k = key("k");

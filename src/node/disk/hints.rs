@@ -73,10 +73,14 @@ impl HintJournal for DiskHints {
             .map_err(|e| format!("{e:?}"))
     }
 
-    fn forget(&self, id: HintId) {
-        // A hint that stays behind is delivered again after a restart: a merge, harmless.
-        if let Err(e) = self.keyspace.remove(id.0.to_be_bytes()) {
-            tracing::warn!(error = ?e, "an acknowledged hint stays on disk");
+    fn forget(&self, id: HintId) -> bool {
+        // A hint that stays behind is delivered again after a restart: a merge.
+        match self.keyspace.remove(id.0.to_be_bytes()) {
+            Ok(()) => true,
+            Err(e) => {
+                tracing::warn!(error = ?e, "an acknowledged hint stays on disk");
+                false
+            }
         }
     }
 }

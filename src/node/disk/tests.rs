@@ -11,6 +11,7 @@ use super::DiskEngine;
 use crate::config::Fsync;
 use crate::core::encoded_set::EncodedSet;
 use crate::core::engine::Engine as _;
+use crate::core::hints::HintStore;
 use crate::core::ids::NodeId;
 use crate::core::ids::{ActorId, Key};
 use crate::core::ring::Ring;
@@ -428,4 +429,62 @@ fn a_change_reaches_the_os_at_the_next_sync_which_covers_every_change_made_befor
             assert!(journal_holds(dir.path(), marker.as_bytes()), "{fsync:?}");
         }
     }
+}
+
+// Opens the store in `dir` as a node does: the hints from their journal first, then the
+// store, checked against both.
+fn open_with_hints(dir: &Path) -> Result<(Store, HintStore), crate::core::store::OpenError> {
+    let engine = DiskEngine::open(dir, Fsync::Never, 0).expect("the engine opens");
+    let journal = engine.hints();
+    let mut hints = HintStore::default();
+    for hint in journal.load().expect("the hints load") {
+        hints.restore(hint);
+    }
+    let store = Store::open_with_hints(Box::new(engine), actor(), SetLimits::NONE, Some(&hints))?;
+    Ok((store, hints.with_journal(Box::new(journal))))
+}
+
+#[test]
+fn hints_lost_or_changed_since_the_last_clean_stop_are_refused_at_open() {
+    let dir = TempDir::new("disk-hints");
+    let owner = NodeId::new("owner");
+    let (store, mut hints) = open_with_hints(dir.path()).unwrap();
+    let peer = Store::new(ActorId::new("p", 1));
+    for k in 0..3 {
+        let written = peer
+            .coordinate(&key(k), &VClock::new(), Some(Bytes::from_static(b"v")), 0)
+            .unwrap();
+        hints.add(owner.clone(), key(k), written.set(), 0).unwrap();
+    }
+    hints.close();
+    store.close(Some(&hints)).unwrap();
+    drop((store, hints));
+
+    // A clean stop and nothing changed: it opens, with its hints.
+    let (store, mut hints) = open_with_hints(dir.path()).unwrap();
+    assert_eq!(hints.len(), 3);
+    let taken = hints.take(&owner, 1);
+    assert!(hints.ack(&owner, taken[0].id));
+    hints.close();
+    store.close(Some(&hints)).unwrap();
+    drop((store, hints));
+
+    // One hint record lost behind the node's back, as a damaged journal's tail would be.
+    let engine = DiskEngine::open(dir.path(), Fsync::Never, 0).unwrap();
+    let journal = engine.hints();
+    let first = journal.load().unwrap()[0].id;
+    journal.keyspace.remove(first.0.to_be_bytes()).unwrap();
+    engine.sync().unwrap();
+    drop((journal, engine));
+    let refused = open_with_hints(dir.path()).err();
+    assert!(
+        matches!(
+            refused,
+            Some(crate::core::store::OpenError::DamagedHints {
+                recorded: 2,
+                found: 1
+            })
+        ),
+        "{refused:?}"
+    );
 }
