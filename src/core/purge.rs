@@ -3,14 +3,15 @@
 //! A delete writes tombstones, and a key whose set is only tombstones is purged (removed)
 //! when, first, its newest tombstone is older than a grace period and, second, **every node
 //! that may hold a copy of the key** agreed: the key's owners on the ring hold exactly the
-//! same set (same digest), and every other member that may hold data (a fallback keeping a
-//! hint, a former owner not done handing the key off, a leaving node) holds either nothing of
-//! it or that same set. Any member that is not alive right now blocks the purge: a dead owner
-//! holds a copy nobody can see, and a dead fallback may hold a hint of a value the tombstones
-//! delete. Members that left or were removed hold nothing and never come back.
+//! same set (same digest), and every other member that may hold data (a former owner not done
+//! handing the key off, a leaving node) holds either nothing of it or that same set. A member
+//! that keeps a hint of the key agrees to nothing until the hint is delivered. Any member that
+//! is not alive right now blocks the purge: a dead owner holds a copy nobody can see, and a
+//! dead fallback may hold a hint of a value the tombstones delete. Members that left or were
+//! removed hold nothing and never come back.
 //!
 //! The first owner of the key checks: it asks every other member for the digest of what it
-//! holds of the key (stored and hinted; [`PurgeRound`]), and if all agree it tells each holder
+//! holds of the key ([`held_digest`], [`PurgeRound`]), and if all agree it tells each holder
 //! of the set to purge, which each does only if its own set is still that one
 //! ([`crate::core::store::Store::purge_tombstones`]), or is those tombstones beside a write
 //! taken since that did not see them: then only the tombstones go, as they do from that write's
@@ -39,15 +40,19 @@ pub fn grace_passed(set: &VersionSet, now_ms: u64, grace_ms: u64) -> bool {
             .is_some_and(|newest| newest.saturating_add(grace_ms) <= now_ms)
 }
 
-/// The digest of everything this node holds of `key`: its stored set merged with the
-/// versions it keeps as hints (`hinted`). What a purge check asks every member.
+/// What a member answers for a key of which it keeps hints: it agrees to no purge until they
+/// are delivered. A hint merged into the answer would vanish from it when the tombstones cover
+/// it, and would outlive the purge to bring the deleted value back once the purge is forgotten.
+pub const KEEPS_HINTS: u64 = u64::MAX;
+
+/// The digest of what this node stores of `key`, or [`KEEPS_HINTS`] when it keeps versions
+/// of it as hints (`hinted`). What a purge check asks every member.
 pub fn held_digest(store: &Store, key: &[u8], hinted: &VersionSet) -> u64 {
     if hinted.is_empty() {
-        return store.digest(key);
+        store.digest(key)
+    } else {
+        KEEPS_HINTS
     }
-    let mut set = store.get(key);
-    set.merge(hinted);
-    set.digest()
 }
 
 /// A key this node may purge once every other member confirms.
@@ -172,6 +177,9 @@ impl PurgeRound {
                 for node in &self.members {
                     let held = answers[node][i];
                     let owner = check.owners.contains(node);
+                    if held == KEEPS_HINTS {
+                        return None;
+                    }
                     if held == check.digest {
                         holders.push(node.clone());
                     } else if owner || held != 0 {
@@ -343,20 +351,38 @@ mod tests {
     }
 
     #[test]
-    fn what_is_held_counts_hints_too() {
-        let store = Store::new(ActorId::new("a", 1));
+    fn a_member_keeping_hints_of_the_key_agrees_to_no_purge_even_hints_the_tombstones_cover() {
         let key = Key::from_static(b"k");
-        let digest = deleted(&store, &key, 0);
-        assert_eq!(held_digest(&store, &key, &VersionSet::new()), digest);
-        let other = Store::new(ActorId::new("x", 1));
-        let hint = other
+        let written = Store::new(ActorId::new("x", 1));
+        let old = written
             .coordinate(&key, &VClock::new(), Some(Bytes::from("old")), 0)
-            .unwrap()
-            .set();
-        assert_ne!(held_digest(&store, &key, &hint), digest);
+            .unwrap();
+        let delete = written.coordinate(&key, &old.answer, None, 1).unwrap();
+        let store = Store::new(ActorId::new("a", 1));
+        let digest = store.merge(&key, &delete.set()).unwrap().digest;
+        assert_eq!(held_digest(&store, &key, &VersionSet::new()), digest);
+        // A hint of the value the delete replaced: merged into the answer, it would vanish
+        // into the tombstones, and the purge would leave it behind.
+        let mut merged = store.get(&key);
+        merged.merge(&old.set());
+        assert_eq!(merged.digest(), digest);
+        assert_eq!(held_digest(&store, &key, &old.set()), KEEPS_HINTS);
         assert_eq!(
-            held_digest(&Store::new(ActorId::new("z", 1)), &key, &hint),
-            hint.digest()
+            held_digest(&Store::new(ActorId::new("z", 1)), &key, &old.set()),
+            KEEPS_HINTS
         );
+        let check = PurgeCheck {
+            key: key.clone(),
+            digest,
+            owners: vec![],
+        };
+        let round = PurgeRound {
+            checks: vec![check],
+            members: nodes(&["b"]),
+        };
+        let answers = HashMap::from([(NodeId::new("b"), vec![KEEPS_HINTS])]);
+        assert!(round.agreed(&answers).is_empty());
+        let answers = HashMap::from([(NodeId::new("b"), vec![digest])]);
+        assert_eq!(round.agreed(&answers).len(), 1);
     }
 }

@@ -82,8 +82,10 @@ pub fn respond(replica: &Replica<'_>, request: AeRequest) -> Answer {
                 .collect(),
         )),
         Step::Purge { keys } => {
+            // A hint of the key taken since this node answered waits for the next pass.
             let purged = keys
                 .iter()
+                .filter(|(k, _)| (replica.hinted)(k).is_empty())
                 .filter(|(k, d)| replica.store.purge_tombstones(k, *d, replica.now_ms))
                 .count();
             Answer {

@@ -721,3 +721,41 @@ proptest! {
         check_against_listing(&store, &ring, n, &me, &mut caches, &keys)?;
     }
 }
+
+#[test]
+fn a_purge_order_skips_a_key_hinted_here_since_the_agreement() {
+    let (a, b) = (Sim::new("a", 3), Sim::new("b", 3));
+    let k = "deleted";
+    delete_everywhere(&[&a, &b], k);
+    let digest = b.store.digest(&key(k));
+    let cache = SharedDigests::new(b.me.clone(), a.me.clone());
+    let hinted = |at: &[u8]| {
+        if at == key(k).as_ref() {
+            a.store.get(&key(k))
+        } else {
+            VersionSet::new()
+        }
+    };
+    let mut replica = Replica {
+        store: &b.store,
+        ring: &b.ring,
+        n: 3,
+        me: &b.me,
+        digests: &cache,
+        hinted: &hinted,
+        now_ms: b.now_ms,
+    };
+    let order = |replica: &Replica<'_>| AeRequest {
+        from: a.me.clone(),
+        scope: replica.scope(),
+        step: Step::Purge {
+            keys: vec![(key(k), digest)],
+        },
+    };
+    assert_eq!(respond(&replica, order(&replica)).purged, 0);
+    assert_eq!(b.store.digest(&key(k)), digest);
+    let nothing = |_: &[u8]| VersionSet::new();
+    replica.hinted = &nothing;
+    assert_eq!(respond(&replica, order(&replica)).purged, 1);
+    assert!(b.store.is_empty());
+}
