@@ -104,7 +104,7 @@ impl DiskEngine {
             path: dir.to_path_buf(),
             source,
         };
-        std::fs::create_dir_all(dir).map_err(unusable)?;
+        create_durably(dir).map_err(unusable)?;
         // fjall would take a non-empty directory of other files as a new database beside
         // them; a directory of someone else's files is not ours to write into.
         let foreign = std::fs::read_dir(dir)
@@ -441,6 +441,21 @@ fn is_fjall_entry(name: &str) -> bool {
     ) || name.starts_with(status::FILE)
         || name.ends_with(".jnl")
         || name.starts_with('.')
+}
+
+/// Creates `dir` and any missing parent, and fsyncs the directory above each one created: a
+/// crash soon after must not lose the directory, and with it the status file written into it.
+fn create_durably(dir: &Path) -> std::io::Result<()> {
+    let missing: Vec<&Path> = dir.ancestors().take_while(|at| !at.exists()).collect();
+    std::fs::create_dir_all(dir)?;
+    for created in missing.iter().rev() {
+        let parent = match created.parent() {
+            Some(parent) if !parent.as_os_str().is_empty() => parent,
+            _ => Path::new("."),
+        };
+        std::fs::File::open(parent)?.sync_all()?;
+    }
+    Ok(())
 }
 
 fn open_error(dir: &Path, e: fjall::Error) -> OpenDiskError {
