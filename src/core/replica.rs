@@ -193,7 +193,10 @@ impl<'a> LocalReplica<'a> {
     ) -> Result<(), PutRefused> {
         match (hint_for, sent) {
             (Some(owner), _) if owner != *self.me => {
-                self.hints.lock().add(owner, key, versions, self.now_ms)?;
+                let versions = self.store.without_purged(&key, versions);
+                if !versions.is_empty() {
+                    self.hints.lock().add(owner, key, versions, self.now_ms)?;
+                }
             }
             (_, Some(sent)) => {
                 self.store.merge_sent(&key, versions, sent)?;
@@ -283,5 +286,33 @@ mod tests {
         assert_eq!(store.get(&key), last.versions.decode().unwrap());
         assert_eq!(store.get(&key).len(), 1);
         assert_eq!(store.get_encoded(&key), last.versions);
+    }
+
+    #[test]
+    fn a_hint_of_versions_a_purge_here_deleted_keeps_nothing_and_a_newer_write_is_kept() {
+        let me = NodeId::new("r");
+        let (store, hints) = (Store::new(ActorId::new("r", 1)), SharedHints::default());
+        let local = LocalReplica::for_tests(&me, &store, &hints);
+        let key = Key::from_static(b"k");
+        let writer = Store::new(ActorId::new("w", 1));
+        let old = writer
+            .coordinate(&key, &VClock::new(), Some(Bytes::from_static(b"old")), 0)
+            .unwrap();
+        let deleted = writer.coordinate(&key, &old.answer, None, 1).unwrap();
+        let digest = store.merge(&key, &deleted.set()).unwrap().digest;
+        assert!(store.purge_tombstones(&key, digest, 10));
+        let owner = Some(NodeId::new("owner"));
+        local
+            .apply_set(key.clone(), old.set(), owner.clone())
+            .unwrap();
+        assert!(
+            hints.lock().is_empty(),
+            "a copy in flight of a purged value"
+        );
+        let newer = writer
+            .coordinate(&key, &VClock::new(), Some(Bytes::from_static(b"new")), 2)
+            .unwrap();
+        local.apply_set(key.clone(), newer.set(), owner).unwrap();
+        assert_eq!(hints.lock().len(), 1);
     }
 }

@@ -1015,9 +1015,10 @@ impl SimNode {
                         .filter(|v| v.is_tombstone())
                         .cloned(),
                 );
-                if self
-                    .store
-                    .purge_tombstones(&agreed.key, agreed.digest, pass.now_wall)
+                if !self.hints.lock().holds(&agreed.key)
+                    && self
+                        .store
+                        .purge_tombstones(&agreed.key, agreed.digest, pass.now_wall)
                 {
                     fx.push(Effect::Purged {
                         key: agreed.key.clone(),

@@ -50,9 +50,11 @@ pub use super::segments::{CELLS, SEGMENTS};
 const META_NODE: &str = "node";
 const META_ACTOR: &str = "actor";
 const META_LEASE: &str = "counter_lease";
-// The key count and fingerprint at the last clean close, then the hints' count and digest
-// when they were known; empty while the store is open.
+// The key count and fingerprint at the last clean close; empty while the store is open.
 const META_CLEAN: &str = "clean";
+// The hints' count and digest at the last clean close, when they were known; consulted only
+// beside a clean-stop marker (an entry of its own, so that an older build reads the marker).
+const META_CLEAN_HINTS: &str = "clean_hints";
 
 /// Errors of the storage map.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -271,22 +273,20 @@ impl Store {
         if let Some(clean) = store.engine.meta(META_CLEAN)?
             && !clean.is_empty()
         {
-            // Keys and fingerprint of the data, then those of the hints when they were known.
-            let words: Vec<u64> = clean
-                .chunks_exact(8)
-                .filter_map(|w| <[u8; 8]>::try_from(w).ok().map(u64::from_le_bytes))
-                .collect();
-            let (data, held) = match words.as_slice() {
-                [keys, print] => ((*keys, *print), None),
-                [keys, print, count, digest] => ((*keys, *print), Some((*count, *digest))),
-                _ => return Err(OpenError::CorruptMeta("clean-stop marker")),
-            };
-            if data != (store.len() as u64, store.fingerprint()) {
+            let (keys, fingerprint) =
+                decode_pair(&clean).ok_or(OpenError::CorruptMeta("clean-stop marker"))?;
+            if (keys, fingerprint) != (store.len() as u64, store.fingerprint()) {
                 return Err(OpenError::Damaged {
-                    recorded: data.0,
+                    recorded: keys,
                     found: store.len() as u64,
                 });
             }
+            let held = match store.engine.meta(META_CLEAN_HINTS)? {
+                Some(held) if !held.is_empty() => Some(
+                    decode_pair(&held).ok_or(OpenError::CorruptMeta("clean-stop hints record"))?,
+                ),
+                _ => None,
+            };
             if let (Some(held), Some(found)) = (held, hints.and_then(HintStore::fingerprint))
                 && held != found
             {
@@ -309,11 +309,11 @@ impl Store {
         while self.in_flight.load(Ordering::SeqCst) > 0 {
             std::thread::yield_now();
         }
-        let mut words = vec![self.len() as u64, self.fingerprint()];
-        if let Some((count, digest)) = hints.and_then(HintStore::fingerprint) {
-            words.extend([count, digest]);
-        }
-        let marker: Vec<u8> = words.iter().flat_map(|w| w.to_le_bytes()).collect();
+        // The hints' record first: the marker is what makes the next open check it.
+        let held = hints.and_then(HintStore::fingerprint);
+        let held = held.map_or_else(Vec::new, |(count, digest)| encode_pair(count, digest));
+        self.engine.set_meta(META_CLEAN_HINTS, &held)?;
+        let marker = encode_pair(self.len() as u64, self.fingerprint());
         Ok(self.engine.set_meta(META_CLEAN, &marker)?)
     }
 
@@ -538,6 +538,17 @@ impl Store {
         })?;
         Ok(coordinated)
     }
+}
+
+// Two words, as a clean-stop record keeps them.
+fn encode_pair(first: u64, second: u64) -> Vec<u8> {
+    [first.to_le_bytes(), second.to_le_bytes()].concat()
+}
+
+fn decode_pair(bytes: &[u8]) -> Option<(u64, u64)> {
+    let bytes = <[u8; 16]>::try_from(bytes).ok()?;
+    let word = |at: usize| bytes[at..at + 8].try_into().ok().map(u64::from_le_bytes);
+    Some((word(0)?, word(8)?))
 }
 
 // Ends a change under way when dropped.

@@ -86,6 +86,12 @@ impl Store {
         self.purged_len.load(Ordering::Acquire) > 0 && lock(&self.purged).purged_as(key, digest)
     }
 
+    /// `versions` of `key` without those a recent purge here deleted: what a hint kept here
+    /// may hold, so that a copy in flight when the purge ran brings nothing back through it.
+    pub fn without_purged(&self, key: &[u8], versions: VersionSet) -> VersionSet {
+        self.strip_purged(key, &versions).unwrap_or(versions)
+    }
+
     pub(super) fn strip_purged(&self, key: &[u8], incoming: &VersionSet) -> Option<VersionSet> {
         if self.purged_len.load(Ordering::Acquire) == 0 {
             return None;

@@ -121,7 +121,7 @@ fn a_seal_sees_every_write_that_succeeded_and_refuses_every_later_one() {
             let s = Arc::clone(&s);
             std::thread::spawn(move || {
                 let mut stored = 0u64;
-                for i in 0..2_000 {
+                for i in 0..20_000 {
                     let k = key(&format!("{t}-{i}"));
                     if s.coordinate(&k, &VClock::new(), val("v"), 0).is_ok() {
                         stored += 1;
@@ -141,6 +141,10 @@ fn a_seal_sees_every_write_that_succeeded_and_refuses_every_later_one() {
     }));
     let stored: u64 = writers.into_iter().map(|w| w.join().unwrap()).sum();
     assert_eq!(stored, seen, "a write acknowledged after the check");
+    assert!(
+        stored < 60_000,
+        "the writers were done before the seal: nothing was refused"
+    );
     assert_eq!(s.len() as u64, seen);
 
     let open = store("b");

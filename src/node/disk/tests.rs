@@ -469,11 +469,31 @@ fn hints_lost_or_changed_since_the_last_clean_stop_are_refused_at_open() {
     store.close(Some(&hints)).unwrap();
     drop((store, hints));
 
-    // One hint record lost behind the node's back, as a damaged journal's tail would be.
+    // One hint record changed behind the node's back (another hint's versions under its
+    // id), then one lost, as a damaged journal's tail would lose it.
     let engine = DiskEngine::open(dir.path(), Fsync::Never, 0).unwrap();
     let journal = engine.hints();
-    let first = journal.load().unwrap()[0].id;
-    journal.keyspace.remove(first.0.to_be_bytes()).unwrap();
+    let held = journal.load().unwrap();
+    let mut changed = held[1].clone();
+    changed.id = held[0].id;
+    let (id, record) = super::hints::encode(&changed).unwrap();
+    journal.keyspace.insert(id, record).unwrap();
+    engine.sync().unwrap();
+    drop((journal, engine));
+    let refused = open_with_hints(dir.path()).err();
+    assert!(
+        matches!(
+            refused,
+            Some(crate::core::store::OpenError::DamagedHints {
+                recorded: 2,
+                found: 2
+            })
+        ),
+        "{refused:?}"
+    );
+    let engine = DiskEngine::open(dir.path(), Fsync::Never, 0).unwrap();
+    let journal = engine.hints();
+    journal.keyspace.remove(id).unwrap();
     engine.sync().unwrap();
     drop((journal, engine));
     let refused = open_with_hints(dir.path()).err();
