@@ -275,6 +275,17 @@ async fn damaged_keyspace_files_are_refused() {
     assert_refused_as_corrupt("damaged keyspace files", &root).await;
 }
 
+/// Cuts every journal of a stopped node's directory to nothing.
+fn truncate_journals(dir: &Path) {
+    for journal in journals(dir) {
+        std::fs::File::options()
+            .write(true)
+            .open(&journal)
+            .and_then(|f| f.set_len(0))
+            .expect("truncate the journal");
+    }
+}
+
 /// The journals of a stopped node's directory; fails if there is none.
 fn journals(dir: &Path) -> Vec<PathBuf> {
     let found = files_under(dir, &|p| {
@@ -308,13 +319,7 @@ async fn a_damaged_journal_is_refused() {
 async fn a_truncated_journal_is_refused() {
     let root = TempDir::new("bad-dir-journal-cut");
     let dir = write_and_stop(&root).await;
-    for journal in journals(&dir) {
-        std::fs::File::options()
-            .write(true)
-            .open(&journal)
-            .and_then(|f| f.set_len(0))
-            .expect("truncate the journal");
-    }
+    truncate_journals(&dir);
     assert_refused_as_corrupt("a truncated journal", &root).await;
 }
 
@@ -345,12 +350,6 @@ async fn a_failed_start_keeps_the_damage_check() {
         run.output
     );
     drop(taken);
-    for journal in journals(&dir) {
-        std::fs::File::options()
-            .write(true)
-            .open(&journal)
-            .and_then(|f| f.set_len(0))
-            .expect("truncate the journal");
-    }
+    truncate_journals(&dir);
     assert_refused_as_corrupt("a truncated journal after a failed start", &root).await;
 }
