@@ -40,6 +40,7 @@ mod tests {
     use crate::core::ids::{ActorId, Key, NodeId};
     use crate::core::membership::{FailureTimeouts, Membership};
     use crate::core::replica::{LocalReplica, PutRefused};
+    use crate::core::store::StoreError;
     use crate::core::vclock::VClock;
     use crate::core::version::VersionSet;
 
@@ -76,7 +77,12 @@ mod tests {
         assert_eq!(membership.own().ring, RingStatus::Left);
         let key = Key::from_static(b"k");
         let stored = admitted.apply_set(key.clone(), write(&key), None);
-        assert!(matches!(stored, Err(PutRefused::Store(_))), "{stored:?}");
+        assert!(
+            matches!(stored, Err(PutRefused::Store(StoreError::Sealed))),
+            "{stored:?}"
+        );
+        let coordinated = store.coordinate(&key, &VClock::new(), None, 0);
+        assert_eq!(coordinated.err(), Some(StoreError::Sealed));
         let hinted = admitted.apply_set(key.clone(), write(&key), Some(NodeId::new("owner")));
         assert!(matches!(hinted, Err(PutRefused::Hint(_))), "{hinted:?}");
         assert!(store.is_empty() && hints.lock().is_empty());

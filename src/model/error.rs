@@ -181,6 +181,7 @@ impl From<crate::core::store::StoreError> for ClientError {
             StoreError::Engine(EngineError::DiskFull(_)) => {
                 ClientError::InsufficientStorage(e.to_string())
             }
+            StoreError::Sealed => ClientError::NotAMember(e.to_string()),
             StoreError::CounterExhausted | StoreError::Engine(_) => {
                 ClientError::Internal(e.to_string())
             }

@@ -35,6 +35,8 @@ const ROUND_BUDGET: Duration = Duration::from_secs(60);
 const PURGE_EVERY: Duration = Duration::from_millis(2000);
 /// Purge candidates examined per pass.
 const PURGE_BATCH: usize = 1024;
+// A pass asks every member the digests of all its keys in one request.
+const _: () = assert!(PURGE_BATCH <= crate::core::anti_entropy::DIGESTS_MAX);
 
 /// Runs anti-entropy rounds and tombstone purges, and answers peers' rounds.
 #[derive(Clone)]

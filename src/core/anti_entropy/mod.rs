@@ -74,6 +74,9 @@ pub const SEGMENTS_PER_GROUP: usize = SEGMENTS / GROUPS;
 pub const BUCKETS: usize = CELLS / SEGMENTS;
 /// Most bytes of keys one answer with key digests carries (at least one bucket always goes).
 pub const KEYS_BUDGET: usize = 1 << 20;
+/// Most keys a purge check asks the digests of in one request; an answer to more covers only
+/// these, which confirms nothing (the asker wants one digest per key).
+pub const DIGESTS_MAX: usize = 4096;
 /// Most bytes of version sets one message carries (at least one set always goes). With the
 /// largest set a write may make (8 MiB) a message stays far below the frame limit.
 pub const SETS_BUDGET: usize = 4 << 20;

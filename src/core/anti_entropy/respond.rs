@@ -1,8 +1,8 @@
 //! The answering side of a round, and of the purge's steps.
 
 use super::{
-    AeReply, AeRequest, BUCKETS, KEYS_BUDGET, SETS_BUDGET, Scope, SegmentView, SharedDigests, Step,
-    approx_bytes, bucket_digests, bucket_of, shared_keys, shares,
+    AeReply, AeRequest, BUCKETS, DIGESTS_MAX, KEYS_BUDGET, SETS_BUDGET, Scope, SegmentView,
+    SharedDigests, Step, approx_bytes, bucket_digests, bucket_of, shared_keys, shares,
 };
 use crate::core::ids::{Key, NodeId};
 use crate::core::purge::held_digest;
@@ -78,6 +78,7 @@ pub fn respond(replica: &Replica<'_>, request: AeRequest) -> Answer {
     match request.step {
         Step::Digests { keys } => answer(AeReply::Digests(
             keys.iter()
+                .take(DIGESTS_MAX)
                 .map(|k| held_digest(replica.store, k, &(replica.hinted)(k)))
                 .collect(),
         )),
@@ -103,11 +104,17 @@ pub fn respond(replica: &Replica<'_>, request: AeRequest) -> Answer {
     }
 }
 
+// Each segment is answered once, so that however many entries a request carries, the answer
+// lists at most every segment.
 fn answer_segments(replica: &Replica<'_>, segments: &[(u16, u64)]) -> AeReply {
+    let mut seen = vec![false; SEGMENTS];
     let differing = segments
         .iter()
         .filter(|&&(segment, theirs)| {
-            usize::from(segment) < SEGMENTS && replica.digests.segment(segment.into()) != theirs
+            let first = seen
+                .get_mut(usize::from(segment))
+                .is_some_and(|seen| !std::mem::replace(seen, true));
+            first && replica.digests.segment(segment.into()) != theirs
         })
         .map(|&(segment, _)| {
             let keys = replica.shared_keys(segment.into());

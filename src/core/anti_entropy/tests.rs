@@ -759,3 +759,39 @@ fn a_purge_order_skips_a_key_hinted_here_since_the_agreement() {
     assert_eq!(respond(&replica, order(&replica)).purged, 1);
     assert!(b.store.is_empty());
 }
+
+#[test]
+fn a_request_listing_a_segment_or_a_key_many_times_gets_a_bounded_answer() {
+    let (mut a, b) = (Sim::new("a", 3), Sim::new("b", 3));
+    a.write("k", "v");
+    let segment = crate::core::segments::segment_of(&key("k")) as u16;
+    let answer = a.with(&b.me, |replica| {
+        let segments = respond(
+            replica,
+            AeRequest {
+                from: b.me.clone(),
+                scope: replica.scope(),
+                step: Step::Segments {
+                    segments: vec![(segment, 0); 100_000],
+                },
+            },
+        );
+        let digests = respond(
+            replica,
+            AeRequest {
+                from: b.me.clone(),
+                scope: replica.scope(),
+                step: Step::Digests {
+                    keys: vec![key("k"); DIGESTS_MAX + 10],
+                },
+            },
+        );
+        (segments.reply, digests.reply)
+    });
+    assert!(
+        matches!(&answer.0, AeReply::Buckets(views) if views.len() == 1),
+        "{:?}",
+        answer.0
+    );
+    assert!(matches!(&answer.1, AeReply::Digests(d) if d.len() == DIGESTS_MAX));
+}

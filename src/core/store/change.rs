@@ -18,16 +18,14 @@ use std::sync::atomic::Ordering;
 
 impl Store {
     // Counts a change under way; refused once the store is closed or sealed.
-    pub(super) fn begin_change(&self) -> Result<ChangeGuard<'_>, EngineError> {
+    pub(super) fn begin_change(&self) -> Result<ChangeGuard<'_>, StoreError> {
         self.in_flight.fetch_add(1, Ordering::SeqCst);
         let guard = ChangeGuard(&self.in_flight);
         if self.closed.load(Ordering::SeqCst) {
-            return Err(EngineError::Failed("the store is closed".into()));
+            return Err(EngineError::Failed("the store is closed".into()).into());
         }
         if self.sealed.load(Ordering::SeqCst) {
-            return Err(EngineError::Failed(
-                "this node has left the cluster: it takes no data".into(),
-            ));
+            return Err(StoreError::Sealed);
         }
         Ok(guard)
     }

@@ -88,6 +88,9 @@ pub enum StoreError {
         /// The limit.
         max: usize,
     },
+    /// This node finished leaving the cluster: its store takes no data any more.
+    #[error("this node has left the cluster: it takes no data")]
+    Sealed,
     /// The engine could not read or write.
     #[error(transparent)]
     Engine(#[from] EngineError),
