@@ -208,7 +208,7 @@ async fn on_replica<T: Send + 'static>(
         let ring = shared.ring.load();
         let n = shared.quorum.load().n;
         digests.refresh(&shared.store, &ring.ring, n);
-        let hinted = |key: &[u8]| shared.hints().versions_for(key);
+        let hinted = |key: &[u8]| shared.hints().holds(key);
         let replica = Replica {
             store: &shared.store,
             ring: &ring.ring,

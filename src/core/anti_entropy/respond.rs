@@ -26,8 +26,8 @@ pub struct Replica<'a> {
     pub me: &'a NodeId,
     /// The digests shared with the peer, refreshed for this step.
     pub digests: &'a SharedDigests,
-    /// The versions this node holds as hints for a key (the purge asks about every copy).
-    pub hinted: &'a dyn Fn(&[u8]) -> VersionSet,
+    /// Whether this node keeps hints of a key (a purge waits for them to be delivered).
+    pub hinted: &'a dyn Fn(&[u8]) -> bool,
     /// Wall-clock milliseconds, recorded with purges.
     pub now_ms: u64,
 }
@@ -79,14 +79,14 @@ pub fn respond(replica: &Replica<'_>, request: AeRequest) -> Answer {
         Step::Digests { keys } => answer(AeReply::Digests(
             keys.iter()
                 .take(DIGESTS_MAX)
-                .map(|k| held_digest(replica.store, k, &(replica.hinted)(k)))
+                .map(|k| held_digest(replica.store, k, (replica.hinted)(k)))
                 .collect(),
         )),
         Step::Purge { keys } => {
             // A hint of the key taken since this node answered waits for the next pass.
             let purged = keys
                 .iter()
-                .filter(|(k, _)| (replica.hinted)(k).is_empty())
+                .filter(|(k, _)| !(replica.hinted)(k))
                 .filter(|(k, d)| replica.store.purge_tombstones(k, *d, replica.now_ms))
                 .count();
             Answer {

@@ -883,7 +883,7 @@ impl SimNode {
             .or_insert_with(|| SharedDigests::new(self.name.clone(), peer.clone()));
         cache.refresh(&self.store, &self.ring, self.config.n);
         let hints = &self.hints;
-        let hinted = |key: &[u8]| hints.lock().versions_for(key);
+        let hinted = |key: &[u8]| hints.lock().holds(key);
         let replica = Replica {
             store: &self.store,
             ring: &self.ring,

@@ -308,10 +308,7 @@ impl Store {
     /// what it holds, and what `hints` (closed already, so that they no longer change) hold,
     /// so that the next open can tell data lost or damaged since.
     pub fn close(&self, hints: Option<&HintStore>) -> Result<(), StoreError> {
-        self.closed.store(true, Ordering::SeqCst);
-        while self.in_flight.load(Ordering::SeqCst) > 0 {
-            std::thread::yield_now();
-        }
+        self.refuse_changes(&self.closed);
         // The hints' record first: the marker is what makes the next open check it.
         let held = hints.and_then(HintStore::fingerprint);
         let held = held.map_or_else(Vec::new, |(count, digest)| encode_pair(count, digest));
@@ -325,15 +322,21 @@ impl Store {
     /// admitted before the check is counted in it, and any later one is refused instead of
     /// stranded on a node that no longer owns anything.
     pub fn seal_if(&self, ready: impl FnOnce(&Store) -> bool) -> bool {
-        self.sealed.store(true, Ordering::SeqCst);
-        while self.in_flight.load(Ordering::SeqCst) > 0 {
-            std::thread::yield_now();
-        }
+        self.refuse_changes(&self.sealed);
         let sealed = ready(self);
         if !sealed {
             self.sealed.store(false, Ordering::SeqCst);
         }
         sealed
+    }
+
+    // Raises `flag`, which `begin_change` refuses new changes on, and waits for the changes
+    // already under way: once this returns, nothing changes the data until `flag` is lowered.
+    fn refuse_changes(&self, flag: &AtomicBool) {
+        flag.store(true, Ordering::SeqCst);
+        while self.in_flight.load(Ordering::SeqCst) > 0 {
+            std::thread::yield_now();
+        }
     }
 
     // A store over `engine` whose counter starts at `issued`; an engine that forgets
