@@ -1,7 +1,7 @@
 //! Hint drain: where each held hint goes next, and what an answer does to it. No I/O.
 //!
 //! A hint goes back to its owner once the owner is reachable. A hint whose owner will never
-//! take it (the owner left or was removed), and every hint of a node that is leaving and
+//! take it (the owner left, was removed, or is not known here), and every hint of a node that is leaving and
 //! whose owner is down, goes instead to the replicas that should hold the key now (the sloppy
 //! targets of its walk without this node), as a handoff would send it. Either way the hint
 //! is dropped only when every destination acknowledged it, and put back to wait otherwise.
@@ -28,7 +28,7 @@ pub struct Delivery {
 pub struct DrainScope<'a> {
     /// This node's routing view.
     pub view: View<'a>,
-    /// Whether an owner left or was removed: it will never take its hints.
+    /// Whether an owner left, was removed or is unknown here: it will never take its hints.
     pub gone: &'a dyn Fn(&NodeId) -> bool,
     /// Whether this node is leaving: it must give every hint away.
     pub leaving: bool,

@@ -275,6 +275,13 @@ impl Membership {
         self.get(node).map(|member| member.ring)
     }
 
+    /// Whether hints may wait here for `node`: a node this membership knows that has neither
+    /// left nor been removed, so one that a session is kept to (dead or not). A hint for any
+    /// other node would never be taken back by it.
+    pub fn takes_hints(&self, node: &NodeId) -> bool {
+        self.should_connect(node)
+    }
+
     /// Whether requests should be sent to `node`: Alive and neither left nor removed. A
     /// Suspect keeps its ring place but the sloppy quorum routes around it to a fallback, so
     /// a slow node does not stall writes; an unknown node is not reachable.

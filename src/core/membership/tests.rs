@@ -347,6 +347,9 @@ fn helpers_agree_with_statuses() {
     assert!(!m.is_reachable(&n("n3")));
     assert!(!m.is_reachable(&n("n2")));
     assert!(!m.is_reachable(&n("n9")));
+    // A dead member still takes its hints back one day; a stranger never does.
+    assert!(m.takes_hints(&n("n2")) && m.takes_hints(&n("n3")));
+    assert!(!m.takes_hints(&n("n9")));
     assert_eq!(m.get(&n("n1")), Some(m.own()));
     assert!(m.get(&n("n9")).is_none());
 }
@@ -446,6 +449,7 @@ fn remove_is_refused_for_the_living_for_ourselves_and_for_strangers() {
     assert_eq!(m.ring_status_of(&n("n2")), Some(RingStatus::Removed));
     assert!(!m.is_reachable(&n("n2")));
     assert!(!m.should_connect(&n("n2")));
+    assert!(!m.takes_hints(&n("n2")));
     assert!(m.detect(1_000_000).is_empty());
     assert_eq!(m.data_holders().count(), 0);
     let mut rng = <rand::rngs::StdRng as rand::SeedableRng>::seed_from_u64(0);

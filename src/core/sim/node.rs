@@ -306,6 +306,7 @@ impl SimNode {
             store: &self.store,
             hints: &self.hints,
             member: !self.ring_status().is_final(),
+            takes_hints: Box::new(|owner| self.membership.takes_hints(owner)),
             now_ms: now,
             ack_after_sync: false,
         }
@@ -785,7 +786,7 @@ impl SimNode {
         let leaving = self.ring_status() == RingStatus::Leaving;
         let deliveries = self.with_view(|view| {
             let membership = &self.membership;
-            let gone = |n: &NodeId| membership.ring_status_of(n).is_some_and(|s| s.is_final());
+            let gone = |n: &NodeId| !membership.takes_hints(n);
             let scope = DrainScope {
                 view: *view,
                 gone: &gone,
