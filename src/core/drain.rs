@@ -35,10 +35,8 @@ pub struct DrainScope<'a> {
 }
 
 /// Takes up to `max` waiting hints per owner that can go somewhere now, marking them in
-/// flight, and says where each goes. First forgets again in the journal the delivered hints
-/// it failed to forget (a restart would deliver them again).
+/// flight, and says where each goes.
 pub fn plan(hints: &mut HintStore, scope: &DrainScope<'_>, max: usize) -> Vec<Delivery> {
-    hints.retry_forgets();
     let mut deliveries = Vec::new();
     for owner in hints.owners() {
         let gone = (scope.gone)(&owner);

@@ -145,17 +145,10 @@ pub struct HintStore {
     journal: Option<Box<dyn HintJournal>>,
     // Set once the store takes no more hints; its journal then changes no more either.
     closed: bool,
-    // Acknowledged hints the journal failed to forget, oldest first: forgotten again later
-    // ([`HintStore::retry_forgets`]), since a restart would deliver them again, and the
-    // journal holds exactly what this store does only once none is left.
-    unforgotten: Vec<HintId>,
-    // Set when more than `MAX_UNFORGOTTEN` were: the journal's contents are no longer known.
-    lost_track: bool,
+    // Set when the journal failed to forget an acknowledged hint: it no longer holds exactly
+    // what this store does.
+    diverged: bool,
 }
-
-/// Acknowledged hints remembered for a forget in the journal again; past it, the store no
-/// longer vouches for its journal until a restart.
-const MAX_UNFORGOTTEN: usize = 65_536;
 
 impl Default for HintStore {
     fn default() -> Self {
@@ -175,8 +168,7 @@ impl HintStore {
             limits,
             journal: None,
             closed: false,
-            unforgotten: Vec::new(),
-            lost_track: false,
+            diverged: false,
         }
     }
 
@@ -186,29 +178,13 @@ impl HintStore {
     /// acknowledged after this stays in the journal and is delivered again after a restart:
     /// a merge, harmless.
     pub fn close(&mut self) {
-        self.retry_forgets();
         self.closed = true;
     }
 
-    /// Forgets again in the journal the acknowledged hints it failed to forget, oldest first,
-    /// until one fails again (the disk still refuses: the rest waits for a later call).
-    pub fn retry_forgets(&mut self) {
-        let Some(journal) = self.journal.as_ref().filter(|_| !self.closed) else {
-            return;
-        };
-        let forgotten = self
-            .unforgotten
-            .iter()
-            .take_while(|id| journal.forget(**id))
-            .count();
-        self.unforgotten.drain(..forgotten);
-    }
-
     /// The count of hints held and a digest of them, for a clean stop to record; `None` when
-    /// the journal may hold other hints than this store (it failed to forget one, and has not
-    /// forgotten it since).
+    /// the journal may hold other hints than this store (it failed to forget one).
     pub fn fingerprint(&self) -> Option<(u64, u64)> {
-        if self.lost_track || !self.unforgotten.is_empty() {
+        if self.diverged {
             return None;
         }
         let digest = self
@@ -439,11 +415,7 @@ impl HintStore {
         if let Some(journal) = self.journal.as_ref().filter(|_| !self.closed)
             && !journal.forget(id)
         {
-            if self.unforgotten.len() < MAX_UNFORGOTTEN {
-                self.unforgotten.push(id);
-            } else {
-                self.lost_track = true;
-            }
+            self.diverged = true;
         }
         if hints.waiting.get(&slot.hint.key) == Some(&id) {
             hints.waiting.remove(&slot.hint.key);
@@ -510,72 +482,6 @@ mod tests {
             )
             .map(|c| c.set())
             .unwrap()
-    }
-
-    /// A journal in memory whose forgets fail while `failing` is set.
-    #[derive(Clone, Default)]
-    struct FlakyJournal {
-        held: std::sync::Arc<Mutex<BTreeSet<HintId>>>,
-        failing: std::sync::Arc<std::sync::atomic::AtomicBool>,
-    }
-
-    impl HintJournal for FlakyJournal {
-        fn record(&self, hint: &Hint) -> Result<(), String> {
-            self.held.lock().unwrap().insert(hint.id);
-            Ok(())
-        }
-
-        fn forget(&self, id: HintId) -> bool {
-            if self.failing.load(std::sync::atomic::Ordering::SeqCst) {
-                return false;
-            }
-            self.held.lock().unwrap().remove(&id);
-            true
-        }
-    }
-
-    #[test]
-    fn a_hint_the_journal_failed_to_forget_is_forgotten_once_it_can() {
-        let coord = Store::new(ActorId::new("c", 1));
-        let journal = FlakyJournal::default();
-        let mut hints = HintStore::default().with_journal(Box::new(journal.clone()));
-        let owner = NodeId::new("o");
-        for k in ["a", "b", "c"] {
-            hints
-                .add(owner.clone(), key(k), blind(&coord, &key(k), "v"), 0)
-                .unwrap();
-        }
-        let taken = hints.take(&owner, 10);
-        journal
-            .failing
-            .store(true, std::sync::atomic::Ordering::SeqCst);
-        for hint in &taken[..2] {
-            assert!(hints.ack(&owner, hint.id));
-        }
-        assert_eq!(hints.len(), 1);
-        assert_eq!(
-            journal.held.lock().unwrap().len(),
-            3,
-            "a restart would deliver them again"
-        );
-        assert_eq!(
-            hints.fingerprint(),
-            None,
-            "the journal holds more than the store"
-        );
-        hints.retry_forgets();
-        assert_eq!(hints.fingerprint(), None, "the disk still refuses");
-
-        journal
-            .failing
-            .store(false, std::sync::atomic::Ordering::SeqCst);
-        hints.retry_forgets();
-        let held: Vec<HintId> = journal.held.lock().unwrap().iter().copied().collect();
-        assert_eq!(held, vec![taken[2].id]);
-        assert!(
-            hints.fingerprint().is_some(),
-            "the journal is the store's again"
-        );
     }
 
     #[test]

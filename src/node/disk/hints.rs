@@ -75,9 +75,8 @@ impl HintJournal for DiskHints {
 
     fn forget(&self, id: HintId) -> bool {
         // A hint that stays behind is delivered again after a restart: a merge, which brings
-        // back nothing unless the key was purged in between and the purge forgotten since.
-        // The hint store asks again on every drain round until the journal forgets it, and
-        // records no hints at a clean stop meanwhile (its record would be wrong).
+        // back nothing unless the key was purged in between and the purge forgotten since
+        // (the store then records no hints at its clean stop, whose record would be wrong).
         match self.keyspace.remove(id.0.to_be_bytes()) {
             Ok(()) => true,
             Err(e) => {
