@@ -77,6 +77,8 @@ impl HintJournal for DiskHints {
         // A hint that stays behind is delivered again after a restart: a merge, which brings
         // back nothing unless the key was purged in between and the purge forgotten since
         // (the store then records no hints at its clean stop, whose record would be wrong).
+        // Trying again later is no use: a failed journal write poisons the whole fjall
+        // database, and every write fails until the node restarts.
         match self.keyspace.remove(id.0.to_be_bytes()) {
             Ok(()) => true,
             Err(e) => {
