@@ -9,6 +9,7 @@
 use super::encoded_set::EncodedSet;
 use super::hints::{HintId, HintStore};
 use super::ids::NodeId;
+use super::membership::Membership;
 use super::replica::ReplicaPut;
 use super::view::View;
 use super::write::Outgoing;
@@ -32,6 +33,15 @@ pub struct DrainScope<'a> {
     pub gone: &'a dyn Fn(&NodeId) -> bool,
     /// Whether this node is leaving: it must give every hint away.
     pub leaving: bool,
+}
+
+/// Whether `owner` will never take its hints back, as `membership` tells: it left, was
+/// removed, or is not known here. A fallback keeps whatever hint a peer's write names
+/// (refusing a hint for a node it has not heard of yet would cost writes during every join's
+/// gossip), and one kept for a name it does not know goes to the key's current replicas at
+/// the next round instead of waiting, in a bounded store, for a node that may not exist.
+pub fn gone_in(membership: &Membership) -> impl Fn(&NodeId) -> bool + '_ {
+    |owner| !membership.takes_hints(owner)
 }
 
 /// Takes up to `max` waiting hints per owner that can go somewhere now, marking them in
@@ -98,6 +108,8 @@ mod tests {
     use bytes::Bytes;
 
     use super::*;
+    use std::collections::BTreeSet;
+
     use crate::core::ids::{ActorId, Key, nodes};
     use crate::core::ring::Ring;
     use crate::core::store::Store;
@@ -175,6 +187,65 @@ mod tests {
         assert!(!settle(&mut hints, &deliveries[0], false));
         assert_eq!(hints.len(), 20);
         assert_eq!(plan(&mut hints, &scope, 100).len(), 1);
+    }
+
+    #[test]
+    fn hints_of_an_owner_unknown_here_go_to_the_keys_current_replicas() {
+        use crate::core::membership::{
+            FailureTimeouts, HandoffProgress, MemberDigest, RingStatus, Status,
+        };
+        let me = NodeId::new("f");
+        let mut membership = Membership::new(
+            me.clone(),
+            "f:7001".into(),
+            "f:8001".into(),
+            128,
+            1,
+            FailureTimeouts::default(),
+            0,
+        )
+        .unwrap();
+        let peer = |node: &str, ring: RingStatus| MemberDigest {
+            node: NodeId::new(node),
+            cluster_addr: format!("{node}:7001"),
+            http_addr: format!("{node}:8001"),
+            vnodes: 128,
+            status: Status::Alive,
+            heartbeat: 1,
+            incarnation: 1,
+            ring,
+            n: membership.own().n,
+            handoff: HandoffProgress::default(),
+        };
+        let (p, gone) = (peer("p", RingStatus::Valid), peer("x", RingStatus::Removed));
+        membership.merge(&[p, gone], 0);
+        let ring = Ring::with_default_vnodes(nodes(&["f", "p", "q", "r", "s"])).unwrap();
+        let live = |n: &NodeId| n.as_str() != "p";
+        let gone = gone_in(&membership);
+        let scope = DrainScope {
+            view: View::n3(&me, &ring, &live),
+            gone: &gone,
+            leaving: false,
+        };
+        // A known member that is down keeps its hints; a removed node and a name never heard
+        // of (a peer may name any) will not take theirs: both go on at once.
+        let mut hints = hinted("p", 2);
+        for owner in ["x", "stranger"] {
+            for hint in hinted(owner, 3).take(&NodeId::new(owner), 10) {
+                hints.restore(hint);
+            }
+        }
+        let deliveries = plan(&mut hints, &scope, 100);
+        let owners: BTreeSet<&str> = deliveries.iter().map(|d| d.owner.as_str()).collect();
+        assert_eq!(owners, BTreeSet::from(["stranger", "x"]));
+        assert_eq!(deliveries.len(), 6);
+        for d in &deliveries {
+            assert!(
+                d.sends
+                    .iter()
+                    .all(|s| ![d.owner.as_str(), "f"].contains(&s.to.as_str()))
+            );
+        }
     }
 
     #[test]

@@ -99,10 +99,6 @@ pub enum PutRefused {
     /// The hint store is at its limit.
     #[error(transparent)]
     Hint(#[from] HintRefused),
-    /// A hint for a node this one does not know as a member (never heard of, left or
-    /// removed): it would wait for an owner that never takes it, in a bounded store.
-    #[error("no hint is kept for {0}: not a member this node knows")]
-    UnknownOwner(NodeId),
     /// The store could not take the versions (a full disk, a failed engine).
     #[error(transparent)]
     Store(#[from] StoreError),
@@ -121,8 +117,6 @@ pub struct LocalReplica<'a> {
     pub hints: &'a SharedHints,
     /// False once this node left or was removed: it then serves nothing.
     pub member: bool,
-    /// Whether a hint for the given owner is kept (see `Membership::takes_hints`).
-    pub takes_hints: Box<dyn Fn(&NodeId) -> bool + Send + Sync + 'a>,
     /// Local monotonic milliseconds, recorded with new hints.
     pub now_ms: u64,
     /// True when a write applied here counts as an ack only after the engine made it durable
@@ -140,7 +134,6 @@ impl<'a> LocalReplica<'a> {
             store,
             hints,
             member: true,
-            takes_hints: Box::new(|_| true),
             now_ms: 0,
             ack_after_sync: false,
         }
@@ -200,9 +193,6 @@ impl<'a> LocalReplica<'a> {
     ) -> Result<(), PutRefused> {
         match (hint_for, sent) {
             (Some(owner), _) if owner != *self.me => {
-                if !(self.takes_hints)(&owner) {
-                    return Err(PutRefused::UnknownOwner(owner));
-                }
                 let versions = self.store.without_purged(&key, versions);
                 if !versions.is_empty() {
                     self.hints.lock().add(owner, key, versions, self.now_ms)?;
@@ -324,45 +314,5 @@ mod tests {
             .unwrap();
         local.apply_set(key.clone(), newer.set(), owner).unwrap();
         assert_eq!(hints.lock().len(), 1);
-    }
-
-    #[test]
-    fn a_hint_is_kept_only_for_an_owner_this_node_knows_as_a_member() {
-        let me = NodeId::new("r");
-        let (store, hints) = (Store::new(ActorId::new("r", 1)), SharedHints::default());
-        let mut local = LocalReplica::for_tests(&me, &store, &hints);
-        local.takes_hints = Box::new(|owner| owner.as_str() == "member");
-        let writer = Store::new(ActorId::new("w", 1));
-        let put = |key: &'static [u8], owner: &str| {
-            let key = Key::from_static(key);
-            let written = writer
-                .coordinate(&key, &VClock::new(), Some(Bytes::from_static(b"v")), 0)
-                .unwrap();
-            ReplicaRequest::Put(ReplicaPut {
-                key,
-                versions: written.versions,
-                hint_for: Some(NodeId::new(owner)),
-            })
-        };
-        // A peer's write may name any owner: one that does not exist would never drain, and
-        // enough of them would fill the bounded store against every legitimate hint.
-        let replies = local.serve(
-            vec![put(b"a", "stranger"), put(b"b", "member"), put(b"c", "r")],
-            usize::MAX,
-        );
-        let refusal = PutRefused::UnknownOwner(NodeId::new("stranger")).to_string();
-        assert_eq!(
-            replies,
-            vec![
-                ReplicaReply::Refused(refusal),
-                ReplicaReply::Stored,
-                ReplicaReply::Stored
-            ]
-        );
-        assert_eq!(hints.lock().len(), 1, "the member's hint only");
-        assert!(hints.lock().holds(b"b"));
-        assert!(store.get(b"a").is_empty());
-        // A write naming this node itself is its own to keep, whoever else it knows.
-        assert_eq!(store.get(b"c").len(), 1);
     }
 }

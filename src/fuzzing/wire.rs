@@ -71,7 +71,6 @@ pub fn replica_batch(data: &[u8]) {
         store: &store,
         hints: &hints,
         member: true,
-        takes_hints: Box::new(|_| true),
         now_ms: 1,
         ack_after_sync: false,
     };

@@ -84,7 +84,7 @@ async fn deliver_all(shared: &NodeShared, sends: Vec<Outgoing>) -> bool {
 fn drain_hints(shared: &Arc<NodeShared>, leaving: bool) {
     let deliveries = {
         let membership = shared.membership.load();
-        let gone = |node: &crate::core::ids::NodeId| !membership.takes_hints(node);
+        let gone = drain::gone_in(&membership);
         shared.with_view(|view, _| {
             let scope = DrainScope {
                 view: *view,

@@ -288,13 +288,11 @@ impl NodeShared {
 
     /// This node's data as the replica side of requests sees it.
     pub fn local(&self) -> LocalReplica<'_> {
-        let membership = self.membership.load_full();
         LocalReplica {
             me: &self.me,
             store: &self.store,
             hints: &self.hints,
             member: !self.ring_status().is_final(),
-            takes_hints: Box::new(move |owner| membership.takes_hints(owner)),
             now_ms: self.mono_ms(),
             ack_after_sync: self.ack_after_sync(),
         }

@@ -98,7 +98,7 @@ mod tests {
     use super::*;
     use crate::config::NodeConfig;
     use crate::core::encoded_set::EncodedSet;
-    use crate::core::ids::{Key, NodeId};
+    use crate::core::ids::Key;
     use crate::core::replica::{ReplicaPut, ReplicaRequest};
     use crate::core::vclock::VClock;
     use crate::core::version::VersionSet;
@@ -180,25 +180,6 @@ mod tests {
         ];
         assert_eq!(shared.local().serve(reads_first, budget).len(), 1);
         assert_eq!(shared.store.get(b"new").len(), 2);
-    }
-
-    #[test]
-    fn a_hint_for_a_node_the_membership_does_not_know_is_refused() {
-        let shared = node("n1");
-        let source = node("c1");
-        let hint = |owner: &str| {
-            vec![ReplicaRequest::Put(ReplicaPut {
-                key: Key::from_static(b"k"),
-                versions: written(&source, b"k", b"v"),
-                hint_for: Some(NodeId::new(owner)),
-            })]
-        };
-        let replies = shared.local().serve(hint("nobody"), usize::MAX);
-        assert!(
-            matches!(&replies[..], [ReplicaReply::Refused(why)] if why.contains("nobody")),
-            "{replies:?}"
-        );
-        assert!(shared.hints().is_empty());
     }
 }
 

@@ -306,7 +306,6 @@ impl SimNode {
             store: &self.store,
             hints: &self.hints,
             member: !self.ring_status().is_final(),
-            takes_hints: Box::new(|owner| self.membership.takes_hints(owner)),
             now_ms: now,
             ack_after_sync: false,
         }
@@ -785,8 +784,7 @@ impl SimNode {
     fn drain_hints(&mut self, _now: u64, fx: &mut Vec<Effect>) {
         let leaving = self.ring_status() == RingStatus::Leaving;
         let deliveries = self.with_view(|view| {
-            let membership = &self.membership;
-            let gone = |n: &NodeId| !membership.takes_hints(n);
+            let gone = drain::gone_in(&self.membership);
             let scope = DrainScope {
                 view: *view,
                 gone: &gone,
