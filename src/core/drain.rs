@@ -1,10 +1,11 @@
 //! Hint drain: where each held hint goes next, and what an answer does to it. No I/O.
 //!
 //! A hint goes back to its owner once the owner is reachable. A hint whose owner will never
-//! take it (the owner left, was removed, or is not known here), and every hint of a node that is leaving and
-//! whose owner is down, goes instead to the replicas that should hold the key now (the sloppy
-//! targets of its walk without this node), as a handoff would send it. Either way the hint
-//! is dropped only when every destination acknowledged it, and put back to wait otherwise.
+//! take it (the owner left, was removed, or is not known here), and every hint of a node that
+//! is leaving and whose owner is down, goes instead to the replicas that should hold the key
+//! now (the sloppy targets of its walk without this node), as a handoff would send it. Either
+//! way the hint is dropped only when every destination acknowledged it, and put back to wait
+//! otherwise.
 
 use super::encoded_set::EncodedSet;
 use super::hints::{HintId, HintStore};
@@ -105,11 +106,11 @@ pub fn settle(hints: &mut HintStore, delivery: &Delivery, all_acked: bool) -> bo
 
 #[cfg(test)]
 mod tests {
+    use std::collections::BTreeSet;
+
     use bytes::Bytes;
 
     use super::*;
-    use std::collections::BTreeSet;
-
     use crate::core::ids::{ActorId, Key, nodes};
     use crate::core::ring::Ring;
     use crate::core::store::Store;
