@@ -192,9 +192,7 @@ mod tests {
 
     #[test]
     fn hints_of_an_owner_unknown_here_go_to_the_keys_current_replicas() {
-        use crate::core::membership::{
-            FailureTimeouts, HandoffProgress, MemberDigest, RingStatus, Status,
-        };
+        use crate::core::membership::{FailureTimeouts, MemberDigest, RingStatus};
         let me = NodeId::new("f");
         let mut membership = Membership::new(
             me.clone(),
@@ -206,17 +204,11 @@ mod tests {
             0,
         )
         .unwrap();
+        let own = membership.own().digest();
         let peer = |node: &str, ring: RingStatus| MemberDigest {
             node: NodeId::new(node),
-            cluster_addr: format!("{node}:7001"),
-            http_addr: format!("{node}:8001"),
-            vnodes: 128,
-            status: Status::Alive,
-            heartbeat: 1,
-            incarnation: 1,
             ring,
-            n: membership.own().n,
-            handoff: HandoffProgress::default(),
+            ..own.clone()
         };
         let (p, gone) = (peer("p", RingStatus::Valid), peer("x", RingStatus::Removed));
         membership.merge(&[p, gone], 0);

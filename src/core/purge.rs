@@ -45,6 +45,13 @@ pub fn grace_passed(set: &VersionSet, now_ms: u64, grace_ms: u64) -> bool {
 /// it, and would outlive the purge to bring the deleted value back once the purge is forgotten.
 pub const KEEPS_HINTS: u64 = u64::MAX;
 
+/// Purges `key`'s tombstones as a pass agreed at `digest`, unless this node keeps hints of
+/// the key (`hinted`), taken since the agreement: their versions could come back once the
+/// purge is forgotten, so the key waits for the next pass. Returns whether it purged.
+pub fn purge_agreed(store: &Store, key: &Key, digest: u64, hinted: bool, now_ms: u64) -> bool {
+    !hinted && store.purge_tombstones(key, digest, now_ms)
+}
+
 /// The digest of what this node stores of `key`, or [`KEEPS_HINTS`] when it keeps versions
 /// of it as hints (`hinted`). What a purge check asks every member.
 pub fn held_digest(store: &Store, key: &[u8], hinted: bool) -> u64 {

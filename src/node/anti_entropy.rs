@@ -25,7 +25,7 @@ use crate::core::anti_entropy::{
     AeReply, AeRequest, Initiator, Replica, RoundStats, Scope, Step, pick_peer, respond,
 };
 use crate::core::ids::{Key, NodeId};
-use crate::core::purge::{PurgeRound, PurgeScope, purge_orders};
+use crate::core::purge::{PurgeRound, PurgeScope, purge_agreed, purge_orders};
 
 /// How long one remote step may take.
 const CALL_TIMEOUT: Duration = Duration::from_secs(5);
@@ -426,11 +426,12 @@ async fn run_purge(shared: &Arc<NodeShared>, cursor: Option<Key>) -> Option<Key>
         async move { call(shared, &node, request).await }
     });
     join_all(orders).await;
-    // A hint of the key taken since the check waits for the next pass, as on the holders.
     let purged = agreed
         .iter()
-        .filter(|check| !shared.hints().holds(&check.key))
-        .filter(|check| shared.store.purge_tombstones(&check.key, check.digest, now))
+        .filter(|check| {
+            let hinted = shared.hints().holds(&check.key);
+            purge_agreed(&shared.store, &check.key, check.digest, hinted, now)
+        })
         .count();
     shared.metrics.tombstones_purged.inc_by(purged as u64);
     tracing::debug!(purged, agreed = agreed.len(), "tombstones purged");

@@ -5,7 +5,7 @@ use super::{
     SharedDigests, Step, approx_bytes, bucket_digests, bucket_of, shared_keys, shares,
 };
 use crate::core::ids::{Key, NodeId};
-use crate::core::purge::held_digest;
+use crate::core::purge::{held_digest, purge_agreed};
 use crate::core::ring::Ring;
 use crate::core::store::{SEGMENTS, Store};
 use crate::core::version::VersionSet;
@@ -83,11 +83,11 @@ pub fn respond(replica: &Replica<'_>, request: AeRequest) -> Answer {
                 .collect(),
         )),
         Step::Purge { keys } => {
-            // A hint of the key taken since this node answered waits for the next pass.
             let purged = keys
                 .iter()
-                .filter(|(k, _)| !(replica.hinted)(k))
-                .filter(|(k, d)| replica.store.purge_tombstones(k, *d, replica.now_ms))
+                .filter(|(k, d)| {
+                    purge_agreed(replica.store, k, *d, (replica.hinted)(k), replica.now_ms)
+                })
                 .count();
             Answer {
                 reply: AeReply::Purged(u32::try_from(purged).unwrap_or(u32::MAX)),

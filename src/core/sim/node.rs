@@ -24,7 +24,7 @@ use crate::core::hints::{Hint, HintId, HintJournal, HintLimits, HintStore, Share
 use crate::core::ids::{ActorId, Key, NodeId};
 use crate::core::leave;
 use crate::core::membership::{FailureTimeouts, Membership, RingStatus};
-use crate::core::purge::{PurgeRound, PurgeScope, purge_orders};
+use crate::core::purge::{PurgeRound, PurgeScope, purge_agreed, purge_orders};
 use crate::core::quorum::{self, Failure, Route};
 use crate::core::read::ReadRun;
 use crate::core::replica::{LocalReplica, ReplicaPut, ReplicaReply, ReplicaRequest};
@@ -1014,11 +1014,14 @@ impl SimNode {
                         .filter(|v| v.is_tombstone())
                         .cloned(),
                 );
-                if !self.hints.lock().holds(&agreed.key)
-                    && self
-                        .store
-                        .purge_tombstones(&agreed.key, agreed.digest, pass.now_wall)
-                {
+                let hinted = self.hints.lock().holds(&agreed.key);
+                if purge_agreed(
+                    &self.store,
+                    &agreed.key,
+                    agreed.digest,
+                    hinted,
+                    pass.now_wall,
+                ) {
                     fx.push(Effect::Purged {
                         key: agreed.key.clone(),
                         context: tombstones.context(),

@@ -320,8 +320,13 @@ impl Store {
     /// Refuses every change from now on if `ready` holds once no change is under way, and
     /// returns whether it did. A leaving node checks that it holds nothing this way: a write
     /// admitted before the check is counted in it, and any later one is refused instead of
-    /// stranded on a node that no longer owns anything.
-    pub fn seal_if(&self, ready: impl FnOnce(&Store) -> bool) -> bool {
+    /// stranded on a node that no longer owns anything. `ready` is asked first without the
+    /// seal, which refuses every write while it waits: a store that is not ready is not
+    /// sealed even for a moment.
+    pub fn seal_if(&self, mut ready: impl FnMut(&Store) -> bool) -> bool {
+        if !ready(self) {
+            return false;
+        }
         self.refuse_changes(&self.sealed);
         let sealed = ready(self);
         if !sealed {
