@@ -93,10 +93,20 @@ pub fn plan(hints: &mut HintStore, scope: &DrainScope<'_>, max: usize) -> Vec<De
     deliveries
 }
 
-/// A delivery ended: the hint is dropped when every destination acknowledged it, and waits
-/// again otherwise. Returns whether it was dropped.
-pub fn settle(hints: &mut HintStore, delivery: &Delivery, all_acked: bool) -> bool {
-    if all_acked {
+/// A delivery ended: the hint is dropped when every destination acknowledged it and none of
+/// them is `gone` now, and waits again otherwise. Returns whether it was dropped.
+///
+/// A destination can ack and be removed before the answer is read: its removal reached this
+/// node by gossip while the write was out, and the destination had not heard of it yet. It
+/// stops once it hears, pushing nothing back, so its ack would have licensed dropping the
+/// only copy; the hint waits instead, and the next round routes it as the membership is now.
+pub fn settle(
+    hints: &mut HintStore,
+    delivery: &Delivery,
+    all_acked: bool,
+    gone: &dyn Fn(&NodeId) -> bool,
+) -> bool {
+    if all_acked && !delivery.sends.iter().any(|send| gone(&send.to)) {
         hints.ack(&delivery.owner, delivery.id)
     } else {
         hints.release(&delivery.owner, &[delivery.id]);
@@ -152,10 +162,43 @@ mod tests {
             }
             assert!(plan(&mut hints, &scope, 10).is_empty(), "in flight");
             for d in &deliveries {
-                assert!(settle(&mut hints, d, true));
+                assert!(settle(&mut hints, d, true, &|_| false));
             }
             assert_eq!(hints.len(), 3 - expected);
         }
+    }
+
+    #[test]
+    fn a_hint_acked_by_an_owner_removed_meanwhile_waits_and_goes_to_the_current_replicas() {
+        // The owner acks the hint before it hears that it was removed; its removal reaches
+        // this node while the answer is on its way. The owner stops once it hears, so the
+        // hint must not be dropped on its word.
+        let me = NodeId::new("f");
+        let ring = Ring::with_default_vnodes(nodes(&["f", "p", "q", "r"])).unwrap();
+        let live = |_: &NodeId| true;
+        let before = |_: &NodeId| false;
+        let scope = DrainScope {
+            view: View::n3(&me, &ring, &live),
+            gone: &before,
+            leaving: false,
+        };
+        let mut hints = hinted("o", 1);
+        let deliveries = plan(&mut hints, &scope, 10);
+        assert_eq!(deliveries.len(), 1);
+        assert_eq!(deliveries[0].sends[0].to.as_str(), "o");
+        let removed = |n: &NodeId| n.as_str() == "o";
+        assert!(!settle(&mut hints, &deliveries[0], true, &removed));
+        assert_eq!(hints.len(), 1, "kept");
+        let scope = DrainScope {
+            gone: &removed,
+            ..scope
+        };
+        let again = plan(&mut hints, &scope, 10);
+        assert_eq!(again.len(), 1);
+        let to: Vec<&str> = again[0].sends.iter().map(|s| s.to.as_str()).collect();
+        assert!(!to.contains(&"o") && !to.is_empty(), "{to:?}");
+        assert!(settle(&mut hints, &again[0], true, &removed));
+        assert!(hints.is_empty());
     }
 
     #[test]
@@ -185,7 +228,7 @@ mod tests {
             assert_eq!(to, expected, "owners {owners:?}");
         }
         // One destination failed: the hint waits for the next round.
-        assert!(!settle(&mut hints, &deliveries[0], false));
+        assert!(!settle(&mut hints, &deliveries[0], false, &gone));
         assert_eq!(hints.len(), 20);
         assert_eq!(plan(&mut hints, &scope, 100).len(), 1);
     }

@@ -35,7 +35,7 @@ use std::collections::HashSet;
 use std::fmt;
 
 use super::anti_entropy::Scope;
-use super::ids::Key;
+use super::ids::{Key, NodeId};
 use super::quorum::Target;
 use super::ranges::{RangeDigests, RangePlan};
 use super::store::{SEGMENTS, Store};
@@ -221,17 +221,20 @@ impl Handoff {
     }
 
     /// A transfer ended: when every target acknowledged, the copy here is dropped (if it did
-    /// not change meanwhile, and the ring as `view` sees it now did not give the key back to
-    /// this node). Returns whether it was dropped.
+    /// not change meanwhile, the ring as `view` sees it now did not give the key back to this
+    /// node, and no target is `gone` now: see [`crate::core::drain::settle`] for a target
+    /// removed while its write was out). Returns whether it was dropped.
     pub fn finish(
         &mut self,
         store: &Store,
         view: &View<'_>,
         transfer: &Transfer,
         all_acked: bool,
+        gone: &dyn Fn(&NodeId) -> bool,
     ) -> bool {
         self.in_flight.remove(&transfer.key);
         if !all_acked
+            || transfer.targets.iter().any(|target| gone(&target.node))
             || view.owns(&transfer.key)
             || !store.remove_handed(&transfer.key, transfer.digest)
         {
@@ -354,6 +357,7 @@ mod tests {
         let whole = Ring::with_default_vnodes(nodes(&["n1", "n2", "n3", "n4", "n5"])).unwrap();
         let live = |_: &NodeId| true;
         let view = View::n3(&me, &whole, &live);
+        let nobody = |_: &NodeId| false;
         let mut h = Handoff::new();
         let transfers = full_pass(&mut h, &store, &view, 2);
         let expected: usize = (0..300)
@@ -379,25 +383,39 @@ mod tests {
         let before = h.remaining();
         // One failed, one changed meanwhile, the rest acked.
         let (failed, changed, rest) = (&transfers[0], &transfers[1], &transfers[2..]);
-        assert!(!h.finish(&store, &view, failed, false));
+        assert!(!h.finish(&store, &view, failed, false, &nobody));
         let ctx = store.get(&changed.key).read().context;
         store
             .coordinate(&changed.key, &ctx, Some(Bytes::from("v2")), 1)
             .unwrap();
         assert!(
-            !h.finish(&store, &view, changed, true),
+            !h.finish(&store, &view, changed, true, &nobody),
             "a changed copy is kept"
+        );
+        // One target was removed while its write was out, after acking it: kept (the node
+        // stops once it hears, and pushes nothing back).
+        let (target_removed, rest) = (&rest[0], &rest[1..]);
+        let removed = target_removed.targets[0].node.clone();
+        assert!(
+            !h.finish(&store, &view, target_removed, true, &|n| *n == removed),
+            "an ack from a node removed since licenses no drop"
         );
         // The ring gave one back (n4 and n5 left again) before its transfer ended: kept.
         let (given_back, rest) = (&rest[0], &rest[1..]);
         let three = Ring::with_default_vnodes(nodes(&["n1", "n2", "n3"])).unwrap();
-        assert!(!h.finish(&store, &View::n3(&me, &three, &live), given_back, true));
+        assert!(!h.finish(
+            &store,
+            &View::n3(&me, &three, &live),
+            given_back,
+            true,
+            &nobody
+        ));
         assert!(
             !store.get(&given_back.key).is_empty(),
             "a key owned again stays"
         );
         for t in rest {
-            assert!(h.finish(&store, &view, t, true));
+            assert!(h.finish(&store, &view, t, true, &nobody));
         }
         assert_eq!(h.handed(), rest.len() as u64);
         assert_eq!(
@@ -413,8 +431,8 @@ mod tests {
         let again = full_pass(&mut h, &store, &view, 2);
         let keys: Vec<&Key> = again.iter().map(|t| &t.key).collect();
         // Under the five-node ring again, the key given back is handed off again too.
-        assert_eq!(keys.len(), 3);
-        for kept in [failed, changed, given_back] {
+        assert_eq!(keys.len(), 4);
+        for kept in [failed, changed, target_removed, given_back] {
             assert!(keys.contains(&&kept.key));
         }
     }
@@ -518,7 +536,7 @@ mod tests {
         assert_eq!(transfers[0].key, stray);
         assert_eq!(listed(), 1);
         // Acknowledged and dropped: its segment is not listed again.
-        assert!(h.finish(&store, &view, &transfers[0], true));
+        assert!(h.finish(&store, &view, &transfers[0], true, &|_| false));
         for _ in 0..3 {
             assert!(h.scan(&store, &view, 1, usize::MAX).is_empty());
         }

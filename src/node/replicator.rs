@@ -98,7 +98,10 @@ fn drain_hints(shared: &Arc<NodeShared>, leaving: bool) {
         let shared = Arc::clone(shared);
         tokio::spawn(async move {
             let acked = deliver_all(&shared, delivery.sends.clone()).await;
-            if drain::settle(&mut shared.hints(), &delivery, acked) {
+            // Judged by the membership as it is once the answers are in.
+            let membership = shared.membership.load();
+            let gone = drain::gone_in(&membership);
+            if drain::settle(&mut shared.hints(), &delivery, acked, &gone) {
                 shared.metrics.hints_drained.inc();
             } else if !acked {
                 tracing::debug!(owner = %delivery.owner, "hint delivery failed; will retry");
@@ -132,10 +135,12 @@ fn hand_off(shared: &Arc<NodeShared>) {
                 })
                 .collect();
             let acked = deliver_all(&shared, sends).await;
+            let membership = shared.membership.load();
+            let gone = drain::gone_in(&membership);
             let finished = shared.with_view(|view, _| {
                 shared
                     .handoff()
-                    .finish(&shared.store, view, &transfer, acked)
+                    .finish(&shared.store, view, &transfer, acked, &gone)
             });
             if finished {
                 shared.metrics.handoffs.inc();

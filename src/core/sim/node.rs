@@ -651,7 +651,8 @@ impl SimNode {
                     if group.waiting == 0
                         && let Some(group) = self.deliveries.remove(&id)
                     {
-                        drain::settle(&mut self.hints.lock(), &group.item, group.all_acked);
+                        let gone = drain::gone_in(&self.membership);
+                        drain::settle(&mut self.hints.lock(), &group.item, group.all_acked, &gone);
                     }
                 }
             }
@@ -665,8 +666,9 @@ impl SimNode {
                     {
                         // Taken out for the call: `with_view` borrows the whole node.
                         let mut handoff = std::mem::take(&mut self.handoff);
+                        let gone = drain::gone_in(&self.membership);
                         self.with_view(|view| {
-                            handoff.finish(&self.store, view, &group.item, group.all_acked)
+                            handoff.finish(&self.store, view, &group.item, group.all_acked, &gone)
                         });
                         self.handoff = handoff;
                     }
