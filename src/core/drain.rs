@@ -98,9 +98,9 @@ pub fn plan(hints: &mut HintStore, scope: &DrainScope<'_>, max: usize) -> Vec<De
 ///
 /// A destination can ack and be removed before the answers are read: its removal reached this
 /// node (by gossip, or a remove made here) while the write was out, and the destination had
-/// not heard of it yet. It
-/// stops once it hears, pushing nothing back, so its ack would have licensed dropping the
-/// only copy; the hint waits instead, and the next round routes it as the membership is now.
+/// not heard of it yet. It stops once it hears, pushing nothing back, so its ack would have
+/// licensed dropping the only copy; the hint waits instead, and the next round routes it as
+/// the membership is now.
 pub fn settle(
     hints: &mut HintStore,
     delivery: &Delivery,

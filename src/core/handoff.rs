@@ -6,8 +6,8 @@
 //! a fallback holding a hint, as any write would. Once every one of them acknowledged the set,
 //! this node drops its copy, provided the set did not change meanwhile
 //! ([`Store::remove_handed`]) and none of them has left or been removed since; a copy kept
-//! is handed again on a later pass. Dropping is what keeps a delete deleted: a former owner that kept an old value would
-//! send it back to the owners after their purge.
+//! is handed again on a later pass. Dropping is what keeps a delete deleted: a former owner
+//! that kept an old value would send it back to the owners after their purge.
 //!
 //! # Listing only what holds something to hand off
 //!

@@ -4,10 +4,9 @@
 //! longer owns ([`crate::core::handoff`]); both send through the batched per-peer links. A
 //! hint leaves the store, and a handed-off key leaves this node, only after every destination
 //! acknowledged it and none has left or been removed meanwhile; a failed or timed-out delivery
-//! is retried on a later interval. Delivery
-//! is a merge, so a replay changes nothing. The hint store and the handoff's progress live in
-//! [`NodeShared`], and the tasks that deliver report there directly, so a restarted actor
-//! loses nothing and leaves nothing in flight forever.
+//! is retried on a later interval. Delivery is a merge, so a replay changes nothing. The hint
+//! store and the handoff's progress live in [`NodeShared`], and the tasks that deliver report
+//! there directly, so a restarted actor loses nothing and leaves nothing in flight forever.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
