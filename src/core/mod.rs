@@ -31,6 +31,8 @@ pub mod store;
 pub mod vclock;
 pub mod version;
 pub mod view;
+#[cfg(test)]
+mod volatile_disk;
 pub mod write;
 
 pub use ids::{ActorId, Key, NodeId};

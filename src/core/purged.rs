@@ -67,6 +67,12 @@ impl PurgedKeys {
         }
     }
 
+    /// The context of the set last purged of `key`, while remembered.
+    #[cfg(test)]
+    pub fn context_of(&self, key: &[u8]) -> Option<&VClock> {
+        self.by_key.get(key).map(|entry| &entry.context)
+    }
+
     /// `incoming` without the versions a purge of `key` deleted; `None` when nothing of it
     /// was purged here (the common case, which allocates nothing).
     pub fn strip(&self, key: &[u8], incoming: &VersionSet) -> Option<VersionSet> {

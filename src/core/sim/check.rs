@@ -6,14 +6,17 @@
 //! - **No dot is made twice** (Riak's kv679): checked when a write is coordinated.
 //! - **No acknowledged write is lost** unless a write that saw it replaced it (its context
 //!   covers the dot): after every step, every such write is still held (stored or hinted)
-//!   by some running node. A step that crashes a node (its memory is lost) may take the last
-//!   copy: that write is then excused, as in-memory storage promises nothing more.
+//!   by some node: a running one, or a crashed one whose disk keeps it. A step that crashes a
+//!   node in memory may take the last copy: that write is then excused, as in-memory storage
+//!   promises nothing more; so may removing a crashed node, whose disk goes with it. A crash
+//!   on disk excuses nothing: every write a node acknowledged was synced first.
 //! - **An acknowledged write is held by W nodes when acknowledged**: when a coordinator
 //!   answers a write as acknowledged, at least W running nodes (W capped by the ring's
 //!   members) hold its dot, stored or hinted, unless a crash, a restart or a ring change came
 //!   between its coordination and its answer (those may take or move a copy legitimately).
-//! - **No delete is undone**: once a key's tombstones were purged anywhere, no running node
-//!   may hold a value those tombstones deleted (checked after every step, so a purge that
+//! - **No delete is undone**: once a key's tombstones were purged anywhere (by the node that
+//!   checked, or by any holder on its order or through anti-entropy), no node may hold a value
+//!   those tombstones deleted, on a crashed node's disk neither (checked after every step, so a purge that
 //!   leaves a stale copy behind is caught at once, before it spreads).
 //! - At the end, after the faults healed: every replica of every key holds the same set,
 //!   nothing is left on nodes that do not own it, no hint is left, every acknowledged write
@@ -182,8 +185,13 @@ impl Ghost {
         }
     }
 
-    /// A node purged `key`'s set of this context.
+    /// A node purged `key`'s set of this context (told again, it changes nothing).
     pub fn purged(&mut self, key: Key, context: &VClock) {
+        if let Some(known) = self.purged.get(&key)
+            && known.merge(context) == *known
+        {
+            return;
+        }
         self.revision += 1;
         *self.key_revision.entry(key.clone()).or_default() += 1;
         self.by_key.entry(key.clone()).or_default();

@@ -5,10 +5,14 @@
 //! time, sequence). Messages travel on FIFO links with a random delay and are dropped across
 //! a partition or to a stopped node; every request has a timeout. One seeded ChaCha8
 //! generator draws everything: the knobs of the run (nodes, N, W, R, delays, timeouts, fault
-//! rates, hint limits), the clients' operations (reads, read-merge-writes, blind writes,
-//! deletes with the context read), and the faults (partitions and heals, crashes that lose a
-//! node's memory and restarts under a new incarnation, joins, leaves, removes of a crashed
-//! node). The nodes decide everything through the core's own state machines, the ones the
+//! rates, hint limits, data in memory or on disk), the clients' operations (reads,
+//! read-merge-writes, blind writes, deletes with the context read), and the faults
+//! (partitions and heals, crashes and restarts, joins, leaves, removes of a crashed node). A
+//! crash in memory loses the node's data, and it restarts as a new incarnation with a new
+//! actor id. A crash on disk (`--data-dir`, `--fsync always`) keeps what the node's disk
+//! synced ([`crate::core::volatile_disk`]): it restarts on it with its actor id, its dot lease,
+//! its hints and its recorded membership, and loses only what no sync covered (a handoff's
+//! drops, forgotten hints, purges, copies it took without acknowledging them). The nodes decide everything through the core's own state machines, the ones the
 //! actors drive (see [`node`]).
 //!
 //! A run has two phases, as TigerBeetle's VOPR does: a safety phase with faults, checking the
@@ -120,6 +124,8 @@ impl Knobs {
                 },
                 batch: 16,
                 acks_without_storing: false,
+                durable: rng.random_bool(0.5),
+                acks_before_sync: false,
             },
         }
     }
@@ -150,14 +156,27 @@ fn running_in(slots: &[Slot]) -> Vec<&SimNode> {
         .collect()
 }
 
+/// The nodes whose data is somewhere: the running ones, and the crashed ones whose disk
+/// keeps it until they restart.
+fn holding_in(slots: &[Slot]) -> Vec<&SimNode> {
+    slots
+        .iter()
+        .filter_map(|s| match s {
+            Slot::Up(node) | Slot::Down(Some(node)) => Some(&**node),
+            _ => None,
+        })
+        .collect()
+}
+
 /// A node's place in the world.
 enum Slot {
     /// Not started yet (a spare that may join).
     Spare,
     /// Running.
     Up(Box<SimNode>),
-    /// Crashed: its memory is gone; it may restart.
-    Down,
+    /// Crashed: its memory is gone; it may restart. A durable node's disk, opened again,
+    /// waits here with what it synced.
+    Down(Option<Box<SimNode>>),
     /// Stopped for good (it left, or was removed).
     Gone,
 }
@@ -527,7 +546,7 @@ impl World {
         self.schedule(gap, Event::FaultTick);
         let total = self.slots.len();
         let down: Vec<usize> = (0..total)
-            .filter(|&i| matches!(self.slots[i], Slot::Down))
+            .filter(|&i| matches!(self.slots[i], Slot::Down(_)))
             .collect();
         let up = self.running_indexes();
         let spare = (0..total).find(|&i| matches!(self.slots[i], Slot::Spare));
@@ -549,9 +568,7 @@ impl World {
             }
             60..=74 if !down.is_empty() => {
                 let i = down[self.rng.random_range(0..down.len())];
-                self.log(format!("restart n{i}"));
-                self.boot(i, true);
-                self.count("restart");
+                self.restart(i);
             }
             75..=81 if spare.is_some() => {
                 let i = spare.unwrap_or_default();
@@ -585,11 +602,47 @@ impl World {
 
     fn crash(&mut self, i: usize) {
         self.disruptions += 1;
-        self.log(format!("crash n{i}"));
-        self.slots[i] = Slot::Down;
+        let image = self.up(i).and_then(SimNode::crash);
+        let durable = image.is_some();
+        let reopened = image.map(|image| {
+            // The next life's incarnation: what the checks read of the disk is not what the
+            // running node held.
+            self.lives[i] += 1;
+            let skew = self.rng.random_range(0..=20);
+            let (life, config) = (self.lives[i], self.knobs.node.clone());
+            Box::new(SimNode::reopen(
+                Self::name(i),
+                image,
+                life,
+                skew,
+                config,
+                self.now,
+            ))
+        });
+        self.log(format!("crash n{i} (durable: {durable})"));
+        self.slots[i] = Slot::Down(reopened);
         self.refresh_sessions();
-        self.count("crash");
-        self.check(true);
+        self.count(if durable { "crash on disk" } else { "crash" });
+        // A durable crash loses nothing acknowledged: its disk holds every write it acked.
+        self.check(!durable);
+    }
+
+    /// Starts crashed node `i` again: on its disk when it has one, else with empty memory.
+    fn restart(&mut self, i: usize) {
+        self.log(format!("restart n{i}"));
+        self.count("restart");
+        match std::mem::replace(&mut self.slots[i], Slot::Spare) {
+            Slot::Down(Some(mut node)) => {
+                self.disruptions += 1;
+                let fx = node.resume(self.now);
+                self.slots[i] = Slot::Up(node);
+                self.log(format!("n{i} reopened its disk, life {}", self.lives[i]));
+                self.count("reopen");
+                self.refresh_sessions();
+                self.apply(i, fx);
+            }
+            _ => self.boot(i, true),
+        }
     }
 
     /// An operator removes crashed `target` through a running node that sees it down.
@@ -606,6 +659,8 @@ impl World {
                 self.slots[target] = Slot::Gone;
                 self.exits.insert(target, Exit::Removed);
                 self.count("remove");
+                // Its disk goes with it: what only it held is excused, as at a crash in memory.
+                self.check(true);
                 return;
             }
         }
@@ -672,12 +727,23 @@ impl World {
     }
 
     fn check(&mut self, crash: bool) {
+        // Every purge counts from the first node that made it, whichever way it came there
+        // (the check's order, an anti-entropy round): the one that checked reports its own
+        // only once every order was answered or timed out.
+        for node in holding_in(&self.slots) {
+            for k in 0..self.knobs.keys {
+                let key = Key::from(format!("k{k}"));
+                if let Some(context) = node.store.purged_context(&key) {
+                    self.ghost.purged(key, &context);
+                }
+            }
+        }
         // Nothing to look at again when no node's data, no node's life and nothing the checks
         // know changed since the last look.
         let mut print = std::collections::hash_map::DefaultHasher::new();
         self.ghost.revision.hash(&mut print);
         for (i, slot) in self.slots.iter().enumerate() {
-            if let Slot::Up(node) = slot {
+            if let Slot::Up(node) | Slot::Down(Some(node)) = slot {
                 (
                     i,
                     self.lives[i],
@@ -692,7 +758,7 @@ impl World {
             return;
         }
         self.last_check = Some(print);
-        let nodes = running_in(&self.slots);
+        let nodes = holding_in(&self.slots);
         if let Err(e) = self.ghost.check(&nodes, crash) {
             self.fail(&e);
         }
@@ -707,8 +773,8 @@ impl World {
         self.partition = None;
         self.log("liveness phase: faults off".into());
         for i in 0..self.slots.len() {
-            if matches!(self.slots[i], Slot::Down) {
-                self.boot(i, true);
+            if matches!(self.slots[i], Slot::Down(_)) {
+                self.restart(i);
             }
         }
         let deadline = self.now + 60_000;
@@ -867,7 +933,17 @@ mod tests {
              {acks_checked} acks checked held by W; faults {totals:?}"
         );
         // The schedules must reach the cases they are for.
-        for kind in ["partition", "crash", "restart", "join", "leave", "remove"] {
+        let kinds = [
+            "partition",
+            "crash",
+            "crash on disk",
+            "restart",
+            "reopen",
+            "join",
+            "leave",
+            "remove",
+        ];
+        for kind in kinds {
             assert!(
                 totals.get(kind).copied().unwrap_or(0) > 0,
                 "no {kind} in {totals:?}"
@@ -894,6 +970,41 @@ mod tests {
     #[test]
     fn random_schedules_keep_every_invariant_shard_3() {
         shard(3);
+    }
+
+    /// A durable crash excuses nothing: a node that acknowledges writes, and answers purge
+    /// checks, before a sync covered them loses acknowledged writes (or brings a purged
+    /// delete's value back) when it crashes, and the run reports it.
+    #[test]
+    fn a_durable_node_that_answers_before_its_sync_is_caught() {
+        let failures = (0..40u64)
+            .filter(|&seed| {
+                let world = World::with_knobs(seed, |knobs| {
+                    knobs.node.durable = true;
+                    knobs.node.acks_before_sync = true;
+                    knobs.w = 1;
+                });
+                let run = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| world.run()));
+                match run {
+                    Ok(_) => false,
+                    Err(failure) => {
+                        let message = failure
+                            .downcast_ref::<String>()
+                            .map_or("(not a string)", String::as_str);
+                        assert!(
+                            message.contains("is held nowhere")
+                                || message.contains("delete undone"),
+                            "seed {seed} failed for another reason: {message}"
+                        );
+                        true
+                    }
+                }
+            })
+            .count();
+        assert!(
+            failures > 0,
+            "no run caught a node that acks before its sync"
+        );
     }
 
     /// The check of W holders at an ack can fail: replicas that answer a write as stored

@@ -33,6 +33,7 @@ use crate::core::store::{SetLimits, Store};
 use crate::core::vclock::VClock;
 use crate::core::version::VersionSet;
 use crate::core::view::View;
+use crate::core::volatile_disk::{Image, VolatileDisk, VolatileHints};
 use crate::core::write::{Outgoing, WriteRequest, WriteRun};
 
 /// What every simulated node runs with.
@@ -63,7 +64,17 @@ pub struct NodeConfig {
     /// A deliberately broken replica, for proving the checks can fail: it answers a replica
     /// write as stored without storing it. Always false in the simulation's runs.
     pub acks_without_storing: bool,
+    /// Data on a disk (`--data-dir`, `--fsync always`): a replica acks a write once a sync
+    /// covered it, and a crash keeps what was synced. Otherwise in memory, lost at a crash.
+    pub durable: bool,
+    /// A deliberately broken durable node, for proving the checks can fail: it never syncs
+    /// before an acknowledgement. Always false in the simulation's runs.
+    pub acks_before_sync: bool,
 }
+
+/// What the durable node records of its membership (as `NodeShared::persist_membership`
+/// does): the whole digest, written whenever who is in it or a ring status changed.
+const META_MEMBERSHIP: &str = "membership";
 
 /// Where a coordinated write's answer goes.
 #[derive(Clone, Debug)]
@@ -137,6 +148,10 @@ pub struct SimNode {
     pub membership: Membership,
     /// Its ring.
     pub ring: Ring,
+    /// Its disk, when durable.
+    disk: Option<Arc<VolatileDisk>>,
+    /// The members and ring statuses it last recorded on its disk.
+    recorded_layout: Vec<(NodeId, RingStatus)>,
     /// The peers it has a session with (the world keeps this up to date).
     pub connected: BTreeSet<NodeId>,
     /// How many times its ring changed: the checks excuse what a ring change may move.
@@ -157,19 +172,22 @@ pub struct SimNode {
     config: NodeConfig,
 }
 
-/// A hint journal that only counts what it is told: every change of a node's hints is
-/// recorded or forgotten through its journal.
-struct CountChanges(Arc<AtomicU64>);
+/// A hint journal that counts what it is told (every change of a node's hints is recorded
+/// or forgotten through its journal), and writes it to the node's disk when it has one.
+struct SimJournal {
+    changes: Arc<AtomicU64>,
+    disk: Option<VolatileHints>,
+}
 
-impl HintJournal for CountChanges {
-    fn record(&self, _: &Hint) -> Result<(), String> {
-        self.0.fetch_add(1, Ordering::Relaxed);
-        Ok(())
+impl HintJournal for SimJournal {
+    fn record(&self, hint: &Hint) -> Result<(), String> {
+        self.changes.fetch_add(1, Ordering::Relaxed);
+        self.disk.as_ref().map_or(Ok(()), |disk| disk.record(hint))
     }
 
-    fn forget(&self, _: HintId) -> bool {
-        self.0.fetch_add(1, Ordering::Relaxed);
-        true
+    fn forget(&self, id: HintId) -> bool {
+        self.changes.fetch_add(1, Ordering::Relaxed);
+        self.disk.as_ref().is_none_or(|disk| disk.forget(id))
     }
 }
 
@@ -184,7 +202,86 @@ impl SimNode {
         config: NodeConfig,
         now: u64,
     ) -> (SimNode, Vec<Effect>) {
-        let membership = Membership::new(
+        let membership = Self::membership_at(&name, incarnation, joins, &config, now);
+        let actor = ActorId::new(name.clone(), incarnation << 20);
+        let disk = config.durable.then(|| Arc::new(VolatileDisk::default()));
+        let store = match &disk {
+            Some(disk) => Store::open(Box::new(Arc::clone(disk)), actor, config.set_limits)
+                .unwrap_or_else(|e| panic!("{name}: a new disk opens: {e}")),
+            None => Store::with_limits(actor, config.set_limits),
+        };
+        let hints = HintStore::with_limits(config.hints);
+        let mut node = SimNode::assemble(name, store, hints, disk, membership, wall_skew, config);
+        node.sync_ring();
+        (node, Self::first_timers())
+    }
+
+    /// A durable node's disk after a crash, opened again (what the node does first when it
+    /// restarts): its store and hints as last synced, its actor id and dot lease as recorded.
+    /// It does not run until [`SimNode::resume`].
+    pub fn reopen(
+        name: NodeId,
+        image: Image,
+        incarnation: u64,
+        wall_skew: u64,
+        config: NodeConfig,
+        now: u64,
+    ) -> SimNode {
+        let mut hints = HintStore::with_limits(config.hints);
+        for hint in image.hints() {
+            hints.restore(hint.clone());
+        }
+        let disk = Arc::new(VolatileDisk::from_image(image));
+        // A fresh actor id, which the recorded one replaces.
+        let actor = ActorId::new(name.clone(), incarnation << 20);
+        let store = Store::open_with_hints(
+            Box::new(Arc::clone(&disk)),
+            actor,
+            config.set_limits,
+            Some(&hints),
+        )
+        .unwrap_or_else(|e| panic!("{name}: a crashed disk reopens: {e}"));
+        let membership = Self::membership_at(&name, incarnation, true, &config, now);
+        SimNode::assemble(
+            name,
+            store,
+            hints,
+            Some(disk),
+            membership,
+            wall_skew,
+            config,
+        )
+    }
+
+    /// Starts a reopened node at `now`, as a restart does: a new incarnation of the member,
+    /// which takes back the membership it recorded (its own ring status included).
+    pub fn resume(&mut self, now: u64) -> Vec<Effect> {
+        let incarnation = self.membership.own().incarnation;
+        self.membership = Self::membership_at(&self.name, incarnation, true, &self.config, now);
+        let recorded = self.store.engine().meta(META_MEMBERSHIP).ok().flatten();
+        let mut fx = Self::first_timers();
+        if let Some(bytes) = recorded {
+            let digest: Vec<crate::core::membership::MemberDigest> = postcard::from_bytes(&bytes)
+                .unwrap_or_else(|e| panic!("{}: recorded membership: {e}", self.name));
+            self.merge(&digest, now, &mut fx);
+        }
+        self.sync_ring();
+        fx
+    }
+
+    /// Crashes this node: what its disk keeps, when it has one.
+    pub fn crash(&self) -> Option<Image> {
+        self.disk.as_ref().map(|disk| disk.crash())
+    }
+
+    fn membership_at(
+        name: &NodeId,
+        incarnation: u64,
+        joins: bool,
+        config: &NodeConfig,
+        now: u64,
+    ) -> Membership {
+        Membership::new(
             name.clone(),
             format!("{name}:cluster"),
             format!("{name}:http"),
@@ -199,17 +296,31 @@ impl SimNode {
         } else {
             RingStatus::Valid
         })
-        .with_n(config.n as u32);
-        let actor = ActorId::new(name.clone(), incarnation << 20);
+        .with_n(config.n as u32)
+    }
+
+    fn assemble(
+        name: NodeId,
+        store: Store,
+        hints: HintStore,
+        disk: Option<Arc<VolatileDisk>>,
+        membership: Membership,
+        wall_skew: u64,
+        config: NodeConfig,
+    ) -> SimNode {
         let hint_changes = Arc::new(AtomicU64::new(0));
-        let hints = HintStore::with_limits(config.hints)
-            .with_journal(Box::new(CountChanges(Arc::clone(&hint_changes))));
-        let mut node = SimNode {
-            store: Store::with_limits(actor, config.set_limits),
-            hints: SharedHints::from_store(hints),
+        let journal = SimJournal {
+            changes: Arc::clone(&hint_changes),
+            disk: disk.as_ref().map(|disk| VolatileHints(Arc::clone(disk))),
+        };
+        SimNode {
+            store,
+            hints: SharedHints::from_store(hints.with_journal(Box::new(journal))),
             hint_changes,
             membership,
             ring: Ring::default(),
+            disk,
+            recorded_layout: Vec::new(),
             connected: BTreeSet::new(),
             ring_changes: 0,
             ring_version: u64::MAX,
@@ -227,9 +338,11 @@ impl SimNode {
             wall_skew,
             name,
             config,
-        };
-        node.sync_ring();
-        let effects = vec![
+        }
+    }
+
+    fn first_timers() -> Vec<Effect> {
+        vec![
             Effect::Timer {
                 after: 1,
                 timer: Timer::Gossip,
@@ -242,8 +355,7 @@ impl SimNode {
                 after: 3,
                 timer: Timer::AntiEntropy,
             },
-        ];
-        (node, effects)
+        ]
     }
 
     /// This node's ring status.
@@ -275,6 +387,7 @@ impl SimNode {
             return;
         }
         self.ring_version = self.membership.version();
+        self.record_membership();
         // Ring building is validated at construction: a failure here is a simulation bug.
         let ring = Ring::build(self.membership.ring_layout())
             .unwrap_or_else(|e| panic!("{}: ring: {e}", self.name));
@@ -282,6 +395,39 @@ impl SimNode {
             self.ring_changes += 1;
             self.ring = ring;
         }
+    }
+
+    // Writes the membership to the disk when who is in it or a ring status changed, as the
+    // node does (not for heartbeats). Recording it syncs everything written before it.
+    fn record_membership(&mut self) {
+        if self.disk.is_none() {
+            return;
+        }
+        let digest = self.membership.digest();
+        let layout: Vec<(NodeId, RingStatus)> =
+            digest.iter().map(|m| (m.node.clone(), m.ring)).collect();
+        if layout == self.recorded_layout {
+            return;
+        }
+        let bytes = postcard::to_allocvec(&digest)
+            .unwrap_or_else(|e| panic!("{}: membership encodes: {e}", self.name));
+        self.store
+            .engine()
+            .set_meta(META_MEMBERSHIP, &bytes)
+            .unwrap_or_else(|e| panic!("{}: a running node's disk takes metadata: {e}", self.name));
+        self.recorded_layout = layout;
+    }
+
+    // Makes what was written so far durable, as the node's group commit does before the
+    // acknowledgements that wait for it. Nothing to do in memory.
+    fn sync_disk(&self) {
+        if self.config.acks_before_sync {
+            return;
+        }
+        self.store
+            .engine()
+            .sync()
+            .unwrap_or_else(|e| panic!("{}: a running node's disk syncs: {e}", self.name));
     }
 
     fn is_live(&self, node: &NodeId) -> bool {
@@ -307,7 +453,7 @@ impl SimNode {
             hints: &self.hints,
             member: !self.ring_status().is_final(),
             now_ms: now,
-            ack_after_sync: false,
+            ack_after_sync: self.config.durable,
         }
     }
 
@@ -397,13 +543,17 @@ impl SimNode {
         };
         let wall = self.wall(now);
         let started = self.with_view(|view| WriteRun::start(&self.local(now), view, request, wall));
-        let (run, outgoing) = match started {
+        let (mut run, outgoing) = match started {
             Ok(started) => started,
             Err(e) => {
                 self.write_done(write.op, &origin, Err(e.to_string()), fx);
                 return;
             }
         };
+        if run.awaits_local_sync() {
+            self.sync_disk();
+            run.on_ack(&self.name);
+        }
         fx.push(Effect::Coordinated {
             op: write.op,
             dot: run.dot().clone(),
@@ -566,6 +716,8 @@ impl SimNode {
                 } else {
                     self.local(now).serve(requests.clone(), usize::MAX)
                 };
+                // The Storage actor answers once a sync covered what it applied.
+                self.sync_disk();
                 self.answer(&msg, Payload::ReplicaAnswer(replies), fx);
             }
             Payload::Gossip(digest) => {
@@ -906,7 +1058,12 @@ impl SimNode {
         if *from == self.name || !self.ring.contains(from) {
             return Err(format!("{from} is not a peer on this ring"));
         }
+        // What a purge check is answered must be on disk (read first, then synced).
+        let held = matches!(request.step, Step::Digests { .. });
         let answer = self.with_replica(from, now, |replica| respond(replica, request));
+        if held && std::env::var("XNOPURGESYNC").is_err() {
+            self.sync_disk();
+        }
         Ok(answer.reply)
     }
 
@@ -976,6 +1133,10 @@ impl SimNode {
         };
         if round.checks().is_empty() {
             return;
+        }
+        // Our own tombstones count as held only once they are on disk.
+        if std::env::var("XNOPURGESYNC2").is_err() {
+            self.sync_disk();
         }
         let questions = round.questions();
         let scope = Scope::of(&self.ring, self.config.n);

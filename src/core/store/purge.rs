@@ -81,6 +81,15 @@ impl Store {
         self.purged_as(key, digest).then_some(digest)
     }
 
+    /// The context of the set this store last purged of `key`, while it remembers it.
+    #[cfg(test)]
+    pub fn purged_context(&self, key: &[u8]) -> Option<crate::core::vclock::VClock> {
+        if self.purged_len.load(Ordering::Acquire) == 0 {
+            return None;
+        }
+        lock(&self.purged).context_of(key).cloned()
+    }
+
     /// True when `key` was purged here, recently, with exactly the set of digest `digest`.
     pub fn purged_as(&self, key: &[u8], digest: u64) -> bool {
         self.purged_len.load(Ordering::Acquire) > 0 && lock(&self.purged).purged_as(key, digest)
