@@ -727,7 +727,11 @@ impl SimNode {
             }
             Payload::Ae(request) => {
                 let reply = self.respond_ae(&msg.from, request.clone(), now);
+                let held = matches!(request.step, Step::Digests { .. });
                 self.answer(&msg, Payload::AeAnswer(reply), fx);
+                if held {
+                    fx.push(Effect::Unsynced);
+                }
             }
             Payload::Forward(write) => {
                 if self.ring_status().is_final() {
@@ -804,7 +808,10 @@ impl SimNode {
                         && let Some(group) = self.deliveries.remove(&id)
                     {
                         let gone = drain::gone_in(&self.membership);
-                        drain::settle(&mut self.hints.lock(), &group.item, group.all_acked, &gone);
+                        let item = &group.item;
+                        if drain::settle(&mut self.hints.lock(), item, group.all_acked, &gone) {
+                            fx.push(Effect::Unsynced);
+                        }
                     }
                 }
             }
@@ -819,10 +826,13 @@ impl SimNode {
                         // Taken out for the call: `with_view` borrows the whole node.
                         let mut handoff = std::mem::take(&mut self.handoff);
                         let gone = drain::gone_in(&self.membership);
-                        self.with_view(|view| {
+                        let dropped = self.with_view(|view| {
                             handoff.finish(&self.store, view, &group.item, group.all_acked, &gone)
                         });
                         self.handoff = handoff;
+                        if dropped {
+                            fx.push(Effect::Unsynced);
+                        }
                     }
                 }
             }
@@ -1061,7 +1071,7 @@ impl SimNode {
         // What a purge check is answered must be on disk (read first, then synced).
         let held = matches!(request.step, Step::Digests { .. });
         let answer = self.with_replica(from, now, |replica| respond(replica, request));
-        if held && std::env::var("XNOPURGESYNC").is_err() {
+        if held {
             self.sync_disk();
         }
         Ok(answer.reply)
@@ -1135,9 +1145,7 @@ impl SimNode {
             return;
         }
         // Our own tombstones count as held only once they are on disk.
-        if std::env::var("XNOPURGESYNC2").is_err() {
-            self.sync_disk();
-        }
+        self.sync_disk();
         let questions = round.questions();
         let scope = Scope::of(&self.ring, self.config.n);
         self.purge = Some(PurgePass {
