@@ -14,8 +14,8 @@
 use std::collections::{HashMap, VecDeque};
 
 use super::ids::Key;
-use super::vclock::VClock;
-use super::version::VersionSet;
+use super::vclock::{Dot, VClock};
+use super::version::{Version, VersionSet};
 
 /// One purge remembered.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -73,20 +73,27 @@ impl PurgedKeys {
         self.by_key.get(key).map(|entry| &entry.context)
     }
 
-    /// `incoming` without the versions a purge of `key` deleted; `None` when nothing of it
-    /// was purged here (the common case, which allocates nothing).
+    /// `incoming` without the versions a purge of `key` deleted; `None` when it loses
+    /// nothing (the common case, which allocates nothing).
+    ///
+    /// The purged tombstones are kept, and only the purged values go, when `incoming` also
+    /// holds tombstones the purge did not cover (deletes that did not see it): such a set
+    /// needs a purge of its own, which takes the older tombstones with it, and every replica
+    /// can converge on it meanwhile. Stripped, they would stay on a replica that missed the
+    /// purge (a lost order, a purge a crash undid) with nothing to remove them by: a purge
+    /// order names a set by its digest, and no order names the purged tombstones apart from
+    /// the newer ones, so those replicas would never agree again.
     pub fn strip(&self, key: &[u8], incoming: &VersionSet) -> Option<VersionSet> {
         let entry = self.by_key.get(key)?;
-        let dead = |dot| entry.context.contains(dot);
-        if !incoming.versions().iter().any(|v| dead(&v.dot)) {
+        let dead = |dot: &Dot| entry.context.contains(dot);
+        let versions = incoming.versions();
+        let newer_tombstones = versions.iter().any(|v| v.is_tombstone() && !dead(&v.dot));
+        let goes = |v: &Version| dead(&v.dot) && !(newer_tombstones && v.is_tombstone());
+        if !versions.iter().any(goes) {
             return None;
         }
         Some(VersionSet::from_versions(
-            incoming
-                .versions()
-                .iter()
-                .filter(|v| !dead(&v.dot))
-                .cloned(),
+            versions.iter().filter(|v| !goes(v)).cloned(),
         ))
     }
 
@@ -138,6 +145,39 @@ mod tests {
         both.merge(&fresh);
         assert_eq!(memo.strip(b"k", &both), Some(fresh));
         assert_eq!(memo.strip(b"other", &old), None);
+    }
+
+    #[test]
+    fn purged_tombstones_ride_along_with_newer_tombstones_and_purged_values_never_do() {
+        // A value, deleted and purged here.
+        let mut old = VersionSet::new();
+        write(&mut old, &VClock::new(), "a", 1, Some("old"));
+        let mut purged = old.clone();
+        write(&mut purged, &old.context(), "a", 2, None);
+        let mut memo = PurgedKeys::new(1_000, 10);
+        memo.record(Key::from_static(b"k"), &purged, 0);
+        // A replica that missed the purge took a delete that did not see that one.
+        let mut newer = VersionSet::new();
+        write(&mut newer, &VClock::new(), "b", 1, None);
+        let mut missed = purged.clone();
+        missed.merge(&newer);
+        assert_eq!(missed.versions().len(), 2);
+        assert_eq!(
+            memo.strip(b"k", &missed),
+            None,
+            "both tombstones are taken: the set needs a purge of its own"
+        );
+        // The deleted value still goes, beside a newer tombstone as anywhere.
+        let mut stale = old.clone();
+        stale.merge(&newer);
+        assert_eq!(memo.strip(b"k", &stale), Some(newer.clone()));
+        // The purged tombstones beside a new value alone go as before (the holder is asked to
+        // purge them: they are all its tombstones).
+        let mut fresh = VersionSet::new();
+        write(&mut fresh, &VClock::new(), "c", 1, Some("new"));
+        let mut beside_value = purged.clone();
+        beside_value.merge(&fresh);
+        assert_eq!(memo.strip(b"k", &beside_value), Some(fresh));
     }
 
     #[test]

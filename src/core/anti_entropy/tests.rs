@@ -552,6 +552,38 @@ fn an_owner_that_missed_the_order_and_took_a_write_drops_the_purged_tombstones_b
 }
 
 #[test]
+fn an_owner_that_missed_the_order_and_took_a_concurrent_delete_converges_and_purges_again() {
+    // Found by the simulation: b missed the purge (a lost order, or a purge its crash
+    // undid), then took a delete that did not see the purged one. Both of b's tombstones
+    // must reach a, else no purge order could ever name b's older tombstone apart from the
+    // newer one, and a and b would differ for good.
+    for a_starts in [true, false] {
+        let (mut a, mut b) = (Sim::new("a", 3), Sim::new("b", 3));
+        let k = "k";
+        delete_everywhere(&[&a, &b], k);
+        let agreed = a.store.digest(&key(k));
+        assert!(a.store.purge_tombstones(&key(k), agreed, a.now_ms));
+        b.store
+            .coordinate(&key(k), &VClock::new(), None, b.now_ms)
+            .unwrap();
+        assert_eq!(b.store.get(&key(k)).versions().len(), 2);
+        let run = if a_starts {
+            round(&mut a, &mut b)
+        } else {
+            round(&mut b, &mut a)
+        }
+        .unwrap();
+        assert_eq!(a.store.get(&key(k)), b.store.get(&key(k)), "{run:?}");
+        assert!(round(&mut a, &mut b).unwrap().stats.in_sync);
+        // The set is all tombstones: the next purge, once agreed, takes it whole.
+        let both = a.store.digest(&key(k));
+        assert!(a.store.purge_tombstones(&key(k), both, a.now_ms));
+        assert!(b.store.purge_tombstones(&key(k), both, b.now_ms));
+        assert!(round(&mut a, &mut b).unwrap().stats.in_sync);
+    }
+}
+
+#[test]
 fn a_late_copy_of_a_purged_value_is_dropped_by_anti_entropy() {
     // b still holds the value (it missed the delete); a purged the tombstones. A round from
     // either side must not bring the value back to a.

@@ -142,6 +142,8 @@ enum Event {
     },
     ClientTick,
     FaultTick,
+    /// A crash aimed at a moment when a node's disk lags what it did ([`Effect::Unsynced`]).
+    Crash(usize),
 }
 
 /// The nodes running in `slots`; apart from the world, so that its checker can be borrowed
@@ -244,6 +246,9 @@ pub struct World {
 }
 
 const TRACE_LINES: usize = 200;
+
+/// How often a node crashes at a moment its disk lags what it did (see [`Effect::Unsynced`]).
+const UNSYNCED_CRASH: f64 = 0.05;
 
 impl World {
     /// A world for `seed`, its knobs drawn from it.
@@ -415,6 +420,11 @@ impl World {
                     self.disruptions += 1;
                     self.slots[i] = Slot::Gone;
                     self.refresh_sessions();
+                }
+                Effect::Unsynced => {
+                    if self.chaos && self.rng.random_bool(UNSYNCED_CRASH) {
+                        self.schedule(0, Event::Crash(i));
+                    }
                 }
             }
         }
@@ -721,6 +731,15 @@ impl World {
             }
             Event::ClientTick => self.client_tick(),
             Event::FaultTick => self.fault_tick(),
+            Event::Crash(i) => {
+                // Under the random crashes' rule: one node down at a time, and never one of
+                // the last two running.
+                let down = self.slots.iter().any(|s| matches!(s, Slot::Down(_)));
+                if self.up(i).is_some() && self.running_indexes().len() > 2 && !down {
+                    self.log(format!("n{i} crashes while its disk lags"));
+                    self.crash(i);
+                }
+            }
         }
         self.check(false);
         true

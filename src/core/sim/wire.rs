@@ -146,4 +146,8 @@ pub enum Effect {
     },
     /// The node stops for good (it was removed, or it left).
     Stop(String),
+    /// The node made a change that no sync covers yet (a handoff's drop, a hint forgotten),
+    /// or answered a purge check: a crash now is the one that tells whether what it changed
+    /// or answered holds.
+    Unsynced,
 }
