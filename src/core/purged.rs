@@ -5,7 +5,9 @@
 //! any version whose dot falls inside it was deleted (or replaced before the delete), so a
 //! copy of it that arrives after the purge (a slow replica write, a hint, a handoff or an
 //! anti-entropy push sent before the purge) is dropped on arrival. Keys the cluster wrote again
-//! after the purge carry fresh dots, outside the remembered context, so they are kept.
+//! after the purge carry fresh dots, outside the remembered context, so they are kept. The
+//! purged tombstones come back only beside newer tombstones, never a purged value (see
+//! [`PurgedKeys::strip`]).
 //!
 //! The memory is bounded: entries older than a time to live, and the oldest beyond a capacity,
 //! are forgotten. What protects a purge beyond that horizon is the purge rule itself (every
