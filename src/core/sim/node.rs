@@ -383,11 +383,13 @@ impl SimNode {
     }
 
     fn sync_ring(&mut self) {
+        // Not only when the ring changes: a node's own leave ending (leaving -> left) changes
+        // no ring, and must be on disk all the same.
+        self.record_membership();
         if self.membership.version() == self.ring_version {
             return;
         }
         self.ring_version = self.membership.version();
-        self.record_membership();
         // Ring building is validated at construction: a failure here is a simulation bug.
         let ring = Ring::build(self.membership.ring_layout())
             .unwrap_or_else(|e| panic!("{}: ring: {e}", self.name));
