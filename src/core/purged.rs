@@ -128,15 +128,20 @@ mod tests {
         set.write(ctx, dot, v.map(|v| Bytes::copy_from_slice(v.as_bytes())), 0);
     }
 
-    #[test]
-    fn a_late_copy_of_a_deleted_value_is_stripped_and_a_new_write_kept() {
+    /// A value of key `k`, its delete, and a memory of that delete purged.
+    fn value_deleted_and_purged() -> (VersionSet, VersionSet, PurgedKeys) {
         let mut old = VersionSet::new();
         write(&mut old, &VClock::new(), "a", 1, Some("old"));
         let mut deleted = old.clone();
         write(&mut deleted, &old.context(), "a", 2, None);
         let mut memo = PurgedKeys::new(1_000, 10);
-        let key = Key::from_static(b"k");
-        memo.record(key.clone(), &deleted, 0);
+        memo.record(Key::from_static(b"k"), &deleted, 0);
+        (old, deleted, memo)
+    }
+
+    #[test]
+    fn a_late_copy_of_a_deleted_value_is_stripped_and_a_new_write_kept() {
+        let (old, deleted, memo) = value_deleted_and_purged();
         assert!(memo.purged_as(b"k", deleted.digest()));
         assert_eq!(memo.strip(b"k", &old), Some(VersionSet::new()));
         assert_eq!(memo.strip(b"k", &deleted), Some(VersionSet::new()));
@@ -151,13 +156,7 @@ mod tests {
 
     #[test]
     fn purged_tombstones_ride_along_with_newer_tombstones_and_purged_values_never_do() {
-        // A value, deleted and purged here.
-        let mut old = VersionSet::new();
-        write(&mut old, &VClock::new(), "a", 1, Some("old"));
-        let mut purged = old.clone();
-        write(&mut purged, &old.context(), "a", 2, None);
-        let mut memo = PurgedKeys::new(1_000, 10);
-        memo.record(Key::from_static(b"k"), &purged, 0);
+        let (old, purged, memo) = value_deleted_and_purged();
         // A replica that missed the purge took a delete that did not see that one.
         let mut newer = VersionSet::new();
         write(&mut newer, &VClock::new(), "b", 1, None);

@@ -525,22 +525,28 @@ fn a_write_taken_between_the_purge_check_and_the_order_leaves_the_owners_equal()
     }
 }
 
+/// a and b hold the same deleted key; a purged it and b missed the order. The agreed digest.
+fn purged_on_a_only(a: &Sim, b: &Sim, k: &str) -> u64 {
+    delete_everywhere(&[a, b], k);
+    let agreed = a.store.digest(&key(k));
+    assert!(a.store.purge_tombstones(&key(k), agreed, a.now_ms));
+    agreed
+}
+
+/// One round, started by a or by b.
+fn round_started_by(a_starts: bool, a: &mut Sim, b: &mut Sim) -> Run {
+    if a_starts { round(a, b) } else { round(b, a) }.unwrap()
+}
+
 #[test]
 fn an_owner_that_missed_the_order_and_took_a_write_drops_the_purged_tombstones_by_anti_entropy() {
     for a_starts in [true, false] {
         let (mut a, mut b) = (Sim::new("a", 3), Sim::new("b", 3));
         let k = "k";
-        delete_everywhere(&[&a, &b], k);
-        let agreed = a.store.digest(&key(k));
-        assert!(a.store.purge_tombstones(&key(k), agreed, a.now_ms));
+        let agreed = purged_on_a_only(&a, &b, k);
         // b missed the order, then took a write that did not see the delete.
         blind_write(&b, k, "new");
-        let run = if a_starts {
-            round(&mut a, &mut b)
-        } else {
-            round(&mut b, &mut a)
-        }
-        .unwrap();
+        let run = round_started_by(a_starts, &mut a, &mut b);
         assert_eq!(a.store.get(&key(k)), b.store.get(&key(k)), "{run:?}");
         assert_eq!(a.store.get(&key(k)).read().values, vec![Bytes::from("new")]);
         assert!(
@@ -560,19 +566,12 @@ fn an_owner_that_missed_the_order_and_took_a_concurrent_delete_converges_and_pur
     for a_starts in [true, false] {
         let (mut a, mut b) = (Sim::new("a", 3), Sim::new("b", 3));
         let k = "k";
-        delete_everywhere(&[&a, &b], k);
-        let agreed = a.store.digest(&key(k));
-        assert!(a.store.purge_tombstones(&key(k), agreed, a.now_ms));
+        purged_on_a_only(&a, &b, k);
         b.store
             .coordinate(&key(k), &VClock::new(), None, b.now_ms)
             .unwrap();
         assert_eq!(b.store.get(&key(k)).versions().len(), 2);
-        let run = if a_starts {
-            round(&mut a, &mut b)
-        } else {
-            round(&mut b, &mut a)
-        }
-        .unwrap();
+        let run = round_started_by(a_starts, &mut a, &mut b);
         assert_eq!(a.store.get(&key(k)), b.store.get(&key(k)), "{run:?}");
         assert!(round(&mut a, &mut b).unwrap().stats.in_sync);
         // The set is all tombstones: the next purge, once agreed, takes it whole.

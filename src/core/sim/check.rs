@@ -133,6 +133,28 @@ impl Ghost {
         }
     }
 
+    /// Write `op` reached its client acknowledged after a crash in memory that came after its
+    /// coordination: if no node holds it now, that crash took its copies while the answer
+    /// was on its way, and it is excused as the crash's other writes are.
+    pub fn acked_after_crash(&mut self, op: u64, nodes: &[&SimNode]) {
+        self.acked(op);
+        let Some(w) = self.writes.get(&op) else {
+            return;
+        };
+        let Some(dot) = w.dot.clone() else {
+            return;
+        };
+        let key = w.key.clone();
+        if !nodes
+            .iter()
+            .any(|n| everything_held(n, &key).context().contains(&dot))
+            && let Some(w) = self.writes.get_mut(&op)
+        {
+            w.lost_to_crash = true;
+            self.lost_to_crash += 1;
+        }
+    }
+
     /// Write `op` is answered as acknowledged after `required` acks: at least that many
     /// running nodes must hold it now (its dot covered by what each stores or hints). The
     /// caller skips the writes a crash, a restart or a ring change raced, which may have

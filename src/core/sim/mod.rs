@@ -242,6 +242,9 @@ pub struct World {
     /// epoch when acknowledged is checked to be held by W nodes.
     disruptions: u64,
     coordinated_in: BTreeMap<u64, (u64, u64)>,
+    /// Crashes in memory so far, and their count when each write under way was coordinated.
+    memory_crashes: u64,
+    crashes_when_coordinated: BTreeMap<u64, u64>,
     acks_checked: u64,
 }
 
@@ -287,6 +290,8 @@ impl World {
             last_check: None,
             disruptions: 0,
             coordinated_in: BTreeMap::new(),
+            memory_crashes: 0,
+            crashes_when_coordinated: BTreeMap::new(),
             acks_checked: 0,
         };
         for i in 0..world.knobs.nodes {
@@ -400,6 +405,8 @@ impl World {
                     }
                     let epoch = self.epoch();
                     self.coordinated_in.insert(op, epoch);
+                    self.crashes_when_coordinated
+                        .insert(op, self.memory_crashes);
                 }
                 Effect::Acked { op, required } => {
                     if self.coordinated_in.remove(&op) == Some(self.epoch()) {
@@ -447,6 +454,8 @@ impl World {
         let Some((key, write)) = self.ops.remove(&op) else {
             return;
         };
+        let crashed_since = (self.crashes_when_coordinated.remove(&op))
+            .is_some_and(|crashes| crashes < self.memory_crashes);
         match outcome {
             Outcome::Read(set) => {
                 self.log(format!("op {op} read {key:?}: {} versions", set.len()));
@@ -454,7 +463,10 @@ impl World {
             }
             Outcome::Written(context) => {
                 self.log(format!("op {op} acked"));
-                if write {
+                if write && crashed_since {
+                    let nodes = holding_in(&self.slots);
+                    self.ghost.acked_after_crash(op, &nodes);
+                } else if write {
                     self.ghost.acked(op);
                 }
                 self.contexts.insert(key, context);
@@ -630,6 +642,9 @@ impl World {
             ))
         });
         self.log(format!("crash n{i} (durable: {durable})"));
+        if !durable {
+            self.memory_crashes += 1;
+        }
         self.slots[i] = Slot::Down(reopened);
         self.refresh_sessions();
         self.count(if durable { "crash on disk" } else { "crash" });
