@@ -99,6 +99,14 @@ impl PurgedKeys {
         ))
     }
 
+    /// True when a purge of `key` remembered here covers every version of `set`: each was
+    /// purged, or replaced before the purge by what was.
+    pub fn covers(&self, key: &[u8], set: &VersionSet) -> bool {
+        self.by_key
+            .get(key)
+            .is_some_and(|entry| (set.versions().iter()).all(|v| entry.context.contains(&v.dot)))
+    }
+
     /// True when `key` was purged here with exactly the set of digest `digest`.
     pub fn purged_as(&self, key: &[u8], digest: u64) -> bool {
         self.by_key.get(key).is_some_and(|e| e.digest == digest)

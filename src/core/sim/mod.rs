@@ -6,7 +6,8 @@
 //! a partition or to a stopped node; every request has a timeout. One seeded ChaCha8
 //! generator draws everything: the knobs of the run (nodes, N, W, R, delays, timeouts, fault
 //! rates, hint limits, data in memory or on disk), the clients' operations (reads,
-//! read-merge-writes, blind writes, deletes with the context read), and the faults
+//! read-merge-writes, blind writes, deletes with the context read, and quiet spells, in which
+//! a node that takes no write syncs nothing), and the faults
 //! (partitions and heals, crashes and restarts, joins, leaves, removes of a crashed node). A
 //! crash in memory loses the node's data, and it restarts as a new incarnation with a new
 //! actor id. A crash on disk (`--data-dir`, `--fsync always`) keeps what the node's disk
@@ -497,7 +498,13 @@ impl World {
         if !self.chaos {
             return;
         }
-        let gap = self.rng.random_range(1..=2 * self.knobs.op_gap_ms);
+        // Now and then the clients fall quiet for a while: a node that takes no write syncs
+        // nothing, and what it changed meanwhile (drops, forgotten hints) stays off its disk.
+        let gap = if self.rng.random_bool(0.02) {
+            self.rng.random_range(300..=1_500)
+        } else {
+            self.rng.random_range(1..=2 * self.knobs.op_gap_ms)
+        };
         self.schedule(gap, Event::ClientTick);
         let up = self.running_indexes();
         if up.is_empty() {

@@ -66,9 +66,10 @@ impl Store {
         self.purged_len.store(purged.len(), Ordering::Release);
     }
 
-    /// When `set` holds, beside other versions, exactly the tombstones of a purge remembered
-    /// here, their digest: its holder missed the purge order (or took a write before it came),
-    /// and should purge them too (see [`Store::purge_tombstones`]).
+    /// When `set` holds, beside values, only tombstones a purge remembered here covers (all
+    /// the purged ones, or those a later write did not replace), their digest: its holder
+    /// missed the purge order (or took a write before it came), and should purge them too
+    /// (see [`Store::purge_tombstones`]).
     pub fn purged_tombstones_in(&self, key: &[u8], set: &VersionSet) -> Option<u64> {
         if self.purged_len.load(Ordering::Acquire) == 0 {
             return None;
@@ -77,8 +78,8 @@ impl Store {
         if tombstones.is_empty() || rest.is_empty() {
             return None;
         }
-        let digest = tombstones.digest();
-        self.purged_as(key, digest).then_some(digest)
+        let covered = lock(&self.purged).covers(key, &tombstones);
+        covered.then(|| tombstones.digest())
     }
 
     /// The context of the set this store last purged of `key`, while it remembers it.
