@@ -38,9 +38,10 @@
 //! that purged a key remembers it ([`crate::core::purged`]): anti-entropy never takes that
 //! exact set back from a peer; instead it asks the peer to purge it too (the peer does so only
 //! if it still holds exactly that all-tombstone set), so owners that missed the purge order
-//! catch up instead of spreading the tombstone again. A peer that holds those tombstones
-//! beside a later write (one that did not see the delete, taken before the order reached it)
-//! is asked the same, and drops just the tombstones, which is what the owners that purged hold
+//! catch up instead of spreading the tombstone again. A peer that holds those tombstones (or
+//! what of them a later write did not replace) beside a later write (one that did not see
+//! the delete, taken before the order reached it) is asked the same, and drops just the
+//! tombstones, which is what the owners that purged hold
 //! once that write reached them; without it the owners would differ forever. A peer that
 //! holds them beside a later *delete* (two tombstone sets no order can tell apart) sends them
 //! on instead: a node that purged takes its purged tombstones back beside newer tombstones
