@@ -13,8 +13,9 @@
 //! actor id. A crash on disk (`--data-dir`, `--fsync always`) keeps what the node's disk
 //! synced ([`crate::core::volatile_disk`]): it restarts on it with its actor id, its dot lease,
 //! its hints and its recorded membership, and loses only what no sync covered (a handoff's
-//! drops, forgotten hints, purges, copies it took without acknowledging them). The nodes decide everything through the core's own state machines, the ones the
-//! actors drive (see [`node`]).
+//! drops, forgotten hints, purges, copies it took without acknowledging them). The nodes
+//! decide everything through the core's own state machines, the ones the actors drive (see
+//! [`node`]).
 //!
 //! A run has two phases, as TigerBeetle's VOPR does: a safety phase with faults, checking the
 //! invariants of [`check`] after every step, then a liveness phase (faults off, partitions
@@ -243,6 +244,8 @@ pub struct World {
     /// epoch when acknowledged is checked to be held by W nodes.
     disruptions: u64,
     coordinated_in: BTreeMap<u64, (u64, u64)>,
+    /// The keys the clients use (`k0`, `k1`, ...).
+    keys: Vec<Key>,
     /// Crashes in memory so far, and their count when each write under way was coordinated.
     memory_crashes: u64,
     crashes_when_coordinated: BTreeMap<u64, u64>,
@@ -266,6 +269,9 @@ impl World {
         let mut knobs = Knobs::draw(&mut rng);
         adjust(&mut knobs);
         let total = knobs.nodes + knobs.spares;
+        let keys = (0..knobs.keys)
+            .map(|k| Key::from(format!("k{k}")))
+            .collect();
         let mut world = World {
             seed,
             knobs,
@@ -291,6 +297,7 @@ impl World {
             last_check: None,
             disruptions: 0,
             coordinated_in: BTreeMap::new(),
+            keys,
             memory_crashes: 0,
             crashes_when_coordinated: BTreeMap::new(),
             acks_checked: 0,
@@ -511,7 +518,7 @@ impl World {
             return;
         }
         let at = up[self.rng.random_range(0..up.len())];
-        let key = Key::from(format!("k{}", self.rng.random_range(0..self.knobs.keys)));
+        let key = self.keys[self.rng.random_range(0..self.keys.len())].clone();
         self.next_op += 1;
         let op = self.next_op;
         let known = self.contexts.get(&key).cloned().unwrap_or_default();
@@ -591,7 +598,7 @@ impl World {
                 self.partition = None;
                 self.count("heal");
             }
-            45..=59 if up.len() > 2 && down.is_empty() => {
+            45..=59 if self.may_crash() => {
                 let i = up[self.rng.random_range(0..up.len())];
                 self.crash(i);
             }
@@ -627,6 +634,13 @@ impl World {
 
     fn count(&mut self, kind: &'static str) {
         *self.faults.entry(kind).or_default() += 1;
+    }
+
+    /// Whether a node may crash now: one node down at a time, and never one of the last two
+    /// running.
+    fn may_crash(&self) -> bool {
+        let down = self.slots.iter().any(|s| matches!(s, Slot::Down(_)));
+        self.running_indexes().len() > 2 && !down
     }
 
     fn crash(&mut self, i: usize) {
@@ -754,10 +768,7 @@ impl World {
             Event::ClientTick => self.client_tick(),
             Event::FaultTick => self.fault_tick(),
             Event::Crash(i) => {
-                // Under the random crashes' rule: one node down at a time, and never one of
-                // the last two running.
-                let down = self.slots.iter().any(|s| matches!(s, Slot::Down(_)));
-                if self.up(i).is_some() && self.running_indexes().len() > 2 && !down {
+                if self.up(i).is_some() && self.may_crash() {
                     self.log(format!("n{i} crashes while its disk lags"));
                     self.crash(i);
                 }
@@ -772,10 +783,9 @@ impl World {
         // (the check's order, an anti-entropy round): the one that checked reports its own
         // only once every order was answered or timed out.
         for node in holding_in(&self.slots) {
-            for k in 0..self.knobs.keys {
-                let key = Key::from(format!("k{k}"));
-                if let Some(context) = node.store.purged_context(&key) {
-                    self.ghost.purged(key, &context);
+            for key in &self.keys {
+                if let Some(context) = node.store.purged_context(key) {
+                    self.ghost.purged(key.clone(), &context);
                 }
             }
         }
@@ -884,9 +894,6 @@ impl World {
     fn quiet(&self) -> Option<String> {
         let nodes = self.running();
         let first = nodes.first()?;
-        let keys: Vec<Key> = (0..self.knobs.keys)
-            .map(|k| Key::from(format!("k{k}")))
-            .collect();
         for node in &nodes {
             if node.ring_status() != RingStatus::Valid {
                 return Some(format!("{} is {}", node.name, node.ring_status()));
@@ -898,12 +905,12 @@ impl World {
             if hints > 0 {
                 return Some(format!("{} holds {hints} hints", node.name));
             }
-            let misplaced = node.misplaced_keys(&keys);
+            let misplaced = node.misplaced_keys(&self.keys);
             if !misplaced.is_empty() {
                 return Some(format!("{} still holds {misplaced:?}", node.name));
             }
         }
-        for key in &keys {
+        for key in &self.keys {
             let owners = first.ring.owners(key, self.knobs.n).unwrap_or_default();
             let digests: BTreeSet<u64> = nodes
                 .iter()

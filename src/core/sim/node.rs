@@ -405,13 +405,19 @@ impl SimNode {
         if self.disk.is_none() {
             return;
         }
-        let digest = self.membership.digest();
-        let layout: Vec<(NodeId, RingStatus)> =
-            digest.iter().map(|m| (m.node.clone(), m.ring)).collect();
-        if layout == self.recorded_layout {
+        let unchanged = (self.membership.members())
+            .map(|m| (&m.node, m.ring))
+            .eq(self
+                .recorded_layout
+                .iter()
+                .map(|(node, ring)| (node, *ring)));
+        if unchanged {
             return;
         }
-        let bytes = postcard::to_allocvec(&digest)
+        let layout = (self.membership.members())
+            .map(|m| (m.node.clone(), m.ring))
+            .collect();
+        let bytes = postcard::to_allocvec(&self.membership.digest())
             .unwrap_or_else(|e| panic!("{}: membership encodes: {e}", self.name));
         self.store
             .engine()
