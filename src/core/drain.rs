@@ -5,12 +5,15 @@
 //! is leaving and whose owner is down, goes instead to the replicas that should hold the key
 //! now (the sloppy targets of its walk without this node), as a handoff would send it. Either
 //! way the hint is dropped only when every destination acknowledged it and none has left or
-//! been removed meanwhile, and put back to wait otherwise.
+//! been removed meanwhile, and put back to wait otherwise. A node left alone in the ring owns
+//! every key, so it sends such a hint to itself: into its own store, and synced there before
+//! the hint goes.
 
 use super::encoded_set::EncodedSet;
 use super::hints::{HintId, HintStore};
 use super::ids::NodeId;
 use super::membership::Membership;
+use super::quorum::Target;
 use super::replica::ReplicaPut;
 use super::view::View;
 use super::write::Outgoing;
@@ -66,9 +69,17 @@ pub fn plan(hints: &mut HintStore, scope: &DrainScope<'_>, max: usize) -> Vec<De
                     },
                 }]
             } else {
-                let Some(targets) = scope.view.targets_elsewhere(&hint.key) else {
-                    hints.release(&owner, &[hint.id]);
-                    continue;
+                let targets = match scope.view.targets_elsewhere(&hint.key) {
+                    Some(targets) => targets,
+                    // The last member owns every key: the hint joins its own store.
+                    None if scope.view.alone() && !scope.leaving => vec![Target {
+                        node: scope.view.me.clone(),
+                        stands_in_for: None,
+                    }],
+                    None => {
+                        hints.release(&owner, &[hint.id]);
+                        continue;
+                    }
                 };
                 let versions = EncodedSet::encode(&hint.versions);
                 targets
@@ -239,6 +250,31 @@ mod tests {
         assert!(!settle(&mut hints, &deliveries[0], false, &gone));
         assert_eq!(hints.len(), 20);
         assert_eq!(plan(&mut hints, &scope, 100).len(), 1);
+    }
+
+    #[test]
+    fn the_last_member_takes_a_removed_owners_hints_into_its_own_store() {
+        let me = NodeId::new("f");
+        let ring = Ring::with_default_vnodes(nodes(&["f"])).unwrap();
+        let gone = |n: &NodeId| n.as_str() == "o";
+        let live = |_: &NodeId| true;
+        for (leaving, expected) in [(false, 5), (true, 0)] {
+            let scope = DrainScope {
+                view: View::n3(&me, &ring, &live),
+                gone: &gone,
+                leaving,
+            };
+            let mut hints = hinted("o", 5);
+            let deliveries = plan(&mut hints, &scope, 100);
+            assert_eq!(deliveries.len(), expected, "leaving: {leaving}");
+            for d in &deliveries {
+                assert_eq!(d.sends.len(), 1);
+                assert_eq!(d.sends[0].to, me);
+                assert_eq!(d.sends[0].put.hint_for, None, "into the store, not a hint");
+                assert!(settle(&mut hints, d, true, &gone));
+            }
+            assert_eq!(hints.len(), 5 - expected);
+        }
     }
 
     #[test]

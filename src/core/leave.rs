@@ -48,8 +48,10 @@ mod tests {
         Membership::new(me.clone(), "c".into(), "h".into(), 8, 1, timeouts, 0).unwrap()
     }
 
+    // With a valid peer to hand everything to: the last member cannot leave.
     fn leaving(me: &NodeId) -> Membership {
         let mut m = member(me);
+        m.merge(&[crate::core::membership::tests::entry("peer", 1, 1)], 0);
         m.start_leaving().unwrap();
         m
     }

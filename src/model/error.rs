@@ -196,7 +196,9 @@ impl From<crate::core::membership::ChangeError> for ClientError {
         match e {
             ChangeError::Unknown(_) => ClientError::UnknownMember(text),
             ChangeError::Alive(_) => ClientError::MemberAlive(text),
-            ChangeError::IsSelf(_) | ChangeError::Final(_) => ClientError::Conflict(text),
+            ChangeError::IsSelf(_) | ChangeError::Final(_) | ChangeError::LastMember => {
+                ClientError::Conflict(text)
+            }
         }
     }
 }

@@ -73,12 +73,28 @@ impl Actor for ReplicatorActor {
 }
 
 /// Sends every write of `sends` and waits for all; true when every one was acknowledged.
+/// A write addressed to this node is applied to its own store and counts once synced.
 async fn deliver_all(shared: &NodeShared, sends: Vec<Outgoing>) -> bool {
     let deadline = Instant::now() + DELIVERY_TIMEOUT;
-    let acks = sends
+    let (here, elsewhere): (Vec<_>, Vec<_>) =
+        sends.into_iter().partition(|out| out.to == shared.me);
+    let acks = elsewhere
         .into_iter()
         .map(|out| shared.replicas.put(&out.to, out.put, deadline));
-    join_all(acks).await.into_iter().all(|ack| ack.is_ok())
+    let kept_here = async {
+        if here.is_empty() {
+            return true;
+        }
+        for out in here {
+            if let Err(e) = shared.local().apply(out.put) {
+                tracing::warn!(error = %e, "a hint for this node's own store was refused");
+                return false;
+            }
+        }
+        shared.sync_store().await.is_ok()
+    };
+    let (acks, kept_here) = tokio::join!(join_all(acks), kept_here);
+    kept_here && acks.into_iter().all(|ack| ack.is_ok())
 }
 
 fn drain_hints(shared: &Arc<NodeShared>, leaving: bool) {

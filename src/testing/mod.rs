@@ -431,19 +431,19 @@ impl TestCluster {
         }
     }
 
-    /// The positions in `keys` of the keys whose value node `i` does not store itself (its
-    /// `/admin/local` lacks a version with that value), sorted.
+    /// Whether node `i` stores a live version of `key` with `value` itself (its
+    /// `/admin/local`, where hints do not count).
+    pub async fn stores(&self, i: usize, key: &[u8], value: &Bytes) -> bool {
+        stores_on(&self.client(i), key, value).await
+    }
+
+    /// The positions in `keys` of the keys whose value node `i` does not store itself (see
+    /// [`Self::stores`]), sorted.
     pub async fn missing_on(&self, i: usize, keys: &[(String, Bytes)]) -> Vec<usize> {
-        let client = self.client(i);
+        let client = &self.client(i);
         let held: Vec<(usize, bool)> = stream::iter(keys.iter().enumerate())
-            .map(|(at, (key, value))| {
-                let client = client.clone();
-                async move {
-                    let versions = client.local(key.as_bytes()).await;
-                    let ok =
-                        versions.is_ok_and(|v| v.iter().any(|v| v.value.as_ref() == Some(value)));
-                    (at, ok)
-                }
+            .map(|(at, (key, value))| async move {
+                (at, stores_on(client, key.as_bytes(), value).await)
             })
             .buffer_unordered(16)
             .collect()
@@ -566,6 +566,12 @@ impl Drop for TestCluster {
         }
         eprintln!("{report}");
     }
+}
+
+/// Whether the node behind `client` stores a live version of `key` with `value` itself.
+async fn stores_on(client: &HttpClient, key: &[u8], value: &Bytes) -> bool {
+    let versions = client.local(key).await;
+    versions.is_ok_and(|v| v.iter().any(|v| v.value.as_ref() == Some(value)))
 }
 
 /// Polls `check` every 50 ms until it returns true; panics naming `what` if `timeout` passes

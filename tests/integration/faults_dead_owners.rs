@@ -13,12 +13,6 @@ use dynamo_node::testing::{TestCluster, wait_until};
 const VIEW_CHANGE: Duration = Duration::from_secs(20);
 const CONVERGE: Duration = Duration::from_secs(60);
 
-/// Whether node `i` stores a live copy of `key` with `value`.
-async fn stores(cluster: &TestCluster, i: usize, key: &[u8], value: &Bytes) -> bool {
-    let local = cluster.client(i).local(key).await;
-    local.is_ok_and(|versions| versions.iter().any(|v| v.value.as_ref() == Some(value)))
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_write_acknowledged_while_its_owners_were_dead_is_readable_after_the_heal() {
     // A node gossips with one random peer per round: with three of its four peers cut off, a
@@ -80,7 +74,7 @@ async fn a_write_acknowledged_while_its_owners_were_dead_is_readable_after_the_h
         );
     }
     assert!(
-        stores(&cluster, coordinator, key, &value).await,
+        cluster.stores(coordinator, key, &value).await,
         "the coordinator n{coordinator} keeps its own copy"
     );
 
@@ -90,7 +84,7 @@ async fn a_write_acknowledged_while_its_owners_were_dead_is_readable_after_the_h
     // The hints reach the owners, which then hold the write themselves.
     wait_until(CONVERGE, "n3, n4 and n5 store the write", || async {
         for owner in [3, 4, 5] {
-            if !stores(&cluster, owner, key, &value).await {
+            if !cluster.stores(owner, key, &value).await {
                 return false;
             }
         }

@@ -1,6 +1,7 @@
 //! Remove (a node gone for good): refused while the node is alive; once it is dead and
 //! removed, its ranges go to the other three, anti-entropy rebuilds every key on each of them,
-//! and the removed name started again refuses to run instead of pushing anything back.
+//! and the removed name started again refuses to run instead of pushing anything back. The
+//! last member left by removes keeps the hints it held for them.
 
 use std::time::{Duration, Instant};
 
@@ -140,4 +141,56 @@ async fn a_removed_node_is_rebuilt_on_the_others_and_cannot_come_back() {
     }
     let sample: Vec<(String, Bytes)> = keys.iter().step_by(10).cloned().collect();
     cluster.assert_all_read(&sample, &[1], Some(3)).await;
+}
+
+/// The last member after two removes: the hints it held for a removed owner have nowhere
+/// else to go, so they join its own store (synced), survive its restart and leave no hint.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_last_member_keeps_a_removed_owners_hints_in_its_own_store() {
+    const WAIT: Duration = Duration::from_secs(20);
+    let mut cluster = TestCluster::builder()
+        .nodes(3)
+        .durable()
+        .fast_failure_detection()
+        .node_args(["--n", "2"])
+        .start()
+        .await;
+    // Owned by n1 and n3; n2 is its fallback.
+    let key = cluster.key_owned_by("last-", &[1, 3]);
+    let key = key.as_bytes();
+    let value = Bytes::from("held for n3");
+
+    cluster.kill(3);
+    cluster.wait_status(&[1, 2], 3, Status::Dead, WAIT).await;
+    cluster
+        .client(1)
+        .put(key, value.clone(), None, Some(2))
+        .await
+        .expect("n1 and the fallback n2 make W = 2");
+    let hints = cluster.metric(2, "dynamo_hints_pending").await;
+    assert!(
+        hints.is_some_and(|h| h >= 1.0),
+        "n2 keeps a hint: {hints:?}"
+    );
+
+    cluster.kill(1);
+    cluster.wait_status(&[2], 1, Status::Dead, WAIT).await;
+    for gone in ["n3", "n1"] {
+        let entry = cluster.client(2).remove(gone).await;
+        let entry = entry.unwrap_or_else(|e| panic!("remove the dead {gone}: {e}"));
+        assert_eq!(entry.ring, RingStatus::Removed, "{entry:?}");
+    }
+    wait_until(WAIT, "n2 holds the write itself and no hint", || async {
+        cluster.metric(2, "dynamo_hints_pending").await == Some(0.0)
+            && cluster.stores(2, key, &value).await
+    })
+    .await;
+
+    cluster.restart(2).await;
+    assert!(
+        cluster.stores(2, key, &value).await,
+        "the write survives n2's restart"
+    );
+    let got = cluster.client(2).get(key, None).await.expect("read on n2");
+    assert_eq!(got.values(), vec![value.clone()]);
 }

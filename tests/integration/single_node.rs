@@ -81,7 +81,7 @@ async fn seed_walk_through_with_w_r_one() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_lone_node_with_default_settings_serves_and_refuses_a_second_node() {
+async fn a_lone_node_with_default_settings_serves_refuses_to_leave_and_refuses_a_second_node() {
     let _turn = ractor_turn::take().await;
     let config = NodeConfig::new("lone", "127.0.0.1:0".parse().unwrap());
     assert_eq!((config.quorum.n, config.quorum.w), (3, 2), "the defaults");
@@ -95,6 +95,16 @@ async fn a_lone_node_with_default_settings_serves_and_refuses_a_second_node() {
     assert_eq!(
         client.get(key.as_str()).await.unwrap().values(),
         vec![Bytes::from("milk")]
+    );
+    // The last member cannot leave: its keys would have nowhere to go.
+    match client.leave() {
+        Err(ClientError::Conflict(why)) => assert!(why.contains("only valid member"), "{why}"),
+        other => panic!("the lone node's leave must be refused, got {other:?}"),
+    }
+    assert_eq!(
+        client.get(key.as_str()).await.unwrap().values(),
+        vec![Bytes::from("milk")],
+        "and it still serves"
     );
     let second = NodeConfig::new("other", "127.0.0.1:0".parse().unwrap());
     match Node::start(second).await {

@@ -314,4 +314,4 @@ impl fmt::Display for Membership {
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

@@ -21,6 +21,12 @@ pub enum ChangeError {
     /// The node looks alive: a live node leaves instead of being removed.
     #[error("{0} is alive: stop it first, or have it leave (POST /admin/leave on it)")]
     Alive(NodeId),
+    /// This node is the ring's only valid member: its keys would have nowhere to go.
+    #[error(
+        "this node is the cluster's only valid member: leaving would leave no one to hand its \
+         keys to and no ring to serve from; join another node first"
+    )]
+    LastMember,
     /// This node was removed or has left: it cannot change its status any more.
     #[error("this node is {0}: it can no longer leave")]
     Final(RingStatus),
@@ -28,10 +34,18 @@ pub enum ChangeError {
 
 impl Membership {
     /// The operator drains this node: it leaves the ring and hands its keys to the others.
-    /// Leaving twice is harmless; a node that left or was removed cannot leave.
+    /// Leaving twice is harmless; a node that left or was removed cannot leave, and neither
+    /// can the ring's last valid member (as Riak refuses the last node's leave).
     pub fn start_leaving(&mut self) -> Result<Vec<RingChange>, ChangeError> {
         let mut changes = Vec::new();
         match self.own.ring {
+            RingStatus::Valid
+                if !self
+                    .members()
+                    .any(|m| m.node != self.own.node && m.ring.on_ring()) =>
+            {
+                Err(ChangeError::LastMember)
+            }
             RingStatus::Joining | RingStatus::Valid => {
                 self.set_own_ring(RingStatus::Leaving, &mut changes);
                 self.recount_layout();

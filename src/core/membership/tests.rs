@@ -10,7 +10,8 @@ fn n(name: &str) -> NodeId {
     NodeId::new(name)
 }
 
-fn entry(node: &str, incarnation: u64, heartbeat: u64) -> MemberDigest {
+/// The entry of an alive, valid `node` as its own gossip carries it.
+pub(crate) fn entry(node: &str, incarnation: u64, heartbeat: u64) -> MemberDigest {
     MemberDigest {
         node: n(node),
         cluster_addr: format!("{node}:7001"),
@@ -425,6 +426,25 @@ fn leave_takes_us_off_the_ring_and_left_is_final() {
     assert_eq!(peer.ring_status_of(&n("n1")), Some(RingStatus::Left));
     assert_eq!(ring_members(&peer), vec![n("n2")]);
     assert!(!peer.should_connect(&n("n1")));
+}
+
+#[test]
+fn the_last_valid_member_cannot_leave() {
+    let mut alone = table();
+    assert_eq!(alone.start_leaving(), Err(ChangeError::LastMember));
+    assert_eq!(
+        alone.own().ring,
+        RingStatus::Valid,
+        "a refused leave changes nothing"
+    );
+    assert_eq!(ring_members(&alone), vec![n("n1")]);
+
+    // The other member left: n1 is the last again.
+    let mut m = table_with_n2();
+    let mut left = entry("n2", 1, 9);
+    left.ring = RingStatus::Left;
+    m.merge(&[left], 1);
+    assert_eq!(m.start_leaving(), Err(ChangeError::LastMember));
 }
 
 #[test]

@@ -953,7 +953,7 @@ impl SimNode {
 
     // ---- replicator ----
 
-    fn drain_hints(&mut self, _now: u64, fx: &mut Vec<Effect>) {
+    fn drain_hints(&mut self, now: u64, fx: &mut Vec<Effect>) {
         let leaving = self.ring_status() == RingStatus::Leaving;
         let deliveries = self.with_view(|view| {
             let gone = drain::gone_in(&self.membership);
@@ -966,13 +966,30 @@ impl SimNode {
         });
         for delivery in deliveries {
             let id = self.id();
-            let sends = delivery.sends.clone();
+            let (here, sends): (Vec<_>, Vec<_>) =
+                (delivery.sends.iter().cloned()).partition(|out| out.to == self.name);
+            // What goes to this node's own store is applied and synced at once, as the
+            // Replicator's delivery does; only the other sends wait for answers.
+            let mut kept_here = true;
+            for out in &here {
+                kept_here &= self.local(now).apply(out.put.clone()).is_ok();
+            }
+            if !here.is_empty() {
+                self.sync_disk();
+            }
+            if sends.is_empty() {
+                let gone = drain::gone_in(&self.membership);
+                if drain::settle(&mut self.hints.lock(), &delivery, kept_here, &gone) {
+                    fx.push(Effect::Unsynced);
+                }
+                continue;
+            }
             self.deliveries.insert(
                 id,
                 GroupState {
                     item: delivery,
                     waiting: sends.len(),
-                    all_acked: true,
+                    all_acked: kept_here,
                 },
             );
             for out in sends {
