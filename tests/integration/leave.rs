@@ -1,6 +1,6 @@
 //! Leave (drain): a node of four hands every key it holds to the other three before it
 //! reports `left`, shows its progress while it does, then refuses client requests, and its
-//! name cannot come back.
+//! name cannot come back. The last two members told to leave at once wait for a node to join.
 //!
 //! Anti-entropy is off, and nothing is read before the node has left: the only way a key can
 //! reach the node that did not own it yet is the leaving node's handoff. Needs iptables and
@@ -206,4 +206,57 @@ async fn a_leaving_node_hands_every_key_to_the_others_before_it_reports_left() {
         let seen = cluster.member_seen_by(node, LEAVER).await.unwrap();
         assert_eq!(seen.ring, RingStatus::Left, "n{node} about n4");
     }
+}
+
+/// The last two members told to leave while cut off from each other both accept. Their ring
+/// does not empty: they keep their places and serve every key until a node joins, then hand
+/// everything to it and report `left`. Needs iptables and root, as the test above.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_last_two_members_leaving_at_once_serve_until_a_node_joins_and_takes_everything() {
+    const WAIT: Duration = Duration::from_secs(30);
+    let mut cluster = TestCluster::builder()
+        .nodes(2)
+        .fast_failure_detection()
+        .node_args(["--n", "2"])
+        .start()
+        .await;
+    let keys: Vec<(String, Bytes)> = keys().into_iter().take(50).collect();
+    cluster.put_all(&keys, Some(2)).await;
+
+    // Cut off, neither hears of the other's leave before accepting its own.
+    cluster.cut_links(&[(1, 2)]);
+    for node in [1, 2] {
+        let entry = cluster.client(node).leave().await;
+        let entry = entry.unwrap_or_else(|e| panic!("n{node} accepts its leave: {e}"));
+        assert_eq!(entry.ring, RingStatus::Leaving, "{entry:?}");
+    }
+    cluster.heal();
+    for node in [1, 2] {
+        let what = format!("n{node} sees both leaving, and both still on its ring");
+        wait_until(WAIT, &what, || async {
+            let other = cluster.member_seen_by(node, 3 - node).await;
+            let ring = cluster.client(node).ring().await;
+            other.is_some_and(|m| m.ring == RingStatus::Leaving)
+                && ring.is_ok_and(|r| r.nodes.len() == 2)
+        })
+        .await;
+    }
+    cluster.assert_all_read(&keys, &[1, 2], Some(2)).await;
+    for node in [1, 2] {
+        let own = cluster.member_seen_by(node, node).await.unwrap();
+        assert_eq!(own.ring, RingStatus::Leaving, "n{node} waits: {own:?}");
+    }
+
+    let joined = cluster.processes().add_node(Vec::<String>::new()).await;
+    assert_eq!(joined.expect("n3 joins"), 3);
+    for node in [1, 2] {
+        wait_until(WAIT, &format!("n{node} reports left"), || async {
+            let own = cluster.member_seen_by(node, node).await;
+            own.is_some_and(|m| m.ring == RingStatus::Left)
+        })
+        .await;
+    }
+    let missing = cluster.missing_on(3, &keys).await;
+    assert!(missing.is_empty(), "n3 lacks keys {missing:?}");
+    cluster.assert_all_read(&keys, &[3], None).await;
 }

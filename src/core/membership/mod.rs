@@ -253,15 +253,28 @@ impl Membership {
             .filter(|member| member.ring.may_hold_data())
     }
 
-    /// The ring members with the vnode counts they asked for: the input of `Ring::build`.
+    /// The ring members with the vnode counts they asked for: the input of `Ring::build`. The
+    /// valid members; the leaving ones while none is valid, so that leaves never empty the ring.
     pub fn ring_layout(&self) -> Vec<(NodeId, u32)> {
         self.layout.clone()
     }
 
+    // The valid members. While none is left, the leaving ones keep their places: the last two
+    // members told to leave at once each accepted before it heard of the other's leave, and
+    // an empty ring would strand their keys and serve nothing. Their leaves wait, on the ring,
+    // until a node joins and takes everything.
     fn recount_layout(&mut self) {
+        let any_valid = self.members().any(|m| m.ring.on_ring());
+        let placed = |ring: RingStatus| {
+            if any_valid {
+                ring.on_ring()
+            } else {
+                ring == RingStatus::Leaving
+            }
+        };
         let layout: Vec<(NodeId, u32)> = self
             .members()
-            .filter(|member| member.ring.on_ring())
+            .filter(|member| placed(member.ring))
             .map(|member| (member.node.clone(), member.vnodes))
             .collect();
         if layout != self.layout {

@@ -28,7 +28,8 @@ pub enum RingStatus {
 }
 
 impl RingStatus {
-    /// Whether the member owns vnodes: only valid members do.
+    /// Whether the member owns vnodes: valid members do (and leaving ones while no member is
+    /// valid: see [`super::Membership::ring_layout`]).
     pub fn on_ring(self) -> bool {
         self == RingStatus::Valid
     }

@@ -448,6 +448,32 @@ fn the_last_valid_member_cannot_leave() {
 }
 
 #[test]
+fn the_last_two_members_told_to_leave_at_once_keep_their_places_until_a_node_joins() {
+    let mut one = table();
+    one.merge(&[entry("n2", 1, 0)], 0);
+    let mut two = table_of("n2", 1, FailureTimeouts::default());
+    two.merge(&[entry("n1", 1, 0)], 0);
+    // Each accepts: it still sees the other valid.
+    one.start_leaving().unwrap();
+    two.start_leaving().unwrap();
+    assert_eq!(ring_members(&one), vec![n("n2")]);
+    one.merge(&two.digest(), 1);
+    two.merge(&one.digest(), 1);
+    for m in [&one, &two] {
+        assert_eq!(m.ring_status_of(&n("n1")), Some(RingStatus::Leaving));
+        assert_eq!(m.ring_status_of(&n("n2")), Some(RingStatus::Leaving));
+        assert_eq!(
+            ring_members(m),
+            vec![n("n1"), n("n2")],
+            "the ring never empties"
+        );
+    }
+    // A node joins and becomes valid: the leaves go on, to it.
+    one.merge(&[entry("n3", 1, 0)], 2);
+    assert_eq!(ring_members(&one), vec![n("n3")]);
+}
+
+#[test]
 fn remove_is_refused_for_the_living_for_ourselves_and_for_strangers() {
     let mut m = table_with_n2();
     assert_eq!(m.remove(&n("n2")), Err(ChangeError::Alive(n("n2"))));

@@ -566,9 +566,10 @@ impl World {
         (self.disruptions, rings)
     }
 
-    fn valid_members(&self) -> usize {
-        // As the first running node sees it: enough for deciding whether a leave or a remove
-        // leaves the ring with N members.
+    fn ring_members(&self) -> usize {
+        // As the first running node sees it. Leaves and removes may shrink the ring below N
+        // and race each other: the nodes' own rules (the last valid member cannot leave; a
+        // leave waits on the ring while no member is valid) must keep everything.
         self.running()
             .first()
             .map_or(0, |n| n.membership.ring_layout().len())
@@ -611,7 +612,7 @@ impl World {
                 self.boot(i, true);
                 self.count("join");
             }
-            82..=90 if up.len() > 1 && self.valid_members() > self.knobs.n => {
+            82..=90 if up.len() > 1 && self.ring_members() > 1 => {
                 let i = up[self.rng.random_range(0..up.len())];
                 let leaving = match &mut self.slots[i] {
                     Slot::Up(node) => node.leave(),
@@ -623,7 +624,7 @@ impl World {
                     self.count("leave");
                 }
             }
-            91..=99 if !down.is_empty() && self.valid_members() > self.knobs.n => {
+            91..=99 if !down.is_empty() && self.ring_members() > 1 => {
                 let target = down[self.rng.random_range(0..down.len())];
                 self.remove_through_someone(target);
             }
@@ -895,8 +896,11 @@ impl World {
         let nodes = self.running();
         let first = nodes.first()?;
         for node in &nodes {
-            if node.ring_status() != RingStatus::Valid {
-                return Some(format!("{} is {}", node.name, node.ring_status()));
+            // A leave waits on the ring while no member is valid to take the keys.
+            let status = node.ring_status();
+            let waits = status == RingStatus::Leaving && node.ring.contains(&node.name);
+            if status != RingStatus::Valid && !waits {
+                return Some(format!("{} is {status}", node.name));
             }
             if node.ring != first.ring {
                 return Some(format!("{} and {} have other rings", node.name, first.name));
