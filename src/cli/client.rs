@@ -111,7 +111,8 @@ pub async fn leave(args: LeaveArgs) -> Result<(), CliError> {
     }
     let client = args.auth.client(args.node, DEFAULT_TIMEOUT)?;
     let member = client.leave().await.map_err(|e| match e.kind() {
-        // A removed node cannot leave, and a node that is no member refuses.
+        // A removed node and the last valid member cannot leave; a node that is no member
+        // refuses.
         Some("conflict" | "not_a_member") => CliError::Failed(format!(
             "{}: cannot leave: {}",
             client.base_url(),
