@@ -259,10 +259,10 @@ impl Membership {
         self.layout.clone()
     }
 
-    // The valid members. While none is left, the leaving ones keep their places: the last two
-    // members told to leave at once each accepted before it heard of the other's leave, and
-    // an empty ring would strand their keys and serve nothing. Their leaves wait, on the ring,
-    // until a node joins and takes everything.
+    // The valid members. While no member is valid, the leaving ones keep their places: the
+    // last two members told to leave at once each accepted before it heard of the other's
+    // leave, and an empty ring would strand their keys and serve nothing. Their leaves wait,
+    // on the ring, until a node joins and takes everything.
     fn recount_layout(&mut self) {
         let any_valid = self.members().any(|m| m.ring.on_ring());
         let placed = |ring: RingStatus| {
