@@ -21,10 +21,10 @@ pub enum ChangeError {
     /// The node looks alive: a live node leaves instead of being removed.
     #[error("{0} is alive: stop it first, or have it leave (POST /admin/leave on it)")]
     Alive(NodeId),
-    /// This node is the ring's only valid member: its keys would have nowhere to go.
+    /// No other member is valid: this node's keys would have nowhere to go.
     #[error(
-        "this node is the cluster's only valid member: leaving would leave no one to hand its \
-         keys to and no ring to serve from; join another node first"
+        "no other member of the cluster is valid: leaving would leave no one to hand this \
+         node's keys to and no ring to serve from; join another node first"
     )]
     LastMember,
     /// This node was removed or has left: it cannot change its status any more.
@@ -35,11 +35,12 @@ pub enum ChangeError {
 impl Membership {
     /// The operator drains this node: it leaves the ring and hands its keys to the others.
     /// Leaving twice is harmless; a node that left or was removed cannot leave, and neither
-    /// can the ring's last valid member (as Riak refuses the last node's leave).
+    /// can one that sees no other valid member (as Riak refuses the last node's leave): a
+    /// joining node among leaving ones would otherwise take the ring's place they keep.
     pub fn start_leaving(&mut self) -> Result<Vec<RingChange>, ChangeError> {
         let mut changes = Vec::new();
         match self.own.ring {
-            RingStatus::Valid
+            RingStatus::Joining | RingStatus::Valid
                 if !self
                     .members()
                     .any(|m| m.node != self.own.node && m.ring.on_ring()) =>

@@ -439,6 +439,11 @@ fn the_last_valid_member_cannot_leave() {
     );
     assert_eq!(ring_members(&alone), vec![n("n1")]);
 
+    // Nor can a joining node that met no valid member.
+    let mut joining = table().with_ring(RingStatus::Joining);
+    assert_eq!(joining.start_leaving(), Err(ChangeError::LastMember));
+    assert!(ring_members(&joining).is_empty());
+
     // The other member left: n1 is the last again.
     let mut m = table_with_n2();
     let mut left = entry("n2", 1, 9);
