@@ -14,7 +14,7 @@ use super::hints::{HintId, HintStore};
 use super::ids::NodeId;
 use super::membership::Membership;
 use super::quorum::Target;
-use super::replica::ReplicaPut;
+use super::replica::{LocalReplica, PutRefused, ReplicaPut};
 use super::view::View;
 use super::write::Outgoing;
 
@@ -102,6 +102,20 @@ pub fn plan(hints: &mut HintStore, scope: &DrainScope<'_>, max: usize) -> Vec<De
         }
     }
     deliveries
+}
+
+/// Applies to this node's own store the sends `plan` addressed to it (the last member keeping
+/// a hint) and returns the others, with the outcome of the local part: `None` when there was
+/// none, else whether every one applied. The caller syncs before it settles the delivery.
+pub fn apply_here(
+    local: &LocalReplica<'_>,
+    sends: Vec<Outgoing>,
+) -> (Vec<Outgoing>, Option<Result<(), PutRefused>>) {
+    let (here, elsewhere): (Vec<_>, Vec<_>) =
+        sends.into_iter().partition(|out| out.to == *local.me);
+    let applied =
+        (!here.is_empty()).then(|| here.into_iter().try_for_each(|out| local.apply(out.put)));
+    (elsewhere, applied)
 }
 
 /// A delivery ended: the hint is dropped when every destination acknowledged it and none of

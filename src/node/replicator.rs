@@ -76,22 +76,19 @@ impl Actor for ReplicatorActor {
 /// A write addressed to this node is applied to its own store and counts once synced.
 async fn deliver_all(shared: &NodeShared, sends: Vec<Outgoing>) -> bool {
     let deadline = Instant::now() + DELIVERY_TIMEOUT;
-    let (here, elsewhere): (Vec<_>, Vec<_>) =
-        sends.into_iter().partition(|out| out.to == shared.me);
+    let (elsewhere, here) = drain::apply_here(&shared.local(), sends);
     let acks = elsewhere
         .into_iter()
         .map(|out| shared.replicas.put(&out.to, out.put, deadline));
     let kept_here = async {
-        if here.is_empty() {
-            return true;
-        }
-        for out in here {
-            if let Err(e) = shared.local().apply(out.put) {
+        match here {
+            None => true,
+            Some(Err(e)) => {
                 tracing::warn!(error = %e, "a hint for this node's own store was refused");
-                return false;
+                false
             }
+            Some(Ok(())) => shared.sync_store().await.is_ok(),
         }
-        shared.sync_store().await.is_ok()
     };
     let (acks, kept_here) = tokio::join!(join_all(acks), kept_here);
     kept_here && acks.into_iter().all(|ack| ack.is_ok())

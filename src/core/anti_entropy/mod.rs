@@ -41,12 +41,12 @@
 //! catch up instead of spreading the tombstone again. A peer that holds those tombstones (or
 //! what of them a later write did not replace) beside a later write (one that did not see
 //! the delete, taken before the order reached it) is asked the same, and drops just the
-//! tombstones, which is what the owners that purged hold
-//! once that write reached them; without it the owners would differ forever. A peer that
-//! holds them beside a later *delete* (two tombstone sets no order can tell apart) sends them
-//! on instead: a node that purged takes its purged tombstones back beside newer tombstones
-//! ([`crate::core::purged::PurgedKeys::strip`]), the owners converge on the one
-//! all-tombstone set, and the next purge takes it whole.
+//! tombstones, which is what the owners that purged hold once that write reached them;
+//! without it the owners would differ forever. A peer that holds them beside a later
+//! *delete* (two tombstone sets no order can tell apart) sends them on instead: a node that
+//! purged takes its purged tombstones back beside newer tombstones
+//! ([`crate::core::purged::PurgedKeys::strip`]), the owners converge on the one all-tombstone
+//! set, and the next purge takes it whole.
 //!
 //! This file holds the tree's shape, the [`Scope`], the errors and which keys two nodes share;
 //! the digests shared with each peer are in `digests`, the messages in `messages`, the

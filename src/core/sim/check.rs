@@ -138,18 +138,13 @@ impl Ghost {
     /// was on its way, and it is excused as the crash's other writes are.
     pub fn acked_after_crash(&mut self, op: u64, nodes: &[&SimNode]) {
         self.acked(op);
-        let Some(w) = self.writes.get(&op) else {
+        let Some(w) = self.writes.get_mut(&op) else {
             return;
         };
-        let Some(dot) = w.dot.clone() else {
+        let Some(dot) = &w.dot else {
             return;
         };
-        let key = w.key.clone();
-        if !nodes
-            .iter()
-            .any(|n| everything_held(n, &key).context().contains(&dot))
-            && let Some(w) = self.writes.get_mut(&op)
-        {
+        if !(nodes.iter()).any(|n| everything_held(n, &w.key).context().contains(dot)) {
             w.lost_to_crash = true;
             self.lost_to_crash += 1;
         }

@@ -966,17 +966,13 @@ impl SimNode {
         });
         for delivery in deliveries {
             let id = self.id();
-            let (here, sends): (Vec<_>, Vec<_>) =
-                (delivery.sends.iter().cloned()).partition(|out| out.to == self.name);
             // What goes to this node's own store is applied and synced at once, as the
             // Replicator's delivery does; only the other sends wait for answers.
-            let mut kept_here = true;
-            for out in &here {
-                kept_here &= self.local(now).apply(out.put.clone()).is_ok();
-            }
-            if !here.is_empty() {
+            let (sends, here) = drain::apply_here(&self.local(now), delivery.sends.clone());
+            let kept_here = here.is_none_or(|applied| {
                 self.sync_disk();
-            }
+                applied.is_ok()
+            });
             if sends.is_empty() {
                 let gone = drain::gone_in(&self.membership);
                 if drain::settle(&mut self.hints.lock(), &delivery, kept_here, &gone) {
