@@ -10,16 +10,16 @@ use super::hints::SharedHints;
 use super::membership::{Membership, RingChange, RingStatus};
 use super::store::Store;
 
-/// Declares this node left if it is leaving, its handoff has nothing in flight, and its store
-/// and hints are empty; the store and the hints then refuse everything for good. Returns the
-/// ring changes made (none when the node is not done).
+/// Declares this node left if it is leaving, a peer has heard of its leave, its handoff has
+/// nothing in flight, and its store and hints are empty; the store and the hints then refuse
+/// everything for good. Returns the ring changes made (none when the node is not done).
 pub fn finish_if_drained(
     membership: &mut Membership,
     store: &Store,
     hints: &SharedHints,
     handoff_idle: bool,
 ) -> Vec<RingChange> {
-    if membership.own().ring != RingStatus::Leaving || !handoff_idle {
+    if !membership.may_finish_leaving() || !handoff_idle {
         return Vec::new();
     }
     // Held across the store's check, so that no hint is taken between the two.
@@ -48,8 +48,17 @@ mod tests {
         Membership::new(me.clone(), "c".into(), "h".into(), 8, 1, timeouts, 0).unwrap()
     }
 
-    // With a valid peer to hand everything to: the last member cannot leave.
+    // Leaving, with a valid peer to hand everything to (the last member cannot leave) that
+    // has heard of the leave.
     fn leaving(me: &NodeId) -> Membership {
+        let mut m = leaving_unheard(me);
+        let echoed = m.own().digest();
+        m.merge(&[echoed], 0);
+        assert!(m.may_finish_leaving());
+        m
+    }
+
+    fn leaving_unheard(me: &NodeId) -> Membership {
         let mut m = member(me);
         m.merge(&[crate::core::membership::tests::entry("peer", 1, 1)], 0);
         m.start_leaving().unwrap();
@@ -109,6 +118,30 @@ mod tests {
         assert!(finish_if_drained(&mut membership, &store, &hints, true).is_empty());
         assert!(store.merge(&key, &write(&key)).unwrap().changed);
         assert_eq!(membership.own().ring, RingStatus::Leaving);
+    }
+
+    #[test]
+    fn a_drained_node_whose_leave_no_peer_heard_stays_leaving_until_one_does() {
+        let me = NodeId::new("me");
+        let (store, hints) = (Store::new(ActorId::new("me", 1)), SharedHints::default());
+        let mut membership = leaving_unheard(&me);
+        // The peer's digest still shows us valid: it has not heard.
+        let stale = crate::core::membership::tests::entry("me", 1, 0);
+        membership.merge(&[stale], 0);
+        assert!(finish_if_drained(&mut membership, &store, &hints, true).is_empty());
+        assert_eq!(membership.own().ring, RingStatus::Leaving);
+        // Not sealed: it still takes writes.
+        let key = Key::from_static(b"k");
+        assert!(store.merge(&key, &write(&key)).unwrap().changed);
+
+        let echoed = membership.own().digest();
+        membership.merge(&[echoed], 0);
+        let (empty, hints) = (Store::new(ActorId::new("me", 1)), SharedHints::default());
+        assert_eq!(
+            finish_if_drained(&mut membership, &empty, &hints, true).len(),
+            1
+        );
+        assert_eq!(membership.own().ring, RingStatus::Left);
     }
 
     #[test]

@@ -66,6 +66,12 @@ impl Membership {
     pub fn merge(&mut self, digest: &[MemberDigest], now_ms: u64) -> MergeReport {
         let mut report = MergeReport::default();
         self.answer_claims_about_me(digest, &mut report);
+        // Checked after the claims were answered: a claim may be what made us leaving.
+        if self.own.ring == RingStatus::Leaving
+            && (digest.iter()).any(|e| e.node == self.own.node && e.ring == RingStatus::Leaving)
+        {
+            self.leave_heard = true;
+        }
         let mut met_a_peer = false;
         for entry in digest {
             if entry.node == self.own.node {

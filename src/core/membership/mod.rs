@@ -153,6 +153,9 @@ pub struct Membership {
     layout: Vec<(NodeId, u32)>,
     /// Bumped whenever the ring layout changes.
     version: u64,
+    /// Whether a peer's digest showed our leave since we started leaving (see
+    /// [`Membership::may_finish_leaving`]); in memory only, heard again after a restart.
+    leave_heard: bool,
 }
 
 impl Membership {
@@ -188,6 +191,7 @@ impl Membership {
             timeouts,
             layout: Vec::new(),
             version: 0,
+            leave_heard: false,
         };
         membership.recount_layout();
         Ok(membership)

@@ -48,6 +48,7 @@ impl Membership {
                 Err(ChangeError::LastMember)
             }
             RingStatus::Joining | RingStatus::Valid => {
+                self.leave_heard = false;
                 self.set_own_ring(RingStatus::Leaving, &mut changes);
                 self.recount_layout();
                 Ok(changes)
@@ -55,6 +56,15 @@ impl Membership {
             RingStatus::Leaving | RingStatus::Left => Ok(changes),
             RingStatus::Removed => Err(ChangeError::Final(RingStatus::Removed)),
         }
+    }
+
+    /// Whether this node is leaving and a peer has heard so. A node that declared itself left
+    /// unheard (cut off from everyone, holding nothing) and then stopped would stay a valid
+    /// owner in every other table, dead, until an operator removed it: its ranges would be
+    /// served short of a replica and hinted to it meanwhile. Once a peer has the leave, the
+    /// others take the node off their rings whether or not they ever hear that it left.
+    pub fn may_finish_leaving(&self) -> bool {
+        self.own.ring == RingStatus::Leaving && self.leave_heard
     }
 
     /// A leaving node that handed everything off declares itself left.
