@@ -7,7 +7,7 @@
 //! left from then on and hands nothing off.
 
 use super::hints::SharedHints;
-use super::membership::{Membership, RingChange, RingStatus};
+use super::membership::{Membership, RingChange};
 use super::store::Store;
 
 /// Declares this node left if it is leaving, a peer has heard of its leave, its handoff has
@@ -37,7 +37,7 @@ mod tests {
 
     use super::*;
     use crate::core::ids::{ActorId, Key, NodeId};
-    use crate::core::membership::{FailureTimeouts, Membership};
+    use crate::core::membership::{FailureTimeouts, Membership, RingStatus};
     use crate::core::replica::{LocalReplica, PutRefused};
     use crate::core::store::StoreError;
     use crate::core::vclock::VClock;
