@@ -145,6 +145,21 @@ mod tests {
     }
 
     #[test]
+    fn a_leave_restored_from_the_nodes_own_record_is_not_heard() {
+        let me = NodeId::new("me");
+        let recorded = leaving(&me).digest();
+        let mut restarted = member(&me).with_ring(RingStatus::Joining);
+        restarted.restore(&recorded, 0);
+        assert_eq!(restarted.own().ring, RingStatus::Leaving);
+        assert!(!restarted.may_finish_leaving());
+        let (store, hints) = (Store::new(ActorId::new("me", 1)), SharedHints::default());
+        assert!(finish_if_drained(&mut restarted, &store, &hints, true).is_empty());
+        // A peer's digest with our leave in it is heard.
+        restarted.merge(&recorded, 0);
+        assert!(restarted.may_finish_leaving());
+    }
+
+    #[test]
     fn a_node_that_is_not_leaving_is_never_sealed() {
         let me = NodeId::new("me");
         let (store, hints) = (Store::new(ActorId::new("me", 1)), SharedHints::default());

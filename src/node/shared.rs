@@ -369,7 +369,7 @@ impl NodeShared {
                 own.n, own.n
             ));
         }
-        let report = self.change_membership(|m| m.merge(&digest, self.mono_ms()));
+        let report = self.change_membership(|m| m.restore(&digest, self.mono_ms()));
         match report.fatal {
             Some(fatal) => Err(fatal.to_string()),
             None => Ok(()),

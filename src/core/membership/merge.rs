@@ -62,6 +62,15 @@ pub struct MergeReport {
 }
 
 impl Membership {
+    /// Takes back the digest this node recorded before it stopped, as a peer's would be
+    /// taken, except that our own entry in it is no sign that a peer heard of our leave.
+    pub fn restore(&mut self, recorded: &[MemberDigest], now_ms: u64) -> MergeReport {
+        let heard = self.leave_heard;
+        let report = self.merge(recorded, now_ms);
+        self.leave_heard = heard;
+        report
+    }
+
     /// Folds a peer's digest into the table (see the module docs for the rules).
     pub fn merge(&mut self, digest: &[MemberDigest], now_ms: u64) -> MergeReport {
         let mut report = MergeReport::default();

@@ -263,7 +263,8 @@ impl SimNode {
         if let Some(bytes) = recorded {
             let digest: Vec<crate::core::membership::MemberDigest> = postcard::from_bytes(&bytes)
                 .unwrap_or_else(|e| panic!("{}: recorded membership: {e}", self.name));
-            self.merge(&digest, now, &mut fx);
+            let report = self.membership.restore(&digest, now);
+            self.after_merge(report, &mut fx);
         }
         self.sync_ring();
         fx
@@ -945,6 +946,10 @@ impl SimNode {
         fx: &mut Vec<Effect>,
     ) {
         let report = self.membership.merge(digest, now);
+        self.after_merge(report, fx);
+    }
+
+    fn after_merge(&mut self, report: crate::core::membership::MergeReport, fx: &mut Vec<Effect>) {
         if let Some(fatal) = report.fatal {
             fx.push(Effect::Stop(fatal.to_string()));
         }
