@@ -65,18 +65,20 @@ impl Membership {
     /// Takes back the digest this node recorded before it stopped, as a peer's would be
     /// taken, except that our own entry in it is no sign that a peer heard of our leave.
     pub fn restore(&mut self, recorded: &[MemberDigest], now_ms: u64) -> MergeReport {
-        let heard = self.leave_heard;
-        let report = self.merge(recorded, now_ms);
-        self.leave_heard = heard;
-        report
+        self.fold(recorded, now_ms, false)
     }
 
     /// Folds a peer's digest into the table (see the module docs for the rules).
     pub fn merge(&mut self, digest: &[MemberDigest], now_ms: u64) -> MergeReport {
+        self.fold(digest, now_ms, true)
+    }
+
+    fn fold(&mut self, digest: &[MemberDigest], now_ms: u64, from_peer: bool) -> MergeReport {
         let mut report = MergeReport::default();
         self.answer_claims_about_me(digest, &mut report);
         // Checked after the claims were answered: a claim may be what made us leaving.
-        if self.own.ring == RingStatus::Leaving
+        if from_peer
+            && self.own.ring == RingStatus::Leaving
             && (digest.iter()).any(|e| e.node == self.own.node && e.ring == RingStatus::Leaving)
         {
             self.leave_heard = true;

@@ -48,7 +48,6 @@ impl Membership {
                 Err(ChangeError::LastMember)
             }
             RingStatus::Joining | RingStatus::Valid => {
-                self.leave_heard = false;
                 self.set_own_ring(RingStatus::Leaving, &mut changes);
                 self.recount_layout();
                 Ok(changes)

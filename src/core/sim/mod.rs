@@ -957,19 +957,13 @@ mod tests {
 
     /// Seeds per shard: `DYNAMO_SIM_SEEDS` in all (1500 by default), spread over the shards.
     fn seeds_per_shard() -> u64 {
-        let total = std::env::var("DYNAMO_SIM_SEEDS")
-            .ok()
-            .and_then(|s| s.parse().ok())
-            .unwrap_or(1_500);
+        let total = env_u64("DYNAMO_SIM_SEEDS").unwrap_or(1_500);
         u64::div_ceil(total, SHARDS)
     }
 
-    /// The first seed run: `DYNAMO_SIM_FIRST_SEED` (0 by default).
-    fn first_seed() -> u64 {
-        std::env::var("DYNAMO_SIM_FIRST_SEED")
-            .ok()
-            .and_then(|s| s.parse().ok())
-            .unwrap_or(0)
+    /// The number in environment variable `name`, if it holds one.
+    fn env_u64(name: &str) -> Option<u64> {
+        std::env::var(name).ok().and_then(|s| s.parse().ok())
     }
 
     /// The seeds are cut in shards that the test harness runs in parallel.
@@ -978,7 +972,7 @@ mod tests {
     /// Every seed once, and every eighth twice with the traces compared (determinism).
     fn shard(index: u64) {
         let per_shard = seeds_per_shard();
-        let first = first_seed() + index * per_shard;
+        let first = env_u64("DYNAMO_SIM_FIRST_SEED").unwrap_or(0) + index * per_shard;
         let mut totals: BTreeMap<&'static str, usize> = BTreeMap::new();
         let (mut steps, mut ops, mut values, mut deletes, mut lost) = (0, 0, 0, 0, 0);
         let mut acks_checked = 0;
@@ -1125,9 +1119,7 @@ mod tests {
     /// Replays `DYNAMO_SIM_SEED` (seed 0 when unset) with its whole trace printed.
     #[test]
     fn replay() {
-        let seed = std::env::var("DYNAMO_SIM_SEED")
-            .ok()
-            .and_then(|s| s.parse().ok());
+        let seed = env_u64("DYNAMO_SIM_SEED");
         let mut world = World::new(seed.unwrap_or(0));
         world.verbose = seed.is_some();
         println!("{:#?}", world.run());
