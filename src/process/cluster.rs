@@ -569,23 +569,36 @@ impl LocalCluster {
     /// Starts a node again with the same name, addresses, flags and data directory (killing it
     /// first if it runs), seeded with every other node (node 1 first, or node 2 for node 1), and
     /// waits until it serves HTTP. Its in-memory data is gone, as after a real crash; what it
-    /// keeps under `--data-dir` it finds again.
+    /// keeps under `--data-dir` it finds again. While no other node runs it starts alone, as
+    /// node 1 did at the first start: joining nodes never make a cluster among themselves.
     pub async fn restart(&mut self, node: impl NodeRef) -> Result<(), ProcessError> {
         let pos = self.pos(&node)?;
         if let Some(proc) = self.procs[pos].as_mut() {
             proc.kill()?;
         }
-        let seeds = self.restart_seeds(pos);
+        let others_run = (0..self.len()).any(|p| p != pos && self.status_at(p).is_alive());
+        let seeds = if others_run {
+            self.restart_seeds(pos)
+        } else {
+            Vec::new()
+        };
         self.spawn_at(pos, &seeds)?;
         self.wait_ready_at(pos, self.ready_timeout).await
     }
 
     /// Starts every node again at the same time (killing those that run first), each seeded
-    /// with all the others as in [`LocalCluster::restart`], and waits until each serves HTTP.
+    /// with all the others as in [`LocalCluster::restart`] but node 1, which starts alone as
+    /// at the first start, and waits until each serves HTTP. (In memory every node comes back
+    /// joining, and joining nodes never make a cluster among themselves; on disk node 1 takes
+    /// its members back from its directory.)
     pub async fn restart_all(&mut self) -> Result<(), ProcessError> {
         self.kill_all()?;
         for pos in 0..self.len() {
-            let seeds = self.restart_seeds(pos);
+            let seeds = if pos == 0 {
+                Vec::new()
+            } else {
+                self.restart_seeds(pos)
+            };
             self.spawn_at(pos, &seeds)?;
         }
         for pos in 0..self.len() {

@@ -1,7 +1,8 @@
 //! Membership over real processes: liveness changes routing, never ownership. A node that is
 //! dead for longer than `dead_after` keeps its place on every ring, comes back as the same
 //! valid member when it restarts, and a node started with another N than the cluster's is
-//! refused.
+//! refused. Joining nodes never make a cluster among themselves: a cluster starts from a node
+//! started alone.
 
 use std::time::{Duration, Instant};
 
@@ -179,4 +180,100 @@ async fn a_node_started_with_another_n_is_refused_and_says_why() {
         .put(b"after-refusal", Bytes::from("v"), None, Some(3))
         .await
         .expect("the cluster still writes at W = 3");
+}
+
+/// Node `i`'s own ring status, as it lists itself.
+async fn own_ring(cluster: &TestCluster, i: usize) -> Option<RingStatus> {
+    cluster.member_seen_by(i, i).await.map(|m| m.ring)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn joining_nodes_cut_off_from_the_cluster_never_make_one_of_their_own() {
+    let mut cluster = TestCluster::builder()
+        .nodes(3)
+        .fast_failure_detection()
+        .start()
+        .await;
+    cluster.kill(2);
+    cluster.kill(3);
+    cluster.partition(&[&[1], &[2, 3]]);
+    // Both come back in memory (no table, no data), seeded with every node; each reaches
+    // only the other, which knows no member of the cluster either.
+    for i in [2, 3] {
+        if let Err(e) = cluster.processes().restart(i).await {
+            panic!("n{i} did not start again: {e}");
+        }
+    }
+    wait_until(
+        Duration::from_secs(20),
+        "n2 and n3 heard each other for several gossip rounds",
+        || async {
+            let heard = |seen: Option<dynamo_node::model::MemberInfo>| {
+                seen.is_some_and(|m| m.heartbeat >= 10)
+            };
+            heard(cluster.member_seen_by(2, 3).await) && heard(cluster.member_seen_by(3, 2).await)
+        },
+    )
+    .await;
+    for i in [2, 3] {
+        assert_eq!(
+            own_ring(&cluster, i).await,
+            Some(RingStatus::Joining),
+            "n{i} took a place on a ring of joining nodes"
+        );
+        assert!(ring_nodes(&cluster, i).await.is_empty(), "n{i}'s ring");
+    }
+    let refused = cluster
+        .client(2)
+        .put(b"between-joiners", Bytes::from("v"), None, None)
+        .await;
+    assert!(
+        refused.is_err(),
+        "a write acknowledged by joining nodes alone: {refused:?}"
+    );
+
+    // Once they reach the cluster they join it, and it keeps its one ring.
+    cluster.heal();
+    cluster.wait_converged().await;
+    for i in 1..=3 {
+        assert_eq!(own_ring(&cluster, i).await, Some(RingStatus::Valid), "n{i}");
+        assert_eq!(
+            ring_nodes(&cluster, i).await,
+            ["n1", "n2", "n3"],
+            "n{i}'s ring"
+        );
+    }
+    cluster
+        .client(2)
+        .put(b"after-the-heal", Bytes::from("v"), None, None)
+        .await
+        .expect("a write after the heal");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cluster_whose_every_node_restarted_in_memory_forms_again() {
+    let mut cluster = TestCluster::builder()
+        .nodes(3)
+        .fast_failure_detection()
+        .start()
+        .await;
+    cluster.kill_all();
+    // The first node started again finds nobody running: it starts alone, as node 1 did at
+    // the first start, and the others join it (joining nodes alone would wait forever).
+    for i in [2, 3, 1] {
+        cluster.restart(i).await;
+    }
+    for i in 1..=3 {
+        assert_eq!(own_ring(&cluster, i).await, Some(RingStatus::Valid), "n{i}");
+        assert_eq!(
+            ring_nodes(&cluster, i).await,
+            ["n1", "n2", "n3"],
+            "n{i}'s ring"
+        );
+    }
+    cluster
+        .client(3)
+        .put(b"new-cluster", Bytes::from("v"), None, Some(3))
+        .await
+        .expect("the cluster formed again writes at W = 3");
 }

@@ -151,8 +151,19 @@ impl Membership {
                 member.status = Status::Alive;
             }
         }
-        // A joining node that met the cluster (or a peer joining with it) takes its place.
-        if met_a_peer && self.own.ring == RingStatus::Joining && report.fatal.is_none() {
+        // A joining node takes its place once it knows a member of the cluster (valid, or
+        // leaving while none is valid), itself or by a peer's word. Joining nodes never make a
+        // cluster among themselves: a node that lost its table (an in-memory restart) and a
+        // new one, both cut off from the cluster they were seeded with, would own every range
+        // between them, unaware of the members that hold the data, and could purge a
+        // tombstone those members never saw. A cluster starts from a node started alone.
+        let knows_the_cluster = (self.peers.values())
+            .any(|m| matches!(m.ring, RingStatus::Valid | RingStatus::Leaving));
+        if met_a_peer
+            && knows_the_cluster
+            && self.own.ring == RingStatus::Joining
+            && report.fatal.is_none()
+        {
             self.set_own_ring(RingStatus::Valid, &mut report.ring);
         }
         self.recount_layout();

@@ -545,6 +545,36 @@ fn a_joining_node_becomes_valid_when_it_meets_the_cluster() {
 }
 
 #[test]
+fn joining_nodes_never_make_a_cluster_among_themselves() {
+    // An in-memory restart and a new node, cut off from the cluster both were seeded with:
+    // owning every range between them, they could purge tombstones its members never saw.
+    let mut restarted = table().with_ring(RingStatus::Joining);
+    let mut new = table_of("n3", 1, FailureTimeouts::default()).with_ring(RingStatus::Joining);
+    let mut joining = entry("n3", 1, 0);
+    joining.ring = RingStatus::Joining;
+    restarted.merge(&[joining], 0);
+    new.merge(&[restarted.own().entry.clone()], 0);
+    assert_eq!(restarted.own().ring, RingStatus::Joining);
+    assert_eq!(new.own().ring, RingStatus::Joining);
+    assert!(ring_members(&restarted).is_empty());
+
+    // A member of the cluster, met at last or named by a peer, lets each take its place.
+    let mut valid = entry("n2", 1, 0);
+    valid.ring = RingStatus::Valid;
+    restarted.merge(std::slice::from_ref(&valid), 1);
+    assert_eq!(restarted.own().ring, RingStatus::Valid);
+    new.merge(&restarted.digest(), 1);
+    assert_eq!(new.own().ring, RingStatus::Valid);
+
+    // Members that are all leaving are still the cluster: a joining node takes their keys.
+    let mut m = table().with_ring(RingStatus::Joining);
+    let mut leaving = entry("n2", 1, 0);
+    leaving.ring = RingStatus::Leaving;
+    m.merge(&[leaving], 0);
+    assert_eq!(m.own().ring, RingStatus::Valid);
+}
+
+#[test]
 fn n_is_the_clusters() {
     let mut joining = table().with_ring(RingStatus::Joining).with_n(5);
     let report = joining.merge(&[entry("n2", 1, 0)], 0);

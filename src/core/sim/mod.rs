@@ -10,7 +10,8 @@
 //! a node that takes no write syncs nothing), and the faults
 //! (partitions and heals, crashes and restarts, joins, leaves, removes of a crashed node). A
 //! crash in memory loses the node's data, and it restarts as a new incarnation with a new
-//! actor id. A crash on disk (`--data-dir`, `--fsync always`) keeps what the node's disk
+//! actor id, joining the cluster (or, when no node knows the cluster any more, alone, as an
+//! operator would start it: joining nodes never make a cluster among themselves). A crash on disk (`--data-dir`, `--fsync always`) keeps what the node's disk
 //! synced ([`crate::core::volatile_disk`]): it restarts on it with its actor id, its dot lease,
 //! its hints and its recorded membership, and loses only what no sync covered (a handoff's
 //! drops, forgotten hints, purges, copies it took without acknowledging them). The nodes
@@ -611,7 +612,7 @@ impl World {
             }
             75..=81 if spare.is_some() => {
                 let i = spare.unwrap_or_default();
-                self.boot(i, true);
+                self.boot(i, self.a_cluster_to_join());
                 self.count("join");
             }
             82..=90 if up.len() > 1 && self.ring_members() > 1 => {
@@ -697,8 +698,21 @@ impl World {
                 self.refresh_sessions();
                 self.apply(i, fx);
             }
-            _ => self.boot(i, true),
+            _ => self.boot(i, self.a_cluster_to_join()),
         }
+    }
+
+    /// Whether some node still knows the cluster (a valid or leaving member, running or on a
+    /// disk that will reopen): a node started with empty memory then joins it. Joining nodes
+    /// never make a cluster among themselves, so when none does, the operator starts the node
+    /// alone, as a new cluster: every member lost its memory, and with it the data.
+    fn a_cluster_to_join(&self) -> bool {
+        self.slots.iter().any(|slot| match slot {
+            Slot::Up(node) | Slot::Down(Some(node)) => {
+                matches!(node.ring_status(), RingStatus::Valid | RingStatus::Leaving)
+            }
+            _ => false,
+        })
     }
 
     /// An operator removes crashed `target` through a running node that sees it down.
@@ -1097,7 +1111,7 @@ mod tests {
 
     /// Seeds beyond the ones CI runs that failed once, found by longer runs; each comment
     /// says what it caught.
-    const SEEDS_THAT_FAILED: [u64; 4] = [
+    const SEEDS_THAT_FAILED: [u64; 5] = [
         // A hint whose owner was removed, held by the last member: it had nowhere to go.
         3227,
         // The simulation crashed the last member in memory beside two that had just left.
@@ -1107,6 +1121,9 @@ mod tests {
         // A node cut off from everyone, holding nothing, left unheard and then crashed: on
         // its restart it stopped, and every other node kept it as a dead valid owner.
         49265,
+        // An in-memory restart and a new node, both cut off from the cluster, made a cluster
+        // of their own and purged a delete whose value the real members still held.
+        98277,
     ];
 
     #[test]
