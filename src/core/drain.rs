@@ -1,9 +1,11 @@
 //! Hint drain: where each held hint goes next, and what an answer does to it. No I/O.
 //!
 //! A hint goes back to its owner once the owner is reachable. A hint whose owner will never
-//! take it (the owner left, was removed, or is not known here), and every hint of a node that
-//! is leaving and whose owner is down, goes instead to the replicas that should hold the key
-//! now (the sloppy targets of its walk without this node), as a handoff would send it. Either
+//! take it (the owner left, was removed, is leaving, or is not known here), and every hint of
+//! a node that is leaving and whose owner is down, goes instead to the replicas that should
+//! hold the key now (the sloppy targets of its walk without this node), as a handoff would
+//! send it. A leaving owner owns nothing: a hint sent to it could reach it after it told a
+//! tombstone purge that it holds nothing of the key, and outlive the purge there. Either
 //! way the hint is dropped only when every destination acknowledged it and none has left or
 //! been removed meanwhile, and put back to wait otherwise. A node left alone in the ring owns
 //! every key, so it sends such a hint to itself: into its own store, and synced there before
@@ -33,14 +35,15 @@ pub struct Delivery {
 pub struct DrainScope<'a> {
     /// This node's routing view.
     pub view: View<'a>,
-    /// Whether an owner left, was removed or is unknown here: it will never take its hints.
+    /// Whether an owner left, was removed, is leaving or is unknown here: it will never take
+    /// its hints.
     pub gone: &'a dyn Fn(&NodeId) -> bool,
     /// Whether this node is leaving: it must give every hint away.
     pub leaving: bool,
 }
 
 /// Whether `owner` will never take its hints back, as `membership` tells: it left, was
-/// removed, or is not known here. A fallback keeps whatever hint a peer's write names
+/// removed, is leaving (it owns no range), or is not known here. A fallback keeps whatever hint a peer's write names
 /// (refusing a hint for a node it has not heard of yet would cost writes during every join's
 /// gossip), and one kept for a name it does not know goes to the key's current replicas at
 /// the next round instead of waiting, in a bounded store, for a node that may not exist.
@@ -312,7 +315,7 @@ mod tests {
             ..own.clone()
         };
         let (p, gone) = (peer("p", RingStatus::Valid), peer("x", RingStatus::Removed));
-        membership.merge(&[p, gone], 0);
+        membership.merge(&[p, gone, peer("l", RingStatus::Leaving)], 0);
         let ring = Ring::with_default_vnodes(nodes(&["f", "p", "q", "r", "s"])).unwrap();
         let live = |n: &NodeId| n.as_str() != "p";
         let gone = gone_in(&membership);
@@ -321,18 +324,19 @@ mod tests {
             gone: &gone,
             leaving: false,
         };
-        // A known member that is down keeps its hints; a removed node and a name never heard
-        // of (a peer may name any) will not take theirs: both go on at once.
+        // A known member that is down keeps its hints; a removed node, a leaving one (alive,
+        // but it owns nothing) and a name never heard of (a peer may name any) will not take
+        // theirs: they go on at once.
         let mut hints = hinted("p", 2);
-        for owner in ["x", "stranger"] {
+        for owner in ["x", "l", "stranger"] {
             for hint in hinted(owner, 3).take(&NodeId::new(owner), 10) {
                 hints.restore(hint);
             }
         }
         let deliveries = plan(&mut hints, &scope, 100);
         let owners: BTreeSet<&str> = deliveries.iter().map(|d| d.owner.as_str()).collect();
-        assert_eq!(owners, BTreeSet::from(["stranger", "x"]));
-        assert_eq!(deliveries.len(), 6);
+        assert_eq!(owners, BTreeSet::from(["l", "stranger", "x"]));
+        assert_eq!(deliveries.len(), 9);
         for d in &deliveries {
             assert!(
                 d.sends

@@ -292,11 +292,12 @@ impl Membership {
         self.get(node).map(|member| member.ring)
     }
 
-    /// Whether hints may wait here for `node`: a node this membership knows that has neither
-    /// left nor been removed, so one that a session is kept to (dead or not). A hint for any
-    /// other node would never be taken back by it.
+    /// Whether hints may wait here for `node`: a member that owns ranges on the ring now (dead
+    /// or not). A node that left, was removed or is unknown would never take them back, and a
+    /// leaving one owns nothing: it would only push them on, after it told a tombstone purge
+    /// that it holds nothing of their keys, and so bring back a value the purge deleted.
     pub fn takes_hints(&self, node: &NodeId) -> bool {
-        self.should_connect(node)
+        self.should_connect(node) && self.layout.iter().any(|(member, _)| member == node)
     }
 
     /// Whether requests should be sent to `node`: Alive and neither left nor removed. A

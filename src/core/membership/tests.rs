@@ -473,9 +473,25 @@ fn the_last_two_members_told_to_leave_at_once_keep_their_places_until_a_node_joi
             "the ring never empties"
         );
     }
+    // Their places keep their hints.
+    assert!(one.takes_hints(&n("n2")) && two.takes_hints(&n("n1")));
     // A node joins and becomes valid: the leaves go on, to it.
     one.merge(&[entry("n3", 1, 0)], 2);
     assert_eq!(ring_members(&one), vec![n("n3")]);
+}
+
+#[test]
+fn a_leaving_member_takes_no_hints() {
+    // It owns nothing: a hint sent to it would only be pushed on, after it may have told a
+    // tombstone purge that it holds nothing of the key.
+    let mut m = table_with_n2();
+    m.merge(&[entry("n3", 1, 0)], 0);
+    assert!(m.takes_hints(&n("n2")));
+    let mut leaving = entry("n2", 1, 6);
+    leaving.ring = RingStatus::Leaving;
+    m.merge(&[leaving], 1);
+    assert!(!m.takes_hints(&n("n2")));
+    assert!(m.takes_hints(&n("n3")));
 }
 
 #[test]
