@@ -3,19 +3,20 @@
 //! A hint goes back to its owner once the owner is reachable. A hint whose owner will never
 //! take it (the owner left, was removed, is leaving, or is not known here), and every hint of
 //! a node that is leaving and whose owner is down, goes instead to the replicas that should
-//! hold the key now (the sloppy targets of its walk without this node), as a handoff would
-//! send it. A leaving owner owns nothing: a hint sent to it could reach it after it told a
-//! tombstone purge that it holds nothing of the key, and outlive the purge there. Either
-//! way the hint is dropped only when every destination acknowledged it and none has left or
-//! been removed meanwhile, and put back to wait otherwise. A node left alone in the ring owns
-//! every key, so it sends such a hint to itself: into its own store, and synced there before
-//! the hint goes.
+//! hold the key now, as a write would reach them: this node among them when it owns the key
+//! and stays (into its own store, synced there before the hint goes; a lone member sends
+//! every such hint to itself), else the sloppy targets of the walk without it, as a handoff
+//! sends. Handed only to the others, an owner's one copy (the hint) would be gone once they
+//! acked, and a lone remaining copy can die with its node's memory. A leaving owner owns
+//! nothing: a hint sent to it could reach it after it told a tombstone purge that it holds
+//! nothing of the key, and outlive the purge there. Either way the hint is dropped only when
+//! every destination acknowledged it and none has left or been removed meanwhile, and put back
+//! to wait otherwise.
 
 use super::encoded_set::EncodedSet;
 use super::hints::{HintId, HintStore};
 use super::ids::NodeId;
 use super::membership::Membership;
-use super::quorum::Target;
 use super::replica::{LocalReplica, PutRefused, ReplicaPut};
 use super::view::View;
 use super::write::Outgoing;
@@ -72,17 +73,17 @@ pub fn plan(hints: &mut HintStore, scope: &DrainScope<'_>, max: usize) -> Vec<De
                     },
                 }]
             } else {
-                let targets = match scope.view.targets_elsewhere(&hint.key) {
-                    Some(targets) => targets,
-                    // The last member owns every key: the hint joins its own store.
-                    None if scope.view.alone() && !scope.leaving => vec![Target {
-                        node: scope.view.me.clone(),
-                        stands_in_for: None,
-                    }],
-                    None => {
-                        hints.release(&owner, &[hint.id]);
-                        continue;
-                    }
+                // An owner of the key that stays keeps the hint in its own store too: given
+                // only to the others, its one copy here would be gone once they acked, and a
+                // lone other copy can die with its node's memory.
+                let targets = if scope.leaving || !scope.view.owns(&hint.key) {
+                    scope.view.targets_elsewhere(&hint.key)
+                } else {
+                    scope.view.replicas_now(&hint.key)
+                };
+                let Some(targets) = targets else {
+                    hints.release(&owner, &[hint.id]);
+                    continue;
                 };
                 let versions = EncodedSet::encode(&hint.versions);
                 targets
@@ -225,13 +226,8 @@ mod tests {
         let again = plan(&mut hints, &scope, 10);
         assert_eq!(again.len(), 1);
         let to: Vec<NodeId> = again[0].sends.iter().map(|s| s.to.clone()).collect();
-        let current: Vec<NodeId> = scope
-            .view
-            .targets_elsewhere(&again[0].sends[0].put.key)
-            .unwrap()
-            .into_iter()
-            .map(|t| t.node)
-            .collect();
+        let key = &again[0].sends[0].put.key;
+        let current = ring.owners(key, 3).unwrap();
         assert_eq!(to, current, "the key's current replicas");
         assert!(settle(&mut hints, &again[0], true, &removed));
         assert!(hints.is_empty());
@@ -251,18 +247,23 @@ mod tests {
         let mut hints = hinted("o", 20);
         let deliveries = plan(&mut hints, &scope, 100);
         assert_eq!(deliveries.len(), 20);
+        // To the key's owners, this node among them when it is one (it keeps the hint in its
+        // own store then); else to the three nodes the walk reaches without it.
+        let mut kept_here = 0;
         for d in &deliveries {
             let to: Vec<NodeId> = d.sends.iter().map(|s| s.to.clone()).collect();
-            let owners = ring.owners(&d.sends[0].put.key, 3).unwrap();
-            let expected: Vec<NodeId> = ring
-                .preference_list(&d.sends[0].put.key)
-                .unwrap()
-                .filter(|n| **n != me)
-                .take(3)
-                .cloned()
-                .collect();
+            let key = &d.sends[0].put.key;
+            let owners = ring.owners(key, 3).unwrap();
+            let expected: Vec<NodeId> = if owners.contains(&me) {
+                kept_here += 1;
+                owners.clone()
+            } else {
+                let walk = ring.preference_list(key).unwrap();
+                walk.filter(|n| **n != me).take(3).cloned().collect()
+            };
             assert_eq!(to, expected, "owners {owners:?}");
         }
+        assert!(kept_here > 0 && kept_here < 20, "{kept_here}");
         // One destination failed: the hint waits for the next round.
         assert!(!settle(&mut hints, &deliveries[0], false, &gone));
         assert_eq!(hints.len(), 20);
@@ -338,11 +339,9 @@ mod tests {
         assert_eq!(owners, BTreeSet::from(["l", "stranger", "x"]));
         assert_eq!(deliveries.len(), 9);
         for d in &deliveries {
-            assert!(
-                d.sends
-                    .iter()
-                    .all(|s| ![d.owner.as_str(), "f"].contains(&s.to.as_str()))
-            );
+            assert!(d.sends.iter().all(|s| s.to != d.owner));
+            let owns = ring.owners(&d.sends[0].put.key, 3).unwrap().contains(&me);
+            assert_eq!(d.sends.iter().any(|s| s.to == me), owns);
         }
     }
 

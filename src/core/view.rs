@@ -70,6 +70,15 @@ impl View<'_> {
         }))
     }
 
+    /// The replicas that should hold `key` now, as a write would reach them: this node among
+    /// them when it owns the key, fallbacks standing in for owners that are down. `None` while
+    /// fewer than N (or the ring's members) are reachable.
+    pub fn replicas_now(&self, key: &[u8]) -> Option<Vec<Target>> {
+        let targets = self.targets(key).ok()?;
+        let wanted = self.n.min(self.ring.len());
+        (targets.len() == wanted && !targets.is_empty()).then_some(targets)
+    }
+
     /// The replicas that should take `key` from this node when it no longer owns it: the
     /// sloppy targets of the walk without this node, so that a dead owner's copy goes to a
     /// fallback with a hint. `None` while some owner has no live stand-in.
