@@ -44,10 +44,11 @@ pub struct DrainScope<'a> {
 }
 
 /// Whether `owner` will never take its hints back, as `membership` tells: it left, was
-/// removed, is leaving (it owns no range), or is not known here. A fallback keeps whatever hint a peer's write names
-/// (refusing a hint for a node it has not heard of yet would cost writes during every join's
-/// gossip), and one kept for a name it does not know goes to the key's current replicas at
-/// the next round instead of waiting, in a bounded store, for a node that may not exist.
+/// removed, is leaving (it owns no range), or is not known here. A fallback keeps whatever
+/// hint a peer's write names (refusing a hint for a node it has not heard of yet would cost
+/// writes during every join's gossip), and one kept for a name it does not know goes to the
+/// key's current replicas at the next round instead of waiting, in a bounded store, for a
+/// node that may not exist.
 pub fn gone_in(membership: &Membership) -> impl Fn(&NodeId) -> bool + '_ {
     |owner| !membership.takes_hints(owner)
 }

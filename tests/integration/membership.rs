@@ -187,6 +187,18 @@ async fn own_ring(cluster: &TestCluster, i: usize) -> Option<RingStatus> {
     cluster.member_seen_by(i, i).await.map(|m| m.ring)
 }
 
+/// Every node of three is valid and has the three on its ring.
+async fn assert_one_ring_of_three(cluster: &TestCluster) {
+    for i in 1..=3 {
+        assert_eq!(own_ring(cluster, i).await, Some(RingStatus::Valid), "n{i}");
+        assert_eq!(
+            ring_nodes(cluster, i).await,
+            ["n1", "n2", "n3"],
+            "n{i}'s ring"
+        );
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn joining_nodes_cut_off_from_the_cluster_never_make_one_of_their_own() {
     let mut cluster = TestCluster::builder()
@@ -235,14 +247,7 @@ async fn joining_nodes_cut_off_from_the_cluster_never_make_one_of_their_own() {
     // Once they reach the cluster they join it, and it keeps its one ring.
     cluster.heal();
     cluster.wait_converged().await;
-    for i in 1..=3 {
-        assert_eq!(own_ring(&cluster, i).await, Some(RingStatus::Valid), "n{i}");
-        assert_eq!(
-            ring_nodes(&cluster, i).await,
-            ["n1", "n2", "n3"],
-            "n{i}'s ring"
-        );
-    }
+    assert_one_ring_of_three(&cluster).await;
     cluster
         .client(2)
         .put(b"after-the-heal", Bytes::from("v"), None, None)
@@ -263,14 +268,7 @@ async fn a_cluster_whose_every_node_restarted_in_memory_forms_again() {
     for i in [2, 3, 1] {
         cluster.restart(i).await;
     }
-    for i in 1..=3 {
-        assert_eq!(own_ring(&cluster, i).await, Some(RingStatus::Valid), "n{i}");
-        assert_eq!(
-            ring_nodes(&cluster, i).await,
-            ["n1", "n2", "n3"],
-            "n{i}'s ring"
-        );
-    }
+    assert_one_ring_of_three(&cluster).await;
     cluster
         .client(3)
         .put(b"new-cluster", Bytes::from("v"), None, Some(3))

@@ -151,8 +151,8 @@ impl Membership {
                 member.status = Status::Alive;
             }
         }
-        // A joining node takes its place once it knows a member of the cluster (valid, or
-        // leaving while none is valid), itself or by a peer's word. Joining nodes never make a
+        // A joining node takes its place once it knows a member of the cluster (valid or
+        // leaving), met or named in a peer's digest. Joining nodes never make a
         // cluster among themselves: a node that lost its table (an in-memory restart) and a
         // new one, both cut off from the cluster they were seeded with, would own every range
         // between them, unaware of the members that hold the data, and could purge a
