@@ -1082,10 +1082,14 @@ mod tests {
                 cluster.log_tail(i, 20).unwrap()
             );
         }
-        let n2 = cluster.spec(2).unwrap().cluster_addr;
+        // Node 1 starts alone, as at the first start; the others are seeded with it.
+        let n1 = cluster.spec(1).unwrap().cluster_addr;
         let log = cluster.log_tail(1, 20).unwrap();
+        let last_start = log.rsplit("=== ").next().unwrap_or_default();
+        assert!(!last_start.contains("--seed"), "node 1 alone: {log}");
+        let log = cluster.log_tail(2, 20).unwrap();
         assert!(
-            log.contains(&format!("--seed {n2}")),
+            log.contains(&format!("--seed {n1}")),
             "seeded with the others: {log}"
         );
 
