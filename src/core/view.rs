@@ -44,11 +44,6 @@ impl View<'_> {
         wanted.min(self.ring.len().max(1))
     }
 
-    /// Whether this node is the ring's only member, and so every key's only owner.
-    pub fn alone(&self) -> bool {
-        self.ring.len() == 1 && self.ring.contains(self.me)
-    }
-
     /// Whether this node is among the key's owners.
     pub fn owns(&self, key: &[u8]) -> bool {
         self.owns_at(Ring::key_position(key))

@@ -157,8 +157,7 @@ impl Membership {
         // new one, both cut off from the cluster they were seeded with, would own every range
         // between them, unaware of the members that hold the data, and could purge a
         // tombstone those members never saw. A cluster starts from a node started alone.
-        let knows_the_cluster = (self.peers.values())
-            .any(|m| matches!(m.ring, RingStatus::Valid | RingStatus::Leaving));
+        let knows_the_cluster = self.peers.values().any(|m| m.ring.in_cluster());
         if met_a_peer
             && knows_the_cluster
             && self.own.ring == RingStatus::Joining

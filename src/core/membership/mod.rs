@@ -297,7 +297,8 @@ impl Membership {
     /// leaving one owns nothing: it would only push them on, after it told a tombstone purge
     /// that it holds nothing of their keys, and so bring back a value the purge deleted.
     pub fn takes_hints(&self, node: &NodeId) -> bool {
-        self.should_connect(node) && self.layout.iter().any(|(member, _)| member == node)
+        // The layout holds only valid or leaving members, never a final one.
+        self.layout.iter().any(|(member, _)| member == node)
     }
 
     /// Whether requests should be sent to `node`: Alive and neither left nor removed. A

@@ -34,6 +34,12 @@ impl RingStatus {
         self == RingStatus::Valid
     }
 
+    /// Whether the member is part of an existing cluster (valid or leaving): what a joining
+    /// node must know of before it takes its place.
+    pub fn in_cluster(self) -> bool {
+        matches!(self, RingStatus::Valid | RingStatus::Leaving)
+    }
+
     /// Whether the status is final for the member's name (left or removed).
     pub fn is_final(self) -> bool {
         matches!(self, RingStatus::Left | RingStatus::Removed)

@@ -11,7 +11,8 @@
 //! (partitions and heals, crashes and restarts, joins, leaves, removes of a crashed node). A
 //! crash in memory loses the node's data, and it restarts as a new incarnation with a new
 //! actor id, joining the cluster (or, when no node knows the cluster any more, alone, as an
-//! operator would start it: joining nodes never make a cluster among themselves). A crash on disk (`--data-dir`, `--fsync always`) keeps what the node's disk
+//! operator would start it: joining nodes never make a cluster among themselves). A crash on
+//! disk (`--data-dir`, `--fsync always`) keeps what the node's disk
 //! synced ([`crate::core::volatile_disk`]): it restarts on it with its actor id, its dot lease,
 //! its hints and its recorded membership, and loses only what no sync covered (a handoff's
 //! drops, forgotten hints, purges, copies it took without acknowledging them). The nodes
@@ -708,9 +709,7 @@ impl World {
     /// alone, as a new cluster: every member lost its memory, and with it the data.
     fn a_cluster_to_join(&self) -> bool {
         self.slots.iter().any(|slot| match slot {
-            Slot::Up(node) | Slot::Down(Some(node)) => {
-                matches!(node.ring_status(), RingStatus::Valid | RingStatus::Leaving)
-            }
+            Slot::Up(node) | Slot::Down(Some(node)) => node.ring_status().in_cluster(),
             _ => false,
         })
     }
