@@ -145,6 +145,34 @@ mod tests {
     }
 
     #[test]
+    fn a_drained_node_whose_last_fellow_member_leaves_too_keeps_its_place_until_a_node_joins() {
+        let me = NodeId::new("me");
+        let (store, hints) = (Store::new(ActorId::new("me", 1)), SharedHints::default());
+        let mut membership = leaving(&me);
+        // The other member was told to leave at the same moment, before it heard of ours.
+        let mut peer = crate::core::membership::tests::entry("peer", 1, 2);
+        peer.ring = RingStatus::Leaving;
+        membership.merge(&[peer], 0);
+        assert!(!membership.may_finish_leaving());
+        assert!(finish_if_drained(&mut membership, &store, &hints, true).is_empty());
+        assert_eq!(membership.own().ring, RingStatus::Leaving);
+        // Still on the ring and not sealed: it owns everything and takes writes.
+        assert!(membership.takes_hints(&me));
+        let key = Key::from_static(b"k");
+        assert!(store.merge(&key, &write(&key)).unwrap().changed);
+
+        // A node joins: the leave ends once everything went to it.
+        let joined = crate::core::membership::tests::entry("joined", 1, 1);
+        membership.merge(&[joined], 0);
+        let (empty, hints) = (Store::new(ActorId::new("me", 1)), SharedHints::default());
+        assert_eq!(
+            finish_if_drained(&mut membership, &empty, &hints, true).len(),
+            1
+        );
+        assert_eq!(membership.own().ring, RingStatus::Left);
+    }
+
+    #[test]
     fn a_leave_restored_from_the_nodes_own_record_is_not_heard() {
         let me = NodeId::new("me");
         let recorded = leaving(&me).digest();

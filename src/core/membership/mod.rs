@@ -297,7 +297,12 @@ impl Membership {
     /// leaving one owns nothing: it would only push them on, after it told a tombstone purge
     /// that it holds nothing of their keys, and so bring back a value the purge deleted.
     pub fn takes_hints(&self, node: &NodeId) -> bool {
-        // The layout holds only valid or leaving members, never a final one.
+        self.on_layout(node)
+    }
+
+    // Whether `node` has a place on the ring. The layout holds only valid or leaving members,
+    // never a final one.
+    fn on_layout(&self, node: &NodeId) -> bool {
         self.layout.iter().any(|(member, _)| member == node)
     }
 

@@ -57,13 +57,16 @@ impl Membership {
         }
     }
 
-    /// Whether this node is leaving and a peer has heard so. A node that declared itself left
-    /// unheard (cut off from everyone, holding nothing) and then stopped would stay a valid
-    /// owner in every other table, dead, until an operator removed it: its ranges would be
-    /// served short of a replica and hinted to it meanwhile. Once a peer has the leave, the
-    /// others take the node off their rings whether or not they ever hear that it left.
+    /// Whether this node is leaving, a peer has heard so, and it has no place on the ring any
+    /// more. A node that declared itself left unheard (cut off from everyone, holding nothing)
+    /// and then stopped would stay a valid owner in every other table, dead, until an operator
+    /// removed it: its ranges would be served short of a replica and hinted to it meanwhile.
+    /// Once a peer has the leave, the others take the node off their rings whether or not they
+    /// ever hear that it left. While no member is valid, the leaving ones keep their places
+    /// and own everything: one that held nothing at that moment and declared itself left
+    /// would take its ranges, and with the last such node the whole cluster, away.
     pub fn may_finish_leaving(&self) -> bool {
-        self.own.ring == RingStatus::Leaving && self.leave_heard
+        self.own.ring == RingStatus::Leaving && self.leave_heard && !self.on_layout(&self.own.node)
     }
 
     /// A leaving node that handed everything off declares itself left.
