@@ -294,8 +294,9 @@ impl Membership {
 
     /// Whether hints may wait here for `node`: a member that owns ranges on the ring now (dead
     /// or not). A node that left, was removed or is unknown would never take them back, and a
-    /// leaving one owns nothing: it would only push them on, after it told a tombstone purge
-    /// that it holds nothing of their keys, and so bring back a value the purge deleted.
+    /// leaving one owns nothing while a member is valid: it would only push them on, after it
+    /// told a tombstone purge that it holds nothing of their keys, and so bring back a value
+    /// the purge deleted.
     pub fn takes_hints(&self, node: &NodeId) -> bool {
         self.on_layout(node)
     }
