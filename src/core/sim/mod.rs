@@ -857,7 +857,8 @@ impl World {
         let mut next_look = self.now;
         loop {
             if !self.step() {
-                self.fail("the event queue ran dry");
+                let why = self.quiet().unwrap_or_default();
+                self.fail(&format!("the event queue ran dry: {why}"));
             }
             if self.now >= next_look {
                 next_look = self.now + 250;
@@ -872,6 +873,7 @@ impl World {
             }
         }
         let nodes = self.running();
+        // Quiet means some node runs.
         let Some(first) = nodes.first() else {
             self.fail("no node runs once the cluster is quiet");
         };
@@ -921,7 +923,9 @@ impl World {
     /// Why the cluster is not quiet yet, or `None` when it is.
     fn quiet(&self) -> Option<String> {
         let nodes = self.running();
-        let first = nodes.first()?;
+        let Some(first) = nodes.first() else {
+            return Some("no node runs".into());
+        };
         for node in &nodes {
             // A leave waits on the ring while no member is valid to take the keys.
             let status = node.ring_status();
